@@ -1,0 +1,19 @@
+// Command converge is the GitOps CLI and agent. main only builds the root
+// command, runs it and maps its error to an exit code.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"converge.dev/converge/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Execute(ctx, cli.DefaultStreams(), os.Args[1:])
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,178 @@
+package engine
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"converge.dev/converge/internal/render"
+)
+
+// App names the owner of a desired set. Its record (the inventory) lives in
+// a ConfigMap in Namespace; objects it owns carry its name and identity.
+type App struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+}
+
+func (a App) String() string { return a.Namespace + "/" + a.Name }
+
+// desired is one object of the desired set, prepared for the cluster, with
+// what the plan found out about it.
+type desired struct {
+	obj        *unstructured.Unstructured
+	source     string
+	key        render.Key
+	gvk        schema.GroupVersionKind
+	namespaced bool
+	// pendingCRD: the kind is defined by a CRD in this same set and not yet
+	// served, so it can be checked only once the CRD is Established.
+	pendingCRD bool
+	hash       string
+	wave       int
+	force      bool
+
+	// Filled by the plan.
+	action Action
+	reason string
+	live   *unstructured.Unstructured
+	dryRun *unstructured.Unstructured
+	// replace: an immutable field changes and the object may be recreated.
+	replace bool
+	diff    string
+}
+
+// prepare turns rendered objects into desired objects: it resolves each kind
+// against the cluster (or a CRD in the set), defaults the namespace of
+// namespaced objects, clears it on cluster-scoped ones, folds Secret
+// stringData into data, stamps ownership, and hashes the result.
+func (m *Manager) prepare(app App, defaultNamespace string, objs []render.Object) ([]*desired, error) {
+	crds := crdKinds(objs)
+	out := make([]*desired, 0, len(objs))
+	seen := make(map[render.Key]string, len(objs))
+	for _, o := range objs {
+		u := o.DeepCopy()
+		gvk := u.GroupVersionKind()
+		d := &desired{obj: u, source: o.Source, gvk: gvk}
+		mapping, err := m.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		switch {
+		case err == nil:
+			d.namespaced = mapping.Scope.Name() == meta.RESTScopeNameNamespace
+		case meta.IsNoMatchError(err):
+			scope, ok := crds[gvk]
+			if !ok {
+				return nil, fmt.Errorf("%s: %s: kind %s is not served by the cluster and no CRD in this sync defines it", o.Source, o.Ref(), gvk)
+			}
+			d.namespaced, d.pendingCRD = scope, true
+		default:
+			return nil, fmt.Errorf("%s: %s: %w", o.Source, o.Ref(), err)
+		}
+		if d.namespaced && u.GetNamespace() == "" {
+			if defaultNamespace == "" {
+				return nil, fmt.Errorf("%s: %s is namespaced but has no namespace and no default was given", o.Source, o.Ref())
+			}
+			u.SetNamespace(defaultNamespace)
+		}
+		if !d.namespaced {
+			u.SetNamespace("")
+		}
+		if err := foldStringData(u); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", o.Source, render.Ref(u), err)
+		}
+		labels := u.GetLabels()
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[LabelApp] = app.Name
+		u.SetLabels(labels)
+		ann := u.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		ann[AnnotationOwner] = app.String()
+		u.SetAnnotations(ann)
+		if w, ok := ann[AnnotationSyncWave]; ok {
+			if d.wave, err = strconv.Atoi(w); err != nil {
+				return nil, fmt.Errorf("%s: %s: annotation %s: %q is not an integer", o.Source, render.Ref(u), AnnotationSyncWave, w)
+			}
+		}
+		d.force = ann[AnnotationForce] == "true"
+		d.key = render.KeyOf(u)
+		if prev, dup := seen[d.key]; dup {
+			return nil, fmt.Errorf("%s: %s is also defined in %s", o.Source, render.Ref(u), prev)
+		}
+		seen[d.key] = o.Source
+		if d.hash, err = hashObject(u); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// crdKinds maps every kind defined by a CRD in objs (each served version) to
+// whether it is namespaced.
+func crdKinds(objs []render.Object) map[schema.GroupVersionKind]bool {
+	kinds := map[schema.GroupVersionKind]bool{}
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" || o.GroupVersionKind().Group != "apiextensions.k8s.io" {
+			continue
+		}
+		group, _, _ := unstructured.NestedString(o.Object, "spec", "group")
+		kind, _, _ := unstructured.NestedString(o.Object, "spec", "names", "kind")
+		scope, _, _ := unstructured.NestedString(o.Object, "spec", "scope")
+		versions, _, _ := unstructured.NestedSlice(o.Object, "spec", "versions")
+		for _, v := range versions {
+			vm, _ := v.(map[string]any)
+			name, _ := vm["name"].(string)
+			kinds[schema.GroupVersionKind{Group: group, Version: name, Kind: kind}] = scope != "Cluster"
+		}
+	}
+	return kinds
+}
+
+// foldStringData moves a Secret's stringData into data, as the apiserver
+// would, so the desired object compares equal to the live one.
+func foldStringData(u *unstructured.Unstructured) error {
+	if u.GetKind() != "Secret" || u.GroupVersionKind().Group != "" {
+		return nil
+	}
+	sd, found, err := unstructured.NestedMap(u.Object, "stringData")
+	if err != nil || !found {
+		return err
+	}
+	data, _, err := unstructured.NestedMap(u.Object, "data")
+	if err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
+	if data == nil {
+		data = map[string]any{}
+	}
+	for k, v := range sd {
+		s, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("stringData.%s: not a string", k)
+		}
+		data[k] = base64.StdEncoding.EncodeToString([]byte(s))
+	}
+	unstructured.RemoveNestedField(u.Object, "stringData")
+	return unstructured.SetNestedMap(u.Object, data, "data")
+}
+
+// hashObject fingerprints a desired object. encoding/json sorts map keys, so
+// equal objects hash equal.
+func hashObject(u *unstructured.Unstructured) (string, error) {
+	data, err := json.Marshal(u.Object)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:16]), nil
+}

@@ -1,0 +1,141 @@
+package engine
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/internal/render"
+)
+
+// Record labels: every ConfigMap converge keeps about an app carries both.
+const (
+	LabelRecord     = "converge.dev/record"
+	RecordInventory = "inventory"
+	inventoryKey    = "inventory.json.gz"
+)
+
+// Entry is what the inventory remembers of one object: where it is, the
+// hash of its desired state as last applied, and the resourceVersion that
+// apply returned.
+type Entry struct {
+	Group           string `json:"g,omitempty"`
+	Version         string `json:"v"`
+	Kind            string `json:"k"`
+	Namespace       string `json:"ns,omitempty"`
+	Name            string `json:"n"`
+	Hash            string `json:"h"`
+	ResourceVersion string `json:"rv"`
+}
+
+func (e Entry) key() render.Key {
+	return render.Key{Group: e.Group, Kind: e.Kind, Namespace: e.Namespace, Name: e.Name}
+}
+
+func (e Entry) gvk() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: e.Group, Version: e.Version, Kind: e.Kind}
+}
+
+// Inventory is the set of objects an app owns, as of its last sync.
+type Inventory struct {
+	// Revision is the source revision of the last sync, when known.
+	Revision string               `json:"revision,omitempty"`
+	Entries  map[render.Key]Entry `json:"-"`
+}
+
+type inventoryJSON struct {
+	Revision string  `json:"revision,omitempty"`
+	Entries  []Entry `json:"entries"`
+}
+
+// InventoryName is the name of the ConfigMap holding app's inventory.
+func InventoryName(app string) string { return "converge-app-" + app }
+
+// loadInventory reads app's inventory; a missing record is an empty one.
+func (m *Manager) loadInventory(ctx context.Context, app App) (*Inventory, bool, error) {
+	var cm corev1.ConfigMap
+	err := m.client.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: InventoryName(app.Name)}, &cm)
+	if apierrors.IsNotFound(err) {
+		return &Inventory{Entries: map[render.Key]Entry{}}, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("reading inventory of %s: %w", app, err)
+	}
+	inv, err := decodeInventory(cm.BinaryData[inventoryKey])
+	if err != nil {
+		return nil, false, fmt.Errorf("inventory of %s (ConfigMap %s/%s) is corrupt: %w", app, cm.Namespace, cm.Name, err)
+	}
+	return inv, true, nil
+}
+
+// saveInventory writes inv as app's record with server-side apply.
+func (m *Manager) saveInventory(ctx context.Context, app App, inv *Inventory) error {
+	data, err := encodeInventory(inv)
+	if err != nil {
+		return err
+	}
+	cm := corev1ac.ConfigMap(InventoryName(app.Name), app.Namespace).
+		WithLabels(map[string]string{LabelRecord: RecordInventory, LabelApp: app.Name}).
+		WithBinaryData(map[string][]byte{inventoryKey: data})
+	if err := m.client.Apply(ctx, cm, client.FieldOwner(m.opts.FieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("writing inventory of %s: %w", app, err)
+	}
+	return nil
+}
+
+func encodeInventory(inv *Inventory) ([]byte, error) {
+	out := inventoryJSON{Revision: inv.Revision, Entries: make([]Entry, 0, len(inv.Entries))}
+	for _, e := range inv.Entries {
+		out.Entries = append(out.Entries, e)
+	}
+	sort.Slice(out.Entries, func(i, j int) bool { return out.Entries[i].key().String() < out.Entries[j].key().String() })
+	raw, err := json.Marshal(out)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	zw.ModTime = time.Time{}
+	if _, err := zw.Write(raw); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func decodeInventory(data []byte) (*Inventory, error) {
+	inv := &Inventory{Entries: map[render.Key]Entry{}}
+	if len(data) == 0 {
+		return inv, nil
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	var in inventoryJSON
+	if err := json.Unmarshal(raw, &in); err != nil {
+		return nil, err
+	}
+	inv.Revision = in.Revision
+	for _, e := range in.Entries {
+		inv.Entries[e.key()] = e
+	}
+	return inv, nil
+}

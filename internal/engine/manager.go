@@ -1,0 +1,78 @@
+package engine
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+)
+
+// Labels and annotations converge reads and writes on managed objects.
+const (
+	// LabelApp holds the name of the app that owns an object. Watches and
+	// lists select on it.
+	LabelApp = "converge.dev/app"
+	// AnnotationOwner holds "namespace/name" of the owning app's record;
+	// together with LabelApp it is what prune checks before deleting.
+	AnnotationOwner = "converge.dev/owner"
+	// AnnotationSyncWave orders objects: lower waves first; default 0.
+	AnnotationSyncWave = "converge.dev/sync-wave"
+	// AnnotationPrune set to "false" keeps an object when it leaves Git.
+	AnnotationPrune = "converge.dev/prune"
+	// AnnotationForce set to "true" lets a sync delete and recreate an
+	// object whose change touches an immutable field.
+	AnnotationForce = "converge.dev/force"
+	// FieldManager is the server-side apply field manager.
+	FieldManager = "converge.dev"
+)
+
+// Options configure a Manager.
+type Options struct {
+	// FieldManager names converge in managedFields.
+	FieldManager string
+	// Concurrency bounds requests in flight.
+	Concurrency int
+}
+
+// DefaultOptions returns the options converge runs with.
+func DefaultOptions() Options {
+	return Options{FieldManager: FieldManager, Concurrency: 32}
+}
+
+// Manager plans and applies desired sets against one cluster.
+type Manager struct {
+	client client.Client
+	mapper meta.RESTMapper
+	opts   Options
+}
+
+// New returns a Manager for the cluster cfg points at. The client's rate
+// limit is raised so that the apiserver, not converge, is the bottleneck.
+func New(cfg *rest.Config, opts Options) (*Manager, error) {
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS < 500 {
+		cfg.QPS, cfg.Burst = 500, 1000
+	}
+	if opts.FieldManager == "" {
+		opts.FieldManager = FieldManager
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = DefaultOptions().Concurrency
+	}
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("discovering the cluster's APIs: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{HTTPClient: httpClient, Mapper: mapper})
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{client: c, mapper: mapper, opts: opts}, nil
+}
+

@@ -1,0 +1,306 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"golang.org/x/sync/errgroup"
+
+	"converge.dev/converge/internal/render"
+)
+
+// ErrEmptyRender is returned when a desired set is empty and pruning would
+// delete everything the app owns.
+var ErrEmptyRender = errors.New("the desired set is empty; refusing to prune everything the app owns (use --allow-empty to allow it)")
+
+// PlanOptions say what to plan.
+type PlanOptions struct {
+	App App
+	// DefaultNamespace is given to namespaced objects that have none.
+	DefaultNamespace string
+	// Prune plans the deletion of owned objects that are no longer desired.
+	Prune bool
+	// AllowEmpty lets an empty desired set prune everything the app owns.
+	AllowEmpty bool
+	// Revision is recorded with the inventory, when known.
+	Revision string
+	// Progress, if set, receives messages for people.
+	Progress func(string)
+}
+
+// Plan is what a sync would do. Its ChangeSet is the diff; Manager.Apply
+// carries it out.
+type Plan struct {
+	ChangeSet ChangeSet
+
+	opts         PlanOptions
+	objects      []*desired
+	inventory    *Inventory
+	hadInventory bool
+	live         liveSet
+	// deferred objects can be checked only after the first stage is
+	// applied: custom resources of new CRDs, objects in new namespaces.
+	deferred []*desired
+	prune    []*unstructured.Unstructured
+	dryRuns  int
+}
+
+// DryRuns is how many server-side dry-runs the plan made.
+func (p *Plan) DryRuns() int { return p.dryRuns }
+
+// ValidationError lists every object a dry-run rejected. When a plan fails
+// with it, nothing has been written.
+type ValidationError struct {
+	Errors []error
+}
+
+func (e *ValidationError) Error() string {
+	msgs := make([]string, len(e.Errors))
+	for i, err := range e.Errors {
+		msgs[i] = err.Error()
+	}
+	return fmt.Sprintf("%d object(s) failed validation, nothing was applied:\n  %s", len(msgs), strings.Join(msgs, "\n  "))
+}
+
+// Plan decides, for each object of objs, whether a sync would create,
+// configure or leave it, and which owned objects it would delete.
+//
+// An object whose desired state hashes as it did at its last apply, and
+// whose live copy still holds every field of it, costs no request beyond the
+// one list per kind. Everything else is decided by a server-side dry-run,
+// which also validates it; if any dry-run fails the plan fails with a
+// ValidationError naming each object, its file and the field.
+func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptions) (*Plan, error) {
+	if len(objs) == 0 && opts.Prune && !opts.AllowEmpty {
+		return nil, ErrEmptyRender
+	}
+	objects, err := m.prepare(opts.App, opts.DefaultNamespace, objs)
+	if err != nil {
+		return nil, err
+	}
+	inv, had, err := m.loadInventory(ctx, opts.App)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{opts: opts, objects: objects, inventory: inv, hadInventory: had}
+
+	kinds := map[schema.GroupVersionKind]map[string]bool{}
+	addKind := func(gvk schema.GroupVersionKind, ns string) {
+		if kinds[gvk] == nil {
+			kinds[gvk] = map[string]bool{}
+		}
+		if ns != "" {
+			kinds[gvk][ns] = true
+		}
+	}
+	for _, d := range objects {
+		if !d.pendingCRD {
+			addKind(d.gvk, d.obj.GetNamespace())
+		}
+	}
+	for _, e := range inv.Entries {
+		addKind(e.gvk(), e.Namespace)
+	}
+	if p.live, err = m.listOwned(ctx, opts.App, kinds); err != nil {
+		return nil, err
+	}
+	missingNS, err := m.missingNamespaces(ctx, objects, p.live)
+	if err != nil {
+		return nil, err
+	}
+
+	var check []*desired
+	for _, d := range objects {
+		d.live = p.live[d.key]
+		entry, known := inv.Entries[d.key]
+		switch {
+		case d.pendingCRD || (d.namespaced && missingNS[d.obj.GetNamespace()]):
+			p.deferred = append(p.deferred, d)
+			d.action = ActionCreated
+		case known && d.live != nil && entry.Hash == d.hash &&
+			(entry.ResourceVersion == d.live.GetResourceVersion() || contains(d.live.Object, d.obj.Object)):
+			d.action = ActionUnchanged
+		default:
+			check = append(check, d)
+		}
+	}
+	if err := m.dryRunAll(ctx, p, check); err != nil {
+		return nil, err
+	}
+	if err := m.planPrune(ctx, p); err != nil {
+		return nil, err
+	}
+	for _, d := range objects {
+		c := changeFor(d, d.action)
+		c.Reason, c.Diff = d.reason, d.diff
+		p.ChangeSet.add(c)
+	}
+	p.ChangeSet.sort()
+	return p, nil
+}
+
+// dryRunAll dry-runs objs concurrently and classifies each. Every failure
+// is collected, so one run reports all invalid objects.
+func (m *Manager) dryRunAll(ctx context.Context, p *Plan, objs []*desired) error {
+	var mu sync.Mutex
+	var failures []error
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(m.opts.Concurrency)
+	for _, d := range objs {
+		g.Go(func() error {
+			err := m.dryRun(gctx, d)
+			mu.Lock()
+			defer mu.Unlock()
+			p.dryRuns++
+			if err != nil {
+				failures = append(failures, err)
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(failures) > 0 {
+		sort.Slice(failures, func(i, j int) bool { return failures[i].Error() < failures[j].Error() })
+		return &ValidationError{Errors: failures}
+	}
+	return nil
+}
+
+// dryRun asks the server what applying d would produce and sets d's action
+// and diff from the answer.
+func (m *Manager) dryRun(ctx context.Context, d *desired) error {
+	result := d.obj.DeepCopy()
+	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result),
+		client.FieldOwner(m.opts.FieldManager), client.ForceOwnership, client.DryRunAll)
+	if err != nil {
+		if isImmutable(err) {
+			if d.force {
+				d.replace, d.action, d.reason = true, ActionConfigured, "replaced: an immutable field changed"
+				d.diff, err = unifiedDiff(render.Ref(d.obj), d.live, d.obj)
+				return err
+			}
+			return fmt.Errorf("%s (%s): %s; annotate it %s: \"true\" to let converge delete and recreate it",
+				render.Ref(d.obj), d.source, apiMessage(err), AnnotationForce)
+		}
+		return fmt.Errorf("%s (%s): %s", render.Ref(d.obj), d.source, apiMessage(err))
+	}
+	d.dryRun = result
+	if d.live == nil && result.GetResourceVersion() != "" {
+		// The object exists but is not labelled as ours yet: adopt it.
+		live := &unstructured.Unstructured{}
+		live.SetGroupVersionKind(d.gvk)
+		if err := m.client.Get(ctx, client.ObjectKeyFromObject(d.obj), live); err != nil {
+			return fmt.Errorf("%s: reading live object: %w", render.Ref(d.obj), err)
+		}
+		d.live = live
+	}
+	switch {
+	case d.live == nil:
+		d.action = ActionCreated
+	case equalNormalized(d.live, result):
+		d.action = ActionUnchanged
+		return nil
+	default:
+		d.action = ActionConfigured
+	}
+	var err2 error
+	d.diff, err2 = unifiedDiff(render.Ref(d.obj), d.live, result)
+	return err2
+}
+
+// missingNamespaces returns the namespaces that desired objects live in, are
+// themselves in the desired set, and do not exist yet.
+func (m *Manager) missingNamespaces(ctx context.Context, objects []*desired, live liveSet) (map[string]bool, error) {
+	missing := map[string]bool{}
+	for _, d := range objects {
+		if d.gvk.Group != "" || d.gvk.Kind != "Namespace" || live[d.key] != nil {
+			continue
+		}
+		ns := &unstructured.Unstructured{}
+		ns.SetGroupVersionKind(d.gvk)
+		err := m.client.Get(ctx, client.ObjectKey{Name: d.obj.GetName()}, ns)
+		switch {
+		case apierrors.IsNotFound(err):
+			missing[d.obj.GetName()] = true
+		case err != nil:
+			return nil, fmt.Errorf("reading Namespace/%s: %w", d.obj.GetName(), err)
+		}
+	}
+	return missing, nil
+}
+
+// planPrune finds owned objects that are no longer desired.
+func (m *Manager) planPrune(ctx context.Context, p *Plan) error {
+	want := make(map[render.Key]bool, len(p.objects))
+	for _, d := range p.objects {
+		want[d.key] = true
+	}
+	keys := make([]render.Key, 0)
+	for k := range p.inventory.Entries {
+		if !want[k] {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	for _, k := range keys {
+		e := p.inventory.Entries[k]
+		live := p.live[k]
+		c := Change{Ref: refOf(e), APIVersion: e.gvk().GroupVersion().String(), Kind: e.Kind, Namespace: e.Namespace, Name: e.Name}
+		switch {
+		case live == nil:
+			// Gone already, or no longer carries this app's ownership
+			// labels: either way it is not ours to delete.
+			continue
+		case live.GetAnnotations()[AnnotationPrune] == "false":
+			c.Action, c.Reason = ActionSkipped, AnnotationPrune+": \"false\""
+		case !p.opts.Prune:
+			c.Action, c.Reason = ActionSkipped, "no longer in the source; prune is off"
+		default:
+			c.Action = ActionDeleted
+			p.prune = append(p.prune, live)
+			var err error
+			if c.Diff, err = unifiedDiff(c.Ref, live, nil); err != nil {
+				return err
+			}
+		}
+		p.ChangeSet.add(c)
+	}
+	return nil
+}
+
+func refOf(e Entry) string {
+	if e.Namespace != "" {
+		return e.Kind + "/" + e.Namespace + "/" + e.Name
+	}
+	return e.Kind + "/" + e.Name
+}
+
+// isImmutable recognises the apiserver's refusals to change a field that
+// cannot change after creation.
+func isImmutable(err error) bool {
+	if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "field is immutable") || strings.Contains(msg, "updates to statefulset spec for fields other than")
+}
+
+// apiMessage is the apiserver's message for err, which names the field.
+func apiMessage(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return status.Status().Message
+	}
+	return err.Error()
+}

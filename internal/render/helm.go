@@ -1,0 +1,147 @@
+package render
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	"helm.sh/helm/v4/pkg/chart/common"
+	commonutil "helm.sh/helm/v4/pkg/chart/common/util"
+	"helm.sh/helm/v4/pkg/chart/loader/archive"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
+	"helm.sh/helm/v4/pkg/engine"
+	"sigs.k8s.io/yaml"
+)
+
+// HelmOptions configure rendering a chart.
+type HelmOptions struct {
+	// ReleaseName is .Release.Name; it defaults to the chart's name.
+	ReleaseName string `json:"releaseName,omitempty"`
+	// Namespace is .Release.Namespace; it defaults to "default".
+	Namespace string `json:"namespace,omitempty"`
+	// ValuesFiles are merged in order over the chart's values.yaml. Paths
+	// are relative to the chart directory and must stay inside the
+	// repository.
+	ValuesFiles []string `json:"valuesFiles,omitempty"`
+	// Values are merged last, over the values files.
+	Values map[string]any `json:"values,omitempty"`
+	// KubeVersion is .Capabilities.KubeVersion; empty means Helm's default.
+	KubeVersion string `json:"kubeVersion,omitempty"`
+}
+
+// renderHelm renders the chart at dir, with its dependencies vendored under
+// charts/ (as directories or .tgz archives). Templates run without a cluster
+// connection, so `lookup` finds nothing; test hooks are left out, and the
+// chart's crds/ are included.
+func renderHelm(ctx context.Context, sb *sandbox, dir string, opts HelmOptions) ([]Object, error) {
+	var files []*archive.BufferedFile
+	err := sb.walk(dir, nil, func(name string) error {
+		data, err := sb.readFile(name)
+		if err != nil {
+			return err
+		}
+		rel := strings.TrimPrefix(name, dir+"/")
+		if dir == "." {
+			rel = name
+		}
+		files = append(files, &archive.BufferedFile{Name: rel, Data: data})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ch, err := loader.LoadFiles(files)
+	if err != nil {
+		return nil, fmt.Errorf("%s: loading chart: %w", dir, err)
+	}
+	values := map[string]any{}
+	for _, f := range opts.ValuesFiles {
+		name := path.Join(dir, f)
+		data, err := sb.readFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("values file: %w", err)
+		}
+		var v map[string]any
+		if err := yaml.Unmarshal(data, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		values = loader.MergeMaps(values, v)
+	}
+	values = loader.MergeMaps(values, opts.Values)
+
+	if err := chartutil.ProcessDependencies(ch, values); err != nil {
+		return nil, fmt.Errorf("%s: dependencies: %w", dir, err)
+	}
+	release := common.ReleaseOptions{Name: opts.ReleaseName, Namespace: opts.Namespace, Revision: 1, IsInstall: true}
+	if release.Name == "" {
+		release.Name = ch.Name()
+	}
+	if release.Namespace == "" {
+		release.Namespace = "default"
+	}
+	caps := common.DefaultCapabilities.Copy()
+	if opts.KubeVersion != "" {
+		kv, err := common.ParseKubeVersion(opts.KubeVersion)
+		if err != nil {
+			return nil, fmt.Errorf("helm kubeVersion: %w", err)
+		}
+		caps.KubeVersion = *kv
+	}
+	// Schema validation is skipped: a values.schema.json may $ref a URL, and
+	// rendering never touches the network.
+	renderValues, err := commonutil.ToRenderValuesWithSchemaValidation(ch, values, release, caps, true)
+	if err != nil {
+		return nil, fmt.Errorf("%s: values: %w", dir, err)
+	}
+	out, err := engine.Engine{}.RenderWithContext(ctx, ch, renderValues)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+
+	var objs []Object
+	for _, crd := range ch.CRDObjects() {
+		got, err := decode(path.Join(dir, crd.Filename), crd.File.Data)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, got...)
+	}
+	names := make([]string, 0, len(out))
+	for name := range out {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := path.Base(name)
+		if strings.HasPrefix(base, "_") || base == "NOTES.txt" || !isManifestFile(name) {
+			continue
+		}
+		// name starts with the chart's name; make it a repository path.
+		source := path.Join(dir, strings.TrimPrefix(name, ch.Name()+"/"))
+		got, err := decode(source, []byte(out[name]))
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range got {
+			if isTestHook(o) {
+				continue
+			}
+			objs = append(objs, o)
+		}
+	}
+	return objs, nil
+}
+
+func isTestHook(o Object) bool {
+	hook := o.GetAnnotations()["helm.sh/hook"]
+	for _, h := range strings.Split(hook, ",") {
+		if strings.HasPrefix(strings.TrimSpace(h), "test") {
+			return true
+		}
+	}
+	return false
+}
+

@@ -1,0 +1,96 @@
+package kubetest
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// AuditEvent is the part of an apiserver audit event the tests look at.
+type AuditEvent struct {
+	Verb       string `json:"verb"`
+	RequestURI string `json:"requestURI"`
+	UserAgent  string `json:"userAgent"`
+	User       struct {
+		Username string `json:"username"`
+	} `json:"user"`
+	ObjectRef *struct {
+		Resource  string `json:"resource"`
+		Namespace string `json:"namespace"`
+		Name      string `json:"name"`
+		APIGroup  string `json:"apiGroup"`
+	} `json:"objectRef"`
+	ResponseStatus *struct {
+		Code int `json:"code"`
+	} `json:"responseStatus"`
+}
+
+// Write reports whether the request could change state: a create, update,
+// patch or delete, dry-run or not.
+func (e AuditEvent) Write() bool {
+	switch e.Verb {
+	case "create", "update", "patch", "delete", "deletecollection":
+		return true
+	}
+	return false
+}
+
+// DryRun reports whether the request asked for a dry run.
+func (e AuditEvent) DryRun() bool { return strings.Contains(e.RequestURI, "dryRun=") }
+
+// AuditLog reads the local cluster's audit log from a remembered offset, so
+// that a test sees only the requests made after Mark.
+type AuditLog struct {
+	Path   string
+	offset int64
+}
+
+// LocalAuditLog returns the audit log of the cluster started by
+// `make cluster-up`: audit.log beside the kubeconfig.
+func LocalAuditLog() (*AuditLog, error) {
+	kc, err := LocalKubeconfig()
+	if err != nil {
+		return nil, err
+	}
+	return &AuditLog{Path: filepath.Join(filepath.Dir(kc), "audit.log")}, nil
+}
+
+// Mark remembers the end of the log; Since then returns what follows.
+func (l *AuditLog) Mark() error {
+	fi, err := os.Stat(l.Path)
+	if err != nil {
+		return err
+	}
+	l.offset = fi.Size()
+	return nil
+}
+
+// Since returns the events logged after the last Mark that match keep (all
+// of them when keep is nil).
+func (l *AuditLog) Since(keep func(AuditEvent) bool) ([]AuditEvent, error) {
+	f, err := os.Open(l.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := f.Seek(l.offset, io.SeekStart); err != nil {
+		return nil, err
+	}
+	var events []AuditEvent
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	for sc.Scan() {
+		var e AuditEvent
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return nil, fmt.Errorf("%s: malformed audit event: %w", l.Path, err)
+		}
+		if keep == nil || keep(e) {
+			events = append(events, e)
+		}
+	}
+	return events, sc.Err()
+}
