@@ -40,9 +40,9 @@ func equalNormalized(a, b *unstructured.Unstructured) bool {
 // value on both sides stays the same marker, a changed one differs, so a
 // reader sees which keys were added, changed or removed, never a value.
 const (
-	maskedValue   = "*** (masked)"
-	maskedBefore  = "*** (masked, before)"
-	maskedAfter   = "*** (masked, after)"
+	maskedValue  = "*** (masked)"
+	maskedBefore = "*** (masked, before)"
+	maskedAfter  = "*** (masked, after)"
 )
 
 // maskSecrets returns copies of a live and a desired object with the values

@@ -75,4 +75,3 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	}
 	return &Manager{client: c, mapper: mapper, opts: opts}, nil
 }
-

@@ -144,4 +144,3 @@ func isTestHook(o Object) bool {
 	}
 	return false
 }
-
