@@ -64,7 +64,12 @@ server-side apply, prunes what Git no longer has and heals drift.`,
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
-	root.AddCommand(NewVersionCommand(streams))
+	root.AddCommand(
+		NewVersionCommand(streams),
+		NewBuildCommand(streams),
+		NewDiffCommand(streams),
+		NewSyncCommand(streams),
+	)
 	return root
 }
 

@@ -125,12 +125,19 @@ func unifiedDiff(ref string, live, want *unstructured.Unstructured) (string, err
 		return "", err
 	}
 	return difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-		A:        difflib.SplitLines(a),
-		B:        difflib.SplitLines(b),
+		A:        lines(a),
+		B:        lines(b),
 		FromFile: "live/" + ref,
 		ToFile:   "desired/" + ref,
 		Context:  3,
 	})
+}
+
+func lines(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return difflib.SplitLines(s)
 }
 
 func toYAML(u *unstructured.Unstructured) (string, error) {

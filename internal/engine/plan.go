@@ -50,7 +50,9 @@ type Plan struct {
 	// applied: custom resources of new CRDs, objects in new namespaces.
 	deferred []*desired
 	prune    []*unstructured.Unstructured
-	dryRuns  int
+	// pruneChanges are the deletions (and skipped deletions) planned.
+	pruneChanges []Change
+	dryRuns      int
 }
 
 // DryRuns is how many server-side dry-runs the plan made.
@@ -138,12 +140,7 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 	if err := m.planPrune(ctx, p); err != nil {
 		return nil, err
 	}
-	for _, d := range objects {
-		c := changeFor(d, d.action)
-		c.Reason, c.Diff = d.reason, d.diff
-		p.ChangeSet.add(c)
-	}
-	p.ChangeSet.sort()
+	p.ChangeSet = *p.result(nil, nil)
 	return p, nil
 }
 
@@ -274,7 +271,7 @@ func (m *Manager) planPrune(ctx context.Context, p *Plan) error {
 				return err
 			}
 		}
-		p.ChangeSet.add(c)
+		p.pruneChanges = append(p.pruneChanges, c)
 	}
 	return nil
 }

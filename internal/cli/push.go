@@ -1,0 +1,77 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"regexp"
+
+	"github.com/spf13/cobra"
+
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/render"
+)
+
+// pushFlags are what `converge diff PATH` and `converge sync PATH` share:
+// the source, the cluster and the app that owns the objects.
+type pushFlags struct {
+	Source SourceFlags
+	Kube   KubeFlags
+	App    string
+}
+
+var appName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+func (f *pushFlags) bind(cmd *cobra.Command) {
+	f.Source.Bind(cmd.Flags())
+	f.Kube.Bind(cmd.Flags())
+	cmd.Flags().StringVar(&f.App, "app", "", "name of the app that owns the objects (required); its record lives in --namespace")
+}
+
+// prepare renders path and connects to the cluster.
+func (f *pushFlags) prepare(ctx context.Context, path string, progress io.Writer) (*engine.Manager, []render.Object, engine.PlanOptions, error) {
+	var none engine.PlanOptions
+	if f.App == "" {
+		return nil, nil, none, fmt.Errorf("--app is required: it names the app that owns what PATH describes")
+	}
+	if len(f.App) > 63 || !appName.MatchString(f.App) {
+		return nil, nil, none, fmt.Errorf("--app %q: must be a DNS label (lowercase letters, digits and '-', at most 63)", f.App)
+	}
+	cfg, ns, err := f.Kube.Config()
+	if err != nil {
+		return nil, nil, none, err
+	}
+	res, err := f.Source.Render(ctx, path, ns)
+	if err != nil {
+		return nil, nil, none, err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintln(progress, "warning:", w)
+	}
+	fmt.Fprintf(progress, "Rendered %d object(s) from %s (%s)\n", len(res.Objects), path, res.Kind)
+	m, err := engine.New(cfg, engine.DefaultOptions())
+	if err != nil {
+		return nil, nil, none, err
+	}
+	return m, res.Objects, engine.PlanOptions{
+		App:              engine.App{Name: f.App, Namespace: ns},
+		DefaultNamespace: ns,
+		Progress:         func(msg string) { fmt.Fprintln(progress, msg) },
+	}, nil
+}
+
+// printChanges writes one line per change that is not "unchanged" to w,
+// then the summary.
+func printChanges(w io.Writer, cs *engine.ChangeSet, verb string) {
+	for _, c := range cs.Changes {
+		if c.Action == engine.ActionUnchanged {
+			continue
+		}
+		line := fmt.Sprintf("%s %s", c.Ref, c.Action)
+		if c.Reason != "" {
+			line += " (" + c.Reason + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	fmt.Fprintf(w, "%s: %s\n", verb, cs.Counts())
+}

@@ -1,0 +1,286 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/internal/render"
+)
+
+// SyncOptions say what a sync does beyond planning.
+type SyncOptions struct {
+	PlanOptions
+	// DryRun plans (with server-side dry-runs) and writes nothing.
+	DryRun bool
+	// Wait waits, after applying, until every object is healthy.
+	Wait bool
+	// Timeout bounds the waits: for CRDs to be Established, for each wave
+	// to be healthy before the next, and for health at the end.
+	Timeout time.Duration
+}
+
+// Sync plans objs and carries the plan out: see Plan and Apply.
+func (m *Manager) Sync(ctx context.Context, objs []render.Object, opts SyncOptions) (*ChangeSet, error) {
+	plan, err := m.Plan(ctx, objs, opts.PlanOptions)
+	if err != nil {
+		return nil, err
+	}
+	if opts.DryRun {
+		return &plan.ChangeSet, nil
+	}
+	return m.Apply(ctx, plan, opts)
+}
+
+// Apply carries out a plan:
+//
+//  1. the first stage (CRDs, namespaces, cluster RBAC and policy), then a
+//     wait until new CRDs are Established;
+//  2. the dry-run of objects that could not be checked before (custom
+//     resources of new CRDs, objects in new namespaces); if one fails, the
+//     objects the first stage created are deleted again and nothing else is
+//     written;
+//  3. the remaining objects, wave by wave (converge.dev/sync-wave, lowest
+//     first; when there are several waves, each must be healthy before the
+//     next starts), kind by kind within a wave;
+//  4. pruning, namespaces last;
+//  5. the inventory, written only if it changed.
+//
+// Unchanged objects are not written. Whatever happens, the inventory records
+// every object that was applied, so nothing created is ever lost track of.
+func (m *Manager) Apply(ctx context.Context, p *Plan, opts SyncOptions) (cs *ChangeSet, err error) {
+	applied := &appliedSet{rv: map[render.Key]string{}}
+	var deleted []*unstructured.Unstructured
+	defer func() {
+		if saveErr := m.recordSync(ctx, p, applied, deleted); saveErr != nil && err == nil {
+			err = saveErr
+		}
+		cs = p.result(applied, err)
+	}()
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+
+	var first, rest []*desired
+	for _, d := range p.objects {
+		if d.action != ActionCreated && d.action != ActionConfigured {
+			continue
+		}
+		if inFirstStage(d) {
+			first = append(first, d)
+		} else {
+			rest = append(rest, d)
+		}
+	}
+	p.progress("applying %d object(s), %d unchanged", len(first)+len(rest), len(p.objects)-len(first)-len(rest))
+	for _, b := range batches(first) {
+		if err := m.applyBatch(ctx, b, applied); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.waitEstablished(ctx, first, timeout); err != nil {
+		return nil, err
+	}
+	if len(p.deferred) > 0 {
+		if err := m.dryRunAll(ctx, p, p.deferred); err != nil {
+			m.undoCreated(ctx, first, applied)
+			return nil, err
+		}
+	}
+	prevWave, waves := 0, 0
+	var lastWave []*desired
+	for _, b := range batches(rest) {
+		if waves > 0 && b[0].wave != prevWave {
+			p.progress("waiting for wave %d to be healthy", prevWave)
+			if err := m.waitHealthy(ctx, p.opts.App, lastWave, timeout, p.opts.Progress); err != nil {
+				return nil, fmt.Errorf("wave %d: %w", prevWave, err)
+			}
+			lastWave = nil
+		}
+		if waves == 0 || b[0].wave != prevWave {
+			waves++
+			prevWave = b[0].wave
+		}
+		if err := m.applyBatch(ctx, b, applied); err != nil {
+			return nil, err
+		}
+		lastWave = append(lastWave, b...)
+	}
+	if deleted, err = m.prune(ctx, p); err != nil {
+		return nil, err
+	}
+	if opts.Wait {
+		var all []*desired
+		for _, d := range p.objects {
+			all = append(all, d)
+		}
+		if err := m.waitHealthy(ctx, p.opts.App, all, timeout, p.opts.Progress); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// appliedSet collects the resourceVersions applies returned.
+type appliedSet struct {
+	mu sync.Mutex
+	rv map[render.Key]string
+	// failed holds the error of each object whose apply failed.
+	failed map[render.Key]error
+}
+
+func (a *appliedSet) set(k render.Key, rv string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.rv[k] = rv
+}
+
+func (a *appliedSet) fail(k render.Key, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.failed == nil {
+		a.failed = map[render.Key]error{}
+	}
+	a.failed[k] = err
+}
+
+// applyBatch applies objs concurrently, failing with every object's error.
+func (m *Manager) applyBatch(ctx context.Context, objs []*desired, applied *appliedSet) error {
+	var mu sync.Mutex
+	var errs []error
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(m.opts.Concurrency)
+	for _, d := range objs {
+		g.Go(func() error {
+			if err := m.applyOne(gctx, d, applied); err != nil {
+				applied.fail(d.key, err)
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return errors.Join(errs...)
+}
+
+func (m *Manager) applyOne(ctx context.Context, d *desired, applied *appliedSet) error {
+	if d.replace {
+		if err := m.deleteAndWait(ctx, d.live); err != nil {
+			return fmt.Errorf("%s: replacing: %w", render.Ref(d.obj), err)
+		}
+	}
+	obj := d.obj.DeepCopy()
+	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj),
+		client.FieldOwner(m.opts.FieldManager), client.ForceOwnership)
+	if err != nil {
+		return fmt.Errorf("%s (%s): apply failed: %s", render.Ref(d.obj), d.source, apiMessage(err))
+	}
+	applied.set(d.key, obj.GetResourceVersion())
+	return nil
+}
+
+// deleteAndWait deletes u and waits until it is gone.
+func (m *Manager) deleteAndWait(ctx context.Context, u *unstructured.Unstructured) error {
+	if u == nil {
+		return nil
+	}
+	err := m.client.Delete(ctx, u, client.PropagationPolicy("Foreground"))
+	if client.IgnoreNotFound(err) != nil {
+		return err
+	}
+	return poll(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		probe := &unstructured.Unstructured{}
+		probe.SetGroupVersionKind(u.GroupVersionKind())
+		err := m.client.Get(ctx, client.ObjectKeyFromObject(u), probe)
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, err
+	})
+}
+
+// undoCreated deletes what the first stage created (never what it only
+// configured), after a later validation failed.
+func (m *Manager) undoCreated(ctx context.Context, first []*desired, applied *appliedSet) {
+	for _, d := range first {
+		if d.action != ActionCreated {
+			continue
+		}
+		if _, ok := applied.rv[d.key]; !ok {
+			continue
+		}
+		if err := m.client.Delete(ctx, d.obj.DeepCopy()); client.IgnoreNotFound(err) == nil {
+			delete(applied.rv, d.key)
+		}
+	}
+}
+
+// waitEstablished waits until every CRD among objs serves its kinds.
+func (m *Manager) waitEstablished(ctx context.Context, objs []*desired, timeout time.Duration) error {
+	for _, d := range objs {
+		if d.gvk.Kind != "CustomResourceDefinition" {
+			continue
+		}
+		err := poll(ctx, timeout, func(ctx context.Context) (bool, error) {
+			crd := &unstructured.Unstructured{}
+			crd.SetGroupVersionKind(d.gvk)
+			if err := m.client.Get(ctx, client.ObjectKeyFromObject(d.obj), crd); err != nil {
+				return false, err
+			}
+			conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+			for _, c := range conds {
+				cm, _ := c.(map[string]any)
+				if cm["type"] == "Established" && cm["status"] == "True" {
+					return true, nil
+				}
+			}
+			return false, fmt.Errorf("not Established yet")
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", render.Ref(d.obj), err)
+		}
+	}
+	return nil
+}
+
+// poll runs cond every 100 ms until it holds or timeout passes.
+func poll(ctx context.Context, timeout time.Duration, cond func(context.Context) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		ok, err := cond(ctx)
+		if ok {
+			return nil
+		}
+		if err != nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("timed out: %w", last)
+			}
+			return fmt.Errorf("timed out after %s", timeout)
+		case <-tick.C:
+		}
+	}
+}
+
+func (p *Plan) progress(format string, args ...any) {
+	if p.opts.Progress != nil {
+		p.opts.Progress(fmt.Sprintf(format, args...))
+	}
+}

@@ -1,0 +1,120 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+
+	"converge.dev/converge/internal/render"
+)
+
+// ObjectHealth is the kstatus verdict on one object.
+type ObjectHealth struct {
+	Ref     string `json:"ref"`
+	Status  string `json:"status"`
+	Message string `json:"message,omitempty"`
+}
+
+// HealthError lists the objects that were not healthy when a wait ended.
+type HealthError struct {
+	Objects []ObjectHealth
+	Timeout bool
+}
+
+func (e *HealthError) Error() string {
+	lines := make([]string, len(e.Objects))
+	for i, o := range e.Objects {
+		lines[i] = fmt.Sprintf("%s: %s", o.Ref, o.Status)
+		if o.Message != "" {
+			lines[i] += ": " + o.Message
+		}
+	}
+	what := "failed"
+	if e.Timeout {
+		what = "not healthy before the timeout"
+	}
+	return fmt.Sprintf("%d object(s) %s:\n  %s", len(lines), what, strings.Join(lines, "\n  "))
+}
+
+// health computes the kstatus of each object, reading them with one list
+// per kind.
+func (m *Manager) health(ctx context.Context, app App, objs []*desired) ([]ObjectHealth, error) {
+	kinds := map[schema.GroupVersionKind]map[string]bool{}
+	for _, d := range objs {
+		if kinds[d.gvk] == nil {
+			kinds[d.gvk] = map[string]bool{}
+		}
+		kinds[d.gvk][d.obj.GetNamespace()] = true
+	}
+	live, err := m.listOwned(ctx, app, kinds)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ObjectHealth, 0, len(objs))
+	for _, d := range objs {
+		h := ObjectHealth{Ref: render.Ref(d.obj)}
+		u := live[d.key]
+		if u == nil {
+			h.Status, h.Message = status.NotFoundStatus.String(), "not found in the cluster"
+		} else if res, err := status.Compute(u); err != nil {
+			h.Status, h.Message = status.UnknownStatus.String(), err.Error()
+		} else {
+			h.Status, h.Message = res.Status.String(), res.Message
+		}
+		out = append(out, h)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
+	return out, nil
+}
+
+// waitHealthy waits until every object is Current. An object that turns
+// Failed ends the wait at once; at the timeout the error lists every object
+// not Current, with kstatus's reason.
+func (m *Manager) waitHealthy(ctx context.Context, app App, objs []*desired, timeout time.Duration, progress func(string)) error {
+	if len(objs) == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	lastReport := time.Now()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		hs, err := m.health(ctx, app, objs)
+		if err != nil {
+			return err
+		}
+		var pending, failed []ObjectHealth
+		for _, h := range hs {
+			switch h.Status {
+			case status.CurrentStatus.String():
+			case status.FailedStatus.String():
+				failed = append(failed, h)
+			default:
+				pending = append(pending, h)
+			}
+		}
+		if len(failed) > 0 {
+			return &HealthError{Objects: failed}
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return &HealthError{Objects: pending, Timeout: true}
+		}
+		if progress != nil && time.Since(lastReport) > 5*time.Second {
+			lastReport = time.Now()
+			progress(fmt.Sprintf("waiting for %d of %d object(s) to be healthy, e.g. %s (%s)", len(pending), len(hs), pending[0].Ref, pending[0].Status))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
