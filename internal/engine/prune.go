@@ -11,16 +11,20 @@ import (
 	"converge.dev/converge/internal/render"
 )
 
-// prune deletes the owned objects the plan found no longer desired,
-// namespaces last. Each is checked once more right before deletion: it must
+// prune deletes the owned objects the plan found no longer desired: custom
+// resources before CRDs, namespaces last. Each is checked once more right before deletion: it must
 // still carry this app's label and owner annotation. It returns what it
 // deleted.
 func (m *Manager) prune(ctx context.Context, p *Plan) ([]*unstructured.Unstructured, error) {
-	var namespaces, others []*unstructured.Unstructured
+	// Custom resources go before their CRDs, everything before namespaces.
+	var namespaces, crds, others []*unstructured.Unstructured
 	for _, u := range p.prune {
-		if u.GetKind() == "Namespace" && u.GroupVersionKind().Group == "" {
+		switch gk := u.GroupVersionKind().GroupKind(); {
+		case gk.Group == "" && gk.Kind == "Namespace":
 			namespaces = append(namespaces, u)
-		} else {
+		case gk.Group == "apiextensions.k8s.io" && gk.Kind == "CustomResourceDefinition":
+			crds = append(crds, u)
+		default:
 			others = append(others, u)
 		}
 	}
@@ -28,7 +32,7 @@ func (m *Manager) prune(ctx context.Context, p *Plan) ([]*unstructured.Unstructu
 		p.progress("pruning %d object(s)", len(p.prune))
 	}
 	var deleted []*unstructured.Unstructured
-	for _, group := range [][]*unstructured.Unstructured{others, namespaces} {
+	for _, group := range [][]*unstructured.Unstructured{others, crds, namespaces} {
 		for _, u := range group {
 			if !ownedBy(u, p.opts.App) {
 				continue

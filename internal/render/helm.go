@@ -103,7 +103,7 @@ func renderHelm(ctx context.Context, sb *sandbox, dir string, opts HelmOptions) 
 
 	var objs []Object
 	for _, crd := range ch.CRDObjects() {
-		got, err := decode(path.Join(dir, crd.Filename), crd.File.Data)
+		got, err := decode(path.Join(dir, strings.TrimPrefix(crd.Filename, ch.Name()+"/")), crd.File.Data)
 		if err != nil {
 			return nil, err
 		}

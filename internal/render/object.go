@@ -75,7 +75,8 @@ func decode(file string, data []byte) ([]Object, error) {
 			return nil, fmt.Errorf("%s: document %d: %w", file, doc, err)
 		}
 		start := line
-		line += bytes.Count(raw, []byte("\n"))
+		// The reader drops the "---" line that ends each document.
+		line += bytes.Count(raw, []byte("\n")) + 1
 		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
 			doc--
 			continue
