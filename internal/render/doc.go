@@ -8,7 +8,7 @@
 //
 // Rendering is sandboxed. Every file is read through an os.Root opened on the
 // repository root, so neither a path nor a symlink can reach outside it; file
-// and total sizes are bounded; Kustomize runs on an in-memory copy of the
-// tree with plugins off and remote bases refused; Helm renders without a
+// and total sizes are bounded; Kustomize reads through the same sandbox, with
+// plugins off and remote bases refused; Helm renders without a
 // cluster connection. Nothing is executed and nothing touches the network.
 package render

@@ -7,34 +7,22 @@ import (
 
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/types"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
-// renderKustomize builds the Kustomize root at dir. Kustomize runs on an
-// in-memory copy of the repository (read through the sandbox, within its
-// limits), so it can follow bases anywhere below the root and nowhere else.
+// renderKustomize builds the Kustomize root at dir. Kustomize reads the
+// repository through the sandbox (see kustomizeFS), so it can follow bases
+// anywhere below the root and nowhere else.
 // Plugins and exec functions stay off, and remote bases are refused before
 // the build starts.
 func renderKustomize(sb *sandbox, dir string) ([]Object, error) {
 	if err := refuseRemote(sb, dir, map[string]bool{}); err != nil {
 		return nil, err
 	}
-	mem := filesys.MakeFsInMemory()
-	err := sb.walk(".", nil, func(name string) error {
-		data, err := sb.readFile(name)
-		if err != nil {
-			return err
-		}
-		return mem.WriteFile("/"+name, data)
-	})
-	if err != nil {
-		return nil, err
-	}
 	opts := krusty.MakeDefaultOptions()
 	opts.PluginConfig = types.DisabledPluginConfig()
 	opts.LoadRestrictions = types.LoadRestrictionsRootOnly
-	resources, err := krusty.MakeKustomizer(opts).Run(mem, "/"+dir)
+	resources, err := krusty.MakeKustomizer(opts).Run(kustomizeFS{sb}, "/"+dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: kustomize: %s", dir, strings.ReplaceAll(err.Error(), "'/", "'"))
 	}
