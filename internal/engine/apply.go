@@ -183,7 +183,7 @@ func (m *Manager) applyOne(ctx context.Context, d *desired, applied *appliedSet)
 	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj),
 		client.FieldOwner(m.opts.FieldManager), client.ForceOwnership)
 	if err != nil {
-		return fmt.Errorf("%s (%s): apply failed: %s", render.Ref(d.obj), d.source, apiMessage(err))
+		return fmt.Errorf("%s (%s): apply failed: %s", render.Ref(d.obj), d.source, scrubSecret(apiMessage(err), d.obj))
 	}
 	applied.set(d.key, obj.GetResourceVersion())
 	return nil

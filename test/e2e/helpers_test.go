@@ -1,0 +1,88 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/internal/cli"
+	"converge.dev/converge/internal/testutil/kubetest"
+)
+
+// result is what one converge invocation left behind.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) output() string { return r.stdout + r.stderr }
+
+// converge runs the CLI in-process against the local cluster.
+func converge(t *testing.T, args ...string) result {
+	t.Helper()
+	kubeconfig, err := kubetest.LocalKubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	args = append(args, "--kubeconfig", kubeconfig)
+	code := cli.Execute(context.Background(), cli.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, args)
+	r := result{stdout: out.String(), stderr: errOut.String(), code: code}
+	t.Logf("converge %s -> exit %d\n%s", strings.Join(args[:len(args)-2], " "), code, r.stderr)
+	return r
+}
+
+// writeTree writes files (path -> content) under a fresh directory and
+// returns it. Content may use {{NS}} for the test's namespace.
+func writeTree(t *testing.T, ns string, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		writeFile(t, filepath.Join(dir, name), strings.ReplaceAll(content, "{{NS}}", ns))
+	}
+	return dir
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get reads an object; nil when it does not exist.
+func get(t *testing.T, apiVersion, kind, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion(apiVersion)
+	u.SetKind(kind)
+	err := cluster.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, u)
+	if client.IgnoreNotFound(err) != nil {
+		t.Fatalf("get %s %s/%s: %v", kind, ns, name, err)
+	}
+	if err != nil {
+		return nil
+	}
+	return u
+}
+
+// convergeRequests returns the requests converge's CLI made since the mark.
+func convergeRequests(t *testing.T, audit *kubetest.AuditLog) []kubetest.AuditEvent {
+	t.Helper()
+	events, err := audit.Since(func(e kubetest.AuditEvent) bool { return e.UserAgent == "converge" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return events
+}
