@@ -14,7 +14,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X converge.dev/converge/internal/version.Version=$(VERSION) \
 	-X converge.dev/converge/internal/version.Commit=$(COMMIT)
 
-.PHONY: all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
+.PHONY: bench all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
 
 all: build
 
@@ -62,3 +62,8 @@ cluster-down: bin/localcluster
 ## cluster-status: show what runs
 cluster-status: bin/localcluster
 	@$(LOCALCLUSTER) status
+
+## bench: sync benchmarks on the local cluster (1,000 objects); prints a table, writes .cluster/bench.json
+bench: cluster-up
+	assets="$$($(LOCALCLUSTER) assets)"; \
+	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) run ./test/bench -out $(CLUSTER_DIR)/bench.json

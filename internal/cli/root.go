@@ -10,7 +10,9 @@ import (
 	"io"
 	"os"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // Exit codes shared by every command. Commands that report a difference (diff)
@@ -49,6 +51,12 @@ func (e *ExitError) Error() string {
 }
 
 func (e *ExitError) Unwrap() error { return e.Err }
+
+func init() {
+	// The CLI reports through its own output; controller-runtime's internal
+	// logging would only add noise (and a warning when unset).
+	ctrllog.SetLogger(logr.Discard())
+}
 
 // NewRootCommand builds the converge command tree.
 func NewRootCommand(streams Streams) *cobra.Command {

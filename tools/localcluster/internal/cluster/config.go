@@ -13,7 +13,7 @@ const (
 	schedulerPort     = 16259
 	kwokPort          = 16247
 
-	serviceCIDR = "10.0.0.0/24"
+	serviceCIDR = "10.0.0.0/16"
 	serviceIP   = "10.0.0.1"
 	podCIDR     = "10.244.0.1/16"
 
@@ -67,8 +67,8 @@ spec:
         address: {{ NodeIP | Quote }}
       - type: Hostname
         address: {{ .metadata.name | Quote }}
-      capacity: {cpu: "32", memory: 256Gi, pods: "250"}
-      allocatable: {cpu: "32", memory: 256Gi, pods: "250"}
+      capacity: {cpu: "1000", memory: 4Ti, pods: "10000"}
+      allocatable: {cpu: "1000", memory: 4Ti, pods: "10000"}
       nodeInfo:
         architecture: amd64
         operatingSystem: linux
