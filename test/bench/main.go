@@ -296,7 +296,11 @@ func (b *bench) loop(ctx context.Context, prefix string, concurrency int) (time.
 	if err != nil {
 		return 0, err
 	}
+	// Same kind order as converge (config, then services, then workloads),
+	// so both leave the same controller work for after the clock stops.
 	objs := b.objects(prefix, 0)
+	rank := map[string]int{"ConfigMap": 0, "Service": 1, "Deployment": 2}
+	sort.SliceStable(objs, func(i, j int) bool { return rank[objs[i].GetKind()] < rank[objs[j].GetKind()] })
 	start := time.Now()
 	sem := make(chan struct{}, concurrency)
 	var wg sync.WaitGroup
