@@ -14,13 +14,17 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X converge.dev/converge/internal/version.Version=$(VERSION) \
 	-X converge.dev/converge/internal/version.Commit=$(COMMIT)
 
-.PHONY: bench all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
+.PHONY: demo bench all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
 
 all: build
 
 ## build: the converge binary, at bin/converge
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/converge ./cmd/converge
+
+## demo: the main job on the local cluster (builds it on the first run)
+demo: build bin/localcluster
+	hack/demo.sh
 
 ## test: lint, unit and envtest tests, then end-to-end tests on the local cluster
 test: lint test-unit test-e2e

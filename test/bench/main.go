@@ -154,7 +154,7 @@ func run(out string, namespaces, perNS, runs int, kubectl string) error {
 		}
 	}
 	res.Measurements = append(res.Measurements,
-		Measurement{Name: "plain parallel SSA loop (cold)", Objects: res.Objects, Runs: loopRuns, Seconds: median(loopRuns), Writes: res.Objects, Note: "32 in flight, no dry-run, no ordering, no record"},
+		Measurement{Name: "plain parallel SSA loop (cold)", Objects: res.Objects, Runs: loopRuns, Seconds: median(loopRuns), Writes: res.Objects, Note: "32 in flight, kind order, no dry-run, no record"},
 		Measurement{Name: "converge sync (cold)", Objects: res.Objects, Runs: convergeRuns, Seconds: median(convergeRuns), Requests: coldReq, Writes: coldWrites, DryRuns: coldDry, Note: "render + dry-run of every object + staged apply + inventory"},
 	)
 
