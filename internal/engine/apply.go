@@ -194,7 +194,7 @@ func (m *Manager) deleteAndWait(ctx context.Context, u *unstructured.Unstructure
 	if u == nil {
 		return nil
 	}
-	err := m.client.Delete(ctx, u, client.PropagationPolicy("Foreground"))
+	err := m.client.Delete(ctx, u, client.PropagationPolicy("Background"))
 	if client.IgnoreNotFound(err) != nil {
 		return err
 	}

@@ -7,12 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // Env is a running API server for tests.
@@ -53,6 +55,7 @@ func StartEnv(opts EnvOptions) (*Env, error) {
 		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, " +
 			"or export KUBEBUILDER_ASSETS=$(make -s assets)")
 	}
+	ctrllog.SetLogger(logr.Discard())
 	scheme, err := newScheme(opts.AddToScheme)
 	if err != nil {
 		return nil, err
@@ -87,6 +90,7 @@ func LocalCluster(addToScheme ...func(*runtime.Scheme) error) (*Env, error) {
 		return nil, fmt.Errorf("loading %s: %w", path, err)
 	}
 	cfg.QPS, cfg.Burst = 200, 400
+	ctrllog.SetLogger(logr.Discard())
 	scheme, err := newScheme(addToScheme)
 	if err != nil {
 		return nil, err
