@@ -14,7 +14,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X converge.dev/converge/internal/version.Version=$(VERSION) \
 	-X converge.dev/converge/internal/version.Commit=$(COMMIT)
 
-.PHONY: demo bench all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
+.PHONY: generate verify-generated demo bench all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
 
 all: build
 
@@ -71,3 +71,14 @@ cluster-status: bin/localcluster
 bench: cluster-up
 	assets="$$($(LOCALCLUSTER) assets)"; \
 	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) run ./test/bench -out $(CLUSTER_DIR)/bench.json
+
+CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+
+## generate: deepcopy functions and CRD manifests from api/ (controller-gen)
+generate:
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd
+
+## verify-generated: fail when generated files are not current
+verify-generated: generate
+	@git diff --exit-code -- api config/crd || { echo "generated files are stale: run make generate and commit"; exit 1; }

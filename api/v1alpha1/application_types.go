@@ -1,0 +1,300 @@
+package v1alpha1
+
+import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ApplicationFinalizer lets the agent prune an Application's objects before
+// the Application goes away.
+const ApplicationFinalizer = "converge.dev/finalizer"
+
+// Application says what converge keeps in sync: a path in a Git repository,
+// rendered as plain YAML, Kustomize or Helm, applied to the cluster.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=app;apps,categories=converge
+// +kubebuilder:printcolumn:name="Sync",type=string,JSONPath=`.status.sync.status`
+// +kubebuilder:printcolumn:name="Health",type=string,JSONPath=`.status.health.status`
+// +kubebuilder:printcolumn:name="Revision",type=string,JSONPath=`.status.sync.revision`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Application struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   ApplicationSpec   `json:"spec,omitempty"`
+	Status ApplicationStatus `json:"status,omitempty"`
+}
+
+// ApplicationList is a list of Applications.
+//
+// +kubebuilder:object:root=true
+type ApplicationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Application `json:"items"`
+}
+
+// ApplicationSpec is the desired state of an Application.
+type ApplicationSpec struct {
+	// Source is where the desired state comes from.
+	Source ApplicationSource `json:"source"`
+
+	// Destination is where it goes.
+	// +optional
+	Destination ApplicationDestination `json:"destination,omitempty"`
+
+	// SyncPolicy says when and how to sync. Without automated sync, the
+	// Application only reports whether the cluster is in sync.
+	// +optional
+	SyncPolicy SyncPolicy `json:"syncPolicy,omitempty"`
+
+	// Suspend stops all syncing (and drift correction) until cleared.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// DeletionPolicy says what happens to the Application's objects when it
+	// is deleted: Delete prunes them (the default), Orphan leaves them.
+	// +kubebuilder:validation:Enum=Delete;Orphan
+	// +kubebuilder:default=Delete
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+}
+
+// DeletionPolicy is Delete or Orphan.
+type DeletionPolicy string
+
+// Deletion policies.
+const (
+	DeletionPolicyDelete DeletionPolicy = "Delete"
+	DeletionPolicyOrphan DeletionPolicy = "Orphan"
+)
+
+// ApplicationSource is a path in a Git repository.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.ref) || [has(self.ref.branch), has(self.ref.tag), has(self.ref.semver), has(self.ref.commit)].filter(x, x).size() <= 1",message="ref: set at most one of branch, tag, semver and commit"
+type ApplicationSource struct {
+	// RepoURL is the repository: https://, http:// or ssh:// (or
+	// user@host:path). Credentials never go here; use SecretRef.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:Pattern=`^(https?://|ssh://|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:|file://)`
+	RepoURL string `json:"repoURL"`
+
+	// Ref selects the revision. Empty means the branch "main".
+	// +optional
+	Ref *GitRef `json:"ref,omitempty"`
+
+	// Path is the directory (or file) to render, relative to the
+	// repository root. Empty means the root.
+	// +optional
+	Path string `json:"path,omitempty"`
+
+	// Helm options, used when Path holds a chart.
+	// +optional
+	Helm *HelmSource `json:"helm,omitempty"`
+
+	// SecretRef names a Secret in the Application's namespace with the
+	// repository's credentials: "username" and "password" (or a token as
+	// password) for HTTPS; "identity" (a private key) and "known_hosts"
+	// for SSH.
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+}
+
+// GitRef selects a revision: at most one field may be set.
+type GitRef struct {
+	// Branch follows the tip of a branch.
+	// +optional
+	Branch string `json:"branch,omitempty"`
+	// Tag pins a tag.
+	// +optional
+	Tag string `json:"tag,omitempty"`
+	// Semver follows the highest tag matching a semantic-version range,
+	// e.g. ">=1.2.0 <2.0.0" or "~1.4".
+	// +optional
+	Semver string `json:"semver,omitempty"`
+	// Commit pins a full commit SHA.
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{40}([0-9a-f]{24})?$`
+	// +optional
+	Commit string `json:"commit,omitempty"`
+}
+
+// HelmSource configures rendering a chart.
+type HelmSource struct {
+	// ReleaseName is .Release.Name; default: the Application's name.
+	// +optional
+	ReleaseName string `json:"releaseName,omitempty"`
+	// ValuesFiles are merged in order over the chart's values.yaml; paths
+	// are relative to the chart and must stay inside the repository.
+	// +optional
+	ValuesFiles []string `json:"valuesFiles,omitempty"`
+	// Values are merged last.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +optional
+	Values *apiextensionsv1.JSON `json:"values,omitempty"`
+}
+
+// LocalObjectReference names an object in the same namespace.
+type LocalObjectReference struct {
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+}
+
+// ApplicationDestination is where objects go.
+type ApplicationDestination struct {
+	// Namespace is given to namespaced objects that name none. Default:
+	// the Application's namespace.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// SyncPolicy says when and how an Application syncs.
+type SyncPolicy struct {
+	// Automated, when set, syncs every new revision and, with selfHeal,
+	// every drift.
+	// +optional
+	Automated *AutomatedSync `json:"automated,omitempty"`
+	// Interval between checks of the repository (and full resyncs).
+	// +kubebuilder:default="3m"
+	// +optional
+	Interval *metav1.Duration `json:"interval,omitempty"`
+	// Retry governs failed syncs.
+	// +optional
+	Retry *RetryPolicy `json:"retry,omitempty"`
+	// Timeout bounds one sync, health wait included.
+	// +kubebuilder:default="5m"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// AutomatedSync turns on automatic sync.
+type AutomatedSync struct {
+	// Prune deletes objects that left Git.
+	// +optional
+	Prune bool `json:"prune,omitempty"`
+	// SelfHeal reverts live changes to owned objects as soon as they happen.
+	// +optional
+	SelfHeal bool `json:"selfHeal,omitempty"`
+}
+
+// RetryPolicy retries failed syncs with exponential backoff.
+type RetryPolicy struct {
+	// Limit is the number of retries of one revision; 0 retries forever.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Limit int32 `json:"limit,omitempty"`
+	// Backoff shapes the delays.
+	// +optional
+	Backoff *Backoff `json:"backoff,omitempty"`
+}
+
+// Backoff is an exponential backoff: Duration, then ×Factor each time, at
+// most MaxDuration.
+type Backoff struct {
+	// +kubebuilder:default="5s"
+	// +optional
+	Duration *metav1.Duration `json:"duration,omitempty"`
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:default=2
+	// +optional
+	Factor *int32 `json:"factor,omitempty"`
+	// +kubebuilder:default="3m"
+	// +optional
+	MaxDuration *metav1.Duration `json:"maxDuration,omitempty"`
+}
+
+// ApplicationStatus is what the agent last observed and did.
+type ApplicationStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready always; Reconciling and Stalled while True.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Sync is whether the cluster matches the revision.
+	// +optional
+	Sync SyncStatus `json:"sync,omitempty"`
+	// Health is the aggregated kstatus of the Application's objects.
+	// +optional
+	Health HealthStatus `json:"health,omitempty"`
+	// Resources is the per-object summary.
+	// +optional
+	Resources []ResourceStatus `json:"resources,omitempty"`
+	// LastError is the last failure, naming the object; empty after a
+	// successful sync.
+	// +optional
+	LastError string `json:"lastError,omitempty"`
+	// Attempts counts consecutive failed syncs of the current revision.
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+	// LastSyncTime is when the last sync finished.
+	// +optional
+	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+}
+
+// SyncStatusCode is Synced, OutOfSync or Unknown.
+type SyncStatusCode string
+
+// Sync status codes.
+const (
+	SyncStatusSynced    SyncStatusCode = "Synced"
+	SyncStatusOutOfSync SyncStatusCode = "OutOfSync"
+	SyncStatusUnknown   SyncStatusCode = "Unknown"
+)
+
+// SyncStatus says whether the cluster matches a revision.
+type SyncStatus struct {
+	// +kubebuilder:validation:Enum=Synced;OutOfSync;Unknown
+	// +optional
+	Status SyncStatusCode `json:"status,omitempty"`
+	// Revision is the commit last synced (or compared against).
+	// +optional
+	Revision string `json:"revision,omitempty"`
+}
+
+// HealthStatusCode summarises kstatus over the Application's objects.
+type HealthStatusCode string
+
+// Health status codes.
+const (
+	HealthHealthy     HealthStatusCode = "Healthy"
+	HealthProgressing HealthStatusCode = "Progressing"
+	HealthDegraded    HealthStatusCode = "Degraded"
+	HealthMissing     HealthStatusCode = "Missing"
+	HealthUnknown     HealthStatusCode = "Unknown"
+)
+
+// HealthStatus is the Application's health.
+type HealthStatus struct {
+	// +kubebuilder:validation:Enum=Healthy;Progressing;Degraded;Missing;Unknown
+	// +optional
+	Status HealthStatusCode `json:"status,omitempty"`
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// ResourceStatus is one object of the Application.
+type ResourceStatus struct {
+	// +optional
+	Group   string `json:"group,omitempty"`
+	Version string `json:"version"`
+	Kind    string `json:"kind"`
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	// +optional
+	Status SyncStatusCode `json:"status,omitempty"`
+	// +optional
+	Health HealthStatusCode `json:"health,omitempty"`
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Application{}, &ApplicationList{})
+}
