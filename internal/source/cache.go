@@ -1,0 +1,283 @@
+package source
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Request asks for a revision of a repository.
+type Request struct {
+	URL  string
+	Ref  Ref
+	Auth *Auth
+	// MaxAge lets the cache answer without asking the server when it
+	// resolved the same URL and ref less than MaxAge ago. Zero always asks.
+	MaxAge time.Duration
+}
+
+// Artifact is a fetched revision: a read-only checkout of its tree.
+type Artifact struct {
+	URL string
+	// RefName is the ref that was resolved (refs/heads/main), empty for a
+	// pinned commit.
+	RefName  string
+	Revision string
+	// Dir holds the tree. It is shared: never write to it.
+	Dir    string
+	Commit CommitInfo
+}
+
+// CommitInfo describes a commit for status and history.
+type CommitInfo struct {
+	Author, AuthorEmail, Committer string
+	Date                           time.Time
+	Subject                        string
+}
+
+// Cache fetches and keeps revisions, one bare repository per URL, shared by
+// every caller. Concurrent requests for one repository wait for a single
+// fetch.
+type Cache struct {
+	dir string
+	// AllowFileURLs permits file:// repositories (tests only).
+	AllowFileURLs bool
+	// Keep is how many checkouts each repository keeps (default 5).
+	Keep int
+
+	mu    sync.Mutex
+	repos map[string]*repo
+}
+
+type repo struct {
+	mu       sync.Mutex // one git operation at a time per repository
+	bare     string
+	resolved map[Ref]resolution
+	trees    []string // checkout dirs, oldest first
+}
+
+type resolution struct {
+	refName, commit string
+	at              time.Time
+}
+
+// NewCache keeps its repositories under dir.
+func NewCache(dir string) (*Cache, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return &Cache{dir: dir, Keep: 5, repos: map[string]*repo{}}, nil
+}
+
+func (c *Cache) repo(url string) *repo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.repos[url]
+	if r == nil {
+		sum := sha256.Sum256([]byte(url))
+		r = &repo{bare: filepath.Join(c.dir, hex.EncodeToString(sum[:8])), resolved: map[Ref]resolution{}}
+		c.repos[url] = r
+	}
+	return r
+}
+
+// Fetch resolves req.Ref and returns a checkout of that commit, fetching it
+// only if the cache does not hold it yet. One request resolves the ref
+// (ls-remote) unless MaxAge allows reusing a recent answer; one shallow
+// fetch brings a commit the cache lacks.
+func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
+	if strings.HasPrefix(req.URL, "file://") && !c.AllowFileURLs {
+		return nil, fmt.Errorf("%s: file:// repositories are not allowed", req.URL)
+	}
+	r := c.repo(req.URL)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	tmp, err := os.MkdirTemp(c.dir, "call-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	g := &gitRunner{url: req.URL, auth: req.Auth, tmp: tmp, allowFile: c.AllowFileURLs}
+	safeURL := RedactURL(req.URL)
+	fail := func(err error) (*Artifact, error) {
+		return nil, fmt.Errorf("%s: %w", safeURL, err)
+	}
+
+	if _, err := os.Stat(filepath.Join(r.bare, "HEAD")); err != nil {
+		if _, err := g.run(ctx, "", "init", "--bare", "-q", r.bare); err != nil {
+			return fail(err)
+		}
+	}
+	res, ok := r.resolved[req.Ref]
+	if !ok || req.MaxAge == 0 || time.Since(res.at) >= req.MaxAge || req.Ref.Commit != "" {
+		if req.Ref.Commit != "" {
+			res = resolution{commit: req.Ref.Commit, at: time.Now()}
+		} else {
+			out, err := g.run(ctx, r.bare, "ls-remote", "--", req.URL)
+			if err != nil {
+				return fail(err)
+			}
+			refs := parseLsRemote(string(out))
+			name, commit, err := refs.resolve(req.Ref)
+			if err != nil {
+				return fail(err)
+			}
+			res = resolution{refName: name, commit: commit, at: time.Now()}
+		}
+		r.resolved[req.Ref] = res
+	}
+
+	if !c.has(ctx, g, r, res.commit) {
+		// Fetch by ref name when there is one: every server serves its
+		// advertised refs, not every one serves a bare commit id.
+		want := res.commit
+		if res.refName != "" {
+			want = res.refName
+		}
+		if _, err := g.run(ctx, r.bare, "fetch", "-q", "--depth=1", "--no-tags", "--", req.URL, want); err != nil {
+			return fail(err)
+		}
+		if res.refName != "" {
+			// The ref may have moved since it was resolved: take what came.
+			out, err := g.run(ctx, r.bare, "rev-parse", "FETCH_HEAD^{commit}")
+			if err != nil {
+				return fail(err)
+			}
+			res.commit = strings.TrimSpace(string(out))
+			r.resolved[req.Ref] = res
+		}
+	}
+	dir, err := c.checkout(ctx, g, r, res.commit)
+	if err != nil {
+		return fail(err)
+	}
+	info, err := commitInfo(ctx, g, r.bare, res.commit)
+	if err != nil {
+		return fail(err)
+	}
+	return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info}, nil
+}
+
+func (c *Cache) has(ctx context.Context, g *gitRunner, r *repo, commit string) bool {
+	_, err := g.run(ctx, r.bare, "cat-file", "-e", commit+"^{commit}")
+	return err == nil
+}
+
+// checkout extracts commit's tree into trees/<commit> once, keeping the
+// newest Keep trees.
+func (c *Cache) checkout(ctx context.Context, g *gitRunner, r *repo, commit string) (string, error) {
+	dir := filepath.Join(r.bare+"-trees", commit)
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	tmp := dir + ".tmp"
+	_ = os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return "", err
+	}
+	env, err := g.env()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "git", "archive", "--format=tar", commit)
+	cmd.Dir, cmd.Env = r.bare, env
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	extractErr := untar(out, tmp)
+	waitErr := cmd.Wait()
+	if err := errors.Join(extractErr, waitErr); err != nil {
+		_ = os.RemoveAll(tmp)
+		return "", fmt.Errorf("checking out %s: %w", commit, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return "", err
+	}
+	r.trees = append(r.trees, dir)
+	keep := c.Keep
+	if keep <= 0 {
+		keep = 5
+	}
+	for len(r.trees) > keep {
+		_ = os.RemoveAll(r.trees[0])
+		r.trees = r.trees[1:]
+	}
+	return dir, nil
+}
+
+// untar writes a git archive into dir. Entries are confined to dir; symlinks
+// are written as they are (the renderer refuses those leading outside the
+// repository).
+func untar(r io.Reader, dir string) error {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean(h.Name)
+		if name == "." || filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, ".."+string(filepath.Separator)) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			if err := os.Symlink(h.Linkname, p); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func commitInfo(ctx context.Context, g *gitRunner, bare, commit string) (CommitInfo, error) {
+	out, err := g.run(ctx, bare, "log", "-1", "--format=%an%x00%ae%x00%cn%x00%cI%x00%s", commit)
+	if err != nil {
+		return CommitInfo{}, err
+	}
+	f := strings.SplitN(strings.TrimRight(string(out), "\n"), "\x00", 5)
+	if len(f) != 5 {
+		return CommitInfo{}, fmt.Errorf("unexpected git log output")
+	}
+	date, _ := time.Parse(time.RFC3339, f[3])
+	return CommitInfo{Author: f[0], AuthorEmail: f[1], Committer: f[2], Date: date, Subject: f[4]}, nil
+}

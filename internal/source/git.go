@@ -1,0 +1,137 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Auth holds a repository's credentials.
+type Auth struct {
+	// Username and Password for HTTPS (a token goes in Password).
+	Username, Password string
+	// Identity is an SSH private key; KnownHosts the host keys to trust.
+	// SSH without KnownHosts is refused: unknown hosts are never trusted.
+	Identity, KnownHosts []byte
+}
+
+func (a *Auth) secrets() []string {
+	if a == nil {
+		return nil
+	}
+	return []string{a.Password, string(a.Identity), base64.StdEncoding.EncodeToString([]byte(a.Username + ":" + a.Password))}
+}
+
+// gitRunner runs git with a clean, credential-bearing environment.
+type gitRunner struct {
+	url  string
+	auth *Auth
+	// tmp holds per-call files (SSH key, known_hosts, HOME).
+	tmp string
+	// allowFile permits file:// URLs (tests).
+	allowFile bool
+}
+
+func isSSH(url string) bool {
+	return strings.HasPrefix(url, "ssh://") || (!strings.Contains(url, "://") && strings.Contains(url, "@") && strings.Contains(url, ":"))
+}
+
+// env builds git's environment: no system or global config, no prompts,
+// only the transports converge supports, and the credentials as config
+// entries in the environment (never on the command line, where any local
+// user could read them).
+func (g *gitRunner) env() ([]string, error) {
+	home := filepath.Join(g.tmp, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, err
+	}
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + home,
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_TERMINAL_PROMPT=0",
+		"GIT_ASKPASS=/bin/false",
+		"SSH_ASKPASS=/bin/false",
+		"LC_ALL=C",
+	}
+	config := [][2]string{
+		{"protocol.allow", "never"},
+		{"protocol.https.allow", "always"},
+		{"protocol.http.allow", "always"},
+		{"protocol.ssh.allow", "always"},
+		{"protocol.version", "2"},
+		{"credential.helper", ""},
+	}
+	if g.allowFile {
+		config = append(config, [2]string{"protocol.file.allow", "always"})
+	}
+	if g.auth != nil && (g.auth.Username != "" || g.auth.Password != "") && !isSSH(g.url) {
+		token := base64.StdEncoding.EncodeToString([]byte(g.auth.Username + ":" + g.auth.Password))
+		config = append(config, [2]string{"http.extraHeader", "Authorization: Basic " + token})
+	}
+	if isSSH(g.url) {
+		ssh, err := g.sshCommand()
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, "GIT_SSH_COMMAND="+ssh)
+	}
+	env = append(env, "GIT_CONFIG_COUNT="+strconv.Itoa(len(config)))
+	for i, kv := range config {
+		env = append(env, fmt.Sprintf("GIT_CONFIG_KEY_%d=%s", i, kv[0]), fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", i, kv[1]))
+	}
+	return env, nil
+}
+
+func (g *gitRunner) sshCommand() (string, error) {
+	if g.auth == nil || len(g.auth.KnownHosts) == 0 {
+		return "", fmt.Errorf("SSH needs known_hosts in the credentials: unknown hosts are refused")
+	}
+	kh := filepath.Join(g.tmp, "known_hosts")
+	if err := os.WriteFile(kh, g.auth.KnownHosts, 0o600); err != nil {
+		return "", err
+	}
+	cmd := []string{"ssh", "-F", "/dev/null", "-o", "UserKnownHostsFile=" + kh, "-o", "StrictHostKeyChecking=yes",
+		"-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15"}
+	if len(g.auth.Identity) > 0 {
+		id := filepath.Join(g.tmp, "identity")
+		key := g.auth.Identity
+		if !bytes.HasSuffix(key, []byte("\n")) {
+			key = append(key, '\n')
+		}
+		if err := os.WriteFile(id, key, 0o600); err != nil {
+			return "", err
+		}
+		cmd = append(cmd, "-i", id)
+	}
+	return strings.Join(cmd, " "), nil
+}
+
+// run runs git in dir and returns its stdout. Errors carry git's stderr,
+// sanitized.
+func (g *gitRunner) run(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	env, err := g.env()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return nil, fmt.Errorf("git %s: %s", args[0], sanitize(msg, g.auth.secrets()...))
+	}
+	return stdout.Bytes(), nil
+}
