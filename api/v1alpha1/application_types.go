@@ -5,6 +5,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// AnnotationRequestedAt, set to a new value (a timestamp), asks the agent to
+// fetch and sync at once: `converge sync APP` and the webhook set it.
+const AnnotationRequestedAt = "converge.dev/requested-at"
+
 // ApplicationFinalizer lets the agent prune an Application's objects before
 // the Application goes away.
 const ApplicationFinalizer = "converge.dev/finalizer"
@@ -232,9 +236,13 @@ type ApplicationStatus struct {
 	// Attempts counts consecutive failed syncs of the current revision.
 	// +optional
 	Attempts int32 `json:"attempts,omitempty"`
-	// LastSyncTime is when the last sync finished.
+	// LastSyncTime is when the last sync that changed something finished.
 	// +optional
 	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+	// LastHandledRequest is the value of the converge.dev/requested-at
+	// annotation the agent last acted on.
+	// +optional
+	LastHandledRequest string `json:"lastHandledRequest,omitempty"`
 }
 
 // SyncStatusCode is Synced, OutOfSync or Unknown.

@@ -52,12 +52,6 @@ func (e *ExitError) Error() string {
 
 func (e *ExitError) Unwrap() error { return e.Err }
 
-func init() {
-	// The CLI reports through its own output; controller-runtime's internal
-	// logging would only add noise (and a warning when unset).
-	ctrllog.SetLogger(logr.Discard())
-}
-
 // NewRootCommand builds the converge command tree.
 func NewRootCommand(streams Streams) *cobra.Command {
 	root := &cobra.Command{
@@ -68,6 +62,14 @@ state from a repository, diffs it against the live cluster, syncs with
 server-side apply, prunes what Git no longer has and heals drift.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			// Commands report through their own output; controller-runtime's
+			// logging would only add noise. The agent sets a real logger
+			// (controller-runtime takes the first one set).
+			if cmd.Name() != "agent" {
+				ctrllog.SetLogger(logr.Discard())
+			}
+		},
 	}
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
@@ -77,6 +79,7 @@ server-side apply, prunes what Git no longer has and heals drift.`,
 		NewBuildCommand(streams),
 		NewDiffCommand(streams),
 		NewSyncCommand(streams),
+		NewAgentCommand(streams),
 	)
 	return root
 }

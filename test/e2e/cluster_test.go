@@ -9,14 +9,17 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"converge.dev/converge/internal/testutil/kubetest"
 )
@@ -24,6 +27,12 @@ import (
 var cluster *kubetest.Env
 
 func TestMain(m *testing.M) {
+	// controller-runtime keeps the first logger set in a process: set it
+	// before any in-process converge command does, so the agent's logs
+	// (reconciles included) land in one file.
+	if f, err := os.Create(filepath.Join(os.TempDir(), "converge-e2e-controller.log")); err == nil {
+		ctrllog.SetLogger(funcr.NewJSON(func(obj string) { fmt.Fprintln(f, obj) }, funcr.Options{Verbosity: 1}))
+	}
 	var err error
 	cluster, err = kubetest.LocalCluster()
 	if err != nil {

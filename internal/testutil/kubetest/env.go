@@ -90,7 +90,6 @@ func LocalCluster(addToScheme ...func(*runtime.Scheme) error) (*Env, error) {
 		return nil, fmt.Errorf("loading %s: %w", path, err)
 	}
 	cfg.QPS, cfg.Burst = 200, 400
-	ctrllog.SetLogger(logr.Discard())
 	scheme, err := newScheme(addToScheme)
 	if err != nil {
 		return nil, err

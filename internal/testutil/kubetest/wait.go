@@ -23,13 +23,18 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond Condition
 // WaitFor polls cond every 50 ms until it holds or timeout passes; it then
 // returns the last reason cond gave, or ctx's error.
 func WaitFor(ctx context.Context, timeout time.Duration, cond Condition) error {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var last error
 	for {
-		done, err := cond(ctx)
+		// Each check gets its own time, so the deadline of the wait never
+		// turns a check's answer into a timeout error.
+		callCtx, callCancel := context.WithTimeout(parent, 10*time.Second)
+		done, err := cond(callCtx)
+		callCancel()
 		if done {
 			return nil
 		}

@@ -1,0 +1,191 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/controller"
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/server"
+	"converge.dev/converge/internal/source"
+)
+
+// AgentOptions holds the flags of `converge agent`.
+type AgentOptions struct {
+	Streams
+	Kube              KubeFlags
+	MetricsAddr       string
+	ProbeAddr         string
+	WebhookAddr       string
+	WebhookSecretFile string
+	LeaderElect       bool
+	CacheDir          string
+	AllowFileRepos    bool
+	Verbose           bool
+}
+
+// NewAgentCommand returns `converge agent`.
+func NewAgentCommand(streams Streams) *cobra.Command {
+	o := &AgentOptions{Streams: streams}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the in-cluster agent (pull mode): reconcile Applications from Git",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.Run(cmd.Context())
+		},
+	}
+	o.Kube.Bind(cmd.Flags())
+	f := cmd.Flags()
+	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "where /metrics is served; 0 disables")
+	f.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "where /healthz and /readyz are served")
+	f.StringVar(&o.WebhookAddr, "webhook-bind-address", ":9292", "where POST /hooks/git is served; empty disables")
+	f.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook secret (HMAC key or GitLab token); or set CONVERGE_WEBHOOK_SECRET")
+	f.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas (a Lease in the agent's namespace)")
+	f.StringVar(&o.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "converge-cache"), "where Git repositories are cached")
+	f.BoolVar(&o.AllowFileRepos, "allow-file-repos", false, "allow file:// repositories (tests)")
+	f.BoolVar(&o.Verbose, "verbose", false, "log every reconcile")
+	_ = f.MarkHidden("allow-file-repos")
+	return cmd
+}
+
+// Run runs the agent until ctx ends.
+func (o *AgentOptions) Run(ctx context.Context) error {
+	logger := funcr.NewJSON(func(obj string) { fmt.Fprintln(o.ErrOut, obj) }, funcr.Options{Verbosity: verbosity(o.Verbose)})
+	ctrllog.SetLogger(logger)
+	cfg, _, err := o.Kube.Config()
+	if err != nil {
+		return err
+	}
+	cfg.UserAgent = "converge-agent"
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	owned, err := labels.NewRequirement(engine.LabelApp, selection.Exists, nil)
+	if err != nil {
+		return err
+	}
+	secret := []byte(strings.TrimSpace(os.Getenv("CONVERGE_WEBHOOK_SECRET")))
+	if o.WebhookSecretFile != "" {
+		data, err := os.ReadFile(o.WebhookSecretFile)
+		if err != nil {
+			return fmt.Errorf("--webhook-secret-file: %w", err)
+		}
+		secret = []byte(strings.TrimSpace(string(data)))
+	}
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress: o.ProbeAddr,
+		LeaderElection:         o.LeaderElect,
+		LeaderElectionID:       "converge-agent.converge.dev",
+		Cache: cache.Options{
+			// Only converge's own objects are watched: owned objects for
+			// drift, Applications for work.
+			DefaultLabelSelector: labels.NewSelector().Add(*owned),
+			ByObject: map[client.Object]cache.ByObject{
+				&v1alpha1.Application{}: {Label: labels.Everything()},
+			},
+		},
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+	})
+	if err != nil {
+		return err
+	}
+	eng, err := engine.New(cfg, engine.DefaultOptions())
+	if err != nil {
+		return err
+	}
+	sources, err := source.NewCache(o.CacheDir)
+	if err != nil {
+		return err
+	}
+	sources.AllowFileURLs = o.AllowFileRepos
+	rec := &controller.ApplicationReconciler{
+		Client:   mgr.GetClient(),
+		Secrets:  mgr.GetAPIReader(),
+		Engine:   eng,
+		Sources:  sources,
+		Recorder: mgr.GetEventRecorderFor("converge-agent"),
+	}
+	if err := rec.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	if o.WebhookAddr != "" {
+		hook := &server.Webhook{Client: mgr.GetClient(), Secret: secret, Log: logger.WithName("webhook")}
+		if err := mgr.Add(&httpRunnable{addr: o.WebhookAddr, mux: webhookMux(hook)}); err != nil {
+			return err
+		}
+	}
+	logger.Info("starting the agent", "webhook", o.WebhookAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect)
+	return mgr.Start(ctx)
+}
+
+func verbosity(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+func webhookMux(h http.Handler) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/hooks/git", h)
+	return mux
+}
+
+// httpRunnable serves an HTTP handler on every replica, leader or not.
+type httpRunnable struct {
+	addr string
+	mux  *http.ServeMux
+}
+
+var _ manager.LeaderElectionRunnable = (*httpRunnable)(nil)
+
+func (h *httpRunnable) NeedLeaderElection() bool { return false }
+
+func (h *httpRunnable) Start(ctx context.Context) error {
+	srv := &http.Server{Addr: h.addr, Handler: h.mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdown)
+	case err := <-errc:
+		return err
+	}
+}

@@ -1,0 +1,489 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/render"
+	"converge.dev/converge/internal/source"
+)
+
+// ApplicationReconciler converges Applications.
+type ApplicationReconciler struct {
+	Client  client.Client
+	Engine  *engine.Manager
+	Sources *source.Cache
+	// Secrets reads credentials Secrets uncached, so the agent never holds
+	// every Secret of the cluster in memory.
+	Secrets  client.Reader
+	Recorder record.EventRecorder
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+
+	watches *driftWatches
+	renders *renderCache
+
+	// lastSynced remembers, per Application, the revision and generation of
+	// its last successful reconcile. The cached Application a drift event
+	// brings may predate our own last status update; this does not.
+	mu         sync.Mutex
+	lastSynced map[types.NamespacedName]syncedAt
+}
+
+type syncedAt struct {
+	revision   string
+	generation int64
+}
+
+func (r *ApplicationReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// SetupWithManager registers the reconciler and its watches.
+func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.renders = newRenderCache(64)
+	c, err := ctrl.NewControllerManagedBy(mgr).
+		// Status updates do not trigger reconciles; spec, annotation
+		// (converge.dev/requested-at) and deletion changes do.
+		For(&v1alpha1.Application{}, builder.WithPredicates(specOrRequestChanged())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Build(r)
+	if err != nil {
+		return err
+	}
+	r.watches = newDriftWatches(mgr, c)
+	return nil
+}
+
+// Reconcile is the one reconcile shell: get, finalizer and deletion,
+// suspend, then fetch, render, plan/apply/prune, health, and one status
+// update and requeue decision at the end.
+func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	logger := log.FromContext(ctx)
+	start := r.now()
+	defer func() { reconcileSeconds.Observe(r.now().Sub(start).Seconds()) }()
+	app := &v1alpha1.Application{}
+	if err := r.Client.Get(ctx, req.NamespacedName, app); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.NamespacedName)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	engineApp := engine.App{Name: app.Name, Namespace: app.Namespace}
+
+	if !app.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, app, engineApp)
+	}
+	if !controllerutil.ContainsFinalizer(app, v1alpha1.ApplicationFinalizer) {
+		patch := client.MergeFrom(app.DeepCopy())
+		controllerutil.AddFinalizer(app, v1alpha1.ApplicationFinalizer)
+		if err := r.Client.Patch(ctx, app, patch); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	before := app.Status.DeepCopy()
+	defer func() {
+		if equality.Semantic.DeepEqual(before, &app.Status) {
+			return
+		}
+		if err := r.Client.Status().Update(ctx, app); err != nil {
+			if apierrors.IsConflict(err) {
+				// Our copy was stale; look again at once.
+				result = ctrl.Result{Requeue: true}
+				return
+			}
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+
+	if app.Spec.Suspend {
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonSuspended, "syncing is suspended")
+		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
+		return ctrl.Result{}, nil
+	}
+
+	interval := durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)
+	requested := app.Annotations[v1alpha1.AnnotationRequestedAt]
+	force := requested != "" && requested != app.Status.LastHandledRequest
+
+	// Fetch. A recent answer for the same repository and ref is reused, so
+	// drift reconciles and 100 apps on one repository cost no Git request.
+	maxAge := interval
+	if force {
+		maxAge = 0
+	}
+	artifact, err := r.fetch(ctx, app, maxAge)
+	if err != nil {
+		gitFetches.WithLabelValues("failed").Inc()
+		return r.failed(ctx, app, v1alpha1.ReasonFetchFailed, err, interval)
+	}
+	gitFetches.WithLabelValues("ok").Inc()
+	objs, err := r.render(ctx, app, artifact)
+	if err != nil {
+		return r.failed(ctx, app, v1alpha1.ReasonRenderFailed, err, interval)
+	}
+
+	automated := app.Spec.SyncPolicy.Automated
+	seen := r.seen(req.NamespacedName)
+	upToDate := (artifact.Revision == app.Status.Sync.Revision && app.Status.ObservedGeneration == app.Generation && app.Status.LastError == "") ||
+		(artifact.Revision == seen.revision && app.Generation == seen.generation)
+	newRevision := !upToDate
+	// Automated sync applies a new revision (or spec), retries a failed
+	// one, and, with selfHeal, reverts drift; without selfHeal, drift is
+	// only reported.
+	apply := force || (automated != nil && (newRevision || automated.SelfHeal))
+	plan := engine.PlanOptions{
+		App:              engineApp,
+		DefaultNamespace: destination(app),
+		Prune:            automated != nil && automated.Prune,
+		Revision:         artifact.Revision,
+	}
+	var cs *engine.ChangeSet
+	if apply {
+		cs, err = r.Engine.Sync(ctx, objs, engine.SyncOptions{PlanOptions: plan, Timeout: durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)})
+	} else {
+		plan.Prune = true // report what pruning would delete
+		var p *engine.Plan
+		if p, err = r.Engine.Plan(ctx, objs, plan); err == nil {
+			cs = &p.ChangeSet
+		}
+	}
+	if force {
+		app.Status.LastHandledRequest = requested
+	}
+	if err != nil {
+		reason := v1alpha1.ReasonApplyFailed
+		var verr *engine.ValidationError
+		if errors.As(err, &verr) {
+			reason = v1alpha1.ReasonValidationFailed
+		}
+		if cs != nil {
+			app.Status.Resources = resourceStatuses(cs, nil, false)
+		}
+		return r.failed(ctx, app, reason, err, interval)
+	}
+	if err := r.watches.ensure(ctx, r.Engine, engineApp); err != nil {
+		logger.Error(err, "watching owned objects")
+	}
+
+	logger.V(1).Info("reconciled", "revision", artifact.Revision, "applied", apply, "changes", cs.Counts().String())
+	health, err := r.Engine.Health(ctx, engineApp)
+	if err != nil {
+		return r.failed(ctx, app, v1alpha1.ReasonHealthCheckFailed, err, interval)
+	}
+	r.record(app, artifact, cs, health, apply)
+	r.remember(req.NamespacedName, syncedAt{revision: artifact.Revision, generation: app.Generation})
+	return ctrl.Result{RequeueAfter: r.requeueAfter(app, interval)}, nil
+}
+
+func (r *ApplicationReconciler) seen(key types.NamespacedName) syncedAt {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastSynced[key]
+}
+
+func (r *ApplicationReconciler) remember(key types.NamespacedName, s syncedAt) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastSynced == nil {
+		r.lastSynced = map[types.NamespacedName]syncedAt{}
+	}
+	r.lastSynced[key] = s
+}
+
+func (r *ApplicationReconciler) forget(key types.NamespacedName) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.lastSynced, key)
+}
+
+// record writes a successful reconcile's outcome into status and emits an
+// event when something changed.
+func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *source.Artifact, cs *engine.ChangeSet, health []engine.ObjectHealth, applied bool) {
+	counts := cs.Counts()
+	outOfSync := !applied && cs.HasChanges()
+	switch {
+	case outOfSync:
+		syncTotal.WithLabelValues("outofsync").Inc()
+	case cs.HasChanges():
+		syncTotal.WithLabelValues("synced").Inc()
+	default:
+		syncTotal.WithLabelValues("unchanged").Inc()
+	}
+	prevRevision := app.Status.Sync.Revision
+	app.Status.ObservedGeneration = app.Generation
+	app.Status.Attempts = 0
+	app.Status.LastError = ""
+	app.Status.Sync.Revision = artifact.Revision
+	app.Status.Sync.Status = v1alpha1.SyncStatusSynced
+	if outOfSync {
+		app.Status.Sync.Status = v1alpha1.SyncStatusOutOfSync
+	}
+	app.Status.Health = aggregateHealth(health)
+	app.Status.Resources = resourceStatuses(cs, health, applied)
+	if applied && cs.HasChanges() {
+		now := metav1.NewTime(r.now())
+		app.Status.LastSyncTime = &now
+		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonSynced, "synced %s at %s: %s", shortRev(artifact.Revision), artifact.RefName, counts)
+	} else if outOfSync && app.Status.Sync.Revision != prevRevision {
+		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonOutOfSync, "cluster differs from %s: %s", shortRev(artifact.Revision), counts)
+	}
+	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionStalled)
+	switch {
+	case outOfSync:
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonOutOfSync, fmt.Sprintf("cluster differs from %s (%s); automated sync is off", shortRev(artifact.Revision), counts))
+		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
+	case app.Status.Health.Status == v1alpha1.HealthProgressing || app.Status.Health.Status == v1alpha1.HealthMissing:
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonProgressing, "synced "+shortRev(artifact.Revision)+"; waiting for health: "+app.Status.Health.Message)
+		setCondition(app, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonProgressing, app.Status.Health.Message)
+	case app.Status.Health.Status == v1alpha1.HealthDegraded:
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonHealthCheckFailed, app.Status.Health.Message)
+		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
+	default:
+		setReady(app, metav1.ConditionTrue, v1alpha1.ReasonSynced, fmt.Sprintf("synced %s and healthy", shortRev(artifact.Revision)))
+		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
+	}
+}
+
+// failed records a failure and decides the retry. The last synced state
+// keeps running: nothing is pruned when a fetch or render fails.
+func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Application, reason string, err error, interval time.Duration) (ctrl.Result, error) {
+	syncTotal.WithLabelValues("failed").Inc()
+	msg := err.Error()
+	changed := app.Status.LastError != msg
+	app.Status.LastError = msg
+	app.Status.Attempts++
+	app.Status.ObservedGeneration = app.Generation
+	if app.Status.Sync.Status == "" {
+		app.Status.Sync.Status = v1alpha1.SyncStatusUnknown
+	}
+	setReady(app, metav1.ConditionFalse, reason, msg)
+	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
+	if changed {
+		r.Recorder.Event(app, corev1.EventTypeWarning, reason, msg)
+	}
+	retry := app.Spec.SyncPolicy.Retry
+	if retry != nil && retry.Limit > 0 && app.Status.Attempts > retry.Limit {
+		setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonRetryLimitReached,
+			fmt.Sprintf("gave up after %d attempts: %s", retry.Limit, msg))
+		return ctrl.Result{RequeueAfter: interval}, nil
+	}
+	return ctrl.Result{RequeueAfter: backoff(retry, app.Status.Attempts)}, nil
+}
+
+// backoff is the delay before retry number attempt (1-based).
+func backoff(p *v1alpha1.RetryPolicy, attempt int32) time.Duration {
+	base, factor, maxDelay := 5*time.Second, 2.0, 3*time.Minute
+	if p != nil && p.Backoff != nil {
+		base = durationOr(p.Backoff.Duration, base)
+		if p.Backoff.Factor != nil {
+			factor = float64(*p.Backoff.Factor)
+		}
+		maxDelay = durationOr(p.Backoff.MaxDuration, maxDelay)
+	}
+	d := time.Duration(float64(base) * math.Pow(factor, float64(attempt-1)))
+	if d > maxDelay || d <= 0 {
+		d = maxDelay
+	}
+	return d
+}
+
+func (r *ApplicationReconciler) requeueAfter(app *v1alpha1.Application, interval time.Duration) time.Duration {
+	if app.Status.Health.Status == v1alpha1.HealthProgressing || app.Status.Health.Status == v1alpha1.HealthMissing {
+		if interval > 5*time.Second {
+			return 5 * time.Second
+		}
+	}
+	return interval
+}
+
+func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Application, maxAge time.Duration) (*source.Artifact, error) {
+	req := source.Request{URL: app.Spec.Source.RepoURL, MaxAge: maxAge}
+	if ref := app.Spec.Source.Ref; ref != nil {
+		req.Ref = source.Ref{Branch: ref.Branch, Tag: ref.Tag, Semver: ref.Semver, Commit: ref.Commit}
+	}
+	if sr := app.Spec.Source.SecretRef; sr != nil {
+		var s corev1.Secret
+		if err := r.Secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: sr.Name}, &s); err != nil {
+			return nil, fmt.Errorf("reading credentials Secret %s: %w", sr.Name, err)
+		}
+		req.Auth = &source.Auth{
+			Username:   string(s.Data["username"]),
+			Password:   string(s.Data["password"]),
+			Identity:   s.Data["identity"],
+			KnownHosts: s.Data["known_hosts"],
+		}
+	}
+	return r.Sources.Fetch(ctx, req)
+}
+
+func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Application, a *source.Artifact) ([]render.Object, error) {
+	opts := render.Options{Root: a.Dir, Path: strings.TrimPrefix(app.Spec.Source.Path, "/")}
+	if h := app.Spec.Source.Helm; h != nil {
+		opts.Helm = render.HelmOptions{ReleaseName: h.ReleaseName, ValuesFiles: h.ValuesFiles}
+		if h.Values != nil {
+			if err := jsonUnmarshal(h.Values.Raw, &opts.Helm.Values); err != nil {
+				return nil, fmt.Errorf("spec.source.helm.values: %w", err)
+			}
+		}
+	}
+	if opts.Helm.ReleaseName == "" {
+		opts.Helm.ReleaseName = app.Name
+	}
+	opts.Helm.Namespace = destination(app)
+	return r.renders.render(ctx, a.Revision, opts)
+}
+
+// finalize prunes the app's objects (unless the policy is Orphan) and lets
+// the Application go.
+func (r *ApplicationReconciler) finalize(ctx context.Context, app *v1alpha1.Application, engineApp engine.App) error {
+	if !controllerutil.ContainsFinalizer(app, v1alpha1.ApplicationFinalizer) {
+		return nil
+	}
+	if app.Spec.DeletionPolicy != v1alpha1.DeletionPolicyOrphan {
+		if _, err := r.Engine.Delete(ctx, engineApp); err != nil {
+			r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonPruneFailed, err.Error())
+			return err
+		}
+	}
+	patch := client.MergeFrom(app.DeepCopy())
+	controllerutil.RemoveFinalizer(app, v1alpha1.ApplicationFinalizer)
+	return r.Client.Patch(ctx, app, patch)
+}
+
+func specOrRequestChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld, e.ObjectNew
+		return o.GetGeneration() != n.GetGeneration() ||
+			o.GetAnnotations()[v1alpha1.AnnotationRequestedAt] != n.GetAnnotations()[v1alpha1.AnnotationRequestedAt] ||
+			!n.GetDeletionTimestamp().IsZero()
+	}}
+}
+
+func destination(app *v1alpha1.Application) string {
+	if app.Spec.Destination.Namespace != "" {
+		return app.Spec.Destination.Namespace
+	}
+	return app.Namespace
+}
+
+func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
+	if d == nil || d.Duration <= 0 {
+		return def
+	}
+	return d.Duration
+}
+
+func shortRev(rev string) string {
+	if len(rev) > 12 {
+		return rev[:12]
+	}
+	return rev
+}
+
+func setReady(app *v1alpha1.Application, status metav1.ConditionStatus, reason, msg string) {
+	setCondition(app, v1alpha1.ConditionReady, status, reason, msg)
+}
+
+func setCondition(app *v1alpha1.Application, typ string, status metav1.ConditionStatus, reason, msg string) {
+	if len(msg) > 32000 {
+		msg = msg[:32000] + "…"
+	}
+	apimeta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: app.Generation,
+	})
+}
+
+func aggregateHealth(hs []engine.ObjectHealth) v1alpha1.HealthStatus {
+	worst := v1alpha1.HealthHealthy
+	msg := ""
+	rank := map[v1alpha1.HealthStatusCode]int{v1alpha1.HealthHealthy: 0, v1alpha1.HealthUnknown: 1, v1alpha1.HealthProgressing: 2, v1alpha1.HealthMissing: 3, v1alpha1.HealthDegraded: 4}
+	for _, h := range hs {
+		code := healthCode(h.Status)
+		if rank[code] > rank[worst] {
+			worst, msg = code, h.Ref+": "+h.Status
+			if h.Message != "" {
+				msg += ": " + h.Message
+			}
+		}
+	}
+	return v1alpha1.HealthStatus{Status: worst, Message: msg}
+}
+
+func healthCode(kstatus string) v1alpha1.HealthStatusCode {
+	switch kstatus {
+	case "Current":
+		return v1alpha1.HealthHealthy
+	case "InProgress", "Terminating":
+		return v1alpha1.HealthProgressing
+	case "Failed":
+		return v1alpha1.HealthDegraded
+	case "NotFound":
+		return v1alpha1.HealthMissing
+	}
+	return v1alpha1.HealthUnknown
+}
+
+func resourceStatuses(cs *engine.ChangeSet, health []engine.ObjectHealth, applied bool) []v1alpha1.ResourceStatus {
+	hs := map[string]engine.ObjectHealth{}
+	for _, h := range health {
+		hs[h.Ref] = h
+	}
+	out := make([]v1alpha1.ResourceStatus, 0, len(cs.Changes))
+	for _, c := range cs.Changes {
+		group, version := "", c.APIVersion
+		if g, v, ok := strings.Cut(c.APIVersion, "/"); ok {
+			group, version = g, v
+		}
+		rs := v1alpha1.ResourceStatus{Group: group, Version: version, Kind: c.Kind, Namespace: c.Namespace, Name: c.Name, Status: v1alpha1.SyncStatusSynced}
+		switch c.Action {
+		case engine.ActionCreated, engine.ActionConfigured, engine.ActionDeleted:
+			// In a plan these are pending; after an apply they are done.
+			rs.Status = v1alpha1.SyncStatusSynced
+			if !applied {
+				rs.Status = v1alpha1.SyncStatusOutOfSync
+			}
+		case engine.ActionFailed, engine.ActionSkipped:
+			rs.Status, rs.Message = v1alpha1.SyncStatusOutOfSync, c.Reason
+		}
+		if h, ok := hs[c.Ref]; ok {
+			rs.Health = healthCode(h.Status)
+			if rs.Message == "" {
+				rs.Message = h.Message
+			}
+		}
+		out = append(out, rs)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Kind+out[i].Namespace+out[i].Name < out[j].Kind+out[j].Namespace+out[j].Name
+	})
+	return out
+}

@@ -1,0 +1,58 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+
+	"converge.dev/converge/internal/render"
+)
+
+// renderCache keeps recent renders by (revision, options): a drift
+// reconcile, or a second app on the same path, does not render again.
+// Objects are deep-copied on the way out, since the engine mutates them.
+type renderCache struct {
+	mu      sync.Mutex
+	max     int
+	order   []string
+	entries map[string][]render.Object
+}
+
+func newRenderCache(max int) *renderCache {
+	return &renderCache{max: max, entries: map[string][]render.Object{}}
+}
+
+func (c *renderCache) render(ctx context.Context, revision string, opts render.Options) ([]render.Object, error) {
+	key, err := json.Marshal(struct {
+		Rev  string
+		Opts render.Options
+	}{revision, opts})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	objs, ok := c.entries[string(key)]
+	c.mu.Unlock()
+	if !ok {
+		res, err := render.Render(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		objs = res.Objects
+		c.mu.Lock()
+		c.entries[string(key)] = objs
+		c.order = append(c.order, string(key))
+		for len(c.order) > c.max {
+			delete(c.entries, c.order[0])
+			c.order = c.order[1:]
+		}
+		c.mu.Unlock()
+	}
+	out := make([]render.Object, len(objs))
+	for i, o := range objs {
+		out[i] = render.Object{Unstructured: o.DeepCopy(), Source: o.Source}
+	}
+	return out, nil
+}
+
+func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }

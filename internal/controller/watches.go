@@ -1,0 +1,68 @@
+package controller
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"converge.dev/converge/internal/engine"
+)
+
+// driftWatches starts, once per kind, a metadata-only watch on objects that
+// carry converge's app label, and maps each event to the owning Application
+// (from the owner annotation). A live edit or deletion of an owned object
+// thus reconciles its Application at once.
+type driftWatches struct {
+	mgr  ctrl.Manager
+	ctrl controller.Controller
+
+	mu      sync.Mutex
+	watched map[schema.GroupVersionKind]bool
+}
+
+func newDriftWatches(mgr ctrl.Manager, c controller.Controller) *driftWatches {
+	return &driftWatches{mgr: mgr, ctrl: c, watched: map[schema.GroupVersionKind]bool{}}
+}
+
+func (w *driftWatches) ensure(ctx context.Context, e *engine.Manager, app engine.App) error {
+	kinds, err := e.OwnedKinds(ctx, app)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, gvk := range kinds {
+		if w.watched[gvk] {
+			continue
+		}
+		obj := &metav1.PartialObjectMetadata{}
+		obj.SetGroupVersionKind(gvk)
+		src := source.Kind(w.mgr.GetCache(), client.Object(obj), handler.EnqueueRequestsFromMapFunc(ownerOf))
+		if err := w.ctrl.Watch(src); err != nil {
+			return err
+		}
+		w.watched[gvk] = true
+	}
+	return nil
+}
+
+// ownerOf maps an owned object to its Application.
+func ownerOf(_ context.Context, obj client.Object) []reconcile.Request {
+	owner := obj.GetAnnotations()[engine.AnnotationOwner]
+	ns, name, ok := strings.Cut(owner, "/")
+	if !ok || obj.GetLabels()[engine.LabelApp] != name {
+		return nil
+	}
+	driftEvents.Inc()
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
+}

@@ -1,0 +1,232 @@
+package server
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+)
+
+// Webhook receives push events from GitHub, GitLab and Gitea at
+// POST /hooks/git and asks the Applications that follow the pushed
+// repository and ref to sync at once.
+type Webhook struct {
+	Client client.Client
+	// Secret verifies deliveries: the HMAC key for GitHub and Gitea, the
+	// token for GitLab. Without it every delivery is refused.
+	Secret []byte
+	Log    logr.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// push is what the webhook needs from any provider's push event.
+type push struct {
+	ref  string
+	urls []string
+}
+
+// ServeHTTP verifies and handles one delivery.
+func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	if err != nil {
+		http.Error(w, "reading body", http.StatusBadRequest)
+		return
+	}
+	if len(h.Secret) == 0 {
+		http.Error(w, "webhook secret not configured", http.StatusForbidden)
+		return
+	}
+	p, err := h.parse(r.Header, body)
+	if err != nil {
+		status := http.StatusBadRequest
+		if err == errUnauthorized {
+			status = http.StatusUnauthorized
+		}
+		http.Error(w, err.Error(), status)
+		return
+	}
+	if p == nil {
+		w.WriteHeader(http.StatusNoContent) // not a push: nothing to do
+		return
+	}
+	triggered, err := h.trigger(r.Context(), p)
+	if err != nil {
+		h.Log.Error(err, "triggering applications")
+		http.Error(w, "triggering applications failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(map[string]any{"triggered": triggered})
+}
+
+var errUnauthorized = fmt.Errorf("signature or token does not match")
+
+// parse verifies the delivery and extracts the push, or nil for other events.
+func (h *Webhook) parse(hdr http.Header, body []byte) (*push, error) {
+	var event string
+	switch {
+	case hdr.Get("X-GitHub-Event") != "":
+		event = hdr.Get("X-GitHub-Event")
+		if !validHMAC(h.Secret, body, strings.TrimPrefix(hdr.Get("X-Hub-Signature-256"), "sha256=")) {
+			return nil, errUnauthorized
+		}
+	case hdr.Get("X-Gitea-Event") != "":
+		event = hdr.Get("X-Gitea-Event")
+		if !validHMAC(h.Secret, body, hdr.Get("X-Gitea-Signature")) {
+			return nil, errUnauthorized
+		}
+	case hdr.Get("X-Gitlab-Event") != "":
+		event = hdr.Get("X-Gitlab-Event")
+		if subtle.ConstantTimeCompare([]byte(hdr.Get("X-Gitlab-Token")), h.Secret) != 1 {
+			return nil, errUnauthorized
+		}
+	default:
+		return nil, fmt.Errorf("unknown sender: expected a GitHub, GitLab or Gitea push event")
+	}
+	switch event {
+	case "push", "Push Hook", "Tag Push Hook":
+	default:
+		return nil, nil
+	}
+	var payload struct {
+		Ref        string `json:"ref"`
+		Repository struct {
+			CloneURL string `json:"clone_url"`
+			SSHURL   string `json:"ssh_url"`
+			HTMLURL  string `json:"html_url"`
+			URL      string `json:"url"`
+			GitHTTP  string `json:"git_http_url"`
+			GitSSH   string `json:"git_ssh_url"`
+		} `json:"repository"`
+		Project struct {
+			GitHTTP string `json:"git_http_url"`
+			GitSSH  string `json:"git_ssh_url"`
+			WebURL  string `json:"web_url"`
+		} `json:"project"`
+	}
+	if err := json.Unmarshal(body, &payload); err != nil {
+		return nil, fmt.Errorf("malformed push payload: %w", err)
+	}
+	p := &push{ref: payload.Ref}
+	for _, u := range []string{payload.Repository.CloneURL, payload.Repository.SSHURL, payload.Repository.HTMLURL,
+		payload.Repository.URL, payload.Repository.GitHTTP, payload.Repository.GitSSH,
+		payload.Project.GitHTTP, payload.Project.GitSSH, payload.Project.WebURL} {
+		if u != "" {
+			p.urls = append(p.urls, NormalizeRepoURL(u))
+		}
+	}
+	if p.ref == "" || len(p.urls) == 0 {
+		return nil, fmt.Errorf("push payload lacks ref or repository URL")
+	}
+	return p, nil
+}
+
+func validHMAC(key, body []byte, sigHex string) bool {
+	sig, err := hex.DecodeString(sigHex)
+	if err != nil || len(sig) == 0 {
+		return false
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write(body)
+	return hmac.Equal(sig, mac.Sum(nil))
+}
+
+// trigger annotates every Application following the pushed repository and
+// ref, which makes the agent fetch and sync it at once.
+func (h *Webhook) trigger(ctx context.Context, p *push) ([]string, error) {
+	var apps v1alpha1.ApplicationList
+	if err := h.Client.List(ctx, &apps); err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if h.Now != nil {
+		now = h.Now
+	}
+	stamp := now().UTC().Format(time.RFC3339Nano)
+	triggered := []string{}
+	for i := range apps.Items {
+		app := &apps.Items[i]
+		if !follows(app, p) {
+			continue
+		}
+		patch := client.MergeFrom(app.DeepCopy())
+		if app.Annotations == nil {
+			app.Annotations = map[string]string{}
+		}
+		app.Annotations[v1alpha1.AnnotationRequestedAt] = stamp
+		if err := h.Client.Patch(ctx, app, patch); err != nil {
+			return triggered, err
+		}
+		triggered = append(triggered, app.Namespace+"/"+app.Name)
+	}
+	h.Log.Info("git push", "ref", p.ref, "triggered", triggered)
+	return triggered, nil
+}
+
+// follows reports whether app tracks the pushed repository and ref.
+func follows(app *v1alpha1.Application, p *push) bool {
+	want := NormalizeRepoURL(app.Spec.Source.RepoURL)
+	match := false
+	for _, u := range p.urls {
+		match = match || u == want
+	}
+	if !match {
+		return false
+	}
+	ref := app.Spec.Source.Ref
+	switch {
+	case ref == nil || ref.Branch != "" || (ref.Tag == "" && ref.Semver == "" && ref.Commit == ""):
+		branch := "main"
+		if ref != nil && ref.Branch != "" {
+			branch = ref.Branch
+		}
+		return p.ref == "refs/heads/"+branch
+	case ref.Tag != "":
+		return p.ref == "refs/tags/"+ref.Tag
+	case ref.Semver != "":
+		return strings.HasPrefix(p.ref, "refs/tags/")
+	}
+	return false // a pinned commit never moves
+}
+
+// NormalizeRepoURL reduces a repository URL to host/path, so that the
+// https, ssh and scp-like forms of one repository compare equal.
+func NormalizeRepoURL(raw string) string {
+	s := strings.TrimSpace(raw)
+	if !strings.Contains(s, "://") {
+		if at := strings.Index(s, "@"); at >= 0 {
+			if host, path, ok := strings.Cut(s[at+1:], ":"); ok {
+				s = "ssh://" + host + "/" + path
+			}
+		}
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(raw, "/"), ".git"))
+	}
+	host := strings.ToLower(u.Hostname())
+	if port := u.Port(); port != "" && port != "22" && port != "443" && port != "80" {
+		host += ":" + port
+	}
+	path := strings.TrimSuffix(strings.TrimSuffix(u.Path, "/"), ".git")
+	return host + path
+}
