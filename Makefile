@@ -14,7 +14,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X converge.dev/converge/internal/version.Version=$(VERSION) \
 	-X converge.dev/converge/internal/version.Commit=$(COMMIT)
 
-.PHONY: generate verify-generated demo bench all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
+.PHONY: demo-push generate verify-generated demo bench all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
 
 all: build
 
@@ -22,8 +22,12 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/converge ./cmd/converge
 
-## demo: the main job on the local cluster (builds it on the first run)
-demo: build bin/localcluster
+## demo: the main job on the local cluster (builds it on the first run); DEMO_EXIT=1 exits once converged
+demo: build cluster-up
+	$(GO) run ./hack/demo
+
+## demo-push: push mode (the CLI as a CI job runs it) on the local cluster
+demo-push: build bin/localcluster
 	hack/demo.sh
 
 ## test: lint, unit and envtest tests, then end-to-end tests on the local cluster

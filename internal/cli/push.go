@@ -25,7 +25,7 @@ var appName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 func (f *pushFlags) bind(cmd *cobra.Command) {
 	f.Source.Bind(cmd.Flags())
 	f.Kube.Bind(cmd.Flags())
-	cmd.Flags().StringVar(&f.App, "app", "", "name of the app that owns the objects (required); its record lives in --namespace")
+	cmd.Flags().StringVar(&f.App, "app", "", "name of the app that owns the objects (push mode); its record lives in --namespace")
 }
 
 // prepare renders path and connects to the cluster.

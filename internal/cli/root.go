@@ -80,6 +80,12 @@ server-side apply, prunes what Git no longer has and heals drift.`,
 		NewDiffCommand(streams),
 		NewSyncCommand(streams),
 		NewAgentCommand(streams),
+		NewInstallCommand(streams),
+		NewAppCommand(streams),
+		NewGetCommand(streams),
+		NewWaitCommand(streams),
+		NewSuspendCommand(streams),
+		NewResumeCommand(streams),
 	)
 	return root
 }

@@ -24,9 +24,15 @@ type SyncOptions struct {
 func NewSyncCommand(streams Streams) *cobra.Command {
 	o := &SyncOptions{Streams: streams}
 	cmd := &cobra.Command{
-		Use:   "sync PATH --app NAME",
-		Short: "Converge the cluster with what PATH describes (push mode)",
-		Long: `Render PATH and converge the cluster with it by server-side apply: every
+		Use:   "sync (PATH --app NAME | APP)",
+		Short: "Converge the cluster with PATH (push mode), or ask the agent to sync APP now (pull mode)",
+		Long: `Two forms, told apart by --app:
+
+  converge sync PATH --app NAME   push mode: this command renders and applies
+  converge sync APP [--wait]      pull mode: ask the agent to fetch and sync
+                                  the Application APP now
+
+Push mode: render PATH and converge the cluster with it by server-side apply: every
 changed object is first validated by dry-run (if one fails, nothing is
 written), then applied in order: CRDs, namespaces and cluster RBAC first,
 then by sync wave. Unchanged objects are not written. With --prune, objects
@@ -55,6 +61,10 @@ to stdout. Exit status: 0 success, 2 error.`,
 func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	if err := o.Output.validate(); err != nil {
 		return err
+	}
+	if o.App == "" {
+		// Pull mode: the argument names an Application.
+		return requestAndWait(cmd.Context(), o.Streams, o.Kube, path, o.Wait, o.Timeout)
 	}
 	m, objs, opts, err := o.prepare(cmd.Context(), path, o.ErrOut)
 	if err != nil {

@@ -1,0 +1,203 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+)
+
+// appClient connects to the cluster with the Application API registered and
+// returns the namespace Applications are looked up in.
+func appClient(k *KubeFlags) (client.Client, string, error) {
+	cfg, ns, err := k.Config()
+	if err != nil {
+		return nil, "", err
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	return c, ns, err
+}
+
+// NewAppCommand returns `converge app` with create and delete.
+func NewAppCommand(streams Streams) *cobra.Command {
+	cmd := &cobra.Command{Use: "app", Short: "Create and delete Applications (pull mode)"}
+	cmd.AddCommand(newAppCreateCommand(streams), newAppDeleteCommand(streams))
+	return cmd
+}
+
+// AppCreateOptions holds the flags of `converge app create`.
+type AppCreateOptions struct {
+	Streams
+	Kube                                KubeFlags
+	Repo, Path, Branch, Tag, Semver     string
+	Revision, DestNamespace, SecretName string
+	AutoSync, Prune, SelfHeal           bool
+	Interval                            time.Duration
+}
+
+func newAppCreateCommand(streams Streams) *cobra.Command {
+	o := &AppCreateOptions{Streams: streams}
+	cmd := &cobra.Command{
+		Use:   "create NAME --repo URL --path P",
+		Short: "Create an Application",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.Run(cmd.Context(), args[0])
+		},
+	}
+	o.Kube.Bind(cmd.Flags())
+	f := cmd.Flags()
+	f.StringVar(&o.Repo, "repo", "", "repository URL (required)")
+	f.StringVar(&o.Path, "path", "", "path in the repository")
+	f.StringVar(&o.Branch, "branch", "", "follow a branch (default main)")
+	f.StringVar(&o.Tag, "tag", "", "pin a tag")
+	f.StringVar(&o.Semver, "semver", "", "follow the highest tag in a semver range")
+	f.StringVar(&o.Revision, "revision", "", "pin a commit SHA")
+	f.StringVar(&o.DestNamespace, "dest-namespace", "", "namespace for objects that name none (default: the Application's)")
+	f.StringVar(&o.SecretName, "secret", "", "Secret with the repository's credentials")
+	f.BoolVar(&o.AutoSync, "auto-sync", false, "sync new revisions automatically")
+	f.BoolVar(&o.Prune, "prune", false, "with --auto-sync, delete what leaves Git")
+	f.BoolVar(&o.SelfHeal, "self-heal", false, "with --auto-sync, revert live changes at once")
+	f.DurationVar(&o.Interval, "interval", 3*time.Minute, "how often to check the repository")
+	_ = cmd.MarkFlagRequired("repo")
+	return cmd
+}
+
+// Run creates the Application.
+func (o *AppCreateOptions) Run(ctx context.Context, name string) error {
+	set := 0
+	for _, v := range []string{o.Branch, o.Tag, o.Semver, o.Revision} {
+		if v != "" {
+			set++
+		}
+	}
+	if set > 1 {
+		return fmt.Errorf("give at most one of --branch, --tag, --semver and --revision")
+	}
+	if (o.Prune || o.SelfHeal) && !o.AutoSync {
+		return fmt.Errorf("--prune and --self-heal need --auto-sync")
+	}
+	c, ns, err := appClient(&o.Kube)
+	if err != nil {
+		return err
+	}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:      v1alpha1.ApplicationSource{RepoURL: o.Repo, Path: o.Path},
+			Destination: v1alpha1.ApplicationDestination{Namespace: o.DestNamespace},
+			SyncPolicy:  v1alpha1.SyncPolicy{Interval: &metav1.Duration{Duration: o.Interval}},
+		},
+	}
+	if set == 1 {
+		app.Spec.Source.Ref = &v1alpha1.GitRef{Branch: o.Branch, Tag: o.Tag, Semver: o.Semver, Commit: o.Revision}
+	}
+	if o.SecretName != "" {
+		app.Spec.Source.SecretRef = &v1alpha1.LocalObjectReference{Name: o.SecretName}
+	}
+	if o.AutoSync {
+		app.Spec.SyncPolicy.Automated = &v1alpha1.AutomatedSync{Prune: o.Prune, SelfHeal: o.SelfHeal}
+	}
+	if err := c.Create(ctx, app); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.ErrOut, "Application %s/%s created\n", ns, name)
+	return nil
+}
+
+// AppDeleteOptions holds the flags of `converge app delete`.
+type AppDeleteOptions struct {
+	Streams
+	Kube    KubeFlags
+	Cascade bool
+	Wait    bool
+}
+
+func newAppDeleteCommand(streams Streams) *cobra.Command {
+	o := &AppDeleteOptions{Streams: streams}
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete an Application; its objects too unless --cascade=false",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.Run(cmd.Context(), args[0])
+		},
+	}
+	o.Kube.Bind(cmd.Flags())
+	cmd.Flags().BoolVar(&o.Cascade, "cascade", true, "prune the Application's objects (false: leave them running)")
+	cmd.Flags().BoolVar(&o.Wait, "wait", true, "wait until the Application is gone")
+	return cmd
+}
+
+// Run deletes the Application, setting its deletion policy first.
+func (o *AppDeleteOptions) Run(ctx context.Context, name string) error {
+	c, ns, err := appClient(&o.Kube)
+	if err != nil {
+		return err
+	}
+	app := &v1alpha1.Application{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
+		return err
+	}
+	policy := v1alpha1.DeletionPolicyDelete
+	if !o.Cascade {
+		policy = v1alpha1.DeletionPolicyOrphan
+	}
+	if app.Spec.DeletionPolicy != policy {
+		patch := client.MergeFrom(app.DeepCopy())
+		app.Spec.DeletionPolicy = policy
+		if err := c.Patch(ctx, app, patch); err != nil {
+			return err
+		}
+	}
+	if err := c.Delete(ctx, app); err != nil {
+		return err
+	}
+	if o.Wait {
+		err := poll(ctx, 5*time.Minute, func(ctx context.Context) (bool, error) {
+			err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &v1alpha1.Application{})
+			return client.IgnoreNotFound(err) == nil && err != nil, client.IgnoreNotFound(err)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(o.ErrOut, "Application %s/%s deleted (%s)\n", ns, name, policy)
+	return nil
+}
+
+// poll runs cond every 250 ms until it holds or timeout passes.
+func poll(ctx context.Context, timeout time.Duration, cond func(context.Context) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, err := cond(ctx)
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return fmt.Errorf("timed out: %w", err)
+			}
+			return fmt.Errorf("timed out after %s", timeout)
+		case <-tick.C:
+		}
+	}
+}

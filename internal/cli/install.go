@@ -1,0 +1,168 @@
+package cli
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"converge.dev/converge/config"
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/render"
+	"converge.dev/converge/internal/version"
+)
+
+// InstallOptions holds the flags of `converge install`.
+type InstallOptions struct {
+	Streams
+	Kube      KubeFlags
+	Apply     bool
+	CRDsOnly  bool
+	Image     string
+	Namespace string
+}
+
+// NewInstallCommand returns `converge install`.
+func NewInstallCommand(streams Streams) *cobra.Command {
+	o := &InstallOptions{Streams: streams}
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Print (or --apply) the CRDs, namespace, RBAC and agent Deployment",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.Run(cmd)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Kube.Kubeconfig, "kubeconfig", "", "path to the kubeconfig file")
+	f.StringVar(&o.Kube.Context, "context", "", "kubeconfig context to use")
+	f.BoolVar(&o.Apply, "apply", false, "apply to the cluster instead of printing")
+	f.BoolVar(&o.CRDsOnly, "crds-only", false, "only the CRDs")
+	f.StringVar(&o.Image, "image", "ghcr.io/converge-dev/converge:"+version.Get().Version, "agent image")
+	f.StringVar(&o.Namespace, "agent-namespace", "converge-system", "namespace of the agent")
+	return cmd
+}
+
+// Manifests returns the install objects.
+func (o *InstallOptions) Manifests() ([]render.Object, error) {
+	var objs []render.Object
+	entries, err := fs.ReadDir(config.CRDs, "crd")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		data, err := fs.ReadFile(config.CRDs, "crd/"+e.Name())
+		if err != nil {
+			return nil, err
+		}
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(data, &u.Object); err != nil {
+			return nil, fmt.Errorf("embedded %s: %w", e.Name(), err)
+		}
+		objs = append(objs, render.Object{Unstructured: u, Source: "crd/" + e.Name()})
+	}
+	if o.CRDsOnly {
+		return objs, nil
+	}
+	ns := o.Namespace
+	labels := map[string]any{"app.kubernetes.io/name": "converge-agent"}
+	for _, m := range []map[string]any{
+		{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}},
+		{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "converge-agent", "namespace": ns}},
+		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": map[string]any{"name": "converge-agent"},
+			// The agent applies whatever Applications describe.
+			"rules": []any{
+				map[string]any{"apiGroups": []any{"*"}, "resources": []any{"*"}, "verbs": []any{"*"}},
+				map[string]any{"nonResourceURLs": []any{"*"}, "verbs": []any{"get"}},
+			}},
+		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": map[string]any{"name": "converge-agent"},
+			"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "converge-agent"},
+			"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "converge-agent", "namespace": ns}}},
+		{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "converge-agent", "namespace": ns, "labels": labels},
+			"spec": map[string]any{
+				"replicas": int64(2),
+				"selector": map[string]any{"matchLabels": labels},
+				"template": map[string]any{
+					"metadata": map[string]any{"labels": labels},
+					"spec": map[string]any{
+						"serviceAccountName": "converge-agent",
+						"securityContext":    map[string]any{"runAsNonRoot": true, "seccompProfile": map[string]any{"type": "RuntimeDefault"}},
+						"containers": []any{map[string]any{
+							"name": "agent", "image": o.Image,
+							"args": []any{"agent", "--leader-elect", "--cache-dir=/var/cache/converge", "--webhook-secret-file=/etc/converge/webhook/secret"},
+							"ports": []any{
+								map[string]any{"name": "metrics", "containerPort": int64(8080)},
+								map[string]any{"name": "probes", "containerPort": int64(8081)},
+								map[string]any{"name": "webhook", "containerPort": int64(9292)},
+							},
+							"livenessProbe":   map[string]any{"httpGet": map[string]any{"path": "/healthz", "port": "probes"}},
+							"readinessProbe":  map[string]any{"httpGet": map[string]any{"path": "/readyz", "port": "probes"}},
+							"resources":       map[string]any{"requests": map[string]any{"cpu": "100m", "memory": "128Mi"}},
+							"securityContext": map[string]any{"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": map[string]any{"drop": []any{"ALL"}}},
+							"volumeMounts": []any{
+								map[string]any{"name": "cache", "mountPath": "/var/cache/converge"},
+								map[string]any{"name": "tmp", "mountPath": "/tmp"},
+								map[string]any{"name": "webhook", "mountPath": "/etc/converge/webhook", "readOnly": true},
+							},
+						}},
+						"volumes": []any{
+							map[string]any{"name": "cache", "emptyDir": map[string]any{}},
+							map[string]any{"name": "tmp", "emptyDir": map[string]any{}},
+							map[string]any{"name": "webhook", "secret": map[string]any{"secretName": "converge-webhook", "optional": true}},
+						},
+					},
+				},
+			}},
+		{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "converge-webhook", "namespace": ns},
+			"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "webhook", "port": int64(80), "targetPort": "webhook"}}}},
+	} {
+		objs = append(objs, render.Object{Unstructured: &unstructured.Unstructured{Object: m}, Source: "install"})
+	}
+	return objs, nil
+}
+
+// Run prints or applies the manifests.
+func (o *InstallOptions) Run(cmd *cobra.Command) error {
+	objs, err := o.Manifests()
+	if err != nil {
+		return err
+	}
+	if !o.Apply {
+		var buf bytes.Buffer
+		for i, obj := range objs {
+			data, err := yaml.Marshal(obj.Object)
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				buf.WriteString("---\n")
+			}
+			buf.Write(data)
+		}
+		_, err := o.Out.Write(buf.Bytes())
+		return err
+	}
+	cfg, _, err := o.Kube.Config()
+	if err != nil {
+		return err
+	}
+	m, err := engine.New(cfg, engine.DefaultOptions())
+	if err != nil {
+		return err
+	}
+	// The install is an app of its own, recorded in "default" (the agent's
+	// namespace may not exist yet); a later install prunes what it dropped.
+	name := "converge-install"
+	if o.CRDsOnly {
+		name = "converge-crds"
+	}
+	app := engine.App{Name: name, Namespace: "default"}
+	cs, err := m.Sync(cmd.Context(), objs, engine.SyncOptions{PlanOptions: engine.PlanOptions{App: app, DefaultNamespace: o.Namespace, Prune: true}, Wait: o.CRDsOnly})
+	if cs != nil {
+		printChanges(o.ErrOut, cs, "Install")
+	}
+	return err
+}

@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+)
+
+// SuspendOptions holds the flags of `converge suspend` and `converge resume`.
+type SuspendOptions struct {
+	Streams
+	Kube    KubeFlags
+	suspend bool
+}
+
+// NewSuspendCommand returns `converge suspend APP`.
+func NewSuspendCommand(streams Streams) *cobra.Command {
+	return newSuspendCommand(streams, true, "suspend APP", "Stop syncing an Application (and correcting drift) until resumed")
+}
+
+// NewResumeCommand returns `converge resume APP`.
+func NewResumeCommand(streams Streams) *cobra.Command {
+	return newSuspendCommand(streams, false, "resume APP", "Resume syncing a suspended Application")
+}
+
+func newSuspendCommand(streams Streams, suspend bool, use, short string) *cobra.Command {
+	o := &SuspendOptions{Streams: streams, suspend: suspend}
+	cmd := &cobra.Command{
+		Use: use, Short: short, Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return o.Run(cmd.Context(), args[0]) },
+	}
+	o.Kube.Bind(cmd.Flags())
+	return cmd
+}
+
+// Run sets spec.suspend.
+func (o *SuspendOptions) Run(ctx context.Context, name string) error {
+	c, ns, err := appClient(&o.Kube)
+	if err != nil {
+		return err
+	}
+	app := &v1alpha1.Application{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(app.DeepCopy())
+	app.Spec.Suspend = o.suspend
+	if !o.suspend {
+		requestSync(app)
+	}
+	if err := c.Patch(ctx, app, patch); err != nil {
+		return err
+	}
+	verb := "resumed"
+	if o.suspend {
+		verb = "suspended"
+	}
+	fmt.Fprintf(o.ErrOut, "Application %s/%s %s\n", ns, name, verb)
+	return nil
+}
+
+func requestSync(app *v1alpha1.Application) string {
+	if app.Annotations == nil {
+		app.Annotations = map[string]string{}
+	}
+	stamp := time.Now().UTC().Format(time.RFC3339Nano)
+	app.Annotations[v1alpha1.AnnotationRequestedAt] = stamp
+	return stamp
+}
+
+// WaitOptions holds the flags of `converge wait`.
+type WaitOptions struct {
+	Streams
+	Kube    KubeFlags
+	Health  bool
+	Sync    bool
+	Timeout time.Duration
+}
+
+// NewWaitCommand returns `converge wait APP`.
+func NewWaitCommand(streams Streams) *cobra.Command {
+	o := &WaitOptions{Streams: streams}
+	cmd := &cobra.Command{
+		Use:   "wait APP",
+		Short: "Wait until an Application is Synced and/or Healthy (both when neither flag is given)",
+		Args:  cobra.ExactArgs(1),
+		RunE:  func(cmd *cobra.Command, args []string) error { return o.Run(cmd.Context(), args[0], "") },
+	}
+	o.Kube.Bind(cmd.Flags())
+	cmd.Flags().BoolVar(&o.Health, "health", false, "wait for Healthy")
+	cmd.Flags().BoolVar(&o.Sync, "sync", false, "wait for Synced")
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "give up after this long")
+	return cmd
+}
+
+// Run waits. With handled set, it also waits until the agent has acted on
+// that sync request.
+func (o *WaitOptions) Run(ctx context.Context, name, handled string) error {
+	c, ns, err := appClient(&o.Kube)
+	if err != nil {
+		return err
+	}
+	wantSync, wantHealth := o.Sync || !o.Health, o.Health || !o.Sync
+	var last string
+	err = poll(ctx, o.Timeout, func(ctx context.Context) (bool, error) {
+		app := &v1alpha1.Application{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
+			return false, err
+		}
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		msg := ""
+		if ready != nil {
+			msg = ready.Message
+		}
+		state := fmt.Sprintf("sync %s, health %s: %s", orDash(string(app.Status.Sync.Status)), orDash(string(app.Status.Health.Status)), msg)
+		if state != last {
+			fmt.Fprintln(o.ErrOut, name+": "+state)
+			last = state
+		}
+		if handled != "" && app.Status.LastHandledRequest != handled {
+			return false, nil
+		}
+		if stalled := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionStalled); stalled != nil && stalled.Status == metav1.ConditionTrue {
+			return false, fmt.Errorf("stalled: %s", stalled.Message)
+		}
+		ok := app.Status.ObservedGeneration == app.Generation
+		ok = ok && (!wantSync || app.Status.Sync.Status == v1alpha1.SyncStatusSynced)
+		ok = ok && (!wantHealth || app.Status.Health.Status == v1alpha1.HealthHealthy)
+		if !ok && app.Status.LastError != "" {
+			return false, fmt.Errorf("%s", app.Status.LastError)
+		}
+		return ok, nil
+	})
+	return err
+}
+
+// requestAndWait asks the agent to sync name now and, with wait, waits for
+// the result.
+func requestAndWait(ctx context.Context, streams Streams, kube KubeFlags, name string, wait bool, timeout time.Duration) error {
+	c, ns, err := appClient(&kube)
+	if err != nil {
+		return err
+	}
+	app := &v1alpha1.Application{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(app.DeepCopy())
+	stamp := requestSync(app)
+	if err := c.Patch(ctx, app, patch); err != nil {
+		return err
+	}
+	fmt.Fprintf(streams.ErrOut, "Sync of %s/%s requested\n", ns, name)
+	if !wait {
+		return nil
+	}
+	w := &WaitOptions{Streams: streams, Kube: kube, Sync: true, Timeout: timeout}
+	return w.Run(ctx, name, stamp)
+}
