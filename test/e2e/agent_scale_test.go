@@ -1,0 +1,217 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/testutil/kubetest"
+)
+
+func TestAgent_IntervalPicksUpCommitsWithoutWebhook(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	policy := automated(true, false)
+	policy.Interval = &metav1.Duration{Duration: 2 * time.Second}
+	repo, first := a.newApp(t, ns, "poll", policy)
+	a.waitApp(t, ns, "poll", 30*time.Second, "synced", synced(first))
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "polled")}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := repo.Commit("main", "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.waitApp(t, ns, "poll", 10*time.Second, "the new commit synced by polling", synced(second))
+	if got := configMapMode(t, ns); got != "polled" {
+		t.Errorf("mode = %q", got)
+	}
+}
+
+func TestAgent_SuspendStopsSelfHealAndResumeRestoresIt(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	_, first := a.newApp(t, ns, "pause", automated(true, true))
+	a.waitApp(t, ns, "pause", 30*time.Second, "synced", synced(first))
+
+	if r := converge(t, "suspend", "pause", "-n", ns); r.code != 0 {
+		t.Fatalf("suspend: %s", r.output())
+	}
+	a.waitApp(t, ns, "pause", 5*time.Second, "Suspended", func(app *v1alpha1.Application) bool {
+		return hasReason(app, v1alpha1.ReasonSuspended)
+	})
+	editMode(t, ns, "edited-while-suspended")
+	// The edit must survive while suspended: check it is still there after
+	// the app had every chance to react.
+	a.waitApp(t, ns, "pause", 5*time.Second, "still suspended", func(app *v1alpha1.Application) bool {
+		return hasReason(app, v1alpha1.ReasonSuspended)
+	})
+	if got := configMapMode(t, ns); got != "edited-while-suspended" {
+		t.Errorf("a suspended app reverted drift: mode = %q", got)
+	}
+	if r := converge(t, "resume", "pause", "-n", ns); r.code != 0 {
+		t.Fatalf("resume: %s", r.output())
+	}
+	kubetest.Eventually(t, 5*time.Second, "drift reverted after resume", func(context.Context) (bool, error) {
+		return configMapMode(t, ns) == "first", fmt.Errorf("mode %q", configMapMode(t, ns))
+	})
+}
+
+func TestAgent_DeletingAnApplicationPrunesOrOrphans(t *testing.T) {
+	a := startAgent(t)
+	for _, cascade := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cascade=%v", cascade), func(t *testing.T) {
+			ns := kubetest.Namespace(t, cluster.Client)
+			_, first := a.newApp(t, ns, "gone", automated(true, true))
+			a.waitApp(t, ns, "gone", 30*time.Second, "synced", synced(first))
+			r := converge(t, "app", "delete", "gone", "-n", ns, fmt.Sprintf("--cascade=%v", cascade))
+			if r.code != 0 {
+				t.Fatalf("app delete: %s", r.output())
+			}
+			cm := get(t, "v1", "ConfigMap", ns, "settings")
+			if cascade && cm != nil {
+				t.Error("cascade delete left the ConfigMap")
+			}
+			if !cascade && cm == nil {
+				t.Error("--cascade=false deleted the ConfigMap")
+			}
+		})
+	}
+}
+
+func TestAgent_HundredAppsOnOneRepositoryShareFetchesAndIdleWithoutWrites(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo, err := a.git.NewRepo(ns + "-mono")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	files := map[string]string{}
+	for i := range n {
+		files[fmt.Sprintf("apps/app-%02d/cm.yaml", i)] = fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-%02d\ndata:\n  i: \"%d\"\n", i, i)
+	}
+	if err := repo.Write(files); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "a hundred apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const interval = 3 * time.Second
+	for i := range n {
+		app := &v1alpha1.Application{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%02d", i), Namespace: ns},
+			Spec: v1alpha1.ApplicationSpec{
+				Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: fmt.Sprintf("apps/app-%02d", i)},
+				SyncPolicy: v1alpha1.SyncPolicy{
+					Automated: &v1alpha1.AutomatedSync{Prune: true, SelfHeal: true},
+					Interval:  &metav1.Duration{Duration: interval},
+				},
+			},
+		}
+		if err := a.client.Create(context.Background(), app); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubetest.Eventually(t, 2*time.Minute, "100 apps synced", func(ctx context.Context) (bool, error) {
+		var list v1alpha1.ApplicationList
+		if err := a.client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		done := 0
+		for i := range list.Items {
+			if synced(rev)(&list.Items[i]) {
+				done++
+			}
+		}
+		return done == n, fmt.Errorf("%d of %d synced", done, n)
+	})
+
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
+	}
+	before := a.git.Fetches(repo.Name)
+	// Observe three intervals of an unchanged repository.
+	window := 3 * interval
+	time.Sleep(window)
+	requests := a.git.Fetches(repo.Name) - before
+	// One ls-remote per interval (two smart-HTTP requests), shared by all
+	// 100 apps; allow one extra interval for timing at the edges.
+	if max := int64(2 * (window/interval + 1)); requests > max {
+		t.Errorf("100 apps made %d upload-pack requests in %s; want at most %d (one ls-remote per interval)", requests, window, max)
+	}
+	var writes, dryRuns []string
+	events, err := audit.Since(func(e kubetest.AuditEvent) bool {
+		return e.UserAgent == "converge-agent" && e.ObjectRef != nil && e.ObjectRef.Namespace == ns
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		switch {
+		case e.DryRun():
+			dryRuns = append(dryRuns, e.Verb+" "+e.RequestURI)
+		case e.Write():
+			writes = append(writes, e.Verb+" "+e.RequestURI)
+		}
+	}
+	if len(writes)+len(dryRuns) > 0 {
+		t.Errorf("an unchanged repository cost %d writes and %d dry-runs, e.g. %v %v", len(writes), len(dryRuns), first(writes), first(dryRuns))
+	}
+	t.Logf("%s of idle: %d upload-pack requests, %d agent requests in the namespace, none a write", window, requests, len(events))
+}
+
+func first(s []string) []string {
+	if len(s) > 3 {
+		return s[:3]
+	}
+	return s
+}
+
+func hasReason(app *v1alpha1.Application, reason string) bool {
+	for _, c := range app.Status.Conditions {
+		if c.Type == v1alpha1.ConditionReady && c.Reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+func editMode(t *testing.T, ns, mode string) {
+	t.Helper()
+	cm := get(t, "v1", "ConfigMap", ns, "settings")
+	if cm == nil {
+		t.Fatal("ConfigMap settings missing")
+	}
+	if err := unstructuredSet(cm.Object, mode, "data", "mode"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Client.Update(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func unstructuredSet(obj map[string]any, value string, fields ...string) error {
+	cur := obj
+	for _, f := range fields[:len(fields)-1] {
+		next, ok := cur[f].(map[string]any)
+		if !ok {
+			return fmt.Errorf("no field %s", f)
+		}
+		cur = next
+	}
+	cur[fields[len(fields)-1]] = value
+	return nil
+}
