@@ -43,6 +43,7 @@ type AgentOptions struct {
 	CacheDir          string
 	AllowFileRepos    bool
 	Verbose           bool
+	Concurrency       int
 }
 
 // NewAgentCommand returns `converge agent`.
@@ -66,6 +67,7 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.StringVar(&o.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "converge-cache"), "where Git repositories are cached")
 	f.BoolVar(&o.AllowFileRepos, "allow-file-repos", false, "allow file:// repositories (tests)")
 	f.BoolVar(&o.Verbose, "verbose", false, "log every reconcile")
+	f.IntVar(&o.Concurrency, "concurrency", 8, "Applications reconciled at once")
 	_ = f.MarkHidden("allow-file-repos")
 	return cmd
 }
@@ -128,11 +130,12 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 	}
 	sources.AllowFileURLs = o.AllowFileRepos
 	rec := &controller.ApplicationReconciler{
-		Client:   mgr.GetClient(),
-		Secrets:  mgr.GetAPIReader(),
-		Engine:   eng,
-		Sources:  sources,
-		Recorder: mgr.GetEventRecorderFor("converge-agent"),
+		Client:      mgr.GetClient(),
+		Secrets:     mgr.GetAPIReader(),
+		Engine:      eng,
+		Sources:     sources,
+		Recorder:    mgr.GetEventRecorderFor("converge-agent"),
+		Concurrency: o.Concurrency,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return err

@@ -41,6 +41,8 @@ type ApplicationReconciler struct {
 	// every Secret of the cluster in memory.
 	Secrets  client.Reader
 	Recorder record.EventRecorder
+	// Concurrency is how many Applications reconcile at once (default 8).
+	Concurrency int
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
@@ -69,11 +71,14 @@ func (r *ApplicationReconciler) now() time.Time {
 // SetupWithManager registers the reconciler and its watches.
 func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.renders = newRenderCache(64)
+	if r.Concurrency <= 0 {
+		r.Concurrency = 8
+	}
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		// Status updates do not trigger reconciles; spec, annotation
 		// (converge.dev/requested-at) and deletion changes do.
 		For(&v1alpha1.Application{}, builder.WithPredicates(specOrRequestChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Concurrency}).
 		Build(r)
 	if err != nil {
 		return err

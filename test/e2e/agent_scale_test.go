@@ -106,6 +106,17 @@ func TestAgent_HundredAppsOnOneRepositoryShareFetchesAndIdleWithoutWrites(t *tes
 		t.Fatal(err)
 	}
 	const interval = 3 * time.Second
+	// Leave no backlog for later tests: delete the apps and wait until the
+	// agent has let them go.
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = a.client.DeleteAllOf(ctx, &v1alpha1.Application{}, client.InNamespace(ns))
+		_ = kubetest.WaitFor(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
+			var list v1alpha1.ApplicationList
+			err := a.client.List(ctx, &list, client.InNamespace(ns))
+			return err == nil && len(list.Items) == 0, err
+		})
+	})
 	for i := range n {
 		app := &v1alpha1.Application{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%02d", i), Namespace: ns},
