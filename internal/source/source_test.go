@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -244,5 +245,45 @@ func TestFetch_PinnedOlderCommitIntoAnEmptyCache(t *testing.T) {
 	}
 	if a.Revision != first || readFile(t, a, "a.yaml") != "a: 1\n" {
 		t.Errorf("got %s %q", a.Revision, readFile(t, a, "a.yaml"))
+	}
+}
+
+func startSSH(t *testing.T, s *gitserver.Server) *gitserver.SSHServer {
+	t.Helper()
+	ssh, err := s.StartSSH(t.TempDir())
+	if errors.Is(err, gitserver.ErrNoSSHD) {
+		t.Skip("openssh-server is not installed; .ci/run installs it")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ssh.Stop)
+	return ssh
+}
+
+func TestFetch_OverSSHWithKnownHosts(t *testing.T) {
+	s, r := newServer(t)
+	sha := commit(t, r, "main", "first", map[string]string{"a.yaml": "a: ssh\n"})
+	ssh := startSSH(t, s)
+	a, err := newCache(t).Fetch(context.Background(), Request{URL: ssh.URL("shop"), Auth: &Auth{Identity: ssh.ClientKey, KnownHosts: ssh.KnownHosts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Revision != sha || readFile(t, a, "a.yaml") != "a: ssh\n" {
+		t.Errorf("got %s %q", a.Revision, readFile(t, a, "a.yaml"))
+	}
+}
+
+func TestFetch_SSHUnknownHostKeyIsRefused(t *testing.T) {
+	s, r := newServer(t)
+	commit(t, r, "main", "first", map[string]string{"a.yaml": "a: ssh\n"})
+	ssh := startSSH(t, s)
+	other := startSSH(t, s) // a different host key
+	_, err := newCache(t).Fetch(context.Background(), Request{URL: ssh.URL("shop"), Auth: &Auth{Identity: ssh.ClientKey, KnownHosts: other.KnownHosts}})
+	if err == nil || !strings.Contains(err.Error(), "Host key verification failed") {
+		t.Errorf("error = %v, want a host key verification failure", err)
+	}
+	if err != nil && strings.Contains(err.Error(), "PRIVATE KEY") {
+		t.Errorf("error leaks the private key: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -350,5 +351,55 @@ func TestAgent_GitServerDownKeepsStateAndSaysWhy(t *testing.T) {
 	}
 	if mode := configMapMode(t, ns); mode != "first" {
 		t.Errorf("the last synced state did not stay: mode = %q", mode)
+	}
+}
+
+func TestAgent_SyncsOverSSHWithCredentialsFromASecret(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	ssh, err := a.git.StartSSH(t.TempDir())
+	if errors.Is(err, gitserver.ErrNoSSHD) {
+		t.Skip("openssh-server is not installed; .ci/run installs it")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ssh.Stop)
+	repo, err := a.git.NewRepo(ns + "-ssh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "over-ssh")}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "over ssh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "git-ssh", Namespace: ns},
+		Data:       map[string][]byte{"identity": ssh.ClientKey, "known_hosts": ssh.KnownHosts},
+	}
+	if err := cluster.Client.Create(context.Background(), creds); err != nil {
+		t.Fatal(err)
+	}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "ssh", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source: v1alpha1.ApplicationSource{RepoURL: ssh.URL(repo.Name), Path: "deploy",
+				SecretRef: &v1alpha1.LocalObjectReference{Name: "git-ssh"}},
+			SyncPolicy: automated(true, true),
+		},
+	}
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	got := a.waitApp(t, ns, "ssh", 30*time.Second, "synced over SSH", synced(rev))
+	if mode := configMapMode(t, ns); mode != "over-ssh" {
+		t.Errorf("mode = %q", mode)
+	}
+	if strings.Contains(got.Status.LastError+fmt.Sprint(got.Status.Conditions), "PRIVATE KEY") {
+		t.Error("status leaks the private key")
 	}
 }
