@@ -47,8 +47,8 @@ test-unit: bin/localcluster
 test-e2e: cluster-up
 	CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) test -tags e2e -count=1 -timeout 20m ./test/e2e/...
 
-## lint: gofmt and go vet over both modules
-lint:
+## lint: gofmt, go vet over both modules, and generated files current
+lint: verify-generated
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
