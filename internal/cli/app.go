@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/poll"
 )
 
 // appClient connects to the cluster with the Application API registered and
@@ -30,6 +31,22 @@ func appClient(k *KubeFlags) (client.Client, string, error) {
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	return c, ns, err
+}
+
+// patchApp reads Application name, lets mutate change it, and patches the
+// difference. It returns the client and namespace for further calls.
+func patchApp(ctx context.Context, k *KubeFlags, name string, mutate func(*v1alpha1.Application)) (client.Client, string, error) {
+	c, ns, err := appClient(k)
+	if err != nil {
+		return nil, "", err
+	}
+	app := &v1alpha1.Application{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
+		return nil, "", err
+	}
+	patch := client.MergeFrom(app.DeepCopy())
+	mutate(app)
+	return c, ns, c.Patch(ctx, app, patch)
 }
 
 // NewAppCommand returns `converge app` with create and delete.
@@ -145,30 +162,21 @@ func newAppDeleteCommand(streams Streams) *cobra.Command {
 
 // Run deletes the Application, setting its deletion policy first.
 func (o *AppDeleteOptions) Run(ctx context.Context, name string) error {
-	c, ns, err := appClient(&o.Kube)
-	if err != nil {
-		return err
-	}
-	app := &v1alpha1.Application{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
-		return err
-	}
 	policy := v1alpha1.DeletionPolicyDelete
 	if !o.Cascade {
 		policy = v1alpha1.DeletionPolicyOrphan
 	}
-	if app.Spec.DeletionPolicy != policy {
-		patch := client.MergeFrom(app.DeepCopy())
-		app.Spec.DeletionPolicy = policy
-		if err := c.Patch(ctx, app, patch); err != nil {
-			return err
-		}
+	c, ns, err := patchApp(ctx, &o.Kube, name, func(app *v1alpha1.Application) { app.Spec.DeletionPolicy = policy })
+	if err != nil {
+		return err
 	}
+	app := &v1alpha1.Application{}
+	app.Namespace, app.Name = ns, name
 	if err := c.Delete(ctx, app); err != nil {
 		return err
 	}
 	if o.Wait {
-		err := poll(ctx, 5*time.Minute, func(ctx context.Context) (bool, error) {
+		err := poll.Until(ctx, 250*time.Millisecond, 5*time.Minute, func(ctx context.Context) (bool, error) {
 			err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &v1alpha1.Application{})
 			return client.IgnoreNotFound(err) == nil && err != nil, client.IgnoreNotFound(err)
 		})
@@ -178,26 +186,4 @@ func (o *AppDeleteOptions) Run(ctx context.Context, name string) error {
 	}
 	fmt.Fprintf(o.ErrOut, "Application %s/%s deleted (%s)\n", ns, name, policy)
 	return nil
-}
-
-// poll runs cond every 250 ms until it holds or timeout passes.
-func poll(ctx context.Context, timeout time.Duration, cond func(context.Context) (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, err := cond(ctx)
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			if err != nil {
-				return fmt.Errorf("timed out: %w", err)
-			}
-			return fmt.Errorf("timed out after %s", timeout)
-		case <-tick.C:
-		}
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/poll"
 )
 
 // SuspendOptions holds the flags of `converge suspend` and `converge resume`.
@@ -42,20 +43,13 @@ func newSuspendCommand(streams Streams, suspend bool, use, short string) *cobra.
 
 // Run sets spec.suspend.
 func (o *SuspendOptions) Run(ctx context.Context, name string) error {
-	c, ns, err := appClient(&o.Kube)
+	_, ns, err := patchApp(ctx, &o.Kube, name, func(app *v1alpha1.Application) {
+		app.Spec.Suspend = o.suspend
+		if !o.suspend {
+			requestSync(app)
+		}
+	})
 	if err != nil {
-		return err
-	}
-	app := &v1alpha1.Application{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
-		return err
-	}
-	patch := client.MergeFrom(app.DeepCopy())
-	app.Spec.Suspend = o.suspend
-	if !o.suspend {
-		requestSync(app)
-	}
-	if err := c.Patch(ctx, app, patch); err != nil {
 		return err
 	}
 	verb := "resumed"
@@ -109,7 +103,7 @@ func (o *WaitOptions) Run(ctx context.Context, name, handled string) error {
 	}
 	wantSync, wantHealth := o.Sync || !o.Health, o.Health || !o.Sync
 	var last string
-	err = poll(ctx, o.Timeout, func(ctx context.Context) (bool, error) {
+	err = poll.Until(ctx, 250*time.Millisecond, o.Timeout, func(ctx context.Context) (bool, error) {
 		app := &v1alpha1.Application{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
 			return false, err
@@ -144,17 +138,9 @@ func (o *WaitOptions) Run(ctx context.Context, name, handled string) error {
 // requestAndWait asks the agent to sync name now and, with wait, waits for
 // the result.
 func requestAndWait(ctx context.Context, streams Streams, kube KubeFlags, name string, wait bool, timeout time.Duration) error {
-	c, ns, err := appClient(&kube)
+	var stamp string
+	_, ns, err := patchApp(ctx, &kube, name, func(app *v1alpha1.Application) { stamp = requestSync(app) })
 	if err != nil {
-		return err
-	}
-	app := &v1alpha1.Application{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
-		return err
-	}
-	patch := client.MergeFrom(app.DeepCopy())
-	stamp := requestSync(app)
-	if err := c.Patch(ctx, app, patch); err != nil {
 		return err
 	}
 	fmt.Fprintf(streams.ErrOut, "Sync of %s/%s requested\n", ns, name)

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"converge.dev/converge/internal/poll"
 	"converge.dev/converge/internal/render"
 )
 
@@ -198,7 +199,7 @@ func (m *Manager) deleteAndWait(ctx context.Context, u *unstructured.Unstructure
 	if client.IgnoreNotFound(err) != nil {
 		return err
 	}
-	return poll(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+	return poll.Until(ctx, 100*time.Millisecond, time.Minute, func(ctx context.Context) (bool, error) {
 		probe := &unstructured.Unstructured{}
 		probe.SetGroupVersionKind(u.GroupVersionKind())
 		err := m.client.Get(ctx, client.ObjectKeyFromObject(u), probe)
@@ -231,7 +232,7 @@ func (m *Manager) waitEstablished(ctx context.Context, objs []*desired, timeout 
 		if d.gvk.Kind != "CustomResourceDefinition" {
 			continue
 		}
-		err := poll(ctx, timeout, func(ctx context.Context) (bool, error) {
+		err := poll.Until(ctx, 100*time.Millisecond, timeout, func(ctx context.Context) (bool, error) {
 			crd := &unstructured.Unstructured{}
 			crd.SetGroupVersionKind(d.gvk)
 			if err := m.client.Get(ctx, client.ObjectKeyFromObject(d.obj), crd); err != nil {
@@ -251,32 +252,6 @@ func (m *Manager) waitEstablished(ctx context.Context, objs []*desired, timeout 
 		}
 	}
 	return nil
-}
-
-// poll runs cond every 100 ms until it holds or timeout passes.
-func poll(ctx context.Context, timeout time.Duration, cond func(context.Context) (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		ok, err := cond(ctx)
-		if ok {
-			return nil
-		}
-		if err != nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			if last != nil {
-				return fmt.Errorf("timed out: %w", last)
-			}
-			return fmt.Errorf("timed out after %s", timeout)
-		case <-tick.C:
-		}
-	}
 }
 
 func (p *Plan) progress(format string, args ...any) {

@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"converge.dev/converge/internal/poll"
 )
 
 // Condition reports whether the awaited state holds. A non-nil error with
@@ -21,35 +23,9 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond Condition
 }
 
 // WaitFor polls cond every 50 ms until it holds or timeout passes; it then
-// returns the last reason cond gave, or ctx's error.
+// returns the last reason cond gave.
 func WaitFor(ctx context.Context, timeout time.Duration, cond Condition) error {
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		// Each check gets its own time, so the deadline of the wait never
-		// turns a check's answer into a timeout error.
-		callCtx, callCancel := context.WithTimeout(parent, 10*time.Second)
-		done, err := cond(callCtx)
-		callCancel()
-		if done {
-			return nil
-		}
-		if err != nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			if last != nil {
-				return last
-			}
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
+	return poll.Until(ctx, 50*time.Millisecond, timeout, poll.Condition(cond))
 }
 
 func keepNamespaces() bool { return os.Getenv("CONVERGE_KEEP_NAMESPACES") != "" }
