@@ -332,22 +332,25 @@ func TestAgent_GitServerDownKeepsStateAndSaysWhy(t *testing.T) {
 	repo, first := a.newApp(t, ns, "offline", automated(true, true))
 	a.waitApp(t, ns, "offline", 30*time.Second, "synced", synced(first))
 
-	// Point the app at a repository that is not there (the server answers
-	// 404), as an outage of that repository looks to the agent.
-	var app v1alpha1.Application
-	if err := a.client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "offline"}, &app); err != nil {
-		t.Fatal(err)
-	}
-	app.Spec.Source.RepoURL = strings.Replace(a.git.URL(repo.Name), "127.0.0.1", "127.0.0.1", 1) + "-gone"
-	if err := a.client.Update(context.Background(), &app); err != nil {
-		t.Fatal(err)
+	// Take the git server down, then ask for a sync: the fetch must fail.
+	a.git.Stop()
+	t.Cleanup(func() {
+		if err := a.git.Start(""); err != nil {
+			t.Errorf("restarting the git server: %v", err)
+		}
+	})
+	if r := converge(t, "sync", "offline", "-n", ns); r.code != 0 {
+		t.Fatalf("sync request: %s", r.output())
 	}
 	got := a.waitApp(t, ns, "offline", 10*time.Second, "FetchFailed", func(a *v1alpha1.Application) bool {
 		ready := apimeta.FindStatusCondition(a.Status.Conditions, v1alpha1.ConditionReady)
 		return ready != nil && ready.Reason == v1alpha1.ReasonFetchFailed
 	})
-	if !strings.Contains(got.Status.LastError, "-gone") {
+	if !strings.Contains(got.Status.LastError, a.git.URL(repo.Name)) {
 		t.Errorf("lastError %q does not name the repository", got.Status.LastError)
+	}
+	if got.Status.Sync.Revision != first {
+		t.Errorf("revision %s, want the last synced %s", got.Status.Sync.Revision, first)
 	}
 	if mode := configMapMode(t, ns); mode != "first" {
 		t.Errorf("the last synced state did not stay: mode = %q", mode)
