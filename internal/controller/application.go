@@ -171,14 +171,15 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		Prune:            automated != nil && automated.Prune,
 		Revision:         artifact.Revision,
 	}
-	var cs *engine.ChangeSet
-	if apply {
-		cs, err = r.Engine.Sync(ctx, objs, engine.SyncOptions{PlanOptions: plan, Timeout: durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)})
-	} else {
+	if !apply {
 		plan.Prune = true // report what pruning would delete
-		var p *engine.Plan
-		if p, err = r.Engine.Plan(ctx, objs, plan); err == nil {
-			cs = &p.ChangeSet
+	}
+	var cs *engine.ChangeSet
+	p, err := r.Engine.Plan(ctx, objs, plan)
+	if err == nil {
+		cs = &p.ChangeSet
+		if apply {
+			cs, err = r.Engine.Apply(ctx, p, engine.SyncOptions{PlanOptions: plan, Timeout: durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)})
 		}
 	}
 	if force {
@@ -195,15 +196,12 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 		return r.failed(ctx, app, reason, err, interval)
 	}
-	if err := r.watches.ensure(ctx, r.Engine, engineApp); err != nil {
+	if err := r.watches.ensure(p.Kinds()); err != nil {
 		logger.Error(err, "watching owned objects")
 	}
-
 	logger.V(1).Info("reconciled", "revision", artifact.Revision, "applied", apply, "changes", cs.Counts().String())
-	health, err := r.Engine.Health(ctx, engineApp)
-	if err != nil {
-		return r.failed(ctx, app, v1alpha1.ReasonHealthCheckFailed, err, interval)
-	}
+	// Health from what the plan listed and the applies returned: no request.
+	health := p.Health()
 	r.record(app, artifact, cs, health, apply)
 	r.remember(req.NamespacedName, syncedAt{revision: artifact.Revision, generation: app.Generation})
 	return ctrl.Result{RequeueAfter: r.requeueAfter(app, interval)}, nil

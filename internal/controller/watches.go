@@ -34,11 +34,7 @@ func newDriftWatches(mgr ctrl.Manager, c controller.Controller) *driftWatches {
 	return &driftWatches{mgr: mgr, ctrl: c, watched: map[schema.GroupVersionKind]bool{}}
 }
 
-func (w *driftWatches) ensure(ctx context.Context, e *engine.Manager, app engine.App) error {
-	kinds, err := e.OwnedKinds(ctx, app)
-	if err != nil {
-		return err
-	}
+func (w *driftWatches) ensure(kinds []schema.GroupVersionKind) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, gvk := range kinds {

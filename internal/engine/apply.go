@@ -58,6 +58,7 @@ func (m *Manager) Sync(ctx context.Context, objs []render.Object, opts SyncOptio
 // every object that was applied, so nothing created is ever lost track of.
 func (m *Manager) Apply(ctx context.Context, p *Plan, opts SyncOptions) (cs *ChangeSet, err error) {
 	applied := &appliedSet{rv: map[render.Key]string{}}
+	p.applied = applied
 	var deleted []*unstructured.Unstructured
 	defer func() {
 		if saveErr := m.recordSync(ctx, p, applied, deleted); saveErr != nil && err == nil {
@@ -134,14 +135,20 @@ func (m *Manager) Apply(ctx context.Context, p *Plan, opts SyncOptions) (cs *Cha
 type appliedSet struct {
 	mu sync.Mutex
 	rv map[render.Key]string
+	// objs holds what each apply returned: the live object right after.
+	objs map[render.Key]*unstructured.Unstructured
 	// failed holds the error of each object whose apply failed.
 	failed map[render.Key]error
 }
 
-func (a *appliedSet) set(k render.Key, rv string) {
+func (a *appliedSet) set(k render.Key, obj *unstructured.Unstructured) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.rv[k] = rv
+	a.rv[k] = obj.GetResourceVersion()
+	if a.objs == nil {
+		a.objs = map[render.Key]*unstructured.Unstructured{}
+	}
+	a.objs[k] = obj
 }
 
 func (a *appliedSet) fail(k render.Key, err error) {
@@ -186,7 +193,7 @@ func (m *Manager) applyOne(ctx context.Context, d *desired, applied *appliedSet)
 	if err != nil {
 		return fmt.Errorf("%s (%s): apply failed: %s", render.Ref(d.obj), d.source, scrubSecret(apiMessage(err), d.obj))
 	}
-	applied.set(d.key, obj.GetResourceVersion())
+	applied.set(d.key, obj)
 	return nil
 }
 

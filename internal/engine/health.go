@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
@@ -57,19 +58,60 @@ func (m *Manager) health(ctx context.Context, app App, objs []*desired) ([]Objec
 	}
 	out := make([]ObjectHealth, 0, len(objs))
 	for _, d := range objs {
-		h := ObjectHealth{Ref: render.Ref(d.obj)}
-		u := live[d.key]
-		if u == nil {
-			h.Status, h.Message = status.NotFoundStatus.String(), "not found in the cluster"
-		} else if res, err := status.Compute(u); err != nil {
-			h.Status, h.Message = status.UnknownStatus.String(), err.Error()
-		} else {
-			h.Status, h.Message = res.Status.String(), res.Message
-		}
-		out = append(out, h)
+		out = append(out, objectHealth(render.Ref(d.obj), live[d.key]))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
 	return out, nil
+}
+
+// Health computes the kstatus of the plan's objects without a request: from
+// what Apply's writes returned for applied objects, from the live objects
+// the plan listed for the rest. Right after an apply a workload reads as
+// InProgress (its controller has not caught up); ask again later.
+func (p *Plan) Health() []ObjectHealth {
+	out := make([]ObjectHealth, 0, len(p.objects))
+	for _, d := range p.objects {
+		u := d.live
+		if p.applied != nil {
+			if a := p.applied.objs[d.key]; a != nil {
+				u = a
+			}
+		}
+		out = append(out, objectHealth(render.Ref(d.obj), u))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
+	return out
+}
+
+// Kinds returns every kind the plan's objects and the app's inventory use.
+func (p *Plan) Kinds() []schema.GroupVersionKind {
+	seen := map[schema.GroupVersionKind]bool{}
+	var out []schema.GroupVersionKind
+	add := func(gvk schema.GroupVersionKind) {
+		if !seen[gvk] {
+			seen[gvk] = true
+			out = append(out, gvk)
+		}
+	}
+	for _, d := range p.objects {
+		add(d.gvk)
+	}
+	for _, e := range p.inventory.Entries {
+		add(e.gvk())
+	}
+	return out
+}
+
+func objectHealth(ref string, u *unstructured.Unstructured) ObjectHealth {
+	h := ObjectHealth{Ref: ref}
+	if u == nil {
+		h.Status, h.Message = status.NotFoundStatus.String(), "not found in the cluster"
+	} else if res, err := status.Compute(u); err != nil {
+		h.Status, h.Message = status.UnknownStatus.String(), err.Error()
+	} else {
+		h.Status, h.Message = res.Status.String(), res.Message
+	}
+	return h
 }
 
 // waitHealthy waits until every object is Current. An object that turns

@@ -53,6 +53,8 @@ type Plan struct {
 	// pruneChanges are the deletions (and skipped deletions) planned.
 	pruneChanges []Change
 	dryRuns      int
+	// applied is set by Apply.
+	applied *appliedSet
 }
 
 // DryRuns is how many server-side dry-runs the plan made.
