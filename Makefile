@@ -85,4 +85,4 @@ generate:
 
 ## verify-generated: fail when generated files are not current
 verify-generated: generate
-	@git diff --exit-code -- api config/crd || { echo "generated files are stale: run make generate and commit"; exit 1; }
+	@git diff --exit-code -- ':(glob)api/**/zz_generated.*.go' config/crd || { echo "generated files are stale: run make generate and commit"; exit 1; }

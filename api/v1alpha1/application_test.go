@@ -3,7 +3,6 @@ package v1alpha1_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,18 +18,10 @@ import (
 var env *kubetest.Env
 
 func TestMain(m *testing.M) {
-	var err error
-	env, err = kubetest.StartEnv(kubetest.EnvOptions{
+	kubetest.Main(m, kubetest.EnvOptions{
 		CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd")},
 		AddToScheme:       []func(*runtime.Scheme) error{v1alpha1.AddToScheme},
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	}, &env)
 }
 
 func app(ns, name string, ref *v1alpha1.GitRef) *v1alpha1.Application {

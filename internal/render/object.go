@@ -12,6 +12,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
@@ -108,8 +109,10 @@ func decodeDocument(raw []byte) ([]*unstructured.Unstructured, error) {
 	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
 		return nil, nil
 	}
+	// apimachinery's JSON decoding keeps whole numbers as int64, as the
+	// API machinery itself does, rather than float64.
 	var content map[string]any
-	if err := yaml.Unmarshal(js, &content); err != nil {
+	if err := utiljson.Unmarshal(js, &content); err != nil {
 		return nil, fmt.Errorf("not an object: %w", err)
 	}
 	u := &unstructured.Unstructured{Object: content}

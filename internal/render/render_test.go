@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 const repo = "testdata/repo"
@@ -147,7 +148,7 @@ func TestRender_KustomizeOverlayFollowsBaseInsideRoot(t *testing.T) {
 	for _, o := range res.Objects {
 		names = append(names, o.Ref())
 		if o.GetKind() == "Deployment" {
-			if r, _, _ := unstructuredInt(o.Object, "spec", "replicas"); r != 3 {
+			if r, _, _ := unstructured.NestedInt64(o.Object, "spec", "replicas"); r != 3 {
 				t.Errorf("replicas = %d, want 3 from the overlay patch", r)
 			}
 		}
@@ -206,7 +207,7 @@ func TestRender_HelmChartWithValuesDependenciesAndCRDs(t *testing.T) {
 		if o.GetKind() != "Deployment" {
 			continue
 		}
-		if r, _, _ := unstructuredInt(o.Object, "spec", "replicas"); r != 4 {
+		if r, _, _ := unstructured.NestedInt64(o.Object, "spec", "replicas"); r != 4 {
 			t.Errorf("replicas = %d, want 4 from prod-values.yaml", r)
 		}
 		if got := o.GetLabels()["app.kubernetes.io/instance"]; got != "shop" {
@@ -232,22 +233,4 @@ func TestRender_HelmValuesFileOutsideRootIsRefused(t *testing.T) {
 	if !errors.Is(err, ErrOutsideRoot) {
 		t.Errorf("error = %v, want ErrOutsideRoot", err)
 	}
-}
-
-func unstructuredInt(obj map[string]any, fields ...string) (int64, bool, error) {
-	var cur any = obj
-	for _, f := range fields {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return 0, false, nil
-		}
-		cur = m[f]
-	}
-	switch n := cur.(type) {
-	case int64:
-		return n, true, nil
-	case float64:
-		return int64(n), true, nil
-	}
-	return 0, false, nil
 }

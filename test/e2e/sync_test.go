@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/internal/cli"
@@ -94,7 +95,7 @@ spec:
 	if g == nil {
 		t.Fatal("Gadget g1 was not created")
 	}
-	if size, _, _ := unstructuredInt(g.Object, "spec", "size"); size != 3 {
+	if size, _, _ := unstructured.NestedInt64(g.Object, "spec", "size"); size != 3 {
 		t.Errorf("spec.size = %d", size)
 	}
 }
@@ -402,19 +403,6 @@ func resourceVersions(t *testing.T, ns string) map[string]string {
 		out[k.kind+"/"+k.name] = u.GetResourceVersion()
 	}
 	return out
-}
-
-func unstructuredInt(obj map[string]any, fields ...string) (int64, bool, error) {
-	var cur any = obj
-	for _, f := range fields {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return 0, false, nil
-		}
-		cur = m[f]
-	}
-	n, ok := cur.(int64)
-	return n, ok, nil
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -157,4 +158,21 @@ func newScheme(adders []func(*runtime.Scheme) error) (*runtime.Scheme, error) {
 		}
 	}
 	return scheme, nil
+}
+
+// Main is the whole TestMain of a package tested against an API server: it
+// starts envtest, stores it in *env, runs the tests, stops envtest and exits
+// with the tests' status.
+func Main(m *testing.M, opts EnvOptions, env **Env) {
+	e, err := StartEnv(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*env = e
+	code := m.Run()
+	if err := e.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+	}
+	os.Exit(code)
 }

@@ -3,7 +3,6 @@ package kubetest_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -16,19 +15,7 @@ import (
 
 var env *kubetest.Env
 
-func TestMain(m *testing.M) {
-	var err error
-	env, err = kubetest.StartEnv(kubetest.EnvOptions{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping envtest:", err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { kubetest.Main(m, kubetest.EnvOptions{}, &env) }
 
 func TestNamespace_IsFreshAndLabelledPerCall(t *testing.T) {
 	ctx := context.Background()
