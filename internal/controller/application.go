@@ -54,6 +54,15 @@ type ApplicationReconciler struct {
 	// brings may predate our own last status update; this does not.
 	mu         sync.Mutex
 	lastSynced map[types.NamespacedName]syncedAt
+	// lastStatus is the status last written per Application: a reconcile
+	// working from a cached copy older than that write must not write the
+	// same status again.
+	lastStatus map[types.NamespacedName]writtenStatus
+}
+
+type writtenStatus struct {
+	status *v1alpha1.ApplicationStatus
+	at     time.Time
 }
 
 type syncedAt struct {
@@ -102,6 +111,9 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	engineApp := engine.App{Name: app.Name, Namespace: app.Namespace}
+	if r.staleCopy(req.NamespacedName, app) && app.DeletionTimestamp.IsZero() {
+		return ctrl.Result{RequeueAfter: 100 * time.Millisecond}, nil
+	}
 
 	if !app.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, app, engineApp)
@@ -116,7 +128,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 
 	before := app.Status.DeepCopy()
 	defer func() {
-		if equality.Semantic.DeepEqual(before, &app.Status) {
+		if equality.Semantic.DeepEqual(before, &app.Status) || r.wrote(req.NamespacedName, &app.Status) {
 			return
 		}
 		if err := r.Client.Status().Update(ctx, app); err != nil {
@@ -126,7 +138,14 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 				return
 			}
 			retErr = errors.Join(retErr, err)
+			return
 		}
+		r.mu.Lock()
+		if r.lastStatus == nil {
+			r.lastStatus = map[types.NamespacedName]writtenStatus{}
+		}
+		r.lastStatus[req.NamespacedName] = writtenStatus{status: app.Status.DeepCopy(), at: r.now()}
+		r.mu.Unlock()
 	}()
 
 	if app.Spec.Suspend {
@@ -226,6 +245,26 @@ func (r *ApplicationReconciler) forget(key types.NamespacedName) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.lastSynced, key)
+	delete(r.lastStatus, key)
+}
+
+// wrote reports whether status is exactly what was last written.
+func (r *ApplicationReconciler) wrote(key types.NamespacedName, status *v1alpha1.ApplicationStatus) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last, ok := r.lastStatus[key]
+	return ok && equality.Semantic.DeepEqual(last.status, status)
+}
+
+// staleCopy reports whether app, read from the cache, predates a status
+// this agent wrote moments ago: acting on it would redo work and write a
+// status that conflicts. The informer catches up within milliseconds; after
+// a few seconds a difference means someone else wrote, and the copy is used.
+func (r *ApplicationReconciler) staleCopy(key types.NamespacedName, app *v1alpha1.Application) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last, ok := r.lastStatus[key]
+	return ok && r.now().Sub(last.at) < 3*time.Second && !equality.Semantic.DeepEqual(last.status, &app.Status)
 }
 
 // record writes a successful reconcile's outcome into status and emits an

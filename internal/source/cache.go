@@ -64,6 +64,9 @@ type repo struct {
 	bare     string
 	resolved map[Ref]resolution
 	trees    []string // checkout dirs, oldest first
+	// known holds what was learnt of each checked-out commit, so a request
+	// answered from the cache runs no git at all.
+	known map[string]CommitInfo
 }
 
 type resolution struct {
@@ -138,6 +141,12 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 		r.resolved[req.Ref] = res
 	}
 
+	if info, ok := r.known[res.commit]; ok {
+		dir := filepath.Join(r.bare+"-trees", res.commit)
+		if _, err := os.Stat(dir); err == nil {
+			return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info}, nil
+		}
+	}
 	if !c.has(ctx, g, r, res.commit) {
 		// Fetch by ref name when there is one: every server serves its
 		// advertised refs, not every one serves a bare commit id.
@@ -166,6 +175,10 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if r.known == nil {
+		r.known = map[string]CommitInfo{}
+	}
+	r.known[res.commit] = info
 	return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info}, nil
 }
 
@@ -215,6 +228,7 @@ func (c *Cache) checkout(ctx context.Context, g *gitRunner, r *repo, commit stri
 	}
 	for len(r.trees) > keep {
 		_ = os.RemoveAll(r.trees[0])
+		delete(r.known, filepath.Base(r.trees[0]))
 		r.trees = r.trees[1:]
 	}
 	return dir, nil

@@ -175,11 +175,11 @@ func TestAgent_HundredAppsOnOneRepositoryShareFetchesAndIdleWithoutWrites(t *tes
 		case e.DryRun():
 			dryRuns = append(dryRuns, e.Verb+" "+e.RequestURI)
 		case e.Write():
-			writes = append(writes, e.Verb+" "+e.RequestURI)
+			writes = append(writes, fmt.Sprintf("%s %s (%v)", e.Verb, e.RequestURI, e.ResponseStatus))
 		}
 	}
 	if len(writes)+len(dryRuns) > 0 {
-		t.Errorf("an unchanged repository cost %d writes and %d dry-runs, e.g. %v %v", len(writes), len(dryRuns), first(writes), first(dryRuns))
+		t.Errorf("an unchanged repository cost %d writes and %d dry-runs, e.g. %v %v", len(writes), len(dryRuns), writes, first(dryRuns))
 	}
 	t.Logf("%s of idle: %d upload-pack requests, %d agent requests in the namespace, none a write", window, requests, len(events))
 }

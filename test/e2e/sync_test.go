@@ -150,8 +150,11 @@ func TestDiff_ShowsLiveEditAndSyncRevertsIt(t *testing.T) {
 	if err := cluster.Client.Get(context.Background(), key, &d); err != nil {
 		t.Fatal(err)
 	}
+	// A merge patch, not an update: the Deployment controller writes to the
+	// object too, and an update would race it.
+	patch := client.MergeFrom(d.DeepCopy())
 	d.Spec.Replicas = ptr(int32(5))
-	if err := cluster.Client.Update(context.Background(), &d); err != nil {
+	if err := cluster.Client.Patch(context.Background(), &d, patch); err != nil {
 		t.Fatal(err)
 	}
 
