@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -162,23 +161,13 @@ func (a *appliedSet) fail(k render.Key, err error) {
 
 // applyBatch applies objs concurrently, failing with every object's error.
 func (m *Manager) applyBatch(ctx context.Context, objs []*desired, applied *appliedSet) error {
-	var mu sync.Mutex
-	var errs []error
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(m.opts.Concurrency)
-	for _, d := range objs {
-		g.Go(func() error {
-			if err := m.applyOne(gctx, d, applied); err != nil {
-				applied.fail(d.key, err)
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
-	return errors.Join(errs...)
+	return errors.Join(m.forEach(ctx, objs, func(ctx context.Context, d *desired) error {
+		err := m.applyOne(ctx, d, applied)
+		if err != nil {
+			applied.fail(d.key, err)
+		}
+		return err
+	})...)
 }
 
 func (m *Manager) applyOne(ctx context.Context, d *desired, applied *appliedSet) error {

@@ -149,28 +149,12 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 // dryRunAll dry-runs objs concurrently and classifies each. Every failure
 // is collected, so one run reports all invalid objects.
 func (m *Manager) dryRunAll(ctx context.Context, p *Plan, objs []*desired) error {
-	var mu sync.Mutex
-	var failures []error
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(m.opts.Concurrency)
-	for _, d := range objs {
-		g.Go(func() error {
-			err := m.dryRun(gctx, d)
-			mu.Lock()
-			defer mu.Unlock()
-			p.dryRuns++
-			if err != nil {
-				failures = append(failures, err)
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
+	failures := m.forEach(ctx, objs, m.dryRun)
+	p.dryRuns += len(objs)
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	if len(failures) > 0 {
-		sort.Slice(failures, func(i, j int) bool { return failures[i].Error() < failures[j].Error() })
 		return &ValidationError{Errors: failures}
 	}
 	return nil
@@ -216,6 +200,28 @@ func (m *Manager) dryRun(ctx context.Context, d *desired) error {
 	var err2 error
 	d.diff, err2 = unifiedDiff(render.Ref(d.obj), d.live, result)
 	return err2
+}
+
+// forEach runs fn on every object, at most Concurrency at a time, and
+// returns every error, sorted so that reports are stable.
+func (m *Manager) forEach(ctx context.Context, objs []*desired, fn func(context.Context, *desired) error) []error {
+	var mu sync.Mutex
+	var errs []error
+	g := new(errgroup.Group)
+	g.SetLimit(m.opts.Concurrency)
+	for _, d := range objs {
+		g.Go(func() error {
+			if err := fn(ctx, d); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errs
 }
 
 // missingNamespaces returns the namespaces that desired objects live in, are
