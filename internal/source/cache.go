@@ -24,6 +24,9 @@ type Request struct {
 	// MaxAge lets the cache answer without asking the server when it
 	// resolved the same URL and ref less than MaxAge ago. Zero always asks.
 	MaxAge time.Duration
+	// Verify, when set, refuses a revision whose signature is missing or
+	// not made by a trusted key, before anything is extracted from it.
+	Verify *Verify
 }
 
 // Artifact is a fetched revision: a read-only checkout of its tree.
@@ -36,13 +39,16 @@ type Artifact struct {
 	// Dir holds the tree. It is shared: never write to it.
 	Dir    string
 	Commit CommitInfo
+	// Signer is set when the revision's signature was verified.
+	Signer *Signer
 }
 
 // CommitInfo describes a commit for status and history.
 type CommitInfo struct {
-	Author, AuthorEmail, Committer string
-	Date                           time.Time
-	Subject                        string
+	Author, AuthorEmail       string
+	Committer, CommitterEmail string
+	Date                      time.Time
+	Subject                   string
 }
 
 // Cache fetches and keeps revisions, one bare repository per URL, shared by
@@ -67,11 +73,23 @@ type repo struct {
 	// known holds what was learnt of each checked-out commit, so a request
 	// answered from the cache runs no git at all.
 	known map[string]CommitInfo
+	// verified caches signature checks by commit, tag object, mode and
+	// trusted keys.
+	verified map[string]verifyResult
+	// tags holds the annotated tag objects known to be present.
+	tags map[string]bool
+}
+
+type verifyResult struct {
+	signer *Signer
+	err    error
 }
 
 type resolution struct {
 	refName, commit string
-	at              time.Time
+	// tagObject is the annotated tag object refName points to, if any.
+	tagObject string
+	at        time.Time
 }
 
 // NewCache keeps its repositories under dir.
@@ -137,17 +155,24 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 				return fail(err)
 			}
 			res = resolution{refName: name, commit: commit, at: time.Now()}
+			if tag := tagObject(string(out), name); tag != commit {
+				res.tagObject = tag
+			}
 		}
 		r.resolved[req.Ref] = res
 	}
 
-	if info, ok := r.known[res.commit]; ok {
+	if info, ok := r.known[res.commit]; ok && (res.tagObject == "" || r.tags[res.tagObject]) {
 		dir := filepath.Join(r.bare+"-trees", res.commit)
 		if _, err := os.Stat(dir); err == nil {
-			return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info}, nil
+			signer, err := c.verify(ctx, g, r, req, res)
+			if err != nil {
+				return nil, err
+			}
+			return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info, Signer: signer}, nil
 		}
 	}
-	if !c.has(ctx, g, r, res.commit) {
+	if !c.has(ctx, g, r, res.commit) || (res.tagObject != "" && !c.has(ctx, g, r, res.tagObject)) {
 		// Fetch by ref name when there is one: every server serves its
 		// advertised refs, not every one serves a bare commit id.
 		want := res.commit
@@ -159,13 +184,31 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 		}
 		if res.refName != "" {
 			// The ref may have moved since it was resolved: take what came.
-			out, err := g.run(ctx, r.bare, "rev-parse", "FETCH_HEAD^{commit}")
+			out, err := g.run(ctx, r.bare, "rev-parse", "FETCH_HEAD", "FETCH_HEAD^{commit}")
 			if err != nil {
 				return fail(err)
 			}
-			res.commit = strings.TrimSpace(string(out))
+			ids := strings.Fields(string(out))
+			if len(ids) != 2 {
+				return fail(fmt.Errorf("unexpected rev-parse output"))
+			}
+			res.tagObject, res.commit = "", ids[1]
+			if ids[0] != ids[1] {
+				res.tagObject = ids[0]
+			}
 			r.resolved[req.Ref] = res
 		}
+	}
+	if res.tagObject != "" {
+		if r.tags == nil {
+			r.tags = map[string]bool{}
+		}
+		r.tags[res.tagObject] = true
+	}
+	// Verify before extracting: an untrusted tree is never written out.
+	signer, err := c.verify(ctx, g, r, req, res)
+	if err != nil {
+		return nil, err
 	}
 	dir, err := c.checkout(ctx, g, r, res.commit)
 	if err != nil {
@@ -179,7 +222,77 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 		r.known = map[string]CommitInfo{}
 	}
 	r.known[res.commit] = info
-	return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info}, nil
+	return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info, Signer: signer}, nil
+}
+
+// verify checks the signature req.Verify asks for, remembering the answer.
+func (c *Cache) verify(ctx context.Context, g *gitRunner, r *repo, req Request, res resolution) (*Signer, error) {
+	v := req.Verify
+	if v == nil {
+		return nil, nil
+	}
+	if v.Trust == nil {
+		return nil, &VerificationError{Revision: res.commit, Object: "commit", Reason: "no trusted keys"}
+	}
+	key := strings.Join([]string{res.commit, res.refName, res.tagObject, v.Mode, v.Trust.ID}, "\x00")
+	if got, ok := r.verified[key]; ok {
+		return got.signer, got.err
+	}
+	signer, err := c.check(ctx, g, r, v, res)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if r.verified == nil || len(r.verified) > 1024 {
+		r.verified = map[string]verifyResult{}
+	}
+	r.verified[key] = verifyResult{signer, err}
+	return signer, err
+}
+
+func (c *Cache) check(ctx context.Context, g *gitRunner, r *repo, v *Verify, res resolution) (*Signer, error) {
+	switch v.Mode {
+	case VerifyTag:
+		tag, isTag := strings.CutPrefix(res.refName, "refs/tags/")
+		if !isTag {
+			return nil, &VerificationError{Revision: res.commit, Object: "commit", Reason: "verify mode \"tag\" needs the app to follow a tag or a semver range"}
+		}
+		object := "tag " + tag
+		if res.tagObject == "" {
+			return nil, &VerificationError{Revision: res.commit, Object: object, Reason: "it is a lightweight tag; only annotated tags can be signed"}
+		}
+		raw, err := g.run(ctx, r.bare, "cat-file", "tag", res.tagObject)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", RedactURL(g.url), err)
+		}
+		signer, err := v.Trust.VerifyTag(raw)
+		if err != nil {
+			return nil, &VerificationError{Revision: res.commit, Object: object, Reason: err.Error()}
+		}
+		return signer, nil
+	case VerifyHead, "":
+		raw, err := g.run(ctx, r.bare, "cat-file", "commit", res.commit)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", RedactURL(g.url), err)
+		}
+		signer, err := v.Trust.VerifyCommit(raw)
+		if err != nil {
+			return nil, &VerificationError{Revision: res.commit, Object: "commit", Reason: err.Error()}
+		}
+		return signer, nil
+	}
+	return nil, fmt.Errorf("unknown verify mode %q (want head or tag)", v.Mode)
+}
+
+// tagObject returns the object name refName points to in ls-remote output,
+// before peeling.
+func tagObject(lsRemote, refName string) string {
+	for _, line := range strings.Split(lsRemote, "\n") {
+		sha, name, ok := strings.Cut(strings.TrimSpace(line), "\t")
+		if ok && name == refName {
+			return sha
+		}
+	}
+	return ""
 }
 
 func (c *Cache) has(ctx context.Context, g *gitRunner, r *repo, commit string) bool {
@@ -284,14 +397,14 @@ func untar(r io.Reader, dir string) error {
 }
 
 func commitInfo(ctx context.Context, g *gitRunner, bare, commit string) (CommitInfo, error) {
-	out, err := g.run(ctx, bare, "log", "-1", "--format=%an%x00%ae%x00%cn%x00%cI%x00%s", commit)
+	out, err := g.run(ctx, bare, "log", "-1", "--format=%an%x00%ae%x00%cn%x00%ce%x00%cI%x00%s", commit)
 	if err != nil {
 		return CommitInfo{}, err
 	}
-	f := strings.SplitN(strings.TrimRight(string(out), "\n"), "\x00", 5)
-	if len(f) != 5 {
+	f := strings.SplitN(strings.TrimRight(string(out), "\n"), "\x00", 6)
+	if len(f) != 6 {
 		return CommitInfo{}, fmt.Errorf("unexpected git log output")
 	}
-	date, _ := time.Parse(time.RFC3339, f[3])
-	return CommitInfo{Author: f[0], AuthorEmail: f[1], Committer: f[2], Date: date, Subject: f[4]}, nil
+	date, _ := time.Parse(time.RFC3339, f[4])
+	return CommitInfo{Author: f[0], AuthorEmail: f[1], Committer: f[2], CommitterEmail: f[3], Date: date, Subject: f[5]}, nil
 }

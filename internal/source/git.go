@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,13 +118,19 @@ func (g *gitRunner) sshCommand() (string, error) {
 // run runs git in dir and returns its stdout. Errors carry git's stderr,
 // sanitized.
 func (g *gitRunner) run(ctx context.Context, dir string, args ...string) ([]byte, error) {
+	return g.runEnv(ctx, dir, nil, nil, args...)
+}
+
+// runEnv is run with extra environment variables and stdin.
+func (g *gitRunner) runEnv(ctx context.Context, dir string, extra []string, stdin io.Reader, args ...string) ([]byte, error) {
 	env, err := g.env()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, "git", args...)
 	cmd.Dir = dir
-	cmd.Env = env
+	cmd.Env = append(env, extra...)
+	cmd.Stdin = stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -1,0 +1,278 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// The history record: one ConfigMap per app, next to the inventory, holding
+// the last syncs and the last actions taken through converge. Push and pull
+// write the same record (docs/design/records.md).
+const (
+	RecordHistory = "history"
+	historyKey    = "history.json"
+	// DefaultHistoryLimit is how many syncs (and, separately, actions)
+	// the record keeps per app.
+	DefaultHistoryLimit = 20
+	// maxChangedRefs bounds the objects listed per entry; ChangedTotal
+	// keeps the real count.
+	maxChangedRefs = 100
+)
+
+// Triggers: why a sync ran.
+const (
+	TriggerInterval = "interval"
+	TriggerWebhook  = "webhook"
+	TriggerDrift    = "drift"
+	TriggerRollback = "rollback"
+	TriggerManual   = "manual"
+	// TriggerSpec is a change to the Application itself (its spec).
+	TriggerSpec = "spec"
+)
+
+// Sync results.
+const (
+	ResultSucceeded = "Succeeded"
+	ResultFailed    = "Failed"
+	// ResultOutOfSync is a check that found differences and, automated
+	// sync being off, applied nothing.
+	ResultOutOfSync = "OutOfSync"
+)
+
+// HistoryEntry is one sync.
+type HistoryEntry struct {
+	// ID increases by one per sync of the app; rollback accepts it.
+	ID       int64  `json:"id"`
+	Revision string `json:"revision,omitempty"`
+	// Ref is the ref the revision was resolved from (refs/heads/main).
+	Ref     string      `json:"ref,omitempty"`
+	Commit  *CommitMeta `json:"commit,omitempty"`
+	Signer  *SignerMeta `json:"signer,omitempty"`
+	Trigger Trigger     `json:"trigger"`
+	// Mode is "pull" (the agent) or "push" (the CLI).
+	Mode       string    `json:"mode"`
+	Result     string    `json:"result"`
+	Error      string    `json:"error,omitempty"`
+	StartedAt  time.Time `json:"startedAt"`
+	FinishedAt time.Time `json:"finishedAt"`
+	Counts     Counts    `json:"counts"`
+	// Changed lists the objects created, configured or deleted
+	// ("deleted Kind/ns/name"), at most 100; ChangedTotal counts them all.
+	Changed      []string `json:"changed,omitempty"`
+	ChangedTotal int      `json:"changedTotal,omitempty"`
+}
+
+// Duration is how long the sync took.
+func (e HistoryEntry) Duration() time.Duration { return e.FinishedAt.Sub(e.StartedAt) }
+
+// CommitMeta describes the synced commit.
+type CommitMeta struct {
+	Author         string    `json:"author,omitempty"`
+	AuthorEmail    string    `json:"authorEmail,omitempty"`
+	Committer      string    `json:"committer,omitempty"`
+	CommitterEmail string    `json:"committerEmail,omitempty"`
+	Date           time.Time `json:"date"`
+	Subject        string    `json:"subject,omitempty"`
+}
+
+// SignerMeta is a verified signature.
+type SignerMeta struct {
+	// Type is "openpgp" or "ssh".
+	Type        string `json:"type"`
+	Fingerprint string `json:"fingerprint"`
+	Identity    string `json:"identity,omitempty"`
+}
+
+// Trigger says why a sync ran and, when a person asked, who.
+type Trigger struct {
+	Type string `json:"type"`
+	User string `json:"user,omitempty"`
+}
+
+func (t Trigger) String() string {
+	if t.User != "" {
+		return t.Type + " (" + t.User + ")"
+	}
+	return t.Type
+}
+
+// ActionEntry is one mutating action taken through converge.
+type ActionEntry struct {
+	Time time.Time `json:"time"`
+	// User is the Kubernetes identity that acted, as the apiserver
+	// reported it to the client.
+	User   string `json:"user"`
+	Action string `json:"action"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// History is an app's record of syncs and actions, newest first.
+type History struct {
+	Entries []HistoryEntry `json:"entries"`
+	Actions []ActionEntry  `json:"actions,omitempty"`
+}
+
+// Find returns the entry with id, or the newest entry whose revision is or
+// starts with rev.
+func (h *History) Find(idOrRevision string) (HistoryEntry, bool) {
+	for _, e := range h.Entries {
+		if fmt.Sprint(e.ID) == idOrRevision {
+			return e, true
+		}
+	}
+	if len(idOrRevision) >= 7 {
+		for _, e := range h.Entries {
+			if len(e.Revision) >= len(idOrRevision) && e.Revision[:len(idOrRevision)] == idOrRevision {
+				return e, true
+			}
+		}
+	}
+	return HistoryEntry{}, false
+}
+
+// HistoryName is the name of the ConfigMap holding app's history.
+func HistoryName(app string) string { return "converge-history-" + app }
+
+// NewHistoryEntry fills an entry's result from a sync's change set and error.
+func NewHistoryEntry(cs *ChangeSet, err error, applied bool) HistoryEntry {
+	e := HistoryEntry{Result: ResultSucceeded}
+	if cs != nil {
+		e.Counts = cs.Counts()
+		for _, c := range cs.Changes {
+			switch c.Action {
+			case ActionCreated, ActionConfigured, ActionDeleted, ActionFailed:
+				e.ChangedTotal++
+				if len(e.Changed) < maxChangedRefs {
+					e.Changed = append(e.Changed, string(c.Action)+" "+c.Ref)
+				}
+			}
+		}
+	}
+	switch {
+	case err != nil:
+		e.Result, e.Error = ResultFailed, err.Error()
+	case !applied && cs != nil && cs.HasChanges():
+		e.Result = ResultOutOfSync
+	}
+	return e
+}
+
+// LoadHistory reads app's history; a missing record is an empty history.
+func LoadHistory(ctx context.Context, c client.Reader, app App) (*History, error) {
+	var cm corev1.ConfigMap
+	err := c.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: HistoryName(app.Name)}, &cm)
+	if apierrors.IsNotFound(err) {
+		return &History{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the history of %s: %w", app, err)
+	}
+	return decodeHistory(app, &cm)
+}
+
+func decodeHistory(app App, cm *corev1.ConfigMap) (*History, error) {
+	h := &History{}
+	if raw := cm.Data[historyKey]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), h); err != nil {
+			return nil, fmt.Errorf("history of %s (ConfigMap %s/%s) is corrupt: %w", app, cm.Namespace, cm.Name, err)
+		}
+	}
+	return h, nil
+}
+
+// AppendHistory records a sync as the newest entry, giving it the next id,
+// and keeps at most limit entries (DefaultHistoryLimit when limit <= 0).
+// A failure identical to the newest entry (same revision and error) only
+// moves that entry's finish time, so retries do not flood the record.
+func AppendHistory(ctx context.Context, c client.Client, app App, e HistoryEntry, limit int) (HistoryEntry, error) {
+	if limit <= 0 {
+		limit = DefaultHistoryLimit
+	}
+	err := updateHistory(ctx, c, app, func(h *History) {
+		if len(h.Entries) > 0 {
+			last := &h.Entries[0]
+			if e.Result == ResultFailed && last.Result == ResultFailed && last.Revision == e.Revision && last.Error == e.Error {
+				last.FinishedAt = e.FinishedAt
+				e = *last
+				return
+			}
+			e.ID = last.ID + 1
+		} else {
+			e.ID = 1
+		}
+		h.Entries = append([]HistoryEntry{e}, h.Entries...)
+		if len(h.Entries) > limit {
+			h.Entries = h.Entries[:limit]
+		}
+	})
+	return e, err
+}
+
+// RecordAction adds an action to app's history, keeping the newest limit.
+func RecordAction(ctx context.Context, c client.Client, app App, a ActionEntry, limit int) error {
+	if limit <= 0 {
+		limit = DefaultHistoryLimit
+	}
+	if a.Time.IsZero() {
+		a.Time = time.Now().UTC()
+	}
+	return updateHistory(ctx, c, app, func(h *History) {
+		h.Actions = append([]ActionEntry{a}, h.Actions...)
+		sort.SliceStable(h.Actions, func(i, j int) bool { return h.Actions[i].Time.After(h.Actions[j].Time) })
+		if len(h.Actions) > limit {
+			h.Actions = h.Actions[:limit]
+		}
+	})
+}
+
+// updateHistory reads, changes and writes the record with optimistic
+// concurrency: the agent and CLI users write it concurrently.
+func updateHistory(ctx context.Context, c client.Client, app App, mutate func(*History)) error {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var cm corev1.ConfigMap
+		err := c.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: HistoryName(app.Name)}, &cm)
+		exists := err == nil
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		h := &History{}
+		if exists {
+			if h, err = decodeHistory(app, &cm); err != nil {
+				// A corrupt record is replaced rather than blocking syncs.
+				h = &History{}
+			}
+		}
+		mutate(h)
+		raw, err := json.MarshalIndent(h, "", " ")
+		if err != nil {
+			return err
+		}
+		cm.Namespace, cm.Name = app.Namespace, HistoryName(app.Name)
+		if cm.Labels == nil {
+			cm.Labels = map[string]string{}
+		}
+		cm.Labels[LabelRecord] = RecordHistory
+		cm.Labels[LabelApp] = app.Name
+		cm.Data = map[string]string{historyKey: string(raw)}
+		if exists {
+			return c.Update(ctx, &cm, client.FieldOwner(FieldManager))
+		}
+		err = c.Create(ctx, &cm, client.FieldOwner(FieldManager))
+		if apierrors.IsAlreadyExists(err) {
+			return apierrors.NewConflict(corev1.Resource("configmaps"), cm.Name, err)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("writing the history of %s: %w", app, err)
+	}
+	return nil
+}

@@ -1,0 +1,204 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// RestoreRequest asks for a commit on Branch that puts Path back as it was
+// at Target, leaving the rest of the tree as it is at the branch's tip.
+type RestoreRequest struct {
+	URL    string
+	Auth   *Auth
+	Branch string
+	// Path is the directory or file to restore, relative to the root;
+	// empty restores the whole tree.
+	Path   string
+	Target string
+	// Message is the commit message; Author and AuthorEmail sign it (as
+	// author and committer).
+	Message, Author, AuthorEmail string
+}
+
+// Restored is the result of a restore.
+type Restored struct {
+	// Commit is the new commit, pushed to the branch.
+	Commit string
+	// Parent is the branch tip it was written on.
+	Parent string
+}
+
+// ErrNothingToRestore means the path at the branch tip already equals the
+// target's.
+var ErrNothingToRestore = errors.New("the branch already has that content")
+
+// Restore writes and pushes the restoring commit: the Git-native rollback.
+// The push is an ordinary fast-forward; if the branch moves meanwhile, the
+// commit is rebuilt on the new tip once.
+func (c *Cache) Restore(ctx context.Context, req RestoreRequest) (*Restored, error) {
+	r := c.repo(req.URL)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tmp, err := os.MkdirTemp(c.dir, "call-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	g := &gitRunner{url: req.URL, auth: req.Auth, tmp: tmp, allowFile: c.AllowFileURLs}
+	safeURL := RedactURL(req.URL)
+	if _, err := os.Stat(filepath.Join(r.bare, "HEAD")); err != nil {
+		if _, err := g.run(ctx, "", "init", "--bare", "-q", r.bare); err != nil {
+			return nil, fmt.Errorf("%s: %w", safeURL, err)
+		}
+	}
+	var out *Restored
+	for attempt := 0; ; attempt++ {
+		out, err = c.restoreOnce(ctx, g, r, req, tmp)
+		if err == nil || attempt == 1 || !errors.Is(err, errRejected) {
+			break
+		}
+	}
+	if err != nil && !errors.Is(err, ErrNothingToRestore) {
+		return nil, fmt.Errorf("%s: %w", safeURL, err)
+	}
+	// The branch moved: forget the cached resolution.
+	for ref := range r.resolved {
+		if ref.Branch == req.Branch || (req.Branch == "main" && ref == (Ref{})) {
+			delete(r.resolved, ref)
+		}
+	}
+	return out, err
+}
+
+var errRejected = errors.New("push rejected")
+
+func (c *Cache) restoreOnce(ctx context.Context, g *gitRunner, r *repo, req RestoreRequest, tmp string) (*Restored, error) {
+	ref := "refs/heads/" + req.Branch
+	if _, err := g.run(ctx, r.bare, "fetch", "-q", "--depth=1", "--no-tags", "--", req.URL, ref); err != nil {
+		return nil, err
+	}
+	out, err := g.run(ctx, r.bare, "rev-parse", "FETCH_HEAD^{commit}")
+	if err != nil {
+		return nil, err
+	}
+	head := strings.TrimSpace(string(out))
+	if !c.has(ctx, g, r, req.Target) {
+		if _, err := g.run(ctx, r.bare, "fetch", "-q", "--depth=1", "--no-tags", "--", req.URL, req.Target); err != nil {
+			return nil, fmt.Errorf("fetching %s: %w", shortSHA(req.Target), err)
+		}
+	}
+	tree, err := c.restoredTree(ctx, g, r.bare, head, req.Target, req.Path, filepath.Join(tmp, "index"))
+	if err != nil {
+		return nil, err
+	}
+	out, err = g.run(ctx, r.bare, "rev-parse", head+"^{tree}")
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(string(out)) == tree {
+		return &Restored{Commit: head, Parent: head}, ErrNothingToRestore
+	}
+	commit, err := g.runEnv(ctx, r.bare, []string{
+		"GIT_AUTHOR_NAME=" + req.Author, "GIT_AUTHOR_EMAIL=" + req.AuthorEmail,
+		"GIT_COMMITTER_NAME=" + req.Author, "GIT_COMMITTER_EMAIL=" + req.AuthorEmail,
+	}, strings.NewReader(req.Message), "commit-tree", tree, "-p", head)
+	if err != nil {
+		return nil, err
+	}
+	sha := strings.TrimSpace(string(commit))
+	if _, err := g.run(ctx, r.bare, "push", "-q", "--", req.URL, sha+":"+ref); err != nil {
+		if strings.Contains(err.Error(), "rejected") || strings.Contains(err.Error(), "non-fast-forward") || strings.Contains(err.Error(), "fetch first") {
+			return nil, fmt.Errorf("%w: %v", errRejected, err)
+		}
+		return nil, fmt.Errorf("pushing the rollback commit (the credentials need write access): %w", err)
+	}
+	return &Restored{Commit: sha, Parent: head}, nil
+}
+
+// restoredTree builds, in a scratch index, head's tree with p replaced by
+// target's p, and writes it.
+func (c *Cache) restoredTree(ctx context.Context, g *gitRunner, bare, head, target, p, index string) (string, error) {
+	p = strings.Trim(path.Clean("/"+filepath.ToSlash(p)), "/")
+	if p == "" {
+		out, err := g.run(ctx, bare, "rev-parse", target+"^{tree}")
+		return strings.TrimSpace(string(out)), err
+	}
+	headEntries, err := g.run(ctx, bare, "ls-tree", "-r", "-z", "--full-tree", head)
+	if err != nil {
+		return "", err
+	}
+	targetEntries, err := g.run(ctx, bare, "ls-tree", "-r", "-z", "--full-tree", target, "--", p)
+	if err != nil {
+		return "", err
+	}
+	var entries bytes.Buffer
+	for _, e := range bytes.Split(headEntries, []byte{0}) {
+		_, name, ok := bytes.Cut(e, []byte("\t"))
+		if !ok {
+			continue
+		}
+		if n := string(name); n == p || strings.HasPrefix(n, p+"/") {
+			continue
+		}
+		entries.Write(e)
+		entries.WriteByte(0)
+	}
+	entries.Write(targetEntries)
+	env := []string{"GIT_INDEX_FILE=" + index}
+	if _, err := g.runEnv(ctx, bare, env, nil, "read-tree", "--empty"); err != nil {
+		return "", err
+	}
+	if _, err := g.runEnv(ctx, bare, env, &entries, "update-index", "-z", "--index-info"); err != nil {
+		return "", err
+	}
+	out, err := g.runEnv(ctx, bare, env, nil, "write-tree")
+	return strings.TrimSpace(string(out)), err
+}
+
+// CountBehind reports how many commits branch's tip is ahead of base, and
+// the tip. It deepens the cached history up to limit commits; -1 means base
+// is not among them (or not an ancestor).
+func (c *Cache) CountBehind(ctx context.Context, url string, auth *Auth, branch, base string, limit int) (int, string, error) {
+	r := c.repo(url)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tmp, err := os.MkdirTemp(c.dir, "call-")
+	if err != nil {
+		return 0, "", err
+	}
+	defer os.RemoveAll(tmp)
+	g := &gitRunner{url: url, auth: auth, tmp: tmp, allowFile: c.AllowFileURLs}
+	if _, err := os.Stat(filepath.Join(r.bare, "HEAD")); err != nil {
+		if _, err := g.run(ctx, "", "init", "--bare", "-q", r.bare); err != nil {
+			return 0, "", fmt.Errorf("%s: %w", RedactURL(url), err)
+		}
+	}
+	if _, err := g.run(ctx, r.bare, "fetch", "-q", "--depth="+strconv.Itoa(limit), "--no-tags", "--", url, "refs/heads/"+branch); err != nil {
+		return 0, "", fmt.Errorf("%s: %w", RedactURL(url), err)
+	}
+	out, err := g.run(ctx, r.bare, "rev-parse", "FETCH_HEAD^{commit}")
+	if err != nil {
+		return 0, "", err
+	}
+	tip := strings.TrimSpace(string(out))
+	if !c.has(ctx, g, r, base) {
+		return -1, tip, nil
+	}
+	if _, err := g.run(ctx, r.bare, "merge-base", "--is-ancestor", base, tip); err != nil {
+		return -1, tip, nil
+	}
+	out, err = g.run(ctx, r.bare, "rev-list", "--count", base+".."+tip)
+	if err != nil {
+		return -1, tip, nil
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n, tip, nil
+}
+
