@@ -9,6 +9,31 @@ import (
 // fetch and sync at once: `converge sync APP` and the webhook set it.
 const AnnotationRequestedAt = "converge.dev/requested-at"
 
+// AnnotationRequestedBy names who asked for the sync requested with
+// AnnotationRequestedAt: a Kubernetes user (as `converge sync APP` saw it)
+// or "webhook". It is recorded in the sync history.
+const AnnotationRequestedBy = "converge.dev/requested-by"
+
+// AnnotationRollback, set by `converge rollback`, asks the agent for a
+// Git-native rollback: a JSON RollbackRequest. The agent writes a commit on
+// the tracked branch restoring the app's path to the target revision,
+// pushes it and syncs it; status.rollback reports the outcome.
+const AnnotationRollback = "converge.dev/rollback"
+
+// RollbackRequest is the value of AnnotationRollback.
+type RollbackRequest struct {
+	// ID identifies the request (a timestamp); status.rollback.request
+	// echoes it once handled.
+	ID string `json:"id"`
+	// Target is the full commit SHA to restore.
+	Target string `json:"target"`
+	// By is the Kubernetes user who asked.
+	By string `json:"by,omitempty"`
+	// Pin, instead of writing a commit, pins the Application to Target
+	// (spec.pin) once the agent has checked that Target renders.
+	Pin bool `json:"pin,omitempty"`
+}
+
 // ApplicationFinalizer lets the agent prune an Application's objects before
 // the Application goes away.
 const ApplicationFinalizer = "converge.dev/finalizer"
@@ -66,6 +91,29 @@ type ApplicationSpec struct {
 	// +kubebuilder:default=Delete
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
+	// Pin holds the Application at one revision, whatever its ref says,
+	// until removed (`converge rollback APP --pin` / `--unpin`).
+	// +optional
+	Pin *Pin `json:"pin,omitempty"`
+
+	// HistoryLimit is how many syncs (and, separately, actions) the
+	// history record keeps.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=500
+	// +kubebuilder:default=20
+	// +optional
+	HistoryLimit *int32 `json:"historyLimit,omitempty"`
+}
+
+// Pin holds an Application at a revision.
+type Pin struct {
+	// Revision is the full commit SHA.
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{40}([0-9a-f]{24})?$`
+	Revision string `json:"revision"`
+	// Reason says why, for people reading the status.
+	// +optional
+	Reason string `json:"reason,omitempty"`
 }
 
 // DeletionPolicy is Delete or Orphan.
@@ -106,6 +154,26 @@ type ApplicationSource struct {
 	// for SSH.
 	// +optional
 	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+
+	// Verify requires revisions to be signed by a trusted key. An unsigned
+	// or untrusted revision is never rendered or applied.
+	// +optional
+	Verify *SourceVerification `json:"verify,omitempty"`
+}
+
+// SourceVerification says which signature to check and which keys to trust.
+type SourceVerification struct {
+	// Mode is "head" (the commit's own signature) or "tag" (the annotated
+	// tag's signature; the app must follow a tag or semver range).
+	// +kubebuilder:validation:Enum=head;tag
+	// +kubebuilder:default=head
+	// +optional
+	Mode string `json:"mode,omitempty"`
+	// SecretRef names a Secret in the Application's namespace holding the
+	// trusted keys: OpenPGP public keys in entries ending in .asc or .gpg
+	// (armored or binary), and/or an SSH allowed-signers file in the entry
+	// "allowed_signers".
+	SecretRef LocalObjectReference `json:"secretRef"`
 }
 
 // GitRef selects a revision: at most one field may be set.
@@ -243,6 +311,42 @@ type ApplicationStatus struct {
 	// annotation the agent last acted on.
 	// +optional
 	LastHandledRequest string `json:"lastHandledRequest,omitempty"`
+	// Pin describes a pinned Application: the revision it is held at and
+	// how far its branch has moved on.
+	// +optional
+	Pin *PinStatus `json:"pin,omitempty"`
+	// Rollback is the outcome of the last rollback request.
+	// +optional
+	Rollback *RollbackStatus `json:"rollback,omitempty"`
+}
+
+// PinStatus says how far a pinned Application is behind its branch.
+type PinStatus struct {
+	Revision string `json:"revision"`
+	// Branch is the branch the Application follows when not pinned.
+	// +optional
+	Branch string `json:"branch,omitempty"`
+	// BranchRevision is the branch's tip when last checked.
+	// +optional
+	BranchRevision string `json:"branchRevision,omitempty"`
+	// Behind counts the commits on the branch after the pinned revision;
+	// -1 when unknown (more than 200, or not an ancestor).
+	// +optional
+	Behind int32 `json:"behind"`
+}
+
+// RollbackStatus is the outcome of a Git-native rollback.
+type RollbackStatus struct {
+	// Request is the id of the handled request.
+	Request string `json:"request"`
+	// Target is the revision whose content was restored.
+	Target string `json:"target"`
+	// Commit is the rollback commit pushed to the branch.
+	// +optional
+	Commit string `json:"commit,omitempty"`
+	// Error says why the rollback was refused or failed.
+	// +optional
+	Error string `json:"error,omitempty"`
 }
 
 // SyncStatusCode is Synced, OutOfSync or Unknown.

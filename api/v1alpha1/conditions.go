@@ -6,20 +6,29 @@ const (
 	ConditionReady       = "Ready"
 	ConditionReconciling = "Reconciling"
 	ConditionStalled     = "Stalled"
+	// ConditionPinned is True while spec.pin holds the Application at a
+	// revision; its message says how far the branch has moved on.
+	ConditionPinned = "Pinned"
 )
 
 // Reasons for conditions and events.
 const (
-	ReasonSynced            = "Synced"
-	ReasonProgressing       = "Progressing"
-	ReasonOutOfSync         = "OutOfSync"
-	ReasonFetchFailed       = "FetchFailed"
-	ReasonRenderFailed      = "RenderFailed"
-	ReasonValidationFailed  = "ValidationFailed"
-	ReasonApplyFailed       = "ApplyFailed"
-	ReasonPruneFailed       = "PruneFailed"
-	ReasonHealthCheckFailed = "HealthCheckFailed"
-	ReasonSuspended         = "Suspended"
-	ReasonRetryLimitReached = "RetryLimitReached"
-	ReasonDeleting          = "Deleting"
+	ReasonSynced             = "Synced"
+	ReasonProgressing        = "Progressing"
+	ReasonOutOfSync          = "OutOfSync"
+	ReasonFetchFailed        = "FetchFailed"
+	ReasonRenderFailed       = "RenderFailed"
+	ReasonValidationFailed   = "ValidationFailed"
+	ReasonApplyFailed        = "ApplyFailed"
+	ReasonPruneFailed        = "PruneFailed"
+	ReasonHealthCheckFailed  = "HealthCheckFailed"
+	ReasonSuspended          = "Suspended"
+	ReasonRetryLimitReached  = "RetryLimitReached"
+	ReasonDeleting           = "Deleting"
+	ReasonVerificationFailed = "VerificationFailed"
+	ReasonPinned             = "Pinned"
+	ReasonRollbackFailed     = "RollbackFailed"
+	ReasonRolledBack         = "RolledBack"
+	ReasonSyncStarted        = "SyncStarted"
+	ReasonAction             = "Action"
 )

@@ -33,9 +33,11 @@ func appClient(k *KubeFlags) (client.Client, string, error) {
 	return c, ns, err
 }
 
-// patchApp reads Application name, lets mutate change it, and patches the
-// difference. It returns the client and namespace for further calls.
-func patchApp(ctx context.Context, k *KubeFlags, name string, mutate func(*v1alpha1.Application)) (client.Client, string, error) {
+// patchApp reads Application name, lets mutate change it, patches the
+// difference and records action (with detail) in the app's audit trail.
+// mutate learns the acting user's name. It returns the client and namespace
+// for further calls.
+func patchApp(ctx context.Context, streams Streams, k *KubeFlags, name, action, detail string, mutate func(app *v1alpha1.Application, user string)) (client.Client, string, error) {
 	c, ns, err := appClient(k)
 	if err != nil {
 		return nil, "", err
@@ -44,9 +46,14 @@ func patchApp(ctx context.Context, k *KubeFlags, name string, mutate func(*v1alp
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
 		return nil, "", err
 	}
+	audit := newAuditor(ctx, c, streams, ns)
 	patch := client.MergeFrom(app.DeepCopy())
-	mutate(app)
-	return c, ns, c.Patch(ctx, app, patch)
+	mutate(app, audit.user)
+	if err := c.Patch(ctx, app, patch); err != nil {
+		return nil, "", err
+	}
+	audit.record(ctx, app, action, detail)
+	return c, ns, nil
 }
 
 // NewAppCommand returns `converge app` with create and delete.
@@ -132,6 +139,7 @@ func (o *AppCreateOptions) Run(ctx context.Context, name string) error {
 	if err := c.Create(ctx, app); err != nil {
 		return err
 	}
+	newAuditor(ctx, c, o.Streams, ns).record(ctx, app, "create", fmt.Sprintf("repo %s, path %s", o.Repo, orDash(o.Path)))
 	fmt.Fprintf(o.ErrOut, "Application %s/%s created\n", ns, name)
 	return nil
 }
@@ -166,7 +174,8 @@ func (o *AppDeleteOptions) Run(ctx context.Context, name string) error {
 	if !o.Cascade {
 		policy = v1alpha1.DeletionPolicyOrphan
 	}
-	c, ns, err := patchApp(ctx, &o.Kube, name, func(app *v1alpha1.Application) { app.Spec.DeletionPolicy = policy })
+	c, ns, err := patchApp(ctx, o.Streams, &o.Kube, name, "delete", "deletion policy "+string(policy),
+		func(app *v1alpha1.Application, _ string) { app.Spec.DeletionPolicy = policy })
 	if err != nil {
 		return err
 	}

@@ -43,29 +43,31 @@ func newSuspendCommand(streams Streams, suspend bool, use, short string) *cobra.
 
 // Run sets spec.suspend.
 func (o *SuspendOptions) Run(ctx context.Context, name string) error {
-	_, ns, err := patchApp(ctx, &o.Kube, name, func(app *v1alpha1.Application) {
+	action, verb := "resume", "resumed"
+	if o.suspend {
+		action, verb = "suspend", "suspended"
+	}
+	_, ns, err := patchApp(ctx, o.Streams, &o.Kube, name, action, "", func(app *v1alpha1.Application, user string) {
 		app.Spec.Suspend = o.suspend
 		if !o.suspend {
-			requestSync(app)
+			requestSync(app, user)
 		}
 	})
 	if err != nil {
 		return err
 	}
-	verb := "resumed"
-	if o.suspend {
-		verb = "suspended"
-	}
 	fmt.Fprintf(o.ErrOut, "Application %s/%s %s\n", ns, name, verb)
 	return nil
 }
 
-func requestSync(app *v1alpha1.Application) string {
+// requestSync asks the agent to sync app now, on behalf of user.
+func requestSync(app *v1alpha1.Application, user string) string {
 	if app.Annotations == nil {
 		app.Annotations = map[string]string{}
 	}
 	stamp := time.Now().UTC().Format(time.RFC3339Nano)
 	app.Annotations[v1alpha1.AnnotationRequestedAt] = stamp
+	app.Annotations[v1alpha1.AnnotationRequestedBy] = user
 	return stamp
 }
 
@@ -139,7 +141,7 @@ func (o *WaitOptions) Run(ctx context.Context, name, handled string) error {
 // the result.
 func requestAndWait(ctx context.Context, streams Streams, kube KubeFlags, name string, wait bool, timeout time.Duration) error {
 	var stamp string
-	_, ns, err := patchApp(ctx, &kube, name, func(app *v1alpha1.Application) { stamp = requestSync(app) })
+	_, ns, err := patchApp(ctx, streams, &kube, name, "sync-request", "", func(app *v1alpha1.Application, user string) { stamp = requestSync(app, user) })
 	if err != nil {
 		return err
 	}

@@ -58,6 +58,9 @@ type ApplicationReconciler struct {
 	// working from a cached copy older than that write must not write the
 	// same status again.
 	lastStatus map[types.NamespacedName]writtenStatus
+	// pinChecked remembers when each pinned app's branch was last
+	// compared with its pin.
+	pinChecked map[types.NamespacedName]pinCheck
 }
 
 type writtenStatus struct {
@@ -157,6 +160,21 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	interval := durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)
 	requested := app.Annotations[v1alpha1.AnnotationRequestedAt]
 	force := requested != "" && requested != app.Status.LastHandledRequest
+	var trigger engine.Trigger
+	if force {
+		trigger = engine.Trigger{Type: engine.TriggerManual, User: app.Annotations[v1alpha1.AnnotationRequestedBy]}
+		if strings.HasPrefix(trigger.User, "webhook") {
+			trigger = engine.Trigger{Type: engine.TriggerWebhook}
+		}
+	}
+	// A Git-native rollback writes its commit first; the sync below then
+	// fetches and applies it at once.
+	if rb, ok := pendingRollback(app); ok {
+		if err := r.rollback(ctx, app, rb); err == nil {
+			force, trigger = true, engine.Trigger{Type: engine.TriggerRollback, User: rb.By}
+		}
+	}
+	run := &syncRun{start: r.now(), trigger: trigger}
 
 	// Fetch. A recent answer for the same repository and ref is reused, so
 	// drift reconciles and 100 apps on one repository cost no Git request.
@@ -167,12 +185,18 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	artifact, err := r.fetch(ctx, app, maxAge)
 	if err != nil {
 		gitFetches.WithLabelValues("failed").Inc()
-		return r.failed(ctx, app, v1alpha1.ReasonFetchFailed, err, interval)
+		var verr *source.VerificationError
+		if errors.As(err, &verr) {
+			return r.refused(ctx, app, run, verr, interval)
+		}
+		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
 	}
 	gitFetches.WithLabelValues("ok").Inc()
+	run.artifact = artifact
+	r.updatePin(ctx, app, interval)
 	objs, err := r.render(ctx, app, artifact)
 	if err != nil {
-		return r.failed(ctx, app, v1alpha1.ReasonRenderFailed, err, interval)
+		return r.failed(ctx, app, run, v1alpha1.ReasonRenderFailed, err, interval)
 	}
 
 	automated := app.Spec.SyncPolicy.Automated
@@ -193,10 +217,28 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if !apply {
 		plan.Prune = true // report what pruning would delete
 	}
+	switch {
+	case run.trigger.Type != "":
+	case app.Status.ObservedGeneration != app.Generation:
+		run.trigger.Type = engine.TriggerSpec
+	case newRevision:
+		run.trigger.Type = engine.TriggerInterval
+	default:
+		run.trigger.Type = engine.TriggerDrift
+	}
+	// A sync worth a history entry: a new revision, a request, or changes
+	// applied. A no-op resync is not one.
+	run.record = force || newRevision
 	var cs *engine.ChangeSet
 	p, err := r.Engine.Plan(ctx, objs, plan)
 	if err == nil {
 		cs = &p.ChangeSet
+		if apply && cs.HasChanges() {
+			run.record = true
+			c := cs.Counts()
+			r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonSyncStarted, "syncing %s (%s): %d to create, %d to configure, %d to delete",
+				shortRev(artifact.Revision), run.trigger, c.Created, c.Configured, c.Deleted)
+		}
 		if apply {
 			cs, err = r.Engine.Apply(ctx, p, engine.SyncOptions{PlanOptions: plan, Timeout: durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)})
 		}
@@ -213,7 +255,8 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if cs != nil {
 			app.Status.Resources = resourceStatuses(cs, nil, false)
 		}
-		return r.failed(ctx, app, reason, err, interval)
+		run.changes = cs
+		return r.failed(ctx, app, run, reason, err, interval)
 	}
 	if err := r.watches.ensure(p.Kinds()); err != nil {
 		logger.Error(err, "watching owned objects")
@@ -222,6 +265,10 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// Health from what the plan listed and the applies returned: no request.
 	health := p.Health()
 	r.record(app, artifact, cs, health, apply)
+	if run.record {
+		run.changes, run.applied = cs, apply
+		r.appendHistory(ctx, app, run, nil)
+	}
 	r.remember(req.NamespacedName, syncedAt{revision: artifact.Revision, generation: app.Generation})
 	return ctrl.Result{RequeueAfter: r.requeueAfter(app, interval)}, nil
 }
@@ -246,6 +293,7 @@ func (r *ApplicationReconciler) forget(key types.NamespacedName) {
 	defer r.mu.Unlock()
 	delete(r.lastSynced, key)
 	delete(r.lastStatus, key)
+	delete(r.pinChecked, key)
 }
 
 // wrote reports whether status is exactly what was last written.
@@ -317,8 +365,9 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 
 // failed records a failure and decides the retry. The last synced state
 // keeps running: nothing is pruned when a fetch or render fails.
-func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Application, reason string, err error, interval time.Duration) (ctrl.Result, error) {
+func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Application, run *syncRun, reason string, err error, interval time.Duration) (ctrl.Result, error) {
 	syncTotal.WithLabelValues("failed").Inc()
+	r.appendHistory(ctx, app, run, err)
 	msg := err.Error()
 	changed := app.Status.LastError != msg
 	app.Status.LastError = msg
@@ -368,14 +417,29 @@ func (r *ApplicationReconciler) requeueAfter(app *v1alpha1.Application, interval
 }
 
 func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Application, maxAge time.Duration) (*source.Artifact, error) {
-	req := source.Request{URL: app.Spec.Source.RepoURL, MaxAge: maxAge}
+	req, err := SourceRequest(ctx, r.Secrets, app)
+	if err != nil {
+		return nil, err
+	}
+	req.MaxAge = maxAge
+	if app.Spec.Pin != nil {
+		req.Ref = source.Ref{Commit: app.Spec.Pin.Revision}
+	}
+	return r.Sources.Fetch(ctx, req)
+}
+
+// SourceRequest builds the fetch request for app's source: its ref, its
+// credentials and the keys its revisions must be signed with, read from
+// the Secrets the Application names.
+func SourceRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Application) (source.Request, error) {
+	req := source.Request{URL: app.Spec.Source.RepoURL}
 	if ref := app.Spec.Source.Ref; ref != nil {
 		req.Ref = source.Ref{Branch: ref.Branch, Tag: ref.Tag, Semver: ref.Semver, Commit: ref.Commit}
 	}
 	if sr := app.Spec.Source.SecretRef; sr != nil {
 		var s corev1.Secret
-		if err := r.Secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: sr.Name}, &s); err != nil {
-			return nil, fmt.Errorf("reading credentials Secret %s: %w", sr.Name, err)
+		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: sr.Name}, &s); err != nil {
+			return req, fmt.Errorf("reading credentials Secret %s: %w", sr.Name, err)
 		}
 		req.Auth = &source.Auth{
 			Username:   string(s.Data["username"]),
@@ -384,7 +448,22 @@ func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Applica
 			KnownHosts: s.Data["known_hosts"],
 		}
 	}
-	return r.Sources.Fetch(ctx, req)
+	if v := app.Spec.Source.Verify; v != nil {
+		var s corev1.Secret
+		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: v.SecretRef.Name}, &s); err != nil {
+			return req, fmt.Errorf("reading trusted keys Secret %s: %w", v.SecretRef.Name, err)
+		}
+		trust, err := source.ParseTrustedKeys(s.Data)
+		if err != nil {
+			return req, fmt.Errorf("trusted keys Secret %s: %w", v.SecretRef.Name, err)
+		}
+		mode := v.Mode
+		if mode == "" {
+			mode = source.VerifyHead
+		}
+		req.Verify = &source.Verify{Mode: mode, Trust: trust}
+	}
+	return req, nil
 }
 
 func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Application, a *source.Artifact) ([]render.Object, error) {
@@ -426,6 +505,7 @@ func specOrRequestChanged() predicate.Predicate {
 		o, n := e.ObjectOld, e.ObjectNew
 		return o.GetGeneration() != n.GetGeneration() ||
 			o.GetAnnotations()[v1alpha1.AnnotationRequestedAt] != n.GetAnnotations()[v1alpha1.AnnotationRequestedAt] ||
+			o.GetAnnotations()[v1alpha1.AnnotationRollback] != n.GetAnnotations()[v1alpha1.AnnotationRollback] ||
 			!n.GetDeletionTimestamp().IsZero()
 	}}
 }

@@ -75,3 +75,6 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	}
 	return &Manager{client: c, mapper: mapper, opts: opts}, nil
 }
+
+// Client is the Manager's uncached client.
+func (m *Manager) Client() client.Client { return m.client }

@@ -22,9 +22,10 @@ type RestoreRequest struct {
 	// empty restores the whole tree.
 	Path   string
 	Target string
-	// Message is the commit message; Author and AuthorEmail sign it (as
-	// author and committer).
-	Message, Author, AuthorEmail string
+	// Message returns the commit message, given the branch tip the commit
+	// goes on. Author and AuthorEmail are its author and committer.
+	Message             func(parent string) string
+	Author, AuthorEmail string
 }
 
 // Restored is the result of a restore.
@@ -108,7 +109,7 @@ func (c *Cache) restoreOnce(ctx context.Context, g *gitRunner, r *repo, req Rest
 	commit, err := g.runEnv(ctx, r.bare, []string{
 		"GIT_AUTHOR_NAME=" + req.Author, "GIT_AUTHOR_EMAIL=" + req.AuthorEmail,
 		"GIT_COMMITTER_NAME=" + req.Author, "GIT_COMMITTER_EMAIL=" + req.AuthorEmail,
-	}, strings.NewReader(req.Message), "commit-tree", tree, "-p", head)
+	}, strings.NewReader(req.Message(head)), "commit-tree", tree, "-p", head)
 	if err != nil {
 		return nil, err
 	}

@@ -149,7 +149,7 @@ func TestRestore_WritesARollbackCommit(t *testing.T) {
 	c := newCache(t)
 	ctx := context.Background()
 	res, err := c.Restore(ctx, RestoreRequest{URL: s.URL("shop"), Branch: "main", Path: "app/", Target: old,
-		Message: "Roll back app", Author: "converge", AuthorEmail: "converge@localhost"})
+		Message: func(string) string { return "Roll back app" }, Author: "converge", AuthorEmail: "converge@localhost"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestRestore_WritesARollbackCommit(t *testing.T) {
 	if _, err := exec.Command("test", "-e", a.Dir+"/app/new.yaml").Output(); err == nil {
 		t.Fatal("app/new.yaml should be gone")
 	}
-	if _, err := c.Restore(ctx, RestoreRequest{URL: s.URL("shop"), Branch: "main", Path: "app", Target: old, Message: "again", Author: "c", AuthorEmail: "c@x"}); !errors.Is(err, ErrNothingToRestore) {
+	if _, err := c.Restore(ctx, RestoreRequest{URL: s.URL("shop"), Branch: "main", Path: "app", Target: old, Message: func(string) string { return "again" }, Author: "c", AuthorEmail: "c@x"}); !errors.Is(err, ErrNothingToRestore) {
 		t.Fatalf("restoring again: %v", err)
 	}
 	n, tip, err := c.CountBehind(ctx, s.URL("shop"), nil, "main", old, 100)

@@ -1,0 +1,199 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/spf13/cobra"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/poll"
+)
+
+// RollbackOptions holds the flags of `converge rollback`.
+type RollbackOptions struct {
+	Streams
+	Kube    KubeFlags
+	Pin     bool
+	Unpin   bool
+	Wait    bool
+	Timeout time.Duration
+}
+
+// NewRollbackCommand returns `converge rollback APP [ID|REVISION]`.
+func NewRollbackCommand(streams Streams) *cobra.Command {
+	o := &RollbackOptions{Streams: streams}
+	cmd := &cobra.Command{
+		Use:   "rollback APP [ID|REVISION]",
+		Short: "Roll an Application back to an earlier revision, in Git (default) or by pinning",
+		Long: `Roll the Application APP back to the revision of history entry ID, or to
+REVISION (a commit SHA, or a prefix of one in the history). Without either,
+the newest successful sync of a revision other than the current one.
+
+By default the rollback is Git-native: the agent checks that the old tree
+still renders, writes a commit on the tracked branch that restores the app's
+path to the old content (its message names the range undone), pushes it with
+the app's credentials (they need write access) and syncs it. Git stays the
+source of truth and automated sync stays on.
+
+--pin instead holds the Application at the old revision (spec.pin) until
+'converge rollback APP --unpin'; status and the Pinned condition say how far
+the branch has moved on meanwhile.
+
+Waits for the sync unless --wait=false. Exit status: 0 done, 2 refused or
+failed.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target := ""
+			if len(args) == 2 {
+				target = args[1]
+			}
+			return o.Run(cmd.Context(), args[0], target)
+		},
+	}
+	o.Kube.Bind(cmd.Flags())
+	f := cmd.Flags()
+	f.BoolVar(&o.Pin, "pin", false, "pin the Application to the revision instead of committing to Git")
+	f.BoolVar(&o.Unpin, "unpin", false, "remove the pin: follow the branch again")
+	f.BoolVar(&o.Wait, "wait", true, "wait until the Application is synced and healthy")
+	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "give up waiting after this long")
+	return cmd
+}
+
+var fullSHA = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
+
+// Run rolls back.
+func (o *RollbackOptions) Run(ctx context.Context, name, target string) error {
+	if o.Pin && o.Unpin {
+		return fmt.Errorf("give --pin or --unpin, not both")
+	}
+	c, ns, err := appClient(&o.Kube)
+	if err != nil {
+		return err
+	}
+	app := &v1alpha1.Application{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
+		return err
+	}
+	audit := newAuditor(ctx, c, o.Streams, ns)
+	if o.Unpin {
+		if target != "" {
+			return fmt.Errorf("--unpin takes no revision")
+		}
+		if app.Spec.Pin == nil {
+			fmt.Fprintf(o.ErrOut, "Application %s/%s is not pinned\n", ns, name)
+			return nil
+		}
+		old := app.Spec.Pin.Revision
+		var stamp string
+		patch := client.MergeFrom(app.DeepCopy())
+		app.Spec.Pin = nil
+		stamp = requestSync(app, audit.user)
+		if err := c.Patch(ctx, app, patch); err != nil {
+			return err
+		}
+		audit.record(ctx, app, "unpin", "was pinned to "+short(old))
+		fmt.Fprintf(o.ErrOut, "Application %s/%s unpinned; following its branch again\n", ns, name)
+		if !o.Wait {
+			return nil
+		}
+		w := &WaitOptions{Streams: o.Streams, Kube: o.Kube, Timeout: o.Timeout}
+		return w.Run(ctx, name, stamp)
+	}
+
+	revision, err := o.resolveTarget(ctx, c, app, target)
+	if err != nil {
+		return err
+	}
+	req := v1alpha1.RollbackRequest{ID: time.Now().UTC().Format(time.RFC3339Nano), Target: revision, By: audit.user, Pin: o.Pin}
+	raw, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	patch := client.MergeFrom(app.DeepCopy())
+	if app.Annotations == nil {
+		app.Annotations = map[string]string{}
+	}
+	app.Annotations[v1alpha1.AnnotationRollback] = string(raw)
+	if err := c.Patch(ctx, app, patch); err != nil {
+		return err
+	}
+	action, how := "rollback", "git-native"
+	if o.Pin {
+		action, how = "pin", "pin"
+	}
+	audit.record(ctx, app, action, fmt.Sprintf("to %s (%s)", short(revision), how))
+	fmt.Fprintf(o.ErrOut, "Rollback of %s/%s to %s requested (%s)\n", ns, name, short(revision), how)
+	if !o.Wait {
+		return nil
+	}
+	return o.wait(ctx, c, ns, name, req)
+}
+
+// resolveTarget turns ID|REVISION (or nothing) into a full commit SHA.
+func (o *RollbackOptions) resolveTarget(ctx context.Context, c client.Client, app *v1alpha1.Application, target string) (string, error) {
+	h, err := engine.LoadHistory(ctx, c, engine.App{Name: app.Name, Namespace: app.Namespace})
+	if err != nil {
+		return "", err
+	}
+	if target != "" {
+		if e, ok := h.Find(target); ok && e.Revision != "" {
+			return e.Revision, nil
+		}
+		if fullSHA.MatchString(target) {
+			return target, nil
+		}
+		return "", fmt.Errorf("%q is neither a history entry id nor a revision in the history of %s/%s; give a full commit SHA", target, app.Namespace, app.Name)
+	}
+	current := app.Status.Sync.Revision
+	for _, e := range h.Entries {
+		if e.Result == engine.ResultSucceeded && e.Revision != "" && e.Revision != current {
+			return e.Revision, nil
+		}
+	}
+	return "", fmt.Errorf("the history of %s/%s has no successful sync of a revision other than the current one; name a revision", app.Namespace, app.Name)
+}
+
+// wait waits until the agent handled the request, then until the app is
+// synced at the expected revision and healthy.
+func (o *RollbackOptions) wait(ctx context.Context, c client.Client, ns, name string, req v1alpha1.RollbackRequest) error {
+	var last string
+	return poll.Until(ctx, 250*time.Millisecond, o.Timeout, func(ctx context.Context) (bool, error) {
+		app := &v1alpha1.Application{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
+			return false, err
+		}
+		rb := app.Status.Rollback
+		if rb == nil || rb.Request != req.ID {
+			return false, nil
+		}
+		if rb.Error != "" {
+			return false, fmt.Errorf("rollback refused: %s", rb.Error)
+		}
+		state := fmt.Sprintf("sync %s at %s, health %s", orDash(string(app.Status.Sync.Status)), orDash(short(app.Status.Sync.Revision)), orDash(string(app.Status.Health.Status)))
+		if state != last {
+			fmt.Fprintln(o.ErrOut, name+": "+state)
+			last = state
+		}
+		if stalled := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionStalled); stalled != nil && stalled.Status == metav1.ConditionTrue {
+			return false, fmt.Errorf("stalled: %s", stalled.Message)
+		}
+		done := app.Status.Sync.Revision == rb.Commit && app.Status.Sync.Status == v1alpha1.SyncStatusSynced &&
+			app.Status.Health.Status == v1alpha1.HealthHealthy && app.Status.ObservedGeneration == app.Generation
+		if done {
+			if req.Pin {
+				fmt.Fprintf(o.ErrOut, "Pinned to %s; 'converge rollback %s --unpin' follows the branch again\n", short(rb.Commit), name)
+			} else {
+				fmt.Fprintf(o.ErrOut, "Rolled back: commit %s restores %s\n", short(rb.Commit), short(rb.Target))
+			}
+		}
+		return done, nil
+	})
+}
