@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -13,19 +14,31 @@ import (
 type DiffOptions struct {
 	Streams
 	pushFlags
-	Output OutputFormat
+	Output   OutputFormat
+	Revision string
+	Format   string
 }
 
 // NewDiffCommand returns `converge diff PATH --app NAME`.
 func NewDiffCommand(streams Streams) *cobra.Command {
 	o := &DiffOptions{Streams: streams}
 	cmd := &cobra.Command{
-		Use:   "diff PATH --app NAME",
-		Short: "Show how the cluster differs from what PATH describes",
-		Long: `Render PATH and compare it with the live cluster, object by object, by
-server-side dry-run. Changed objects are printed as unified diffs (Secret
-values masked), then a summary. Owned objects no longer in PATH show as
-deleted.
+		Use:   "diff (PATH --app NAME | APP [--revision REF])",
+		Short: "Show how the cluster differs from PATH, or from an Application's source at a revision",
+		Long: `Two forms, told apart by --app:
+
+  converge diff PATH --app NAME      render the local PATH
+  converge diff APP [--revision REF] fetch the Application's repository at REF
+                                     (a branch, tag or commit; default: the
+                                     app's own ref) and render it as the
+                                     agent would: a pull-request preview
+
+Either way the render is compared with the live cluster, object by object,
+by server-side dry-run. Changed objects are printed as unified diffs (Secret
+values masked), then a summary. Owned objects no longer rendered show as
+deleted. --format markdown prints a report for a pull-request comment: a
+table of objects to create, configure and delete by kind, then each diff,
+collapsed. The app's credentials Secret is used when you may read it.
 
 Exit status: 0 no differences, 1 differences, 2 error.`,
 		Args: cobra.ExactArgs(1),
@@ -35,6 +48,8 @@ Exit status: 0 no differences, 1 differences, 2 error.`,
 	}
 	o.bind(cmd)
 	bindOutput(cmd, &o.Output)
+	cmd.Flags().StringVar(&o.Revision, "revision", "", "with APP: the branch, tag or commit to preview (default: the app's ref)")
+	cmd.Flags().StringVar(&o.Format, "format", "", "with APP: text (default) or markdown")
 	return cmd
 }
 
@@ -42,6 +57,15 @@ Exit status: 0 no differences, 1 differences, 2 error.`,
 func (o *DiffOptions) Run(cmd *cobra.Command, path string) error {
 	if err := o.Output.validate(); err != nil {
 		return err
+	}
+	if o.App == "" {
+		if _, err := os.Stat(path); err == nil {
+			return fmt.Errorf("%s is a local path: the PATH form needs --app NAME (the app that owns the objects)", path)
+		}
+		return o.previewRun(cmd.Context(), path)
+	}
+	if o.Revision != "" || o.Format != "" {
+		return fmt.Errorf("--revision and --format go with the APP form (converge diff APP --revision REF), not with --app")
 	}
 	m, objs, opts, err := o.prepare(cmd.Context(), path, o.ErrOut)
 	if err != nil {

@@ -1,6 +1,12 @@
 package cli
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +24,8 @@ type SyncOptions struct {
 	Wait       bool
 	Timeout    time.Duration
 	Output     OutputFormat
+	// HistoryLimit bounds the app's history record.
+	HistoryLimit int
 }
 
 // NewSyncCommand returns `converge sync PATH --app NAME`.
@@ -53,6 +61,7 @@ to stdout. Exit status: 0 success, 2 error.`,
 	f.BoolVar(&o.AllowEmpty, "allow-empty", false, "allow an empty render to prune everything the app owns")
 	f.BoolVar(&o.Wait, "wait", false, "wait until every object is healthy (kstatus Current)")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "bound for --wait and for waits between waves")
+	f.IntVar(&o.HistoryLimit, "history-limit", engine.DefaultHistoryLimit, "push mode: syncs and actions the app's history keeps")
 	bindOutput(cmd, &o.Output)
 	return cmd
 }
@@ -72,7 +81,12 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	}
 	opts.Prune, opts.AllowEmpty = o.Prune, o.AllowEmpty
 	start := time.Now()
+	rev, commit := localCommit(cmd.Context(), path)
+	opts.Revision = rev
 	cs, err := m.Sync(cmd.Context(), objs, engine.SyncOptions{PlanOptions: opts, DryRun: o.DryRun, Wait: o.Wait, Timeout: o.Timeout})
+	if !o.DryRun && (err != nil || (cs != nil && cs.HasChanges())) {
+		o.recordHistory(cmd.Context(), m, opts.App, rev, commit, cs, err, start)
+	}
 	if cs != nil {
 		verb := "Sync"
 		if o.DryRun {
@@ -90,4 +104,40 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	}
 	o.ErrOut.Write([]byte("Synced in " + time.Since(start).Round(time.Millisecond).String() + "\n"))
 	return nil
+}
+
+// recordHistory adds a push-mode sync to the app's history, as the agent
+// does for its syncs.
+func (o *SyncOptions) recordHistory(ctx context.Context, m *engine.Manager, app engine.App, rev string, commit *engine.CommitMeta, cs *engine.ChangeSet, syncErr error, start time.Time) {
+	e := engine.NewHistoryEntry(cs, syncErr, true)
+	e.Mode, e.Revision, e.Commit = "push", rev, commit
+	e.Trigger = engine.Trigger{Type: engine.TriggerManual, User: whoami(ctx, m.Client())}
+	e.StartedAt, e.FinishedAt = start.UTC(), time.Now().UTC()
+	if _, err := engine.AppendHistory(ctx, m.Client(), app, e, o.HistoryLimit); err != nil {
+		fmt.Fprintln(o.ErrOut, "warning:", err)
+	}
+}
+
+// localCommit describes the commit checked out where path is, when path is
+// in a Git work tree; a work tree with uncommitted changes gets "-dirty".
+func localCommit(ctx context.Context, path string) (string, *engine.CommitMeta) {
+	dir := path
+	if fi, err := os.Stat(path); err == nil && !fi.IsDir() {
+		dir = filepath.Dir(path)
+	}
+	cmd := exec.CommandContext(ctx, "git", "-C", dir, "log", "-1", "--format=%H%x00%an%x00%ae%x00%cn%x00%ce%x00%cI%x00%s")
+	out, err := cmd.Output()
+	if err != nil {
+		return "", nil
+	}
+	f := strings.SplitN(strings.TrimRight(string(out), "\n"), "\x00", 7)
+	if len(f) != 7 {
+		return "", nil
+	}
+	date, _ := time.Parse(time.RFC3339, f[5])
+	rev := f[0]
+	if st, err := exec.CommandContext(ctx, "git", "-C", dir, "status", "--porcelain", "--", ".").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		rev += "-dirty"
+	}
+	return rev, &engine.CommitMeta{Author: f[1], AuthorEmail: f[2], Committer: f[3], CommitterEmail: f[4], Date: date.UTC(), Subject: f[6]}
 }

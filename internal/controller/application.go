@@ -210,7 +210,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	apply := force || (automated != nil && (newRevision || automated.SelfHeal))
 	plan := engine.PlanOptions{
 		App:              engineApp,
-		DefaultNamespace: destination(app),
+		DefaultNamespace: Destination(app),
 		Prune:            automated != nil && automated.Prune,
 		Revision:         artifact.Revision,
 	}
@@ -467,20 +467,29 @@ func SourceRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.App
 }
 
 func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Application, a *source.Artifact) ([]render.Object, error) {
-	opts := render.Options{Root: a.Dir, Path: strings.TrimPrefix(app.Spec.Source.Path, "/")}
+	opts, err := RenderOptions(app, a.Dir)
+	if err != nil {
+		return nil, err
+	}
+	return r.renders.render(ctx, a.Revision, opts)
+}
+
+// RenderOptions says how app's source renders from a checkout at root.
+func RenderOptions(app *v1alpha1.Application, root string) (render.Options, error) {
+	opts := render.Options{Root: root, Path: strings.TrimPrefix(app.Spec.Source.Path, "/")}
 	if h := app.Spec.Source.Helm; h != nil {
 		opts.Helm = render.HelmOptions{ReleaseName: h.ReleaseName, ValuesFiles: h.ValuesFiles}
 		if h.Values != nil {
 			if err := jsonUnmarshal(h.Values.Raw, &opts.Helm.Values); err != nil {
-				return nil, fmt.Errorf("spec.source.helm.values: %w", err)
+				return opts, fmt.Errorf("spec.source.helm.values: %w", err)
 			}
 		}
 	}
 	if opts.Helm.ReleaseName == "" {
 		opts.Helm.ReleaseName = app.Name
 	}
-	opts.Helm.Namespace = destination(app)
-	return r.renders.render(ctx, a.Revision, opts)
+	opts.Helm.Namespace = Destination(app)
+	return opts, nil
 }
 
 // finalize prunes the app's objects (unless the policy is Orphan) and lets
@@ -510,7 +519,8 @@ func specOrRequestChanged() predicate.Predicate {
 	}}
 }
 
-func destination(app *v1alpha1.Application) string {
+// Destination is the namespace given to app's objects that name none.
+func Destination(app *v1alpha1.Application) string {
 	if app.Spec.Destination.Namespace != "" {
 		return app.Spec.Destination.Namespace
 	}

@@ -141,9 +141,10 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 		}
 	}
 	res, ok := r.resolved[req.Ref]
-	if !ok || req.MaxAge == 0 || time.Since(res.at) >= req.MaxAge || req.Ref.Commit != "" {
-		if req.Ref.Commit != "" {
-			res = resolution{commit: req.Ref.Commit, at: time.Now()}
+	pinned := req.Ref.pinnedCommit()
+	if !ok || req.MaxAge == 0 || time.Since(res.at) >= req.MaxAge || pinned != "" {
+		if pinned != "" {
+			res = resolution{commit: pinned, at: time.Now()}
 		} else {
 			out, err := g.run(ctx, r.bare, "ls-remote", "--", req.URL)
 			if err != nil {

@@ -15,10 +15,15 @@ type Ref struct {
 	Tag    string `json:"tag,omitempty"`
 	Semver string `json:"semver,omitempty"`
 	Commit string `json:"commit,omitempty"`
+	// Revision is whichever of a branch, a tag or a full commit SHA
+	// matches, in that order (what `converge diff APP --revision` takes).
+	Revision string `json:"revision,omitempty"`
 }
 
 func (r Ref) String() string {
 	switch {
+	case r.Revision != "":
+		return "revision " + r.Revision
 	case r.Commit != "":
 		return "commit " + r.Commit
 	case r.Tag != "":
@@ -38,6 +43,16 @@ type remoteRefs map[string]string
 // resolve picks the ref name and commit that r selects.
 func (refs remoteRefs) resolve(r Ref) (name, commit string, err error) {
 	switch {
+	case r.Revision != "":
+		for _, name := range []string{"refs/heads/" + r.Revision, "refs/tags/" + r.Revision, r.Revision} {
+			if commit, ok := refs[name]; ok && (name != r.Revision || strings.HasPrefix(name, "refs/")) {
+				return name, commit, nil
+			}
+		}
+		if isFullSHA(r.Revision) {
+			return "", r.Revision, nil
+		}
+		return "", "", fmt.Errorf("%q is neither a branch nor a tag of the repository, nor a full commit SHA", r.Revision)
 	case r.Commit != "":
 		return "", r.Commit, nil
 	case r.Tag != "":
@@ -105,4 +120,28 @@ func parseLsRemote(out string) remoteRefs {
 		}
 	}
 	return refs
+}
+
+func isFullSHA(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// pinnedCommit is the commit r names without asking the server: Commit, or
+// a Revision that is a full SHA.
+func (r Ref) pinnedCommit() string {
+	if r.Commit != "" {
+		return r.Commit
+	}
+	if isFullSHA(r.Revision) {
+		return r.Revision
+	}
+	return ""
 }

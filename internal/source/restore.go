@@ -202,4 +202,3 @@ func (c *Cache) CountBehind(ctx context.Context, url string, auth *Auth, branch,
 	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	return n, tip, nil
 }
-
