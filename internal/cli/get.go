@@ -85,6 +85,9 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 		if c := apimeta.FindStatusCondition(a.Status.Conditions, v1alpha1.ConditionReady); c != nil {
 			ready, msg = string(c.Status), c.Message
 		}
+		if c := apimeta.FindStatusCondition(a.Status.Conditions, v1alpha1.ConditionPinned); c != nil && c.Status == "True" {
+			msg = c.Message + "; " + msg
+		}
 		rev := a.Status.Sync.Revision
 		if len(rev) > 12 {
 			rev = rev[:12]

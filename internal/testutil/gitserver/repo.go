@@ -57,13 +57,18 @@ func (r *Repo) Write(files map[string]string) error {
 // Commit commits everything in the work tree on branch (created if need
 // be), pushes it and returns the commit SHA.
 func (r *Repo) Commit(branch, message string) (string, error) {
+	return r.CommitAs(branch, message, "Test Author", "author@example.com")
+}
+
+// CommitAs is Commit by the given author (and committer).
+func (r *Repo) CommitAs(branch, message, name, email string) (string, error) {
 	if _, err := git(r.Work, "checkout", "-q", "-B", branch); err != nil {
 		return "", err
 	}
 	if _, err := git(r.Work, "add", "-A"); err != nil {
 		return "", err
 	}
-	if _, err := git(r.Work, "-c", "user.name=Test Author", "-c", "user.email=author@example.com",
+	if _, err := git(r.Work, "-c", "user.name="+name, "-c", "user.email="+email,
 		"commit", "-q", "--allow-empty", "-m", message); err != nil {
 		return "", err
 	}
@@ -93,4 +98,24 @@ func gitEnv(dir string, env []string, args ...string) (string, error) {
 		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// Log returns the subjects of the commits on branch in the server's
+// repository, newest first.
+func (r *Repo) Log(branch string) ([]string, error) {
+	out, err := git(r.Bare, "log", "--format=%s", branch)
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(out, "\n"), nil
+}
+
+// Pull brings the work tree's branch up to date with the server (after the
+// server's branch moved, say by a rollback commit).
+func (r *Repo) Pull(branch string) error {
+	if _, err := git(r.Work, "checkout", "-q", "-B", branch); err != nil {
+		return err
+	}
+	_, err := git(r.Work, "pull", "-q", "--ff-only", "origin", branch)
+	return err
 }

@@ -255,7 +255,7 @@ func (c *Cluster) waitFor(ctx context.Context, what string, timeout time.Duratio
 			return nil
 		}
 		for _, comp := range c.components() {
-			if _, statErr := os.Stat(c.pidFile(comp.name)); statErr == nil && c.pid(comp.name) == 0 {
+			if c.exited(comp.name) {
 				return fmt.Errorf("%s exited; see %s", comp.name, c.path("logs", comp.name+".log"))
 			}
 		}

@@ -38,6 +38,27 @@ func (c *Cluster) pid(name string) int {
 	return pid
 }
 
+// exited reports whether the component started last has ended: its pid
+// file names a process that is gone or a zombie. Unlike pid, it does not
+// require the process to look like a cluster binary yet: right after the
+// fork, before exec, it still runs the launcher's executable.
+func (c *Cluster) exited(name string) bool {
+	data, err := os.ReadFile(c.pidFile(name))
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i > 0 && i+2 < len(stat) && stat[i+2] == 'Z'
+}
+
 // owns reports whether pid is a live component started for this state
 // directory: its executable is one of the cached cluster binaries and its
 // command line names the state directory. That guards against pid reuse,
