@@ -193,7 +193,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	gitFetches.WithLabelValues("ok").Inc()
 	run.artifact = artifact
-	r.updatePin(ctx, app, interval)
+	r.updatePin(ctx, app, interval, force)
 	objs, err := r.render(ctx, app, artifact)
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonRenderFailed, err, interval)

@@ -156,6 +156,7 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 			return fail(fmt.Errorf("pinning: %w", err))
 		}
 		app.Status = *status
+		app.Status.Rollback = st
 		st.Commit = rb.Target
 		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonRolledBack, "pinned to %s, requested by %s", shortRev(rb.Target), orUnknown(rb.By))
 		return nil
@@ -198,9 +199,9 @@ func orUnknown(s string) string {
 }
 
 // updatePin keeps status.pin and the Pinned condition in step with
-// spec.pin. How far the branch moved on is checked at most once per
-// interval (it costs a fetch).
-func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.Application, interval time.Duration) {
+// spec.pin. How far the branch moved on is checked once per interval (it
+// costs a fetch), and at once when a webhook or a person asks (recheck).
+func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.Application, interval time.Duration, recheck bool) {
 	pin := app.Spec.Pin
 	if pin == nil {
 		app.Status.Pin = nil
@@ -221,7 +222,7 @@ func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.App
 	r.mu.Lock()
 	checked, ok := r.pinChecked[key]
 	r.mu.Unlock()
-	fresh := st != nil && st.Revision == pin.Revision && ok && checked.revision == pin.Revision && r.now().Sub(checked.at) < interval
+	fresh := !recheck && st != nil && st.Revision == pin.Revision && ok && checked.revision == pin.Revision && r.now().Sub(checked.at) < interval
 	if !fresh {
 		st = &v1alpha1.PinStatus{Revision: pin.Revision, Branch: branch, Behind: -1}
 		if branch != "" {

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/pmezard/go-difflib/difflib"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -137,7 +138,8 @@ func lines(s string) []string {
 	if s == "" {
 		return nil
 	}
-	return difflib.SplitLines(s)
+	// SplitLines would add an empty last line for the final newline.
+	return difflib.SplitLines(strings.TrimSuffix(s, "\n"))
 }
 
 func toYAML(u *unstructured.Unstructured) (string, error) {

@@ -198,7 +198,8 @@ func TestRollback_PinHoldsRevisionUntilUnpinned(t *testing.T) {
 	a.waitApp(t, ns, "pin", 10*time.Second, "second synced", synced(second))
 
 	if r := converge(t, "rollback", "pin", first[:12], "--pin", "-n", ns, "--timeout", "30s"); r.code != 0 {
-		t.Fatalf("rollback --pin: %s", r.output())
+		g := converge(t, "get", "pin", "-n", ns, "-o", "yaml")
+		t.Fatalf("rollback --pin: %s\n%s", r.output(), g.stdout)
 	}
 	if got := configMapMode(t, ns); got != "first" {
 		t.Fatalf("pinned mode = %q, want first", got)
