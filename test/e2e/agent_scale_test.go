@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -150,6 +151,22 @@ func TestAgent_HundredAppsOnOneRepositoryShareFetchesAndIdleWithoutWrites(t *tes
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Events of the syncs above are written asynchronously; let them land
+	// before the idle window opens.
+	var seen int
+	kubetest.Eventually(t, time.Minute, "events settled", func(ctx context.Context) (bool, error) {
+		var list corev1.EventList
+		if err := cluster.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		n := len(list.Items)
+		settled := n == seen
+		seen = n
+		if !settled {
+			time.Sleep(time.Second)
+		}
+		return settled, fmt.Errorf("%d events and counting", n)
+	})
 	if err := audit.Mark(); err != nil {
 		t.Fatal(err)
 	}
