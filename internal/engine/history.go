@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -236,7 +237,9 @@ func RecordAction(ctx context.Context, c client.Client, app App, a ActionEntry, 
 // updateHistory reads, changes and writes the record with optimistic
 // concurrency: the agent and CLI users write it concurrently.
 func updateHistory(ctx context.Context, c client.Client, app App, mutate func(*History)) error {
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	// Jittered, and patient enough for a dozen writers at once.
+	backoff := wait.Backoff{Steps: 30, Duration: 10 * time.Millisecond, Factor: 1.3, Jitter: 1, Cap: time.Second}
+	err := retry.RetryOnConflict(backoff, func() error {
 		var cm corev1.ConfigMap
 		err := c.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: HistoryName(app.Name)}, &cm)
 		exists := err == nil
