@@ -32,3 +32,14 @@ const (
 	ReasonSyncStarted        = "SyncStarted"
 	ReasonAction             = "Action"
 )
+
+// Reasons of a SealedSecret's Ready condition.
+const (
+	ReasonUnsealed       = "Unsealed"
+	ReasonWrongScope     = "WrongScope"
+	ReasonUnknownKey     = "UnknownKey"
+	ReasonTampered       = "Tampered"
+	ReasonMalformed      = "Malformed"
+	ReasonSecretNotOwned = "SecretNotOwned"
+	ReasonWriteFailed    = "WriteFailed"
+)

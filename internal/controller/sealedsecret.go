@@ -1,0 +1,239 @@
+package controller
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/seal"
+)
+
+// SealedSecretReconciler opens SealedSecrets and writes the Secrets they
+// describe. Plaintext lives only in memory, for the length of a reconcile:
+// it is never logged, put in events or status, or returned in errors.
+type SealedSecretReconciler struct {
+	Client client.Client
+	// Reader reads Secrets uncached (an existing Secret may lack our label).
+	Reader   client.Reader
+	Keys     *seal.Store
+	Recorder record.EventRecorder
+	// Secrets is a cache holding only the Secrets SealedSecrets produced,
+	// so an edit or deletion of one is repaired at once.
+	Secrets cache.Cache
+}
+
+// SetupWithManager registers the reconciler.
+func (r *SealedSecretReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.SealedSecret{}, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	if r.Secrets != nil {
+		b = b.WatchesRawSource(source.Kind(r.Secrets, &corev1.Secret{},
+			handler.TypedEnqueueRequestForOwner[*corev1.Secret](mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.SealedSecret{}, handler.OnlyControllerOwner())))
+	}
+	return b.Complete(r)
+}
+
+// Reconcile opens every value or none: a SealedSecret that cannot be fully
+// opened changes no Secret.
+func (r *SealedSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	ss := &v1alpha1.SealedSecret{}
+	if err := r.Client.Get(ctx, req.NamespacedName, ss); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	before := ss.Status.DeepCopy()
+	data, keyIDs, reason, err := r.open(ctx, ss)
+	if err == nil {
+		reason, err = r.write(ctx, ss, data)
+	}
+	for k := range data {
+		clear(data[k])
+	}
+	ss.Status.ObservedGeneration = ss.Generation
+	if err != nil {
+		msg := err.Error()
+		setSSCondition(ss, v1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
+		if reason != v1alpha1.ReasonWriteFailed {
+			setSSCondition(ss, v1alpha1.ConditionStalled, metav1.ConditionTrue, reason, msg)
+		}
+		if old := apimeta.FindStatusCondition(before.Conditions, v1alpha1.ConditionReady); old == nil || old.Message != msg {
+			r.Recorder.Event(ss, corev1.EventTypeWarning, reason, msg)
+		}
+	} else {
+		ss.Status.KeyIDs = keyIDs
+		msg := fmt.Sprintf("Secret %s/%s holds %d key(s)", ss.Namespace, ss.Name, len(ss.Spec.EncryptedData))
+		apimeta.RemoveStatusCondition(&ss.Status.Conditions, v1alpha1.ConditionStalled)
+		if old := apimeta.FindStatusCondition(before.Conditions, v1alpha1.ConditionReady); old == nil || old.Status != metav1.ConditionTrue {
+			r.Recorder.Event(ss, corev1.EventTypeNormal, v1alpha1.ReasonUnsealed, msg)
+		}
+		setSSCondition(ss, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonUnsealed, msg)
+	}
+	if !equality.Semantic.DeepEqual(before, &ss.Status) {
+		if uerr := r.Client.Status().Update(ctx, ss); uerr != nil {
+			return ctrl.Result{}, uerr
+		}
+	}
+	if reason == v1alpha1.ReasonWriteFailed {
+		return ctrl.Result{}, err
+	}
+	// Keys may be imported later (UnknownKey): look again now and then.
+	if reason == v1alpha1.ReasonUnknownKey {
+		return ctrl.Result{RequeueAfter: time.Minute}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// open decrypts every value. The error names the key and the reason,
+// never a value.
+func (r *SealedSecretReconciler) open(ctx context.Context, ss *v1alpha1.SealedSecret) (map[string][]byte, []string, string, error) {
+	scope, err := seal.ParseScope(ss.Spec.Scope)
+	if err != nil {
+		return nil, nil, v1alpha1.ReasonMalformed, err
+	}
+	ring, err := r.Keys.Keyring(ctx, 5*time.Minute)
+	if err != nil {
+		return nil, nil, v1alpha1.ReasonWriteFailed, err
+	}
+	names := make([]string, 0, len(ss.Spec.EncryptedData))
+	for k := range ss.Spec.EncryptedData {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	data := map[string][]byte{}
+	ids := map[string]bool{}
+	for _, key := range names {
+		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(ss.Spec.EncryptedData[key]))
+		if err != nil {
+			return data, nil, v1alpha1.ReasonMalformed, fmt.Errorf("encryptedData[%s]: not base64", key)
+		}
+		p, err := seal.Parse(raw)
+		if err != nil {
+			return data, nil, v1alpha1.ReasonMalformed, fmt.Errorf("encryptedData[%s]: %w", key, err)
+		}
+		if !ring.Has(p.KeyID) {
+			// Perhaps imported or rotated since the keys were read.
+			if ring, err = r.Keys.Load(ctx); err != nil {
+				return data, nil, v1alpha1.ReasonWriteFailed, err
+			}
+		}
+		plain, err := ring.Open(raw, scope, ss.Namespace, ss.Name)
+		if err != nil {
+			return data, nil, openReason(err), fmt.Errorf("encryptedData[%s]: %w", key, err)
+		}
+		data[key] = plain
+		ids[p.KeyID.String()] = true
+	}
+	keyIDs := make([]string, 0, len(ids))
+	for id := range ids {
+		keyIDs = append(keyIDs, id)
+	}
+	sort.Strings(keyIDs)
+	return data, keyIDs, "", nil
+}
+
+func openReason(err error) string {
+	switch {
+	case errors.Is(err, seal.ErrUnknownKey):
+		return v1alpha1.ReasonUnknownKey
+	case errors.Is(err, seal.ErrWrongScope), errors.Is(err, seal.ErrWrongSecret):
+		return v1alpha1.ReasonWrongScope
+	case errors.Is(err, seal.ErrTampered):
+		return v1alpha1.ReasonTampered
+	}
+	return v1alpha1.ReasonMalformed
+}
+
+// write creates or updates the Secret, refusing one it does not own.
+func (r *SealedSecretReconciler) write(ctx context.Context, ss *v1alpha1.SealedSecret, data map[string][]byte) (string, error) {
+	want := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ss.Name, Namespace: ss.Namespace}}
+	want.Labels = map[string]string{}
+	for k, v := range ss.Spec.Template.Metadata.Labels {
+		want.Labels[k] = v
+	}
+	want.Labels[v1alpha1.LabelSealedSecret] = ss.Name
+	want.Annotations = ss.Spec.Template.Metadata.Annotations
+	want.Type = corev1.SecretType(ss.Spec.Template.Type)
+	if want.Type == "" {
+		want.Type = corev1.SecretTypeOpaque
+	}
+	want.Data = data
+	if err := controllerutil.SetControllerReference(ss, want, r.Client.Scheme()); err != nil {
+		return v1alpha1.ReasonWriteFailed, err
+	}
+
+	live := &corev1.Secret{}
+	err := r.Reader.Get(ctx, client.ObjectKeyFromObject(want), live)
+	if apierrors.IsNotFound(err) {
+		if err := r.Client.Create(ctx, want); err != nil {
+			return v1alpha1.ReasonWriteFailed, fmt.Errorf("creating Secret %s/%s: %w", want.Namespace, want.Name, redactAPIError(err))
+		}
+		return "", nil
+	}
+	if err != nil {
+		return v1alpha1.ReasonWriteFailed, err
+	}
+	if !metav1.IsControlledBy(live, ss) && live.Annotations[v1alpha1.AnnotationSealedSecretManaged] != "true" {
+		return v1alpha1.ReasonSecretNotOwned, fmt.Errorf("Secret %s/%s exists and is not managed by this SealedSecret; annotate it %s=true to let the SealedSecret take it over",
+			live.Namespace, live.Name, v1alpha1.AnnotationSealedSecretManaged)
+	}
+	if live.Type != want.Type {
+		// The type is immutable: replace the Secret.
+		if err := r.Client.Delete(ctx, live, client.Preconditions{UID: &live.UID}); err != nil && !apierrors.IsNotFound(err) {
+			return v1alpha1.ReasonWriteFailed, err
+		}
+		if err := r.Client.Create(ctx, want); err != nil {
+			return v1alpha1.ReasonWriteFailed, fmt.Errorf("recreating Secret %s/%s: %w", want.Namespace, want.Name, redactAPIError(err))
+		}
+		return "", nil
+	}
+	if equality.Semantic.DeepEqual(live.Data, want.Data) && equality.Semantic.DeepEqual(live.Labels, want.Labels) &&
+		annotationsEqual(live.Annotations, want.Annotations) && metav1.IsControlledBy(live, ss) {
+		return "", nil
+	}
+	live.Labels, live.Data, live.StringData = want.Labels, want.Data, nil
+	live.Annotations = want.Annotations
+	live.OwnerReferences = want.OwnerReferences
+	if err := r.Client.Update(ctx, live); err != nil {
+		return v1alpha1.ReasonWriteFailed, fmt.Errorf("updating Secret %s/%s: %w", live.Namespace, live.Name, redactAPIError(err))
+	}
+	return "", nil
+}
+
+func annotationsEqual(a, b map[string]string) bool {
+	return len(a) == len(b) && (len(a) == 0 || equality.Semantic.DeepEqual(a, b))
+}
+
+// redactAPIError keeps the reason of an API error and drops its details,
+// which for an invalid Secret may quote the data.
+func redactAPIError(err error) error {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return fmt.Errorf("%s (HTTP %d)", status.Status().Reason, status.Status().Code)
+	}
+	return err
+}
+
+func setSSCondition(ss *v1alpha1.SealedSecret, typ string, status metav1.ConditionStatus, reason, msg string) {
+	apimeta.SetStatusCondition(&ss.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: ss.Generation,
+	})
+}
