@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,6 +29,7 @@ import (
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/controller"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/seal"
 	"converge.dev/converge/internal/server"
 	"converge.dev/converge/internal/source"
 )
@@ -44,7 +47,15 @@ type AgentOptions struct {
 	AllowFileRepos    bool
 	Verbose           bool
 	Concurrency       int
+	SystemNamespace   string
+	KeyRotation       time.Duration
+	KeyBits           int
+
+	keys *seal.Store
 }
+
+// DefaultSystemNamespace is where `converge install` puts the agent.
+const DefaultSystemNamespace = "converge-system"
 
 // NewAgentCommand returns `converge agent`.
 func NewAgentCommand(streams Streams) *cobra.Command {
@@ -68,7 +79,15 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.BoolVar(&o.AllowFileRepos, "allow-file-repos", false, "allow file:// repositories (tests)")
 	f.BoolVar(&o.Verbose, "verbose", false, "log every reconcile")
 	f.IntVar(&o.Concurrency, "concurrency", 8, "Applications reconciled at once")
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = DefaultSystemNamespace
+	}
+	f.StringVar(&o.SystemNamespace, "system-namespace", ns, "the agent's namespace: sealing keys and the published certificate live here (default $POD_NAMESPACE or converge-system)")
+	f.DurationVar(&o.KeyRotation, "key-rotation-period", seal.DefaultRotation, "make a new sealing key when the newest is this old; 0 never rotates")
+	f.IntVar(&o.KeyBits, "key-bits", seal.KeyBits, "size of new sealing keys (tests use less)")
 	_ = f.MarkHidden("allow-file-repos")
+	_ = f.MarkHidden("key-bits")
 	return cmd
 }
 
@@ -112,7 +131,8 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 			// drift, Applications for work.
 			DefaultLabelSelector: labels.NewSelector().Add(*owned),
 			ByObject: map[client.Object]cache.ByObject{
-				&v1alpha1.Application{}: {Label: labels.Everything()},
+				&v1alpha1.Application{}:  {Label: labels.Everything()},
+				&v1alpha1.SealedSecret{}: {Label: labels.Everything()},
 			},
 		},
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
@@ -140,6 +160,9 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return err
 	}
+	if err := o.setupSealing(mgr, cfg, scheme, logger); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
@@ -148,7 +171,9 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 	}
 	if o.WebhookAddr != "" {
 		hook := &server.Webhook{Client: mgr.GetClient(), Secret: secret, Log: logger.WithName("webhook")}
-		if err := mgr.Add(&httpRunnable{addr: o.WebhookAddr, mux: webhookMux(hook)}); err != nil {
+		mux := webhookMux(hook)
+		(&server.Sealing{Keys: o.keys, Log: logger.WithName("sealing")}).Register(mux)
+		if err := mgr.Add(&httpRunnable{addr: o.WebhookAddr, mux: mux}); err != nil {
 			return err
 		}
 	}
@@ -191,4 +216,40 @@ func (h *httpRunnable) Start(ctx context.Context) error {
 	case err := <-errc:
 		return err
 	}
+}
+
+// setupSealing adds the sealing key store (kept rotated by the leader), the
+// SealedSecret controller and its cache of produced Secrets.
+func (o *AgentOptions) setupSealing(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, logger logr.Logger) error {
+	direct, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return err
+	}
+	o.keys = &seal.Store{Client: direct, Namespace: o.SystemNamespace, Rotation: o.KeyRotation, Bits: o.KeyBits}
+	check := time.Hour
+	if o.KeyRotation > 0 && o.KeyRotation/10 < check {
+		check = max(o.KeyRotation/10, time.Second)
+	}
+	keysLog := logger.WithName("sealing-keys")
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return o.keys.Run(ctx, check, func(err error) { keysLog.Error(err, "keeping sealing keys") })
+	})); err != nil {
+		return err
+	}
+	produced, err := labels.NewRequirement(v1alpha1.LabelSealedSecret, selection.Exists, nil)
+	if err != nil {
+		return err
+	}
+	secrets, err := cache.New(cfg, cache.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper(), DefaultLabelSelector: labels.NewSelector().Add(*produced)})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(secrets); err != nil {
+		return err
+	}
+	rec := &controller.SealedSecretReconciler{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Keys: o.keys,
+		Recorder: mgr.GetEventRecorderFor("converge-agent"), Secrets: secrets,
+	}
+	return rec.SetupWithManager(mgr)
 }

@@ -93,6 +93,7 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 						"containers": []any{map[string]any{
 							"name": "agent", "image": o.Image,
 							"args": []any{"agent", "--leader-elect", "--cache-dir=/var/cache/converge", "--webhook-secret-file=/etc/converge/webhook/secret"},
+							"env": []any{map[string]any{"name": "POD_NAMESPACE", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}}}},
 							"ports": []any{
 								map[string]any{"name": "metrics", "containerPort": int64(8080)},
 								map[string]any{"name": "probes", "containerPort": int64(8081)},
@@ -116,6 +117,13 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 					},
 				},
 			}},
+		// Anyone signed in may read the sealing certificate: sealing needs
+		// nothing else.
+		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "converge-sealing-cert-reader", "namespace": ns},
+			"rules": []any{map[string]any{"apiGroups": []any{""}, "resources": []any{"configmaps"}, "resourceNames": []any{"converge-sealing-cert"}, "verbs": []any{"get"}}}},
+		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "converge-sealing-cert-reader", "namespace": ns},
+			"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "converge-sealing-cert-reader"},
+			"subjects": []any{map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}}},
 		{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "converge-webhook", "namespace": ns},
 			"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "webhook", "port": int64(80), "targetPort": "webhook"}}}},
 	} {

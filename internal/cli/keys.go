@@ -1,0 +1,175 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"converge.dev/converge/internal/seal"
+)
+
+// KeysOptions holds the flags of `converge keys`.
+type KeysOptions struct {
+	Streams
+	Kube                KubeFlags
+	ControllerNamespace string
+}
+
+// NewKeysCommand returns `converge keys export|import`.
+func NewKeysCommand(streams Streams) *cobra.Command {
+	o := &KeysOptions{Streams: streams}
+	cmd := &cobra.Command{
+		Use:   "keys",
+		Short: "Back up and restore the cluster's sealing keys (disaster recovery)",
+	}
+	export := &cobra.Command{
+		Use:   "export",
+		Short: "Print every sealing key pair (PRIVATE keys) as a YAML list of Secrets",
+		Long: `Print the agent's sealing key pairs as a YAML list of Secrets, to keep
+somewhere safe (they open every SealedSecret of this cluster). Restore them
+with 'converge keys import FILE' into a new cluster, and existing
+SealedSecrets open there.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.Export(cmd.Context()) },
+	}
+	imp := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Restore sealing key pairs exported with 'converge keys export' (FILE or - for stdin)",
+		Args:  cobra.ExactArgs(1),
+		RunE:  func(cmd *cobra.Command, args []string) error { return o.Import(cmd.Context(), args[0]) },
+	}
+	for _, c := range []*cobra.Command{export, imp} {
+		o.Kube.Bind(c.Flags())
+		c.Flags().StringVar(&o.ControllerNamespace, "controller-namespace", DefaultSystemNamespace, "the agent's namespace")
+	}
+	cmd.AddCommand(export, imp)
+	return cmd
+}
+
+// Export prints the key Secrets.
+func (o *KeysOptions) Export(ctx context.Context) error {
+	c, _, err := appClient(&o.Kube)
+	if err != nil {
+		return err
+	}
+	store := &seal.Store{Client: c, Namespace: o.ControllerNamespace}
+	ring, err := store.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if ring.Len() == 0 {
+		return fmt.Errorf("no sealing keys in namespace %s", o.ControllerNamespace)
+	}
+	items := []any{}
+	for _, k := range ring.All() {
+		s, err := seal.KeySecret(k, "")
+		if err != nil {
+			return err
+		}
+		s.Namespace = ""
+		items = append(items, s)
+	}
+	data, err := yaml.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.ErrOut, "Exported %d sealing key(s): this output holds PRIVATE keys; store it like the cluster's root credentials\n", ring.Len())
+	_, err = o.Out.Write(data)
+	return err
+}
+
+// Import creates the key Secrets in the agent's namespace.
+func (o *KeysOptions) Import(ctx context.Context, file string) error {
+	var r io.Reader = o.In
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	data, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	if err != nil {
+		return err
+	}
+	secrets, err := keySecrets(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	c, _, err := appClient(&o.Kube)
+	if err != nil {
+		return err
+	}
+	created := 0
+	for _, s := range secrets {
+		k, err := seal.KeyFromSecret(s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		out, err := seal.KeySecret(k, o.ControllerNamespace)
+		if err != nil {
+			return err
+		}
+		if err := c.Create(ctx, out); apierrors.IsAlreadyExists(err) {
+			fmt.Fprintf(o.ErrOut, "key %s already present\n", k.ID)
+			continue
+		} else if err != nil {
+			return fmt.Errorf("importing key %s: %w", k.ID, err)
+		}
+		created++
+		fmt.Fprintf(o.ErrOut, "imported key %s (made %s)\n", k.ID, k.Created.Format("2006-01-02"))
+	}
+	fmt.Fprintf(o.ErrOut, "Imported %d of %d key(s) into %s\n", created, len(secrets), o.ControllerNamespace)
+	return nil
+}
+
+// keySecrets reads Secrets from a List or a stream of documents.
+func keySecrets(data []byte) ([]*corev1.Secret, error) {
+	var out []*corev1.Secret
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		var doc struct {
+			metav1.TypeMeta `json:",inline"`
+			Items           []corev1.Secret `json:"items"`
+			corev1.Secret   `json:",inline"`
+		}
+		if err := dec.Decode(&doc); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("not a list of Secrets: %v", err)
+		}
+		switch doc.TypeMeta.Kind {
+		case "List", "SecretList":
+			for i := range doc.Items {
+				out = append(out, &doc.Items[i])
+			}
+		case "Secret":
+			s := doc.Secret
+			out = append(out, &s)
+		case "":
+			continue
+		default:
+			return nil, fmt.Errorf("unexpected %s: expected Secrets exported by 'converge keys export'", doc.TypeMeta.Kind)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no Secrets found")
+	}
+	for _, s := range out {
+		if s.Labels[seal.LabelSealingKey] != "true" {
+			return nil, fmt.Errorf("Secret %s is not a sealing key (no %s=true label)", s.Name, seal.LabelSealingKey)
+		}
+	}
+	return out, nil
+}
+
