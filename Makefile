@@ -45,7 +45,8 @@ test-unit: bin/localcluster
 
 ## test-e2e: end-to-end tests; starts the local cluster when it is not running
 test-e2e: cluster-up
-	CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) test -tags e2e -count=1 -timeout 20m ./test/e2e/...
+	assets="$$($(LOCALCLUSTER) assets)"; \
+	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) test -tags e2e -count=1 -timeout 20m ./test/e2e/...
 
 ## lint: gofmt, go vet over both modules, and generated files current
 lint: verify-generated

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -47,11 +48,17 @@ SealedSecrets open there.`,
 		Args:  cobra.ExactArgs(1),
 		RunE:  func(cmd *cobra.Command, args []string) error { return o.Import(cmd.Context(), args[0]) },
 	}
-	for _, c := range []*cobra.Command{export, imp} {
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Make a new sealing key now; new seals use it, every older key still opens",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return o.Rotate(cmd.Context()) },
+	}
+	for _, c := range []*cobra.Command{export, imp, rotate} {
 		o.Kube.Bind(c.Flags())
 		c.Flags().StringVar(&o.ControllerNamespace, "controller-namespace", DefaultSystemNamespace, "the agent's namespace")
 	}
-	cmd.AddCommand(export, imp)
+	cmd.AddCommand(export, imp, rotate)
 	return cmd
 }
 
@@ -173,3 +180,21 @@ func keySecrets(data []byte) ([]*corev1.Secret, error) {
 	return out, nil
 }
 
+
+// Rotate makes a new key and publishes its certificate, as the agent does
+// on schedule.
+func (o *KeysOptions) Rotate(ctx context.Context) error {
+	c, _, err := appClient(&o.Kube)
+	if err != nil {
+		return err
+	}
+	// Any positive age is over a rotation period of 1ns: a new key is made.
+	store := &seal.Store{Client: c, Namespace: o.ControllerNamespace, Rotation: time.Nanosecond}
+	fmt.Fprintln(o.ErrOut, "Generating a new sealing key...")
+	ring, err := store.Ensure(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.ErrOut, "New sealing key %s; %d key(s) kept\n", ring.Newest().ID, ring.Len())
+	return nil
+}

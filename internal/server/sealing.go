@@ -86,7 +86,11 @@ func (s *Sealing) reseal(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	ring, err := s.keyring(r.Context())
+	// Re-encryption moves to the newest key: read the keys afresh.
+	ring, err := s.Keys.Load(r.Context())
+	if err == nil && ring.Newest() == nil {
+		err = errors.New("no sealing key yet")
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -66,6 +67,11 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 	}
 	env, err := kubetest.LocalCluster(v1alpha1.AddToScheme)
 	if err != nil {
+		return nil, err
+	}
+	// The agent keeps its sealing keys in its own namespace.
+	sys := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cli.DefaultSystemNamespace}}
+	if err := env.Client.Create(context.Background(), sys); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
 	gitRoot, err := os.MkdirTemp("", "converge-e2e-git-")

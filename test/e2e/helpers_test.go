@@ -32,6 +32,12 @@ func converge(t *testing.T, args ...string) result {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return convergeWith(t, kubeconfig, args...)
+}
+
+// convergeWith runs the CLI in-process against the cluster of kubeconfig.
+func convergeWith(t *testing.T, kubeconfig string, args ...string) result {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	args = append(args, "--kubeconfig", kubeconfig)
 	code := cli.Execute(context.Background(), cli.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, args)
