@@ -2,7 +2,10 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -61,9 +64,19 @@ func (r *SealedSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := ss.Status.DeepCopy()
-	data, keyIDs, reason, err := r.open(ctx, ss)
-	if err == nil {
-		reason, err = r.write(ctx, ss, data)
+	var data map[string][]byte
+	var keyIDs []string
+	var reason string
+	var err error
+	if r.upToDate(ctx, ss) {
+		// Nothing to open: the Secret already holds this exact
+		// SealedSecret's values (no RSA, no write).
+		keyIDs = ss.Status.KeyIDs
+	} else {
+		data, keyIDs, reason, err = r.open(ctx, ss)
+		if err == nil {
+			reason, err = r.write(ctx, ss, data)
+		}
 	}
 	for k := range data {
 		clear(data[k])
@@ -170,7 +183,11 @@ func (r *SealedSecretReconciler) write(ctx context.Context, ss *v1alpha1.SealedS
 		want.Labels[k] = v
 	}
 	want.Labels[v1alpha1.LabelSealedSecret] = ss.Name
-	want.Annotations = ss.Spec.Template.Metadata.Annotations
+	want.Annotations = map[string]string{}
+	for k, v := range ss.Spec.Template.Metadata.Annotations {
+		want.Annotations[k] = v
+	}
+	want.Annotations[annotationSealedDigest] = sealedDigest(ss, data)
 	want.Type = corev1.SecretType(ss.Spec.Template.Type)
 	if want.Type == "" {
 		want.Type = corev1.SecretTypeOpaque
@@ -216,6 +233,54 @@ func (r *SealedSecretReconciler) write(ctx context.Context, ss *v1alpha1.SealedS
 		return v1alpha1.ReasonWriteFailed, fmt.Errorf("updating Secret %s/%s: %w", live.Namespace, live.Name, redactAPIError(err))
 	}
 	return "", nil
+}
+
+// annotationSealedDigest on a produced Secret identifies the SealedSecret
+// spec and the data it was written from; see sealedDigest.
+const annotationSealedDigest = "converge.dev/sealed-digest"
+
+// sealedDigest hashes a SealedSecret's spec (scope, template, every
+// ciphertext) together with the SHA-256 of each value the Secret holds. A
+// Secret whose annotation matches the digest computed from its own data was
+// written from this very spec and not changed since, so the values need not
+// be opened again. The digest reveals nothing a reader of the Secret could
+// not read directly.
+func sealedDigest(ss *v1alpha1.SealedSecret, data map[string][]byte) string {
+	h := sha256.New()
+	tmpl, _ := json.Marshal(ss.Spec.Template)
+	fmt.Fprintf(h, "v1\x00%s\x00%s\x00", ss.Spec.Scope, tmpl)
+	keys := make([]string, 0, len(ss.Spec.EncryptedData))
+	for k := range ss.Spec.EncryptedData {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := sha256.Sum256(data[k])
+		fmt.Fprintf(h, "%s\x00%s\x00%x\x00", k, ss.Spec.EncryptedData[k], v)
+	}
+	fmt.Fprintf(h, "%d", len(data))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// upToDate reports whether the Secret is ours, unchanged, and written from
+// the current spec.
+func (r *SealedSecretReconciler) upToDate(ctx context.Context, ss *v1alpha1.SealedSecret) bool {
+	live := &corev1.Secret{}
+	if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(ss), live); err != nil {
+		return false
+	}
+	ready := apimeta.FindStatusCondition(ss.Status.Conditions, v1alpha1.ConditionReady)
+	labels := map[string]string{v1alpha1.LabelSealedSecret: ss.Name}
+	for k, v := range ss.Spec.Template.Metadata.Labels {
+		labels[k] = v
+	}
+	typ := corev1.SecretType(ss.Spec.Template.Type)
+	if typ == "" {
+		typ = corev1.SecretTypeOpaque
+	}
+	return metav1.IsControlledBy(live, ss) && ready != nil && ready.Status == metav1.ConditionTrue &&
+		live.Type == typ && equality.Semantic.DeepEqual(live.Labels, labels) &&
+		live.Annotations[annotationSealedDigest] == sealedDigest(ss, live.Data)
 }
 
 func annotationsEqual(a, b map[string]string) bool {

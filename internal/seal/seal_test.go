@@ -149,3 +149,29 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkSeal(b *testing.B) {
+	k, _ := keys(b)
+	value := bytes.Repeat([]byte("x"), 1024)
+	b.ResetTimer()
+	for range b.N {
+		if _, err := Seal(nil, &k.Private.PublicKey, Strict, "shop", "db", value); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkOpen(b *testing.B) {
+	k, _ := keys(b)
+	ring := NewKeyring(k)
+	env, err := Seal(nil, &k.Private.PublicKey, Strict, "shop", "db", bytes.Repeat([]byte("x"), 1024))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := ring.Open(env, Strict, "shop", "db"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -180,6 +180,18 @@ func TestSeal_SealedInGitSyncsAndPlaintextLeaksNowhere(t *testing.T) {
 		return secretValue(t, ns, "db") == value, fmt.Errorf("value %q", secretValue(t, ns, "db"))
 	})
 
+	// So does an edit of its data.
+	if err := cluster.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "db"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Data["password"] = []byte("edited-by-hand")
+	if err := cluster.Client.Update(context.Background(), &s); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 10*time.Second, "the edit reverted", func(context.Context) (bool, error) {
+		return secretValue(t, ns, "db") == value, fmt.Errorf("value %q", secretValue(t, ns, "db"))
+	})
+
 	// Grep everywhere the plaintext could leak.
 	diff := converge(t, "diff", "sealed", "-n", ns)
 	var events corev1.EventList
