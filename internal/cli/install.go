@@ -93,7 +93,7 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 						"containers": []any{map[string]any{
 							"name": "agent", "image": o.Image,
 							"args": []any{"agent", "--leader-elect", "--cache-dir=/var/cache/converge", "--webhook-secret-file=/etc/converge/webhook/secret"},
-							"env": []any{map[string]any{"name": "POD_NAMESPACE", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}}}},
+							"env":  []any{map[string]any{"name": "POD_NAMESPACE", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}}}},
 							"ports": []any{
 								map[string]any{"name": "metrics", "containerPort": int64(8080)},
 								map[string]any{"name": "probes", "containerPort": int64(8081)},

@@ -180,7 +180,6 @@ func keySecrets(data []byte) ([]*corev1.Secret, error) {
 	return out, nil
 }
 
-
 // Rotate makes a new key and publishes its certificate, as the agent does
 // on schedule.
 func (o *KeysOptions) Rotate(ctx context.Context) error {
