@@ -3,7 +3,8 @@
 // installs the CRDs, runs the agent, creates an Application per example,
 // prints their status until all are Synced and Healthy, then pushes a
 // commit (delivered by webhook) and makes a live drift, and shows both
-// handled. With DEMO_EXIT=1 it exits 0 once everything has converged;
+// handled; seals a password into Git and shows the agent's Secret; prints
+// the history and rolls back in Git. With DEMO_EXIT=1 it exits 0 once everything has converged;
 // otherwise it keeps running until Ctrl-C.
 package main
 
@@ -11,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -92,6 +94,17 @@ func run(ctx context.Context) error {
 		return err
 	}
 
+	env, err := kubetest.LocalCluster(v1alpha1.AddToScheme)
+	if err != nil {
+		return err
+	}
+	c := env.Client
+	for _, ns := range []string{namespace, "converge-system"} {
+		if err := client.IgnoreAlreadyExists(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})); err != nil {
+			return err
+		}
+	}
+
 	step("Starting the agent (logs: .cluster/logs/agent.log)")
 	webhookAddr, err := freeAddr()
 	if err != nil {
@@ -110,15 +123,6 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = agent.Process.Signal(syscall.SIGTERM); _ = agent.Wait() }()
-
-	env, err := kubetest.LocalCluster(v1alpha1.AddToScheme)
-	if err != nil {
-		return err
-	}
-	c := env.Client
-	if err := client.IgnoreAlreadyExists(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})); err != nil {
-		return err
-	}
 
 	step("Creating Applications: plain YAML, a Kustomize overlay and a Helm chart")
 	policy := v1alpha1.SyncPolicy{
@@ -194,6 +198,50 @@ func run(ctx context.Context) error {
 	}
 	fmt.Fprintf(os.Stderr, "healed: replicas back to 2 after %s\n", time.Since(start).Round(time.Millisecond))
 	if err := waitAll(ctx, c, apps, second, time.Minute); err != nil {
+		return err
+	}
+
+	step("Secrets in Git: sealing a password with the cluster's certificate")
+	third, err := sealedCommit(ctx, converge, kubeconfig, repo)
+	if err != nil {
+		return err
+	}
+	if err := webhook(ctx, "http://"+webhookAddr+"/hooks/git", git.URL("examples")); err != nil {
+		return err
+	}
+	if err := waitAll(ctx, c, apps, third, time.Minute); err != nil {
+		return err
+	}
+	var db corev1.Secret
+	err = kubetest.WaitFor(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+		err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "db"}, &db)
+		return err == nil && len(db.Data["password"]) > 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("the sealed Secret: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "Git holds plain/db-sealed.yaml (ciphertext only); the agent wrote Secret %s/db (%d-byte password, not shown)\n", namespace, len(db.Data["password"]))
+
+	step("History: converge history plain")
+	if err := runCmd(ctx, converge, "history", "plain", "-n", namespace, "--kubeconfig", kubeconfig); err != nil {
+		return err
+	}
+
+	step("Rollback in Git: converge rollback plain (a revert commit, pushed and synced)")
+	if err := runCmd(ctx, converge, "rollback", "plain", "-n", namespace, "--kubeconfig", kubeconfig, "--timeout", "2m"); err != nil {
+		return err
+	}
+	log, err := exec.CommandContext(ctx, "git", "--git-dir", repo.Bare, "log", "--oneline", "-4", "main").Output()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "the server's main branch now:\n%s", log)
+	// The other apps learn of the new commit as they would from the Git
+	// server: by webhook.
+	if err := webhook(ctx, "http://"+webhookAddr+"/hooks/git", git.URL("examples")); err != nil {
+		return err
+	}
+	if err := repo.Pull("main"); err != nil {
 		return err
 	}
 
@@ -331,4 +379,36 @@ func copyTree(src, dst string) error {
 		}
 		return os.WriteFile(target, data, 0o644)
 	})
+}
+
+// sealedCommit seals a generated password with `converge seal` (the
+// certificate read from the cluster) and commits the SealedSecret to
+// examples/plain.
+func sealedCommit(ctx context.Context, converge, kubeconfig string, repo *gitserver.Repo) (string, error) {
+	pw := make([]byte, 18)
+	if _, err := rand.Read(pw); err != nil {
+		return "", err
+	}
+	manifest := fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: %s}\nstringData: {password: %x}\n", namespace, pw)
+	var sealed []byte
+	err := kubetest.WaitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+		cmd := exec.CommandContext(ctx, converge, "seal", "--kubeconfig", kubeconfig)
+		cmd.Stdin = strings.NewReader(manifest)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			// The agent makes its first key on start: a few seconds.
+			return false, fmt.Errorf("%v: %s", err, stderr.String())
+		}
+		sealed = out
+		return true, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := repo.Write(map[string]string{"plain/db-sealed.yaml": string(sealed)}); err != nil {
+		return "", err
+	}
+	return repo.Commit("main", "plain: sealed db password")
 }

@@ -129,6 +129,10 @@ func (s *Store) Ensure(ctx context.Context) (*Keyring, error) {
 	}
 	newest := ring.Newest()
 	if newest == nil || (s.Rotation > 0 && s.now().Sub(newest.Created) >= s.Rotation) {
+		// Making a key costs seconds of CPU: first make sure it can be kept.
+		if err := s.Client.Get(ctx, client.ObjectKey{Name: s.Namespace}, &corev1.Namespace{}); apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("namespace %s does not exist: create it, or give the agent --system-namespace", s.Namespace)
+		}
 		bits := s.Bits
 		if bits == 0 {
 			bits = KeyBits
@@ -178,15 +182,24 @@ func (s *Store) Publish(ctx context.Context, ring *Keyring) error {
 
 // Run keeps the keys rotated: it checks at start and then every check
 // interval until ctx ends.
+// After a failure it tries again sooner: 5 s, doubling up to check.
 func (s *Store) Run(ctx context.Context, check time.Duration, onError func(error)) error {
+	retry := 5 * time.Second
 	for {
-		if _, err := s.Ensure(ctx); err != nil && onError != nil {
-			onError(err)
+		wait := check
+		if _, err := s.Ensure(ctx); err != nil {
+			if onError != nil {
+				onError(err)
+			}
+			wait = min(retry, check)
+			retry *= 2
+		} else {
+			retry = 5 * time.Second
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(check):
+		case <-time.After(wait):
 		}
 	}
 }
