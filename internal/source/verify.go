@@ -156,15 +156,20 @@ func (t *TrustedKeys) verifyPGP(payload, sig []byte, at time.Time) (*Signer, err
 	if len(t.pgp) == 0 {
 		return nil, fmt.Errorf("signed with OpenPGP, but no OpenPGP key is trusted")
 	}
-	// Keys are judged as of the signature's time, as git does: a key that
-	// expired since still vouches for what it signed while valid.
-	cfg := &packet.Config{Time: func() time.Time {
-		if at.IsZero() {
-			return time.Now()
+	check := func(now time.Time) (*openpgp.Entity, error) {
+		cfg := &packet.Config{Time: func() time.Time { return now }}
+		return openpgp.CheckArmoredDetachedSignature(t.pgp, bytes.NewReader(payload), bytes.NewReader(sig), cfg)
+	}
+	signer, err := check(time.Now())
+	if err != nil && !at.IsZero() && (errors.Is(err, pgperrors.ErrKeyExpired) || errors.Is(err, pgperrors.ErrSignatureExpired)) {
+		// A key that expired since still vouches for what it signed while
+		// valid: judge expiry as of the commit's time (plus a few minutes,
+		// as the signature is made just after the commit header's time).
+		// Revocation is never excused this way.
+		if s, err2 := check(at.Add(5 * time.Minute)); err2 == nil {
+			signer, err = s, nil
 		}
-		return at
-	}}
-	signer, err := openpgp.CheckArmoredDetachedSignature(t.pgp, bytes.NewReader(payload), bytes.NewReader(sig), cfg)
+	}
 	if err != nil {
 		if errors.Is(err, pgperrors.ErrUnknownIssuer) {
 			return nil, fmt.Errorf("signed with an OpenPGP key that is not trusted%s", pgpIssuer(sig))
