@@ -117,28 +117,14 @@ func (c *Cache) repo(url string) *repo {
 // (ls-remote) unless MaxAge allows reusing a recent answer; one shallow
 // fetch brings a commit the cache lacks.
 func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
-	if strings.HasPrefix(req.URL, "file://") && !c.AllowFileURLs {
-		return nil, fmt.Errorf("%s: file:// repositories are not allowed", req.URL)
-	}
-	r := c.repo(req.URL)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-
-	tmp, err := os.MkdirTemp(c.dir, "call-")
+	r, g, done, err := c.open(ctx, req.URL, req.Auth)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	g := &gitRunner{url: req.URL, auth: req.Auth, tmp: tmp, allowFile: c.AllowFileURLs}
+	defer done()
 	safeURL := RedactURL(req.URL)
 	fail := func(err error) (*Artifact, error) {
 		return nil, fmt.Errorf("%s: %w", safeURL, err)
-	}
-
-	if _, err := os.Stat(filepath.Join(r.bare, "HEAD")); err != nil {
-		if _, err := g.run(ctx, "", "init", "--bare", "-q", r.bare); err != nil {
-			return fail(err)
-		}
 	}
 	res, ok := r.resolved[req.Ref]
 	pinned := req.Ref.pinnedCommit()
@@ -294,6 +280,34 @@ func tagObject(lsRemote, refName string) string {
 		}
 	}
 	return ""
+}
+
+// open locks url's repository (one git operation at a time per
+// repository), creates its bare repository if need be, and returns a git
+// runner with a scratch directory for this call; done unlocks and cleans up.
+func (c *Cache) open(ctx context.Context, url string, auth *Auth) (r *repo, g *gitRunner, done func(), err error) {
+	if strings.HasPrefix(url, "file://") && !c.AllowFileURLs {
+		return nil, nil, nil, fmt.Errorf("%s: file:// repositories are not allowed", url)
+	}
+	r = c.repo(url)
+	r.mu.Lock()
+	tmp, err := os.MkdirTemp(c.dir, "call-")
+	if err != nil {
+		r.mu.Unlock()
+		return nil, nil, nil, err
+	}
+	done = func() {
+		_ = os.RemoveAll(tmp)
+		r.mu.Unlock()
+	}
+	g = &gitRunner{url: url, auth: auth, tmp: tmp, allowFile: c.AllowFileURLs}
+	if _, err := os.Stat(filepath.Join(r.bare, "HEAD")); err != nil {
+		if _, err := g.run(ctx, "", "init", "--bare", "-q", r.bare); err != nil {
+			done()
+			return nil, nil, nil, fmt.Errorf("%s: %w", RedactURL(url), err)
+		}
+	}
+	return r, g, done, nil
 }
 
 func (c *Cache) has(ctx context.Context, g *gitRunner, r *repo, commit string) bool {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -44,24 +43,15 @@ var ErrNothingToRestore = errors.New("the branch already has that content")
 // The push is an ordinary fast-forward; if the branch moves meanwhile, the
 // commit is rebuilt on the new tip once.
 func (c *Cache) Restore(ctx context.Context, req RestoreRequest) (*Restored, error) {
-	r := c.repo(req.URL)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	tmp, err := os.MkdirTemp(c.dir, "call-")
+	r, g, done, err := c.open(ctx, req.URL, req.Auth)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	g := &gitRunner{url: req.URL, auth: req.Auth, tmp: tmp, allowFile: c.AllowFileURLs}
+	defer done()
 	safeURL := RedactURL(req.URL)
-	if _, err := os.Stat(filepath.Join(r.bare, "HEAD")); err != nil {
-		if _, err := g.run(ctx, "", "init", "--bare", "-q", r.bare); err != nil {
-			return nil, fmt.Errorf("%s: %w", safeURL, err)
-		}
-	}
 	var out *Restored
 	for attempt := 0; ; attempt++ {
-		out, err = c.restoreOnce(ctx, g, r, req, tmp)
+		out, err = c.restoreOnce(ctx, g, r, req, g.tmp)
 		if err == nil || attempt == 1 || !errors.Is(err, errRejected) {
 			break
 		}
@@ -167,20 +157,11 @@ func (c *Cache) restoredTree(ctx context.Context, g *gitRunner, bare, head, targ
 // the tip. It deepens the cached history up to limit commits; -1 means base
 // is not among them (or not an ancestor).
 func (c *Cache) CountBehind(ctx context.Context, url string, auth *Auth, branch, base string, limit int) (int, string, error) {
-	r := c.repo(url)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	tmp, err := os.MkdirTemp(c.dir, "call-")
+	r, g, done, err := c.open(ctx, url, auth)
 	if err != nil {
 		return 0, "", err
 	}
-	defer os.RemoveAll(tmp)
-	g := &gitRunner{url: url, auth: auth, tmp: tmp, allowFile: c.AllowFileURLs}
-	if _, err := os.Stat(filepath.Join(r.bare, "HEAD")); err != nil {
-		if _, err := g.run(ctx, "", "init", "--bare", "-q", r.bare); err != nil {
-			return 0, "", fmt.Errorf("%s: %w", RedactURL(url), err)
-		}
-	}
+	defer done()
 	if _, err := g.run(ctx, r.bare, "fetch", "-q", "--depth="+strconv.Itoa(limit), "--no-tags", "--", url, "refs/heads/"+branch); err != nil {
 		return 0, "", fmt.Errorf("%s: %w", RedactURL(url), err)
 	}
