@@ -108,6 +108,9 @@ func (o *RollbackOptions) Run(ctx context.Context, name, target string) error {
 		return w.Run(ctx, name, stamp)
 	}
 
+	if app.Spec.Suspend {
+		return fmt.Errorf("Application %s/%s is suspended: resume it first ('converge resume %s'), or the rollback would wait for it", ns, name, name)
+	}
 	revision, err := o.resolveTarget(ctx, c, app, target)
 	if err != nil {
 		return err
