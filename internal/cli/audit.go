@@ -59,19 +59,26 @@ func (a *auditor) record(ctx context.Context, app *v1alpha1.Application, action,
 	if detail != "" {
 		msg += ": " + detail
 	}
-	host, _ := os.Hostname()
-	ev := &corev1.Event{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: app.Name + ".", Namespace: a.namespace},
-		InvolvedObject: corev1.ObjectReference{
-			APIVersion: v1alpha1.GroupVersion.String(), Kind: "Application",
-			Namespace: a.namespace, Name: app.Name, UID: app.UID, ResourceVersion: app.ResourceVersion,
-		},
-		Reason: v1alpha1.ReasonAction, Message: msg, Type: corev1.EventTypeNormal,
-		Source:         corev1.EventSource{Component: "converge-cli", Host: host},
-		FirstTimestamp: metav1.NewTime(now), LastTimestamp: metav1.NewTime(now), Count: 1,
-		ReportingController: "converge.dev/cli", ReportingInstance: host,
+	ref := corev1.ObjectReference{
+		APIVersion: v1alpha1.GroupVersion.String(), Kind: "Application",
+		Namespace: a.namespace, Name: app.Name, UID: app.UID, ResourceVersion: app.ResourceVersion,
 	}
-	if err := a.c.Create(ctx, ev); err != nil {
+	if err := emitEvent(ctx, a.c, ref, corev1.EventTypeNormal, v1alpha1.ReasonAction, msg); err != nil {
 		fmt.Fprintf(a.streams.ErrOut, "warning: emitting the %s event: %v\n", action, err)
 	}
+}
+
+// emitEvent records a Kubernetes Event about ref, from the CLI.
+func emitEvent(ctx context.Context, c client.Client, ref corev1.ObjectReference, typ, reason, msg string) error {
+	host, _ := os.Hostname()
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: ref.Name + ".", Namespace: ref.Namespace},
+		InvolvedObject: ref,
+		Reason:         reason, Message: msg, Type: typ,
+		Source:         corev1.EventSource{Component: "converge-cli", Host: host},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+		ReportingController: "converge.dev/cli", ReportingInstance: host,
+	}
+	return c.Create(ctx, ev)
 }

@@ -10,8 +10,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 
+	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/render"
 )
 
 // SyncOptions holds the flags of `converge sync PATH`.
@@ -83,7 +86,7 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	start := time.Now()
 	rev, commit := localCommit(cmd.Context(), path)
 	opts.Revision = rev
-	cs, err := m.Sync(cmd.Context(), objs, engine.SyncOptions{PlanOptions: opts, DryRun: o.DryRun, Wait: o.Wait, Timeout: o.Timeout})
+	cs, err := o.sync(cmd.Context(), m, objs, opts)
 	if !o.DryRun && (err != nil || (cs != nil && cs.HasChanges())) {
 		o.recordHistory(cmd.Context(), m, opts.App, rev, commit, cs, err, start)
 	}
@@ -104,6 +107,41 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	}
 	o.ErrOut.Write([]byte("Synced in " + time.Since(start).Round(time.Millisecond).String() + "\n"))
 	return nil
+}
+
+// sync plans and applies, announcing a sync that changes something with
+// Events on the app's record (push mode has no Application to put them
+// on): SyncStarted, then Synced or SyncFailed.
+func (o *SyncOptions) sync(ctx context.Context, m *engine.Manager, objs []render.Object, opts engine.PlanOptions) (*engine.ChangeSet, error) {
+	sopts := engine.SyncOptions{PlanOptions: opts, DryRun: o.DryRun, Wait: o.Wait, Timeout: o.Timeout}
+	plan, err := m.Plan(ctx, objs, opts)
+	if err != nil || o.DryRun || !plan.ChangeSet.HasChanges() {
+		if err != nil {
+			o.event(ctx, m, opts.App, corev1.EventTypeWarning, "SyncFailed", err.Error())
+			return nil, err
+		}
+		if o.DryRun {
+			return &plan.ChangeSet, nil
+		}
+		return m.Apply(ctx, plan, sopts)
+	}
+	c := plan.ChangeSet.Counts()
+	o.event(ctx, m, opts.App, corev1.EventTypeNormal, v1alpha1.ReasonSyncStarted,
+		fmt.Sprintf("syncing (push): %d to create, %d to configure, %d to delete", c.Created, c.Configured, c.Deleted))
+	cs, err := m.Apply(ctx, plan, sopts)
+	if err != nil {
+		o.event(ctx, m, opts.App, corev1.EventTypeWarning, "SyncFailed", err.Error())
+	} else {
+		o.event(ctx, m, opts.App, corev1.EventTypeNormal, v1alpha1.ReasonSynced, "synced (push): "+cs.Counts().String())
+	}
+	return cs, err
+}
+
+func (o *SyncOptions) event(ctx context.Context, m *engine.Manager, app engine.App, typ, reason, msg string) {
+	ref := corev1.ObjectReference{APIVersion: "v1", Kind: "ConfigMap", Namespace: app.Namespace, Name: engine.InventoryName(app.Name)}
+	if err := emitEvent(ctx, m.Client(), ref, typ, reason, msg); err != nil {
+		fmt.Fprintln(o.ErrOut, "warning: emitting an event:", err)
+	}
 }
 
 // recordHistory adds a push-mode sync to the app's history, as the agent

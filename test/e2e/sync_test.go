@@ -108,6 +108,23 @@ func TestSync_NoOpResyncMakesNoWritesAndNoDryRuns(t *testing.T) {
 		t.Fatalf("first sync exit %d:\n%s", r.code, r.output())
 	}
 	before := resourceVersions(t, ns)
+	// The push sync is in the app's history and announced by events.
+	if h := history(t, ns, "web"); len(h.Entries) != 1 || h.Entries[0].Mode != "push" || h.Entries[0].Result != engine.ResultSucceeded || h.Entries[0].Counts.Created != 3 {
+		t.Errorf("history after the first push sync: %+v", h.Entries)
+	}
+	var events corev1.EventList
+	if err := cluster.Client.List(context.Background(), &events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]bool{}
+	for _, e := range events.Items {
+		if e.InvolvedObject.Name == engine.InventoryName("web") {
+			reasons[e.Reason] = true
+		}
+	}
+	if !reasons["SyncStarted"] || !reasons["Synced"] {
+		t.Errorf("events on the app's record: %v, want SyncStarted and Synced", reasons)
+	}
 
 	audit, err := kubetest.LocalAuditLog()
 	if err != nil {
@@ -287,9 +304,9 @@ spec:
 		t.Error("ConfigMap good was written although the sync failed")
 	}
 	for _, e := range convergeRequests(t, audit) {
-		// converge's own records (the failure goes into the app's history)
-		// and asking the server who we are are not applying anything.
-		own := e.ObjectRef != nil && (e.ObjectRef.Resource == "selfsubjectreviews" ||
+		// converge's own records (the failure goes into the app's history
+		// and an event) and asking the server who we are apply nothing.
+		own := e.ObjectRef != nil && (e.ObjectRef.Resource == "selfsubjectreviews" || e.ObjectRef.Resource == "events" ||
 			(e.ObjectRef.Resource == "configmaps" && strings.HasPrefix(e.ObjectRef.Name, "converge-history-")))
 		if e.Write() && !e.DryRun() && !own {
 			t.Errorf("failed sync wrote: %s %s", e.Verb, e.RequestURI)
