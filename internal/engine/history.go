@@ -191,19 +191,19 @@ func decodeHistory(app App, cm *corev1.ConfigMap) (*History, error) {
 
 // AppendHistory records a sync as the newest entry, giving it the next id,
 // and keeps at most limit entries (DefaultHistoryLimit when limit <= 0).
-// A failure identical to the newest entry (same revision and error) only
-// moves that entry's finish time, so retries do not flood the record.
+// A failure identical to the newest entry (same revision and error) is the
+// same failure retried: it is not recorded again, so retries neither flood
+// the record nor write to it.
 func AppendHistory(ctx context.Context, c client.Client, app App, e HistoryEntry, limit int) (HistoryEntry, error) {
 	if limit <= 0 {
 		limit = DefaultHistoryLimit
 	}
-	err := updateHistory(ctx, c, app, func(h *History) {
+	err := updateHistory(ctx, c, app, func(h *History) bool {
 		if len(h.Entries) > 0 {
 			last := &h.Entries[0]
 			if e.Result == ResultFailed && last.Result == ResultFailed && last.Revision == e.Revision && last.Error == e.Error {
-				last.FinishedAt = e.FinishedAt
 				e = *last
-				return
+				return false
 			}
 			e.ID = last.ID + 1
 		} else {
@@ -213,6 +213,7 @@ func AppendHistory(ctx context.Context, c client.Client, app App, e HistoryEntry
 		if len(h.Entries) > limit {
 			h.Entries = h.Entries[:limit]
 		}
+		return true
 	})
 	return e, err
 }
@@ -225,18 +226,20 @@ func RecordAction(ctx context.Context, c client.Client, app App, a ActionEntry, 
 	if a.Time.IsZero() {
 		a.Time = time.Now().UTC()
 	}
-	return updateHistory(ctx, c, app, func(h *History) {
+	return updateHistory(ctx, c, app, func(h *History) bool {
 		h.Actions = append([]ActionEntry{a}, h.Actions...)
 		sort.SliceStable(h.Actions, func(i, j int) bool { return h.Actions[i].Time.After(h.Actions[j].Time) })
 		if len(h.Actions) > limit {
 			h.Actions = h.Actions[:limit]
 		}
+		return true
 	})
 }
 
 // updateHistory reads, changes and writes the record with optimistic
-// concurrency: the agent and CLI users write it concurrently.
-func updateHistory(ctx context.Context, c client.Client, app App, mutate func(*History)) error {
+// concurrency: the agent and CLI users write it concurrently. mutate says
+// whether it changed anything; if not, nothing is written.
+func updateHistory(ctx context.Context, c client.Client, app App, mutate func(*History) bool) error {
 	// Jittered, and patient enough for a dozen writers at once.
 	backoff := wait.Backoff{Steps: 30, Duration: 10 * time.Millisecond, Factor: 1.3, Jitter: 1, Cap: time.Second}
 	err := retry.RetryOnConflict(backoff, func() error {
@@ -253,7 +256,9 @@ func updateHistory(ctx context.Context, c client.Client, app App, mutate func(*H
 				h = &History{}
 			}
 		}
-		mutate(h)
+		if !mutate(h) {
+			return nil
+		}
 		raw, err := json.MarshalIndent(h, "", " ")
 		if err != nil {
 			return err

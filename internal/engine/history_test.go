@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"converge.dev/converge/internal/testutil/kubetest"
 )
 
@@ -27,11 +30,20 @@ func TestHistory_IsBoundedNumberedAndFoldsRepeatedFailures(t *testing.T) {
 	}
 	fail := NewHistoryEntry(nil, errors.New("Deployment/x: spec.replicas: invalid"), true)
 	fail.Revision = "bad"
+	var rv string
 	for i := 0; i < 3; i++ {
 		fail.FinishedAt = time.Now().UTC().Truncate(time.Second).Add(time.Duration(i) * time.Second)
 		if _, err := AppendHistory(ctx, env.Client, app, fail, 3); err != nil {
 			t.Fatal(err)
 		}
+		var cm corev1.ConfigMap
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: HistoryName("shop")}, &cm); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 && cm.ResourceVersion != rv {
+			t.Errorf("retry %d of the same failure wrote the record", i)
+		}
+		rv = cm.ResourceVersion
 	}
 	h, err := LoadHistory(ctx, env.Client, app)
 	if err != nil {
