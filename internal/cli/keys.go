@@ -117,6 +117,13 @@ func (o *KeysOptions) Import(ctx context.Context, file string) error {
 	if err != nil {
 		return err
 	}
+	// A fresh cluster may not have the agent's namespace yet.
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.ControllerNamespace}}
+	if err := c.Create(ctx, ns); err == nil {
+		fmt.Fprintf(o.ErrOut, "created namespace %s\n", o.ControllerNamespace)
+	} else if !apierrors.IsAlreadyExists(err) && !apierrors.IsForbidden(err) {
+		return err
+	}
 	created := 0
 	for _, s := range secrets {
 		k, err := seal.KeyFromSecret(s)
