@@ -136,10 +136,13 @@ func (o *AppCreateOptions) Run(ctx context.Context, name string) error {
 	if o.AutoSync {
 		app.Spec.SyncPolicy.Automated = &v1alpha1.AutomatedSync{Prune: o.Prune, SelfHeal: o.SelfHeal}
 	}
+	audit := newAuditor(ctx, c, o.Streams, ns)
+	// The first sync is this user's request.
+	requestSync(app, audit.user)
 	if err := c.Create(ctx, app); err != nil {
 		return err
 	}
-	newAuditor(ctx, c, o.Streams, ns).record(ctx, app, "create", fmt.Sprintf("repo %s, path %s", o.Repo, orDash(o.Path)))
+	audit.record(ctx, app, "create", fmt.Sprintf("repo %s, path %s", o.Repo, orDash(o.Path)))
 	fmt.Fprintf(o.ErrOut, "Application %s/%s created\n", ns, name)
 	return nil
 }

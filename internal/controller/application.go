@@ -220,7 +220,9 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	switch {
 	case run.trigger.Type != "":
 	case app.Status.ObservedGeneration != app.Generation:
-		run.trigger.Type = engine.TriggerSpec
+		// Someone created or changed the Application: a person's doing,
+		// though only a request annotation says who.
+		run.trigger.Type = engine.TriggerManual
 	case newRevision:
 		run.trigger.Type = engine.TriggerInterval
 	default:

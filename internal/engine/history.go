@@ -34,9 +34,9 @@ const (
 	TriggerWebhook  = "webhook"
 	TriggerDrift    = "drift"
 	TriggerRollback = "rollback"
-	TriggerManual   = "manual"
-	// TriggerSpec is a change to the Application itself (its spec).
-	TriggerSpec = "spec"
+	// TriggerManual is a person's doing: a sync request, a push-mode
+	// sync, or a change to the Application itself (its creation or spec).
+	TriggerManual = "manual"
 )
 
 // Sync results.
