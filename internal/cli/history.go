@@ -32,7 +32,7 @@ PATH --app APP) and the agent's syncs share the record, a ConfigMap named
 converge-history-APP in the app's namespace.
 
 -o wide adds the committer, the commit date, the signer and the changed
-objects; -o json|yaml prints the record. --actions lists the mutating
+objects; -o json|yaml prints the entries as a list, newest first. --actions lists the mutating
 actions taken through converge (sync requests, rollbacks, pins, suspends,
 creation and deletion) with the Kubernetes user who took them.`,
 		Args: cobra.ExactArgs(1),
@@ -60,10 +60,11 @@ func (o *HistoryOptions) Run(ctx context.Context, name string) error {
 		return err
 	}
 	if o.Output == "json" || o.Output == "yaml" {
+		// A plain list, newest first, as `helm history -o json` prints.
 		if o.Actions {
-			return printObject(o.Out, OutputFormat(o.Output), map[string]any{"actions": nonNil(h.Actions)})
+			return printObject(o.Out, OutputFormat(o.Output), nonNil(h.Actions))
 		}
-		return printObject(o.Out, OutputFormat(o.Output), map[string]any{"entries": nonNil(h.Entries)})
+		return printObject(o.Out, OutputFormat(o.Output), nonNil(h.Entries))
 	}
 	tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
 	defer tw.Flush()

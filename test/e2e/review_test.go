@@ -47,8 +47,12 @@ func history(t *testing.T, ns, app string, args ...string) engine.History {
 		t.Fatalf("converge history: exit %d: %s", r.code, r.output())
 	}
 	var h engine.History
-	if err := json.Unmarshal([]byte(r.stdout), &h); err != nil {
-		t.Fatalf("history -o json does not parse: %v\n%s", err, r.stdout)
+	target := any(&h.Entries)
+	if len(args) > 0 && args[0] == "--actions" {
+		target = &h.Actions
+	}
+	if err := json.Unmarshal([]byte(r.stdout), target); err != nil {
+		t.Fatalf("history -o json does not parse as a list: %v\n%s", err, r.stdout)
 	}
 	return h
 }
