@@ -24,7 +24,14 @@ import (
 type Sealing struct {
 	Keys *seal.Store
 	Log  logr.Logger
+
+	// busy bounds concurrent re-encryptions: each value costs an RSA
+	// decryption, and the endpoint needs no credentials.
+	busy chan struct{}
 }
+
+// maxResealValues bounds the values of one re-encryption request.
+const maxResealValues = 256
 
 // ResealRequest carries sealed values and the scope they are bound to.
 type ResealRequest struct {
@@ -42,6 +49,7 @@ type ResealResponse struct {
 
 // Register adds the endpoints to mux.
 func (s *Sealing) Register(mux *http.ServeMux) {
+	s.busy = make(chan struct{}, 2)
 	mux.HandleFunc("/v1/cert.pem", s.cert)
 	mux.HandleFunc("/v1/reseal", s.reseal)
 }
@@ -79,6 +87,16 @@ func (s *Sealing) reseal(w http.ResponseWriter, r *http.Request) {
 	var req ResealRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 4<<20)).Decode(&req); err != nil {
 		http.Error(w, "malformed request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if len(req.EncryptedData) > maxResealValues {
+		http.Error(w, "too many values in one request", http.StatusRequestEntityTooLarge)
+		return
+	}
+	select {
+	case s.busy <- struct{}{}:
+		defer func() { <-s.busy }()
+	case <-r.Context().Done():
 		return
 	}
 	scope, err := seal.ParseScope(req.Scope)
