@@ -140,6 +140,13 @@ func (o *SealOptions) Run(ctx context.Context, file string) error {
 		ns = o.Kube.Namespace
 	}
 	if ns == "" && scope != seal.ClusterWide {
+		// As kubectl would place it: the kubeconfig context's namespace.
+		if _, ctxNS, err := o.Kube.Config(); err == nil {
+			ns = ctxNS
+			fmt.Fprintf(o.ErrOut, "The Secret names no namespace: sealing for namespace %s (the context's)\n", ns)
+		}
+	}
+	if ns == "" && scope != seal.ClusterWide {
 		return fmt.Errorf("%s: the Secret names no namespace; give --namespace (a %s-scope seal is bound to it)", inputName(file), scope)
 	}
 	ss := &v1alpha1.SealedSecret{

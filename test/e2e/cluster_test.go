@@ -39,7 +39,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if agent != nil {
+		// The shared agent's repositories and Git cache.
+		_ = os.RemoveAll(agent.git.Root)
+	}
+	os.Exit(code)
 }
 
 func TestDeployment_BecomesAvailableOnKwokNodes(t *testing.T) {
