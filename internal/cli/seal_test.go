@@ -113,7 +113,7 @@ func TestSeal_RawAndErrors(t *testing.T) {
 	}{
 		"raw without name": {"x", []string{"--raw", "-n", "shop"}, "needs --name"},
 		"not a Secret":     {"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", nil, "expected a v1 Secret"},
-		"no namespace":     {"apiVersion: v1\nkind: Secret\nmetadata: {name: x}\nstringData: {a: b}\n", nil, "names no namespace"},
+		"no namespace":     {"apiVersion: v1\nkind: Secret\nmetadata: {name: x}\nstringData: {a: b}\n", []string{"--kubeconfig", "/nonexistent/kubeconfig"}, "names no namespace"},
 		"bad base64":       {"apiVersion: v1\nkind: Secret\nmetadata: {name: x, namespace: y}\ndata: {a: '!!notbase64-secretvalue'}\n", nil, "not valid base64"},
 		"bad scope":        {"apiVersion: v1\nkind: Secret\nmetadata: {name: x, namespace: y}\n", []string{"--scope", "galaxy"}, "unknown scope"},
 		"empty input":      {"", nil, "is empty"},
