@@ -129,9 +129,14 @@ func (s *Store) Ensure(ctx context.Context) (*Keyring, error) {
 	}
 	newest := ring.Newest()
 	if newest == nil || (s.Rotation > 0 && s.now().Sub(newest.Created) >= s.Rotation) {
-		// Making a key costs seconds of CPU: first make sure it can be kept.
+		// Making a key costs seconds of CPU: first make sure it can be
+		// kept. An agent run outside the cluster may find no namespace of
+		// its own yet: make it.
 		if err := s.Client.Get(ctx, client.ObjectKey{Name: s.Namespace}, &corev1.Namespace{}); apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("namespace %s does not exist: create it, or give the agent --system-namespace", s.Namespace)
+			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.Namespace}}
+			if err := s.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+				return nil, fmt.Errorf("namespace %s does not exist and cannot be created (%v): create it, or give the agent --system-namespace", s.Namespace, err)
+			}
 		}
 		bits := s.Bits
 		if bits == 0 {
