@@ -124,13 +124,18 @@ func (o *WaitOptions) Run(ctx context.Context, name, handled string) error {
 			return false, nil
 		}
 		if stalled := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionStalled); stalled != nil && stalled.Status == metav1.ConditionTrue {
-			return false, fmt.Errorf("stalled: %s", stalled.Message)
+			return false, poll.Stop(fmt.Errorf("stalled: %s", stalled.Message))
 		}
 		ok := app.Status.ObservedGeneration == app.Generation
 		ok = ok && (!wantSync || app.Status.Sync.Status == v1alpha1.SyncStatusSynced)
 		ok = ok && (!wantHealth || app.Status.Health.Status == v1alpha1.HealthHealthy)
 		if !ok && app.Status.LastError != "" {
-			return false, fmt.Errorf("%s", app.Status.LastError)
+			err := fmt.Errorf("%s", app.Status.LastError)
+			if handled != "" {
+				// The sync we asked for failed: that is the answer.
+				return false, poll.Stop(err)
+			}
+			return false, err
 		}
 		return ok, nil
 	})

@@ -178,7 +178,7 @@ func (o *RollbackOptions) wait(ctx context.Context, c client.Client, ns, name st
 			return false, nil
 		}
 		if rb.Error != "" {
-			return false, fmt.Errorf("rollback refused: %s", rb.Error)
+			return false, poll.Stop(fmt.Errorf("rollback refused: %s", rb.Error))
 		}
 		state := fmt.Sprintf("sync %s at %s, health %s", orDash(string(app.Status.Sync.Status)), orDash(short(app.Status.Sync.Revision)), orDash(string(app.Status.Health.Status)))
 		if state != last {
@@ -186,7 +186,7 @@ func (o *RollbackOptions) wait(ctx context.Context, c client.Client, ns, name st
 			last = state
 		}
 		if stalled := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionStalled); stalled != nil && stalled.Status == metav1.ConditionTrue {
-			return false, fmt.Errorf("stalled: %s", stalled.Message)
+			return false, poll.Stop(fmt.Errorf("stalled: %s", stalled.Message))
 		}
 		done := app.Status.Sync.Revision == rb.Commit && app.Status.Sync.Status == v1alpha1.SyncStatusSynced &&
 			app.Status.Health.Status == v1alpha1.HealthHealthy && app.Status.ObservedGeneration == app.Generation

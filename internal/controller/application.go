@@ -162,6 +162,9 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	force := requested != "" && requested != app.Status.LastHandledRequest
 	var trigger engine.Trigger
 	if force {
+		// This reconcile handles the request, whatever its outcome: a
+		// waiting `converge sync --wait` then sees the result or the error.
+		app.Status.LastHandledRequest = requested
 		trigger = engine.Trigger{Type: engine.TriggerManual, User: app.Annotations[v1alpha1.AnnotationRequestedBy]}
 		if strings.HasPrefix(trigger.User, "webhook") {
 			trigger = engine.Trigger{Type: engine.TriggerWebhook}
@@ -244,9 +247,6 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if apply {
 			cs, err = r.Engine.Apply(ctx, p, engine.SyncOptions{PlanOptions: plan, Timeout: durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)})
 		}
-	}
-	if force {
-		app.Status.LastHandledRequest = requested
 	}
 	if err != nil {
 		reason := v1alpha1.ReasonApplyFailed

@@ -5,13 +5,23 @@ package poll
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
 
 // Condition reports whether the awaited state holds; an error with false is
-// the reason it does not yet, kept for the timeout message.
+// the reason it does not yet, kept for the timeout message. An error made
+// with Stop ends the wait at once: the state can no longer come.
 type Condition func(ctx context.Context) (bool, error)
+
+type stopError struct{ err error }
+
+func (e stopError) Error() string { return e.err.Error() }
+func (e stopError) Unwrap() error { return e.err }
+
+// Stop marks err as final: Until returns it without waiting any longer.
+func Stop(err error) error { return stopError{err} }
 
 // Until checks cond every interval until it holds, ctx ends or timeout
 // passes. Each check runs with its own deadline (at most 10 s), so the wait's
@@ -28,6 +38,10 @@ func Until(ctx context.Context, interval, timeout time.Duration, cond Condition)
 		callCancel()
 		if ok {
 			return nil
+		}
+		var stop stopError
+		if errors.As(err, &stop) {
+			return stop.err
 		}
 		if err != nil {
 			last = err

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/cli"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/testutil/gitserver"
 	"converge.dev/converge/internal/testutil/kubetest"
@@ -420,6 +421,12 @@ func TestVerify_SignedCommitsSyncUnsignedAreRefused(t *testing.T) {
 	})
 	if got.Status.Sync.Revision != second || configMapMode(t, ns) != "ssh" {
 		t.Fatalf("the unsigned commit changed things: revision %s, mode %q", got.Status.Sync.Revision, configMapMode(t, ns))
+	}
+
+	// A sync request ends at once with the reason, not at its timeout.
+	start := time.Now()
+	if r := converge(t, "sync", "signed", "-n", ns, "--wait", "--timeout", "60s"); r.code != cli.ExitFailure || !strings.Contains(r.stderr, "not signed") || time.Since(start) > 20*time.Second {
+		t.Errorf("sync --wait of an unsigned head: exit %d after %s: %s", r.code, time.Since(start), r.output())
 	}
 
 	// By hand: the head is refused (exit 1), the signed commit trusted.
