@@ -86,8 +86,10 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	start := time.Now()
 	rev, commit := localCommit(cmd.Context(), path)
 	opts.Revision = rev
-	cs, err := o.sync(cmd.Context(), m, objs, opts)
-	if !o.DryRun && (err != nil || (cs != nil && cs.HasChanges())) {
+	cs, prev, err := o.sync(cmd.Context(), m, objs, opts)
+	// A sync worth a history entry, as in pull mode: a new revision,
+	// changes applied, or a failure. Re-running an unchanged sync is not.
+	if !o.DryRun && (err != nil || (cs != nil && cs.HasChanges()) || (rev != "" && rev != prev)) {
 		o.recordHistory(cmd.Context(), m, opts.App, rev, commit, cs, err, start)
 	}
 	if cs != nil {
@@ -112,18 +114,21 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 // sync plans and applies, announcing a sync that changes something with
 // Events on the app's record (push mode has no Application to put them
 // on): SyncStarted, then Synced or SyncFailed.
-func (o *SyncOptions) sync(ctx context.Context, m *engine.Manager, objs []render.Object, opts engine.PlanOptions) (*engine.ChangeSet, error) {
+// It also returns the revision the app's record held before.
+func (o *SyncOptions) sync(ctx context.Context, m *engine.Manager, objs []render.Object, opts engine.PlanOptions) (*engine.ChangeSet, string, error) {
 	sopts := engine.SyncOptions{PlanOptions: opts, DryRun: o.DryRun, Wait: o.Wait, Timeout: o.Timeout}
 	plan, err := m.Plan(ctx, objs, opts)
-	if err != nil || o.DryRun || !plan.ChangeSet.HasChanges() {
-		if err != nil {
-			o.event(ctx, m, opts.App, corev1.EventTypeWarning, "SyncFailed", err.Error())
-			return nil, err
-		}
-		if o.DryRun {
-			return &plan.ChangeSet, nil
-		}
-		return m.Apply(ctx, plan, sopts)
+	if err != nil {
+		o.event(ctx, m, opts.App, corev1.EventTypeWarning, "SyncFailed", err.Error())
+		return nil, "", err
+	}
+	prev := plan.PreviousRevision()
+	if o.DryRun {
+		return &plan.ChangeSet, prev, nil
+	}
+	if !plan.ChangeSet.HasChanges() {
+		cs, err := m.Apply(ctx, plan, sopts)
+		return cs, prev, err
 	}
 	c := plan.ChangeSet.Counts()
 	o.event(ctx, m, opts.App, corev1.EventTypeNormal, v1alpha1.ReasonSyncStarted,
@@ -134,7 +139,7 @@ func (o *SyncOptions) sync(ctx context.Context, m *engine.Manager, objs []render
 	} else {
 		o.event(ctx, m, opts.App, corev1.EventTypeNormal, v1alpha1.ReasonSynced, "synced (push): "+cs.Counts().String())
 	}
-	return cs, err
+	return cs, prev, err
 }
 
 func (o *SyncOptions) event(ctx context.Context, m *engine.Manager, app engine.App, typ, reason, msg string) {

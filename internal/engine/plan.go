@@ -57,6 +57,10 @@ type Plan struct {
 	applied *appliedSet
 }
 
+// PreviousRevision is the revision the app's record holds: the one its
+// last sync applied ("" when unknown).
+func (p *Plan) PreviousRevision() string { return p.inventory.Revision }
+
 // DryRuns is how many server-side dry-runs the plan made.
 func (p *Plan) DryRuns() int { return p.dryRuns }
 

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -435,5 +436,54 @@ func TestVerify_SignedCommitsSyncUnsignedAreRefused(t *testing.T) {
 	}
 	if r := converge(t, "verify", "signed", second, "-n", ns); r.code != 0 || !strings.Contains(r.stdout, "good ssh signature") {
 		t.Errorf("verify of the signed commit: exit %d: %s", r.code, r.output())
+	}
+}
+
+func TestHistory_PushSyncsFromAWorkTreeRecordTheirCommits(t *testing.T) {
+	ns := kubetest.Namespace(t, cluster.Client)
+	dir := t.TempDir()
+	git := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q", "-b", "main")
+	var revs []string
+	for i, author := range []string{"Alice", "Bob", "Carol"} {
+		writeFile(t, filepath.Join(dir, "cm.yaml"), fmt.Sprintf(agentCM, fmt.Sprint("v", i)))
+		git("add", "-A")
+		git("-c", "user.name="+author, "-c", "user.email="+strings.ToLower(author)+"@example.com", "commit", "-q", "-m", "change "+fmt.Sprint(i))
+		revs = append(revs, git("rev-parse", "HEAD"))
+		if r := converge(t, "sync", dir, "--app", "pushed", "-n", ns); r.code != 0 {
+			t.Fatalf("push sync %d: %s", i, r.output())
+		}
+	}
+	// A README-only commit changes no object but is a new revision.
+	writeFile(t, filepath.Join(dir, "README"), "docs\n")
+	git("add", "-A")
+	git("-c", "user.name=Dan", "-c", "user.email=dan@example.com", "commit", "-q", "-m", "docs only")
+	revs = append(revs, git("rev-parse", "HEAD"))
+	if r := converge(t, "sync", dir, "--app", "pushed", "-n", ns); r.code != 0 {
+		t.Fatalf("push sync: %s", r.output())
+	}
+	// Re-running the same revision is not a new entry.
+	if r := converge(t, "sync", dir, "--app", "pushed", "-n", ns); r.code != 0 {
+		t.Fatalf("push resync: %s", r.output())
+	}
+	h := history(t, ns, "pushed")
+	if len(h.Entries) != 4 {
+		t.Fatalf("%d entries, want 4: %+v", len(h.Entries), h.Entries)
+	}
+	for i, want := range []struct{ author, subject string }{{"Dan", "docs only"}, {"Carol", "change 2"}, {"Bob", "change 1"}, {"Alice", "change 0"}} {
+		e := h.Entries[i]
+		if e.Mode != "push" || e.Revision != revs[3-i] || e.Commit == nil || e.Commit.Author != want.author || e.Commit.Subject != want.subject || e.Trigger.Type != engine.TriggerManual || e.Trigger.User == "" {
+			t.Errorf("entry %d = %+v %+v, want %s %q at %s", i, e, e.Commit, want.author, want.subject, revs[3-i][:12])
+		}
 	}
 }
