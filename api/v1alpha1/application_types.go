@@ -367,6 +367,23 @@ type SyncStatus struct {
 	// Revision is the commit last synced (or compared against).
 	// +optional
 	Revision string `json:"revision,omitempty"`
+	// Commit describes that revision.
+	// +optional
+	Commit *CommitInfo `json:"commit,omitempty"`
+}
+
+// CommitInfo describes a commit.
+type CommitInfo struct {
+	// +optional
+	Author string `json:"author,omitempty"`
+	// +optional
+	Subject string `json:"subject,omitempty"`
+	// +optional
+	Date *metav1.Time `json:"date,omitempty"`
+	// Signer is the verified signature's key ("openpgp:<fingerprint>" or
+	// "ssh:SHA256:..."), when spec.source.verify is set.
+	// +optional
+	Signer string `json:"signer,omitempty"`
 }
 
 // HealthStatusCode summarises kstatus over the Application's objects.

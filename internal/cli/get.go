@@ -76,7 +76,7 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 	tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
 	header := "NAME\tSYNC\tHEALTH\tREVISION\tREADY\tAGE"
 	if o.Output == "wide" {
-		header += "\tREPO\tPATH\tMESSAGE"
+		header += "\tREPO\tPATH\tAUTHOR\tCOMMIT\tMESSAGE"
 	}
 	fmt.Fprintln(tw, header)
 	for _, a := range apps {
@@ -95,7 +95,11 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", a.Name, orDash(string(a.Status.Sync.Status)), orDash(string(a.Status.Health.Status)),
 			orDash(rev), ready, time.Since(a.CreationTimestamp.Time).Round(time.Second))
 		if o.Output == "wide" {
-			line += fmt.Sprintf("\t%s\t%s\t%s", a.Spec.Source.RepoURL, orDash(a.Spec.Source.Path), msg)
+			author, subject := "-", "-"
+			if c := a.Status.Sync.Commit; c != nil {
+				author, subject = orDash(c.Author), orDash(firstLine(c.Subject))
+			}
+			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s", a.Spec.Source.RepoURL, orDash(a.Spec.Source.Path), author, subject, msg)
 		}
 		fmt.Fprintln(tw, line)
 	}

@@ -335,6 +335,7 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 	app.Status.Attempts = 0
 	app.Status.LastError = ""
 	app.Status.Sync.Revision = artifact.Revision
+	app.Status.Sync.Commit = commitInfo(artifact)
 	app.Status.Sync.Status = v1alpha1.SyncStatusSynced
 	if outOfSync {
 		app.Status.Sync.Status = v1alpha1.SyncStatusOutOfSync
@@ -534,6 +535,18 @@ func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
 		return def
 	}
 	return d.Duration
+}
+
+func commitInfo(a *source.Artifact) *v1alpha1.CommitInfo {
+	c := &v1alpha1.CommitInfo{Author: a.Commit.Author, Subject: a.Commit.Subject}
+	if !a.Commit.Date.IsZero() {
+		d := metav1.NewTime(a.Commit.Date)
+		c.Date = &d
+	}
+	if a.Signer != nil {
+		c.Signer = a.Signer.Type + ":" + a.Signer.Fingerprint
+	}
+	return c
 }
 
 func shortRev(rev string) string {

@@ -101,6 +101,9 @@ func TestHistory_RecordsEachSyncWithCommitAuthorAndTrigger(t *testing.T) {
 	if u := h.Entries[0].Trigger.User; u == "" {
 		t.Errorf("manual sync does not name the user: %+v", h.Entries[0].Trigger)
 	}
+	if r := converge(t, "get", "hist", "-n", ns, "-o", "wide"); !strings.Contains(r.stdout, "Bob") || !strings.Contains(r.stdout, "Third change") {
+		t.Errorf("get -o wide does not show the synced commit:\n%s", r.stdout)
+	}
 	// The table form names the same commits.
 	r := converge(t, "history", "hist", "-n", ns)
 	for _, s := range []string{third[:12], "Bob", "Third change", "Alice", "webhook"} {
@@ -395,7 +398,10 @@ func TestVerify_SignedCommitsSyncUnsignedAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.push(t, repo, "refs/heads/main")
-	a.waitApp(t, ns, "signed", 10*time.Second, "SSH-signed commit synced", synced(second))
+	st := a.waitApp(t, ns, "signed", 10*time.Second, "SSH-signed commit synced", synced(second))
+	if c := st.Status.Sync.Commit; c == nil || c.Subject != "signed with SSH" || !strings.HasPrefix(c.Signer, "ssh:SHA256:") {
+		t.Errorf("status.sync.commit = %+v, want the SSH-signed commit and its signer", c)
+	}
 	if got := configMapMode(t, ns); got != "ssh" {
 		t.Fatalf("mode = %q, want ssh", got)
 	}
