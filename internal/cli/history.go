@@ -8,7 +8,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/engine"
 )
 
@@ -58,6 +62,13 @@ func (o *HistoryOptions) Run(ctx context.Context, name string) error {
 	h, err := engine.LoadHistory(ctx, c, engine.App{Name: name, Namespace: ns})
 	if err != nil {
 		return err
+	}
+	if len(h.Entries) == 0 && len(h.Actions) == 0 {
+		// Nothing recorded: say so, or that there is no such app at all.
+		err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &v1alpha1.Application{})
+		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+			return fmt.Errorf("no app %q in namespace %s: no Application and no history record", name, ns)
+		}
 	}
 	if o.Output == "json" || o.Output == "yaml" {
 		// A plain list, newest first, as `helm history -o json` prints.
