@@ -40,8 +40,9 @@ type SealedSecretReconciler struct {
 	Reader   client.Reader
 	Keys     *seal.Store
 	Recorder record.EventRecorder
-	// Secrets is a cache holding only the Secrets SealedSecrets produced,
-	// so an edit or deletion of one is repaired at once.
+	// Secrets is a cache of the metadata of the Secrets SealedSecrets
+	// produced (never their values), so an edit or deletion of one is
+	// repaired at once.
 	Secrets cache.Cache
 }
 
@@ -50,8 +51,11 @@ func (r *SealedSecretReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.SealedSecret{}, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	if r.Secrets != nil {
-		b = b.WatchesRawSource(source.Kind(r.Secrets, &corev1.Secret{},
-			handler.TypedEnqueueRequestForOwner[*corev1.Secret](mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.SealedSecret{}, handler.OnlyControllerOwner())))
+		// Metadata only: the cache must not hold the Secrets' values.
+		secret := &metav1.PartialObjectMetadata{}
+		secret.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		b = b.WatchesRawSource(source.Kind(r.Secrets, secret,
+			handler.TypedEnqueueRequestForOwner[*metav1.PartialObjectMetadata](mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.SealedSecret{}, handler.OnlyControllerOwner())))
 	}
 	return b.Complete(r)
 }
