@@ -92,6 +92,13 @@ type ApplicationSpec struct {
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
 
+	// ServiceAccountName, when set, is a ServiceAccount in the
+	// Application's namespace that the agent impersonates to plan, apply
+	// and prune: the app may touch only what that account may. Empty
+	// applies with the agent's own permissions.
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
 	// Pin holds the Application at one revision, whatever its ref says,
 	// until removed (`converge rollback APP --pin` / `--unpin`).
 	// +optional

@@ -153,6 +153,7 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 		Client:      mgr.GetClient(),
 		Secrets:     mgr.GetAPIReader(),
 		Engine:      eng,
+		Config:      cfg,
 		Sources:     sources,
 		Recorder:    mgr.GetEventRecorderFor("converge-agent"),
 		Concurrency: o.Concurrency,

@@ -16,6 +16,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -36,6 +37,9 @@ import (
 type ApplicationReconciler struct {
 	Client  client.Client
 	Engine  *engine.Manager
+	// Config is the agent's own connection; Applications with a
+	// serviceAccountName get an engine impersonating that account.
+	Config *rest.Config
 	Sources *source.Cache
 	// Secrets reads credentials Secrets uncached, so the agent never holds
 	// every Secret of the cluster in memory.
@@ -61,6 +65,8 @@ type ApplicationReconciler struct {
 	// pinChecked remembers when each pinned app's branch was last
 	// compared with its pin.
 	pinChecked map[types.NamespacedName]pinCheck
+	// impersonating holds one engine per impersonated ServiceAccount.
+	impersonating map[types.NamespacedName]*engine.Manager
 }
 
 type writtenStatus struct {
@@ -235,7 +241,11 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// applied. A no-op resync is not one.
 	run.record = force || newRevision
 	var cs *engine.ChangeSet
-	p, err := r.Engine.Plan(ctx, objs, plan)
+	eng, err := r.engineFor(app)
+	if err != nil {
+		return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
+	}
+	p, err := eng.Plan(ctx, objs, plan)
 	if err == nil {
 		cs = &p.ChangeSet
 		if apply && cs.HasChanges() {
@@ -245,7 +255,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 				shortRev(artifact.Revision), run.trigger, c.Created, c.Configured, c.Deleted)
 		}
 		if apply {
-			cs, err = r.Engine.Apply(ctx, p, engine.SyncOptions{PlanOptions: plan, Timeout: durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)})
+			cs, err = eng.Apply(ctx, p, engine.SyncOptions{PlanOptions: plan, Timeout: durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)})
 		}
 	}
 	if err != nil {
@@ -502,7 +512,11 @@ func (r *ApplicationReconciler) finalize(ctx context.Context, app *v1alpha1.Appl
 		return nil
 	}
 	if app.Spec.DeletionPolicy != v1alpha1.DeletionPolicyOrphan {
-		if _, err := r.Engine.Delete(ctx, engineApp); err != nil {
+		eng, err := r.engineFor(app)
+		if err != nil {
+			return err
+		}
+		if _, err := eng.Delete(ctx, engineApp); err != nil {
 			r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonPruneFailed, err.Error())
 			return err
 		}
@@ -535,6 +549,35 @@ func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
 		return def
 	}
 	return d.Duration
+}
+
+// engineFor returns the engine that acts for app: the agent's own, or one
+// impersonating the app's ServiceAccount (made once per account).
+func (r *ApplicationReconciler) engineFor(app *v1alpha1.Application) (*engine.Manager, error) {
+	sa := app.Spec.ServiceAccountName
+	if sa == "" {
+		return r.Engine, nil
+	}
+	if r.Config == nil {
+		return nil, fmt.Errorf("spec.serviceAccountName %s: this agent cannot impersonate (no configuration)", sa)
+	}
+	key := types.NamespacedName{Namespace: app.Namespace, Name: sa}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m, ok := r.impersonating[key]; ok {
+		return m, nil
+	}
+	cfg := rest.CopyConfig(r.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + app.Namespace + ":" + sa}
+	m, err := engine.New(cfg, engine.DefaultOptions())
+	if err != nil {
+		return nil, fmt.Errorf("impersonating ServiceAccount %s/%s: %w", app.Namespace, sa, err)
+	}
+	if r.impersonating == nil {
+		r.impersonating = map[types.NamespacedName]*engine.Manager{}
+	}
+	r.impersonating[key] = m
+	return m, nil
 }
 
 func commitInfo(a *source.Artifact) *v1alpha1.CommitInfo {
