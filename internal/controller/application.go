@@ -35,11 +35,11 @@ import (
 
 // ApplicationReconciler converges Applications.
 type ApplicationReconciler struct {
-	Client  client.Client
-	Engine  *engine.Manager
+	Client client.Client
+	Engine *engine.Manager
 	// Config is the agent's own connection; Applications with a
 	// serviceAccountName get an engine impersonating that account.
-	Config *rest.Config
+	Config  *rest.Config
 	Sources *source.Cache
 	// Secrets reads credentials Secrets uncached, so the agent never holds
 	// every Secret of the cluster in memory.
