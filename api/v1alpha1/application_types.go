@@ -14,6 +14,9 @@ const AnnotationRequestedAt = "converge.dev/requested-at"
 // or "webhook". It is recorded in the sync history.
 const AnnotationRequestedBy = "converge.dev/requested-by"
 
+// RequestedByWebhook is the AnnotationRequestedBy of a webhook delivery.
+const RequestedByWebhook = "webhook"
+
 // AnnotationRollback, set by `converge rollback`, asks the agent for a
 // Git-native rollback: a JSON RollbackRequest. The agent writes a commit on
 // the tracked branch restoring the app's path to the target revision,

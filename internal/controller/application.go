@@ -172,18 +172,24 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// waiting `converge sync --wait` then sees the result or the error.
 		app.Status.LastHandledRequest = requested
 		trigger = engine.Trigger{Type: engine.TriggerManual, User: app.Annotations[v1alpha1.AnnotationRequestedBy]}
-		if strings.HasPrefix(trigger.User, "webhook") {
+		if trigger.User == v1alpha1.RequestedByWebhook {
 			trigger = engine.Trigger{Type: engine.TriggerWebhook}
 		}
+	}
+	run := &syncRun{start: r.now(), trigger: trigger}
+	// The source, its credentials and trusted keys: read once, used by the
+	// rollback, the fetch and the pin check alike.
+	src, err := SourceRequest(ctx, r.Secrets, app)
+	if err != nil {
+		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
 	}
 	// A Git-native rollback writes its commit first; the sync below then
 	// fetches and applies it at once.
 	if rb, ok := pendingRollback(app); ok {
-		if err := r.rollback(ctx, app, rb); err == nil {
-			force, trigger = true, engine.Trigger{Type: engine.TriggerRollback, User: rb.By}
+		if err := r.rollback(ctx, app, rb, src); err == nil {
+			force, run.trigger = true, engine.Trigger{Type: engine.TriggerRollback, User: rb.By}
 		}
 	}
-	run := &syncRun{start: r.now(), trigger: trigger}
 
 	// Fetch. A recent answer for the same repository and ref is reused, so
 	// drift reconciles and 100 apps on one repository cost no Git request.
@@ -191,7 +197,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if force {
 		maxAge = 0
 	}
-	artifact, err := r.fetch(ctx, app, maxAge)
+	artifact, err := r.fetch(ctx, app, src, maxAge)
 	if err != nil {
 		gitFetches.WithLabelValues("failed").Inc()
 		var verr *source.VerificationError
@@ -202,7 +208,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	gitFetches.WithLabelValues("ok").Inc()
 	run.artifact = artifact
-	r.updatePin(ctx, app, interval, force)
+	r.updatePin(ctx, app, src, interval, force)
 	objs, err := r.render(ctx, app, artifact)
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonRenderFailed, err, interval)
@@ -429,11 +435,9 @@ func (r *ApplicationReconciler) requeueAfter(app *v1alpha1.Application, interval
 	return interval
 }
 
-func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Application, maxAge time.Duration) (*source.Artifact, error) {
-	req, err := SourceRequest(ctx, r.Secrets, app)
-	if err != nil {
-		return nil, err
-	}
+// fetch fetches what app follows (its pin, if pinned) from src.
+func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Application, src source.Request, maxAge time.Duration) (*source.Artifact, error) {
+	req := src
 	req.MaxAge = maxAge
 	if app.Spec.Pin != nil {
 		req.Ref = source.Ref{Commit: app.Spec.Pin.Revision}

@@ -105,7 +105,7 @@ func pendingRollback(app *v1alpha1.Application) (v1alpha1.RollbackRequest, bool)
 // rollback carries out a Git-native rollback: check that the target still
 // renders, then write and push a commit restoring the app's path to it.
 // The outcome goes to status.rollback and to an event.
-func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Application, rb v1alpha1.RollbackRequest) error {
+func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Application, rb v1alpha1.RollbackRequest, src source.Request) error {
 	st := &v1alpha1.RollbackStatus{Request: rb.ID, Target: rb.Target}
 	app.Status.Rollback = st
 	fail := func(err error) error {
@@ -136,10 +136,7 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 	if app.Spec.Pin != nil && !rb.Pin {
 		return fail(fmt.Errorf("the Application is pinned to %s; unpin it first", shortRev(app.Spec.Pin.Revision)))
 	}
-	req, err := SourceRequest(ctx, r.Secrets, app)
-	if err != nil {
-		return fail(err)
-	}
+	req := src
 	req.Ref = source.Ref{Commit: rb.Target}
 	target, err := r.Sources.Fetch(ctx, req)
 	if err != nil {
@@ -201,7 +198,7 @@ func orUnknown(s string) string {
 // updatePin keeps status.pin and the Pinned condition in step with
 // spec.pin. How far the branch moved on is checked once per interval (it
 // costs a fetch), and at once when a webhook or a person asks (recheck).
-func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.Application, interval time.Duration, recheck bool) {
+func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.Application, src source.Request, interval time.Duration, recheck bool) {
 	pin := app.Spec.Pin
 	if pin == nil {
 		app.Status.Pin = nil
@@ -226,13 +223,10 @@ func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.App
 	if !fresh {
 		st = &v1alpha1.PinStatus{Revision: pin.Revision, Branch: branch, Behind: -1}
 		if branch != "" {
-			req, err := SourceRequest(ctx, r.Secrets, app)
+			n, tip, err := r.Sources.CountBehind(ctx, src.URL, src.Auth, branch, pin.Revision, 200)
 			if err == nil {
-				var n int
-				n, st.BranchRevision, err = r.Sources.CountBehind(ctx, req.URL, req.Auth, branch, pin.Revision, 200)
-				st.Behind = int32(n)
-			}
-			if err != nil {
+				st.Behind, st.BranchRevision = int32(n), tip
+			} else {
 				log.FromContext(ctx).Error(err, "checking how far the branch is ahead of the pin")
 			}
 		}

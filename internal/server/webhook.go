@@ -173,7 +173,7 @@ func (h *Webhook) trigger(ctx context.Context, p *push) ([]string, error) {
 			app.Annotations = map[string]string{}
 		}
 		app.Annotations[v1alpha1.AnnotationRequestedAt] = stamp
-		app.Annotations[v1alpha1.AnnotationRequestedBy] = "webhook"
+		app.Annotations[v1alpha1.AnnotationRequestedBy] = v1alpha1.RequestedByWebhook
 		if err := h.Client.Patch(ctx, app, patch); err != nil {
 			return triggered, err
 		}
