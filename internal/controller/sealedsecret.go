@@ -72,14 +72,22 @@ func (r *SealedSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	var keyIDs []string
 	var reason string
 	var err error
-	if r.upToDate(ctx, ss) {
+	// The Secret as it is, read once (uncached: it may not carry our label).
+	live := &corev1.Secret{}
+	if err = r.Reader.Get(ctx, client.ObjectKeyFromObject(ss), live); apierrors.IsNotFound(err) {
+		live, err = nil, nil
+	}
+	switch {
+	case err != nil:
+		reason = v1alpha1.ReasonWriteFailed
+	case upToDate(ss, live):
 		// Nothing to open: the Secret already holds this exact
 		// SealedSecret's values (no RSA, no write).
 		keyIDs = ss.Status.KeyIDs
-	} else {
+	default:
 		data, keyIDs, reason, err = r.open(ctx, ss)
 		if err == nil {
-			reason, err = r.write(ctx, ss, data)
+			reason, err = r.write(ctx, ss, data, live)
 		}
 	}
 	for k := range data {
@@ -180,37 +188,26 @@ func openReason(err error) string {
 }
 
 // write creates or updates the Secret, refusing one it does not own.
-func (r *SealedSecretReconciler) write(ctx context.Context, ss *v1alpha1.SealedSecret, data map[string][]byte) (string, error) {
+// live is the existing Secret, nil when there is none.
+func (r *SealedSecretReconciler) write(ctx context.Context, ss *v1alpha1.SealedSecret, data map[string][]byte, live *corev1.Secret) (string, error) {
 	want := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ss.Name, Namespace: ss.Namespace}}
-	want.Labels = map[string]string{}
-	for k, v := range ss.Spec.Template.Metadata.Labels {
-		want.Labels[k] = v
-	}
-	want.Labels[v1alpha1.LabelSealedSecret] = ss.Name
+	want.Labels = secretLabels(ss)
 	want.Annotations = map[string]string{}
 	for k, v := range ss.Spec.Template.Metadata.Annotations {
 		want.Annotations[k] = v
 	}
 	want.Annotations[annotationSealedDigest] = sealedDigest(ss, data)
-	want.Type = corev1.SecretType(ss.Spec.Template.Type)
-	if want.Type == "" {
-		want.Type = corev1.SecretTypeOpaque
-	}
+	want.Type = secretType(ss)
 	want.Data = data
 	if err := controllerutil.SetControllerReference(ss, want, r.Client.Scheme()); err != nil {
 		return v1alpha1.ReasonWriteFailed, err
 	}
 
-	live := &corev1.Secret{}
-	err := r.Reader.Get(ctx, client.ObjectKeyFromObject(want), live)
-	if apierrors.IsNotFound(err) {
+	if live == nil {
 		if err := r.Client.Create(ctx, want); err != nil {
 			return v1alpha1.ReasonWriteFailed, fmt.Errorf("creating Secret %s/%s: %w", want.Namespace, want.Name, redactAPIError(err))
 		}
 		return "", nil
-	}
-	if err != nil {
-		return v1alpha1.ReasonWriteFailed, err
 	}
 	if !metav1.IsControlledBy(live, ss) && live.Annotations[v1alpha1.AnnotationSealedSecretManaged] != "true" {
 		return v1alpha1.ReasonSecretNotOwned, fmt.Errorf("Secret %s/%s exists and is not managed by this SealedSecret; annotate it %s=true to let the SealedSecret take it over",
@@ -227,7 +224,7 @@ func (r *SealedSecretReconciler) write(ctx context.Context, ss *v1alpha1.SealedS
 		return "", nil
 	}
 	if equality.Semantic.DeepEqual(live.Data, want.Data) && equality.Semantic.DeepEqual(live.Labels, want.Labels) &&
-		annotationsEqual(live.Annotations, want.Annotations) && metav1.IsControlledBy(live, ss) {
+		equality.Semantic.DeepEqual(live.Annotations, want.Annotations) && metav1.IsControlledBy(live, ss) {
 		return "", nil
 	}
 	live.Labels, live.Data, live.StringData = want.Labels, want.Data, nil
@@ -266,29 +263,32 @@ func sealedDigest(ss *v1alpha1.SealedSecret, data map[string][]byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// upToDate reports whether the Secret is ours, unchanged, and written from
-// the current spec.
-func (r *SealedSecretReconciler) upToDate(ctx context.Context, ss *v1alpha1.SealedSecret) bool {
-	live := &corev1.Secret{}
-	if err := r.Reader.Get(ctx, client.ObjectKeyFromObject(ss), live); err != nil {
+// upToDate reports whether live (nil: none) is ours, unchanged, and written
+// from the current spec.
+func upToDate(ss *v1alpha1.SealedSecret, live *corev1.Secret) bool {
+	if live == nil {
 		return false
 	}
 	ready := apimeta.FindStatusCondition(ss.Status.Conditions, v1alpha1.ConditionReady)
+	return metav1.IsControlledBy(live, ss) && ready != nil && ready.Status == metav1.ConditionTrue &&
+		live.Type == secretType(ss) && equality.Semantic.DeepEqual(live.Labels, secretLabels(ss)) &&
+		live.Annotations[annotationSealedDigest] == sealedDigest(ss, live.Data)
+}
+
+// secretLabels are the produced Secret's labels: the template's and ours.
+func secretLabels(ss *v1alpha1.SealedSecret) map[string]string {
 	labels := map[string]string{v1alpha1.LabelSealedSecret: ss.Name}
 	for k, v := range ss.Spec.Template.Metadata.Labels {
 		labels[k] = v
 	}
-	typ := corev1.SecretType(ss.Spec.Template.Type)
-	if typ == "" {
-		typ = corev1.SecretTypeOpaque
-	}
-	return metav1.IsControlledBy(live, ss) && ready != nil && ready.Status == metav1.ConditionTrue &&
-		live.Type == typ && equality.Semantic.DeepEqual(live.Labels, labels) &&
-		live.Annotations[annotationSealedDigest] == sealedDigest(ss, live.Data)
+	return labels
 }
 
-func annotationsEqual(a, b map[string]string) bool {
-	return len(a) == len(b) && (len(a) == 0 || equality.Semantic.DeepEqual(a, b))
+func secretType(ss *v1alpha1.SealedSecret) corev1.SecretType {
+	if ss.Spec.Template.Type == "" {
+		return corev1.SecretTypeOpaque
+	}
+	return corev1.SecretType(ss.Spec.Template.Type)
 }
 
 // redactAPIError keeps the reason of an API error and drops its details,
