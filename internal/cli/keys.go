@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -194,10 +193,9 @@ func (o *KeysOptions) Rotate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Any positive age is over a rotation period of 1ns: a new key is made.
-	store := &seal.Store{Client: c, Namespace: o.ControllerNamespace, Rotation: time.Nanosecond}
+	store := &seal.Store{Client: c, Namespace: o.ControllerNamespace}
 	fmt.Fprintln(o.ErrOut, "Generating a new sealing key...")
-	ring, err := store.Ensure(ctx)
+	ring, err := store.Rotate(ctx)
 	if err != nil {
 		return err
 	}

@@ -129,33 +129,41 @@ func (s *Store) Ensure(ctx context.Context) (*Keyring, error) {
 	}
 	newest := ring.Newest()
 	if newest == nil || (s.Rotation > 0 && s.now().Sub(newest.Created) >= s.Rotation) {
-		// Making a key costs seconds of CPU: first make sure it can be
-		// kept. An agent run outside the cluster may find no namespace of
-		// its own yet: make it.
-		if err := s.Client.Get(ctx, client.ObjectKey{Name: s.Namespace}, &corev1.Namespace{}); apierrors.IsNotFound(err) {
-			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.Namespace}}
-			if err := s.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
-				return nil, fmt.Errorf("namespace %s does not exist and cannot be created (%v): create it, or give the agent --system-namespace", s.Namespace, err)
-			}
+		return s.Rotate(ctx)
+	}
+	return ring, s.Publish(ctx, ring)
+}
+
+// Rotate makes a new key now, stores it and publishes its certificate: the
+// newest key seals from then on, every older one still opens.
+func (s *Store) Rotate(ctx context.Context) (*Keyring, error) {
+	// Making a key costs seconds of CPU: first make sure it can be kept.
+	// An agent run outside the cluster may find no namespace of its own
+	// yet: make it.
+	if err := s.Client.Get(ctx, client.ObjectKey{Name: s.Namespace}, &corev1.Namespace{}); apierrors.IsNotFound(err) {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.Namespace}}
+		if err := s.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("namespace %s does not exist and cannot be created (%v): create it, or give the agent --system-namespace", s.Namespace, err)
 		}
-		bits := s.Bits
-		if bits == 0 {
-			bits = KeyBits
-		}
-		k, err := GenerateKey(nil, bits, s.now())
-		if err != nil {
-			return nil, err
-		}
-		sec, err := KeySecret(k, s.Namespace)
-		if err != nil {
-			return nil, err
-		}
-		if err := s.Client.Create(ctx, sec); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("storing the new sealing key: %w", err)
-		}
-		if ring, err = s.Load(ctx); err != nil {
-			return nil, err
-		}
+	}
+	bits := s.Bits
+	if bits == 0 {
+		bits = KeyBits
+	}
+	k, err := GenerateKey(nil, bits, s.now())
+	if err != nil {
+		return nil, err
+	}
+	sec, err := KeySecret(k, s.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Client.Create(ctx, sec); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("storing the new sealing key: %w", err)
+	}
+	ring, err := s.Load(ctx)
+	if err != nil {
+		return nil, err
 	}
 	return ring, s.Publish(ctx, ring)
 }
