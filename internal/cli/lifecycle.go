@@ -78,6 +78,8 @@ type WaitOptions struct {
 	Health  bool
 	Sync    bool
 	Timeout time.Duration
+	// Revision, when set, must also be the synced revision.
+	Revision string
 }
 
 // NewWaitCommand returns `converge wait APP`.
@@ -127,6 +129,7 @@ func (o *WaitOptions) Run(ctx context.Context, name, handled string) error {
 			return false, poll.Stop(fmt.Errorf("stalled: %s", stalled.Message))
 		}
 		ok := app.Status.ObservedGeneration == app.Generation
+		ok = ok && (o.Revision == "" || app.Status.Sync.Revision == o.Revision)
 		ok = ok && (!wantSync || app.Status.Sync.Status == v1alpha1.SyncStatusSynced)
 		ok = ok && (!wantHealth || app.Status.Health.Status == v1alpha1.HealthHealthy)
 		if !ok && app.Status.LastError != "" {

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -164,39 +162,36 @@ func (o *RollbackOptions) resolveTarget(ctx context.Context, c client.Client, ap
 	return "", fmt.Errorf("the history of %s/%s has no successful sync of a revision other than the current one; name a revision", app.Namespace, app.Name)
 }
 
-// wait waits until the agent handled the request, then until the app is
-// synced at the expected revision and healthy.
+// wait waits until the agent handled the request, then, as `converge
+// wait` does, until the app is synced at the new revision and healthy.
 func (o *RollbackOptions) wait(ctx context.Context, c client.Client, ns, name string, req v1alpha1.RollbackRequest) error {
-	var last string
-	return poll.Until(ctx, 250*time.Millisecond, o.Timeout, func(ctx context.Context) (bool, error) {
+	start := time.Now()
+	var rb *v1alpha1.RollbackStatus
+	err := poll.Until(ctx, 250*time.Millisecond, o.Timeout, func(ctx context.Context) (bool, error) {
 		app := &v1alpha1.Application{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
 			return false, err
 		}
-		rb := app.Status.Rollback
+		rb = app.Status.Rollback
 		if rb == nil || rb.Request != req.ID {
-			return false, nil
+			return false, fmt.Errorf("the agent has not handled the request yet")
 		}
 		if rb.Error != "" {
 			return false, poll.Stop(fmt.Errorf("rollback refused: %s", rb.Error))
 		}
-		state := fmt.Sprintf("sync %s at %s, health %s", orDash(string(app.Status.Sync.Status)), orDash(short(app.Status.Sync.Revision)), orDash(string(app.Status.Health.Status)))
-		if state != last {
-			fmt.Fprintln(o.ErrOut, name+": "+state)
-			last = state
-		}
-		if stalled := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionStalled); stalled != nil && stalled.Status == metav1.ConditionTrue {
-			return false, poll.Stop(fmt.Errorf("stalled: %s", stalled.Message))
-		}
-		done := app.Status.Sync.Revision == rb.Commit && app.Status.Sync.Status == v1alpha1.SyncStatusSynced &&
-			app.Status.Health.Status == v1alpha1.HealthHealthy && app.Status.ObservedGeneration == app.Generation
-		if done {
-			if req.Pin {
-				fmt.Fprintf(o.ErrOut, "Pinned to %s; 'converge rollback %s --unpin' follows the branch again\n", short(rb.Commit), name)
-			} else {
-				fmt.Fprintf(o.ErrOut, "Rolled back: commit %s restores %s\n", short(rb.Commit), short(rb.Target))
-			}
-		}
-		return done, nil
+		return true, nil
 	})
+	if err != nil {
+		return err
+	}
+	w := &WaitOptions{Streams: o.Streams, Kube: o.Kube, Revision: rb.Commit, Timeout: max(o.Timeout-time.Since(start), time.Second)}
+	if err := w.Run(ctx, name, ""); err != nil {
+		return err
+	}
+	if req.Pin {
+		fmt.Fprintf(o.ErrOut, "Pinned to %s; 'converge rollback %s --unpin' follows the branch again\n", short(rb.Commit), name)
+	} else {
+		fmt.Fprintf(o.ErrOut, "Rolled back: commit %s restores %s\n", short(rb.Commit), short(rb.Target))
+	}
+	return nil
 }
