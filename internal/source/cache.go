@@ -136,15 +136,12 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 			if err != nil {
 				return fail(err)
 			}
-			refs := parseLsRemote(string(out))
+			refs, tags := parseLsRemote(string(out))
 			name, commit, err := refs.resolve(req.Ref)
 			if err != nil {
 				return fail(err)
 			}
-			res = resolution{refName: name, commit: commit, at: time.Now()}
-			if tag := tagObject(string(out), name); tag != commit {
-				res.tagObject = tag
-			}
+			res = resolution{refName: name, commit: commit, tagObject: tags[name], at: time.Now()}
 		}
 		r.resolved[req.Ref] = res
 	}
@@ -268,18 +265,6 @@ func (c *Cache) check(ctx context.Context, g *gitRunner, r *repo, v *Verify, res
 		return signer, nil
 	}
 	return nil, fmt.Errorf("unknown verify mode %q (want head or tag)", v.Mode)
-}
-
-// tagObject returns the object name refName points to in ls-remote output,
-// before peeling.
-func tagObject(lsRemote, refName string) string {
-	for _, line := range strings.Split(lsRemote, "\n") {
-		sha, name, ok := strings.Cut(strings.TrimSpace(line), "\t")
-		if ok && name == refName {
-			return sha
-		}
-	}
-	return ""
 }
 
 // open locks url's repository (one git operation at a time per

@@ -103,9 +103,11 @@ func (refs remoteRefs) highest(rng string) (string, string, error) {
 }
 
 // parseLsRemote reads `git ls-remote` output. A peeled entry ("^{}") wins
-// over the tag object it peels.
-func parseLsRemote(out string) remoteRefs {
-	refs := remoteRefs{}
+// over the tag object it peels; tags maps each annotated tag's ref name to
+// its tag object.
+func parseLsRemote(out string) (refs remoteRefs, tags map[string]string) {
+	refs, tags = remoteRefs{}, map[string]string{}
+	unpeeled := map[string]string{}
 	for _, line := range strings.Split(out, "\n") {
 		sha, name, ok := strings.Cut(strings.TrimSpace(line), "\t")
 		if !ok {
@@ -115,11 +117,17 @@ func parseLsRemote(out string) remoteRefs {
 			refs[base] = sha
 			continue
 		}
+		unpeeled[name] = sha
 		if _, seen := refs[name]; !seen {
 			refs[name] = sha
 		}
 	}
-	return refs
+	for name, sha := range unpeeled {
+		if refs[name] != sha {
+			tags[name] = sha
+		}
+	}
+	return refs, tags
 }
 
 func isFullSHA(s string) bool {
