@@ -330,21 +330,37 @@ func parseAllowedSigners(data []byte) ([]allowedSigner, error) {
 		}
 		s := allowedSigner{principals: strings.Split(strings.Trim(fields[0], `"`), ",")}
 		rest := fields[1:]
-		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(strings.Join(rest, " "))); err != nil {
-			// Not a key yet: the field is options.
+		if !isKey(rest) {
+			// Not "keytype base64" yet: the field is options.
 			if err := s.parseOptions(rest[0]); err != nil {
 				return nil, fmt.Errorf("line %d: %w", i+1, err)
 			}
 			rest = rest[1:]
 		}
-		key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(strings.Join(rest, " ")))
-		if err != nil {
-			return nil, fmt.Errorf("line %d: %v", i+1, err)
+		if !isKey(rest) {
+			return nil, fmt.Errorf("line %d: no valid public key", i+1)
 		}
+		blob, _ := base64.StdEncoding.DecodeString(rest[1])
+		key, _ := ssh.ParsePublicKey(blob)
 		s.key = key
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// isKey reports whether fields start with "keytype base64-key". (Not
+// ssh.ParseAuthorizedKey: it would take allowed-signers options for
+// authorized_keys options and drop them.)
+func isKey(fields []string) bool {
+	if len(fields) < 2 {
+		return false
+	}
+	blob, err := base64.StdEncoding.DecodeString(fields[1])
+	if err != nil {
+		return false
+	}
+	key, err := ssh.ParsePublicKey(blob)
+	return err == nil && key.Type() == fields[0]
 }
 
 func (s *allowedSigner) parseOptions(opts string) error {

@@ -89,6 +89,32 @@ func TestFetch_VerifiesSignedCommits(t *testing.T) {
 	}
 }
 
+func TestFetch_AllowedSignersOptionsAreEnforced(t *testing.T) {
+	s, r := newServer(t)
+	_, sshKey := signers(t)
+	commit(t, r, "main", "one", map[string]string{"a.yaml": "x: 1\n"})
+	if _, err := r.CommitSigned("main", "signed", sshKey); err != nil {
+		t.Fatal(err)
+	}
+	principal, key, _ := strings.Cut(sshKey.Public, " ")
+	for opts, trusted := range map[string]bool{
+		`namespaces="git"`:         true,
+		`namespaces="file,other"`:  false,
+		`valid-before="20000101Z"`: false,
+		`valid-after="20000101Z"`:  true,
+		`valid-after="29990101Z"`:  false,
+	} {
+		trust, err := ParseTrustedKeys(map[string][]byte{"allowed_signers": []byte(principal + " " + opts + " " + key)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = newCache(t).Fetch(context.Background(), Request{URL: s.URL("shop"), Verify: &Verify{Mode: VerifyHead, Trust: trust}})
+		if (err == nil) != trusted {
+			t.Errorf("%s: trusted = %v (%v), want %v", opts, err == nil, err, trusted)
+		}
+	}
+}
+
 func TestFetch_VerifiesSignedTags(t *testing.T) {
 	s, r := newServer(t)
 	pgp, sshKey := signers(t)
@@ -129,15 +155,26 @@ func TestFetch_VerifiesSignedTags(t *testing.T) {
 }
 
 func TestParseTrustedKeys_Errors(t *testing.T) {
-	for name, data := range map[string]map[string][]byte{
-		"none":        {"README": []byte("hi")},
-		"bad pgp":     {"a.asc": []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxx\n-----END PGP PUBLIC KEY BLOCK-----\n")},
-		"bad signers": {"allowed_signers": []byte("alice@example.com ssh-ed25519 notbase64!\n")},
-		"bad option":  {"allowed_signers": []byte("a@b frobnicate ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq5\n")},
+	_, sshKey := signers(t)
+	key := strings.SplitN(sshKey.Public, " ", 2)[1] // "ssh-ed25519 AAAA... comment"
+	for name, tc := range map[string]struct {
+		data map[string][]byte
+		want string
+	}{
+		"none":        {map[string][]byte{"README": []byte("hi")}, "no trusted keys"},
+		"bad pgp":     {map[string][]byte{"a.asc": []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxx\n-----END PGP PUBLIC KEY BLOCK-----\n")}, "a.asc: not an OpenPGP public key"},
+		"bad signers": {map[string][]byte{"allowed_signers": []byte("alice@example.com ssh-ed25519 notbase64!\n")}, "allowed_signers: line 1"},
+		"bad option":  {map[string][]byte{"allowed_signers": []byte("a@b frobnicate " + key)}, `unknown option "frobnicate"`},
+		"ca line":     {map[string][]byte{"allowed_signers": []byte("a@b cert-authority " + key)}, "cert-authority keys are not supported"},
 	} {
-		if _, err := ParseTrustedKeys(data); err == nil {
-			t.Errorf("%s: accepted", name)
+		_, err := ParseTrustedKeys(tc.data)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error with %q", name, err, tc.want)
 		}
+	}
+	// Options that are understood keep the key trusted.
+	if _, err := ParseTrustedKeys(map[string][]byte{"allowed_signers": []byte(`a@b namespaces="git",valid-after="20200101" ` + key)}); err != nil {
+		t.Errorf("valid options refused: %v", err)
 	}
 }
 
