@@ -1,0 +1,191 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/source"
+)
+
+// record writes a successful reconcile's outcome into status and emits an
+// event when something changed.
+func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *source.Artifact, cs *engine.ChangeSet, health []engine.ObjectHealth, applied bool) {
+	counts := cs.Counts()
+	outOfSync := !applied && cs.HasChanges()
+	switch {
+	case outOfSync:
+		syncTotal.WithLabelValues("outofsync").Inc()
+	case cs.HasChanges():
+		syncTotal.WithLabelValues("synced").Inc()
+	default:
+		syncTotal.WithLabelValues("unchanged").Inc()
+	}
+	prevRevision := app.Status.Sync.Revision
+	app.Status.ObservedGeneration = app.Generation
+	app.Status.Attempts = 0
+	app.Status.LastError = ""
+	app.Status.Sync.Revision = artifact.Revision
+	app.Status.Sync.Commit = commitInfo(artifact)
+	app.Status.Sync.Status = v1alpha1.SyncStatusSynced
+	if outOfSync {
+		app.Status.Sync.Status = v1alpha1.SyncStatusOutOfSync
+	}
+	app.Status.Health = aggregateHealth(health)
+	app.Status.Resources = resourceStatuses(cs, health, applied)
+	if applied && cs.HasChanges() {
+		now := metav1.NewTime(r.now())
+		app.Status.LastSyncTime = &now
+		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonSynced, "synced %s at %s: %s", shortRev(artifact.Revision), artifact.RefName, counts)
+	} else if outOfSync && app.Status.Sync.Revision != prevRevision {
+		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonOutOfSync, "cluster differs from %s: %s", shortRev(artifact.Revision), counts)
+	}
+	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionStalled)
+	switch {
+	case outOfSync:
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonOutOfSync, fmt.Sprintf("cluster differs from %s (%s); automated sync is off", shortRev(artifact.Revision), counts))
+		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
+	case app.Status.Health.Status == v1alpha1.HealthProgressing || app.Status.Health.Status == v1alpha1.HealthMissing:
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonProgressing, "synced "+shortRev(artifact.Revision)+"; waiting for health: "+app.Status.Health.Message)
+		setCondition(app, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonProgressing, app.Status.Health.Message)
+	case app.Status.Health.Status == v1alpha1.HealthDegraded:
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonHealthCheckFailed, app.Status.Health.Message)
+		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
+	default:
+		setReady(app, metav1.ConditionTrue, v1alpha1.ReasonSynced, fmt.Sprintf("synced %s and healthy", shortRev(artifact.Revision)))
+		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
+	}
+}
+
+// failed records a failure and decides the retry. The last synced state
+// keeps running: nothing is pruned when a fetch or render fails.
+func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Application, run *syncRun, reason string, err error, interval time.Duration) (ctrl.Result, error) {
+	syncTotal.WithLabelValues("failed").Inc()
+	r.appendHistory(ctx, app, run, err)
+	msg := err.Error()
+	changed := app.Status.LastError != msg
+	app.Status.LastError = msg
+	app.Status.Attempts++
+	app.Status.ObservedGeneration = app.Generation
+	if app.Status.Sync.Status == "" {
+		app.Status.Sync.Status = v1alpha1.SyncStatusUnknown
+	}
+	setReady(app, metav1.ConditionFalse, reason, msg)
+	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
+	if changed {
+		r.Recorder.Event(app, corev1.EventTypeWarning, reason, msg)
+	}
+	retry := app.Spec.SyncPolicy.Retry
+	if retry != nil && retry.Limit > 0 && app.Status.Attempts > retry.Limit {
+		setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonRetryLimitReached,
+			fmt.Sprintf("gave up after %d attempts: %s", retry.Limit, msg))
+		return ctrl.Result{RequeueAfter: interval}, nil
+	}
+	return ctrl.Result{RequeueAfter: backoff(retry, app.Status.Attempts)}, nil
+}
+
+// backoff is the delay before retry number attempt (1-based).
+func backoff(p *v1alpha1.RetryPolicy, attempt int32) time.Duration {
+	base, factor, maxDelay := 5*time.Second, 2.0, 3*time.Minute
+	if p != nil && p.Backoff != nil {
+		base = durationOr(p.Backoff.Duration, base)
+		if p.Backoff.Factor != nil {
+			factor = float64(*p.Backoff.Factor)
+		}
+		maxDelay = durationOr(p.Backoff.MaxDuration, maxDelay)
+	}
+	d := time.Duration(float64(base) * math.Pow(factor, float64(attempt-1)))
+	if d > maxDelay || d <= 0 {
+		d = maxDelay
+	}
+	return d
+}
+
+func setReady(app *v1alpha1.Application, status metav1.ConditionStatus, reason, msg string) {
+	setCondition(app, v1alpha1.ConditionReady, status, reason, msg)
+}
+
+func setCondition(app *v1alpha1.Application, typ string, status metav1.ConditionStatus, reason, msg string) {
+	if len(msg) > 32000 {
+		msg = msg[:32000] + "…"
+	}
+	apimeta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: app.Generation,
+	})
+}
+
+func aggregateHealth(hs []engine.ObjectHealth) v1alpha1.HealthStatus {
+	worst := v1alpha1.HealthHealthy
+	msg := ""
+	rank := map[v1alpha1.HealthStatusCode]int{v1alpha1.HealthHealthy: 0, v1alpha1.HealthUnknown: 1, v1alpha1.HealthProgressing: 2, v1alpha1.HealthMissing: 3, v1alpha1.HealthDegraded: 4}
+	for _, h := range hs {
+		code := healthCode(h.Status)
+		if rank[code] > rank[worst] {
+			worst, msg = code, h.Ref+": "+h.Status
+			if h.Message != "" {
+				msg += ": " + h.Message
+			}
+		}
+	}
+	return v1alpha1.HealthStatus{Status: worst, Message: msg}
+}
+
+func healthCode(kstatus string) v1alpha1.HealthStatusCode {
+	switch kstatus {
+	case "Current":
+		return v1alpha1.HealthHealthy
+	case "InProgress", "Terminating":
+		return v1alpha1.HealthProgressing
+	case "Failed":
+		return v1alpha1.HealthDegraded
+	case "NotFound":
+		return v1alpha1.HealthMissing
+	}
+	return v1alpha1.HealthUnknown
+}
+
+func resourceStatuses(cs *engine.ChangeSet, health []engine.ObjectHealth, applied bool) []v1alpha1.ResourceStatus {
+	hs := map[string]engine.ObjectHealth{}
+	for _, h := range health {
+		hs[h.Ref] = h
+	}
+	out := make([]v1alpha1.ResourceStatus, 0, len(cs.Changes))
+	for _, c := range cs.Changes {
+		group, version := "", c.APIVersion
+		if g, v, ok := strings.Cut(c.APIVersion, "/"); ok {
+			group, version = g, v
+		}
+		rs := v1alpha1.ResourceStatus{Group: group, Version: version, Kind: c.Kind, Namespace: c.Namespace, Name: c.Name, Status: v1alpha1.SyncStatusSynced}
+		switch c.Action {
+		case engine.ActionCreated, engine.ActionConfigured, engine.ActionDeleted:
+			// In a plan these are pending; after an apply they are done.
+			rs.Status = v1alpha1.SyncStatusSynced
+			if !applied {
+				rs.Status = v1alpha1.SyncStatusOutOfSync
+			}
+		case engine.ActionFailed, engine.ActionSkipped:
+			rs.Status, rs.Message = v1alpha1.SyncStatusOutOfSync, c.Reason
+		}
+		if h, ok := hs[c.Ref]; ok {
+			rs.Health = healthCode(h.Status)
+			if rs.Message == "" {
+				rs.Message = h.Message
+			}
+		}
+		out = append(out, rs)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Kind+out[i].Namespace+out[i].Name < out[j].Kind+out[j].Namespace+out[j].Name
+	})
+	return out
+}
