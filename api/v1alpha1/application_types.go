@@ -169,6 +169,12 @@ type ApplicationSource struct {
 	// or untrusted revision is never rendered or applied.
 	// +optional
 	Verify *SourceVerification `json:"verify,omitempty"`
+
+	// Insecure allows sending the SecretRef's username and password over
+	// plain http://. Without it, credentials are only ever sent over
+	// https:// or ssh.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // SourceVerification says which signature to check and which keys to trust.

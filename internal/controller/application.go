@@ -354,7 +354,7 @@ func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Applica
 // credentials and the keys its revisions must be signed with, read from
 // the Secrets the Application names.
 func SourceRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Application) (source.Request, error) {
-	req := source.Request{URL: app.Spec.Source.RepoURL}
+	req := source.Request{URL: app.Spec.Source.RepoURL, Insecure: app.Spec.Source.Insecure}
 	if ref := app.Spec.Source.Ref; ref != nil {
 		req.Ref = source.Ref{Branch: ref.Branch, Tag: ref.Tag, Semver: ref.Semver, Commit: ref.Commit}
 	}

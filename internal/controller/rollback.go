@@ -97,7 +97,7 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 		path = "the repository root"
 	}
 	res, err := r.Sources.Restore(ctx, source.RestoreRequest{
-		URL: req.URL, Auth: req.Auth, Branch: branch, Path: app.Spec.Source.Path, Target: rb.Target,
+		URL: req.URL, Auth: req.Auth, Insecure: req.Insecure, Branch: branch, Path: app.Spec.Source.Path, Target: rb.Target,
 		Author: "converge", AuthorEmail: "converge@" + app.Namespace + ".invalid",
 		Message: func(parent string) string {
 			msg := fmt.Sprintf("Roll back %s to %s\n\nRestores %s to its content at %s (%q),\nundoing the changes of %s..%s.\n\nApplication: %s/%s\n",
@@ -157,7 +157,7 @@ func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.App
 	if !fresh {
 		st = &v1alpha1.PinStatus{Revision: pin.Revision, Branch: branch, Behind: -1}
 		if branch != "" {
-			n, tip, err := r.Sources.CountBehind(ctx, src.URL, src.Auth, branch, pin.Revision, 200)
+			n, tip, err := r.Sources.CountBehind(ctx, src.URL, src.Auth, src.Insecure, branch, pin.Revision, 200)
 			if err == nil {
 				st.Behind, st.BranchRevision = int32(n), tip
 			} else {

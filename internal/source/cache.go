@@ -1,15 +1,12 @@
 package source
 
 import (
-	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
+	neturl "net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,6 +24,9 @@ type Request struct {
 	// Verify, when set, refuses a revision whose signature is missing or
 	// not made by a trusted key, before anything is extracted from it.
 	Verify *Verify
+	// Insecure allows sending a username and password over plain http://.
+	// Without it such a request is refused before anything is sent.
+	Insecure bool
 }
 
 // Artifact is a fetched revision: a read-only checkout of its tree.
@@ -60,6 +60,12 @@ type Cache struct {
 	AllowFileURLs bool
 	// Keep is how many checkouts each repository keeps (default 5).
 	Keep int
+	// Limits bound each checkout; zero takes DefaultCheckoutLimits.
+	Limits CheckoutLimits
+	// AllowedHosts, when not empty, are the only hosts repositories may be
+	// fetched from: exact names ("git.example.com") or "*.example.com" for
+	// any subdomain. A host may carry a port ("git.example.com:8443").
+	AllowedHosts []string
 
 	mu    sync.Mutex
 	repos map[string]*repo
@@ -100,14 +106,20 @@ func NewCache(dir string) (*Cache, error) {
 	return &Cache{dir: dir, Keep: 5, repos: map[string]*repo{}}, nil
 }
 
-func (c *Cache) repo(url string) *repo {
+// repo returns the repository for url as seen with auth. The cache is
+// keyed by URL and credential identity: what one set of credentials
+// fetched is never served to a caller with other credentials, or none, so
+// an app cannot read a private repository by naming a URL another app
+// fetched.
+func (c *Cache) repo(url string, auth *Auth) *repo {
+	key := url + "\x00" + auth.identity()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r := c.repos[url]
+	r := c.repos[key]
 	if r == nil {
-		sum := sha256.Sum256([]byte(url))
-		r = &repo{bare: filepath.Join(c.dir, hex.EncodeToString(sum[:8])), resolved: map[Ref]resolution{}}
-		c.repos[url] = r
+		sum := sha256.Sum256([]byte(key))
+		r = &repo{bare: filepath.Join(c.dir, hex.EncodeToString(sum[:12])), resolved: map[Ref]resolution{}}
+		c.repos[key] = r
 	}
 	return r
 }
@@ -117,7 +129,7 @@ func (c *Cache) repo(url string) *repo {
 // (ls-remote) unless MaxAge allows reusing a recent answer; one shallow
 // fetch brings a commit the cache lacks.
 func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
-	r, g, done, err := c.open(ctx, req.URL, req.Auth)
+	r, g, done, err := c.open(ctx, req.URL, req.Auth, req.Insecure)
 	if err != nil {
 		return nil, err
 	}
@@ -270,11 +282,11 @@ func (c *Cache) check(ctx context.Context, g *gitRunner, r *repo, v *Verify, res
 // open locks url's repository (one git operation at a time per
 // repository), creates its bare repository if need be, and returns a git
 // runner with a scratch directory for this call; done unlocks and cleans up.
-func (c *Cache) open(ctx context.Context, url string, auth *Auth) (r *repo, g *gitRunner, done func(), err error) {
-	if strings.HasPrefix(url, "file://") && !c.AllowFileURLs {
-		return nil, nil, nil, fmt.Errorf("%s: file:// repositories are not allowed", url)
+func (c *Cache) open(ctx context.Context, url string, auth *Auth, insecure bool) (r *repo, g *gitRunner, done func(), err error) {
+	if err := c.allowed(url, auth, insecure); err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", RedactURL(url), err)
 	}
-	r = c.repo(url)
+	r = c.repo(url, auth)
 	r.mu.Lock()
 	tmp, err := os.MkdirTemp(c.dir, "call-")
 	if err != nil {
@@ -295,6 +307,61 @@ func (c *Cache) open(ctx context.Context, url string, auth *Auth) (r *repo, g *g
 	return r, g, done, nil
 }
 
+// allowed refuses, before anything is sent, a URL whose scheme or host this
+// cache may not reach, and credentials that would cross the network in
+// clear text.
+func (c *Cache) allowed(raw string, auth *Auth, insecure bool) error {
+	if strings.HasPrefix(raw, "file://") {
+		if !c.AllowFileURLs {
+			return fmt.Errorf("file:// repositories are not allowed")
+		}
+		return nil
+	}
+	inline := false
+	if u, err := neturl.Parse(raw); err == nil && u.User != nil {
+		_, inline = u.User.Password()
+	}
+	if strings.HasPrefix(raw, "http://") && (inline || (auth != nil && (auth.Username != "" || auth.Password != ""))) && !insecure {
+		return fmt.Errorf("refusing to send credentials over plain http:// (use https://, or set insecure: true to allow it)")
+	}
+	if len(c.AllowedHosts) == 0 {
+		return nil
+	}
+	host := repoHost(raw)
+	for _, h := range c.AllowedHosts {
+		h = strings.ToLower(h)
+		if host == h || (strings.HasPrefix(h, "*.") && strings.HasSuffix(host, h[1:])) {
+			return nil
+		}
+	}
+	return fmt.Errorf("host %q is not among the allowed source hosts", host)
+}
+
+// repoHost is the lower-cased host (and port, when not the scheme's
+// default) of a repository URL, scp-like SSH forms included.
+func repoHost(raw string) string {
+	s := raw
+	if !strings.Contains(s, "://") {
+		if at := strings.Index(s, "@"); at >= 0 {
+			if host, _, ok := strings.Cut(s[at+1:], ":"); ok {
+				return strings.ToLower(host)
+			}
+		}
+	}
+	u, err := neturl.Parse(s)
+	if err != nil {
+		return ""
+	}
+	host := strings.ToLower(u.Hostname())
+	switch p := u.Port(); {
+	case p == "":
+	case (u.Scheme == "https" && p == "443") || (u.Scheme == "http" && p == "80") || (u.Scheme == "ssh" && p == "22"):
+	default:
+		host += ":" + p
+	}
+	return host
+}
+
 func (c *Cache) has(ctx context.Context, g *gitRunner, r *repo, commit string) bool {
 	_, err := g.run(ctx, r.bare, "cat-file", "-e", commit+"^{commit}")
 	return err == nil
@@ -312,22 +379,11 @@ func (c *Cache) checkout(ctx context.Context, g *gitRunner, r *repo, commit stri
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return "", err
 	}
-	env, err := g.env()
-	if err != nil {
-		return "", err
+	limits := c.Limits
+	if limits == (CheckoutLimits{}) {
+		limits = DefaultCheckoutLimits()
 	}
-	cmd := exec.CommandContext(ctx, "git", "archive", "--format=tar", commit)
-	cmd.Dir, cmd.Env = r.bare, env
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	extractErr := untar(out, tmp)
-	waitErr := cmd.Wait()
-	if err := errors.Join(extractErr, waitErr); err != nil {
+	if err := extract(ctx, g, r.bare, commit, tmp, limits); err != nil {
 		_ = os.RemoveAll(tmp)
 		return "", fmt.Errorf("checking out %s: %w", commit, err)
 	}
@@ -345,55 +401,6 @@ func (c *Cache) checkout(ctx context.Context, g *gitRunner, r *repo, commit stri
 		r.trees = r.trees[1:]
 	}
 	return dir, nil
-}
-
-// untar writes a git archive into dir. Entries are confined to dir; symlinks
-// are written as they are (the renderer refuses those leading outside the
-// repository).
-func untar(r io.Reader, dir string) error {
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		name := filepath.Clean(h.Name)
-		if name == "." || filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, ".."+string(filepath.Separator)) {
-			continue
-		}
-		p := filepath.Join(dir, name)
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(p, 0o755); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return err
-			}
-			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(f, tr)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
-		case tar.TypeSymlink:
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return err
-			}
-			if err := os.Symlink(h.Linkname, p); err != nil {
-				return err
-			}
-		}
-	}
 }
 
 func commitInfo(ctx context.Context, g *gitRunner, bare, commit string) (CommitInfo, error) {

@@ -3,6 +3,8 @@ package source
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -20,6 +22,20 @@ type Auth struct {
 	// Identity is an SSH private key; KnownHosts the host keys to trust.
 	// SSH without KnownHosts is refused: unknown hosts are never trusted.
 	Identity, KnownHosts []byte
+}
+
+// identity fingerprints the credentials: callers with equal credentials
+// share cached repositories, others never do. Nil has the empty identity.
+func (a *Auth) identity() string {
+	if a == nil {
+		return ""
+	}
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(a.Username), []byte(a.Password), a.Identity, a.KnownHosts} {
+		fmt.Fprintf(h, "%d:", len(part))
+		h.Write(part)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func (a *Auth) secrets() []string {
@@ -69,6 +85,12 @@ func (g *gitRunner) env() ([]string, error) {
 		{"protocol.ssh.allow", "always"},
 		{"protocol.version", "2"},
 		{"credential.helper", ""},
+		// Nothing the repository or the server sends can make git run a
+		// program: no hooks, no fsmonitor; objects are checked on arrival
+		// (duplicate tree entries, paths like ".." or ".git").
+		{"core.hooksPath", "/dev/null"},
+		{"core.fsmonitor", "false"},
+		{"transfer.fsckObjects", "true"},
 	}
 	if g.allowFile {
 		config = append(config, [2]string{"protocol.file.allow", "always"})
@@ -134,11 +156,25 @@ func (g *gitRunner) runEnv(ctx context.Context, dir string, extra []string, stdi
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
+		msg := withoutRemoteLines(stderr.String())
 		if msg == "" {
 			msg = err.Error()
 		}
 		return nil, fmt.Errorf("git %s: %s", args[0], sanitize(msg, g.auth.secrets()...))
 	}
 	return stdout.Bytes(), nil
+}
+
+// withoutRemoteLines drops what the server printed ("remote: ..." lines)
+// from git's stderr: a hostile server, or one reached by mistake, must not
+// be able to place its text in status, events or history.
+func withoutRemoteLines(stderr string) string {
+	var kept []string
+	for _, line := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "remote:") {
+			continue
+		}
+		kept = append(kept, line)
+	}
+	return strings.TrimSpace(strings.Join(kept, "\n"))
 }

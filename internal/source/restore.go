@@ -25,6 +25,8 @@ type RestoreRequest struct {
 	// goes on. Author and AuthorEmail are its author and committer.
 	Message             func(parent string) string
 	Author, AuthorEmail string
+	// Insecure allows credentials over plain http:// (see Request).
+	Insecure bool
 }
 
 // Restored is the result of a restore.
@@ -43,7 +45,7 @@ var ErrNothingToRestore = errors.New("the branch already has that content")
 // The push is an ordinary fast-forward; if the branch moves meanwhile, the
 // commit is rebuilt on the new tip once.
 func (c *Cache) Restore(ctx context.Context, req RestoreRequest) (*Restored, error) {
-	r, g, done, err := c.open(ctx, req.URL, req.Auth)
+	r, g, done, err := c.open(ctx, req.URL, req.Auth, req.Insecure)
 	if err != nil {
 		return nil, err
 	}
@@ -156,8 +158,8 @@ func (c *Cache) restoredTree(ctx context.Context, g *gitRunner, bare, head, targ
 // CountBehind reports how many commits branch's tip is ahead of base, and
 // the tip. It deepens the cached history up to limit commits; -1 means base
 // is not among them (or not an ancestor).
-func (c *Cache) CountBehind(ctx context.Context, url string, auth *Auth, branch, base string, limit int) (int, string, error) {
-	r, g, done, err := c.open(ctx, url, auth)
+func (c *Cache) CountBehind(ctx context.Context, url string, auth *Auth, insecure bool, branch, base string, limit int) (int, string, error) {
+	r, g, done, err := c.open(ctx, url, auth, insecure)
 	if err != nil {
 		return 0, "", err
 	}

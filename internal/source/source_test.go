@@ -170,10 +170,10 @@ func TestFetch_BasicAuthAndCredentialsNeverInErrors(t *testing.T) {
 	s.Username, s.Password = "deploy", "s3cret-t0ken-value"
 	commit(t, r, "main", "first", map[string]string{"a.yaml": "a: 1\n"})
 	c := newCache(t)
-	if _, err := c.Fetch(context.Background(), Request{URL: s.URL("shop"), Auth: &Auth{Username: "deploy", Password: "s3cret-t0ken-value"}}); err != nil {
+	if _, err := c.Fetch(context.Background(), Request{URL: s.URL("shop"), Insecure: true, Auth: &Auth{Username: "deploy", Password: "s3cret-t0ken-value"}}); err != nil {
 		t.Fatalf("with the right credentials: %v", err)
 	}
-	_, err := c.Fetch(context.Background(), Request{URL: s.URL("shop"), Auth: &Auth{Username: "deploy", Password: "wrong-passw0rd-xyz"}})
+	_, err := c.Fetch(context.Background(), Request{URL: s.URL("shop"), Insecure: true, Auth: &Auth{Username: "deploy", Password: "wrong-passw0rd-xyz"}})
 	if err == nil {
 		t.Fatal("wrong credentials were accepted")
 	}

@@ -209,7 +209,7 @@ func TestRestore_WritesARollbackCommit(t *testing.T) {
 	if _, err := c.Restore(ctx, RestoreRequest{URL: s.URL("shop"), Branch: "main", Path: "app", Target: old, Message: func(string) string { return "again" }, Author: "c", AuthorEmail: "c@x"}); !errors.Is(err, ErrNothingToRestore) {
 		t.Fatalf("restoring again: %v", err)
 	}
-	n, tip, err := c.CountBehind(ctx, s.URL("shop"), nil, "main", old, 100)
+	n, tip, err := c.CountBehind(ctx, s.URL("shop"), nil, false, "main", old, 100)
 	if err != nil || n != 3 || tip != res.Commit {
 		t.Fatalf("CountBehind = %d, %s, %v; want 3", n, tip, err)
 	}
