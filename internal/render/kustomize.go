@@ -53,8 +53,13 @@ func mustJSON(v any) []byte {
 }
 
 // refuseRemote fails when the kustomization in dir, or one it includes,
-// refers to a remote base or resource, or inflates a chart: rendering never
-// touches the network or runs a program. Kustomize would try both.
+// refers to anything but a file or directory in the repository, or
+// inflates a chart: rendering never touches the network or runs a
+// program. Kustomize would fetch http(s) URLs named in any field and run
+// git for anything that looks like a repository, in spellings no list of
+// hosts can cover; so the check is the other way round: every reference
+// that is not inline content must exist below the root. The worker
+// process has no network and no git either (see renderIsolated).
 func refuseRemote(sb *sandbox, dir string, seen map[string]bool) error {
 	if seen[dir] {
 		return nil
@@ -65,42 +70,82 @@ func refuseRemote(sb *sandbox, dir string, seen map[string]bool) error {
 	if err != nil {
 		return err
 	}
-	var k struct {
-		Resources  []string `json:"resources"`
-		Bases      []string `json:"bases"`
-		Components []string `json:"components"`
-		HelmCharts []any    `json:"helmCharts"`
-	}
+	var k map[string]any
 	if err := yaml.Unmarshal(data, &k); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	if len(k.HelmCharts) > 0 {
-		return fmt.Errorf("%s: helmCharts: inflating charts from Kustomize is not supported; point the app at the chart instead", name)
+	for _, field := range []string{"helmCharts", "helmChartInflationGenerator", "helmGlobals"} {
+		if k[field] != nil {
+			return fmt.Errorf("%s: %s: inflating charts from Kustomize is not supported; point the app at the chart instead", name, field)
+		}
 	}
-	for _, field := range []struct {
-		name    string
-		entries []string
-	}{{"resources", k.Resources}, {"bases", k.Bases}, {"components", k.Components}} {
-		for i, e := range field.entries {
-			if isRemote(e) {
-				return fmt.Errorf("%s: %s[%d]: remote base %q refused: rendering reads only the repository", name, field.name, i, e)
-			}
-			sub := path.Join(dir, e)
-			if strings.HasPrefix(sub, "../") || sub == ".." {
-				continue // kustomize reports the escape
-			}
-			if fi, err := sb.stat(sub); err == nil && fi.IsDir() && kustomizationIn(sb, sub) != "" {
-				if err := refuseRemote(sb, sub, seen); err != nil {
-					return err
-				}
+	for _, ref := range kustomizeReferences(k) {
+		local := path.Join(dir, ref.path)
+		fi, err := sb.stat(local)
+		if err != nil || strings.HasPrefix(local, "../") || local == ".." {
+			return fmt.Errorf("%s: %s: %q is not a file or directory in the repository; remote references are refused (rendering reads only the repository)", name, ref.field, ref.path)
+		}
+		if fi.IsDir() && kustomizationIn(sb, local) != "" {
+			if err := refuseRemote(sb, local, seen); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
 }
 
-func isRemote(ref string) bool {
-	return strings.Contains(ref, "://") || strings.HasPrefix(ref, "git@") ||
-		strings.Contains(ref, "?ref=") || strings.HasPrefix(ref, "github.com/") ||
-		strings.HasPrefix(ref, "gitlab.com/") || strings.HasPrefix(ref, "bitbucket.org/")
+// reference is a path a kustomization names, and the field naming it.
+type reference struct {
+	field, path string
+}
+
+// kustomizeReferences lists every file or directory reference in a
+// kustomization, in every field Kustomize loads from: resources, bases,
+// components, crds, configurations, openapi, generators' files and envs,
+// patches of every kind, replacements, and transformer, generator and
+// validator entries. Inline content (a patch or a plugin configuration
+// written into the kustomization) is not a reference.
+func kustomizeReferences(k map[string]any) []reference {
+	var refs []reference
+	add := func(field string, v any) {
+		if s, ok := v.(string); ok && s != "" && !strings.Contains(s, "\n") {
+			refs = append(refs, reference{field, s})
+		}
+	}
+	list := func(field string) []any {
+		l, _ := k[field].([]any)
+		return l
+	}
+	for _, field := range []string{"resources", "bases", "components", "crds", "configurations",
+		"patchesStrategicMerge", "transformers", "generators", "validators"} {
+		for i, e := range list(field) {
+			add(fmt.Sprintf("%s[%d]", field, i), e)
+		}
+	}
+	if o, ok := k["openapi"].(map[string]any); ok {
+		add("openapi.path", o["path"])
+	}
+	for _, field := range []string{"configMapGenerator", "secretGenerator"} {
+		for i, g := range list(field) {
+			gm, _ := g.(map[string]any)
+			for _, sub := range []string{"files", "envs"} {
+				l, _ := gm[sub].([]any)
+				for j, f := range l {
+					s, _ := f.(string)
+					if _, p, ok := strings.Cut(s, "="); ok {
+						s = p
+					}
+					add(fmt.Sprintf("%s[%d].%s[%d]", field, i, sub, j), s)
+				}
+			}
+			add(fmt.Sprintf("%s[%d].env", field, i), gm["env"])
+		}
+	}
+	for _, field := range []string{"patches", "patchesJson6902", "replacements"} {
+		for i, p := range list(field) {
+			pm, _ := p.(map[string]any)
+			add(fmt.Sprintf("%s[%d].path", field, i), pm["path"])
+		}
+	}
+	return refs
 }

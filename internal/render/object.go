@@ -3,6 +3,7 @@ package render
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -183,11 +184,16 @@ func describe(o Object) string {
 
 // finish validates objs, refuses duplicates and sorts them by key so that a
 // render's output does not depend on file order.
-func finish(objs []Object) ([]Object, error) {
+func finish(objs []Object, maxObjectSize int) ([]Object, error) {
 	seen := make(map[Key]string, len(objs))
 	for _, o := range objs {
 		if err := validate(o); err != nil {
 			return nil, err
+		}
+		if data, err := json.Marshal(o.Object); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", o.Source, o.Ref(), err)
+		} else if len(data) > maxObjectSize {
+			return nil, fmt.Errorf("%s: %s is %d bytes, over the %d byte limit for one object (the apiserver stores nothing larger)", o.Source, o.Ref(), len(data), maxObjectSize)
 		}
 		k := KeyOf(o.Unstructured)
 		if prev, dup := seen[k]; dup {

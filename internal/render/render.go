@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"path/filepath"
 	"strings"
 )
 
@@ -21,14 +22,14 @@ const (
 // Options say what to render.
 type Options struct {
 	// Root is the repository root. Nothing outside it is read.
-	Root string
+	Root string `json:"root"`
 	// Path is what to render, relative to Root: a directory, or one manifest
 	// file. Empty means the root itself.
-	Path string
-	// Limits bound the files read; zero fields take DefaultLimits.
-	Limits Limits
+	Path string `json:"path,omitempty"`
+	// Limits bound the render; zero fields take DefaultLimits.
+	Limits Limits `json:"limits,omitempty"`
 	// Helm options apply when Path holds a chart.
-	Helm HelmOptions
+	Helm HelmOptions `json:"helm,omitempty"`
 }
 
 // Result is a desired set.
@@ -46,18 +47,23 @@ var kustomizationNames = []string{"kustomization.yaml", "kustomization.yml", "Ku
 // Render renders opts.Path into a desired set. The result is sorted by
 // group, kind, namespace and name, and holds no duplicates. An empty result is
 // not an error here; the engine decides what an empty set may do.
+//
+// The render runs in a child process within opts.Limits (see
+// renderIsolated): a hostile repository can fail its own render, with an
+// error wrapping ErrLimitExceeded, and nothing else.
 func Render(ctx context.Context, opts Options) (*Result, error) {
-	limits := opts.Limits
-	def := DefaultLimits()
-	if limits.MaxFileSize == 0 {
-		limits.MaxFileSize = def.MaxFileSize
+	opts.Limits = opts.Limits.withDefaults()
+	root, err := filepath.Abs(opts.Root)
+	if err != nil {
+		return nil, fmt.Errorf("opening repository root: %w", err)
 	}
-	if limits.MaxTotalSize == 0 {
-		limits.MaxTotalSize = def.MaxTotalSize
-	}
-	if limits.MaxFiles == 0 {
-		limits.MaxFiles = def.MaxFiles
-	}
+	opts.Root = root
+	return renderIsolated(ctx, opts)
+}
+
+// renderInProcess is Render in this process, as the worker runs it.
+func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
+	limits := opts.Limits.withDefaults()
 	sb, err := openSandbox(opts.Root, limits)
 	if err != nil {
 		return nil, fmt.Errorf("opening repository root: %w", err)
@@ -94,7 +100,7 @@ func Render(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if res.Objects, err = finish(objs); err != nil {
+	if res.Objects, err = finish(objs, limits.MaxObjectSize); err != nil {
 		return nil, err
 	}
 	return res, nil

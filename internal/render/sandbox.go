@@ -9,22 +9,69 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
-// Limits bound what one render may read.
+// Limits bound what one render may read, use and produce.
 type Limits struct {
 	// MaxFileSize is the largest file read, in bytes.
-	MaxFileSize int64
+	MaxFileSize int64 `json:"maxFileSize,omitempty"`
 	// MaxTotalSize bounds the bytes read by one render.
-	MaxTotalSize int64
+	MaxTotalSize int64 `json:"maxTotalSize,omitempty"`
 	// MaxFiles bounds the files read by one render.
-	MaxFiles int
+	MaxFiles int `json:"maxFiles,omitempty"`
+	// MaxMemory bounds the render process's address space, in bytes.
+	MaxMemory int64 `json:"maxMemory,omitempty"`
+	// MaxCPU bounds the render's CPU time.
+	MaxCPU time.Duration `json:"maxCPU,omitempty"`
+	// MaxTime bounds the render's wall time.
+	MaxTime time.Duration `json:"maxTime,omitempty"`
+	// MaxOutput bounds the rendered objects' size, in bytes, all together.
+	MaxOutput int64 `json:"maxOutput,omitempty"`
+	// MaxObjectSize bounds one rendered object, in bytes of JSON; the
+	// apiserver stores nothing larger than about 1.5 MB.
+	MaxObjectSize int `json:"maxObjectSize,omitempty"`
 }
 
-// DefaultLimits are generous for real repositories and small enough that a
-// hostile one cannot exhaust the agent's memory.
+// DefaultLimits are generous for real repositories (the largest public
+// charts render in well under a tenth of them) and small enough that a
+// hostile one cannot exhaust the agent.
 func DefaultLimits() Limits {
-	return Limits{MaxFileSize: 8 << 20, MaxTotalSize: 256 << 20, MaxFiles: 20000}
+	return Limits{
+		MaxFileSize: 8 << 20, MaxTotalSize: 256 << 20, MaxFiles: 20000,
+		MaxMemory: 1 << 30, MaxCPU: time.Minute, MaxTime: 2 * time.Minute,
+		MaxOutput: 256 << 20, MaxObjectSize: 1536 << 10,
+	}
+}
+
+// withDefaults fills the zero fields of l from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxFileSize == 0 {
+		l.MaxFileSize = d.MaxFileSize
+	}
+	if l.MaxTotalSize == 0 {
+		l.MaxTotalSize = d.MaxTotalSize
+	}
+	if l.MaxFiles == 0 {
+		l.MaxFiles = d.MaxFiles
+	}
+	if l.MaxMemory == 0 {
+		l.MaxMemory = d.MaxMemory
+	}
+	if l.MaxCPU == 0 {
+		l.MaxCPU = d.MaxCPU
+	}
+	if l.MaxTime == 0 {
+		l.MaxTime = d.MaxTime
+	}
+	if l.MaxOutput == 0 {
+		l.MaxOutput = d.MaxOutput
+	}
+	if l.MaxObjectSize == 0 {
+		l.MaxObjectSize = d.MaxObjectSize
+	}
+	return l
 }
 
 // sandbox reads files below one root directory and nowhere else.

@@ -1,0 +1,116 @@
+package render
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// aliasBomb is a kustomization of a few hundred bytes whose aliases expand
+// to billions of nodes.
+func aliasBomb() string {
+	var b strings.Builder
+	b.WriteString("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [cm.yaml]\ncommonAnnotations:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i < 9; i++ {
+		fmt.Fprintf(&b, "  a%d: &a%d [*a%[3]d, *a%[3]d, *a%[3]d, *a%[3]d, *a%[3]d, *a%[3]d, *a%[3]d, *a%[3]d, *a%[3]d, *a%[3]d]\n", i, i, i-1)
+	}
+	return b.String()
+}
+
+func writeRepo(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+const chartYAML = "apiVersion: v2\nname: bomb\nversion: 0.1.0\n"
+
+func TestRender_BombsFailWithinTheirLimits(t *testing.T) {
+	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n"
+	for name, tc := range map[string]struct {
+		files map[string]string
+		path  string
+	}{
+		"yaml alias bomb in a kustomization": {map[string]string{"k/kustomization.yaml": aliasBomb(), "k/cm.yaml": cm}, "k"},
+		"yaml alias bomb in a manifest":      {map[string]string{"m/cm.yaml": strings.Replace(aliasBomb(), "resources: [cm.yaml]\n", "", 1)}, "m"},
+		"helm repeat":                        {map[string]string{"c/Chart.yaml": chartYAML, "c/templates/cm.yaml": cm + "data:\n  a: {{ repeat 2000000000 \"x\" }}\n"}, "c"},
+		"helm nested repeat": {map[string]string{"c/Chart.yaml": chartYAML, "c/templates/cm.yaml": cm +
+			"data:\n{{- $s := repeat 1000000 \"x\" }}\n{{- range $i := until 100000 }}\n  k{{ $i }}: {{ $s }}\n{{- end }}\n"}, "c"},
+		"helm endless loop": {map[string]string{"c/Chart.yaml": chartYAML, "c/templates/cm.yaml": cm +
+			"data:\n{{- range $i := until 2000000000 }}{{- end }}\n"}, "c"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			root := writeRepo(t, tc.files)
+			start := time.Now()
+			_, err := Render(context.Background(), Options{Root: root, Path: tc.path,
+				Limits: Limits{MaxMemory: 512 << 20, MaxCPU: 10 * time.Second, MaxTime: 20 * time.Second}})
+			if err == nil {
+				t.Fatal("the bomb rendered")
+			}
+			t.Logf("%s after %s", err, time.Since(start).Round(time.Millisecond))
+			if strings.HasPrefix(tc.path, "c") && !errors.Is(err, ErrLimitExceeded) {
+				t.Errorf("error %q does not wrap ErrLimitExceeded", err)
+			}
+			if !strings.Contains(err.Error(), tc.path) {
+				t.Errorf("error %q does not name %s", err, tc.path)
+			}
+		})
+	}
+}
+
+func TestRender_ObjectTooLargeForTheAPIServerIsAnError(t *testing.T) {
+	big := strings.Repeat("x", 2<<20)
+	root := writeRepo(t, map[string]string{"big/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: huge\ndata:\n  a: " + big + "\n"})
+	_, err := Render(context.Background(), Options{Root: root, Path: "big"})
+	if err == nil || !strings.Contains(err.Error(), "ConfigMap/huge") || !strings.Contains(err.Error(), "over the 1572864 byte limit") {
+		t.Fatalf("error = %v, want one naming ConfigMap/huge and the limit", err)
+	}
+}
+
+func TestRender_OutputOverTheLimitIsRefused(t *testing.T) {
+	var b strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c%d\ndata:\n  a: %s\n", i, strings.Repeat("y", 10000))
+	}
+	root := writeRepo(t, map[string]string{"many/cms.yaml": b.String()})
+	_, err := Render(context.Background(), Options{Root: root, Path: "many", Limits: Limits{MaxOutput: 1 << 20}})
+	if !errors.Is(err, ErrLimitExceeded) {
+		t.Fatalf("error = %v, want ErrLimitExceeded", err)
+	}
+}
+
+// BenchmarkRender compares a render in a worker process with the same
+// render in this process: the worker's cost is paid once per new revision
+// (renders are cached by revision, path and options).
+func BenchmarkRender(b *testing.B) {
+	for _, path := range []string{"plain", "charts/web"} {
+		b.Run("isolated/"+path, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Render(context.Background(), Options{Root: repo, Path: path}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("in-process/"+path, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := renderInProcess(context.Background(), Options{Root: repo, Path: path}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
