@@ -31,6 +31,9 @@ const (
 	ReasonRolledBack         = "RolledBack"
 	ReasonSyncStarted        = "SyncStarted"
 	ReasonAction             = "Action"
+	// ReasonPolicyViolation: the Application, or an object it renders,
+	// breaks its Tenant's rules, or no Tenant governs it where one must.
+	ReasonPolicyViolation = "PolicyViolation"
 )
 
 // Reasons of a SealedSecret's Ready condition.

@@ -50,6 +50,11 @@ type AgentOptions struct {
 	SystemNamespace   string
 	KeyRotation       time.Duration
 	KeyBits           int
+	// Tenancy
+	RequireTenant         bool
+	DefaultServiceAccount string
+	SourceHosts           []string
+	WatchSelector         string
 
 	keys *seal.Store
 }
@@ -86,6 +91,10 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.StringVar(&o.SystemNamespace, "system-namespace", ns, "the agent's namespace: sealing keys and the published certificate live here (default $POD_NAMESPACE or converge-system)")
 	f.DurationVar(&o.KeyRotation, "key-rotation-period", seal.DefaultRotation, "make a new sealing key when the newest is this old; 0 never rotates")
 	f.IntVar(&o.KeyBits, "key-bits", seal.KeyBits, "size of new sealing keys (tests use less)")
+	f.BoolVar(&o.RequireTenant, "require-tenant", false, "multi-tenant mode: refuse every Application that no Tenant governs, so nothing is applied with the agent's own rights")
+	f.StringVar(&o.DefaultServiceAccount, "default-service-account", "", "ServiceAccount (in each Application's namespace) impersonated for apps that name none and that no Tenant governs")
+	f.StringSliceVar(&o.SourceHosts, "source-hosts", nil, "the only hosts repositories may be fetched from (host, host:port or *.domain); empty allows any")
+	f.StringVar(&o.WatchSelector, "watch-label-selector", "", "reconcile only the Applications matching this label selector (sharding by hand)")
 	_ = f.MarkHidden("allow-file-repos")
 	_ = f.MarkHidden("key-bits")
 	return cmd
@@ -120,6 +129,12 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 		secret = []byte(strings.TrimSpace(string(data)))
 	}
 
+	apps := labels.Everything()
+	if o.WatchSelector != "" {
+		if apps, err = labels.Parse(o.WatchSelector); err != nil {
+			return fmt.Errorf("--watch-label-selector: %w", err)
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
@@ -131,8 +146,9 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 			// drift, Applications for work.
 			DefaultLabelSelector: labels.NewSelector().Add(*owned),
 			ByObject: map[client.Object]cache.ByObject{
-				&v1alpha1.Application{}:  {Label: labels.Everything()},
+				&v1alpha1.Application{}:  {Label: apps},
 				&v1alpha1.SealedSecret{}: {Label: labels.Everything()},
+				&v1alpha1.Tenant{}:       {Label: labels.Everything()},
 			},
 		},
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
@@ -149,6 +165,7 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 		return err
 	}
 	sources.AllowFileURLs = o.AllowFileRepos
+	sources.AllowedHosts = o.SourceHosts
 	rec := &controller.ApplicationReconciler{
 		Client:      mgr.GetClient(),
 		Secrets:     mgr.GetAPIReader(),
@@ -157,6 +174,7 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 		Sources:     sources,
 		Recorder:    mgr.GetEventRecorderFor("converge-agent"),
 		Concurrency: o.Concurrency,
+		Tenancy:     controller.TenancyOptions{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount},
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return err

@@ -45,6 +45,9 @@ type ApplicationReconciler struct {
 	Recorder record.EventRecorder
 	// Concurrency is how many Applications reconcile at once (default 8).
 	Concurrency int
+	// Tenancy are the agent-wide rules: whether a Tenant must govern
+	// every app, and the account apps without one run as.
+	Tenancy TenancyOptions
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
@@ -94,6 +97,7 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Status updates do not trigger reconciles; spec, annotation
 		// (converge.dev/requested-at) and deletion changes do.
 		For(&v1alpha1.Application{}, builder.WithPredicates(specOrRequestChanged())).
+		Watches(&v1alpha1.Tenant{}, r.appsOfTenant()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Concurrency}).
 		Build(r)
 	if err != nil {
@@ -175,9 +179,23 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 	}
 	run := &syncRun{start: r.now(), trigger: trigger}
+	// What governs the app: its Tenant's rules and the account everything
+	// below runs as, its Secrets' reads included.
+	ten, err := r.tenancy(ctx, app)
+	if err != nil {
+		return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
+	}
+	eng, err := r.engineFor(app, ten.serviceAccount)
+	if err != nil {
+		return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
+	}
+	secrets := r.Secrets
+	if ten.serviceAccount != "" {
+		secrets = eng.Client()
+	}
 	// The source, its credentials and trusted keys: read once, used by the
 	// rollback, the fetch and the pin check alike.
-	src, err := SourceRequest(ctx, r.Secrets, app)
+	src, err := SourceRequest(ctx, secrets, app)
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
 	}
@@ -200,7 +218,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		gitFetches.WithLabelValues("failed").Inc()
 		var verr *source.VerificationError
 		if errors.As(err, &verr) {
-			return r.refused(ctx, app, run, verr, interval)
+			return r.refused(ctx, app, run, v1alpha1.ReasonVerificationFailed, verr, interval)
 		}
 		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
 	}
@@ -226,6 +244,8 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		DefaultNamespace: Destination(app),
 		Prune:            automated != nil && automated.Prune,
 		Revision:         artifact.Revision,
+		Policy:           ten.policy,
+		Adopt:            ten.adopt,
 	}
 	if !apply {
 		plan.Prune = true // report what pruning would delete
@@ -245,10 +265,6 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// applied. A no-op resync is not one.
 	run.record = force || newRevision
 	var cs *engine.ChangeSet
-	eng, err := r.engineFor(app)
-	if err != nil {
-		return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
-	}
 	p, err := eng.Plan(ctx, objs, plan)
 	if err == nil {
 		cs = &p.ChangeSet
@@ -261,6 +277,9 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if apply {
 			cs, err = eng.Apply(ctx, p, engine.SyncOptions{PlanOptions: plan, Timeout: durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)})
 		}
+	}
+	if errors.Is(err, engine.ErrPolicy) {
+		return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
 	}
 	if err != nil {
 		reason := v1alpha1.ReasonApplyFailed
@@ -421,7 +440,16 @@ func (r *ApplicationReconciler) finalize(ctx context.Context, app *v1alpha1.Appl
 		return nil
 	}
 	if app.Spec.DeletionPolicy != v1alpha1.DeletionPolicyOrphan {
-		eng, err := r.engineFor(app)
+		ten, err := r.tenancy(ctx, app)
+		if err != nil {
+			// Pruning with the agent's own rights is what tenancy rules
+			// out: leave the objects, say so, and let the app go.
+			r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonPruneFailed, "objects left in place: "+err.Error())
+			patch := client.MergeFrom(app.DeepCopy())
+			controllerutil.RemoveFinalizer(app, v1alpha1.ApplicationFinalizer)
+			return r.Client.Patch(ctx, app, patch)
+		}
+		eng, err := r.engineFor(app, ten.serviceAccount)
 		if err != nil {
 			return err
 		}
@@ -460,15 +488,15 @@ func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
 	return d.Duration
 }
 
-// engineFor returns the engine that acts for app: the agent's own, or one
-// impersonating the app's ServiceAccount (made once per account).
-func (r *ApplicationReconciler) engineFor(app *v1alpha1.Application) (*engine.Manager, error) {
-	sa := app.Spec.ServiceAccountName
+// engineFor returns the engine that acts for app: the agent's own when sa
+// is empty, or one impersonating ServiceAccount sa in app's namespace
+// (made once per account).
+func (r *ApplicationReconciler) engineFor(app *v1alpha1.Application, sa string) (*engine.Manager, error) {
 	if sa == "" {
 		return r.Engine, nil
 	}
 	if r.Config == nil {
-		return nil, fmt.Errorf("spec.serviceAccountName %s: this agent cannot impersonate (no configuration)", sa)
+		return nil, fmt.Errorf("ServiceAccount %s: this agent cannot impersonate (no configuration)", sa)
 	}
 	key := types.NamespacedName{Namespace: app.Namespace, Name: sa}
 	r.mu.Lock()

@@ -59,23 +59,25 @@ func (r *ApplicationReconciler) appendHistory(ctx context.Context, app *v1alpha1
 	}
 }
 
-// refused handles a revision whose signature is missing or untrusted:
-// nothing is rendered or applied, the previous state keeps running, and the
-// app is Stalled until a trusted revision arrives (retrying cannot help).
-func (r *ApplicationReconciler) refused(ctx context.Context, app *v1alpha1.Application, run *syncRun, verr *source.VerificationError, interval time.Duration) (ctrl.Result, error) {
+// refused handles what retrying cannot mend: a revision whose signature is
+// missing or untrusted, or an app its Tenant's rules refuse. Nothing is
+// rendered or applied, the previous state keeps running, and the app is
+// Stalled, with reason and message, until its spec, its Tenant or its
+// revision changes.
+func (r *ApplicationReconciler) refused(ctx context.Context, app *v1alpha1.Application, run *syncRun, reason string, err error, interval time.Duration) (ctrl.Result, error) {
 	syncTotal.WithLabelValues("failed").Inc()
-	r.appendHistory(ctx, app, run, verr)
-	msg := verr.Error()
+	r.appendHistory(ctx, app, run, err)
+	msg := err.Error()
 	if app.Status.LastError != msg {
-		r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonVerificationFailed, msg)
+		r.Recorder.Event(app, corev1.EventTypeWarning, reason, msg)
 	}
 	app.Status.LastError = msg
 	app.Status.ObservedGeneration = app.Generation
 	if app.Status.Sync.Status == "" {
 		app.Status.Sync.Status = v1alpha1.SyncStatusUnknown
 	}
-	setReady(app, metav1.ConditionFalse, v1alpha1.ReasonVerificationFailed, msg)
-	setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonVerificationFailed, msg)
+	setReady(app, metav1.ConditionFalse, reason, msg)
+	setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, reason, msg)
 	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	return ctrl.Result{RequeueAfter: interval}, nil
 }

@@ -53,7 +53,7 @@ type desired struct {
 // against the cluster (or a CRD in the set), defaults the namespace of
 // namespaced objects, clears it on cluster-scoped ones, folds Secret
 // stringData into data, stamps ownership, and hashes the result.
-func (m *Manager) prepare(app App, defaultNamespace string, objs []render.Object) ([]*desired, error) {
+func (m *Manager) prepare(app App, defaultNamespace string, policy *Policy, objs []render.Object) ([]*desired, error) {
 	crds := crdKinds(objs)
 	out := make([]*desired, 0, len(objs))
 	seen := make(map[render.Key]string, len(objs))
@@ -82,6 +82,9 @@ func (m *Manager) prepare(app App, defaultNamespace string, objs []render.Object
 		}
 		if !d.namespaced {
 			u.SetNamespace("")
+		}
+		if err := policy.admit(u, o.Source, d.namespaced); err != nil {
+			return nil, err
 		}
 		if err := foldStringData(u); err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", o.Source, render.Ref(u), err)

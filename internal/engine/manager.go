@@ -24,6 +24,9 @@ const (
 	// AnnotationForce set to "true" lets a sync delete and recreate an
 	// object whose change touches an immutable field.
 	AnnotationForce = "converge.dev/force"
+	// AnnotationAdopt set to "true" on a manifest lets a sync take over an
+	// existing object that no app owns, where policy would refuse it.
+	AnnotationAdopt = "converge.dev/adopt"
 	// FieldManager is the server-side apply field manager.
 	FieldManager = "converge.dev"
 )

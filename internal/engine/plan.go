@@ -34,7 +34,28 @@ type PlanOptions struct {
 	Revision string
 	// Progress, if set, receives messages for people.
 	Progress func(string)
+	// Adopt says when an existing object that no app owns may be taken
+	// over. An object owned by another app is never taken.
+	Adopt AdoptPolicy
+	// Policy, when set, admits or refuses each desired object before
+	// anything is asked of the cluster (see Policy).
+	Policy *Policy
 }
+
+// AdoptPolicy says when a sync may take over an existing object that
+// carries no app's ownership.
+type AdoptPolicy string
+
+const (
+	// AdoptAlways takes such objects over: migrations from kubectl, Helm,
+	// Argo CD or Flux just work. The default for a single team.
+	AdoptAlways AdoptPolicy = ""
+	// AdoptAnnotated takes over only objects whose manifest is annotated
+	// converge.dev/adopt: "true". The default under a tenant policy.
+	AdoptAnnotated AdoptPolicy = "Annotated"
+	// AdoptNever refuses every existing object.
+	AdoptNever AdoptPolicy = "Never"
+)
 
 // Plan is what a sync would do. Its ChangeSet is the diff; Manager.Apply
 // carries it out.
@@ -90,7 +111,7 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 	if len(objs) == 0 && opts.Prune && !opts.AllowEmpty {
 		return nil, ErrEmptyRender
 	}
-	objects, err := m.prepare(opts.App, opts.DefaultNamespace, objs)
+	objects, err := m.prepare(opts.App, opts.DefaultNamespace, opts.Policy, objs)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +174,7 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 // dryRunAll dry-runs objs concurrently and classifies each. Every failure
 // is collected, so one run reports all invalid objects.
 func (m *Manager) dryRunAll(ctx context.Context, p *Plan, objs []*desired) error {
-	failures := m.forEach(ctx, objs, m.dryRun)
+	failures := m.forEach(ctx, objs, func(ctx context.Context, d *desired) error { return m.dryRun(ctx, d, p.opts) })
 	p.dryRuns += len(objs)
 	if err := ctx.Err(); err != nil {
 		return err
@@ -164,9 +185,35 @@ func (m *Manager) dryRunAll(ctx context.Context, p *Plan, objs []*desired) error
 	return nil
 }
 
+// mayAdopt decides whether the existing object live, not found among the
+// app's own, may become d's: never when another app owns it, and for an
+// object nobody owns, as opts.Adopt says.
+func mayAdopt(live *unstructured.Unstructured, d *desired, opts PlanOptions) error {
+	owner := live.GetAnnotations()[AnnotationOwner]
+	if owner == "" && live.GetLabels()[LabelApp] != "" {
+		owner = live.GetLabels()[LabelApp]
+	}
+	if owner != "" && owner != opts.App.String() {
+		return fmt.Errorf("%s (%s): %w: it belongs to app %s; an object is synced by one app only", render.Ref(d.obj), d.source, ErrNotOwned, owner)
+	}
+	switch opts.Adopt {
+	case AdoptAlways:
+		return nil
+	case AdoptAnnotated:
+		if d.obj.GetAnnotations()[AnnotationAdopt] == "true" {
+			return nil
+		}
+		return fmt.Errorf("%s (%s): %w: it exists and no app owns it; annotate the manifest %s: \"true\" to take it over", render.Ref(d.obj), d.source, ErrNotOwned, AnnotationAdopt)
+	}
+	return fmt.Errorf("%s (%s): %w: it exists and no app owns it; adoption is off", render.Ref(d.obj), d.source, ErrNotOwned)
+}
+
+// ErrNotOwned is wrapped by refusals to take over an existing object.
+var ErrNotOwned = errors.New("refusing to take over an object")
+
 // dryRun asks the server what applying d would produce and sets d's action
 // and diff from the answer.
-func (m *Manager) dryRun(ctx context.Context, d *desired) error {
+func (m *Manager) dryRun(ctx context.Context, d *desired, opts PlanOptions) error {
 	result := d.obj.DeepCopy()
 	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result),
 		client.FieldOwner(m.opts.FieldManager), client.ForceOwnership, client.DryRunAll)
@@ -178,17 +225,21 @@ func (m *Manager) dryRun(ctx context.Context, d *desired) error {
 				return err
 			}
 			return fmt.Errorf("%s (%s): %s; annotate it %s: \"true\" to let converge delete and recreate it",
-				render.Ref(d.obj), d.source, apiMessage(err), AnnotationForce)
+				render.Ref(d.obj), d.source, scrubSecret(apiMessage(err), d.obj), AnnotationForce)
 		}
-		return fmt.Errorf("%s (%s): %s", render.Ref(d.obj), d.source, apiMessage(err))
+		return fmt.Errorf("%s (%s): %s", render.Ref(d.obj), d.source, scrubSecret(apiMessage(err), d.obj))
 	}
 	d.dryRun = result
 	if d.live == nil && result.GetResourceVersion() != "" {
-		// The object exists but is not labelled as ours yet: adopt it.
+		// The object exists but is not labelled as ours: adopt it, if
+		// nobody else owns it and the policy allows.
 		live := &unstructured.Unstructured{}
 		live.SetGroupVersionKind(d.gvk)
 		if err := m.client.Get(ctx, client.ObjectKeyFromObject(d.obj), live); err != nil {
 			return fmt.Errorf("%s: reading live object: %w", render.Ref(d.obj), err)
+		}
+		if err := mayAdopt(live, d, opts); err != nil {
+			return err
 		}
 		d.live = live
 	}

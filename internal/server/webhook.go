@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/source"
 )
 
 // Webhook receives push events from GitHub, GitLab and Gitea at
@@ -209,25 +209,6 @@ func follows(app *v1alpha1.Application, p *push) bool {
 	return false // a pinned commit never moves
 }
 
-// NormalizeRepoURL reduces a repository URL to host/path, so that the
-// https, ssh and scp-like forms of one repository compare equal.
-func NormalizeRepoURL(raw string) string {
-	s := strings.TrimSpace(raw)
-	if !strings.Contains(s, "://") {
-		if at := strings.Index(s, "@"); at >= 0 {
-			if host, path, ok := strings.Cut(s[at+1:], ":"); ok {
-				s = "ssh://" + host + "/" + path
-			}
-		}
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(raw, "/"), ".git"))
-	}
-	host := strings.ToLower(u.Hostname())
-	if port := u.Port(); port != "" && port != "22" && port != "443" && port != "80" {
-		host += ":" + port
-	}
-	path := strings.TrimSuffix(strings.TrimSuffix(u.Path, "/"), ".git")
-	return host + path
-}
+// NormalizeRepoURL reduces a repository URL to host/path (see
+// source.NormalizeURL).
+func NormalizeRepoURL(raw string) string { return source.NormalizeURL(raw) }

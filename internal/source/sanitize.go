@@ -1,7 +1,7 @@
 package source
 
 import (
-	"net/url"
+	neturl "net/url"
 	"regexp"
 	"strings"
 )
@@ -10,7 +10,7 @@ var urlUserinfo = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@`)
 
 // RedactURL removes the user and password from a URL.
 func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
+	u, err := neturl.Parse(raw)
 	if err != nil || u.User == nil {
 		return urlUserinfo.ReplaceAllString(raw, "$1")
 	}
@@ -28,4 +28,27 @@ func sanitize(msg string, secrets ...string) string {
 		}
 	}
 	return msg
+}
+
+// NormalizeURL reduces a repository URL to host/path, so that the
+// https, ssh and scp-like forms of one repository compare equal.
+func NormalizeURL(raw string) string {
+	s := strings.TrimSpace(raw)
+	if !strings.Contains(s, "://") {
+		if at := strings.Index(s, "@"); at >= 0 {
+			if host, path, ok := strings.Cut(s[at+1:], ":"); ok {
+				s = "ssh://" + host + "/" + path
+			}
+		}
+	}
+	u, err := neturl.Parse(s)
+	if err != nil {
+		return strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(raw, "/"), ".git"))
+	}
+	host := strings.ToLower(u.Hostname())
+	if port := u.Port(); port != "" && port != "22" && port != "443" && port != "80" {
+		host += ":" + port
+	}
+	path := strings.TrimSuffix(strings.TrimSuffix(u.Path, "/"), ".git")
+	return host + path
 }

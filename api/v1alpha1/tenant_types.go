@@ -1,0 +1,97 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Tenant bounds what the Applications in a set of namespaces may do: which
+// repositories they may use, where their objects may go, which kinds they
+// may apply, and the ServiceAccount every one of them runs as. Tenants are
+// cluster-scoped: a team that may create Applications in its namespaces
+// cannot edit the Tenant that bounds them.
+//
+// An Application governed by a Tenant that breaks one of its rules is
+// refused (Ready=False, Stalled=True, reason PolicyViolation) and nothing
+// of it is applied.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,categories=converge
+// +kubebuilder:printcolumn:name="Namespaces",type=string,JSONPath=`.spec.namespaces`
+// +kubebuilder:printcolumn:name="ServiceAccount",type=string,JSONPath=`.spec.serviceAccountName`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Tenant struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec TenantSpec `json:"spec"`
+}
+
+// TenantList is a list of Tenants.
+//
+// +kubebuilder:object:root=true
+type TenantList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Tenant `json:"items"`
+}
+
+// TenantSpec is a tenant's policy.
+type TenantSpec struct {
+	// Namespaces whose Applications this Tenant governs: names, or glob
+	// patterns ("team-a-*"). A namespace governed by two Tenants is an
+	// error for its Applications.
+	// +kubebuilder:validation:MinItems=1
+	Namespaces []string `json:"namespaces"`
+
+	// ServiceAccountName is the ServiceAccount, in each Application's own
+	// namespace, that the agent impersonates to read the app's Secrets and
+	// to plan, apply and prune its objects. An Application naming another
+	// account is refused.
+	// +kubebuilder:validation:MinLength=1
+	ServiceAccountName string `json:"serviceAccountName"`
+
+	// SourceRepos are the repositories the tenant's Applications may use,
+	// as host/path patterns over the normalized URL (scheme, user, ".git"
+	// and default ports dropped): "git.example.com/team-a/*" allows every
+	// repository under team-a on any scheme. Empty allows none.
+	// +optional
+	SourceRepos []string `json:"sourceRepos,omitempty"`
+
+	// DestinationNamespaces are the namespaces the tenant's objects may go
+	// to: names or glob patterns. Default: the Tenant's Namespaces.
+	// +optional
+	DestinationNamespaces []string `json:"destinationNamespaces,omitempty"`
+
+	// ClusterResources are the cluster-scoped kinds the tenant may apply
+	// ("*" matches any group or kind). Default: none. A Namespace allowed
+	// here must still match DestinationNamespaces.
+	// +optional
+	ClusterResources []GroupKind `json:"clusterResources,omitempty"`
+
+	// DeniedResources are kinds the tenant may never apply, in any
+	// namespace.
+	// +optional
+	DeniedResources []GroupKind `json:"deniedResources,omitempty"`
+
+	// Adopt says when a sync may take over an existing object that no app
+	// owns: Never, Annotated (only a manifest annotated
+	// converge.dev/adopt: "true"; the default) or Always. An object owned
+	// by another app is never taken.
+	// +kubebuilder:validation:Enum=Never;Annotated;Always
+	// +kubebuilder:default=Annotated
+	// +optional
+	Adopt string `json:"adopt,omitempty"`
+}
+
+// GroupKind names a kind; "*" matches any group or any kind.
+type GroupKind struct {
+	// Group is the API group, "" for the core group.
+	// +optional
+	Group string `json:"group"`
+	// +kubebuilder:validation:MinLength=1
+	Kind string `json:"kind"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Tenant{}, &TenantList{})
+}

@@ -1,0 +1,61 @@
+package controller
+
+import (
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
+)
+
+func TestResolveTenancy(t *testing.T) {
+	teamA := v1alpha1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}, Spec: v1alpha1.TenantSpec{
+		Namespaces: []string{"team-a", "team-a-*"}, ServiceAccountName: "deployer",
+		SourceRepos: []string{"git.example.com/team-a/**", "github.com/org/shared"},
+	}}
+	overlap := v1alpha1.Tenant{ObjectMeta: metav1.ObjectMeta{Name: "overlap"}, Spec: v1alpha1.TenantSpec{Namespaces: []string{"team-a-dev"}, ServiceAccountName: "x"}}
+	app := func(ns, repo, sa string) *v1alpha1.Application {
+		return &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: ns}, Spec: v1alpha1.ApplicationSpec{
+			Source: v1alpha1.ApplicationSource{RepoURL: repo}, ServiceAccountName: sa}}
+	}
+	for name, tc := range map[string]struct {
+		app     *v1alpha1.Application
+		tenants []v1alpha1.Tenant
+		opts    TenancyOptions
+		wantSA  string
+		wantErr string
+		policy  bool
+	}{
+		"no tenant, single-tenant mode: the agent's rights": {app: app("other", "https://x/y", ""), tenants: []v1alpha1.Tenant{teamA}},
+		"no tenant, the app's own account":                  {app: app("other", "https://x/y", "mine"), wantSA: "mine"},
+		"no tenant, the default account":                    {app: app("other", "https://x/y", ""), opts: TenancyOptions{DefaultServiceAccount: "fallback"}, wantSA: "fallback"},
+		"no tenant, multi-tenant mode":                      {app: app("other", "https://x/y", ""), opts: TenancyOptions{RequireTenant: true}, wantErr: "no Tenant governs namespace other"},
+		"tenant: its account and policy":                    {app: app("team-a", "https://git.example.com/team-a/deep/repo.git", ""), tenants: []v1alpha1.Tenant{teamA}, wantSA: "deployer", policy: true},
+		"tenant by pattern, scp-like URL":                   {app: app("team-a-dev", "git@github.com:org/shared.git", ""), tenants: []v1alpha1.Tenant{teamA}, wantSA: "deployer", policy: true},
+		"tenant: another account is refused":                {app: app("team-a", "https://git.example.com/team-a/r", "cluster-admin"), tenants: []v1alpha1.Tenant{teamA}, wantErr: "runs its apps as deployer only"},
+		"tenant: another repository is refused":             {app: app("team-a", "https://git.example.com/team-b/private", ""), tenants: []v1alpha1.Tenant{teamA}, wantErr: "allows repositories"},
+		"tenant: a look-alike host is refused":              {app: app("team-a", "https://git.example.com.evil.io/team-a/r", ""), tenants: []v1alpha1.Tenant{teamA}, wantErr: "allows repositories"},
+		"two tenants":                                       {app: app("team-a-dev", "https://git.example.com/team-a/r", ""), tenants: []v1alpha1.Tenant{teamA, overlap}, wantErr: "more than one Tenant (overlap, team-a)"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := resolveTenancy(tc.app, tc.tenants, tc.opts)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.serviceAccount != tc.wantSA || (got.policy != nil) != tc.policy {
+				t.Errorf("got account %q, policy %v; want %q, %v", got.serviceAccount, got.policy, tc.wantSA, tc.policy)
+			}
+			if tc.policy && (got.adopt != engine.AdoptAnnotated || strings.Join(got.policy.Namespaces, ",") != "team-a,team-a-*") {
+				t.Errorf("policy = %+v, adopt %q", got.policy, got.adopt)
+			}
+		})
+	}
+}

@@ -1,0 +1,98 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/internal/testutil/kubetest"
+)
+
+func TestSync_NeverTakesAnotherAppsObject(t *testing.T) {
+	ctx := context.Background()
+	ns := kubetest.Namespace(t, env.Client)
+	m := newManager(t)
+	cm := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared}\ndata: {owner: %s}"
+	first := SyncOptions{PlanOptions: PlanOptions{App: App{Name: "first", Namespace: ns}, DefaultNamespace: ns, Prune: true}}
+	if _, err := m.Sync(ctx, objects(t, strings.ReplaceAll(cm, "%s", "first")), first); err != nil {
+		t.Fatal(err)
+	}
+	second := SyncOptions{PlanOptions: PlanOptions{App: App{Name: "second", Namespace: ns}, DefaultNamespace: ns, Prune: true}}
+	_, err := m.Sync(ctx, objects(t, strings.ReplaceAll(cm, "%s", "second")), second)
+	if err == nil || !strings.Contains(err.Error(), "ConfigMap/"+ns+"/shared") || !strings.Contains(err.Error(), "belongs to app "+ns+"/first") {
+		t.Fatalf("error = %v, want a refusal naming the object and its owner", err)
+	}
+	var live corev1.ConfigMap
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shared"}, &live); err != nil {
+		t.Fatal(err)
+	}
+	if live.Data["owner"] != "first" || live.Labels[LabelApp] != "first" {
+		t.Errorf("the object changed hands: %v %v", live.Data, live.Labels)
+	}
+}
+
+func TestSync_AdoptsUnownedObjectsOnlyAsThePolicySays(t *testing.T) {
+	ctx := context.Background()
+	ns := kubetest.Namespace(t, env.Client)
+	m := newManager(t)
+	for _, name := range []string{"plain", "annotated"} {
+		if err := env.Client.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: map[string]string{"by": "kubectl"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := SyncOptions{PlanOptions: PlanOptions{App: App{Name: "tenant", Namespace: ns}, DefaultNamespace: ns, Adopt: AdoptAnnotated}}
+	_, err := m.Sync(ctx, objects(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\ndata: {by: converge}"), opts)
+	if !strings.Contains(errString(err), "annotate the manifest converge.dev/adopt") {
+		t.Fatalf("error = %v, want a refusal to adopt", err)
+	}
+	if _, err := m.Sync(ctx, objects(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: annotated, annotations: {converge.dev/adopt: \"true\"}}\ndata: {by: converge}"), opts); err != nil {
+		t.Fatalf("an annotated manifest: %v", err)
+	}
+	var live corev1.ConfigMap
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "plain"}, &live); err != nil || live.Data["by"] != "kubectl" {
+		t.Errorf("the refused object changed: %v %v", live.Data, err)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "annotated"}, &live); err != nil || live.Data["by"] != "converge" {
+		t.Errorf("the annotated object was not adopted: %v %v", live.Data, err)
+	}
+	opts.Adopt = AdoptAlways
+	if _, err := m.Sync(ctx, objects(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: plain}\ndata: {by: converge}"), opts); err != nil {
+		t.Fatalf("single-tenant adoption: %v", err)
+	}
+}
+
+func TestPlan_PolicyRefusesBeforeAskingTheCluster(t *testing.T) {
+	ns := kubetest.Namespace(t, env.Client)
+	m := newManager(t)
+	policy := &Policy{Name: "Tenant a", Namespaces: []string{ns}, ClusterKinds: []GroupKind{{Group: "", Kind: "Namespace"}},
+		DeniedKinds: []GroupKind{{Group: "rbac.authorization.k8s.io", Kind: "*"}}}
+	for name, tc := range map[string]struct{ doc, want string }{
+		"another namespace":       {"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: kube-system}", "ConfigMap/kube-system/x (test.yaml#1): refused by policy: Tenant a allows namespaces " + ns + " only"},
+		"a cluster-scoped kind":   {"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: x}", "denies kind ClusterRole.rbac.authorization.k8s.io"},
+		"not allowed cluster":     {"apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: x}\nprovisioner: x", "allows no cluster-scoped StorageClass.storage.k8s.io"},
+		"a denied kind":           {"apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: x}", "denies kind Role.rbac.authorization.k8s.io"},
+		"a namespace not its own": {"apiVersion: v1\nkind: Namespace\nmetadata: {name: default}", "Namespace/default (test.yaml#1): refused by policy"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := m.Plan(context.Background(), objects(t, tc.doc), PlanOptions{App: App{Name: "a", Namespace: ns}, DefaultNamespace: ns, Policy: policy})
+			if !errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error = %v, want ErrPolicy with %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := m.Plan(context.Background(), objects(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}"), PlanOptions{App: App{Name: "a", Namespace: ns}, DefaultNamespace: ns, Policy: policy}); err != nil {
+		t.Errorf("an allowed object: %v", err)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
