@@ -103,7 +103,10 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 	go func() {
 		code := cli.Execute(context.Background(), cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: logs},
 			[]string{"agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
-				"--webhook-bind-address", addr, "--webhook-secret-file", secretFile, "--cache-dir", filepath.Join(gitRoot, "cache"), "--verbose"})
+				"--webhook-bind-address", addr, "--webhook-secret-file", secretFile, "--cache-dir", filepath.Join(gitRoot, "cache"), "--verbose",
+				// Applications labelled for the multi-tenant agent of the
+				// tenancy tests are that agent's alone.
+				"--watch-label-selector", "!" + strictAgentLabel})
 		fmt.Fprintf(logs, "agent exited with %d\n", code)
 	}()
 	if err := kubetest.WaitFor(context.Background(), 30*time.Second, func(ctx context.Context) (bool, error) {

@@ -1,0 +1,354 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/cli"
+	"converge.dev/converge/internal/testutil/gitserver"
+	"converge.dev/converge/internal/testutil/kubetest"
+)
+
+// strictAgentLabel marks the Applications of the multi-tenant agent that
+// TestTenancy_MultiTenantAgentRefusesAppsNoTenantGoverns starts.
+const strictAgentLabel = "converge.dev/e2e-agent"
+
+// tenantEnv is tenant A: a namespace, a ServiceAccount that may write
+// ConfigMaps there and nothing else, and a Tenant bounding it to that
+// namespace and to the test's Git servers.
+type tenantEnv struct {
+	*agentEnv
+	ns, other string
+}
+
+func newTenant(t *testing.T) *tenantEnv {
+	t.Helper()
+	a := startAgent(t)
+	ctx := context.Background()
+	te := &tenantEnv{agentEnv: a, ns: kubetest.Namespace(t, cluster.Client), other: kubetest.Namespace(t, cluster.Client)}
+	tenant := &v1alpha1.Tenant{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-" + te.ns},
+		Spec: v1alpha1.TenantSpec{
+			Namespaces:         []string{te.ns},
+			ServiceAccountName: "deployer",
+			SourceRepos:        []string{"127.0.0.1:*/**"},
+		},
+	}
+	for _, obj := range []client.Object{
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: te.ns}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: te.ns},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"*"}}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "deployer", Namespace: te.ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "deployer"},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "deployer", Namespace: te.ns}}},
+		tenant,
+	} {
+		if err := a.client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), tenant) })
+	return te
+}
+
+// app creates an Application of tenant A for files committed to a fresh
+// repository on the agent's Git server.
+func (te *tenantEnv) app(t *testing.T, name string, files map[string]string, edit func(*v1alpha1.Application)) {
+	t.Helper()
+	repo, err := te.git.NewRepo(te.ns + "-" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(files); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", name); err != nil {
+		t.Fatal(err)
+	}
+	te.create(t, name, te.git.URL(repo.Name), edit)
+}
+
+func (te *tenantEnv) create(t *testing.T, name, url string, edit func(*v1alpha1.Application)) {
+	t.Helper()
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: te.ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:     v1alpha1.ApplicationSource{RepoURL: url, Path: "deploy"},
+			SyncPolicy: automated(true, true),
+		},
+	}
+	if edit != nil {
+		edit(app)
+	}
+	if err := te.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = te.client.Delete(context.Background(), app) })
+}
+
+// refusedWith waits until app is not Ready for reason, with a message
+// holding every one of want.
+func (te *tenantEnv) refusedWith(t *testing.T, name, reason string, want ...string) {
+	t.Helper()
+	te.waitApp(t, te.ns, name, 60*time.Second, name+": "+reason, func(app *v1alpha1.Application) bool {
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != reason {
+			return false
+		}
+		for _, w := range want {
+			if !strings.Contains(ready.Message, w) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// noWritesOutside fails when, since the mark, anything acting for the
+// tenant (its ServiceAccount) or for the agent wrote outside ns.
+func noWritesOutside(t *testing.T, audit *kubetest.AuditLog, namespaces ...string) {
+	t.Helper()
+	allowed := map[string]bool{}
+	for _, ns := range namespaces {
+		allowed[ns] = true
+	}
+	events, err := audit.Since(func(e kubetest.AuditEvent) bool {
+		return e.Write() && !e.DryRun() && e.UserAgent == "converge-agent" && e.ObjectRef != nil &&
+			e.ResponseStatus != nil && e.ResponseStatus.Code < 300 && !allowed[e.ObjectRef.Namespace]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		t.Errorf("the agent wrote outside the tenant: %s %s (as %s)", e.Verb, e.RequestURI, e.User.Username)
+	}
+}
+
+func TestTenancy_HostileTenantIsContained(t *testing.T) {
+	te := newTenant(t)
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
+	}
+	cm := func(name, ns string) string {
+		s := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: " + name + "\n"
+		if ns != "" {
+			s += "  namespace: " + ns + "\n"
+		}
+		return s + "data: {a: b}\n"
+	}
+
+	t.Run("a manifest for kube-system", func(t *testing.T) {
+		te.app(t, "kube-system", map[string]string{"deploy/cm.yaml": cm("escape", "kube-system")}, nil)
+		te.refusedWith(t, "kube-system", v1alpha1.ReasonPolicyViolation, "ConfigMap/kube-system/escape", "allows namespaces "+te.ns+" only")
+	})
+	t.Run("a cluster-scoped kind", func(t *testing.T) {
+		te.app(t, "cluster-role", map[string]string{"deploy/role.yaml": "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: " + te.ns + "-admin\nrules:\n- apiGroups: ['*']\n  resources: ['*']\n  verbs: ['*']\n"}, nil)
+		te.refusedWith(t, "cluster-role", v1alpha1.ReasonPolicyViolation, "ClusterRole/"+te.ns+"-admin", "allows no cluster-scoped ClusterRole")
+	})
+	t.Run("an account of its own choosing", func(t *testing.T) {
+		te.app(t, "as-admin", map[string]string{"deploy/cm.yaml": cm("x", "")}, func(a *v1alpha1.Application) { a.Spec.ServiceAccountName = "default" })
+		te.refusedWith(t, "as-admin", v1alpha1.ReasonPolicyViolation, "runs its apps as deployer only")
+	})
+	t.Run("an object of tenant B's app", func(t *testing.T) {
+		// B is trusted (no Tenant) and owns a ConfigMap in A's namespace.
+		if r := converge(t, "sync", writeTree(t, te.ns, map[string]string{"b.yaml": cm("b-owned", te.ns)}), "--app", "b", "-n", te.other); r.code != 0 {
+			t.Fatalf("B's sync: %s", r.output())
+		}
+		te.app(t, "takeover", map[string]string{"deploy/cm.yaml": strings.Replace(cm("b-owned", ""), "a: b", "a: taken", 1)}, nil)
+		te.refusedWith(t, "takeover", v1alpha1.ReasonValidationFailed, "ConfigMap/"+te.ns+"/b-owned", "belongs to app "+te.other+"/b")
+		if got := get(t, "v1", "ConfigMap", te.ns, "b-owned"); got == nil || got.GetLabels()["converge.dev/app"] != "b" {
+			t.Errorf("B's object changed hands: %v", got)
+		}
+	})
+	t.Run("Kustomize remote references", func(t *testing.T) {
+		var requests atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
+		defer srv.Close()
+		for name, k := range map[string]string{
+			"kust-files": "configMapGenerator:\n- name: stolen\n  files: [" + srv.URL + "/latest/meta-data]\n",
+			"kust-patch": "resources: [cm.yaml]\npatches:\n- path: " + srv.URL + "/patch.yaml\n",
+			"kust-git":   "resources: ['" + strings.TrimPrefix(srv.URL, "http://") + ":org/repo']\n",
+		} {
+			te.app(t, name, map[string]string{"deploy/kustomization.yaml": k, "deploy/cm.yaml": cm("x", "")}, nil)
+			te.refusedWith(t, name, v1alpha1.ReasonRenderFailed, "deploy/kustomization.yaml", "remote references are refused")
+		}
+		if n := requests.Load(); n != 0 {
+			t.Errorf("the tenant's URLs were fetched %d time(s)", n)
+		}
+	})
+	t.Run("a Helm repeat bomb; other apps keep syncing", func(t *testing.T) {
+		te.app(t, "bomb", map[string]string{
+			"deploy/Chart.yaml":          "apiVersion: v2\nname: bomb\nversion: 0.1.0\n",
+			"deploy/templates/cm.yaml":   cm("x", "") + "  big: {{ repeat 2000000000 \"x\" }}\n",
+			"deploy/templates/more.yaml": cm("y", ""),
+		}, nil)
+		te.app(t, "neighbour", map[string]string{"deploy/cm.yaml": cm("neighbour", "")}, nil)
+		te.refusedWith(t, "bomb", v1alpha1.ReasonRenderFailed, "limit exceeded")
+		te.waitApp(t, te.ns, "neighbour", 60*time.Second, "the neighbour syncs", func(app *v1alpha1.Application) bool {
+			return app.Status.Sync.Status == v1alpha1.SyncStatusSynced
+		})
+	})
+	t.Run("a symlink-and-file tree", func(t *testing.T) {
+		outside := t.TempDir()
+		repo, err := te.git.NewRepo(te.ns + "-symlink")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := repo.CommitRaw("main", "write through a link", []gitserver.RawEntry{
+			{Mode: "100644", Path: "deploy/cm.yaml", Content: cm("x", "")},
+			{Mode: "120000", Path: "deploy/evil", Content: outside},
+			{Mode: "100644", Path: "deploy/evil/pwned", Content: "pwned\n"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		te.create(t, "symlink", te.git.URL(repo.Name), nil)
+		te.refusedWith(t, "symlink", v1alpha1.ReasonFetchFailed)
+		if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+			t.Errorf("the checkout wrote outside its directory: %v", entries)
+		}
+	})
+	t.Run("a Secret the tenant may not read", func(t *testing.T) {
+		var authorized atomic.Int64
+		attacker := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "" {
+				authorized.Add(1)
+			}
+			http.Error(w, "no", http.StatusNotFound)
+		}))
+		defer attacker.Close()
+		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "platform-git", Namespace: te.ns},
+			StringData: map[string]string{"username": "platform", "password": "pl4tform-t0ken"}}
+		if err := cluster.Client.Create(context.Background(), secret); err != nil {
+			t.Fatal(err)
+		}
+		te.create(t, "steal", attacker.URL+"/x.git", func(a *v1alpha1.Application) {
+			a.Spec.Source.SecretRef = &v1alpha1.LocalObjectReference{Name: "platform-git"}
+			a.Spec.Source.Insecure = true
+		})
+		te.refusedWith(t, "steal", v1alpha1.ReasonFetchFailed, "platform-git", "forbidden", "system:serviceaccount:"+te.ns+":deployer")
+		if n := authorized.Load(); n != 0 {
+			t.Errorf("the attacker's server received credentials %d time(s)", n)
+		}
+	})
+	t.Run("tenant B's private repository", func(t *testing.T) {
+		private, err := gitserver.New(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		private.Username, private.Password = "team-b", "b-pr1vate-token"
+		if err := private.Start("127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		defer private.Stop()
+		repo, err := private.NewRepo("b-private")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := repo.Write(map[string]string{"deploy/cm.yaml": cm("b-private", "")}); err != nil {
+			t.Fatal(err)
+		}
+		rev, err := repo.Commit("main", "private")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// B syncs it with its credentials, so the agent's cache holds it.
+		bCreds := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: te.other},
+			StringData: map[string]string{"username": "team-b", "password": "b-pr1vate-token"}}
+		if err := cluster.Client.Create(context.Background(), bCreds); err != nil {
+			t.Fatal(err)
+		}
+		bApp := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "b-private", Namespace: te.other}, Spec: v1alpha1.ApplicationSpec{
+			Source: v1alpha1.ApplicationSource{RepoURL: private.URL(repo.Name), Path: "deploy", Insecure: true,
+				SecretRef: &v1alpha1.LocalObjectReference{Name: "git"}},
+			SyncPolicy: automated(true, true)}}
+		if err := te.client.Create(context.Background(), bApp); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = te.client.Delete(context.Background(), bApp) })
+		te.waitApp(t, te.other, "b-private", 30*time.Second, "B syncs its private repository", synced(rev))
+
+		te.create(t, "b-by-branch", private.URL(repo.Name), nil)
+		te.create(t, "b-by-commit", private.URL(repo.Name), func(a *v1alpha1.Application) {
+			a.Spec.Source.Ref = &v1alpha1.GitRef{Commit: rev}
+		})
+		te.refusedWith(t, "b-by-branch", v1alpha1.ReasonFetchFailed)
+		te.refusedWith(t, "b-by-commit", v1alpha1.ReasonFetchFailed)
+		if got := get(t, "v1", "ConfigMap", te.ns, "b-private"); got != nil {
+			t.Error("tenant A deployed B's private content")
+		}
+	})
+	noWritesOutside(t, audit, te.ns, te.other)
+}
+
+func TestTenancy_MultiTenantAgentRefusesAppsNoTenantGoverns(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	ctx, cancel := context.WithCancel(context.Background())
+	kubeconfig, _ := kubetest.LocalKubeconfig()
+	logs, err := os.Create(filepath.Join(os.TempDir(), "converge-e2e-strict-agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cli.Execute(ctx, cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: logs},
+			[]string{"agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+				"--webhook-bind-address", "", "--cache-dir", t.TempDir(), "--require-tenant",
+				"--watch-label-selector", strictAgentLabel + "=strict"})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	repo, err := a.git.NewRepo(ns + "-untenanted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "untenanted")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "first"); err != nil {
+		t.Fatal(err)
+	}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "untenanted", Namespace: ns, Labels: map[string]string{strictAgentLabel: "strict"}},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"},
+			SyncPolicy: automated(true, true),
+		},
+	}
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.waitApp(t, ns, "untenanted", 60*time.Second, "refused: no Tenant", func(app *v1alpha1.Application) bool {
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		stalled := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionStalled)
+		return ready != nil && ready.Reason == v1alpha1.ReasonPolicyViolation && strings.Contains(ready.Message, "no Tenant governs namespace "+ns) &&
+			stalled != nil && stalled.Status == metav1.ConditionTrue
+	})
+	if got := configMapMode(t, ns); got != "<configmaps \"settings\" not found>" {
+		t.Errorf("the refused app was applied: mode %q", got)
+	}
+}
