@@ -63,7 +63,10 @@ type SealedSecretSpec struct {
 
 // SecretTemplate is what the produced Secret carries besides its data.
 type SecretTemplate struct {
-	// Type is the Secret's type (default Opaque).
+	// Type is the Secret's type (default Opaque). Types that make the
+	// cluster mint credentials from the Secret are refused:
+	// kubernetes.io/service-account-token and bootstrap.kubernetes.io/token.
+	// +kubebuilder:validation:XValidation:rule="!(self in ['kubernetes.io/service-account-token', 'bootstrap.kubernetes.io/token'])",message="this Secret type mints cluster credentials and cannot be sealed"
 	// +optional
 	Type string `json:"type,omitempty"`
 	// +optional

@@ -17,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/utils/ptr"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -212,9 +212,11 @@ func verbosity(v bool) int {
 	return 0
 }
 
+// webhookMux serves the webhook, each client within its own rate limit
+// (10 deliveries a second, bursts of 50: far above any forge's rate).
 func webhookMux(h http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/hooks/git", h)
+	mux.Handle("/hooks/git", (&server.RateLimit{Rate: 10, Burst: 50}).Wrap(h))
 	return mux
 }
 
@@ -229,7 +231,10 @@ var _ manager.LeaderElectionRunnable = (*httpRunnable)(nil)
 func (h *httpRunnable) NeedLeaderElection() bool { return false }
 
 func (h *httpRunnable) Start(ctx context.Context) error {
-	srv := &http.Server{Addr: h.addr, Handler: h.mux, ReadHeaderTimeout: 10 * time.Second}
+	// Every phase of a request is bounded: a slow or idle client holds a
+	// connection for seconds, not forever.
+	srv := &http.Server{Addr: h.addr, Handler: h.mux, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	select {

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/source"
 )
 
 // GetOptions holds the flags of `converge get`.
@@ -99,7 +100,7 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 			if c := a.Status.Sync.Commit; c != nil {
 				author, subject = orDash(c.Author), orDash(firstLine(c.Subject))
 			}
-			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s", a.Spec.Source.RepoURL, orDash(a.Spec.Source.Path), author, subject, msg)
+			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s", source.RedactURL(a.Spec.Source.RepoURL), orDash(a.Spec.Source.Path), author, subject, msg)
 		}
 		fmt.Fprintln(tw, line)
 	}

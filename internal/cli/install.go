@@ -99,9 +99,13 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 								map[string]any{"name": "probes", "containerPort": int64(8081)},
 								map[string]any{"name": "webhook", "containerPort": int64(9292)},
 							},
-							"livenessProbe":   map[string]any{"httpGet": map[string]any{"path": "/healthz", "port": "probes"}},
-							"readinessProbe":  map[string]any{"httpGet": map[string]any{"path": "/readyz", "port": "probes"}},
-							"resources":       map[string]any{"requests": map[string]any{"cpu": "100m", "memory": "128Mi"}},
+							"livenessProbe":  map[string]any{"httpGet": map[string]any{"path": "/healthz", "port": "probes"}},
+							"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/readyz", "port": "probes"}},
+							// The agent itself stays under 512Mi for a few
+							// hundred apps; renders run in child processes,
+							// at most 2 at once, 1Gi each (render.Limits).
+							"resources": map[string]any{"requests": map[string]any{"cpu": "100m", "memory": "256Mi"},
+								"limits": map[string]any{"memory": "3Gi"}},
 							"securityContext": map[string]any{"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": map[string]any{"drop": []any{"ALL"}}},
 							"volumeMounts": []any{
 								map[string]any{"name": "cache", "mountPath": "/var/cache/converge"},
@@ -161,13 +165,14 @@ func (o *InstallOptions) Run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	// The install is an app of its own, recorded in "default" (the agent's
-	// namespace may not exist yet); a later install prunes what it dropped.
-	name := "converge-install"
+	// The install is an app of its own, recorded in the agent's namespace
+	// (made in the sync's first stage), out of every tenant's reach; a
+	// later install prunes what it dropped. The CRDs alone make no
+	// namespace, so their record stays in "default".
+	app := engine.App{Name: "converge-install", Namespace: o.Namespace}
 	if o.CRDsOnly {
-		name = "converge-crds"
+		app = engine.App{Name: "converge-crds", Namespace: "default"}
 	}
-	app := engine.App{Name: name, Namespace: "default"}
 	cs, err := m.Sync(cmd.Context(), objs, engine.SyncOptions{PlanOptions: engine.PlanOptions{App: app, DefaultNamespace: o.Namespace, Prune: true}, Wait: o.CRDsOnly})
 	if cs != nil {
 		printChanges(o.ErrOut, cs, "Install")

@@ -190,6 +190,9 @@ func openReason(err error) string {
 // write creates or updates the Secret, refusing one it does not own.
 // live is the existing Secret, nil when there is none.
 func (r *SealedSecretReconciler) write(ctx context.Context, ss *v1alpha1.SealedSecret, data map[string][]byte, live *corev1.Secret) (string, error) {
+	if t := secretType(ss); forbiddenSecretTypes[t] {
+		return v1alpha1.ReasonMalformed, fmt.Errorf("spec.template.type %s mints cluster credentials and cannot be sealed", t)
+	}
 	want := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ss.Name, Namespace: ss.Namespace}}
 	want.Labels = secretLabels(ss)
 	want.Annotations = map[string]string{}
@@ -282,6 +285,13 @@ func secretLabels(ss *v1alpha1.SealedSecret) map[string]string {
 		labels[k] = v
 	}
 	return labels
+}
+
+// forbiddenSecretTypes make the cluster act on the Secret's content as
+// credentials: a tenant who may commit a SealedSecret must not mint them.
+var forbiddenSecretTypes = map[corev1.SecretType]bool{
+	corev1.SecretTypeServiceAccountToken: true,
+	corev1.SecretTypeBootstrapToken:      true,
 }
 
 func secretType(ss *v1alpha1.SealedSecret) corev1.SecretType {

@@ -34,6 +34,12 @@ func init() {
 	}
 }
 
+// MaxConcurrentRenders bounds the render workers running at once in this
+// process.
+const MaxConcurrentRenders = 2
+
+var renderSlots = make(chan struct{}, MaxConcurrentRenders)
+
 // workerRequest is what the parent sends the worker on stdin.
 type workerRequest struct {
 	Options Options `json:"options"`
@@ -74,6 +80,14 @@ func (e *renderError) Is(target error) bool { return e.outsideRoot && target == 
 //   - in the child, every HTTP request fails, PATH is empty (Kustomize
 //     cannot run git) and TMPDIR is a directory the parent removes after.
 func renderIsolated(ctx context.Context, opts Options) (*Result, error) {
+	// At most MaxConcurrentRenders workers at a time: each may use up to
+	// Limits.MaxMemory, and the agent's own memory limit must hold them.
+	select {
+	case renderSlots <- struct{}{}:
+		defer func() { <-renderSlots }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding the render worker: %w", err)
@@ -150,7 +164,10 @@ func workerFailure(opts Options, limits Limits, err error, stderr string) error 
 			}
 		}
 	}
-	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") {
+	// At the memory limit the runtime fails whichever allocation comes
+	// first: the heap, or a new thread's stack.
+	if strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") ||
+		strings.Contains(stderr, "pthread_create failed") || strings.Contains(stderr, "newosproc") {
 		return fmt.Errorf("%s: %w: rendering needed more than %d MiB of memory", opts.Path, ErrLimitExceeded, limits.MaxMemory>>20)
 	}
 	first, _, _ := strings.Cut(strings.TrimSpace(stderr), "\n")

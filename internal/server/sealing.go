@@ -51,7 +51,9 @@ type ResealResponse struct {
 func (s *Sealing) Register(mux *http.ServeMux) {
 	s.busy = make(chan struct{}, 2)
 	mux.HandleFunc("/v1/cert.pem", s.cert)
-	mux.HandleFunc("/v1/reseal", s.reseal)
+	// Each re-encryption costs RSA decryptions: one client gets one
+	// request a second, in bursts of five.
+	mux.Handle("/v1/reseal", (&RateLimit{Rate: 1, Burst: 5}).Wrap(http.HandlerFunc(s.reseal)))
 }
 
 func (s *Sealing) keyring(ctx context.Context) (*seal.Keyring, error) {
@@ -104,8 +106,10 @@ func (s *Sealing) reseal(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	// Re-encryption moves to the newest key: read the keys afresh.
-	ring, err := s.Keys.Load(r.Context())
+	// The keyring is cached (a minute at most); an unknown key id below
+	// reloads it, so a rotation is seen at once without a LIST of Secrets
+	// per request.
+	ring, err := s.Keys.Keyring(r.Context(), time.Minute)
 	if err == nil && ring.Newest() == nil {
 		err = errors.New("no sealing key yet")
 	}
