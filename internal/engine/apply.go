@@ -176,9 +176,12 @@ func (m *Manager) applyOne(ctx context.Context, d *desired, applied *appliedSet)
 			return fmt.Errorf("%s: replacing: %w", render.Ref(d.obj), err)
 		}
 	}
+	if err := m.migrateManager(ctx, d); err != nil {
+		return fmt.Errorf("%s (%s): taking over the fields of %s: %s", render.Ref(d.obj), d.source, FieldManager, apiMessage(err))
+	}
 	obj := d.obj.DeepCopy()
 	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj),
-		client.FieldOwner(m.opts.FieldManager), client.ForceOwnership)
+		client.FieldOwner(d.manager), client.ForceOwnership)
 	if err != nil {
 		return fmt.Errorf("%s (%s): apply failed: %s", render.Ref(d.obj), d.source, scrubSecret(apiMessage(err), d.obj))
 	}

@@ -24,6 +24,19 @@ type App struct {
 
 func (a App) String() string { return a.Namespace + "/" + a.Name }
 
+// FieldManager is the app's own server-side apply field manager,
+// "converge.dev/<namespace>/<name>": managedFields tell apps apart, and
+// one app's apply never drops fields another set. Names too long for the
+// apiserver's 128 characters end in a hash of the full name.
+func (a App) FieldManager() string {
+	m := FieldManager + "/" + a.Namespace + "/" + a.Name
+	if len(m) <= 128 {
+		return m
+	}
+	sum := sha256.Sum256([]byte(m))
+	return m[:128-17] + "-" + hex.EncodeToString(sum[:8])
+}
+
 // desired is one object of the desired set, prepared for the cluster, with
 // what the plan found out about it.
 type desired struct {
@@ -38,6 +51,8 @@ type desired struct {
 	hash       string
 	wave       int
 	force      bool
+	// manager is the app's field manager.
+	manager string
 
 	// Filled by the plan.
 	action Action
@@ -60,7 +75,7 @@ func (m *Manager) prepare(app App, defaultNamespace string, policy *Policy, objs
 	for _, o := range objs {
 		u := o.DeepCopy()
 		gvk := u.GroupVersionKind()
-		d := &desired{obj: u, source: o.Source, gvk: gvk}
+		d := &desired{obj: u, source: o.Source, gvk: gvk, manager: app.FieldManager()}
 		mapping, err := m.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		switch {
 		case err == nil:

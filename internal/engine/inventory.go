@@ -88,7 +88,7 @@ func (m *Manager) saveInventory(ctx context.Context, app App, inv *Inventory) er
 	cm := corev1ac.ConfigMap(InventoryName(app.Name), app.Namespace).
 		WithLabels(map[string]string{LabelRecord: RecordInventory, LabelApp: app.Name}).
 		WithBinaryData(map[string][]byte{inventoryKey: data})
-	if err := m.client.Apply(ctx, cm, client.FieldOwner(m.opts.FieldManager), client.ForceOwnership); err != nil {
+	if err := m.client.Apply(ctx, cm, client.FieldOwner(app.FieldManager()), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing inventory of %s: %w", app, err)
 	}
 	return nil

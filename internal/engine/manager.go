@@ -27,13 +27,15 @@ const (
 	// AnnotationAdopt set to "true" on a manifest lets a sync take over an
 	// existing object that no app owns, where policy would refuse it.
 	AnnotationAdopt = "converge.dev/adopt"
-	// FieldManager is the server-side apply field manager.
+	// FieldManager prefixes each app's field manager (App.FieldManager);
+	// alone, it is the manager every app shared before, whose fields an
+	// app's first apply takes over (migrateManager).
 	FieldManager = "converge.dev"
 )
 
 // Options configure a Manager.
 type Options struct {
-	// FieldManager names converge in managedFields.
+	// FieldManager names converge's own writes that belong to no app.
 	FieldManager string
 	// Concurrency bounds requests in flight.
 	Concurrency int

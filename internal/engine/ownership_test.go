@@ -96,3 +96,50 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+func TestSync_EachAppHasItsOwnFieldManagerAndTakesOverTheSharedOne(t *testing.T) {
+	ctx := context.Background()
+	ns := kubetest.Namespace(t, env.Client)
+	m := newManager(t)
+	app := App{Name: "shop", Namespace: ns}
+	opts := SyncOptions{PlanOptions: PlanOptions{App: app, DefaultNamespace: ns, Prune: true}}
+	if _, err := m.Sync(ctx, objects(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {keep: one, drop: two}"), opts); err != nil {
+		t.Fatal(err)
+	}
+	var live corev1.ConfigMap
+	managers := func() []string {
+		t.Helper()
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cm"}, &live); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range live.ManagedFields {
+			out = append(out, e.Manager+":"+string(e.Operation))
+		}
+		return out
+	}
+	if got := strings.Join(managers(), ","); got != "converge.dev/"+ns+"/shop:Apply" {
+		t.Fatalf("managers = %s", got)
+	}
+	// As an object applied before apps had managers of their own.
+	for i, e := range live.ManagedFields {
+		if e.Manager == app.FieldManager() {
+			live.ManagedFields[i].Manager = FieldManager
+		}
+	}
+	if err := env.Client.Update(ctx, &live); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(managers(), ","); got != "converge.dev:Apply" {
+		t.Fatalf("managers after the rewind = %s", got)
+	}
+	if _, err := m.Sync(ctx, objects(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\ndata: {keep: one}"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(managers(), ","); got != "converge.dev/"+ns+"/shop:Apply" {
+		t.Errorf("managers = %s, want the app's own only", got)
+	}
+	if _, ok := live.Data["drop"]; ok || live.Data["keep"] != "one" {
+		t.Errorf("data = %v, want the field that left Git removed", live.Data)
+	}
+}

@@ -215,8 +215,15 @@ var ErrNotOwned = errors.New("refusing to take over an object")
 // and diff from the answer.
 func (m *Manager) dryRun(ctx context.Context, d *desired, opts PlanOptions) error {
 	result := d.obj.DeepCopy()
+	// An object still owned by the shared legacy manager is dry-run as
+	// that manager: the answer then shows what the apply, once the fields
+	// are handed over (migrateManager), will really do.
+	manager := d.manager
+	if legacyManagerEntry(d.live, d.manager) >= 0 {
+		manager = FieldManager
+	}
 	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result),
-		client.FieldOwner(m.opts.FieldManager), client.ForceOwnership, client.DryRunAll)
+		client.FieldOwner(manager), client.ForceOwnership, client.DryRunAll)
 	if err != nil {
 		if isImmutable(err) {
 			if d.force {
