@@ -23,6 +23,7 @@ type InstallOptions struct {
 	CRDsOnly  bool
 	Image     string
 	Namespace string
+	Profile   string
 }
 
 // NewInstallCommand returns `converge install`.
@@ -43,6 +44,7 @@ func NewInstallCommand(streams Streams) *cobra.Command {
 	f.BoolVar(&o.CRDsOnly, "crds-only", false, "only the CRDs")
 	f.StringVar(&o.Image, "image", "ghcr.io/converge-dev/converge:"+version.Get().Version, "agent image")
 	f.StringVar(&o.Namespace, "agent-namespace", "converge-system", "namespace of the agent")
+	f.StringVar(&o.Profile, "profile", ProfileSingleTenant, "single-tenant (the agent may apply anything) or multi-tenant (--require-tenant, a narrow agent role, admission policies for records; see docs/security.md)")
 	return cmd
 }
 
@@ -67,17 +69,23 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 	if o.CRDsOnly {
 		return objs, nil
 	}
+	if o.Profile == "" {
+		o.Profile = ProfileSingleTenant
+	}
+	if o.Profile != ProfileSingleTenant && o.Profile != ProfileMultiTenant {
+		return nil, fmt.Errorf("--profile %q: want %s or %s", o.Profile, ProfileSingleTenant, ProfileMultiTenant)
+	}
 	ns := o.Namespace
+	args := []any{"agent", "--leader-elect", "--cache-dir=/var/cache/converge", "--webhook-secret-file=/etc/converge/webhook/secret"}
+	if o.Profile == ProfileMultiTenant {
+		args = append(args, "--require-tenant")
+	}
 	labels := map[string]any{"app.kubernetes.io/name": "converge-agent"}
 	for _, m := range []map[string]any{
 		{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}},
 		{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "converge-agent", "namespace": ns}},
 		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": map[string]any{"name": "converge-agent"},
-			// The agent applies whatever Applications describe.
-			"rules": []any{
-				map[string]any{"apiGroups": []any{"*"}, "resources": []any{"*"}, "verbs": []any{"*"}},
-				map[string]any{"nonResourceURLs": []any{"*"}, "verbs": []any{"get"}},
-			}},
+			"rules": agentRules(o.Profile)},
 		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": map[string]any{"name": "converge-agent"},
 			"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "converge-agent"},
 			"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "converge-agent", "namespace": ns}}},
@@ -92,7 +100,7 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 						"securityContext":    map[string]any{"runAsNonRoot": true, "seccompProfile": map[string]any{"type": "RuntimeDefault"}},
 						"containers": []any{map[string]any{
 							"name": "agent", "image": o.Image,
-							"args": []any{"agent", "--leader-elect", "--cache-dir=/var/cache/converge", "--webhook-secret-file=/etc/converge/webhook/secret"},
+							"args": args,
 							"env":  []any{map[string]any{"name": "POD_NAMESPACE", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}}}},
 							"ports": []any{
 								map[string]any{"name": "metrics", "containerPort": int64(8080)},
@@ -131,6 +139,9 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 		{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "converge-webhook", "namespace": ns},
 			"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "webhook", "port": int64(80), "targetPort": "webhook"}}}},
 	} {
+		objs = append(objs, render.Object{Unstructured: &unstructured.Unstructured{Object: m}, Source: "install"})
+	}
+	for _, m := range profileObjects(o.Profile, ns, labels) {
 		objs = append(objs, render.Object{Unstructured: &unstructured.Unstructured{Object: m}, Source: "install"})
 	}
 	return objs, nil

@@ -15,10 +15,15 @@ import (
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -302,11 +307,16 @@ func TestTenancy_HostileTenantIsContained(t *testing.T) {
 	noWritesOutside(t, audit, te.ns, te.other)
 }
 
-func TestTenancy_MultiTenantAgentRefusesAppsNoTenantGoverns(t *testing.T) {
+// The multi-tenant install's agent: its narrow role (from `converge
+// install --profile multi-tenant`), a real ServiceAccount token, and
+// --require-tenant. An app no Tenant governs is refused; a tenant's app
+// syncs, as the tenant's account, through the impersonation its namespace
+// grants.
+func TestTenancy_MultiTenantAgentWithItsNarrowRole(t *testing.T) {
 	a := startAgent(t)
-	ns := kubetest.Namespace(t, cluster.Client)
-	ctx, cancel := context.WithCancel(context.Background())
-	kubeconfig, _ := kubetest.LocalKubeconfig()
+	ctx := context.Background()
+	kubeconfig, impersonator := narrowAgentKubeconfig(t)
+	runCtx, cancel := context.WithCancel(context.Background())
 	logs, err := os.Create(filepath.Join(os.TempDir(), "converge-e2e-strict-agent.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -314,41 +324,128 @@ func TestTenancy_MultiTenantAgentRefusesAppsNoTenantGoverns(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		cli.Execute(ctx, cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: logs},
+		cli.Execute(runCtx, cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: logs},
 			[]string{"agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
 				"--webhook-bind-address", "", "--cache-dir", t.TempDir(), "--require-tenant",
 				"--watch-label-selector", strictAgentLabel + "=strict"})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 
-	repo, err := a.git.NewRepo(ns + "-untenanted")
+	strict := func(ns, name, mode string) *v1alpha1.Application {
+		repo, err := a.git.NewRepo(ns + "-" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, mode)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := repo.Commit("main", "first"); err != nil {
+			t.Fatal(err)
+		}
+		app := &v1alpha1.Application{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{strictAgentLabel: "strict"}},
+			Spec: v1alpha1.ApplicationSpec{
+				Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"},
+				SyncPolicy: automated(true, true),
+			},
+		}
+		if err := a.client.Create(ctx, app); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+		return app
+	}
+
+	untenanted := kubetest.Namespace(t, cluster.Client)
+	strict(untenanted, "untenanted", "untenanted")
+	a.waitApp(t, untenanted, "untenanted", 60*time.Second, "refused: no Tenant", func(app *v1alpha1.Application) bool {
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		stalled := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionStalled)
+		return ready != nil && ready.Reason == v1alpha1.ReasonPolicyViolation && strings.Contains(ready.Message, "no Tenant governs namespace "+untenanted) &&
+			stalled != nil && stalled.Status == metav1.ConditionTrue
+	})
+	if got := configMapMode(t, untenanted); got != "<configmaps \"settings\" not found>" {
+		t.Errorf("the refused app was applied: mode %q", got)
+	}
+
+	te := newTenant(t)
+	if err := a.client.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "converge-impersonator", Namespace: te.ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: impersonator},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "converge-agent", Namespace: cli.DefaultSystemNamespace}}}); err != nil {
+		t.Fatal(err)
+	}
+	app := strict(te.ns, "tenanted", "tenanted")
+	a.waitApp(t, te.ns, app.Name, 60*time.Second, "the tenant's app syncs", func(app *v1alpha1.Application) bool {
+		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced
+	})
+	cm := get(t, "v1", "ConfigMap", te.ns, "settings")
+	if cm == nil {
+		t.Fatal("the tenant's ConfigMap is missing")
+	}
+	var managers []string
+	for _, e := range cm.GetManagedFields() {
+		managers = append(managers, e.Manager)
+	}
+	if strings.Join(managers, ",") != "converge.dev/"+te.ns+"/tenanted" {
+		t.Errorf("managers = %v, want the app's own", managers)
+	}
+}
+
+// narrowAgentKubeconfig gives the agent's ServiceAccount the multi-tenant
+// profile's cluster role (named for this test) and returns a kubeconfig
+// with a token of that account, and the name of the impersonator role.
+func narrowAgentKubeconfig(t *testing.T) (string, string) {
+	t.Helper()
+	ctx := context.Background()
+	suffix := "-" + kubetest.Namespace(t, cluster.Client)
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "converge-agent", Namespace: cli.DefaultSystemNamespace}}
+	if err := cluster.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	objs, err := (&cli.InstallOptions{Namespace: cli.DefaultSystemNamespace, Profile: cli.ProfileMultiTenant}).Manifests()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "untenanted")}); err != nil {
+	for _, o := range objs {
+		u := o.DeepCopy()
+		if u.GetKind() != "ClusterRole" {
+			continue
+		}
+		role := u.GetName()
+		u.SetName(role + suffix)
+		if err := cluster.Client.Create(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), u) })
+		if role != "converge-agent" {
+			continue
+		}
+		binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role + suffix},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role + suffix},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "converge-agent", Namespace: cli.DefaultSystemNamespace}}}
+		if err := cluster.Client.Create(ctx, binding); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), binding) })
+	}
+	cs, err := kubernetes.NewForConfig(cluster.Config)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := repo.Commit("main", "first"); err != nil {
+	expiry := int64(3600)
+	tok, err := cs.CoreV1().ServiceAccounts(cli.DefaultSystemNamespace).CreateToken(ctx, "converge-agent",
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	app := &v1alpha1.Application{
-		ObjectMeta: metav1.ObjectMeta{Name: "untenanted", Namespace: ns, Labels: map[string]string{strictAgentLabel: "strict"}},
-		Spec: v1alpha1.ApplicationSpec{
-			Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"},
-			SyncPolicy: automated(true, true),
-		},
-	}
-	if err := a.client.Create(context.Background(), app); err != nil {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: cluster.Config.Host, CertificateAuthorityData: cluster.Config.CAData, CertificateAuthority: cluster.Config.CAFile}
+	cfg.AuthInfos["agent"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	cfg.Contexts["agent"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: "agent"}
+	cfg.CurrentContext = "agent"
+	path := filepath.Join(t.TempDir(), "agent.kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
-	a.waitApp(t, ns, "untenanted", 60*time.Second, "refused: no Tenant", func(app *v1alpha1.Application) bool {
-		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
-		stalled := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionStalled)
-		return ready != nil && ready.Reason == v1alpha1.ReasonPolicyViolation && strings.Contains(ready.Message, "no Tenant governs namespace "+ns) &&
-			stalled != nil && stalled.Status == metav1.ConditionTrue
-	})
-	if got := configMapMode(t, ns); got != "<configmaps \"settings\" not found>" {
-		t.Errorf("the refused app was applied: mode %q", got)
-	}
+	return path, cli.ImpersonatorRole + suffix
 }
