@@ -46,6 +46,17 @@ func convergeWith(t *testing.T, kubeconfig string, args ...string) result {
 	return r
 }
 
+// convergeOffline runs a CLI command that needs no cluster (build, seal
+// --cert), in-process.
+func convergeOffline(t *testing.T, args ...string) result {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := cli.Execute(context.Background(), cli.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, args)
+	r := result{stdout: out.String(), stderr: errOut.String(), code: code}
+	t.Logf("converge %s -> exit %d\n%s", strings.Join(args, " "), code, r.stderr)
+	return r
+}
+
 // writeTree writes files (path -> content) under a fresh directory and
 // returns it. Content may use {{NS}} for the test's namespace.
 func writeTree(t *testing.T, ns string, files map[string]string) string {

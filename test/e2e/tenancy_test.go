@@ -449,3 +449,44 @@ func narrowAgentKubeconfig(t *testing.T) (string, string) {
 	}
 	return path, cli.ImpersonatorRole + suffix
 }
+
+// Push mode renders through the same worker and checks as the agent:
+// build, diff and sync each refuse a Kustomize remote reference and fail a
+// Helm bomb at its limit, and nothing reaches the cluster or the network.
+func TestPushMode_SameRenderContainmentAsTheAgent(t *testing.T) {
+	ns := kubetest.Namespace(t, cluster.Client)
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
+	defer srv.Close()
+	root := writeTree(t, ns, map[string]string{
+		"remote/kustomization.yaml":  "configMapGenerator:\n- name: stolen\n  envs: [" + srv.URL + "/env]\n",
+		"bomb/Chart.yaml":            "apiVersion: v2\nname: bomb\nversion: 0.1.0\n",
+		"bomb/templates/cm.yaml":     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  big: {{ repeat 2000000000 \"x\" }}\n",
+		"git/kustomization.yaml":     "resources: [GitHub.com/org/repo//deploy]\n",
+		"nested/kustomization.yaml":  "resources: [../remote]\n",
+		".git-root-marker/.keep.txt": "x",
+	})
+	for _, path := range []string{"remote", "git", "nested", "bomb"} {
+		for _, verb := range [][]string{{"build"}, {"diff", "--app", "push-" + path, "-n", ns}, {"sync", "--app", "push-" + path, "-n", ns}} {
+			args := append(append([]string{}, verb...), filepath.Join(root, path), "--root", root)
+			run := converge
+			if verb[0] == "build" {
+				run = convergeOffline
+			}
+			r := run(t, args...)
+			want := "remote references are refused"
+			if path == "bomb" {
+				want = "limit exceeded"
+			}
+			if r.code != 2 || !strings.Contains(r.stderr, want) {
+				t.Errorf("converge %s %s: exit %d, stderr %q; want exit 2 and %q", verb[0], path, r.code, r.stderr, want)
+			}
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("the server received %d request(s)", n)
+	}
+	if got := get(t, "v1", "ConfigMap", ns, "x"); got != nil {
+		t.Error("a refused render reached the cluster")
+	}
+}
