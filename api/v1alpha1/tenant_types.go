@@ -81,6 +81,37 @@ type TenantSpec struct {
 	// +kubebuilder:default=Annotated
 	// +optional
 	Adopt string `json:"adopt,omitempty"`
+
+	// SyncWindows say when automated syncs (new revisions, drift repairs)
+	// may run. With any allow window, only inside an open one; never
+	// inside an open deny window (deny wins). Outside, apps report
+	// OutOfSync and wait. Manual syncs (`converge sync APP`, webhooks)
+	// pass unless a window says manualSync: false.
+	// +optional
+	SyncWindows []SyncWindow `json:"syncWindows,omitempty"`
+}
+
+// SyncWindow is a weekly time window.
+type SyncWindow struct {
+	// Kind is allow or deny.
+	// +kubebuilder:validation:Enum=allow;deny
+	Kind string `json:"kind"`
+	// Days are the days it opens on (Mon, Tue, ... Sun); empty: every day.
+	// +optional
+	Days []string `json:"days,omitempty"`
+	// Start and End are "HH:MM" in TimeZone; an End before Start closes
+	// the next day.
+	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`
+	Start string `json:"start"`
+	// +kubebuilder:validation:Pattern=`^([01][0-9]|2[0-3]):[0-5][0-9]$`
+	End string `json:"end"`
+	// TimeZone is an IANA name; default UTC.
+	// +optional
+	TimeZone string `json:"timeZone,omitempty"`
+	// ManualSync lets manual syncs through while this window blocks
+	// automated ones. Default true.
+	// +optional
+	ManualSync *bool `json:"manualSync,omitempty"`
 }
 
 // GroupKind names a kind; "*" matches any group or any kind.

@@ -239,6 +239,17 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// one, and, with selfHeal, reverts drift; without selfHeal, drift is
 	// only reported.
 	apply := force || (automated != nil && (newRevision || automated.SelfHeal))
+	held := "automated sync is off"
+	if apply && len(ten.windows) > 0 {
+		manual := run.trigger.Type == engine.TriggerManual || run.trigger.Type == engine.TriggerRollback
+		open, why, err := syncWindowVerdict(ten.windows, r.now(), manual)
+		if err != nil {
+			return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, fmt.Errorf("Tenant %s: %w", ten.tenant, err), interval)
+		}
+		if !open {
+			apply, held = false, fmt.Sprintf("Tenant %s: %s; the sync waits", ten.tenant, why)
+		}
+	}
 	plan := engine.PlanOptions{
 		App:              engineApp,
 		DefaultNamespace: Destination(app),
@@ -299,7 +310,15 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	logger.V(1).Info("reconciled", "revision", artifact.Revision, "applied", apply, "changes", cs.Counts().String())
 	// Health from what the plan listed and the applies returned: no request.
 	health := p.Health()
-	r.record(app, artifact, cs, health, apply)
+	prevRev, prevCommit := app.Status.Sync.Revision, app.Status.Sync.Commit
+	r.record(app, artifact, cs, health, apply, held)
+	if !apply && held != "automated sync is off" && cs.HasChanges() {
+		// Held by a sync window: no history entry (nothing was synced),
+		// the status keeps the revision last synced, so the held one is
+		// still new when the window opens; look again within a minute.
+		app.Status.Sync.Revision, app.Status.Sync.Commit = prevRev, prevCommit
+		return ctrl.Result{RequeueAfter: min(interval, time.Minute)}, nil
+	}
 	if run.record {
 		run.changes, run.applied = cs, apply
 		r.appendHistory(ctx, app, run, nil)

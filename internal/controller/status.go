@@ -20,7 +20,8 @@ import (
 
 // record writes a successful reconcile's outcome into status and emits an
 // event when something changed.
-func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *source.Artifact, cs *engine.ChangeSet, health []engine.ObjectHealth, applied bool) {
+// held says why an out-of-sync app was not applied.
+func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *source.Artifact, cs *engine.ChangeSet, health []engine.ObjectHealth, applied bool, held string) {
 	counts := cs.Counts()
 	outOfSync := !applied && cs.HasChanges()
 	switch {
@@ -53,7 +54,7 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionStalled)
 	switch {
 	case outOfSync:
-		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonOutOfSync, fmt.Sprintf("cluster differs from %s (%s); automated sync is off", shortRev(artifact.Revision), counts))
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonOutOfSync, fmt.Sprintf("cluster differs from %s (%s); %s", shortRev(artifact.Revision), counts, held))
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	case app.Status.Health.Status == v1alpha1.HealthProgressing || app.Status.Health.Status == v1alpha1.HealthMissing:
 		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonProgressing, "synced "+shortRev(artifact.Revision)+"; waiting for health: "+app.Status.Health.Message)

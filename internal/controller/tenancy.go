@@ -37,6 +37,7 @@ type tenancy struct {
 	serviceAccount string
 	policy         *engine.Policy
 	adopt          engine.AdoptPolicy
+	windows        []v1alpha1.SyncWindow
 }
 
 // resolveTenancy decides what governs app, given every Tenant: the one
@@ -95,7 +96,7 @@ func resolveTenancy(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts T
 	case "Never":
 		adopt = engine.AdoptNever
 	}
-	return tenancy{tenant: t.Name, serviceAccount: t.Spec.ServiceAccountName, policy: policy, adopt: adopt}, nil
+	return tenancy{tenant: t.Name, serviceAccount: t.Spec.ServiceAccountName, policy: policy, adopt: adopt, windows: t.Spec.SyncWindows}, nil
 }
 
 // matchRepo matches a normalized repository URL against patterns: "*"

@@ -490,3 +490,72 @@ func TestPushMode_SameRenderContainmentAsTheAgent(t *testing.T) {
 		t.Error("a refused render reached the cluster")
 	}
 }
+
+// A deny window holds automated syncs: the app reports OutOfSync with the
+// window and applies nothing; a manual sync passes (manualSync defaults to
+// true); once the window is gone the held revision syncs at once.
+func TestTenancy_SyncWindowHoldsAutomatedSyncs(t *testing.T) {
+	te := newTenant(t)
+	ctx := context.Background()
+	var tenant v1alpha1.Tenant
+	if err := te.client.Get(ctx, client.ObjectKey{Name: "e2e-" + te.ns}, &tenant); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	tenant.Spec.SyncWindows = []v1alpha1.SyncWindow{{Kind: "deny", Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(time.Hour).Format("15:04")}}
+	if err := te.client.Update(ctx, &tenant); err != nil {
+		t.Fatal(err)
+	}
+	repo, err := te.git.NewRepo(te.ns + "-windowed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "held")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "first"); err != nil {
+		t.Fatal(err)
+	}
+	te.create(t, "windowed", te.git.URL(repo.Name), nil)
+	te.waitApp(t, te.ns, "windowed", 30*time.Second, "held by the window", func(app *v1alpha1.Application) bool {
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		return app.Status.Sync.Status == v1alpha1.SyncStatusOutOfSync && ready != nil && strings.Contains(ready.Message, "a deny sync window is open")
+	})
+	if got := configMapMode(t, te.ns); !strings.Contains(got, "not found") {
+		t.Fatalf("a held sync applied: mode %q", got)
+	}
+	if r := converge(t, "sync", "windowed", "-n", te.ns, "--wait", "--timeout", "60s"); r.code != 0 {
+		t.Fatalf("a manual sync inside the window: %s", r.output())
+	}
+	if got := configMapMode(t, te.ns); got != "held" {
+		t.Fatalf("after the manual sync: mode %q", got)
+	}
+
+	// A new commit is held too, and syncs as soon as the window goes.
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "released")}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := repo.Commit("main", "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.push(t, repo, "refs/heads/main")
+	te.waitApp(t, te.ns, "windowed", 30*time.Second, "the new commit held", func(app *v1alpha1.Application) bool {
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		return app.Status.Sync.Status == v1alpha1.SyncStatusOutOfSync && ready != nil && strings.Contains(ready.Message, second[:12])
+	})
+	if got := configMapMode(t, te.ns); got != "held" {
+		t.Fatalf("a held commit applied: mode %q", got)
+	}
+	if err := te.client.Get(ctx, client.ObjectKey{Name: "e2e-" + te.ns}, &tenant); err != nil {
+		t.Fatal(err)
+	}
+	tenant.Spec.SyncWindows = nil
+	if err := te.client.Update(ctx, &tenant); err != nil {
+		t.Fatal(err)
+	}
+	te.waitApp(t, te.ns, "windowed", 30*time.Second, "released when the window goes", synced(second))
+	if got := configMapMode(t, te.ns); got != "released" {
+		t.Fatalf("after the window: mode %q", got)
+	}
+}
