@@ -83,7 +83,7 @@ func refuseRemote(sb *sandbox, dir string, seen map[string]bool) error {
 		local := path.Join(dir, ref.path)
 		fi, err := sb.stat(local)
 		if err != nil || strings.HasPrefix(local, "../") || local == ".." {
-			return fmt.Errorf("%s: %s: %q is not a file or directory in the repository; remote references are refused (rendering reads only the repository)", name, ref.field, ref.path)
+			return fmt.Errorf("%s: %s: %q is not a file or directory in the repository: remote references are refused (rendering reads only the repository), and a local path must exist", name, ref.field, ref.path)
 		}
 		if fi.IsDir() && kustomizationIn(sb, local) != "" {
 			if err := refuseRemote(sb, local, seen); err != nil {
