@@ -110,13 +110,17 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	sealingAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
 	logFile, err := os.Create(filepath.Join(root, ".cluster", "logs", "agent.log"))
 	if err != nil {
 		return err
 	}
 	agent := exec.CommandContext(ctx, converge, "agent", "--kubeconfig", kubeconfig,
 		"--metrics-bind-address", "127.0.0.1:0", "--health-probe-bind-address", "0",
-		"--webhook-bind-address", webhookAddr, "--cache-dir", filepath.Join(root, ".cluster", "agent-cache"))
+		"--webhook-bind-address", webhookAddr, "--sealing-bind-address", sealingAddr, "--cache-dir", filepath.Join(root, ".cluster", "agent-cache"))
 	agent.Env = append(os.Environ(), "CONVERGE_WEBHOOK_SECRET="+secret)
 	agent.Stdout, agent.Stderr = logFile, logFile
 	if err := agent.Start(); err != nil {

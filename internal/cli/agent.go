@@ -43,6 +43,7 @@ type AgentOptions struct {
 	MetricsAddr       string
 	ProbeAddr         string
 	WebhookAddr       string
+	SealingAddr       string
 	WebhookSecretFile string
 	LeaderElect       bool
 	CacheDir          string
@@ -80,6 +81,7 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "where /metrics is served; 0 disables")
 	f.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "where /healthz and /readyz are served")
 	f.StringVar(&o.WebhookAddr, "webhook-bind-address", ":9292", "where POST /hooks/git is served; empty disables")
+	f.StringVar(&o.SealingAddr, "sealing-bind-address", ":9393", "where GET /v1/cert.pem and POST /v1/reseal are served, apart from the webhook (which is often exposed to the internet); empty disables")
 	f.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook secret (HMAC key or GitLab token); or set CONVERGE_WEBHOOK_SECRET")
 	f.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas (a Lease in the agent's namespace)")
 	f.StringVar(&o.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "converge-cache"), "where Git repositories are cached")
@@ -195,13 +197,18 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 	}
 	if o.WebhookAddr != "" {
 		hook := &server.Webhook{Client: mgr.GetClient(), Secret: secret, Log: logger.WithName("webhook")}
-		mux := webhookMux(hook)
-		(&server.Sealing{Keys: o.keys, Log: logger.WithName("sealing")}).Register(mux)
-		if err := mgr.Add(&httpRunnable{addr: o.WebhookAddr, mux: mux}); err != nil {
+		if err := mgr.Add(&httpRunnable{addr: o.WebhookAddr, mux: webhookMux(hook)}); err != nil {
 			return err
 		}
 	}
-	logger.Info("starting the agent", "webhook", o.WebhookAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect)
+	if o.SealingAddr != "" {
+		mux := http.NewServeMux()
+		(&server.Sealing{Keys: o.keys, Log: logger.WithName("sealing")}).Register(mux)
+		if err := mgr.Add(&httpRunnable{addr: o.SealingAddr, mux: mux}); err != nil {
+			return err
+		}
+	}
+	logger.Info("starting the agent", "webhook", o.WebhookAddr, "sealing", o.SealingAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect)
 	return mgr.Start(ctx)
 }
 

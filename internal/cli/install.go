@@ -106,6 +106,7 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 								map[string]any{"name": "metrics", "containerPort": int64(8080)},
 								map[string]any{"name": "probes", "containerPort": int64(8081)},
 								map[string]any{"name": "webhook", "containerPort": int64(9292)},
+								map[string]any{"name": "sealing", "containerPort": int64(9393)},
 							},
 							"livenessProbe":  map[string]any{"httpGet": map[string]any{"path": "/healthz", "port": "probes"}},
 							"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/readyz", "port": "probes"}},
@@ -138,6 +139,10 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 			"subjects": []any{map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}}},
 		{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "converge-webhook", "namespace": ns},
 			"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "webhook", "port": int64(80), "targetPort": "webhook"}}}},
+		// Sealing has a Service of its own: expose the webhook to your
+		// forge without exposing re-encryption.
+		{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "converge-sealing", "namespace": ns},
+			"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "sealing", "port": int64(80), "targetPort": "sealing"}}}},
 	} {
 		objs = append(objs, render.Object{Unstructured: &unstructured.Unstructured{Object: m}, Source: "install"})
 	}

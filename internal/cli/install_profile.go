@@ -71,15 +71,16 @@ func profileObjects(profile, ns string, labels map[string]any) []map[string]any 
 		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "converge-agent-leases", "namespace": ns},
 			"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "converge-agent-leases"},
 			"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "converge-agent", "namespace": ns}}},
-		// Only the webhook (and sealing) port takes connections from
-		// anywhere; metrics only from the agent's namespace and namespaces
-		// labelled converge.dev/scrape: "true".
+		// The webhook, sealing (reached through the apiserver's service
+		// proxy) and probe ports take connections from anywhere; metrics
+		// only from the agent's namespace and namespaces labelled
+		// converge.dev/scrape: "true".
 		{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": map[string]any{"name": "converge-agent", "namespace": ns},
 			"spec": map[string]any{
 				"podSelector": map[string]any{"matchLabels": labels},
 				"policyTypes": []any{"Ingress"},
 				"ingress": []any{
-					map[string]any{"ports": []any{map[string]any{"port": "webhook"}, map[string]any{"port": "probes"}}},
+					map[string]any{"ports": []any{map[string]any{"port": "webhook"}, map[string]any{"port": "sealing"}, map[string]any{"port": "probes"}}},
 					map[string]any{"ports": []any{map[string]any{"port": "metrics"}},
 						"from": []any{
 							map[string]any{"podSelector": map[string]any{}},

@@ -463,10 +463,10 @@ func (o *SealOptions) reEncrypt(ctx context.Context, input []byte) error {
 			return err
 		}
 		raw, err = cs.CoreV1().RESTClient().Post().Namespace(o.ControllerNamespace).Resource("services").
-			Name("converge-webhook:webhook").SubResource("proxy").Suffix("v1/reseal").
+			Name("converge-sealing:sealing").SubResource("proxy").Suffix("v1/reseal").
 			SetHeader("Content-Type", "application/json").Body(body).DoRaw(ctx)
 		if err != nil {
-			return fmt.Errorf("asking the agent (service %s/converge-webhook) to re-encrypt: %w", o.ControllerNamespace, err)
+			return fmt.Errorf("asking the agent (service %s/converge-sealing) to re-encrypt: %w", o.ControllerNamespace, err)
 		}
 	}
 	var resp server.ResealResponse

@@ -40,6 +40,8 @@ type agentEnv struct {
 	git     *gitserver.Server
 	client  client.Client
 	webhook string
+	// sealing is the base URL of the sealing endpoints.
+	sealing string
 }
 
 var (
@@ -91,6 +93,12 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 	}
 	addr := l.Addr().String()
 	l.Close()
+	ls, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	sealingAddr := ls.Addr().String()
+	ls.Close()
 	kubeconfig, _ := kubetest.LocalKubeconfig()
 	secretFile := filepath.Join(gitRoot, "webhook-secret")
 	if err := os.WriteFile(secretFile, []byte(webhookSecret), 0o600); err != nil {
@@ -103,7 +111,7 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 	go func() {
 		code := cli.Execute(context.Background(), cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: logs},
 			[]string{"agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
-				"--webhook-bind-address", addr, "--webhook-secret-file", secretFile, "--cache-dir", filepath.Join(gitRoot, "cache"), "--verbose",
+				"--webhook-bind-address", addr, "--sealing-bind-address", sealingAddr, "--webhook-secret-file", secretFile, "--cache-dir", filepath.Join(gitRoot, "cache"), "--verbose",
 				// Applications labelled for the multi-tenant agent of the
 				// tenancy tests are that agent's alone.
 				"--watch-label-selector", "!" + strictAgentLabel})
@@ -119,7 +127,7 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("agent webhook not listening (logs: %s): %w", logs.Name(), err)
 	}
-	return &agentEnv{git: git, client: env.Client, webhook: "http://" + addr + "/hooks/git"}, nil
+	return &agentEnv{git: git, client: env.Client, webhook: "http://" + addr + "/hooks/git", sealing: "http://" + sealingAddr}, nil
 }
 
 const agentCM = `apiVersion: v1

@@ -350,7 +350,7 @@ func TestSeal_RotationKeepsOldValuesAndReEncryptMovesThem(t *testing.T) {
 	in := filepath.Join(t.TempDir(), "old.yaml")
 	data, _ := yaml.Marshal(old)
 	writeFile(t, in, string(data))
-	r := converge(t, "seal", "--re-encrypt", in, "--controller-url", strings.TrimSuffix(a.webhook, "/hooks/git"))
+	r := converge(t, "seal", "--re-encrypt", in, "--controller-url", a.sealing)
 	if r.code != 0 {
 		t.Fatalf("re-encrypt: %s", r.output())
 	}

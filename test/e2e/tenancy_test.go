@@ -326,7 +326,7 @@ func TestTenancy_MultiTenantAgentWithItsNarrowRole(t *testing.T) {
 		defer close(done)
 		cli.Execute(runCtx, cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: logs},
 			[]string{"agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
-				"--webhook-bind-address", "", "--cache-dir", t.TempDir(), "--require-tenant",
+				"--webhook-bind-address", "", "--sealing-bind-address", "", "--cache-dir", t.TempDir(), "--require-tenant",
 				"--watch-label-selector", strictAgentLabel + "=strict"})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
