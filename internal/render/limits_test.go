@@ -114,3 +114,24 @@ func BenchmarkRender(b *testing.B) {
 		})
 	}
 }
+
+// A render leaves nothing in the temporary directory, even one Kustomize
+// would have cloned a remote base into.
+func TestRender_LeavesNoTemporaryDirectory(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	root := writeRepo(t, map[string]string{
+		"k/kustomization.yaml": "resources: [cm.yaml]\n",
+		"k/cm.yaml":            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+		"r/kustomization.yaml": "resources: [github.com/org/repo]\n",
+	})
+	if _, err := Render(context.Background(), Options{Root: root, Path: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Render(context.Background(), Options{Root: root, Path: "r"}); err == nil {
+		t.Fatal("a remote base rendered")
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("left behind in TMPDIR: %v", entries)
+	}
+}
