@@ -18,6 +18,10 @@ type AuditEvent struct {
 	User       struct {
 		Username string `json:"username"`
 	} `json:"user"`
+	// ImpersonatedUser is set when the request impersonated someone.
+	ImpersonatedUser *struct {
+		Username string `json:"username"`
+	} `json:"impersonatedUser"`
 	ObjectRef *struct {
 		Resource  string `json:"resource"`
 		Namespace string `json:"namespace"`
@@ -27,6 +31,14 @@ type AuditEvent struct {
 	ResponseStatus *struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+}
+
+// Actor is the user the request acted as: the impersonated one, if any.
+func (e AuditEvent) Actor() string {
+	if e.ImpersonatedUser != nil {
+		return e.ImpersonatedUser.Username
+	}
+	return e.User.Username
 }
 
 // Write reports whether the request could change state: a create, update,
