@@ -2,68 +2,24 @@ package cli
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
-	"time"
 
-	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/selection"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"converge.dev/converge/api/v1alpha1"
-	"converge.dev/converge/internal/controller"
-	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/agent"
 	"converge.dev/converge/internal/seal"
-	"converge.dev/converge/internal/server"
-	"converge.dev/converge/internal/source"
 )
 
 // AgentOptions holds the flags of `converge agent`.
 type AgentOptions struct {
 	Streams
-	Kube              KubeFlags
-	MetricsAddr       string
-	ProbeAddr         string
-	WebhookAddr       string
-	SealingAddr       string
-	WebhookSecretFile string
-	LeaderElect       bool
-	CacheDir          string
-	AllowFileRepos    bool
-	Verbose           bool
-	Concurrency       int
-	SystemNamespace   string
-	KeyRotation       time.Duration
-	KeyBits           int
-	// Tenancy
-	RequireTenant         bool
-	DefaultServiceAccount string
-	SourceHosts           []string
-	WatchSelector         string
-
-	keys *seal.Store
+	Kube  KubeFlags
+	Agent agent.Options
 }
 
 // DefaultSystemNamespace is where `converge install` puts the agent.
-const DefaultSystemNamespace = "converge-system"
+const DefaultSystemNamespace = agent.DefaultSystemNamespace
 
 // NewAgentCommand returns `converge agent`.
 func NewAgentCommand(streams Streams) *cobra.Command {
@@ -78,27 +34,27 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	}
 	o.Kube.Bind(cmd.Flags())
 	f := cmd.Flags()
-	f.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "where /metrics is served; 0 disables")
-	f.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "where /healthz and /readyz are served")
-	f.StringVar(&o.WebhookAddr, "webhook-bind-address", ":9292", "where POST /hooks/git is served; empty disables")
-	f.StringVar(&o.SealingAddr, "sealing-bind-address", ":9393", "where GET /v1/cert.pem and POST /v1/reseal are served, apart from the webhook (which is often exposed to the internet); empty disables")
-	f.StringVar(&o.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook secret (HMAC key or GitLab token); or set CONVERGE_WEBHOOK_SECRET")
-	f.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader among replicas (a Lease in the agent's namespace)")
-	f.StringVar(&o.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "converge-cache"), "where Git repositories are cached")
-	f.BoolVar(&o.AllowFileRepos, "allow-file-repos", false, "allow file:// repositories (tests)")
-	f.BoolVar(&o.Verbose, "verbose", false, "log every reconcile")
-	f.IntVar(&o.Concurrency, "concurrency", 8, "Applications reconciled at once")
+	f.StringVar(&o.Agent.MetricsAddr, "metrics-bind-address", ":8080", "where /metrics is served; 0 disables")
+	f.StringVar(&o.Agent.ProbeAddr, "health-probe-bind-address", ":8081", "where /healthz and /readyz are served")
+	f.StringVar(&o.Agent.WebhookAddr, "webhook-bind-address", ":9292", "where POST /hooks/git is served; empty disables")
+	f.StringVar(&o.Agent.SealingAddr, "sealing-bind-address", ":9393", "where GET /v1/cert.pem and POST /v1/reseal are served, apart from the webhook (which is often exposed to the internet); empty disables")
+	f.StringVar(&o.Agent.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook secret (HMAC key or GitLab token); or set CONVERGE_WEBHOOK_SECRET")
+	f.BoolVar(&o.Agent.LeaderElect, "leader-elect", false, "elect a leader among replicas (a Lease in the agent's namespace)")
+	f.StringVar(&o.Agent.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "converge-cache"), "where Git repositories are cached")
+	f.BoolVar(&o.Agent.AllowFileRepos, "allow-file-repos", false, "allow file:// repositories (tests)")
+	f.BoolVar(&o.Agent.Verbose, "verbose", false, "log every reconcile")
+	f.IntVar(&o.Agent.Concurrency, "concurrency", 8, "Applications reconciled at once")
 	ns := os.Getenv("POD_NAMESPACE")
 	if ns == "" {
 		ns = DefaultSystemNamespace
 	}
-	f.StringVar(&o.SystemNamespace, "system-namespace", ns, "the agent's namespace: sealing keys and the published certificate live here (default $POD_NAMESPACE or converge-system)")
-	f.DurationVar(&o.KeyRotation, "key-rotation-period", seal.DefaultRotation, "make a new sealing key when the newest is this old; 0 never rotates")
-	f.IntVar(&o.KeyBits, "key-bits", seal.KeyBits, "size of new sealing keys (tests use less)")
-	f.BoolVar(&o.RequireTenant, "require-tenant", false, "multi-tenant mode: refuse every Application that no Tenant governs, so nothing is applied with the agent's own rights")
-	f.StringVar(&o.DefaultServiceAccount, "default-service-account", "", "ServiceAccount (in each Application's namespace) impersonated for apps that name none and that no Tenant governs")
-	f.StringSliceVar(&o.SourceHosts, "source-hosts", nil, "the only hosts repositories may be fetched from (host, host:port or *.domain); empty allows any")
-	f.StringVar(&o.WatchSelector, "watch-label-selector", "", "reconcile only the Applications matching this label selector (sharding by hand)")
+	f.StringVar(&o.Agent.SystemNamespace, "system-namespace", ns, "the agent's namespace: sealing keys and the published certificate live here (default $POD_NAMESPACE or converge-system)")
+	f.DurationVar(&o.Agent.KeyRotation, "key-rotation-period", seal.DefaultRotation, "make a new sealing key when the newest is this old; 0 never rotates")
+	f.IntVar(&o.Agent.KeyBits, "key-bits", seal.KeyBits, "size of new sealing keys (tests use less)")
+	f.BoolVar(&o.Agent.RequireTenant, "require-tenant", false, "multi-tenant mode: refuse every Application that no Tenant governs, so nothing is applied with the agent's own rights")
+	f.StringVar(&o.Agent.DefaultServiceAccount, "default-service-account", "", "ServiceAccount (in each Application's namespace) impersonated for apps that name none and that no Tenant governs")
+	f.StringSliceVar(&o.Agent.SourceHosts, "source-hosts", nil, "the only hosts repositories may be fetched from (host, host:port or *.domain); empty allows any")
+	f.StringVar(&o.Agent.WatchSelector, "watch-label-selector", "", "reconcile only the Applications matching this label selector (sharding by hand)")
 	_ = f.MarkHidden("allow-file-repos")
 	_ = f.MarkHidden("key-bits")
 	return cmd
@@ -106,186 +62,9 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 
 // Run runs the agent until ctx ends.
 func (o *AgentOptions) Run(ctx context.Context) error {
-	logger := funcr.NewJSON(func(obj string) { fmt.Fprintln(o.ErrOut, obj) }, funcr.Options{Verbosity: verbosity(o.Verbose)})
-	ctrllog.SetLogger(logger)
 	cfg, _, err := o.Kube.Config()
 	if err != nil {
 		return err
 	}
-	cfg.UserAgent = "converge-agent"
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		return err
-	}
-	owned, err := labels.NewRequirement(engine.LabelApp, selection.Exists, nil)
-	if err != nil {
-		return err
-	}
-	secret := []byte(strings.TrimSpace(os.Getenv("CONVERGE_WEBHOOK_SECRET")))
-	if o.WebhookSecretFile != "" {
-		data, err := os.ReadFile(o.WebhookSecretFile)
-		if err != nil {
-			return fmt.Errorf("--webhook-secret-file: %w", err)
-		}
-		secret = []byte(strings.TrimSpace(string(data)))
-	}
-
-	apps := labels.Everything()
-	if o.WatchSelector != "" {
-		if apps, err = labels.Parse(o.WatchSelector); err != nil {
-			return fmt.Errorf("--watch-label-selector: %w", err)
-		}
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
-		HealthProbeBindAddress: o.ProbeAddr,
-		LeaderElection:         o.LeaderElect,
-		LeaderElectionID:       "converge-agent.converge.dev",
-		// One manager per process in production; tests run several
-		// agents in one process, whose controllers share names.
-		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
-		Cache: cache.Options{
-			// Only converge's own objects are watched: owned objects for
-			// drift, Applications for work.
-			DefaultLabelSelector: labels.NewSelector().Add(*owned),
-			ByObject: map[client.Object]cache.ByObject{
-				&v1alpha1.Application{}:  {Label: apps},
-				&v1alpha1.SealedSecret{}: {Label: labels.Everything()},
-				&v1alpha1.Tenant{}:       {Label: labels.Everything()},
-			},
-		},
-		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
-	})
-	if err != nil {
-		return err
-	}
-	eng, err := engine.New(cfg, engine.DefaultOptions())
-	if err != nil {
-		return err
-	}
-	sources, err := source.NewCache(o.CacheDir)
-	if err != nil {
-		return err
-	}
-	sources.AllowFileURLs = o.AllowFileRepos
-	sources.AllowedHosts = o.SourceHosts
-	rec := &controller.ApplicationReconciler{
-		Client:      mgr.GetClient(),
-		Secrets:     mgr.GetAPIReader(),
-		Engine:      eng,
-		Config:      cfg,
-		Sources:     sources,
-		Recorder:    mgr.GetEventRecorderFor("converge-agent"),
-		Concurrency: o.Concurrency,
-		Tenancy:     controller.TenancyOptions{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount},
-	}
-	if err := rec.SetupWithManager(mgr); err != nil {
-		return err
-	}
-	if err := o.setupSealing(mgr, cfg, scheme, logger); err != nil {
-		return err
-	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return err
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		return err
-	}
-	if o.WebhookAddr != "" {
-		hook := &server.Webhook{Client: mgr.GetClient(), Secret: secret, Log: logger.WithName("webhook")}
-		if err := mgr.Add(&httpRunnable{addr: o.WebhookAddr, mux: webhookMux(hook)}); err != nil {
-			return err
-		}
-	}
-	if o.SealingAddr != "" {
-		mux := http.NewServeMux()
-		(&server.Sealing{Keys: o.keys, Log: logger.WithName("sealing")}).Register(mux)
-		if err := mgr.Add(&httpRunnable{addr: o.SealingAddr, mux: mux}); err != nil {
-			return err
-		}
-	}
-	logger.Info("starting the agent", "webhook", o.WebhookAddr, "sealing", o.SealingAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect)
-	return mgr.Start(ctx)
-}
-
-func verbosity(v bool) int {
-	if v {
-		return 1
-	}
-	return 0
-}
-
-// webhookMux serves the webhook, each client within its own rate limit
-// (10 deliveries a second, bursts of 50: far above any forge's rate).
-func webhookMux(h http.Handler) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("/hooks/git", (&server.RateLimit{Rate: 10, Burst: 50}).Wrap(h))
-	return mux
-}
-
-// httpRunnable serves an HTTP handler on every replica, leader or not.
-type httpRunnable struct {
-	addr string
-	mux  *http.ServeMux
-}
-
-var _ manager.LeaderElectionRunnable = (*httpRunnable)(nil)
-
-func (h *httpRunnable) NeedLeaderElection() bool { return false }
-
-func (h *httpRunnable) Start(ctx context.Context) error {
-	// Every phase of a request is bounded: a slow or idle client holds a
-	// connection for seconds, not forever.
-	srv := &http.Server{Addr: h.addr, Handler: h.mux, ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	select {
-	case <-ctx.Done():
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(shutdown)
-	case err := <-errc:
-		return err
-	}
-}
-
-// setupSealing adds the sealing key store (kept rotated by the leader), the
-// SealedSecret controller and its cache of produced Secrets.
-func (o *AgentOptions) setupSealing(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, logger logr.Logger) error {
-	direct, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})
-	if err != nil {
-		return err
-	}
-	o.keys = &seal.Store{Client: direct, Namespace: o.SystemNamespace, Rotation: o.KeyRotation, Bits: o.KeyBits}
-	check := time.Hour
-	if o.KeyRotation > 0 && o.KeyRotation/10 < check {
-		check = max(o.KeyRotation/10, time.Second)
-	}
-	keysLog := logger.WithName("sealing-keys")
-	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		return o.keys.Run(ctx, check, func(err error) { keysLog.Error(err, "keeping sealing keys") })
-	})); err != nil {
-		return err
-	}
-	produced, err := labels.NewRequirement(v1alpha1.LabelSealedSecret, selection.Exists, nil)
-	if err != nil {
-		return err
-	}
-	secrets, err := cache.New(cfg, cache.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper(), DefaultLabelSelector: labels.NewSelector().Add(*produced)})
-	if err != nil {
-		return err
-	}
-	if err := mgr.Add(secrets); err != nil {
-		return err
-	}
-	rec := &controller.SealedSecretReconciler{
-		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Keys: o.keys,
-		Recorder: mgr.GetEventRecorderFor("converge-agent"), Secrets: secrets,
-	}
-	return rec.SetupWithManager(mgr)
+	return agent.Run(ctx, cfg, o.Agent, o.ErrOut)
 }

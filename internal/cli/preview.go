@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
-	"converge.dev/converge/internal/controller"
+	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
@@ -51,11 +51,11 @@ func (s *appSource) request(ctx context.Context, revision string, verify bool) (
 	if !verify {
 		app.Spec.Source.Verify = nil
 	}
-	req, err := controller.SourceRequest(ctx, s.c, app)
+	req, err := appspec.SourceRequest(ctx, s.c, app)
 	if err != nil && app.Spec.Source.SecretRef != nil && apierrors.IsForbidden(err) && !verify {
 		fmt.Fprintf(s.ErrOut, "warning: may not read the credentials Secret %s; fetching without credentials\n", app.Spec.Source.SecretRef.Name)
 		app.Spec.Source.SecretRef = nil
-		req, err = controller.SourceRequest(ctx, s.c, app)
+		req, err = appspec.SourceRequest(ctx, s.c, app)
 	}
 	if err != nil {
 		return req, err
@@ -101,7 +101,7 @@ func (o *DiffOptions) previewRun(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	opts, err := controller.RenderOptions(s.app, a.Dir)
+	opts, err := appspec.RenderOptions(s.app, a.Dir)
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func (o *DiffOptions) previewRun(ctx context.Context, name string) error {
 	}
 	plan, err := m.Plan(ctx, res.Objects, engine.PlanOptions{
 		App:              engine.App{Name: s.app.Name, Namespace: s.app.Namespace},
-		DefaultNamespace: controller.Destination(s.app),
+		DefaultNamespace: appspec.Destination(s.app),
 		Prune:            true,
 		AllowEmpty:       true,
 		Revision:         a.Revision,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
@@ -195,7 +195,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	// The source, its credentials and trusted keys: read once, used by the
 	// rollback, the fetch and the pin check alike.
-	src, err := SourceRequest(ctx, secrets, app)
+	src, err := appspec.SourceRequest(ctx, secrets, app)
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
 	}
@@ -252,7 +252,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	plan := engine.PlanOptions{
 		App:              engineApp,
-		DefaultNamespace: Destination(app),
+		DefaultNamespace: appspec.Destination(app),
 		Prune:            automated != nil && automated.Prune,
 		Revision:         artifact.Revision,
 		Policy:           ten.policy,
@@ -388,69 +388,15 @@ func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Applica
 	return r.Sources.Fetch(ctx, req)
 }
 
-// SourceRequest builds the fetch request for app's source: its ref, its
-// credentials and the keys its revisions must be signed with, read from
-// the Secrets the Application names.
-func SourceRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Application) (source.Request, error) {
-	req := source.Request{URL: app.Spec.Source.RepoURL, Insecure: app.Spec.Source.Insecure}
-	if ref := app.Spec.Source.Ref; ref != nil {
-		req.Ref = source.Ref{Branch: ref.Branch, Tag: ref.Tag, Semver: ref.Semver, Commit: ref.Commit}
-	}
-	if sr := app.Spec.Source.SecretRef; sr != nil {
-		var s corev1.Secret
-		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: sr.Name}, &s); err != nil {
-			return req, fmt.Errorf("reading credentials Secret %s: %w", sr.Name, err)
-		}
-		req.Auth = &source.Auth{
-			Username:   string(s.Data["username"]),
-			Password:   string(s.Data["password"]),
-			Identity:   s.Data["identity"],
-			KnownHosts: s.Data["known_hosts"],
-		}
-	}
-	if v := app.Spec.Source.Verify; v != nil {
-		var s corev1.Secret
-		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: v.SecretRef.Name}, &s); err != nil {
-			return req, fmt.Errorf("reading trusted keys Secret %s: %w", v.SecretRef.Name, err)
-		}
-		trust, err := source.ParseTrustedKeys(s.Data)
-		if err != nil {
-			return req, fmt.Errorf("trusted keys Secret %s: %w", v.SecretRef.Name, err)
-		}
-		mode := v.Mode
-		if mode == "" {
-			mode = source.VerifyHead
-		}
-		req.Verify = &source.Verify{Mode: mode, Trust: trust}
-	}
-	return req, nil
-}
 
 func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Application, a *source.Artifact) ([]render.Object, error) {
-	opts, err := RenderOptions(app, a.Dir)
+	opts, err := appspec.RenderOptions(app, a.Dir)
 	if err != nil {
 		return nil, err
 	}
 	return r.renders.render(ctx, a.Revision, opts)
 }
 
-// RenderOptions says how app's source renders from a checkout at root.
-func RenderOptions(app *v1alpha1.Application, root string) (render.Options, error) {
-	opts := render.Options{Root: root, Path: strings.TrimPrefix(app.Spec.Source.Path, "/")}
-	if h := app.Spec.Source.Helm; h != nil {
-		opts.Helm = render.HelmOptions{ReleaseName: h.ReleaseName, ValuesFiles: h.ValuesFiles}
-		if h.Values != nil {
-			if err := jsonUnmarshal(h.Values.Raw, &opts.Helm.Values); err != nil {
-				return opts, fmt.Errorf("spec.source.helm.values: %w", err)
-			}
-		}
-	}
-	if opts.Helm.ReleaseName == "" {
-		opts.Helm.ReleaseName = app.Name
-	}
-	opts.Helm.Namespace = Destination(app)
-	return opts, nil
-}
 
 // finalize prunes the app's objects (unless the policy is Orphan) and lets
 // the Application go.
@@ -492,13 +438,6 @@ func specOrRequestChanged() predicate.Predicate {
 	}}
 }
 
-// Destination is the namespace given to app's objects that name none.
-func Destination(app *v1alpha1.Application) string {
-	if app.Spec.Destination.Namespace != "" {
-		return app.Spec.Destination.Namespace
-	}
-	return app.Namespace
-}
 
 func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
 	if d == nil || d.Duration <= 0 {

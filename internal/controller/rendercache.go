@@ -55,4 +55,3 @@ func (c *renderCache) render(ctx context.Context, revision string, opts render.O
 	return out, nil
 }
 
-func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }

@@ -1,0 +1,253 @@
+// Package agent assembles the in-cluster agent: the controller-runtime
+// manager and its caches, the Application and SealedSecret reconcilers,
+// the Git source cache, the sealing keys, and the HTTP servers (webhook,
+// sealing, metrics, probes). The CLI only binds flags to Options.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/controller"
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/seal"
+	"converge.dev/converge/internal/server"
+	"converge.dev/converge/internal/source"
+)
+
+// DefaultSystemNamespace is where `converge install` puts the agent.
+const DefaultSystemNamespace = "converge-system"
+
+// Options configure the agent; `converge agent` binds a flag to each.
+type Options struct {
+	MetricsAddr       string
+	ProbeAddr         string
+	WebhookAddr       string
+	SealingAddr       string
+	WebhookSecretFile string
+	LeaderElect       bool
+	CacheDir          string
+	AllowFileRepos    bool
+	Verbose           bool
+	Concurrency       int
+	SystemNamespace   string
+	KeyRotation       time.Duration
+	KeyBits           int
+	// RequireTenant refuses Applications no Tenant governs.
+	RequireTenant bool
+	// DefaultServiceAccount is impersonated for apps that name none and
+	// that no Tenant governs.
+	DefaultServiceAccount string
+	// SourceHosts are the only hosts repositories may come from.
+	SourceHosts []string
+	// WatchSelector selects the Applications this agent reconciles.
+	WatchSelector string
+}
+
+// Run runs the agent against the cluster cfg reaches until ctx ends,
+// logging JSON lines to logs.
+func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error {
+	logger := funcr.NewJSON(func(obj string) { fmt.Fprintln(logs, obj) }, funcr.Options{Verbosity: verbosity(o.Verbose)})
+	ctrllog.SetLogger(logger)
+	cfg = rest.CopyConfig(cfg)
+	cfg.UserAgent = "converge-agent"
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	owned, err := labels.NewRequirement(engine.LabelApp, selection.Exists, nil)
+	if err != nil {
+		return err
+	}
+	secret := []byte(strings.TrimSpace(os.Getenv("CONVERGE_WEBHOOK_SECRET")))
+	if o.WebhookSecretFile != "" {
+		data, err := os.ReadFile(o.WebhookSecretFile)
+		if err != nil {
+			return fmt.Errorf("--webhook-secret-file: %w", err)
+		}
+		secret = []byte(strings.TrimSpace(string(data)))
+	}
+
+	apps := labels.Everything()
+	if o.WatchSelector != "" {
+		if apps, err = labels.Parse(o.WatchSelector); err != nil {
+			return fmt.Errorf("--watch-label-selector: %w", err)
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress: o.ProbeAddr,
+		LeaderElection:         o.LeaderElect,
+		LeaderElectionID:       "converge-agent.converge.dev",
+		// One manager per process in production; tests run several
+		// agents in one process, whose controllers share names.
+		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{
+			// Only converge's own objects are watched: owned objects for
+			// drift, Applications for work.
+			DefaultLabelSelector: labels.NewSelector().Add(*owned),
+			ByObject: map[client.Object]cache.ByObject{
+				&v1alpha1.Application{}:  {Label: apps},
+				&v1alpha1.SealedSecret{}: {Label: labels.Everything()},
+				&v1alpha1.Tenant{}:       {Label: labels.Everything()},
+			},
+		},
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+	})
+	if err != nil {
+		return err
+	}
+	eng, err := engine.New(cfg, engine.DefaultOptions())
+	if err != nil {
+		return err
+	}
+	sources, err := source.NewCache(o.CacheDir)
+	if err != nil {
+		return err
+	}
+	sources.AllowFileURLs = o.AllowFileRepos
+	sources.AllowedHosts = o.SourceHosts
+	rec := &controller.ApplicationReconciler{
+		Client:      mgr.GetClient(),
+		Secrets:     mgr.GetAPIReader(),
+		Engine:      eng,
+		Config:      cfg,
+		Sources:     sources,
+		Recorder:    mgr.GetEventRecorderFor("converge-agent"),
+		Concurrency: o.Concurrency,
+		Tenancy:     controller.TenancyOptions{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount},
+	}
+	if err := rec.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	direct, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return err
+	}
+	keys := &seal.Store{Client: direct, Namespace: o.SystemNamespace, Rotation: o.KeyRotation, Bits: o.KeyBits}
+	if err := setupSealing(mgr, cfg, scheme, o, keys, logger); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	if o.WebhookAddr != "" {
+		hook := &server.Webhook{Client: mgr.GetClient(), Secret: secret, Log: logger.WithName("webhook")}
+		if err := mgr.Add(&httpRunnable{addr: o.WebhookAddr, mux: webhookMux(hook)}); err != nil {
+			return err
+		}
+	}
+	if o.SealingAddr != "" {
+		mux := http.NewServeMux()
+		(&server.Sealing{Keys: keys, Log: logger.WithName("sealing")}).Register(mux)
+		if err := mgr.Add(&httpRunnable{addr: o.SealingAddr, mux: mux}); err != nil {
+			return err
+		}
+	}
+	logger.Info("starting the agent", "webhook", o.WebhookAddr, "sealing", o.SealingAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect)
+	return mgr.Start(ctx)
+}
+
+func verbosity(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// webhookMux serves the webhook, each client within its own rate limit
+// (10 deliveries a second, bursts of 50: far above any forge's rate).
+func webhookMux(h http.Handler) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/hooks/git", (&server.RateLimit{Rate: 10, Burst: 50}).Wrap(h))
+	return mux
+}
+
+// httpRunnable serves an HTTP handler on every replica, leader or not.
+type httpRunnable struct {
+	addr string
+	mux  *http.ServeMux
+}
+
+var _ manager.LeaderElectionRunnable = (*httpRunnable)(nil)
+
+func (h *httpRunnable) NeedLeaderElection() bool { return false }
+
+func (h *httpRunnable) Start(ctx context.Context) error {
+	// Every phase of a request is bounded: a slow or idle client holds a
+	// connection for seconds, not forever.
+	srv := &http.Server{Addr: h.addr, Handler: h.mux, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdown)
+	case err := <-errc:
+		return err
+	}
+}
+
+// setupSealing adds the sealing key store (kept rotated by the leader), the
+// SealedSecret controller and its cache of produced Secrets.
+func setupSealing(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o Options, keys *seal.Store, logger logr.Logger) error {
+	check := time.Hour
+	if o.KeyRotation > 0 && o.KeyRotation/10 < check {
+		check = max(o.KeyRotation/10, time.Second)
+	}
+	keysLog := logger.WithName("sealing-keys")
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		return keys.Run(ctx, check, func(err error) { keysLog.Error(err, "keeping sealing keys") })
+	})); err != nil {
+		return err
+	}
+	produced, err := labels.NewRequirement(v1alpha1.LabelSealedSecret, selection.Exists, nil)
+	if err != nil {
+		return err
+	}
+	secrets, err := cache.New(cfg, cache.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper(), DefaultLabelSelector: labels.NewSelector().Add(*produced)})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(secrets); err != nil {
+		return err
+	}
+	rec := &controller.SealedSecretReconciler{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Keys: keys,
+		Recorder: mgr.GetEventRecorderFor("converge-agent"), Secrets: secrets,
+	}
+	return rec.SetupWithManager(mgr)
+}

@@ -1,0 +1,84 @@
+// Package appspec says what an Application means, in the terms the rest
+// of converge works in: the fetch request for its source (credentials and
+// trusted keys read from the Secrets it names), its render options and its
+// destination. The agent, the CLI's preview and, later, the web UI read an
+// Application through it, so they cannot disagree.
+package appspec
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/render"
+	"converge.dev/converge/internal/source"
+)
+
+// SourceRequest builds the fetch request for app's source: its ref, its
+// credentials and the keys its revisions must be signed with, read from
+// the Secrets the Application names.
+func SourceRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Application) (source.Request, error) {
+	req := source.Request{URL: app.Spec.Source.RepoURL, Insecure: app.Spec.Source.Insecure}
+	if ref := app.Spec.Source.Ref; ref != nil {
+		req.Ref = source.Ref{Branch: ref.Branch, Tag: ref.Tag, Semver: ref.Semver, Commit: ref.Commit}
+	}
+	if sr := app.Spec.Source.SecretRef; sr != nil {
+		var s corev1.Secret
+		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: sr.Name}, &s); err != nil {
+			return req, fmt.Errorf("reading credentials Secret %s: %w", sr.Name, err)
+		}
+		req.Auth = &source.Auth{
+			Username:   string(s.Data["username"]),
+			Password:   string(s.Data["password"]),
+			Identity:   s.Data["identity"],
+			KnownHosts: s.Data["known_hosts"],
+		}
+	}
+	if v := app.Spec.Source.Verify; v != nil {
+		var s corev1.Secret
+		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: v.SecretRef.Name}, &s); err != nil {
+			return req, fmt.Errorf("reading trusted keys Secret %s: %w", v.SecretRef.Name, err)
+		}
+		trust, err := source.ParseTrustedKeys(s.Data)
+		if err != nil {
+			return req, fmt.Errorf("trusted keys Secret %s: %w", v.SecretRef.Name, err)
+		}
+		mode := v.Mode
+		if mode == "" {
+			mode = source.VerifyHead
+		}
+		req.Verify = &source.Verify{Mode: mode, Trust: trust}
+	}
+	return req, nil
+}
+
+// RenderOptions says how app's source renders from a checkout at root.
+func RenderOptions(app *v1alpha1.Application, root string) (render.Options, error) {
+	opts := render.Options{Root: root, Path: strings.TrimPrefix(app.Spec.Source.Path, "/")}
+	if h := app.Spec.Source.Helm; h != nil {
+		opts.Helm = render.HelmOptions{ReleaseName: h.ReleaseName, ValuesFiles: h.ValuesFiles}
+		if h.Values != nil {
+			if err := json.Unmarshal(h.Values.Raw, &opts.Helm.Values); err != nil {
+				return opts, fmt.Errorf("spec.source.helm.values: %w", err)
+			}
+		}
+	}
+	if opts.Helm.ReleaseName == "" {
+		opts.Helm.ReleaseName = app.Name
+	}
+	opts.Helm.Namespace = Destination(app)
+	return opts, nil
+}
+
+// Destination is the namespace given to app's objects that name none.
+func Destination(app *v1alpha1.Application) string {
+	if app.Spec.Destination.Namespace != "" {
+		return app.Spec.Destination.Namespace
+	}
+	return app.Namespace
+}
