@@ -66,6 +66,8 @@ type Options struct {
 	SourceHosts []string
 	// WatchSelector selects the Applications this agent reconciles.
 	WatchSelector string
+	// GitTimeout bounds each git command.
+	GitTimeout time.Duration
 }
 
 // Run runs the agent against the cluster cfg reaches until ctx ends,
@@ -135,6 +137,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	}
 	sources.AllowFileURLs = o.AllowFileRepos
 	sources.AllowedHosts = o.SourceHosts
+	sources.Timeout = o.GitTimeout
 	rec := &controller.ApplicationReconciler{
 		Client:      mgr.GetClient(),
 		Secrets:     mgr.GetAPIReader(),

@@ -9,6 +9,7 @@ import (
 
 	"converge.dev/converge/internal/agent"
 	"converge.dev/converge/internal/seal"
+	"converge.dev/converge/internal/source"
 )
 
 // AgentOptions holds the flags of `converge agent`.
@@ -55,6 +56,7 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.StringVar(&o.Agent.DefaultServiceAccount, "default-service-account", "", "ServiceAccount (in each Application's namespace) impersonated for apps that name none and that no Tenant governs")
 	f.StringSliceVar(&o.Agent.SourceHosts, "source-hosts", nil, "the only hosts repositories may be fetched from (host, host:port or *.domain); empty allows any")
 	f.StringVar(&o.Agent.WatchSelector, "watch-label-selector", "", "reconcile only the Applications matching this label selector (sharding by hand)")
+	f.DurationVar(&o.Agent.GitTimeout, "git-timeout", source.DefaultTimeout, "bound on each git command (ls-remote, fetch, push); a stalling server fails its apps' fetch instead of holding a worker")
 	_ = f.MarkHidden("allow-file-repos")
 	_ = f.MarkHidden("key-bits")
 	return cmd

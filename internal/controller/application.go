@@ -388,7 +388,6 @@ func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Applica
 	return r.Sources.Fetch(ctx, req)
 }
 
-
 func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Application, a *source.Artifact) ([]render.Object, error) {
 	opts, err := appspec.RenderOptions(app, a.Dir)
 	if err != nil {
@@ -396,7 +395,6 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 	}
 	return r.renders.render(ctx, a.Revision, opts)
 }
-
 
 // finalize prunes the app's objects (unless the policy is Orphan) and lets
 // the Application go.
@@ -437,7 +435,6 @@ func specOrRequestChanged() predicate.Predicate {
 			!n.GetDeletionTimestamp().IsZero()
 	}}
 }
-
 
 func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
 	if d == nil || d.Duration <= 0 {

@@ -54,4 +54,3 @@ func (c *renderCache) render(ctx context.Context, revision string, opts render.O
 	}
 	return out, nil
 }
-

@@ -62,6 +62,8 @@ type Cache struct {
 	Keep int
 	// Limits bound each checkout; zero takes DefaultCheckoutLimits.
 	Limits CheckoutLimits
+	// Timeout bounds each git command; zero means DefaultTimeout.
+	Timeout time.Duration
 	// AllowedHosts, when not empty, are the only hosts repositories may be
 	// fetched from: exact names ("git.example.com") or "*.example.com" for
 	// any subdomain. A host may carry a port ("git.example.com:8443").
@@ -297,7 +299,7 @@ func (c *Cache) open(ctx context.Context, url string, auth *Auth, insecure bool)
 		_ = os.RemoveAll(tmp)
 		r.mu.Unlock()
 	}
-	g = &gitRunner{url: url, auth: auth, tmp: tmp, allowFile: c.AllowFileURLs}
+	g = &gitRunner{url: url, auth: auth, tmp: tmp, allowFile: c.AllowFileURLs, timeout: c.Timeout}
 	if _, err := os.Stat(filepath.Join(r.bare, "HEAD")); err != nil {
 		if _, err := g.run(ctx, "", "init", "--bare", "-q", r.bare); err != nil {
 			done()

@@ -136,6 +136,7 @@ func extract(ctx context.Context, g *gitRunner, bare, commit, dir string, limits
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "git", "cat-file", "--batch")
+	killGroup(cmd)
 	cmd.Dir, cmd.Env = bare, env
 	var ids bytes.Buffer
 	for _, b := range blobs {

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"converge.dev/converge/internal/testutil/gitserver"
 )
@@ -246,5 +248,36 @@ func TestFetch_OnlyAllowedHosts(t *testing.T) {
 		if got := repoHost(raw); got != want {
 			t.Errorf("repoHost(%q) = %q, want %q", raw, got, want)
 		}
+	}
+}
+
+// A server that accepts connections and never answers fails the fetch
+// within the timeout, naming the repository, and frees it for the next
+// caller.
+func TestFetch_StallingServerTimesOut(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // hold it open, say nothing
+		}
+	}()
+	c := newCache(t)
+	c.Timeout = 2 * time.Second
+	url := "http://" + l.Addr().String() + "/stall.git"
+	start := time.Now()
+	_, err = c.Fetch(context.Background(), Request{URL: url})
+	if err == nil || !strings.Contains(err.Error(), url) || !strings.Contains(err.Error(), "no answer within 2s") {
+		t.Fatalf("error = %v, want a timeout naming %s", err, url)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the fetch took %s", d)
 	}
 }

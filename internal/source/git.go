@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Auth holds a repository's credentials.
@@ -53,7 +55,14 @@ type gitRunner struct {
 	tmp string
 	// allowFile permits file:// URLs (tests).
 	allowFile bool
+	// timeout bounds each git command; zero means DefaultTimeout.
+	timeout time.Duration
 }
+
+// DefaultTimeout bounds one git command (ls-remote, fetch, push): a server
+// that stalls fails its apps' fetch and frees the worker, instead of
+// holding it, and the repository, forever.
+const DefaultTimeout = 2 * time.Minute
 
 func isSSH(url string) bool {
 	return strings.HasPrefix(url, "ssh://") || (!strings.Contains(url, "://") && strings.Contains(url, "@") && strings.Contains(url, ":"))
@@ -91,6 +100,9 @@ func (g *gitRunner) env() ([]string, error) {
 		{"core.hooksPath", "/dev/null"},
 		{"core.fsmonitor", "false"},
 		{"transfer.fsckObjects", "true"},
+		// A transfer slower than 1 KiB/s for 30 s is given up.
+		{"http.lowSpeedLimit", "1024"},
+		{"http.lowSpeedTime", "30"},
 	}
 	if g.allowFile {
 		config = append(config, [2]string{"protocol.file.allow", "always"})
@@ -149,13 +161,23 @@ func (g *gitRunner) runEnv(ctx context.Context, dir string, extra []string, stdi
 	if err != nil {
 		return nil, err
 	}
+	timeout := g.timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, "git", args...)
+	killGroup(cmd)
 	cmd.Dir = dir
 	cmd.Env = append(env, extra...)
 	cmd.Stdin = stdin
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() == context.DeadlineExceeded {
+			return nil, fmt.Errorf("git %s: no answer within %s (the server stalled or is too slow)", args[0], timeout)
+		}
 		msg := withoutRemoteLines(stderr.String())
 		if msg == "" {
 			msg = err.Error()
@@ -177,4 +199,14 @@ func withoutRemoteLines(stderr string) string {
 		kept = append(kept, line)
 	}
 	return strings.TrimSpace(strings.Join(kept, "\n"))
+}
+
+// killGroup makes cmd's cancellation end git's helpers too (git-remote-http,
+// ssh), which hold its output open: git runs in a process group of its
+// own, the whole group is killed, and Wait gives up on the pipes a second
+// later.
+func killGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
 }
