@@ -209,11 +209,17 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 
 	// Fetch. A recent answer for the same repository and ref is reused, so
 	// drift reconciles and 100 apps on one repository cost no Git request.
-	maxAge := interval
+	src.MaxAge = interval
 	if force {
-		maxAge = 0
+		src.MaxAge = 0
+		// A webhook delivery, stamped by an agent's own clock, is
+		// answered by any ls-remote that started after it: a flood of
+		// deliveries for one push costs one Git request, not one each.
+		if at, err := time.Parse(time.RFC3339Nano, requested); err == nil && run.trigger.Type == engine.TriggerWebhook {
+			src.NotBefore = at
+		}
 	}
-	artifact, err := r.fetch(ctx, app, src, maxAge)
+	artifact, err := r.fetch(ctx, app, src)
 	if err != nil {
 		gitFetches.WithLabelValues("failed").Inc()
 		var verr *source.VerificationError
@@ -274,7 +280,9 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	// A sync worth a history entry: a new revision, a request, or changes
 	// applied. A no-op resync is not one.
-	run.record = force || newRevision
+	// A webhook delivery for a revision already synced is one of a flood
+	// or a redelivery: like a no-op resync, not worth an entry.
+	run.record = (force && run.trigger.Type != engine.TriggerWebhook) || newRevision
 	var cs *engine.ChangeSet
 	p, err := eng.Plan(ctx, objs, plan)
 	if err == nil {
@@ -379,9 +387,8 @@ func (r *ApplicationReconciler) requeueAfter(app *v1alpha1.Application, interval
 }
 
 // fetch fetches what app follows (its pin, if pinned) from src.
-func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Application, src source.Request, maxAge time.Duration) (*source.Artifact, error) {
+func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Application, src source.Request) (*source.Artifact, error) {
 	req := src
-	req.MaxAge = maxAge
 	if app.Spec.Pin != nil {
 		req.Ref = source.Ref{Commit: app.Spec.Pin.Revision}
 	}

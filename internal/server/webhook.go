@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -31,6 +32,20 @@ type Webhook struct {
 	Log    logr.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Coalesce is the window in which deliveries for one repository and
+	// ref are merged (default 1s): the first triggers at once, later ones
+	// in the window trigger once when it closes. A flood of deliveries
+	// costs a sync request a window, and the last push is never missed.
+	Coalesce time.Duration
+
+	mu      sync.Mutex
+	windows map[string]*window
+}
+
+// window is an open coalescing window for one repository and ref.
+type window struct {
+	push    *push
+	pending bool
 }
 
 // push is what the webhook needs from any provider's push event.
@@ -65,6 +80,12 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if p == nil {
 		w.WriteHeader(http.StatusNoContent) // not a push: nothing to do
+		return
+	}
+	if h.absorb(p) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		_ = json.NewEncoder(w).Encode(map[string]any{"coalesced": true})
 		return
 	}
 	triggered, err := h.trigger(r.Context(), p)
@@ -148,6 +169,52 @@ func validHMAC(key, body []byte, sigHex string) bool {
 	mac := hmac.New(sha256.New, key)
 	mac.Write(body)
 	return hmac.Equal(sig, mac.Sum(nil))
+}
+
+// absorb reports whether p falls into an open window for its repository
+// and ref (it is then triggered when the window closes); otherwise it
+// opens one and p is triggered now.
+func (h *Webhook) absorb(p *push) bool {
+	key := p.ref + "\x00" + strings.Join(p.urls, "\x00")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.windows == nil {
+		h.windows = map[string]*window{}
+	}
+	if w, open := h.windows[key]; open {
+		w.push, w.pending = p, true
+		return true
+	}
+	h.windows[key] = &window{push: p}
+	h.closeLater(key)
+	return false
+}
+
+// closeLater closes key's window after the coalescing delay, triggering
+// what arrived meanwhile (and opening a new window for it).
+func (h *Webhook) closeLater(key string) {
+	d := h.Coalesce
+	if d <= 0 {
+		d = time.Second
+	}
+	time.AfterFunc(d, func() {
+		h.mu.Lock()
+		w := h.windows[key]
+		if w == nil || !w.pending {
+			delete(h.windows, key)
+			h.mu.Unlock()
+			return
+		}
+		w.pending = false
+		p := w.push
+		h.closeLater(key)
+		h.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := h.trigger(ctx, p); err != nil {
+			h.Log.Error(err, "triggering applications (coalesced deliveries)")
+		}
+	})
 }
 
 // trigger annotates every Application following the pushed repository and

@@ -19,8 +19,12 @@ type Request struct {
 	Ref  Ref
 	Auth *Auth
 	// MaxAge lets the cache answer without asking the server when it
-	// resolved the same URL and ref less than MaxAge ago. Zero always asks.
+	// resolved the same URL and ref less than MaxAge ago. Zero always asks,
+	// unless NotBefore says otherwise.
 	MaxAge time.Duration
+	// NotBefore, when set, lets the cache answer from a resolution that
+	// started after it: the answer reflects every push made before then.
+	NotBefore time.Time
 	// Verify, when set, refuses a revision whose signature is missing or
 	// not made by a trusted key, before anything is extracted from it.
 	Verify *Verify
@@ -142,10 +146,15 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 	}
 	res, ok := r.resolved[req.Ref]
 	pinned := req.Ref.pinnedCommit()
-	if !ok || req.MaxAge == 0 || time.Since(res.at) >= req.MaxAge || pinned != "" {
+	fresh := ok && ((req.MaxAge > 0 && time.Since(res.at) < req.MaxAge) ||
+		(!req.NotBefore.IsZero() && res.at.After(req.NotBefore)))
+	if !fresh || pinned != "" {
 		if pinned != "" {
 			res = resolution{commit: pinned, at: time.Now()}
 		} else {
+			// at is when the question was asked: the answer holds every
+			// push made before it.
+			asked := time.Now()
 			out, err := g.run(ctx, r.bare, "ls-remote", "--", req.URL)
 			if err != nil {
 				return fail(err)
@@ -155,7 +164,7 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 			if err != nil {
 				return fail(err)
 			}
-			res = resolution{refName: name, commit: commit, tagObject: tags[name], at: time.Now()}
+			res = resolution{refName: name, commit: commit, tagObject: tags[name], at: asked}
 		}
 		r.resolved[req.Ref] = res
 	}

@@ -87,6 +87,9 @@ func (c *Cache) restoreOnce(ctx context.Context, g *gitRunner, r *repo, req Rest
 			return nil, fmt.Errorf("fetching %s: %w", shortSHA(req.Target), err)
 		}
 	}
+	if err := c.inHistory(ctx, g, r, req.URL, ref, req.Target, head); err != nil {
+		return nil, err
+	}
 	tree, err := c.restoredTree(ctx, g, r.bare, head, req.Target, req.Path, filepath.Join(tmp, "index"))
 	if err != nil {
 		return nil, err
@@ -113,6 +116,29 @@ func (c *Cache) restoreOnce(ctx context.Context, g *gitRunner, r *repo, req Rest
 		return nil, fmt.Errorf("pushing the rollback commit (the credentials need write access): %w", err)
 	}
 	return &Restored{Commit: sha, Parent: head}, nil
+}
+
+// inHistory refuses a target that is no longer in the branch's history
+// (a force-push rewrote it): restoring content the branch never had since
+// would be a surprise, not a rollback. It deepens the cached history back
+// to a week before the target's commit date, then asks git.
+func (c *Cache) inHistory(ctx context.Context, g *gitRunner, r *repo, url, ref, target, head string) error {
+	out, err := g.run(ctx, r.bare, "log", "-1", "--format=%ct", target)
+	if err != nil {
+		return err
+	}
+	ct, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	if err != nil {
+		return fmt.Errorf("reading the date of %s: %w", shortSHA(target), err)
+	}
+	since := fmt.Sprintf("--shallow-since=%d", ct-7*24*3600)
+	if _, err := g.run(ctx, r.bare, "fetch", "-q", since, "--no-tags", "--", url, ref); err != nil {
+		return fmt.Errorf("reading the history of %s: %w", strings.TrimPrefix(ref, "refs/heads/"), err)
+	}
+	if _, err := g.run(ctx, r.bare, "merge-base", "--is-ancestor", target, head); err != nil {
+		return fmt.Errorf("revision %s is not in the history of branch %s any more (was it rewritten by a force-push?); pick a revision from the current history", shortSHA(target), strings.TrimPrefix(ref, "refs/heads/"))
+	}
+	return nil
 }
 
 // restoredTree builds, in a scratch index, head's tree with p replaced by

@@ -112,6 +112,8 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 		code := cli.Execute(context.Background(), cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: logs},
 			[]string{"agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
 				"--webhook-bind-address", addr, "--sealing-bind-address", sealingAddr, "--webhook-secret-file", secretFile, "--cache-dir", filepath.Join(gitRoot, "cache"), "--verbose",
+				// A stalling server fails within seconds (TestFaults_*).
+				"--git-timeout", "5s",
 				// Applications labelled for the multi-tenant agent of the
 				// tenancy tests are that agent's alone.
 				"--watch-label-selector", "!" + strictAgentLabel})

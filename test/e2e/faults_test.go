@@ -1,0 +1,182 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/testutil/kubetest"
+)
+
+func fetchFailed(contains ...string) func(*v1alpha1.Application) bool {
+	return func(a *v1alpha1.Application) bool {
+		ready := apimeta.FindStatusCondition(a.Status.Conditions, v1alpha1.ConditionReady)
+		if ready == nil || ready.Reason != v1alpha1.ReasonFetchFailed {
+			return false
+		}
+		for _, c := range contains {
+			if !strings.Contains(ready.Message, c) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// A Git server that accepts connections and never answers fails its own
+// apps' fetch within the agent's git timeout; apps on other servers keep
+// syncing meanwhile.
+func TestFaults_StallingGitServerFailsOnlyItsApps(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var held sync.WaitGroup
+	defer func() { l.Close(); close(stop); held.Wait() }()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held.Add(1)
+			go func() { defer held.Done(); defer c.Close(); <-stop }()
+		}
+	}()
+	stalled := "http://" + l.Addr().String() + "/stall.git"
+	for i := range 3 {
+		app := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("stalled-%d", i), Namespace: ns},
+			Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: stalled}, SyncPolicy: automated(true, true)}}
+		if err := a.client.Create(context.Background(), app); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	}
+	_, rev := a.newApp(t, ns, "healthy", automated(true, true))
+	a.waitApp(t, ns, "healthy", 30*time.Second, "an app on another server syncs", synced(rev))
+	a.waitApp(t, ns, "stalled-0", 30*time.Second, "the stalled fetch fails in time", fetchFailed(stalled, "no answer within 5s"))
+}
+
+// A force-push that rewrites history: the new tip syncs, and a rollback to
+// a revision the server no longer has is refused with a clear message.
+func TestFaults_ForcePushSyncsTheNewTipAndRollbackRefusesTheLostRevision(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo, first := a.newApp(t, ns, "rewritten", automated(true, true))
+	a.waitApp(t, ns, "rewritten", 30*time.Second, "synced", synced(first))
+	rewritten, err := repo.Rewrite("main", "history rewritten", map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "rewritten")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.push(t, repo, "refs/heads/main")
+	a.waitApp(t, ns, "rewritten", 30*time.Second, "the new tip synced", synced(rewritten))
+	if mode := configMapMode(t, ns); mode != "rewritten" {
+		t.Fatalf("mode = %q", mode)
+	}
+	r := converge(t, "rollback", "rewritten", first, "-n", ns, "--timeout", "30s")
+	if r.code == 0 || !strings.Contains(r.output(), first[:12]+" is not in the history of branch main any more") {
+		t.Fatalf("rollback to a lost revision: exit %d\n%s", r.code, r.output())
+	}
+	t.Logf("refused: %s", r.stderr)
+	if mode := configMapMode(t, ns); mode != "rewritten" {
+		t.Errorf("after the refused rollback: mode = %q", mode)
+	}
+}
+
+// A repository deleted on the server: the app fails its fetch, naming the
+// URL, and nothing it synced is pruned.
+func TestFaults_DeletedRepositoryPrunesNothing(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo, first := a.newApp(t, ns, "deleted", automated(true, true))
+	a.waitApp(t, ns, "deleted", 30*time.Second, "synced", synced(first))
+	if err := os.RemoveAll(repo.Bare); err != nil {
+		t.Fatal(err)
+	}
+	if r := converge(t, "sync", "deleted", "-n", ns); r.code != 0 {
+		t.Fatalf("sync request: %s", r.output())
+	}
+	got := a.waitApp(t, ns, "deleted", 30*time.Second, "FetchFailed naming the URL", fetchFailed(a.git.URL(repo.Name)))
+	if got.Status.Sync.Revision != first {
+		t.Errorf("revision %s, want the last synced %s", got.Status.Sync.Revision, first)
+	}
+	if mode := configMapMode(t, ns); mode != "first" {
+		t.Errorf("the synced state was not kept: mode = %q", mode)
+	}
+}
+
+// A flood of webhook deliveries for one repository coalesces: a handful
+// of fetches, and one history entry for the new commit.
+func TestFaults_WebhookFloodCoalesces(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo, first := a.newApp(t, ns, "flooded", automated(true, true))
+	a.waitApp(t, ns, "flooded", 30*time.Second, "synced", synced(first))
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "second")}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := repo.Commit("main", "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := a.git.Fetches(repo.Name)
+	body := fmt.Sprintf(`{"ref":"refs/heads/main","repository":{"clone_url":%q}}`, a.git.URL(repo.Name))
+	mac := hmac.New(sha256.New, []byte(webhookSecret))
+	mac.Write([]byte(body))
+	sig := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 25 {
+				req, _ := http.NewRequest(http.MethodPost, a.webhook, bytes.NewBufferString(body))
+				req.Header.Set("X-GitHub-Event", "push")
+				req.Header.Set("X-Hub-Signature-256", sig)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					continue
+				}
+				resp.Body.Close()
+				mu.Lock()
+				codes[resp.StatusCode]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("answers: %v", codes)
+	a.waitApp(t, ns, "flooded", 30*time.Second, "the new commit synced", synced(second))
+	// Let the requests the flood queued drain.
+	time.Sleep(2 * time.Second)
+	fetches := a.git.Fetches(repo.Name) - before
+	if fetches > 20 {
+		t.Errorf("%d deliveries made %d upload-pack requests; want them coalesced", 200, fetches)
+	}
+	r := converge(t, "history", "flooded", "-n", ns, "-o", "json")
+	if n := strings.Count(r.stdout, second); n != 1 {
+		t.Errorf("history mentions the new commit %d times, want once:\n%s", n, r.stdout)
+	}
+	t.Logf("200 deliveries: %d upload-pack requests", fetches)
+}
