@@ -68,6 +68,17 @@ type Options struct {
 	WatchSelector string
 	// GitTimeout bounds each git command.
 	GitTimeout time.Duration
+	// LeaseDuration is how long a leader's Lease holds without renewal:
+	// the longest a dead leader's work waits for another replica.
+	LeaseDuration time.Duration
+}
+
+// durationPtr is nil for zero, so the manager keeps its default.
+func durationPtr(d time.Duration) *time.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return &d
 }
 
 // Run runs the agent against the cluster cfg reaches until ctx ends,
@@ -109,6 +120,14 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		HealthProbeBindAddress: o.ProbeAddr,
 		LeaderElection:         o.LeaderElect,
 		LeaderElectionID:       "converge-agent.converge.dev",
+		// The Lease lives in the agent's namespace wherever the agent
+		// runs: in the cluster, or outside it with a kubeconfig.
+		LeaderElectionNamespace: o.SystemNamespace,
+		LeaseDuration:           durationPtr(o.LeaseDuration),
+		RenewDeadline:           durationPtr(o.LeaseDuration * 2 / 3),
+		RetryPeriod:             durationPtr(o.LeaseDuration / 7),
+		// A leader stopping (a rolling update) hands over at once.
+		LeaderElectionReleaseOnCancel: true,
 		// One manager per process in production; tests run several
 		// agents in one process, whose controllers share names.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -40,7 +41,8 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.StringVar(&o.Agent.WebhookAddr, "webhook-bind-address", ":9292", "where POST /hooks/git is served; empty disables")
 	f.StringVar(&o.Agent.SealingAddr, "sealing-bind-address", ":9393", "where GET /v1/cert.pem and POST /v1/reseal are served, apart from the webhook (which is often exposed to the internet); empty disables")
 	f.StringVar(&o.Agent.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook secret (HMAC key or GitLab token); or set CONVERGE_WEBHOOK_SECRET")
-	f.BoolVar(&o.Agent.LeaderElect, "leader-elect", false, "elect a leader among replicas (a Lease in the agent's namespace)")
+	f.BoolVar(&o.Agent.LeaderElect, "leader-elect", false, "elect a leader among replicas (Lease converge-agent.converge.dev in --system-namespace)")
+	f.DurationVar(&o.Agent.LeaseDuration, "lease-duration", 15*time.Second, "with --leader-elect: how long a leader's Lease holds without renewal (a dead leader is replaced within it)")
 	f.StringVar(&o.Agent.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "converge-cache"), "where Git repositories are cached")
 	f.BoolVar(&o.Agent.AllowFileRepos, "allow-file-repos", false, "allow file:// repositories (tests)")
 	f.BoolVar(&o.Agent.Verbose, "verbose", false, "log every reconcile")

@@ -12,13 +12,17 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/testutil/kubetest"
@@ -179,4 +183,134 @@ func TestFaults_WebhookFloodCoalesces(t *testing.T) {
 		t.Errorf("history mentions the new commit %d times, want once:\n%s", n, r.stdout)
 	}
 	t.Logf("200 deliveries: %d upload-pack requests", fetches)
+}
+
+// buildConverge builds the converge binary once per test binary.
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+func convergeBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := kubetest.RepoRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "converge-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "converge")
+		build := exec.Command("go", "build", "-o", builtBin, "./cmd/converge")
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// Two agent processes with leader election: the first holds the Lease and
+// syncs; killed with SIGKILL (no chance to release it), the second takes
+// over within the lease duration and syncs the next request.
+func TestFaults_LeaderDiesAndTheOtherReplicaTakesOver(t *testing.T) {
+	a := startAgent(t)
+	bin := convergeBinary(t)
+	sys := kubetest.Namespace(t, cluster.Client)
+	ns := kubetest.Namespace(t, cluster.Client)
+	kubeconfig, _ := kubetest.LocalKubeconfig()
+	ctx := context.Background()
+	start := func(name string) *exec.Cmd {
+		logs, err := os.Create(filepath.Join(os.TempDir(), "converge-e2e-"+name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0",
+			"--health-probe-bind-address", "0", "--webhook-bind-address", "", "--sealing-bind-address", "",
+			"--cache-dir", t.TempDir(), "--system-namespace", sys, "--leader-elect", "--lease-duration", "4s",
+			"--watch-label-selector", strictAgentLabel+"=ha", "--key-bits", "2048")
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logs.Close() })
+		return cmd
+	}
+	holder := func() string {
+		var lease coordinationv1.Lease
+		if err := cluster.Client.Get(ctx, client.ObjectKey{Namespace: sys, Name: "converge-agent.converge.dev"}, &lease); err != nil {
+			return ""
+		}
+		if lease.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *lease.Spec.HolderIdentity
+	}
+	first := start("replica-1")
+	var leader string
+	kubetest.Eventually(t, 30*time.Second, "the first replica leads", func(ctx context.Context) (bool, error) {
+		leader = holder()
+		return leader != "", fmt.Errorf("no Lease holder yet")
+	})
+	start("replica-2")
+
+	repo, err := a.git.NewRepo(ns + "-ha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "first")}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "ha", Namespace: ns, Labels: map[string]string{strictAgentLabel: "ha"}},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"},
+			SyncPolicy: automated(true, true),
+		},
+	}
+	if err := a.client.Create(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.waitApp(t, ns, "ha", 30*time.Second, "the leader syncs", synced(rev))
+
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	kubetest.Eventually(t, 30*time.Second, "the other replica takes the Lease", func(ctx context.Context) (bool, error) {
+		h := holder()
+		return h != "" && h != leader, fmt.Errorf("holder %q", h)
+	})
+	took := time.Since(killed)
+	t.Logf("the Lease changed hands %s after the kill", took.Round(10*time.Millisecond))
+	if took > 4*time.Second+5*time.Second {
+		t.Errorf("takeover took %s, want within the 4s lease plus a retry", took)
+	}
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "second")}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := repo.Commit("main", "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := converge(t, "sync", "ha", "-n", ns); r.code != 0 {
+		t.Fatalf("sync request: %s", r.output())
+	}
+	a.waitApp(t, ns, "ha", 30*time.Second, "the new leader syncs", synced(second))
+	if mode := configMapMode(t, ns); mode != "second" {
+		t.Errorf("mode = %q", mode)
+	}
 }
