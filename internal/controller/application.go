@@ -318,6 +318,9 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	logger.V(1).Info("reconciled", "revision", artifact.Revision, "applied", apply, "changes", cs.Counts().String())
 	// Health from what the plan listed and the applies returned: no request.
 	health := p.Health()
+	if apply {
+		health = cs.Health
+	}
 	prevRev, prevCommit := app.Status.Sync.Revision, app.Status.Sync.Commit
 	r.record(app, artifact, cs, health, apply, held)
 	if !apply && held != "automated sync is off" && cs.HasChanges() {

@@ -55,15 +55,37 @@ func (m *Manager) Sync(ctx context.Context, objs []render.Object, opts SyncOptio
 //
 // Unchanged objects are not written. Whatever happens, the inventory records
 // every object that was applied, so nothing created is ever lost track of.
+//
+// Apply does not change the plan: what it did is in the change set it
+// returns, with each object's health right after its write (Health).
 func (m *Manager) Apply(ctx context.Context, p *Plan, opts SyncOptions) (cs *ChangeSet, err error) {
 	applied := &appliedSet{rv: map[render.Key]string{}}
-	p.applied = applied
+	// The objects that could be checked only now are checked on copies;
+	// their dry-run diffs stand in the result for the plan's.
+	objects := p.objects
+	var deferred []*desired
+	if len(p.deferred) > 0 {
+		copies := make(map[*desired]*desired, len(p.deferred))
+		for _, d := range p.deferred {
+			c := *d
+			copies[d] = &c
+			deferred = append(deferred, &c)
+		}
+		objects = make([]*desired, len(p.objects))
+		for i, d := range p.objects {
+			if c, ok := copies[d]; ok {
+				d = c
+			}
+			objects[i] = d
+		}
+	}
 	var deleted []*unstructured.Unstructured
 	defer func() {
 		if saveErr := m.recordSync(ctx, p, applied, deleted); saveErr != nil && err == nil {
 			err = saveErr
 		}
-		cs = p.result(applied, err)
+		cs = result(objects, p.pruneChanges, applied, err)
+		cs.Health = health(p.objects, applied)
 	}()
 	timeout := opts.Timeout
 	if timeout <= 0 {
@@ -90,8 +112,8 @@ func (m *Manager) Apply(ctx context.Context, p *Plan, opts SyncOptions) (cs *Cha
 	if err := m.waitEstablished(ctx, first, timeout); err != nil {
 		return nil, err
 	}
-	if len(p.deferred) > 0 {
-		if err := m.dryRunAll(ctx, p, p.deferred); err != nil {
+	if len(deferred) > 0 {
+		if err := m.dryRunAll(ctx, p.opts, deferred); err != nil {
 			m.undoCreated(ctx, first, applied)
 			return nil, err
 		}

@@ -46,6 +46,9 @@ type Change struct {
 // ChangeSet is the result of a plan or a sync, sorted by ref.
 type ChangeSet struct {
 	Changes []Change `json:"changes"`
+	// Health, in the change set Apply returns, is each object's health
+	// right after the sync; a plan's change set leaves it empty.
+	Health []ObjectHealth `json:"-"`
 }
 
 // Counts tallies a change set by action.

@@ -64,16 +64,21 @@ func (m *Manager) health(ctx context.Context, app App, objs []*desired) ([]Objec
 	return out, nil
 }
 
-// Health computes the kstatus of the plan's objects without a request: from
-// what Apply's writes returned for applied objects, from the live objects
-// the plan listed for the rest. Right after an apply a workload reads as
-// InProgress (its controller has not caught up); ask again later.
-func (p *Plan) Health() []ObjectHealth {
-	out := make([]ObjectHealth, 0, len(p.objects))
-	for _, d := range p.objects {
+// Health computes the kstatus of the plan's objects without a request,
+// from the live objects the plan listed. After an Apply, the change set's
+// Health says the same from what the writes returned.
+func (p *Plan) Health() []ObjectHealth { return health(p.objects, nil) }
+
+// health is the kstatus of objects: from what an apply returned for those
+// it wrote (applied may be nil), from the listed live objects for the
+// rest. Right after an apply a workload reads as InProgress (its
+// controller has not caught up); ask again later.
+func health(objects []*desired, applied *appliedSet) []ObjectHealth {
+	out := make([]ObjectHealth, 0, len(objects))
+	for _, d := range objects {
 		u := d.live
-		if p.applied != nil {
-			if a := p.applied.objs[d.key]; a != nil {
+		if applied != nil {
+			if a := applied.objs[d.key]; a != nil {
 				u = a
 			}
 		}

@@ -74,8 +74,6 @@ type Plan struct {
 	// pruneChanges are the deletions (and skipped deletions) planned.
 	pruneChanges []Change
 	dryRuns      int
-	// applied is set by Apply.
-	applied *appliedSet
 }
 
 // PreviousRevision is the revision the app's record holds: the one its
@@ -161,21 +159,21 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 			check = append(check, d)
 		}
 	}
-	if err := m.dryRunAll(ctx, p, check); err != nil {
+	p.dryRuns += len(check)
+	if err := m.dryRunAll(ctx, opts, check); err != nil {
 		return nil, err
 	}
 	if err := m.planPrune(ctx, p); err != nil {
 		return nil, err
 	}
-	p.ChangeSet = *p.result(nil, nil)
+	p.ChangeSet = *result(p.objects, p.pruneChanges, nil, nil)
 	return p, nil
 }
 
 // dryRunAll dry-runs objs concurrently and classifies each. Every failure
 // is collected, so one run reports all invalid objects.
-func (m *Manager) dryRunAll(ctx context.Context, p *Plan, objs []*desired) error {
-	failures := m.forEach(ctx, objs, func(ctx context.Context, d *desired) error { return m.dryRun(ctx, d, p.opts) })
-	p.dryRuns += len(objs)
+func (m *Manager) dryRunAll(ctx context.Context, opts PlanOptions, objs []*desired) error {
+	failures := m.forEach(ctx, objs, func(ctx context.Context, d *desired) error { return m.dryRun(ctx, d, opts) })
 	if err := ctx.Err(); err != nil {
 		return err
 	}

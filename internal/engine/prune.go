@@ -117,12 +117,13 @@ func groupOf(apiVersion string) string {
 	return ""
 }
 
-// result is the change set of a plan, or of a sync once applied is known:
-// objects whose apply failed are marked failed, and when the sync stopped
-// early (err), those it did not reach are marked skipped.
-func (p *Plan) result(applied *appliedSet, err error) *ChangeSet {
+// result is the change set of a plan's objects and deletions, or of a
+// sync once applied is known: objects whose apply failed are marked
+// failed, and when the sync stopped early (err), those it did not reach are
+// marked skipped.
+func result(objects []*desired, pruneChanges []Change, applied *appliedSet, err error) *ChangeSet {
 	cs := &ChangeSet{}
-	for _, d := range p.objects {
+	for _, d := range objects {
 		c := changeFor(d, d.action)
 		c.Reason, c.Diff = d.reason, d.diff
 		if applied != nil && (d.action == ActionCreated || d.action == ActionConfigured) {
@@ -134,7 +135,7 @@ func (p *Plan) result(applied *appliedSet, err error) *ChangeSet {
 		}
 		cs.add(c)
 	}
-	for _, c := range p.pruneChanges {
+	for _, c := range pruneChanges {
 		cs.add(c)
 	}
 	cs.sort()
