@@ -15,6 +15,7 @@ import (
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/render"
+	"converge.dev/converge/internal/source"
 )
 
 // SyncOptions holds the flags of `converge sync PATH`.
@@ -151,7 +152,7 @@ func (o *SyncOptions) event(ctx context.Context, m *engine.Manager, app engine.A
 
 // recordHistory adds a push-mode sync to the app's history, as the agent
 // does for its syncs.
-func (o *SyncOptions) recordHistory(ctx context.Context, m *engine.Manager, app engine.App, rev string, commit *engine.CommitMeta, cs *engine.ChangeSet, syncErr error, start time.Time) {
+func (o *SyncOptions) recordHistory(ctx context.Context, m *engine.Manager, app engine.App, rev string, commit *source.CommitInfo, cs *engine.ChangeSet, syncErr error, start time.Time) {
 	e := engine.NewHistoryEntry(cs, syncErr, true)
 	e.Mode, e.Revision, e.Commit = "push", rev, commit
 	e.Trigger = engine.Trigger{Type: engine.TriggerManual, User: whoami(ctx, m.Client())}
@@ -163,7 +164,7 @@ func (o *SyncOptions) recordHistory(ctx context.Context, m *engine.Manager, app 
 
 // localCommit describes the commit checked out where path is, when path is
 // in a Git work tree; a work tree with uncommitted changes gets "-dirty".
-func localCommit(ctx context.Context, path string) (string, *engine.CommitMeta) {
+func localCommit(ctx context.Context, path string) (string, *source.CommitInfo) {
 	dir := path
 	if fi, err := os.Stat(path); err == nil && !fi.IsDir() {
 		dir = filepath.Dir(path)
@@ -182,5 +183,5 @@ func localCommit(ctx context.Context, path string) (string, *engine.CommitMeta) 
 	if st, err := exec.CommandContext(ctx, "git", "-C", dir, "status", "--porcelain", "--", ".").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
 		rev += "-dirty"
 	}
-	return rev, &engine.CommitMeta{Author: f[1], AuthorEmail: f[2], Committer: f[3], CommitterEmail: f[4], Date: date.UTC(), Subject: f[6]}
+	return rev, &source.CommitInfo{Author: f[1], AuthorEmail: f[2], Committer: f[3], CommitterEmail: f[4], Date: date.UTC(), Subject: f[6]}
 }

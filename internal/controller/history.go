@@ -40,11 +40,9 @@ func (r *ApplicationReconciler) appendHistory(ctx context.Context, app *v1alpha1
 	e.StartedAt, e.FinishedAt = run.start.UTC(), r.now().UTC()
 	if a := run.artifact; a != nil {
 		e.Revision, e.Ref = a.Revision, a.RefName
-		e.Commit = &engine.CommitMeta{Author: a.Commit.Author, AuthorEmail: a.Commit.AuthorEmail, Committer: a.Commit.Committer,
-			CommitterEmail: a.Commit.CommitterEmail, Date: a.Commit.Date.UTC(), Subject: a.Commit.Subject}
-		if s := a.Signer; s != nil {
-			e.Signer = &engine.SignerMeta{Type: s.Type, Fingerprint: s.Fingerprint, Identity: s.Identity}
-		}
+		commit := a.Commit
+		commit.Date = commit.Date.UTC()
+		e.Commit, e.Signer = &commit, a.Signer
 	}
 	var verr *source.VerificationError
 	if errors.As(syncErr, &verr) {

@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/internal/source"
 )
 
 // The history record: one ConfigMap per app, next to the inventory, holding
@@ -54,10 +56,10 @@ type HistoryEntry struct {
 	ID       int64  `json:"id"`
 	Revision string `json:"revision,omitempty"`
 	// Ref is the ref the revision was resolved from (refs/heads/main).
-	Ref     string      `json:"ref,omitempty"`
-	Commit  *CommitMeta `json:"commit,omitempty"`
-	Signer  *SignerMeta `json:"signer,omitempty"`
-	Trigger Trigger     `json:"trigger"`
+	Ref     string             `json:"ref,omitempty"`
+	Commit  *source.CommitInfo `json:"commit,omitempty"`
+	Signer  *source.Signer     `json:"signer,omitempty"`
+	Trigger Trigger            `json:"trigger"`
 	// Mode is "pull" (the agent) or "push" (the CLI).
 	Mode       string    `json:"mode"`
 	Result     string    `json:"result"`
@@ -73,24 +75,6 @@ type HistoryEntry struct {
 
 // Duration is how long the sync took.
 func (e HistoryEntry) Duration() time.Duration { return e.FinishedAt.Sub(e.StartedAt) }
-
-// CommitMeta describes the synced commit.
-type CommitMeta struct {
-	Author         string    `json:"author,omitempty"`
-	AuthorEmail    string    `json:"authorEmail,omitempty"`
-	Committer      string    `json:"committer,omitempty"`
-	CommitterEmail string    `json:"committerEmail,omitempty"`
-	Date           time.Time `json:"date"`
-	Subject        string    `json:"subject,omitempty"`
-}
-
-// SignerMeta is a verified signature.
-type SignerMeta struct {
-	// Type is "openpgp" or "ssh".
-	Type        string `json:"type"`
-	Fingerprint string `json:"fingerprint"`
-	Identity    string `json:"identity,omitempty"`
-}
 
 // Trigger says why a sync ran and, when a person asked, who.
 type Trigger struct {

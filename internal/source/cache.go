@@ -47,12 +47,15 @@ type Artifact struct {
 	Signer *Signer
 }
 
-// CommitInfo describes a commit for status and history.
+// CommitInfo describes a commit: for status, history (where it is stored
+// as this JSON) and previews. It is converge's one commit type.
 type CommitInfo struct {
-	Author, AuthorEmail       string
-	Committer, CommitterEmail string
-	Date                      time.Time
-	Subject                   string
+	Author         string    `json:"author,omitempty"`
+	AuthorEmail    string    `json:"authorEmail,omitempty"`
+	Committer      string    `json:"committer,omitempty"`
+	CommitterEmail string    `json:"committerEmail,omitempty"`
+	Date           time.Time `json:"date"`
+	Subject        string    `json:"subject,omitempty"`
 }
 
 // Cache fetches and keeps revisions, one bare repository per URL, shared by
