@@ -262,28 +262,7 @@ func TestFaults_LeaderDiesAndTheOtherReplicaTakesOver(t *testing.T) {
 	})
 	start("replica-2")
 
-	repo, err := a.git.NewRepo(ns + "-ha")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "first")}); err != nil {
-		t.Fatal(err)
-	}
-	rev, err := repo.Commit("main", "first")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := &v1alpha1.Application{
-		ObjectMeta: metav1.ObjectMeta{Name: "ha", Namespace: ns, Labels: map[string]string{strictAgentLabel: "ha"}},
-		Spec: v1alpha1.ApplicationSpec{
-			Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"},
-			SyncPolicy: automated(true, true),
-		},
-	}
-	if err := a.client.Create(ctx, app); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	repo, rev := a.labelledApp(t, ns, "ha", "first", map[string]string{strictAgentLabel: "ha"})
 	a.waitApp(t, ns, "ha", 30*time.Second, "the leader syncs", synced(rev))
 
 	if err := first.Process.Kill(); err != nil {

@@ -354,29 +354,8 @@ func TestTenancy_MultiTenantAgentWithItsNarrowRole(t *testing.T) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 
-	strict := func(ns, name, mode string) *v1alpha1.Application {
-		repo, err := a.git.NewRepo(ns + "-" + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, mode)}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := repo.Commit("main", "first"); err != nil {
-			t.Fatal(err)
-		}
-		app := &v1alpha1.Application{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{strictAgentLabel: "strict"}},
-			Spec: v1alpha1.ApplicationSpec{
-				Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"},
-				SyncPolicy: automated(true, true),
-			},
-		}
-		if err := a.client.Create(ctx, app); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
-		return app
+	strict := func(ns, name, mode string) {
+		a.labelledApp(t, ns, name, mode, map[string]string{strictAgentLabel: "strict"})
 	}
 
 	untenanted := kubetest.Namespace(t, cluster.Client)
@@ -397,8 +376,8 @@ func TestTenancy_MultiTenantAgentWithItsNarrowRole(t *testing.T) {
 		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "converge-agent", Namespace: cli.DefaultSystemNamespace}}}); err != nil {
 		t.Fatal(err)
 	}
-	app := strict(te.ns, "tenanted", "tenanted")
-	a.waitApp(t, te.ns, app.Name, 60*time.Second, "the tenant's app syncs", func(app *v1alpha1.Application) bool {
+	strict(te.ns, "tenanted", "tenanted")
+	a.waitApp(t, te.ns, "tenanted", 60*time.Second, "the tenant's app syncs", func(app *v1alpha1.Application) bool {
 		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced
 	})
 	cm := get(t, "v1", "ConfigMap", te.ns, "settings")
@@ -412,6 +391,36 @@ func TestTenancy_MultiTenantAgentWithItsNarrowRole(t *testing.T) {
 	if strings.Join(managers, ",") != "converge.dev/"+te.ns+"/tenanted" {
 		t.Errorf("managers = %v, want the app's own", managers)
 	}
+}
+
+// labelledApp creates a repository holding agentCM in mode and an
+// Application with labels for it (the label picks the agent that serves
+// it); it returns the repository and the commit.
+func (a *agentEnv) labelledApp(t *testing.T, ns, name, mode string, labels map[string]string) (*gitserver.Repo, string) {
+	t.Helper()
+	repo, err := a.git.NewRepo(ns + "-" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, mode)}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"},
+			SyncPolicy: automated(true, true),
+		},
+	}
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	return repo, rev
 }
 
 // narrowAgentKubeconfig gives the agent's ServiceAccount the multi-tenant
