@@ -1,11 +1,23 @@
 package server
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"converge.dev/converge/api/v1alpha1"
 )
 
 func sign(key, body string) string {
@@ -67,5 +79,53 @@ func TestNormalizeRepoURL_FormsOfOneRepositoryCompareEqual(t *testing.T) {
 	}
 	if got := NormalizeRepoURL("https://git.example.com:8443/org/shop"); got == want {
 		t.Error("a non-default port must stay part of the identity")
+	}
+}
+
+// Deliveries inside a window are merged: the first acts at once, the rest
+// once when the window closes (so the last push is never lost), and a
+// quiet window closes for good.
+func TestWebhook_CoalescesDeliveriesAndNeverDropsTheLast(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	app := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "team"},
+		Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: "https://git.example.com/org/shop.git"}}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(app).Build()
+	var stamps atomic.Int64
+	h := &Webhook{Client: interceptor.NewClient(c, interceptor.Funcs{Patch: func(ctx context.Context, cl client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+		stamps.Add(1)
+		return cl.Patch(ctx, obj, p, opts...)
+	}}), Coalesce: 50 * time.Millisecond, Log: logr.Discard()}
+	p := &push{ref: "refs/heads/main", urls: []string{NormalizeRepoURL(app.Spec.Source.RepoURL)}}
+	if h.absorb(p) {
+		t.Fatal("the first delivery was absorbed; it must act at once")
+	}
+	for range 20 {
+		if !h.absorb(p) {
+			t.Fatal("a delivery inside the window was not absorbed")
+		}
+	}
+	lastDelivery := time.Now()
+	var got v1alpha1.Application
+	deadline := time.Now().Add(5 * time.Second)
+	for stamps.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := stamps.Load(); n != 1 {
+		t.Fatalf("%d stamps for 20 absorbed deliveries, want 1 when the window closes", n)
+	}
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(app), &got); err != nil {
+		t.Fatal(err)
+	}
+	at, err := time.Parse(time.RFC3339Nano, got.Annotations[v1alpha1.AnnotationRequestedAt])
+	if err != nil || at.Before(lastDelivery) || got.Annotations[v1alpha1.AnnotationRequestedBy] != v1alpha1.RequestedByWebhook {
+		t.Errorf("annotations %v: want a webhook request stamped after the last delivery (%s)", got.Annotations, lastDelivery)
+	}
+	// A quiet window closes: the next delivery acts at once again.
+	time.Sleep(200 * time.Millisecond)
+	if h.absorb(p) {
+		t.Error("a delivery after a quiet window was absorbed")
 	}
 }

@@ -1,0 +1,34 @@
+package appspec
+
+import (
+	"strings"
+	"testing"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"converge.dev/converge/api/v1alpha1"
+)
+
+func TestRenderOptions_WhatAnApplicationMeans(t *testing.T) {
+	app := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "team"},
+		Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: "https://x/y", Path: "/charts/shop",
+			Helm: &v1alpha1.HelmSource{Values: &apiextensionsv1.JSON{Raw: []byte(`{"replicas":3}`)}}}}}
+	opts, err := RenderOptions(app, "/checkout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The release is named for the Application (as in push mode's --app),
+	// lives in its destination, and the path is relative to the root.
+	if opts.Path != "charts/shop" || opts.Helm.ReleaseName != "shop" || opts.Helm.Namespace != "team" || opts.Helm.Values["replicas"] != float64(3) {
+		t.Errorf("opts = %+v", opts)
+	}
+	app.Spec.Destination.Namespace = "prod"
+	if got := Destination(app); got != "prod" {
+		t.Errorf("Destination = %q, want prod", got)
+	}
+	app.Spec.Source.Helm.Values.Raw = []byte(`[1`)
+	if _, err := RenderOptions(app, "/checkout"); err == nil || !strings.Contains(err.Error(), "spec.source.helm.values") {
+		t.Errorf("error = %v, want one naming spec.source.helm.values", err)
+	}
+}
