@@ -152,7 +152,7 @@ func (h *Webhook) parse(hdr http.Header, body []byte) (*push, error) {
 		payload.Repository.URL, payload.Repository.GitHTTP, payload.Repository.GitSSH,
 		payload.Project.GitHTTP, payload.Project.GitSSH, payload.Project.WebURL} {
 		if u != "" {
-			p.urls = append(p.urls, NormalizeRepoURL(u))
+			p.urls = append(p.urls, source.NormalizeURL(u))
 		}
 	}
 	if p.ref == "" || len(p.urls) == 0 {
@@ -252,7 +252,7 @@ func (h *Webhook) trigger(ctx context.Context, p *push) ([]string, error) {
 
 // follows reports whether app tracks the pushed repository and ref.
 func follows(app *v1alpha1.Application, p *push) bool {
-	want := NormalizeRepoURL(app.Spec.Source.RepoURL)
+	want := source.NormalizeURL(app.Spec.Source.RepoURL)
 	match := false
 	for _, u := range p.urls {
 		match = match || u == want
@@ -275,7 +275,3 @@ func follows(app *v1alpha1.Application, p *push) bool {
 	}
 	return false // a pinned commit never moves
 }
-
-// NormalizeRepoURL reduces a repository URL to host/path (see
-// source.NormalizeURL).
-func NormalizeRepoURL(raw string) string { return source.NormalizeURL(raw) }

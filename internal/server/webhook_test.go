@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/source"
 )
 
 func sign(key, body string) string {
@@ -64,7 +65,7 @@ func TestParse_OtherEventsAreIgnored(t *testing.T) {
 	}
 }
 
-func TestNormalizeRepoURL_FormsOfOneRepositoryCompareEqual(t *testing.T) {
+func TestNormalizeURL_FormsOfOneRepositoryCompareEqual(t *testing.T) {
 	want := "git.example.com/org/shop"
 	for _, u := range []string{
 		"https://git.example.com/org/shop.git",
@@ -73,11 +74,11 @@ func TestNormalizeRepoURL_FormsOfOneRepositoryCompareEqual(t *testing.T) {
 		"git@git.example.com:org/shop.git",
 		"http://git.example.com:80/org/shop",
 	} {
-		if got := NormalizeRepoURL(u); got != want {
-			t.Errorf("NormalizeRepoURL(%q) = %q, want %q", u, got, want)
+		if got := source.NormalizeURL(u); got != want {
+			t.Errorf("source.NormalizeURL(%q) = %q, want %q", u, got, want)
 		}
 	}
-	if got := NormalizeRepoURL("https://git.example.com:8443/org/shop"); got == want {
+	if got := source.NormalizeURL("https://git.example.com:8443/org/shop"); got == want {
 		t.Error("a non-default port must stay part of the identity")
 	}
 }
@@ -98,7 +99,7 @@ func TestWebhook_CoalescesDeliveriesAndNeverDropsTheLast(t *testing.T) {
 		stamps.Add(1)
 		return cl.Patch(ctx, obj, p, opts...)
 	}}), Coalesce: 50 * time.Millisecond, Log: logr.Discard()}
-	p := &push{ref: "refs/heads/main", urls: []string{NormalizeRepoURL(app.Spec.Source.RepoURL)}}
+	p := &push{ref: "refs/heads/main", urls: []string{source.NormalizeURL(app.Spec.Source.RepoURL)}}
 	if h.absorb(p) {
 		t.Fatal("the first delivery was absorbed; it must act at once")
 	}

@@ -181,15 +181,20 @@ func (a *agentEnv) waitApp(t *testing.T, ns, name string, timeout time.Duration,
 	return app
 }
 
-func (a *agentEnv) push(t *testing.T, repo *gitserver.Repo, ref string) {
-	t.Helper()
+// pushRequest is a signed GitHub push delivery for repo and ref.
+func (a *agentEnv) pushRequest(repo *gitserver.Repo, ref string) *http.Request {
 	body := fmt.Sprintf(`{"ref":%q,"repository":{"clone_url":%q}}`, ref, a.git.URL(repo.Name))
 	mac := hmac.New(sha256.New, []byte(webhookSecret))
 	mac.Write([]byte(body))
 	req, _ := http.NewRequest(http.MethodPost, a.webhook, bytes.NewBufferString(body))
 	req.Header.Set("X-GitHub-Event", "push")
 	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := http.DefaultClient.Do(req)
+	return req
+}
+
+func (a *agentEnv) push(t *testing.T, repo *gitserver.Repo, ref string) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(a.pushRequest(repo, ref))
 	if err != nil {
 		t.Fatal(err)
 	}

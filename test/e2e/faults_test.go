@@ -3,11 +3,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -143,10 +139,6 @@ func TestFaults_WebhookFloodCoalesces(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := a.git.Fetches(repo.Name)
-	body := fmt.Sprintf(`{"ref":"refs/heads/main","repository":{"clone_url":%q}}`, a.git.URL(repo.Name))
-	mac := hmac.New(sha256.New, []byte(webhookSecret))
-	mac.Write([]byte(body))
-	sig := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	codes := map[int]int{}
@@ -155,10 +147,7 @@ func TestFaults_WebhookFloodCoalesces(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 25 {
-				req, _ := http.NewRequest(http.MethodPost, a.webhook, bytes.NewBufferString(body))
-				req.Header.Set("X-GitHub-Event", "push")
-				req.Header.Set("X-Hub-Signature-256", sig)
-				resp, err := http.DefaultClient.Do(req)
+				resp, err := http.DefaultClient.Do(a.pushRequest(repo, "refs/heads/main"))
 				if err != nil {
 					continue
 				}
