@@ -245,7 +245,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// one, and, with selfHeal, reverts drift; without selfHeal, drift is
 	// only reported.
 	apply := force || (automated != nil && (newRevision || automated.SelfHeal))
-	held := "automated sync is off"
+	held, heldByWindow := "automated sync is off", false
 	if apply && len(ten.windows) > 0 {
 		manual := run.trigger.Type == engine.TriggerManual || run.trigger.Type == engine.TriggerRollback
 		open, why, err := syncWindowVerdict(ten.windows, r.now(), manual)
@@ -253,7 +253,8 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, fmt.Errorf("Tenant %s: %w", ten.tenant, err), interval)
 		}
 		if !open {
-			apply, held = false, fmt.Sprintf("Tenant %s: %s; the sync waits", ten.tenant, why)
+			apply, heldByWindow = false, true
+			held = fmt.Sprintf("Tenant %s: %s; the sync waits", ten.tenant, why)
 		}
 	}
 	plan := engine.PlanOptions{
@@ -323,7 +324,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	prevRev, prevCommit := app.Status.Sync.Revision, app.Status.Sync.Commit
 	r.record(app, artifact, cs, health, apply, held)
-	if !apply && held != "automated sync is off" && cs.HasChanges() {
+	if heldByWindow && cs.HasChanges() {
 		// Held by a sync window: no history entry (nothing was synced),
 		// the status keeps the revision last synced, so the held one is
 		// still new when the window opens; look again within a minute.
