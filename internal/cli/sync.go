@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,10 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/engine"
-	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
 )
 
@@ -87,13 +87,24 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	start := time.Now()
 	rev, commit := localCommit(cmd.Context(), path)
 	opts.Revision = rev
-	cs, prev, err := o.sync(cmd.Context(), m, objs, opts)
-	// A sync worth a history entry, as in pull mode: a new revision,
-	// changes applied, or a failure. Re-running an unchanged sync is not.
-	if !o.DryRun && (err != nil || (cs != nil && cs.HasChanges()) || (rev != "" && rev != prev)) {
-		o.recordHistory(cmd.Context(), m, opts.App, rev, commit, cs, err, start)
+	run := engine.RunOptions{
+		SyncOptions: engine.SyncOptions{PlanOptions: opts, DryRun: o.DryRun, Wait: o.Wait, Timeout: o.Timeout},
+		Apply:       true,
+		Mode:        engine.ModePush,
+		Commit:      commit,
+		Started:     start,
 	}
-	if cs != nil {
+	if !o.DryRun {
+		// Push mode has no Application: events go on the app's record.
+		run.Trigger = engine.Trigger{Type: engine.TriggerManual, User: whoami(cmd.Context(), m.Client())}
+		run.History, run.HistoryLimit = m.Client(), o.HistoryLimit
+		run.Events = &recordEvents{ctx: cmd.Context(), c: m.Client(), app: opts.App, warn: o.ErrOut}
+	}
+	res, err := m.Run(cmd.Context(), objs, run)
+	if res.HistoryError != nil {
+		fmt.Fprintln(o.ErrOut, "warning:", res.HistoryError)
+	}
+	if cs := res.Changes; cs != nil {
 		verb := "Sync"
 		if o.DryRun {
 			verb = "Sync (dry run)"
@@ -112,53 +123,19 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	return nil
 }
 
-// sync plans and applies, announcing a sync that changes something with
-// Events on the app's record (push mode has no Application to put them
-// on): SyncStarted, then Synced or SyncFailed.
-// It also returns the revision the app's record held before.
-func (o *SyncOptions) sync(ctx context.Context, m *engine.Manager, objs []render.Object, opts engine.PlanOptions) (*engine.ChangeSet, string, error) {
-	sopts := engine.SyncOptions{PlanOptions: opts, DryRun: o.DryRun, Wait: o.Wait, Timeout: o.Timeout}
-	plan, err := m.Plan(ctx, objs, opts)
-	if err != nil {
-		o.event(ctx, m, opts.App, corev1.EventTypeWarning, "SyncFailed", err.Error())
-		return nil, "", err
-	}
-	prev := plan.PreviousRevision()
-	if o.DryRun {
-		return &plan.ChangeSet, prev, nil
-	}
-	if !plan.ChangeSet.HasChanges() {
-		cs, err := m.Apply(ctx, plan, sopts)
-		return cs, prev, err
-	}
-	c := plan.ChangeSet.Counts()
-	o.event(ctx, m, opts.App, corev1.EventTypeNormal, v1alpha1.ReasonSyncStarted,
-		fmt.Sprintf("syncing (push): %d to create, %d to configure, %d to delete", c.Created, c.Configured, c.Deleted))
-	cs, err := m.Apply(ctx, plan, sopts)
-	if err != nil {
-		o.event(ctx, m, opts.App, corev1.EventTypeWarning, "SyncFailed", err.Error())
-	} else {
-		o.event(ctx, m, opts.App, corev1.EventTypeNormal, v1alpha1.ReasonSynced, "synced (push): "+cs.Counts().String())
-	}
-	return cs, prev, err
+// recordEvents puts a push-mode sync's events on the app's record (there
+// is no Application to put them on).
+type recordEvents struct {
+	ctx  context.Context
+	c    client.Client
+	app  engine.App
+	warn io.Writer
 }
 
-func (o *SyncOptions) event(ctx context.Context, m *engine.Manager, app engine.App, typ, reason, msg string) {
-	ref := corev1.ObjectReference{APIVersion: "v1", Kind: "ConfigMap", Namespace: app.Namespace, Name: engine.InventoryName(app.Name)}
-	if err := emitEvent(ctx, m.Client(), ref, typ, reason, msg); err != nil {
-		fmt.Fprintln(o.ErrOut, "warning: emitting an event:", err)
-	}
-}
-
-// recordHistory adds a push-mode sync to the app's history, as the agent
-// does for its syncs.
-func (o *SyncOptions) recordHistory(ctx context.Context, m *engine.Manager, app engine.App, rev string, commit *source.CommitInfo, cs *engine.ChangeSet, syncErr error, start time.Time) {
-	e := engine.NewHistoryEntry(cs, syncErr, true)
-	e.Mode, e.Revision, e.Commit = "push", rev, commit
-	e.Trigger = engine.Trigger{Type: engine.TriggerManual, User: whoami(ctx, m.Client())}
-	e.StartedAt, e.FinishedAt = start.UTC(), time.Now().UTC()
-	if _, err := engine.AppendHistory(ctx, m.Client(), app, e, o.HistoryLimit); err != nil {
-		fmt.Fprintln(o.ErrOut, "warning:", err)
+func (e *recordEvents) Event(typ, reason, msg string) {
+	ref := corev1.ObjectReference{APIVersion: "v1", Kind: "ConfigMap", Namespace: e.app.Namespace, Name: engine.InventoryName(e.app.Name)}
+	if err := emitEvent(e.ctx, e.c, ref, typ, reason, msg); err != nil {
+		fmt.Fprintln(e.warn, "warning: emitting an event:", err)
 	}
 }
 

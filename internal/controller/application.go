@@ -66,6 +66,9 @@ type ApplicationReconciler struct {
 	// pinChecked remembers when each pinned app's branch was last
 	// compared with its pin.
 	pinChecked map[types.NamespacedName]pinCheck
+	// stalled holds, per Application, the revision and generation that
+	// failed terminally (see terminal): not tried again until one changes.
+	stalled map[types.NamespacedName]syncedAt
 	// impersonating holds one engine per impersonated ServiceAccount.
 	impersonating map[types.NamespacedName]*engine.Manager
 }
@@ -111,7 +114,6 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // suspend, then fetch, render, plan/apply/prune, health, and one status
 // update and requeue decision at the end.
 func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
-	logger := log.FromContext(ctx)
 	start := r.now()
 	defer func() { reconcileSeconds.Observe(r.now().Sub(start).Seconds()) }()
 	app := &v1alpha1.Application{}
@@ -164,21 +166,23 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 		return ctrl.Result{}, nil
 	}
+	return r.reconcile(ctx, app)
+}
 
+// reconcile runs the steps for a live, unsuspended app: what governs it,
+// its source (and a pending rollback), the fetch, the render, the decision
+// to sync, the sync, and the outcome in app's status.
+func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.Application) (ctrl.Result, error) {
+	key := client.ObjectKeyFromObject(app)
 	interval := durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)
-	requested := app.Annotations[v1alpha1.AnnotationRequestedAt]
-	force := requested != "" && requested != app.Status.LastHandledRequest
-	var trigger engine.Trigger
-	if force {
+	req := pendingRequest(app)
+	forced := req.at != ""
+	if forced {
 		// This reconcile handles the request, whatever its outcome: a
 		// waiting `converge sync --wait` then sees the result or the error.
-		app.Status.LastHandledRequest = requested
-		trigger = engine.Trigger{Type: engine.TriggerManual, User: app.Annotations[v1alpha1.AnnotationRequestedBy]}
-		if trigger.User == v1alpha1.RequestedByWebhook {
-			trigger = engine.Trigger{Type: engine.TriggerWebhook}
-		}
+		app.Status.LastHandledRequest = req.at
 	}
-	run := &syncRun{start: r.now(), trigger: trigger}
+	run := &attempt{start: r.now(), trigger: req.trigger}
 	// What governs the app: its Tenant's rules and the account everything
 	// below runs as, its Secrets' reads included.
 	ten, err := r.tenancy(ctx, app)
@@ -203,19 +207,19 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	// fetches and applies it at once.
 	if rb, ok := pendingRollback(app); ok {
 		if err := r.rollback(ctx, app, rb, src); err == nil {
-			force, run.trigger = true, engine.Trigger{Type: engine.TriggerRollback, User: rb.By}
+			forced, run.trigger = true, engine.Trigger{Type: engine.TriggerRollback, User: rb.By}
 		}
 	}
 
 	// Fetch. A recent answer for the same repository and ref is reused, so
 	// drift reconciles and 100 apps on one repository cost no Git request.
 	src.MaxAge = interval
-	if force {
+	if forced {
 		src.MaxAge = 0
 		// A webhook delivery, stamped by an agent's own clock, is
 		// answered by any ls-remote that started after it: a flood of
 		// deliveries for one push costs one Git request, not one each.
-		if at, err := time.Parse(time.RFC3339Nano, requested); err == nil && run.trigger.Type == engine.TriggerWebhook {
+		if at, ok := req.webhookStamp(); ok && run.trigger.Type == engine.TriggerWebhook {
 			src.NotBefore = at
 		}
 	}
@@ -230,113 +234,97 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	gitFetches.WithLabelValues("ok").Inc()
 	run.artifact = artifact
-	r.updatePin(ctx, app, src, interval, force)
+	r.updatePin(ctx, app, src, interval, forced)
+	if !forced && r.stalledOn(key, artifact.Revision, app.Generation) {
+		// A terminal failure of this very revision and spec: trying again
+		// would fail again. A new commit, a spec change or a request ends
+		// the stall.
+		return ctrl.Result{RequeueAfter: interval}, nil
+	}
 	objs, err := r.render(ctx, app, artifact)
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonRenderFailed, err, interval)
 	}
 
-	automated := app.Spec.SyncPolicy.Automated
-	seen := r.seen(req.NamespacedName)
-	upToDate := (artifact.Revision == app.Status.Sync.Revision && app.Status.ObservedGeneration == app.Generation && app.Status.LastError == "") ||
-		(artifact.Revision == seen.revision && app.Generation == seen.generation)
-	newRevision := !upToDate
-	// Automated sync applies a new revision (or spec), retries a failed
-	// one, and, with selfHeal, reverts drift; without selfHeal, drift is
-	// only reported.
-	apply := force || (automated != nil && (newRevision || automated.SelfHeal))
-	held, heldByWindow := "automated sync is off", false
-	if apply && len(ten.windows) > 0 {
+	in := syncInputs{
+		revision: artifact.Revision, generation: app.Generation, status: &app.Status,
+		seen: r.seen(key), trigger: run.trigger, forced: forced, automated: app.Spec.SyncPolicy.Automated,
+	}
+	if len(ten.windows) > 0 {
 		manual := run.trigger.Type == engine.TriggerManual || run.trigger.Type == engine.TriggerRollback
 		open, why, err := syncWindowVerdict(ten.windows, r.now(), manual)
 		if err != nil {
 			return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, fmt.Errorf("Tenant %s: %w", ten.tenant, err), interval)
 		}
 		if !open {
-			apply, heldByWindow = false, true
-			held = fmt.Sprintf("Tenant %s: %s; the sync waits", ten.tenant, why)
+			in.windowClosed = fmt.Sprintf("Tenant %s: %s; the sync waits", ten.tenant, why)
 		}
 	}
-	plan := engine.PlanOptions{
-		App:              engineApp,
+	d := decideSync(in)
+	run.trigger = d.trigger
+	opts := r.runOptions(app, run)
+	opts.PlanOptions = engine.PlanOptions{
+		App:              engine.App{Name: app.Name, Namespace: app.Namespace},
 		DefaultNamespace: appspec.Destination(app),
-		Prune:            automated != nil && automated.Prune,
+		Prune:            d.prune,
 		Revision:         artifact.Revision,
 		Policy:           ten.policy,
 		Adopt:            ten.adopt,
 	}
-	if !apply {
-		plan.Prune = true // report what pruning would delete
-	}
-	switch {
-	case run.trigger.Type != "":
-	case app.Status.ObservedGeneration != app.Generation:
-		// Someone created or changed the Application: a person's doing,
-		// though only a request annotation says who.
-		run.trigger.Type = engine.TriggerManual
-	case newRevision:
-		run.trigger.Type = engine.TriggerInterval
-	default:
-		run.trigger.Type = engine.TriggerDrift
-	}
-	// A sync worth a history entry: a new revision, a request, or changes
-	// applied. A no-op resync is not one.
-	// A webhook delivery for a revision already synced is one of a flood
-	// or a redelivery: like a no-op resync, not worth an entry.
-	run.record = (force && run.trigger.Type != engine.TriggerWebhook) || newRevision
-	var cs *engine.ChangeSet
-	p, err := eng.Plan(ctx, objs, plan)
-	if err == nil {
-		cs = &p.ChangeSet
-		if apply && cs.HasChanges() {
-			run.record = true
-			c := cs.Counts()
-			r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonSyncStarted, "syncing %s (%s): %d to create, %d to configure, %d to delete",
-				shortRev(artifact.Revision), run.trigger, c.Created, c.Configured, c.Deleted)
-		}
-		if apply {
-			cs, err = eng.Apply(ctx, p, engine.SyncOptions{PlanOptions: plan, Timeout: durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)})
-		}
-	}
-	if errors.Is(err, engine.ErrPolicy) {
-		return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
+	opts.Apply, opts.Record = d.apply, d.record
+	opts.Timeout = durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)
+	res, err := eng.Run(ctx, objs, opts)
+	run.recorded = true // Run wrote the entry the sync deserved
+	if res.HistoryError != nil {
+		log.FromContext(ctx).Error(res.HistoryError, "recording sync history")
 	}
 	if err != nil {
+		if errors.Is(err, engine.ErrPolicy) {
+			return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
+		}
 		reason := v1alpha1.ReasonApplyFailed
 		var verr *engine.ValidationError
 		if errors.As(err, &verr) {
 			reason = v1alpha1.ReasonValidationFailed
 		}
-		if cs != nil {
-			app.Status.Resources = resourceStatuses(cs, nil, false)
+		if res.Changes != nil {
+			app.Status.Resources = resourceStatuses(res.Changes, nil, false)
 		}
-		run.changes = cs
 		return r.failed(ctx, app, run, reason, err, interval)
 	}
-	if err := r.watches.ensure(p.Kinds()); err != nil {
-		logger.Error(err, "watching owned objects")
+	if err := r.watches.ensure(res.Kinds); err != nil {
+		log.FromContext(ctx).Error(err, "watching owned objects")
 	}
-	logger.V(1).Info("reconciled", "revision", artifact.Revision, "applied", apply, "changes", cs.Counts().String())
-	// Health from what the plan listed and the applies returned: no request.
-	health := p.Health()
-	if apply {
-		health = cs.Health
-	}
+	log.FromContext(ctx).V(1).Info("reconciled", "revision", artifact.Revision, "applied", res.Applied, "changes", res.Counts.String())
 	prevRev, prevCommit := app.Status.Sync.Revision, app.Status.Sync.Commit
-	r.record(app, artifact, cs, health, apply, held)
-	if heldByWindow && cs.HasChanges() {
-		// Held by a sync window: no history entry (nothing was synced),
-		// the status keeps the revision last synced, so the held one is
-		// still new when the window opens; look again within a minute.
+	r.record(app, artifact, res.Changes, res.Health, res.Applied, d.held)
+	if d.heldByWindow && res.Changes.HasChanges() {
+		// Held by a sync window: the status keeps the revision last
+		// synced, so the held one is still new when the window opens;
+		// look again within a minute.
 		app.Status.Sync.Revision, app.Status.Sync.Commit = prevRev, prevCommit
 		return ctrl.Result{RequeueAfter: min(interval, time.Minute)}, nil
 	}
-	if run.record {
-		run.changes, run.applied = cs, apply
-		r.appendHistory(ctx, app, run, nil)
-	}
-	r.remember(req.NamespacedName, syncedAt{revision: artifact.Revision, generation: app.Generation})
+	r.remember(key, syncedAt{revision: artifact.Revision, generation: app.Generation})
 	return ctrl.Result{RequeueAfter: r.requeueAfter(app, interval)}, nil
+}
+
+// stall remembers a terminal failure of revision at generation.
+func (r *ApplicationReconciler) stall(key types.NamespacedName, revision string, generation int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stalled == nil {
+		r.stalled = map[types.NamespacedName]syncedAt{}
+	}
+	r.stalled[key] = syncedAt{revision: revision, generation: generation}
+}
+
+// stalledOn reports whether revision at generation failed terminally.
+func (r *ApplicationReconciler) stalledOn(key types.NamespacedName, revision string, generation int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.stalled[key]
+	return ok && s.revision == revision && s.generation == generation
 }
 
 func (r *ApplicationReconciler) seen(key types.NamespacedName) syncedAt {
@@ -352,6 +340,7 @@ func (r *ApplicationReconciler) remember(key types.NamespacedName, s syncedAt) {
 		r.lastSynced = map[types.NamespacedName]syncedAt{}
 	}
 	r.lastSynced[key] = s
+	delete(r.stalled, key)
 }
 
 func (r *ApplicationReconciler) forget(key types.NamespacedName) {
@@ -360,6 +349,7 @@ func (r *ApplicationReconciler) forget(key types.NamespacedName) {
 	delete(r.lastSynced, key)
 	delete(r.lastStatus, key)
 	delete(r.pinChecked, key)
+	delete(r.stalled, key)
 }
 
 // wrote reports whether status is exactly what was last written.

@@ -8,64 +8,82 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/source"
 )
 
-// syncRun gathers what the history entry of one reconcile needs.
-type syncRun struct {
+// attempt is one reconcile's sync as far as it got: when it began, why,
+// and the artifact, once fetched.
+type attempt struct {
 	start    time.Time
 	trigger  engine.Trigger
 	artifact *source.Artifact
-	changes  *engine.ChangeSet
-	applied  bool
-	// record says the reconcile was a sync worth an entry (a new
-	// revision, a request, or changes applied); failures always are.
-	record bool
+	// recorded says engine.Run already wrote whatever history entry the
+	// sync deserved.
+	recorded bool
 }
 
-// appendHistory writes the run into the app's history record. A failure to
-// write is logged, not returned: the sync itself happened.
-func (r *ApplicationReconciler) appendHistory(ctx context.Context, app *v1alpha1.Application, run *syncRun, syncErr error) {
-	e := engine.NewHistoryEntry(run.changes, syncErr, run.applied || syncErr != nil)
-	e.Mode = "pull"
-	e.Trigger = run.trigger
-	if e.Trigger.Type == "" {
-		e.Trigger.Type = engine.TriggerInterval
+// runOptions describes app's sync for its history entry and events; the
+// caller adds what to plan and whether to apply.
+func (r *ApplicationReconciler) runOptions(app *v1alpha1.Application, run *attempt) engine.RunOptions {
+	opts := engine.RunOptions{
+		Mode:    engine.ModePull,
+		Trigger: run.trigger,
+		History: r.Engine.Client(),
+		Events:  appEvents{r.Recorder, app},
+		Started: run.start,
 	}
-	e.StartedAt, e.FinishedAt = run.start.UTC(), r.now().UTC()
+	opts.App = engine.App{Name: app.Name, Namespace: app.Namespace}
+	if app.Spec.HistoryLimit != nil {
+		opts.HistoryLimit = int(*app.Spec.HistoryLimit)
+	}
 	if a := run.artifact; a != nil {
-		e.Revision, e.Ref = a.Revision, a.RefName
 		commit := a.Commit
-		commit.Date = commit.Date.UTC()
-		e.Commit, e.Signer = &commit, a.Signer
+		opts.Revision, opts.Ref, opts.Commit, opts.Signer = a.Revision, a.RefName, &commit, a.Signer
 	}
+	return opts
+}
+
+// recordFailure writes the history entry of a sync that failed before
+// engine.Run (which records its own). A failure to write is logged, not
+// returned: the failure itself is in the status.
+func (r *ApplicationReconciler) recordFailure(ctx context.Context, app *v1alpha1.Application, run *attempt, syncErr error) {
+	if run.recorded {
+		return
+	}
+	opts := r.runOptions(app, run)
 	var verr *source.VerificationError
 	if errors.As(syncErr, &verr) {
-		e.Revision = verr.Revision
+		opts.Revision = verr.Revision
 	}
-	limit := 0
-	if app.Spec.HistoryLimit != nil {
-		limit = int(*app.Spec.HistoryLimit)
-	}
-	if _, err := engine.AppendHistory(ctx, r.Engine.Client(), engine.App{Name: app.Name, Namespace: app.Namespace}, e, limit); err != nil {
+	if err := engine.RecordFailure(ctx, opts, syncErr); err != nil {
 		log.FromContext(ctx).Error(err, "recording sync history")
 	}
 }
+
+// appEvents puts a sync's events on its Application.
+type appEvents struct {
+	recorder record.EventRecorder
+	app      *v1alpha1.Application
+}
+
+func (e appEvents) Event(typ, reason, msg string) { e.recorder.Event(e.app, typ, reason, msg) }
 
 // refused handles what retrying cannot mend: a revision whose signature is
 // missing or untrusted, or an app its Tenant's rules refuse. Nothing is
 // rendered or applied, the previous state keeps running, and the app is
 // Stalled, with reason and message, until its spec, its Tenant or its
 // revision changes.
-func (r *ApplicationReconciler) refused(ctx context.Context, app *v1alpha1.Application, run *syncRun, reason string, err error, interval time.Duration) (ctrl.Result, error) {
+func (r *ApplicationReconciler) refused(ctx context.Context, app *v1alpha1.Application, run *attempt, reason string, err error, interval time.Duration) (ctrl.Result, error) {
 	syncTotal.WithLabelValues("failed").Inc()
-	r.appendHistory(ctx, app, run, err)
-	msg := err.Error()
+	r.recordFailure(ctx, app, run, err)
+	msg := redact.Error(err)
 	if app.Status.LastError != msg {
 		r.Recorder.Event(app, corev1.EventTypeWarning, reason, msg)
 	}

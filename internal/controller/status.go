@@ -12,9 +12,11 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/source"
 )
 
@@ -47,7 +49,6 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 	if applied && cs.HasChanges() {
 		now := metav1.NewTime(r.now())
 		app.Status.LastSyncTime = &now
-		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonSynced, "synced %s at %s: %s", shortRev(artifact.Revision), artifact.RefName, counts)
 	} else if outOfSync && app.Status.Sync.Revision != prevRevision {
 		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonOutOfSync, "cluster differs from %s: %s", shortRev(artifact.Revision), counts)
 	}
@@ -70,10 +71,10 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 
 // failed records a failure and decides the retry. The last synced state
 // keeps running: nothing is pruned when a fetch or render fails.
-func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Application, run *syncRun, reason string, err error, interval time.Duration) (ctrl.Result, error) {
+func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Application, run *attempt, reason string, err error, interval time.Duration) (ctrl.Result, error) {
 	syncTotal.WithLabelValues("failed").Inc()
-	r.appendHistory(ctx, app, run, err)
-	msg := err.Error()
+	r.recordFailure(ctx, app, run, err)
+	msg := redact.Error(err)
 	changed := app.Status.LastError != msg
 	app.Status.LastError = msg
 	app.Status.Attempts++
@@ -87,12 +88,39 @@ func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Applic
 		r.Recorder.Event(app, corev1.EventTypeWarning, reason, msg)
 	}
 	retry := app.Spec.SyncPolicy.Retry
-	if retry != nil && retry.Limit > 0 && app.Status.Attempts > retry.Limit {
+	limit := int32(0)
+	if retry != nil {
+		limit = retry.Limit
+	}
+	if terminal(reason) && (limit == 0 || limit > terminalRetries) {
+		limit = terminalRetries
+	}
+	if limit > 0 && app.Status.Attempts > limit {
+		if terminal(reason) && run.artifact != nil {
+			// Retrying this revision would fail the same way: stall
+			// until a new revision, a spec change or a request.
+			r.stall(client.ObjectKeyFromObject(app), run.artifact.Revision, app.Generation)
+			setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, reason,
+				fmt.Sprintf("%s failed %d times; waiting for a new revision, a change to the Application or a sync request: %s", shortRev(run.artifact.Revision), app.Status.Attempts, msg))
+			return ctrl.Result{RequeueAfter: interval}, nil
+		}
 		setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonRetryLimitReached,
-			fmt.Sprintf("gave up after %d attempts: %s", retry.Limit, msg))
+			fmt.Sprintf("gave up after %d attempts: %s", limit, msg))
 		return ctrl.Result{RequeueAfter: interval}, nil
 	}
 	return ctrl.Result{RequeueAfter: backoff(retry, app.Status.Attempts)}, nil
+}
+
+// terminalRetries is how often a terminal failure is retried before the
+// app stalls: an invalid object may only wait for a CRD another app
+// installs, a failing render for nothing at all.
+const terminalRetries = 3
+
+// terminal reports whether failures of this reason repeat for as long as
+// the revision and the Application stay as they are. Fetch and apply
+// failures are transient: they back off and retry.
+func terminal(reason string) bool {
+	return reason == v1alpha1.ReasonValidationFailed || reason == v1alpha1.ReasonRenderFailed
 }
 
 // backoff is the delay before retry number attempt (1-based).
@@ -117,9 +145,7 @@ func setReady(app *v1alpha1.Application, status metav1.ConditionStatus, reason, 
 }
 
 func setCondition(app *v1alpha1.Application, typ string, status metav1.ConditionStatus, reason, msg string) {
-	if len(msg) > 32000 {
-		msg = msg[:32000] + "…"
-	}
+	msg = redact.Message(msg)
 	apimeta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
 		Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: app.Generation,
 	})

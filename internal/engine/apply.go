@@ -195,17 +195,17 @@ func (m *Manager) applyBatch(ctx context.Context, objs []*desired, applied *appl
 func (m *Manager) applyOne(ctx context.Context, d *desired, applied *appliedSet) error {
 	if d.replace {
 		if err := m.deleteAndWait(ctx, d.live); err != nil {
-			return fmt.Errorf("%s: replacing: %w", render.Ref(d.obj), err)
+			return objectErrorf(d.obj, d.source, "replacing: %w", err)
 		}
 	}
 	if err := m.migrateManager(ctx, d); err != nil {
-		return fmt.Errorf("%s (%s): taking over the fields of %s: %s", render.Ref(d.obj), d.source, FieldManager, apiMessage(err))
+		return objectErrorf(d.obj, d.source, "taking over the fields of %s: %w", FieldManager, apiError(err, d.obj))
 	}
 	obj := d.obj.DeepCopy()
 	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj),
 		client.FieldOwner(d.manager), client.ForceOwnership)
 	if err != nil {
-		return fmt.Errorf("%s (%s): apply failed: %s", render.Ref(d.obj), d.source, scrubSecret(apiMessage(err), d.obj))
+		return objectErrorf(d.obj, d.source, "apply failed: %w", apiError(err, d.obj))
 	}
 	applied.set(d.key, obj)
 	return nil
@@ -269,7 +269,7 @@ func (m *Manager) waitEstablished(ctx context.Context, objs []*desired, timeout 
 			return false, fmt.Errorf("not Established yet")
 		})
 		if err != nil {
-			return fmt.Errorf("%s: %w", render.Ref(d.obj), err)
+			return objectError(d.obj, d.source, err)
 		}
 	}
 	return nil

@@ -83,15 +83,15 @@ func (m *Manager) prepare(app App, defaultNamespace string, policy *Policy, objs
 		case meta.IsNoMatchError(err):
 			scope, ok := crds[gvk]
 			if !ok {
-				return nil, fmt.Errorf("%s: %s: kind %s is not served by the cluster and no CRD in this sync defines it", o.Source, o.Ref(), gvk)
+				return nil, objectErrorf(u, o.Source, "kind %s is not served by the cluster and no CRD in this sync defines it", gvk)
 			}
 			d.namespaced, d.pendingCRD = scope, true
 		default:
-			return nil, fmt.Errorf("%s: %s: %w", o.Source, o.Ref(), err)
+			return nil, objectError(u, o.Source, err)
 		}
 		if d.namespaced && u.GetNamespace() == "" {
 			if defaultNamespace == "" {
-				return nil, fmt.Errorf("%s: %s is namespaced but has no namespace and no default was given", o.Source, o.Ref())
+				return nil, objectErrorf(u, o.Source, "namespaced, but it has no namespace and no default was given")
 			}
 			u.SetNamespace(defaultNamespace)
 		}
@@ -102,7 +102,7 @@ func (m *Manager) prepare(app App, defaultNamespace string, policy *Policy, objs
 			return nil, err
 		}
 		if err := foldStringData(u); err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", o.Source, render.Ref(u), err)
+			return nil, objectError(u, o.Source, err)
 		}
 		labels := u.GetLabels()
 		if labels == nil {
@@ -118,13 +118,13 @@ func (m *Manager) prepare(app App, defaultNamespace string, policy *Policy, objs
 		u.SetAnnotations(ann)
 		if w, ok := ann[AnnotationSyncWave]; ok {
 			if d.wave, err = strconv.Atoi(w); err != nil {
-				return nil, fmt.Errorf("%s: %s: annotation %s: %q is not an integer", o.Source, render.Ref(u), AnnotationSyncWave, w)
+				return nil, objectErrorf(u, o.Source, "annotation %s: %q is not an integer", AnnotationSyncWave, w)
 			}
 		}
 		d.force = ann[AnnotationForce] == "true"
 		d.key = render.KeyOf(u)
 		if prev, dup := seen[d.key]; dup {
-			return nil, fmt.Errorf("%s: %s is also defined in %s", o.Source, render.Ref(u), prev)
+			return nil, objectErrorf(u, o.Source, "also defined in %s", prev)
 		}
 		seen[d.key] = o.Source
 		if d.hash, err = hashObject(u); err != nil {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/source"
 )
 
@@ -143,7 +144,7 @@ func NewHistoryEntry(cs *ChangeSet, err error, applied bool) HistoryEntry {
 	}
 	switch {
 	case err != nil:
-		e.Result, e.Error = ResultFailed, err.Error()
+		e.Result, e.Error = ResultFailed, redact.Error(err)
 	case !applied && cs != nil && cs.HasChanges():
 		e.Result = ResultOutOfSync
 	}

@@ -17,10 +17,6 @@ import (
 	"converge.dev/converge/internal/render"
 )
 
-// ErrEmptyRender is returned when a desired set is empty and pruning would
-// delete everything the app owns.
-var ErrEmptyRender = errors.New("the desired set is empty; refusing to prune everything the app owns (use --allow-empty to allow it)")
-
 // PlanOptions say what to plan.
 type PlanOptions struct {
 	App App
@@ -82,20 +78,6 @@ func (p *Plan) PreviousRevision() string { return p.inventory.Revision }
 
 // DryRuns is how many server-side dry-runs the plan made.
 func (p *Plan) DryRuns() int { return p.dryRuns }
-
-// ValidationError lists every object a dry-run rejected. When a plan fails
-// with it, nothing has been written.
-type ValidationError struct {
-	Errors []error
-}
-
-func (e *ValidationError) Error() string {
-	msgs := make([]string, len(e.Errors))
-	for i, err := range e.Errors {
-		msgs[i] = err.Error()
-	}
-	return fmt.Sprintf("%d object(s) failed validation, nothing was applied:\n  %s", len(msgs), strings.Join(msgs, "\n  "))
-}
 
 // Plan decides, for each object of objs, whether a sync would create,
 // configure or leave it, and which owned objects it would delete.
@@ -192,7 +174,7 @@ func mayAdopt(live *unstructured.Unstructured, d *desired, opts PlanOptions) err
 		owner = live.GetLabels()[LabelApp]
 	}
 	if owner != "" && owner != opts.App.String() {
-		return fmt.Errorf("%s (%s): %w: it belongs to app %s; an object is synced by one app only", render.Ref(d.obj), d.source, ErrNotOwned, owner)
+		return objectErrorf(d.obj, d.source, "%w: it belongs to app %s; an object is synced by one app only", ErrNotOwned, owner)
 	}
 	switch opts.Adopt {
 	case AdoptAlways:
@@ -201,13 +183,10 @@ func mayAdopt(live *unstructured.Unstructured, d *desired, opts PlanOptions) err
 		if d.obj.GetAnnotations()[AnnotationAdopt] == "true" {
 			return nil
 		}
-		return fmt.Errorf("%s (%s): %w: it exists and no app owns it; annotate the manifest %s: \"true\" to take it over", render.Ref(d.obj), d.source, ErrNotOwned, AnnotationAdopt)
+		return objectErrorf(d.obj, d.source, "%w: it exists and no app owns it; annotate the manifest %s: \"true\" to take it over", ErrNotOwned, AnnotationAdopt)
 	}
-	return fmt.Errorf("%s (%s): %w: it exists and no app owns it; adoption is off", render.Ref(d.obj), d.source, ErrNotOwned)
+	return objectErrorf(d.obj, d.source, "%w: it exists and no app owns it; adoption is off", ErrNotOwned)
 }
-
-// ErrNotOwned is wrapped by refusals to take over an existing object.
-var ErrNotOwned = errors.New("refusing to take over an object")
 
 // dryRun asks the server what applying d would produce and sets d's action
 // and diff from the answer.
@@ -229,10 +208,10 @@ func (m *Manager) dryRun(ctx context.Context, d *desired, opts PlanOptions) erro
 				d.diff, err = unifiedDiff(render.Ref(d.obj), d.live, d.obj)
 				return err
 			}
-			return fmt.Errorf("%s (%s): %s; annotate it %s: \"true\" to let converge delete and recreate it",
-				render.Ref(d.obj), d.source, scrubSecret(apiMessage(err), d.obj), AnnotationForce)
+			return objectErrorf(d.obj, d.source, "%w; annotate it %s: \"true\" to let converge delete and recreate it",
+				apiError(err, d.obj), AnnotationForce)
 		}
-		return fmt.Errorf("%s (%s): %s", render.Ref(d.obj), d.source, scrubSecret(apiMessage(err), d.obj))
+		return objectError(d.obj, d.source, apiError(err, d.obj))
 	}
 	d.dryRun = result
 	if d.live == nil && result.GetResourceVersion() != "" {
@@ -241,7 +220,7 @@ func (m *Manager) dryRun(ctx context.Context, d *desired, opts PlanOptions) erro
 		live := &unstructured.Unstructured{}
 		live.SetGroupVersionKind(d.gvk)
 		if err := m.client.Get(ctx, client.ObjectKeyFromObject(d.obj), live); err != nil {
-			return fmt.Errorf("%s: reading live object: %w", render.Ref(d.obj), err)
+			return objectErrorf(d.obj, d.source, "reading live object: %w", err)
 		}
 		if err := mayAdopt(live, d, opts); err != nil {
 			return err

@@ -9,7 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"converge.dev/converge/internal/render"
 )
 
 // ErrPolicy is wrapped by every refusal of a desired object by a Policy.
@@ -69,7 +68,7 @@ func (p *Policy) admit(u *unstructured.Unstructured, source string, namespaced b
 	}
 	gk := u.GroupVersionKind().GroupKind()
 	refuse := func(format string, args ...any) error {
-		return fmt.Errorf("%s (%s): %w: %s", render.Ref(u), source, ErrPolicy, p.Name+" "+fmt.Sprintf(format, args...))
+		return objectErrorf(u, source, "%w: %s", ErrPolicy, p.Name+" "+fmt.Sprintf(format, args...))
 	}
 	if matchesAny(p.DeniedKinds, gk) {
 		return refuse("denies kind %s", kindName(gk))

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"maps"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -41,7 +40,7 @@ func (m *Manager) prune(ctx context.Context, p *Plan) ([]*unstructured.Unstructu
 			// hands since it was listed.
 			err := m.client.Delete(ctx, u, client.Preconditions{UID: ptr(u.GetUID())}, client.PropagationPolicy("Background"))
 			if client.IgnoreNotFound(err) != nil {
-				return deleted, fmt.Errorf("%s: prune failed: %s", render.Ref(u), apiMessage(err))
+				return deleted, objectErrorf(u, "", "prune failed: %w", apiError(err, u))
 			}
 			deleted = append(deleted, u)
 		}

@@ -2,17 +2,16 @@ package source
 
 import (
 	neturl "net/url"
-	"regexp"
 	"strings"
-)
 
-var urlUserinfo = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@`)
+	"converge.dev/converge/internal/redact"
+)
 
 // RedactURL removes the user and password from a URL.
 func RedactURL(raw string) string {
 	u, err := neturl.Parse(raw)
 	if err != nil || u.User == nil {
-		return urlUserinfo.ReplaceAllString(raw, "$1")
+		return redact.Message(raw)
 	}
 	u.User = nil
 	return u.String()
@@ -21,13 +20,7 @@ func RedactURL(raw string) string {
 // sanitize removes credentials from a message: userinfo in any URL, and
 // each of the given secrets wherever it appears.
 func sanitize(msg string, secrets ...string) string {
-	msg = urlUserinfo.ReplaceAllString(msg, "$1")
-	for _, s := range secrets {
-		if len(s) >= 3 {
-			msg = strings.ReplaceAll(msg, s, "***")
-		}
-	}
-	return msg
+	return redact.Message(redact.Secrets(msg, secrets...))
 }
 
 // NormalizeURL reduces a repository URL to host/path, so that the

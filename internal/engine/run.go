@@ -1,0 +1,197 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/internal/redact"
+	"converge.dev/converge/internal/render"
+	"converge.dev/converge/internal/source"
+)
+
+// Event reasons of a sync, the same in push and pull mode.
+const (
+	EventSyncStarted = "SyncStarted"
+	EventSynced      = "Synced"
+	EventSyncFailed  = "SyncFailed"
+)
+
+// Modes: who ran a sync.
+const (
+	ModePull = "pull" // the agent
+	ModePush = "push" // the CLI
+)
+
+// Events receives what a sync announces: SyncStarted when it is about to
+// change the cluster, then Synced or SyncFailed. Messages are already
+// sanitized.
+type Events interface {
+	Event(eventType, reason, message string)
+}
+
+// RunOptions say what one sync is: what to plan and whether to carry it
+// out, and what its history entry and events say about it.
+type RunOptions struct {
+	SyncOptions
+	// Apply carries the plan out. Without it the run only compares: the
+	// change set says what a sync would do (automated sync off, or held).
+	Apply bool
+	// Mode is ModePull or ModePush.
+	Mode    string
+	Trigger Trigger
+	// Ref, Commit and Signer describe PlanOptions.Revision.
+	Ref    string
+	Commit *source.CommitInfo
+	Signer *source.Signer
+	// Record asks for a history entry whatever the outcome: the caller
+	// knows the run handles a new revision or a person's request. Without
+	// it, a run is recorded when it fails, changes the cluster, or applies
+	// a revision the record did not hold; a no-op resync is not.
+	Record bool
+	// History writes the app's history record; nil records nothing. It
+	// is the caller's own client when the sync runs as another account.
+	History      client.Client
+	HistoryLimit int
+	// Events, if set, receives the sync's events.
+	Events Events
+	// Started is when the sync began (fetching and rendering included);
+	// now when zero.
+	Started time.Time
+}
+
+// Result is what one sync did.
+type Result struct {
+	// Changes is the change set: what was done, or (without Apply, or
+	// with DryRun) what a sync would do. Nil when planning failed.
+	Changes *ChangeSet `json:"changes,omitempty"`
+	// Health is each object's health after the sync (from the apply's
+	// answers and the plan's listing; no request is made for it).
+	Health []ObjectHealth `json:"health,omitempty"`
+	// PreviousRevision is the revision the app's record held before;
+	// Revision the one this sync was of.
+	PreviousRevision string `json:"previousRevision,omitempty"`
+	Revision         string `json:"revision,omitempty"`
+	Counts           Counts `json:"counts"`
+	// Applied says the plan was carried out (not a comparison or a
+	// dry run).
+	Applied bool `json:"applied"`
+	// Recorded says a history entry was written; HistoryError why one
+	// that was due could not be (the sync itself happened).
+	Recorded     bool  `json:"recorded"`
+	HistoryError error `json:"-"`
+	// Kinds are the kinds the app's objects are of, desired or owned.
+	Kinds   []schema.GroupVersionKind `json:"-"`
+	DryRuns int                       `json:"dryRuns"`
+}
+
+// Run is the one sync path, for the agent and the CLI alike: plan; when
+// the plan changes the cluster, SyncStarted; apply and prune, which write
+// the inventory; Synced or SyncFailed; and the history entry, when the
+// sync is worth one. It returns the Result even when it fails, with as
+// much as is known.
+func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions) (*Result, error) {
+	if opts.Started.IsZero() {
+		opts.Started = time.Now()
+	}
+	res := &Result{Revision: opts.Revision}
+	plan, err := m.Plan(ctx, objs, opts.PlanOptions)
+	if err != nil {
+		m.finish(ctx, res, opts, err)
+		return res, err
+	}
+	res.Changes, res.Health = &plan.ChangeSet, plan.Health()
+	res.PreviousRevision, res.Kinds, res.DryRuns = plan.PreviousRevision(), plan.Kinds(), plan.DryRuns()
+	if !opts.Apply || opts.DryRun {
+		res.Counts = res.Changes.Counts()
+		if !opts.DryRun {
+			m.finish(ctx, res, opts, nil)
+		}
+		return res, nil
+	}
+	started := plan.ChangeSet.HasChanges()
+	if started {
+		c := plan.ChangeSet.Counts()
+		opts.event("Normal", EventSyncStarted, fmt.Sprintf("syncing %s (%s, %s): %d to create, %d to configure, %d to delete",
+			shortRevision(opts.Revision), opts.Trigger, opts.Mode, c.Created, c.Configured, c.Deleted))
+	}
+	cs, err := m.Apply(ctx, plan, opts.SyncOptions)
+	res.Applied = true
+	if cs != nil {
+		res.Changes, res.Health = cs, cs.Health
+	}
+	res.Counts = res.Changes.Counts()
+	switch {
+	case err != nil && started:
+		opts.event("Warning", EventSyncFailed, redact.Error(err))
+	case err == nil && res.Changes.HasChanges():
+		opts.event("Normal", EventSynced, fmt.Sprintf("synced %s (%s, %s): %s", shortRevision(opts.Revision), opts.Trigger, opts.Mode, res.Counts))
+	}
+	m.finish(ctx, res, opts, err)
+	return res, err
+}
+
+// RecordFailure records a sync that failed before it could plan (the
+// fetch, the render, a policy): its history entry and nothing else.
+func RecordFailure(ctx context.Context, opts RunOptions, syncErr error) error {
+	if opts.Started.IsZero() {
+		opts.Started = time.Now()
+	}
+	res := &Result{Revision: opts.Revision}
+	record(ctx, res, opts, syncErr)
+	return res.HistoryError
+}
+
+// finish writes the history entry of a run that is worth one.
+func (m *Manager) finish(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
+	if opts.DryRun {
+		return
+	}
+	worth := syncErr != nil || opts.Record ||
+		(res.Applied && (res.Changes.HasChanges() || (res.Revision != "" && res.Revision != res.PreviousRevision)))
+	if worth {
+		record(ctx, res, opts, syncErr)
+	}
+}
+
+func record(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
+	if opts.History == nil {
+		return
+	}
+	e := NewHistoryEntry(res.Changes, syncErr, res.Applied || syncErr != nil)
+	e.Mode, e.Trigger = opts.Mode, opts.Trigger
+	if e.Trigger.Type == "" {
+		e.Trigger.Type = TriggerInterval
+	}
+	e.Revision, e.Ref, e.Signer = opts.Revision, opts.Ref, opts.Signer
+	if opts.Commit != nil {
+		c := *opts.Commit
+		c.Date = c.Date.UTC()
+		e.Commit = &c
+	}
+	e.StartedAt, e.FinishedAt = opts.Started.UTC(), time.Now().UTC()
+	if _, err := AppendHistory(ctx, opts.History, opts.App, e, opts.HistoryLimit); err != nil {
+		res.HistoryError = err
+		return
+	}
+	res.Recorded = true
+}
+
+func (o RunOptions) event(typ, reason, msg string) {
+	if o.Events != nil {
+		o.Events.Event(typ, reason, msg)
+	}
+}
+
+func shortRevision(rev string) string {
+	switch {
+	case rev == "":
+		return "(no revision)"
+	case len(rev) > 12:
+		return rev[:12]
+	}
+	return rev
+}
