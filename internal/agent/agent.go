@@ -157,9 +157,17 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	sources.AllowFileURLs = o.AllowFileRepos
 	sources.AllowedHosts = o.SourceHosts
 	sources.Timeout = o.GitTimeout
+	secretCache, err := controller.NewSecretCache(cfg)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(secretCache); err != nil {
+		return err
+	}
 	rec := &controller.ApplicationReconciler{
 		Client:      mgr.GetClient(),
 		Secrets:     mgr.GetAPIReader(),
+		SecretCache: secretCache,
 		Engine:      eng,
 		Config:      cfg,
 		Sources:     sources,

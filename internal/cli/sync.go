@@ -96,7 +96,8 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	}
 	if !o.DryRun {
 		// Push mode has no Application: events go on the app's record.
-		run.Trigger = engine.Trigger{Type: engine.TriggerManual, User: whoami(cmd.Context(), m.Client())}
+		run.Trigger = engine.Trigger{Type: engine.TriggerManual}
+		run.Who = func() string { return whoami(cmd.Context(), m.Client()) }
 		run.History, run.HistoryLimit = m.Client(), o.HistoryLimit
 		run.Events = &recordEvents{ctx: cmd.Context(), c: m.Client(), app: opts.App, warn: o.ErrOut}
 	}

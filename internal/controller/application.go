@@ -41,8 +41,10 @@ type ApplicationReconciler struct {
 	Sources *source.Cache
 	// Secrets reads credentials Secrets uncached, so the agent never holds
 	// every Secret of the cluster in memory.
-	Secrets  client.Reader
-	Recorder record.EventRecorder
+	Secrets client.Reader
+	// SecretCache, if set, answers reads of unchanged Secrets from memory.
+	SecretCache *SecretCache
+	Recorder    record.EventRecorder
 	// Concurrency is how many Applications reconcile at once (default 8).
 	Concurrency int
 	// Tenancy are the agent-wide rules: whether a Tenant must govern
@@ -53,6 +55,9 @@ type ApplicationReconciler struct {
 
 	watches *driftWatches
 	renders *renderCache
+	// cache reads the manager's informers directly (the client bypasses
+	// them for Secrets, which an app may own).
+	cache client.Reader
 
 	// lastSynced remembers, per Application, the revision and generation of
 	// its last successful reconcile. The cached Application a drift event
@@ -69,6 +74,9 @@ type ApplicationReconciler struct {
 	// stalled holds, per Application, the revision and generation that
 	// failed terminally (see terminal): not tried again until one changes.
 	stalled map[types.NamespacedName]syncedAt
+	// idle holds, per Application, what its last quiet plan started
+	// from (see idle.go).
+	idle map[types.NamespacedName]idleState
 	// impersonating holds one engine per impersonated ServiceAccount.
 	impersonating map[types.NamespacedName]*engine.Manager
 }
@@ -93,6 +101,7 @@ func (r *ApplicationReconciler) now() time.Time {
 // SetupWithManager registers the reconciler and its watches.
 func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.renders = newRenderCache(64)
+	r.cache = mgr.GetCache()
 	if r.Concurrency <= 0 {
 		r.Concurrency = 8
 	}
@@ -193,9 +202,9 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
 	}
-	secrets := r.Secrets
+	secrets := r.SecretCache.Reader("", r.Secrets)
 	if ten.serviceAccount != "" {
-		secrets = eng.Client()
+		secrets = r.SecretCache.Reader(app.Namespace+"/"+ten.serviceAccount, eng.Client())
 	}
 	// The source, its credentials and trusted keys: read once, used by the
 	// rollback, the fetch and the pin check alike.
@@ -241,6 +250,19 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		// the stall.
 		return ctrl.Result{RequeueAfter: interval}, nil
 	}
+	// Nothing changed since a plan that found nothing to do: stop here.
+	var fingerprint uint64
+	if last, ok := r.idleState(key); ok && !forced && last.same(artifact.Revision, app.Generation, ten.version) {
+		fp, err := r.fingerprint(ctx, app, last.kinds)
+		if err != nil {
+			log.FromContext(ctx).Error(err, "reading owned objects from the cache")
+		}
+		if err == nil && fp == last.fingerprint {
+			syncTotal.WithLabelValues("idle").Inc()
+			return ctrl.Result{RequeueAfter: r.requeueAfter(app, interval)}, nil
+		}
+		fingerprint = fp
+	}
 	objs, err := r.render(ctx, app, artifact)
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonRenderFailed, err, interval)
@@ -275,6 +297,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	opts.Timeout = durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)
 	res, err := eng.Run(ctx, objs, opts)
 	run.recorded = true // Run wrote the entry the sync deserved
+	r.setIdle(key, nil)
 	if res.HistoryError != nil {
 		log.FromContext(ctx).Error(res.HistoryError, "recording sync history")
 	}
@@ -306,6 +329,13 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		return ctrl.Result{RequeueAfter: min(interval, time.Minute)}, nil
 	}
 	r.remember(key, syncedAt{revision: artifact.Revision, generation: app.Generation})
+	idle := &idleState{revision: artifact.Revision, generation: app.Generation, tenant: ten.version, kinds: res.Kinds}
+	if !res.Applied || !res.Changes.HasChanges() {
+		// Wrote nothing: the fingerprint taken before stands for what
+		// was planned. After writes, the next reconcile takes one.
+		idle.fingerprint = fingerprint
+	}
+	r.setIdle(key, idle)
 	return ctrl.Result{RequeueAfter: r.requeueAfter(app, interval)}, nil
 }
 
@@ -350,6 +380,7 @@ func (r *ApplicationReconciler) forget(key types.NamespacedName) {
 	delete(r.lastStatus, key)
 	delete(r.pinChecked, key)
 	delete(r.stalled, key)
+	delete(r.idle, key)
 }
 
 // wrote reports whether status is exactly what was last written.

@@ -30,8 +30,10 @@ type TenancyOptions struct {
 
 // tenancy is what governs one Application.
 type tenancy struct {
-	// tenant is the governing Tenant's name, "" for none.
-	tenant string
+	// tenant is the governing Tenant's name, "" for none; version its
+	// generation.
+	tenant  string
+	version int64
 	// serviceAccount is impersonated for everything the app does in the
 	// cluster; "" acts with the agent's own rights.
 	serviceAccount string
@@ -96,7 +98,7 @@ func resolveTenancy(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts T
 	case "Never":
 		adopt = engine.AdoptNever
 	}
-	return tenancy{tenant: t.Name, serviceAccount: t.Spec.ServiceAccountName, policy: policy, adopt: adopt, windows: t.Spec.SyncWindows}, nil
+	return tenancy{tenant: t.Name, version: t.Generation, serviceAccount: t.Spec.ServiceAccountName, policy: policy, adopt: adopt, windows: t.Spec.SyncWindows}, nil
 }
 
 // matchRepo matches a normalized repository URL against patterns: "*"

@@ -43,6 +43,9 @@ type RunOptions struct {
 	// Mode is ModePull or ModePush.
 	Mode    string
 	Trigger Trigger
+	// Who, if set, names the user of Trigger, asked only when an entry is
+	// written (push mode asks the apiserver).
+	Who func() string
 	// Ref, Commit and Signer describe PlanOptions.Revision.
 	Ref    string
 	Commit *source.CommitInfo
@@ -163,6 +166,9 @@ func record(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
 	}
 	e := NewHistoryEntry(res.Changes, syncErr, res.Applied || syncErr != nil)
 	e.Mode, e.Trigger = opts.Mode, opts.Trigger
+	if opts.Who != nil && e.Trigger.User == "" {
+		e.Trigger.User = opts.Who()
+	}
 	if e.Trigger.Type == "" {
 		e.Trigger.Type = TriggerInterval
 	}

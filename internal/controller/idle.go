@@ -1,0 +1,110 @@
+package controller
+
+import (
+	"context"
+	"hash/fnv"
+	"slices"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
+)
+
+// An idle reconcile costs no request. After a sync that wrote nothing,
+// the agent keeps what it planned from (revision, Application generation,
+// Tenant generation) and a fingerprint of the app's objects as its
+// metadata watches showed them just before planning: every owned object's
+// resourceVersion and the inventory's. A later reconcile from the same
+// inputs whose fingerprint is unchanged would plan the same thing again,
+// so it stops there: no render, no inventory read, no list, no dry-run.
+//
+// Any change to an owned object changes its resourceVersion and reaches
+// the watches, which also reconcile the app at once; the fingerprint then
+// differs and the app is planned in full. A fingerprint taken while the
+// caches lagged behind the cluster differs later too, which costs one
+// more plan, never a missed change.
+
+// idleState is what the last quiet plan of an app started from.
+type idleState struct {
+	revision   string
+	generation int64
+	tenant     int64
+	kinds      []schema.GroupVersionKind
+	// fingerprint is taken before the plan; zero until a plan that wrote
+	// nothing had one.
+	fingerprint uint64
+}
+
+func (s idleState) same(revision string, generation, tenant int64) bool {
+	return s.revision == revision && s.generation == generation && s.tenant == tenant
+}
+
+// fingerprint hashes the resourceVersions of app's owned objects of kinds
+// and of its inventory, as the agent's caches hold them. It makes no
+// request once the kinds' watches are running.
+func (r *ApplicationReconciler) fingerprint(ctx context.Context, app *v1alpha1.Application, kinds []schema.GroupVersionKind) (uint64, error) {
+	h := fnv.New64a()
+	owner := app.Namespace + "/" + app.Name
+	for _, gvk := range kinds {
+		list := &metav1.PartialObjectMetadataList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := r.cache.List(ctx, list, client.MatchingLabels{engine.LabelApp: app.Name}); err != nil {
+			return 0, err
+		}
+		items := make([]string, 0, len(list.Items))
+		for i := range list.Items {
+			o := &list.Items[i]
+			if o.Annotations[engine.AnnotationOwner] == owner {
+				items = append(items, o.Namespace+"/"+o.Name+"@"+o.ResourceVersion)
+			}
+		}
+		slices.Sort(items)
+		h.Write([]byte(gvk.String()))
+		for _, it := range items {
+			h.Write([]byte{0})
+			h.Write([]byte(it))
+		}
+		h.Write([]byte{1})
+	}
+	inv := &metav1.PartialObjectMetadata{}
+	inv.SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"})
+	err := r.cache.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: engine.InventoryName(app.Name)}, inv)
+	switch {
+	case apierrors.IsNotFound(err):
+		h.Write([]byte("no inventory"))
+	case err != nil:
+		return 0, err
+	default:
+		h.Write([]byte("inventory@" + inv.ResourceVersion))
+	}
+	sum := h.Sum64()
+	if sum == 0 {
+		sum = 1 // zero means "none"
+	}
+	return sum, nil
+}
+
+func (r *ApplicationReconciler) idleState(key types.NamespacedName) (idleState, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.idle[key]
+	return s, ok
+}
+
+func (r *ApplicationReconciler) setIdle(key types.NamespacedName, s *idleState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s == nil {
+		delete(r.idle, key)
+		return
+	}
+	if r.idle == nil {
+		r.idle = map[types.NamespacedName]idleState{}
+	}
+	r.idle[key] = *s
+}
