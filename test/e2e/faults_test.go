@@ -212,26 +212,13 @@ func convergeBinary(t *testing.T) string {
 // over within the lease duration and syncs the next request.
 func TestFaults_LeaderDiesAndTheOtherReplicaTakesOver(t *testing.T) {
 	a := startAgent(t)
-	bin := convergeBinary(t)
 	sys := kubetest.Namespace(t, cluster.Client)
 	ns := kubetest.Namespace(t, cluster.Client)
 	kubeconfig, _ := kubetest.LocalKubeconfig()
 	ctx := context.Background()
 	start := func(name string) *exec.Cmd {
-		logs, err := os.Create(filepath.Join(os.TempDir(), "converge-e2e-"+name+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin, "agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0",
-			"--health-probe-bind-address", "0", "--webhook-bind-address", "", "--sealing-bind-address", "",
-			"--cache-dir", t.TempDir(), "--system-namespace", sys, "--leader-elect", "--lease-duration", "4s",
-			"--watch-label-selector", strictAgentLabel+"=ha", "--key-bits", "2048")
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); logs.Close() })
-		return cmd
+		return agentProcess(t, name, kubeconfig, "--system-namespace", sys, "--leader-elect", "--lease-duration", "4s",
+			"--watch-label-selector", strictAgentLabel+"=ha")
 	}
 	holder := func() string {
 		var lease coordinationv1.Lease
