@@ -74,6 +74,9 @@ type ApplicationReconciler struct {
 	// stalled holds, per Application, the revision and generation that
 	// failed terminally (see terminal): not tried again until one changes.
 	stalled map[types.NamespacedName]syncedAt
+	// failures holds, per Application, its failed attempts since its
+	// last success, whether or not their status could be written.
+	failures map[types.NamespacedName]failure
 	// idle holds, per Application, what its last quiet plan started
 	// from (see idle.go).
 	idle map[types.NamespacedName]idleState
@@ -381,6 +384,7 @@ func (r *ApplicationReconciler) forget(key types.NamespacedName) {
 	delete(r.pinChecked, key)
 	delete(r.stalled, key)
 	delete(r.idle, key)
+	delete(r.failures, key)
 }
 
 // wrote reports whether status is exactly what was last written.

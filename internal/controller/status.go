@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -35,6 +36,13 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 		syncTotal.WithLabelValues("unchanged").Inc()
 	}
 	prevRevision := app.Status.Sync.Revision
+	// What happened in between, when this success ends a run of failures.
+	// The agent's memory counts failures whose status could not be
+	// written (the apiserver was away).
+	recovered := ""
+	if f := r.takeFailure(client.ObjectKeyFromObject(app)); f.attempts > 0 {
+		recovered = fmt.Sprintf(" (after %d failed attempt(s); the last: %s)", f.attempts, f.last)
+	}
 	app.Status.ObservedGeneration = app.Generation
 	app.Status.Attempts = 0
 	app.Status.LastError = ""
@@ -58,13 +66,13 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonOutOfSync, fmt.Sprintf("cluster differs from %s (%s); %s", shortRev(artifact.Revision), counts, held))
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	case app.Status.Health.Status == v1alpha1.HealthProgressing || app.Status.Health.Status == v1alpha1.HealthMissing:
-		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonProgressing, "synced "+shortRev(artifact.Revision)+"; waiting for health: "+app.Status.Health.Message)
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonProgressing, "synced "+shortRev(artifact.Revision)+recovered+"; waiting for health: "+app.Status.Health.Message)
 		setCondition(app, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonProgressing, app.Status.Health.Message)
 	case app.Status.Health.Status == v1alpha1.HealthDegraded:
 		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonHealthCheckFailed, app.Status.Health.Message)
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	default:
-		setReady(app, metav1.ConditionTrue, v1alpha1.ReasonSynced, fmt.Sprintf("synced %s and healthy", shortRev(artifact.Revision)))
+		setReady(app, metav1.ConditionTrue, v1alpha1.ReasonSynced, fmt.Sprintf("synced %s and healthy%s", shortRev(artifact.Revision), recovered))
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	}
 }
@@ -78,6 +86,7 @@ func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Applic
 	changed := app.Status.LastError != msg
 	app.Status.LastError = msg
 	app.Status.Attempts++
+	r.noteFailure(client.ObjectKeyFromObject(app), app.Status.Attempts, msg)
 	app.Status.ObservedGeneration = app.Generation
 	if app.Status.Sync.Status == "" {
 		app.Status.Sync.Status = v1alpha1.SyncStatusUnknown
@@ -121,6 +130,35 @@ const terminalRetries = 3
 // failures are transient: they back off and retry.
 func terminal(reason string) bool {
 	return reason == v1alpha1.ReasonValidationFailed || reason == v1alpha1.ReasonRenderFailed
+}
+
+// failure is what the agent remembers of an app's failed attempts.
+type failure struct {
+	attempts int32
+	last     string
+}
+
+// noteFailure remembers attempt number n of an app and its error; a count
+// lower than one remembered (its status write was lost) continues it.
+func (r *ApplicationReconciler) noteFailure(key types.NamespacedName, n int32, msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failures == nil {
+		r.failures = map[types.NamespacedName]failure{}
+	}
+	if prev := r.failures[key].attempts; n <= prev {
+		n = prev + 1
+	}
+	r.failures[key] = failure{attempts: n, last: msg}
+}
+
+// takeFailure returns and forgets what noteFailure remembered.
+func (r *ApplicationReconciler) takeFailure(key types.NamespacedName) failure {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f := r.failures[key]
+	delete(r.failures, key)
+	return f
 }
 
 // backoff is the delay before retry number attempt (1-based).

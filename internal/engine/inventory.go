@@ -79,6 +79,12 @@ func (m *Manager) loadInventory(ctx context.Context, app App) (*Inventory, bool,
 	return inv, true, nil
 }
 
+// Inventory returns app's inventory: what it owns as of its last sync.
+func (m *Manager) Inventory(ctx context.Context, app App) (*Inventory, error) {
+	inv, _, err := m.loadInventory(ctx, app)
+	return inv, err
+}
+
 // saveInventory writes inv as app's record with server-side apply.
 func (m *Manager) saveInventory(ctx context.Context, app App, inv *Inventory) error {
 	data, err := encodeInventory(inv)
