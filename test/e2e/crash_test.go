@@ -143,4 +143,3 @@ func TestFaults_AgentKilledMidSync(t *testing.T) {
 	checkConverged(t, a, ns, "big", rev, n)
 	t.Logf("the restarted agent converged in %s", time.Since(start).Round(100*time.Millisecond))
 }
-
