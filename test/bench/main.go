@@ -51,12 +51,13 @@ type Measurement struct {
 
 // Results is the JSON document written by the benchmark.
 type Results struct {
-	Date         string        `json:"date"`
-	Machine      string        `json:"machine"`
-	Objects      int           `json:"objects"`
-	Namespaces   int           `json:"namespaces"`
-	Concurrency  int           `json:"concurrency"`
-	Measurements []Measurement `json:"measurements"`
+	Date         string            `json:"date"`
+	Machine      string            `json:"machine"`
+	Objects      int               `json:"objects"`
+	Namespaces   int               `json:"namespaces"`
+	Concurrency  int               `json:"concurrency"`
+	Measurements []Measurement     `json:"measurements"`
+	Idle         []IdleMeasurement `json:"idle,omitempty"`
 }
 
 func main() {
@@ -65,6 +66,9 @@ func main() {
 	perNS := flag.Int("per-namespace", 100, "objects per namespace (50% ConfigMaps, 30% Services, 20% Deployments)")
 	runs := flag.Int("runs", 3, "repetitions of each cold sync; the median is reported")
 	kubectl := flag.String("kubectl", "", "kubectl binary (default: kubectl next to the cluster binaries, else on PATH)")
+	flag.DurationVar(&idleWindow, "idle-window", 2*time.Minute, "how long the agent is watched idling (0: skip the idle benchmarks)")
+	flag.DurationVar(&idleInterval, "idle-interval", 10*time.Second, "the apps' sync interval while idling")
+	flag.BoolVar(&idleOnly, "idle-only", false, "run only the agent idle benchmarks")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
 	if err := run(*out, *namespaces, *perNS, *runs, *kubectl); err != nil {
@@ -72,6 +76,11 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var (
+	idleWindow, idleInterval time.Duration
+	idleOnly                 bool
+)
 
 type bench struct {
 	env        *kubetest.Env
@@ -108,6 +117,9 @@ func run(out string, namespaces, perNS, runs int, kubectl string) error {
 	// Namespaces of earlier runs may still be terminating: use fresh names.
 	id := fmt.Sprintf("b%04x", time.Now().UnixNano()&0xffff)
 
+	if idleOnly {
+		return b.idle(ctx, id, res, out)
+	}
 	progress("warming up the apiserver")
 	if _, err := b.loop(ctx, id+"-warm", 32); err != nil {
 		return err
@@ -189,7 +201,25 @@ func run(out string, namespaces, perNS, runs int, kubectl string) error {
 		res.Measurements = append(res.Measurements, Measurement{Name: "kubectl apply --server-side (cold)", Objects: res.Objects, Runs: []float64{d.Seconds()}, Seconds: d.Seconds(), Writes: res.Objects, Note: b.kubectl})
 	}
 
+	return b.idle(ctx, id, res, out)
+}
+
+// idle runs the agent idle benchmarks, then prints and writes res.
+func (b *bench) idle(ctx context.Context, id string, res Results, out string) error {
+	if idleWindow > 0 {
+		for _, w := range []struct {
+			name         string
+			apps, perApp int
+		}{{"1 app x 1,000 objects", 1, 1000}, {"100 apps x 10 objects", 100, 10}} {
+			m, err := b.idleBench(ctx, w.name, fmt.Sprintf("%s-%d", id, w.apps), w.apps, w.perApp, idleInterval, idleWindow)
+			if err != nil {
+				return fmt.Errorf("%s: %w", w.name, err)
+			}
+			res.Idle = append(res.Idle, m)
+		}
+	}
 	printTable(os.Stdout, res)
+	printIdle(os.Stdout, res.Idle)
 	data, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err

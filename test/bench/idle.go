@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/testutil/gitserver"
+	"converge.dev/converge/internal/testutil/kubetest"
+)
+
+// IdleMeasurement is an agent's cost while nothing changes: API requests
+// beyond its watches (from the audit log, by the agent's own identity),
+// CPU time, and memory.
+type IdleMeasurement struct {
+	Name            string  `json:"name"`
+	Apps            int     `json:"apps"`
+	ObjectsPerApp   int     `json:"objectsPerApp"`
+	Interval        string  `json:"interval"`
+	Window          string  `json:"window"`
+	SyncSeconds     float64 `json:"syncSeconds"`
+	RequestsPerMin  float64 `json:"requestsPerMinute"`
+	GitRequests     int64   `json:"gitRequests"`
+	CPUSecondsTotal float64 `json:"cpuSeconds"`
+	// CPUPerIdleReconcile is CPU time per app per interval.
+	CPUPerIdleReconcileMs float64 `json:"cpuMsPerIdleReconcile"`
+	RSSMiB                float64 `json:"rssMiB"`
+	PeakRSSMiB            float64 `json:"peakRssMiB"`
+}
+
+// idleBench runs one agent process for apps Applications of perApp
+// ConfigMaps each, waits until they are synced and quiet, and measures a
+// window of idling.
+func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int, interval, window time.Duration) (IdleMeasurement, error) {
+	m := IdleMeasurement{Name: name, Apps: apps, ObjectsPerApp: perApp, Interval: interval.String(), Window: window.String()}
+	ns := id + "-idle"
+	c := b.env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return m, err
+	}
+	defer func() {
+		_ = c.DeleteAllOf(context.Background(), &v1alpha1.Application{}, client.InNamespace(ns))
+		_ = kubetest.WaitFor(context.Background(), 3*time.Minute, func(ctx context.Context) (bool, error) {
+			var list v1alpha1.ApplicationList
+			err := c.List(ctx, &list, client.InNamespace(ns))
+			return err == nil && len(list.Items) == 0, err
+		})
+		_ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	}()
+	kubeconfig, user, err := b.identity(ctx, ns, "bench-agent")
+	if err != nil {
+		return m, err
+	}
+	dir, err := os.MkdirTemp("", "converge-bench-idle-")
+	if err != nil {
+		return m, err
+	}
+	defer os.RemoveAll(dir)
+	git, err := gitserver.New(filepath.Join(dir, "git"))
+	if err != nil {
+		return m, err
+	}
+	if err := git.Start("127.0.0.1:0"); err != nil {
+		return m, err
+	}
+	defer git.Stop()
+	repo, err := git.NewRepo("idle")
+	if err != nil {
+		return m, err
+	}
+	files := map[string]string{}
+	for a := range apps {
+		for i := range perApp {
+			files[fmt.Sprintf("apps/app-%03d/cm-%04d.yaml", a, i)] = fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a%03d-cm-%04d\ndata:\n  i: \"%d\"\n", a, i, i)
+		}
+	}
+	if err := repo.Write(files); err != nil {
+		return m, err
+	}
+	rev, err := repo.Commit("main", "idle bench")
+	if err != nil {
+		return m, err
+	}
+	bin := filepath.Join(dir, "converge")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/converge")
+	if out, err := build.CombinedOutput(); err != nil {
+		return m, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	logs, err := os.Create(filepath.Join(dir, "agent.log"))
+	if err != nil {
+		return m, err
+	}
+	defer logs.Close()
+	agent := exec.Command(bin, "agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+		"--webhook-bind-address", "", "--sealing-bind-address", "", "--cache-dir", filepath.Join(dir, "cache"),
+		"--system-namespace", ns, "--key-bits", "2048", "--watch-label-selector", "converge.dev/bench="+id)
+	agent.Stdout, agent.Stderr = logs, logs
+	if err := agent.Start(); err != nil {
+		return m, err
+	}
+	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
+
+	start := time.Now()
+	for a := range apps {
+		app := &v1alpha1.Application{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%03d", a), Namespace: ns, Labels: map[string]string{"converge.dev/bench": id}},
+			Spec: v1alpha1.ApplicationSpec{
+				Source: v1alpha1.ApplicationSource{RepoURL: git.URL(repo.Name), Path: fmt.Sprintf("apps/app-%03d", a)},
+				SyncPolicy: v1alpha1.SyncPolicy{
+					Automated: &v1alpha1.AutomatedSync{Prune: true, SelfHeal: true},
+					Interval:  &metav1.Duration{Duration: interval},
+				},
+			},
+		}
+		if err := c.Create(ctx, app); err != nil {
+			return m, err
+		}
+	}
+	progress("%s: waiting for %d app(s) of %d object(s) to sync", name, apps, perApp)
+	if err := kubetest.WaitFor(ctx, 5*time.Minute, func(ctx context.Context) (bool, error) {
+		var list v1alpha1.ApplicationList
+		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		done := 0
+		for _, a := range list.Items {
+			if a.Status.Sync.Revision == rev && a.Status.Sync.Status == v1alpha1.SyncStatusSynced {
+				done++
+			}
+		}
+		return done == apps, fmt.Errorf("%d of %d synced (agent log: %s)", done, apps, logs.Name())
+	}); err != nil {
+		return m, err
+	}
+	m.SyncSeconds = time.Since(start).Seconds()
+	requests := func() (int, error) {
+		events, err := b.audit.Since(func(e kubetest.AuditEvent) bool { return e.User.Username == user && e.Verb != "watch" })
+		return len(events), err
+	}
+	progress("%s: waiting for the agent to go quiet", name)
+	if err := kubetest.WaitFor(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
+		if err := b.audit.Mark(); err != nil {
+			return false, err
+		}
+		time.Sleep(interval)
+		n, err := requests()
+		return err == nil && n == 0, fmt.Errorf("%d requests in an interval (%v)", n, err)
+	}); err != nil {
+		progress("%s: not quiet, measuring anyway: %v", name, err)
+	}
+	progress("%s: measuring %s of idling", name, window)
+	if err := b.audit.Mark(); err != nil {
+		return m, err
+	}
+	cpu0, err := cpuSeconds(agent.Process.Pid)
+	if err != nil {
+		return m, err
+	}
+	fetches0 := git.Fetches(repo.Name)
+	time.Sleep(window)
+	cpu1, err := cpuSeconds(agent.Process.Pid)
+	if err != nil {
+		return m, err
+	}
+	n, err := requests()
+	if err != nil {
+		return m, err
+	}
+	m.GitRequests = git.Fetches(repo.Name) - fetches0
+	m.RequestsPerMin = float64(n) / window.Minutes()
+	m.CPUSecondsTotal = cpu1 - cpu0
+	reconciles := float64(apps) * window.Seconds() / interval.Seconds()
+	m.CPUPerIdleReconcileMs = m.CPUSecondsTotal / reconciles * 1000
+	m.RSSMiB, m.PeakRSSMiB, err = rss(agent.Process.Pid)
+	return m, err
+}
+
+// identity makes a ServiceAccount bound to cluster-admin and returns a
+// kubeconfig for it and its user name in the audit log.
+func (b *bench) identity(ctx context.Context, ns, name string) (string, string, error) {
+	c := b.env.Client
+	if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}); err != nil {
+		return "", "", err
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}}}
+	if err := c.Create(ctx, binding); err != nil {
+		return "", "", err
+	}
+	cs, err := kubernetes.NewForConfig(b.env.Config)
+	if err != nil {
+		return "", "", err
+	}
+	expiry := int64(3600)
+	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", "", err
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: b.env.Config.Host, CertificateAuthorityData: b.env.Config.CAData, CertificateAuthority: b.env.Config.CAFile}
+	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: "local", AuthInfo: name}
+	cfg.CurrentContext = name
+	f, err := os.CreateTemp("", "converge-bench-*.kubeconfig")
+	if err != nil {
+		return "", "", err
+	}
+	f.Close()
+	if err := clientcmd.WriteToFile(*cfg, f.Name()); err != nil {
+		return "", "", err
+	}
+	return f.Name(), "system:serviceaccount:" + ns + ":" + name, nil
+}
+
+// cpuSeconds is the user and system CPU time of process pid.
+func cpuSeconds(pid int) (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces) in parens.
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
+}
+
+// rss returns the resident and peak resident memory of pid, in MiB.
+func rss(pid int) (float64, float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	var cur, peak float64
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			cur = kb / 1024
+		case "VmHWM:":
+			peak = kb / 1024
+		}
+	}
+	return cur, peak, nil
+}
+
+func printIdle(w io.Writer, ms []IdleMeasurement) {
+	if len(ms) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "agent idle\tinterval\twindow\tsync s\tAPI requests/min\tgit requests\tCPU ms per idle reconcile\tRSS MiB\tpeak RSS MiB")
+	for _, m := range ms {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%.1f\t%d\t%.3f\t%.0f\t%.0f\n", m.Name, m.Interval, m.Window, m.SyncSeconds, m.RequestsPerMin, m.GitRequests, m.CPUPerIdleReconcileMs, m.RSSMiB, m.PeakRSSMiB)
+	}
+	tw.Flush()
+}
