@@ -124,3 +124,28 @@ func changeFor(o *desired, action Action) Change {
 		Wave:       o.wave,
 	}
 }
+
+// result is the change set of a plan's objects and deletions, or of a
+// sync once applied is known: objects whose apply failed are marked
+// failed, and when the sync stopped early (err), those it did not reach are
+// marked skipped.
+func result(objects []*desired, pruneChanges []Change, applied *appliedSet, err error) *ChangeSet {
+	cs := &ChangeSet{}
+	for _, d := range objects {
+		c := changeFor(d, d.action)
+		c.Reason, c.Diff = d.reason, d.diff
+		if applied != nil && (d.action == ActionCreated || d.action == ActionConfigured) {
+			if ferr, failed := applied.failed[d.key]; failed {
+				c.Action, c.Reason = ActionFailed, ferr.Error()
+			} else if _, ok := applied.rv[d.key]; !ok && err != nil {
+				c.Action, c.Reason = ActionSkipped, "not applied: the sync stopped before it"
+			}
+		}
+		cs.add(c)
+	}
+	for _, c := range pruneChanges {
+		cs.add(c)
+	}
+	cs.sort()
+	return cs
+}

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -144,4 +146,66 @@ func decodeInventory(data []byte) (*Inventory, error) {
 		inv.Entries[e.key()] = e
 	}
 	return inv, nil
+}
+
+// recordSync writes the inventory after a sync: every desired object that
+// was applied (with the new resourceVersion) or found unchanged, every
+// previously owned object that is still there (not pruned, or pruning
+// failed). Objects kept by converge.dev/prune: "false" leave the inventory.
+// Nothing is written when the inventory is as it was.
+func (m *Manager) recordSync(ctx context.Context, p *Plan, applied *appliedSet, deleted []*unstructured.Unstructured) error {
+	prev := p.inventory
+	next := &Inventory{Revision: prev.Revision, Entries: make(map[render.Key]Entry, len(p.objects))}
+	if p.opts.Revision != "" {
+		next.Revision = p.opts.Revision
+	}
+	desiredKeys := make(map[render.Key]bool, len(p.objects))
+	for _, d := range p.objects {
+		desiredKeys[d.key] = true
+		old, had := prev.Entries[d.key]
+		e := Entry{Group: d.gvk.Group, Version: d.gvk.Version, Kind: d.gvk.Kind, Namespace: d.obj.GetNamespace(), Name: d.obj.GetName(), Hash: d.hash}
+		switch rv, ok := applied.rv[d.key]; {
+		case ok:
+			e.ResourceVersion = rv
+		case d.action == ActionUnchanged && had && old.Hash == d.hash:
+			e = old
+		case d.action == ActionUnchanged && d.live != nil:
+			e.ResourceVersion = d.live.GetResourceVersion()
+		case had:
+			e = old // not applied this time: the cluster still has the old state
+		default:
+			continue
+		}
+		next.Entries[d.key] = e
+	}
+	gone := map[render.Key]bool{}
+	for _, u := range deleted {
+		gone[render.KeyOf(u)] = true
+	}
+	for _, c := range p.pruneChanges {
+		if c.Action == ActionSkipped && c.Reason == AnnotationPrune+": \"false\"" {
+			gone[render.Key{Group: groupOf(c.APIVersion), Kind: c.Kind, Namespace: c.Namespace, Name: c.Name}] = true
+		}
+	}
+	for k, e := range prev.Entries {
+		if !desiredKeys[k] && !gone[k] && p.live[k] != nil {
+			next.Entries[k] = e
+		}
+	}
+	if p.hadInventory && next.Revision == prev.Revision && maps.Equal(next.Entries, prev.Entries) {
+		return nil
+	}
+	if !p.hadInventory && len(next.Entries) == 0 {
+		return nil
+	}
+	return m.saveInventory(ctx, p.opts.App, next)
+}
+
+func groupOf(apiVersion string) string {
+	for i := 0; i < len(apiVersion); i++ {
+		if apiVersion[i] == '/' {
+			return apiVersion[:i]
+		}
+	}
+	return ""
 }

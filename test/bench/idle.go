@@ -12,13 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -205,30 +201,13 @@ func (b *bench) identity(ctx context.Context, ns, name string) (string, string, 
 	if err := c.Create(ctx, binding); err != nil {
 		return "", "", err
 	}
-	cs, err := kubernetes.NewForConfig(b.env.Config)
-	if err != nil {
-		return "", "", err
-	}
-	expiry := int64(3600)
-	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
-	if err != nil {
-		return "", "", err
-	}
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: b.env.Config.Host, CertificateAuthorityData: b.env.Config.CAData, CertificateAuthority: b.env.Config.CAFile}
-	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
-	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: "local", AuthInfo: name}
-	cfg.CurrentContext = name
 	f, err := os.CreateTemp("", "converge-bench-*.kubeconfig")
 	if err != nil {
 		return "", "", err
 	}
 	f.Close()
-	if err := clientcmd.WriteToFile(*cfg, f.Name()); err != nil {
-		return "", "", err
-	}
-	return f.Name(), "system:serviceaccount:" + ns + ":" + name, nil
+	user, err := kubetest.ServiceAccountKubeconfig(ctx, b.env.Config, ns, name, f.Name())
+	return f.Name(), user, err
 }
 
 // cpuSeconds is the user and system CPU time of process pid.

@@ -33,6 +33,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
+	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/cli"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
@@ -92,7 +93,7 @@ type bench struct {
 }
 
 func run(out string, namespaces, perNS, runs int, kubectl string) error {
-	env, err := kubetest.LocalCluster()
+	env, err := kubetest.LocalCluster(v1alpha1.AddToScheme)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/testutil/gitserver"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
 
@@ -90,62 +91,9 @@ func TestAgent_DeletingAnApplicationPrunesOrOrphans(t *testing.T) {
 func TestAgent_HundredAppsOnOneRepositoryShareFetchesAndIdleWithoutWrites(t *testing.T) {
 	a := startAgent(t)
 	ns := kubetest.Namespace(t, cluster.Client)
-	repo, err := a.git.NewRepo(ns + "-mono")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 100
-	files := map[string]string{}
-	for i := range n {
-		files[fmt.Sprintf("apps/app-%02d/cm.yaml", i)] = fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-%02d\ndata:\n  i: \"%d\"\n", i, i)
-	}
-	if err := repo.Write(files); err != nil {
-		t.Fatal(err)
-	}
-	rev, err := repo.Commit("main", "a hundred apps")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const interval = 3 * time.Second
-	// Leave no backlog for later tests: delete the apps and wait until the
-	// agent has let them go.
-	t.Cleanup(func() {
-		ctx := context.Background()
-		_ = a.client.DeleteAllOf(ctx, &v1alpha1.Application{}, client.InNamespace(ns))
-		_ = kubetest.WaitFor(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
-			var list v1alpha1.ApplicationList
-			err := a.client.List(ctx, &list, client.InNamespace(ns))
-			return err == nil && len(list.Items) == 0, err
-		})
-	})
-	for i := range n {
-		app := &v1alpha1.Application{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%02d", i), Namespace: ns},
-			Spec: v1alpha1.ApplicationSpec{
-				Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: fmt.Sprintf("apps/app-%02d", i)},
-				SyncPolicy: v1alpha1.SyncPolicy{
-					Automated: &v1alpha1.AutomatedSync{Prune: true, SelfHeal: true},
-					Interval:  &metav1.Duration{Duration: interval},
-				},
-			},
-		}
-		if err := a.client.Create(context.Background(), app); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kubetest.Eventually(t, 2*time.Minute, "100 apps synced", func(ctx context.Context) (bool, error) {
-		var list v1alpha1.ApplicationList
-		if err := a.client.List(ctx, &list, client.InNamespace(ns)); err != nil {
-			return false, err
-		}
-		done := 0
-		for i := range list.Items {
-			if synced(rev)(&list.Items[i]) {
-				done++
-			}
-		}
-		return done == n, fmt.Errorf("%d of %d synced", done, n)
-	})
+	repo, _ := a.manyApps(t, ns, n, interval, nil)
 
 	audit, err := kubetest.LocalAuditLog()
 	if err != nil {
@@ -242,4 +190,66 @@ func unstructuredSet(obj map[string]any, value string, fields ...string) error {
 	}
 	cur[fields[len(fields)-1]] = value
 	return nil
+}
+
+// manyApps creates a repository of n directories of one ConfigMap each and
+// an Application (labelled labels, automated, interval) per directory,
+// waits until all are synced, and deletes them when the test ends.
+func (a *agentEnv) manyApps(t *testing.T, ns string, n int, interval time.Duration, labels map[string]string) (*gitserver.Repo, string) {
+	t.Helper()
+	repo, err := a.git.NewRepo(ns + "-mono")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for i := range n {
+		files[fmt.Sprintf("apps/app-%02d/cm.yaml", i)] = fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-%02d\ndata:\n  i: \"%d\"\n", i, i)
+	}
+	if err := repo.Write(files); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "a hundred apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Leave no backlog for later tests: delete the apps and wait until the
+	// agent has let them go.
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = a.client.DeleteAllOf(ctx, &v1alpha1.Application{}, client.InNamespace(ns))
+		_ = kubetest.WaitFor(ctx, 2*time.Minute, func(ctx context.Context) (bool, error) {
+			var list v1alpha1.ApplicationList
+			err := a.client.List(ctx, &list, client.InNamespace(ns))
+			return err == nil && len(list.Items) == 0, err
+		})
+	})
+	for i := range n {
+		app := &v1alpha1.Application{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%02d", i), Namespace: ns, Labels: labels},
+			Spec: v1alpha1.ApplicationSpec{
+				Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: fmt.Sprintf("apps/app-%02d", i)},
+				SyncPolicy: v1alpha1.SyncPolicy{
+					Automated: &v1alpha1.AutomatedSync{Prune: true, SelfHeal: true},
+					Interval:  &metav1.Duration{Duration: interval},
+				},
+			},
+		}
+		if err := a.client.Create(context.Background(), app); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubetest.Eventually(t, 2*time.Minute, fmt.Sprintf("%d apps synced", n), func(ctx context.Context) (bool, error) {
+		var list v1alpha1.ApplicationList
+		if err := a.client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		done := 0
+		for i := range list.Items {
+			if synced(rev)(&list.Items[i]) {
+				done++
+			}
+		}
+		return done == n, fmt.Errorf("%d of %d synced", done, n)
+	})
+	return repo, rev
 }

@@ -11,16 +11,11 @@ import (
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
 
@@ -60,26 +55,12 @@ func identityKubeconfig(t *testing.T, ns, name string) (string, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), binding) })
-	cs, err := kubernetes.NewForConfig(cluster.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	expiry := int64(3600)
-	tok, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: cluster.Config.Host, CertificateAuthorityData: cluster.Config.CAData, CertificateAuthority: cluster.Config.CAFile}
-	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
-	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: "local", AuthInfo: name}
-	cfg.CurrentContext = name
 	path := filepath.Join(t.TempDir(), name+".kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+	user, err := kubetest.ServiceAccountKubeconfig(ctx, cluster.Config, ns, name, path)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return path, "system:serviceaccount:" + ns + ":" + name
+	return path, user
 }
 
 // 100 idle apps cost the agent no API request beyond its watches, and one
@@ -91,60 +72,10 @@ func TestFaults_HundredIdleAppsMakeNoAPIRequests(t *testing.T) {
 	kubeconfig, user := identityKubeconfig(t, ns, "idle-agent")
 	agentProcess(t, "idle-agent", kubeconfig, "--system-namespace", ns, "--watch-label-selector", strictAgentLabel+"=idle")
 
-	repo, err := a.git.NewRepo(ns + "-idle")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 100
-	files := map[string]string{}
-	for i := range n {
-		files[fmt.Sprintf("apps/app-%02d/cm.yaml", i)] = fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-%02d\ndata:\n  i: \"%d\"\n", i, i)
-	}
-	if err := repo.Write(files); err != nil {
-		t.Fatal(err)
-	}
-	rev, err := repo.Commit("main", "a hundred apps")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const interval = 3 * time.Second
 	ctx := context.Background()
-	t.Cleanup(func() {
-		_ = a.client.DeleteAllOf(context.Background(), &v1alpha1.Application{}, client.InNamespace(ns))
-		_ = kubetest.WaitFor(context.Background(), 2*time.Minute, func(ctx context.Context) (bool, error) {
-			var list v1alpha1.ApplicationList
-			err := a.client.List(ctx, &list, client.InNamespace(ns))
-			return err == nil && len(list.Items) == 0, err
-		})
-	})
-	for i := range n {
-		app := &v1alpha1.Application{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%02d", i), Namespace: ns, Labels: map[string]string{strictAgentLabel: "idle"}},
-			Spec: v1alpha1.ApplicationSpec{
-				Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: fmt.Sprintf("apps/app-%02d", i)},
-				SyncPolicy: v1alpha1.SyncPolicy{
-					Automated: &v1alpha1.AutomatedSync{Prune: true, SelfHeal: true},
-					Interval:  &metav1.Duration{Duration: interval},
-				},
-			},
-		}
-		if err := a.client.Create(ctx, app); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kubetest.Eventually(t, 2*time.Minute, "100 apps synced", func(ctx context.Context) (bool, error) {
-		var list v1alpha1.ApplicationList
-		if err := a.client.List(ctx, &list, client.InNamespace(ns)); err != nil {
-			return false, err
-		}
-		done := 0
-		for i := range list.Items {
-			if synced(rev)(&list.Items[i]) {
-				done++
-			}
-		}
-		return done == n, fmt.Errorf("%d of %d synced", done, n)
-	})
+	repo, _ := a.manyApps(t, ns, n, interval, map[string]string{strictAgentLabel: "idle"})
 
 	audit, err := kubetest.LocalAuditLog()
 	if err != nil {

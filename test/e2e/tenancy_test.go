@@ -15,15 +15,11 @@ import (
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -460,23 +456,8 @@ func narrowAgentKubeconfig(t *testing.T) (string, string) {
 		}
 		t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), binding) })
 	}
-	cs, err := kubernetes.NewForConfig(cluster.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	expiry := int64(3600)
-	tok, err := cs.CoreV1().ServiceAccounts(cli.DefaultSystemNamespace).CreateToken(ctx, "converge-agent",
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: cluster.Config.Host, CertificateAuthorityData: cluster.Config.CAData, CertificateAuthority: cluster.Config.CAFile}
-	cfg.AuthInfos["agent"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
-	cfg.Contexts["agent"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: "agent"}
-	cfg.CurrentContext = "agent"
 	path := filepath.Join(t.TempDir(), "agent.kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+	if _, err := kubetest.ServiceAccountKubeconfig(ctx, cluster.Config, cli.DefaultSystemNamespace, "converge-agent", path); err != nil {
 		t.Fatal(err)
 	}
 	return path, cli.ImpersonatorRole + suffix
