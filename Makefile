@@ -14,7 +14,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X converge.dev/converge/internal/version.Version=$(VERSION) \
 	-X converge.dev/converge/internal/version.Commit=$(COMMIT)
 
-.PHONY: demo-push generate verify-generated demo bench all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
+.PHONY: demo-push generate verify-generated demo bench soak peers bench-peers all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
 
 all: build
 
@@ -72,10 +72,41 @@ cluster-down: bin/localcluster
 cluster-status: bin/localcluster
 	@$(LOCALCLUSTER) status
 
+## soak: 100 apps under a commit every 3 s for SOAK (10m); logs the agent's RSS and goroutines
+SOAK ?= 10m
+soak: cluster-up
+	assets="$$($(LOCALCLUSTER) assets)"; \
+	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) CONVERGE_SOAK=$(SOAK) $(GO) test -tags e2e -count=1 -timeout 60m -run TestSoak -v ./test/e2e/
+
 ## bench: sync benchmarks on the local cluster (1,000 objects); prints a table, writes .cluster/bench.json
 bench: cluster-up
 	assets="$$($(LOCALCLUSTER) assets)"; \
 	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) run ./test/bench -out $(CLUSTER_DIR)/bench.json
+
+# Flux, built from the Go module proxy (tools/peers) for side-by-side
+# benchmarks; cached outside the clone.
+PEERS_CACHE ?= $(HOME)/.cache/converge/peers
+FLUX_SOURCE := github.com/fluxcd/source-controller
+FLUX_KUSTOMIZE := github.com/fluxcd/kustomize-controller
+
+## peers: build Flux's source-controller and kustomize-controller (first run only; slow)
+peers:
+	@mkdir -p $(PEERS_CACHE)
+	@for c in source-controller kustomize-controller; do \
+	  v=$$($(GO) -C tools/peers/$$c list -m -f '{{.Version}}' github.com/fluxcd/$$c) || exit 1; \
+	  bin=$(PEERS_CACHE)/$$c-$$v; \
+	  if [ ! -x $$bin ]; then echo "building Flux $$c $$v (first run: several minutes)" >&2; \
+	    GOFLAGS=-mod=mod $(GO) -C tools/peers/$$c build -o $$bin github.com/fluxcd/$$c || exit 1; fi; \
+	  ln -sf $$bin $(PEERS_CACHE)/$$c; \
+	done
+
+## bench-peers: the same workloads with converge's agent and with Flux, alternating, 3 rounds
+bench-peers: cluster-up build peers
+	assets="$$($(LOCALCLUSTER) assets)"; \
+	crds="$$($(GO) -C tools/peers/source-controller list -m -f '{{.Dir}}' $(FLUX_SOURCE))/config/crd/bases,$$($(GO) -C tools/peers/kustomize-controller list -m -f '{{.Dir}}' $(FLUX_KUSTOMIZE))/config/crd/bases"; \
+	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) run ./test/peers \
+	  -converge bin/converge -source-controller $(PEERS_CACHE)/source-controller -kustomize-controller $(PEERS_CACHE)/kustomize-controller \
+	  -flux-crds "$$crds" -out $(CLUSTER_DIR)/peers.json
 
 CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 

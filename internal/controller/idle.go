@@ -53,7 +53,11 @@ func (r *ApplicationReconciler) fingerprint(ctx context.Context, app *v1alpha1.A
 	for _, gvk := range kinds {
 		list := &metav1.PartialObjectMetadataList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := r.cache.List(ctx, list, client.MatchingLabels{engine.LabelApp: app.Name}); err != nil {
+		match := client.ListOption(client.MatchingLabels{engine.LabelApp: app.Name})
+		if r.watches.isIndexed(gvk) {
+			match = client.MatchingFields{ownerIndex: owner}
+		}
+		if err := r.cache.List(ctx, list, match); err != nil {
 			return 0, err
 		}
 		items := make([]string, 0, len(list.Items))

@@ -28,10 +28,17 @@ type driftWatches struct {
 
 	mu      sync.Mutex
 	watched map[schema.GroupVersionKind]bool
+	// indexed kinds' informers index objects by owner (ownerIndex).
+	indexed map[schema.GroupVersionKind]bool
 }
 
+// ownerIndex indexes watched objects by their converge.dev/owner
+// annotation: an app's objects are found without scanning every object
+// of the kind.
+const ownerIndex = "converge.dev/owner"
+
 func newDriftWatches(mgr ctrl.Manager, c controller.Controller) *driftWatches {
-	return &driftWatches{mgr: mgr, ctrl: c, watched: map[schema.GroupVersionKind]bool{}}
+	return &driftWatches{mgr: mgr, ctrl: c, watched: map[schema.GroupVersionKind]bool{}, indexed: map[schema.GroupVersionKind]bool{}}
 }
 
 func (w *driftWatches) ensure(kinds []schema.GroupVersionKind) error {
@@ -43,6 +50,14 @@ func (w *driftWatches) ensure(kinds []schema.GroupVersionKind) error {
 		}
 		obj := &metav1.PartialObjectMetadata{}
 		obj.SetGroupVersionKind(gvk)
+		// Without the index, lookups scan the kind (isIndexed says which).
+		err := w.mgr.GetFieldIndexer().IndexField(context.Background(), obj, ownerIndex, func(o client.Object) []string {
+			if owner := o.GetAnnotations()[engine.AnnotationOwner]; owner != "" {
+				return []string{owner}
+			}
+			return nil
+		})
+		w.indexed[gvk] = err == nil
 		src := source.Kind(w.mgr.GetCache(), client.Object(obj), handler.EnqueueRequestsFromMapFunc(ownerOf))
 		if err := w.ctrl.Watch(src); err != nil {
 			return err
@@ -50,6 +65,12 @@ func (w *driftWatches) ensure(kinds []schema.GroupVersionKind) error {
 		w.watched[gvk] = true
 	}
 	return nil
+}
+
+func (w *driftWatches) isIndexed(gvk schema.GroupVersionKind) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.indexed[gvk]
 }
 
 // ownerOf maps an owned object to its Application.

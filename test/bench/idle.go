@@ -7,8 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -51,15 +49,7 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		return m, err
 	}
-	defer func() {
-		_ = c.DeleteAllOf(context.Background(), &v1alpha1.Application{}, client.InNamespace(ns))
-		_ = kubetest.WaitFor(context.Background(), 3*time.Minute, func(ctx context.Context) (bool, error) {
-			var list v1alpha1.ApplicationList
-			err := c.List(ctx, &list, client.InNamespace(ns))
-			return err == nil && len(list.Items) == 0, err
-		})
-		_ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	}()
+	defer func() { _ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) }()
 	kubeconfig, user, err := b.identity(ctx, ns, "bench-agent")
 	if err != nil {
 		return m, err
@@ -112,6 +102,16 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 		return m, err
 	}
 	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
+	// Deleted while the agent runs, which prunes their objects and lets
+	// them go.
+	defer func() {
+		_ = c.DeleteAllOf(context.Background(), &v1alpha1.Application{}, client.InNamespace(ns))
+		_ = kubetest.WaitFor(context.Background(), 3*time.Minute, func(ctx context.Context) (bool, error) {
+			var list v1alpha1.ApplicationList
+			err := c.List(ctx, &list, client.InNamespace(ns))
+			return err == nil && len(list.Items) == 0, err
+		})
+	}()
 
 	start := time.Now()
 	for a := range apps {
@@ -165,13 +165,13 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	if err := b.audit.Mark(); err != nil {
 		return m, err
 	}
-	cpu0, err := cpuSeconds(agent.Process.Pid)
+	cpu0, err := kubetest.ProcessCPU(agent.Process.Pid)
 	if err != nil {
 		return m, err
 	}
 	fetches0 := git.Fetches(repo.Name)
 	time.Sleep(window)
-	cpu1, err := cpuSeconds(agent.Process.Pid)
+	cpu1, err := kubetest.ProcessCPU(agent.Process.Pid)
 	if err != nil {
 		return m, err
 	}
@@ -184,7 +184,7 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	m.CPUSecondsTotal = cpu1 - cpu0
 	reconciles := float64(apps) * window.Seconds() / interval.Seconds()
 	m.CPUPerIdleReconcileMs = m.CPUSecondsTotal / reconciles * 1000
-	m.RSSMiB, m.PeakRSSMiB, err = rss(agent.Process.Pid)
+	m.RSSMiB, m.PeakRSSMiB, err = kubetest.ProcessMemory(agent.Process.Pid)
 	return m, err
 }
 
@@ -208,43 +208,6 @@ func (b *bench) identity(ctx context.Context, ns, name string) (string, string, 
 	f.Close()
 	user, err := kubetest.ServiceAccountKubeconfig(ctx, b.env.Config, ns, name, f.Name())
 	return f.Name(), user, err
-}
-
-// cpuSeconds is the user and system CPU time of process pid.
-func cpuSeconds(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name (which may hold spaces) in parens.
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
-}
-
-// rss returns the resident and peak resident memory of pid, in MiB.
-func rss(pid int) (float64, float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	var cur, peak float64
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			cur = kb / 1024
-		case "VmHWM:":
-			peak = kb / 1024
-		}
-	}
-	return cur, peak, nil
 }
 
 func printIdle(w io.Writer, ms []IdleMeasurement) {

@@ -195,7 +195,8 @@ func unstructuredSet(obj map[string]any, value string, fields ...string) error {
 // manyApps creates a repository of n directories of one ConfigMap each and
 // an Application (labelled labels, automated, interval) per directory,
 // waits until all are synced, and deletes them when the test ends.
-func (a *agentEnv) manyApps(t *testing.T, ns string, n int, interval time.Duration, labels map[string]string) (*gitserver.Repo, string) {
+// edit, if set, changes each Application before it is created.
+func (a *agentEnv) manyApps(t *testing.T, ns string, n int, interval time.Duration, labels map[string]string, edit ...func(*v1alpha1.Application)) (*gitserver.Repo, string) {
 	t.Helper()
 	repo, err := a.git.NewRepo(ns + "-mono")
 	if err != nil {
@@ -233,6 +234,9 @@ func (a *agentEnv) manyApps(t *testing.T, ns string, n int, interval time.Durati
 					Interval:  &metav1.Duration{Duration: interval},
 				},
 			},
+		}
+		for _, e := range edit {
+			e(app)
 		}
 		if err := a.client.Create(context.Background(), app); err != nil {
 			t.Fatal(err)

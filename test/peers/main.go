@@ -1,0 +1,416 @@
+// Command peers runs the same GitOps workloads, on the same local cluster
+// and Git server, with converge's agent and with Flux (source-controller
+// and kustomize-controller, built by tools/peers): a cold sync of 1,000
+// objects, a no-op reconcile, 10 objects changed, a deleted object (drift)
+// and an idle window. Each tool runs alone, as local processes under a
+// ServiceAccount of its own (its requests are counted in the apiserver's
+// audit log by that account); which goes first alternates by round. It
+// prints medians, ranges and converge's ratios, and writes JSON
+// (make bench-peers).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/yaml"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/testutil/gitserver"
+	"converge.dev/converge/internal/testutil/kubetest"
+)
+
+var (
+	rounds     = flag.Int("rounds", 3, "rounds; which tool goes first alternates")
+	idleWindow = flag.Duration("idle", 2*time.Minute, "idle window per round")
+	interval   = flag.Duration("interval", time.Minute, "both tools' sync interval")
+	converge   = flag.String("converge", "bin/converge", "converge binary")
+	sourceBin  = flag.String("source-controller", "bin/peers/source-controller", "Flux source-controller binary")
+	kustBin    = flag.String("kustomize-controller", "bin/peers/kustomize-controller", "Flux kustomize-controller binary")
+	crdDirs    = flag.String("flux-crds", "", "comma-separated directories of Flux CRD manifests")
+	out        = flag.String("out", ".cluster/peers.json", "where to write the JSON results")
+)
+
+const objects = 1000
+
+func main() {
+	flag.Parse()
+	ctrllog.SetLogger(logr.Discard())
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "peers:", err)
+		os.Exit(1)
+	}
+}
+
+// figures is one tool's measurements in one round.
+type figures struct {
+	ColdSeconds    float64 `json:"coldSeconds"`
+	ColdRequests   int     `json:"coldRequests"`
+	NoopSeconds    float64 `json:"noopSeconds"`
+	NoopRequests   int     `json:"noopRequests"`
+	ChangeSeconds  float64 `json:"changeSeconds"`
+	ChangeRequests int     `json:"changeRequests"`
+	// DriftSeconds is -1 when the object was not restored within 30 s.
+	DriftSeconds   float64 `json:"driftSeconds"`
+	IdlePerMinute  float64 `json:"idleRequestsPerMinute"`
+	RSSMiB         float64 `json:"rssMiB"`
+	PeakRSSMiB     float64 `json:"peakRssMiB"`
+}
+
+// tool is one GitOps implementation under test.
+type tool interface {
+	name() string
+	start(ctx context.Context, p *peers, ns string) error
+	stop()
+	pids() []int
+	// create makes the app for repo, syncing into ns.
+	create(ctx context.Context, ns, url string) error
+	// applied reports whether the app has applied revision rev.
+	applied(ctx context.Context, ns, rev string) (bool, error)
+	// request asks for a reconcile now and returns a check that it was
+	// handled.
+	request(ctx context.Context, ns string, newRevision bool) (func(context.Context) (bool, error), error)
+}
+
+type peers struct {
+	env   *kubetest.Env
+	audit *kubetest.AuditLog
+	git   *gitserver.Server
+	dir   string
+}
+
+func run() error {
+	env, err := kubetest.LocalCluster(v1alpha1.AddToScheme)
+	if err != nil {
+		return err
+	}
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "converge-peers-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	git, err := gitserver.New(filepath.Join(dir, "git"))
+	if err != nil {
+		return err
+	}
+	if err := git.Start("127.0.0.1:0"); err != nil {
+		return err
+	}
+	defer git.Stop()
+	p := &peers{env: env, audit: audit, git: git, dir: dir}
+	ctx := context.Background()
+	if err := p.installFluxCRDs(ctx); err != nil {
+		return err
+	}
+	tools := []tool{&convergeTool{}, &fluxTool{}}
+	results := map[string][]figures{}
+	id := fmt.Sprintf("p%04x", time.Now().UnixNano()&0xffff)
+	for r := range *rounds {
+		order := tools
+		if r%2 == 1 {
+			order = []tool{tools[1], tools[0]}
+		}
+		for _, t := range order {
+			f, err := p.round(ctx, t, fmt.Sprintf("%s-%d-%s", id, r, t.name()))
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", r+1, t.name(), err)
+			}
+			results[t.name()] = append(results[t.name()], f)
+			progress("round %d %s: %+v", r+1, t.name(), f)
+		}
+	}
+	print(results)
+	data, err := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "interval": interval.String(), "idle": idleWindow.String(), "results": results}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	progress("wrote %s", *out)
+	return nil
+}
+
+// round runs every workload once for t in a fresh namespace.
+func (p *peers) round(ctx context.Context, t tool, ns string) (figures, error) {
+	var f figures
+	c := p.env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return f, err
+	}
+	defer func() { _ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) }()
+	user, err := p.identity(ctx, ns)
+	if err != nil {
+		return f, err
+	}
+	repo, err := p.git.NewRepo(ns)
+	if err != nil {
+		return f, err
+	}
+	if err := repo.Write(manifests(ns, 0)); err != nil {
+		return f, err
+	}
+	rev, err := repo.Commit("main", "1,000 objects")
+	if err != nil {
+		return f, err
+	}
+	if err := t.start(ctx, p, ns); err != nil {
+		return f, err
+	}
+	defer t.stop()
+	// Let the tool's caches fill before the clock starts.
+	time.Sleep(3 * time.Second)
+	requests := func() (int, error) {
+		ev, err := p.audit.Since(func(e kubetest.AuditEvent) bool { return e.User.Username == user && e.Verb != "watch" })
+		return len(ev), err
+	}
+	measure := func(what string, act func() error, done func(context.Context) (bool, error)) (float64, int, error) {
+		progress("%s: %s", t.name(), what)
+		if err := p.audit.Mark(); err != nil {
+			return 0, 0, err
+		}
+		start := time.Now()
+		if err := act(); err != nil {
+			return 0, 0, err
+		}
+		if err := kubetest.WaitFor(ctx, 5*time.Minute, done); err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", what, err)
+		}
+		d := time.Since(start).Seconds()
+		// Requests the workload caused, including those right after.
+		time.Sleep(2 * time.Second)
+		n, err := requests()
+		return d, n, err
+	}
+	url := p.git.URL(repo.Name)
+	if f.ColdSeconds, f.ColdRequests, err = measure("cold sync of 1,000 objects", func() error { return t.create(ctx, ns, url) },
+		func(ctx context.Context) (bool, error) { return t.applied(ctx, ns, rev) }); err != nil {
+		return f, err
+	}
+	var handled func(context.Context) (bool, error)
+	if f.NoopSeconds, f.NoopRequests, err = measure("no-op reconcile", func() (err error) { handled, err = t.request(ctx, ns, false); return err },
+		func(ctx context.Context) (bool, error) { return handled(ctx) }); err != nil {
+		return f, err
+	}
+	if err := repo.Write(manifests(ns, 10)); err != nil {
+		return f, err
+	}
+	changed, err := repo.Commit("main", "10 changed")
+	if err != nil {
+		return f, err
+	}
+	if f.ChangeSeconds, f.ChangeRequests, err = measure("10 objects changed", func() error { _, err := t.request(ctx, ns, true); return err },
+		func(ctx context.Context) (bool, error) { return t.applied(ctx, ns, changed) }); err != nil {
+		return f, err
+	}
+	progress("%s: drift (a deleted ConfigMap)", t.name())
+	victim := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cm-0003", Namespace: ns}}
+	if err := c.Delete(ctx, victim); err != nil {
+		return f, err
+	}
+	start := time.Now()
+	f.DriftSeconds = -1
+	if kubetest.WaitFor(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(victim), &corev1.ConfigMap{})
+		return err == nil, err
+	}) == nil {
+		f.DriftSeconds = time.Since(start).Seconds()
+	}
+	progress("%s: idle for %s", t.name(), *idleWindow)
+	if err := p.audit.Mark(); err != nil {
+		return f, err
+	}
+	time.Sleep(*idleWindow)
+	n, err := requests()
+	if err != nil {
+		return f, err
+	}
+	f.IdlePerMinute = float64(n) / idleWindow.Minutes()
+	for _, pid := range t.pids() {
+		rss, peak, err := kubetest.ProcessMemory(pid)
+		if err != nil {
+			return f, err
+		}
+		f.RSSMiB += rss
+		f.PeakRSSMiB += peak
+	}
+	return f, nil
+}
+
+// manifests is a namespace's worth of objects: 500 ConfigMaps, 300
+// Services and 200 Deployments; the first `changed` ConfigMaps differ.
+func manifests(ns string, changed int) map[string]string {
+	var b strings.Builder
+	for i := range objects {
+		b.WriteString("---\n")
+		switch {
+		case i < 500:
+			v := "a"
+			if i < changed {
+				v = "b"
+			}
+			fmt.Fprintf(&b, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-%04d\n  namespace: %s\ndata:\n  v: %s\n", i, ns, v)
+		case i < 800:
+			fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-%04d\n  namespace: %s\nspec:\n  selector: {app: a%04d}\n  ports: [{port: 80}]\n", i, ns, i)
+		default:
+			fmt.Fprintf(&b, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: dep-%04d\n  namespace: %s\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: a%04d}}\n  template:\n    metadata: {labels: {app: a%04d}}\n    spec: {containers: [{name: c, image: registry.example/app:1}]}\n", i, ns, i, i)
+		}
+	}
+	return map[string]string{"deploy/all.yaml": b.String()}
+}
+
+// identity makes a cluster-admin ServiceAccount "tool" in ns, writes its
+// kubeconfig to p.dir/<ns>.kubeconfig and returns its user name.
+func (p *peers) identity(ctx context.Context, ns string) (string, error) {
+	c := p.env.Client
+	if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "tool", Namespace: ns}}); err != nil {
+		return "", err
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns + "-tool"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "tool", Namespace: ns}}}
+	if err := c.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	return kubetest.ServiceAccountKubeconfig(ctx, p.env.Config, ns, "tool", p.kubeconfig(ns))
+}
+
+func (p *peers) kubeconfig(ns string) string { return filepath.Join(p.dir, ns+".kubeconfig") }
+
+// installFluxCRDs applies every CRD manifest of the given directories.
+func (p *peers) installFluxCRDs(ctx context.Context) error {
+	if *crdDirs == "" {
+		return fmt.Errorf("-flux-crds is required (make bench-peers sets it)")
+	}
+	for _, dir := range strings.Split(*crdDirs, ",") {
+		files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			u := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal(data, &u.Object); err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+			if u.GetKind() != "CustomResourceDefinition" {
+				continue
+			}
+			u.SetManagedFields(nil)
+			if err := p.env.Client.Patch(ctx, u, client.Apply, client.FieldOwner("converge-peers"), client.ForceOwnership); err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+		}
+	}
+	return nil
+}
+
+// process starts a command with its output in p.dir/<name>.log.
+func (p *peers) process(name string, env []string, args ...string) (*exec.Cmd, error) {
+	logs, err := os.Create(filepath.Join(p.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+func stopAll(cmds []*exec.Cmd) {
+	for _, c := range cmds {
+		_ = c.Process.Kill()
+		_ = c.Wait()
+	}
+}
+
+func pidsOf(cmds []*exec.Cmd) []int {
+	var out []int
+	for _, c := range cmds {
+		out = append(out, c.Process.Pid)
+	}
+	return out
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func print(results map[string][]figures) {
+	rows := []struct {
+		name string
+		get  func(figures) float64
+	}{
+		{"cold sync, 1,000 objects (s)", func(f figures) float64 { return f.ColdSeconds }},
+		{"cold sync (requests)", func(f figures) float64 { return float64(f.ColdRequests) }},
+		{"10 changed (s)", func(f figures) float64 { return f.ChangeSeconds }},
+		{"10 changed (requests)", func(f figures) float64 { return float64(f.ChangeRequests) }},
+		{"no-op reconcile (s)", func(f figures) float64 { return f.NoopSeconds }},
+		{"no-op reconcile (requests)", func(f figures) float64 { return float64(f.NoopRequests) }},
+		{"drift healed (s; -1: not in 30 s)", func(f figures) float64 { return f.DriftSeconds }},
+		{"idle (requests/min)", func(f figures) float64 { return f.IdlePerMinute }},
+		{"RSS (MiB)", func(f figures) float64 { return f.RSSMiB }},
+		{"peak RSS (MiB)", func(f figures) float64 { return f.PeakRSSMiB }},
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\tconverge median [range]\tFlux median [range]\tFlux / converge")
+	for _, r := range rows {
+		cell := func(fs []figures) (float64, string) {
+			var xs []float64
+			for _, f := range fs {
+				xs = append(xs, r.get(f))
+			}
+			sort.Float64s(xs)
+			if len(xs) == 0 {
+				return 0, "-"
+			}
+			m := median(xs)
+			return m, fmt.Sprintf("%.2f [%.2f–%.2f]", m, xs[0], xs[len(xs)-1])
+		}
+		cm, cs := cell(results["converge"])
+		fm, fs := cell(results["flux"])
+		ratio := "-"
+		if cm > 0 && fm > 0 {
+			ratio = fmt.Sprintf("%.1f×", fm/cm)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.name, cs, fs, ratio)
+	}
+	tw.Flush()
+}
+
+func progress(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
