@@ -68,10 +68,10 @@ type figures struct {
 	ChangeSeconds  float64 `json:"changeSeconds"`
 	ChangeRequests int     `json:"changeRequests"`
 	// DriftSeconds is -1 when the object was not restored within 30 s.
-	DriftSeconds   float64 `json:"driftSeconds"`
-	IdlePerMinute  float64 `json:"idleRequestsPerMinute"`
-	RSSMiB         float64 `json:"rssMiB"`
-	PeakRSSMiB     float64 `json:"peakRssMiB"`
+	DriftSeconds  float64 `json:"driftSeconds"`
+	IdlePerMinute float64 `json:"idleRequestsPerMinute"`
+	RSSMiB        float64 `json:"rssMiB"`
+	PeakRSSMiB    float64 `json:"peakRssMiB"`
 }
 
 // tool is one GitOps implementation under test.
