@@ -159,7 +159,27 @@ func (p *peers) round(ctx context.Context, t tool, ns string) (figures, error) {
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		return f, err
 	}
-	defer func() { _ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) }()
+	defer func() {
+		// The tool is stopped by now: let its objects go without it.
+		ctx := context.Background()
+		for _, gvk := range []string{"converge.dev/v1alpha1/Application", "source.toolkit.fluxcd.io/v1/GitRepository", "kustomize.toolkit.fluxcd.io/v1/Kustomization"} {
+			i := strings.LastIndex(gvk, "/")
+			list := &unstructured.UnstructuredList{}
+			list.SetAPIVersion(gvk[:i])
+			list.SetKind(gvk[i+1:] + "List")
+			if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+				continue
+			}
+			for j := range list.Items {
+				u := &list.Items[j]
+				patch := client.MergeFrom(u.DeepCopy())
+				u.SetFinalizers(nil)
+				_ = c.Patch(ctx, u, patch)
+			}
+		}
+		_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		_ = c.Delete(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns + "-tool"}})
+	}()
 	user, err := p.identity(ctx, ns)
 	if err != nil {
 		return f, err
