@@ -214,11 +214,22 @@ func TestFaults_LeaderDiesAndTheOtherReplicaTakesOver(t *testing.T) {
 	a := startAgent(t)
 	sys := kubetest.Namespace(t, cluster.Client)
 	ns := kubetest.Namespace(t, cluster.Client)
-	kubeconfig, _ := kubetest.LocalKubeconfig()
 	ctx := context.Background()
+	// Each replica acts as an account of its own, so the audit log tells
+	// whose writes are whose.
+	users := map[string]string{}
 	start := func(name string) *exec.Cmd {
+		kubeconfig, user := identityKubeconfig(t, sys, name)
+		users[name] = user
 		return agentProcess(t, name, kubeconfig, "--system-namespace", sys, "--leader-elect", "--lease-duration", "4s",
 			"--watch-label-selector", strictAgentLabel+"=ha")
+	}
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
 	}
 	holder := func() string {
 		var lease coordinationv1.Lease
@@ -268,4 +279,31 @@ func TestFaults_LeaderDiesAndTheOtherReplicaTakesOver(t *testing.T) {
 	if mode := configMapMode(t, ns); mode != "second" {
 		t.Errorf("mode = %q", mode)
 	}
+	// One writer at a time: the first replica wrote to the app's
+	// namespace only before it died, the second only after.
+	writes, err := audit.Since(func(e kubetest.AuditEvent) bool {
+		return e.Write() && e.ObjectRef != nil && e.ObjectRef.Namespace == ns
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, e := range writes {
+		switch e.User.Username {
+		case users["replica-1"]:
+			count["replica-1"]++
+			if e.Received.After(killed) {
+				t.Errorf("replica-1 wrote after it was killed: %s %s", e.Verb, e.RequestURI)
+			}
+		case users["replica-2"]:
+			count["replica-2"]++
+			if e.Received.Before(killed) {
+				t.Errorf("replica-2 wrote while replica-1 led: %s %s", e.Verb, e.RequestURI)
+			}
+		}
+	}
+	if count["replica-1"] == 0 || count["replica-2"] == 0 {
+		t.Errorf("writes to the app's namespace by replica: %v; want both, one after the other", count)
+	}
+	t.Logf("writes to the app's namespace: %v, none overlapping", count)
 }

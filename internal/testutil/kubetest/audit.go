@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // AuditEvent is the part of an apiserver audit event the tests look at.
@@ -31,6 +32,8 @@ type AuditEvent struct {
 	ResponseStatus *struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	// Received is when the apiserver received the request.
+	Received time.Time `json:"requestReceivedTimestamp"`
 }
 
 // Actor is the user the request acted as: the impersonated one, if any.
