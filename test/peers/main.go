@@ -96,7 +96,7 @@ type peers struct {
 	dir   string
 }
 
-func run() error {
+func run() (err error) {
 	env, err := kubetest.LocalCluster(v1alpha1.AddToScheme)
 	if err != nil {
 		return err
@@ -109,7 +109,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if err == nil {
+			os.RemoveAll(dir)
+		} else {
+			progress("the tools' logs are in %s", dir)
+		}
+	}()
 	git, err := gitserver.New(filepath.Join(dir, "git"))
 	if err != nil {
 		return err
@@ -257,6 +263,7 @@ func (p *peers) round(ctx context.Context, t tool, ns string) (figures, error) {
 	}) == nil {
 		f.DriftSeconds = time.Since(start).Seconds()
 	}
+	time.Sleep(10 * time.Second) // let the drift's aftermath settle
 	progress("%s: idle for %s", t.name(), *idleWindow)
 	if err := p.audit.Mark(); err != nil {
 		return f, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -114,8 +115,12 @@ func (f *fluxTool) start(ctx context.Context, p *peers, ns string) error {
 		return err
 	}
 	env := []string{"KUBECONFIG=" + p.kubeconfig(ns), "RUNTIME_NAMESPACE=" + ns}
+	store := filepath.Join(p.dir, ns+"-storage")
+	if err := os.MkdirAll(store, 0o755); err != nil {
+		return err
+	}
 	src, err := p.process("source-controller-"+ns, env, *sourceBin,
-		"--storage-path", filepath.Join(p.dir, ns+"-storage"), "--storage-addr", storage, "--storage-adv-addr", storage,
+		"--storage-path", store, "--storage-addr", storage, "--storage-adv-addr", storage,
 		"--enable-leader-election=false", "--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-level", "error")
 	if err != nil {
 		return err
