@@ -185,6 +185,12 @@ func (p *peers) round(ctx context.Context, t tool, ns string) (figures, error) {
 		}
 		_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 		_ = c.Delete(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns + "-tool"}})
+		// The next round does not pay for this one's teardown.
+		progress("%s: waiting for namespace %s to go", t.name(), ns)
+		_ = kubetest.WaitFor(ctx, 5*time.Minute, func(ctx context.Context) (bool, error) {
+			err := c.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{})
+			return apierrors.IsNotFound(err), err
+		})
 	}()
 	user, err := p.identity(ctx, ns)
 	if err != nil {
