@@ -310,8 +310,12 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		}
 		reason := v1alpha1.ReasonApplyFailed
 		var verr *engine.ValidationError
-		if errors.As(err, &verr) {
+		switch {
+		case errors.As(err, &verr), errors.Is(err, engine.ErrUnknownKind):
 			reason = v1alpha1.ReasonValidationFailed
+		case errors.Is(err, engine.ErrEmptyRender):
+			reason = v1alpha1.ReasonRenderFailed
+			err = fmt.Errorf("%s renders no objects; refusing to prune everything the app owns", orDot(app.Spec.Source.Path))
 		}
 		if res.Changes != nil {
 			app.Status.Resources = resourceStatuses(res.Changes, nil, false)
@@ -518,6 +522,13 @@ func commitInfo(a *source.Artifact) *v1alpha1.CommitInfo {
 		c.Signer = a.Signer.Type + ":" + a.Signer.Fingerprint
 	}
 	return c
+}
+
+func orDot(path string) string {
+	if path == "" {
+		return "."
+	}
+	return path
 }
 
 func shortRev(rev string) string {

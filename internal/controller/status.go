@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -101,11 +103,12 @@ func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Applic
 	if retry != nil {
 		limit = retry.Limit
 	}
-	if terminal(reason) && (limit == 0 || limit > terminalRetries) {
+	final := terminal(reason, err)
+	if final && (limit == 0 || limit > terminalRetries) {
 		limit = terminalRetries
 	}
 	if limit > 0 && app.Status.Attempts > limit {
-		if terminal(reason) && run.artifact != nil {
+		if final && run.artifact != nil {
 			// Retrying this revision would fail the same way: stall
 			// until a new revision, a spec change or a request.
 			r.stall(client.ObjectKeyFromObject(app), run.artifact.Revision, app.Generation)
@@ -125,11 +128,34 @@ func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Applic
 // installs, a failing render for nothing at all.
 const terminalRetries = 3
 
-// terminal reports whether failures of this reason repeat for as long as
-// the revision and the Application stay as they are. Fetch and apply
-// failures are transient: they back off and retry.
-func terminal(reason string) bool {
-	return reason == v1alpha1.ReasonValidationFailed || reason == v1alpha1.ReasonRenderFailed
+// terminal reports whether a failure repeats for as long as the revision
+// and the Application stay as they are: a render that fails, or objects
+// the apiserver finds invalid. A validation that failed on what another
+// app may yet provide (a namespace, a CRD's kind) is transient, as are
+// fetch and apply failures: they back off and retry.
+func terminal(reason string, err error) bool {
+	switch reason {
+	case v1alpha1.ReasonRenderFailed:
+		return true
+	case v1alpha1.ReasonValidationFailed:
+		return !dependsOnCluster(err)
+	}
+	return false
+}
+
+// dependsOnCluster reports whether err (any of a ValidationError's) is
+// about something missing from the cluster rather than the object itself.
+func dependsOnCluster(err error) bool {
+	var verr *engine.ValidationError
+	if errors.As(err, &verr) {
+		for _, e := range verr.Errors {
+			if dependsOnCluster(e) {
+				return true
+			}
+		}
+		return false
+	}
+	return errors.Is(err, engine.ErrUnknownKind) || apierrors.IsNotFound(err) || apimeta.IsNoMatchError(err)
 }
 
 // failure is what the agent remembers of an app's failed attempts.

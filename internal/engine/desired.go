@@ -83,7 +83,7 @@ func (m *Manager) prepare(app App, defaultNamespace string, policy *Policy, objs
 		case meta.IsNoMatchError(err):
 			scope, ok := crds[gvk]
 			if !ok {
-				return nil, objectErrorf(u, o.Source, "kind %s is not served by the cluster and no CRD in this sync defines it", gvk)
+				return nil, objectErrorf(u, o.Source, "%w: %s is not served by the cluster and no CRD in this sync defines it", ErrUnknownKind, gvk)
 			}
 			d.namespaced, d.pendingCRD = scope, true
 		default:

@@ -14,6 +14,10 @@ import (
 // delete everything the app owns.
 var ErrEmptyRender = errors.New("the desired set is empty; refusing to prune everything the app owns (use --allow-empty to allow it)")
 
+// ErrUnknownKind is wrapped by errors about an object whose kind the
+// cluster does not serve (its CRD may come from another app).
+var ErrUnknownKind = errors.New("unknown kind")
+
 // ErrNotOwned is wrapped by refusals to take over an existing object.
 var ErrNotOwned = errors.New("refusing to take over an object")
 
