@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"errors"
+
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -27,6 +29,10 @@ func (f *KubeFlags) Config() (*rest.Config, string, error) {
 	overrides := &clientcmd.ConfigOverrides{CurrentContext: f.Context}
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
 	cfg, err := cc.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		// client-go's own message points at KUBERNETES_MASTER.
+		return nil, "", errors.New("no cluster to talk to: no kubeconfig found (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not running in a cluster; pass --kubeconfig or set KUBECONFIG")
+	}
 	if err != nil {
 		return nil, "", err
 	}
