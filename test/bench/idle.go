@@ -11,7 +11,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -50,15 +49,17 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 		return m, err
 	}
 	defer func() { _ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}) }()
-	kubeconfig, user, err := b.identity(ctx, ns, "bench-agent")
-	if err != nil {
-		return m, err
-	}
 	dir, err := os.MkdirTemp("", "converge-bench-idle-")
 	if err != nil {
 		return m, err
 	}
 	defer os.RemoveAll(dir)
+	kubeconfig := filepath.Join(dir, "agent.kubeconfig")
+	user, unbind, err := kubetest.AdminKubeconfig(ctx, c, b.env.Config, ns, "bench-agent", kubeconfig)
+	if err != nil {
+		return m, err
+	}
+	defer unbind()
 	git, err := gitserver.New(filepath.Join(dir, "git"))
 	if err != nil {
 		return m, err
@@ -186,28 +187,6 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	m.CPUPerIdleReconcileMs = m.CPUSecondsTotal / reconciles * 1000
 	m.RSSMiB, m.PeakRSSMiB, err = kubetest.ProcessMemory(agent.Process.Pid)
 	return m, err
-}
-
-// identity makes a ServiceAccount bound to cluster-admin and returns a
-// kubeconfig for it and its user name in the audit log.
-func (b *bench) identity(ctx context.Context, ns, name string) (string, string, error) {
-	c := b.env.Client
-	if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}); err != nil {
-		return "", "", err
-	}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}}}
-	if err := c.Create(ctx, binding); err != nil {
-		return "", "", err
-	}
-	f, err := os.CreateTemp("", "converge-bench-*.kubeconfig")
-	if err != nil {
-		return "", "", err
-	}
-	f.Close()
-	user, err := kubetest.ServiceAccountKubeconfig(ctx, b.env.Config, ns, name, f.Name())
-	return f.Name(), user, err
 }
 
 func printIdle(w io.Writer, ms []IdleMeasurement) {

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/internal/testutil/kubetest"
@@ -43,23 +41,12 @@ func agentProcess(t *testing.T, name, kubeconfig string, args ...string) *exec.C
 // it: an agent run with it can be told apart from every other client.
 func identityKubeconfig(t *testing.T, ns, name string) (string, string) {
 	t.Helper()
-	ctx := context.Background()
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	if err := cluster.Client.Create(ctx, sa); err != nil {
-		t.Fatal(err)
-	}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns + "-" + name},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}}}
-	if err := cluster.Client.Create(ctx, binding); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), binding) })
 	path := filepath.Join(t.TempDir(), name+".kubeconfig")
-	user, err := kubetest.ServiceAccountKubeconfig(ctx, cluster.Config, ns, name, path)
+	user, unbind, err := kubetest.AdminKubeconfig(context.Background(), cluster.Client, cluster.Config, ns, name, path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(unbind)
 	return path, user
 }
 

@@ -24,7 +24,6 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -184,7 +183,6 @@ func (p *peers) round(ctx context.Context, t tool, ns string) (figures, error) {
 			}
 		}
 		_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-		_ = c.Delete(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns + "-tool"}})
 		// The next round does not pay for this one's teardown.
 		progress("%s: waiting for namespace %s to go", t.name(), ns)
 		_ = kubetest.WaitFor(ctx, 5*time.Minute, func(ctx context.Context) (bool, error) {
@@ -192,10 +190,11 @@ func (p *peers) round(ctx context.Context, t tool, ns string) (figures, error) {
 			return apierrors.IsNotFound(err), err
 		})
 	}()
-	user, err := p.identity(ctx, ns)
+	user, unbind, err := kubetest.AdminKubeconfig(ctx, c, p.env.Config, ns, "tool", p.kubeconfig(ns))
 	if err != nil {
 		return f, err
 	}
+	defer unbind()
 	repo, err := p.git.NewRepo(ns)
 	if err != nil {
 		return f, err
@@ -311,22 +310,6 @@ func manifests(ns string, changed int) map[string]string {
 		}
 	}
 	return map[string]string{"deploy/all.yaml": b.String()}
-}
-
-// identity makes a cluster-admin ServiceAccount "tool" in ns, writes its
-// kubeconfig to p.dir/<ns>.kubeconfig and returns its user name.
-func (p *peers) identity(ctx context.Context, ns string) (string, error) {
-	c := p.env.Client
-	if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "tool", Namespace: ns}}); err != nil {
-		return "", err
-	}
-	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: ns + "-tool"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "tool", Namespace: ns}}}
-	if err := c.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", err
-	}
-	return kubetest.ServiceAccountKubeconfig(ctx, p.env.Config, ns, "tool", p.kubeconfig(ns))
 }
 
 func (p *peers) kubeconfig(ns string) string { return filepath.Join(p.dir, ns+".kubeconfig") }
