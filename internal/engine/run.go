@@ -103,7 +103,7 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 	res := &Result{Revision: opts.Revision}
 	plan, err := m.Plan(ctx, objs, opts.PlanOptions)
 	if err != nil {
-		m.finish(ctx, res, opts, err)
+		finish(ctx, res, opts, err)
 		return res, err
 	}
 	res.Changes, res.Health = &plan.ChangeSet, plan.Health()
@@ -111,7 +111,7 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 	if !opts.Apply || opts.DryRun {
 		res.Counts = res.Changes.Counts()
 		if !opts.DryRun {
-			m.finish(ctx, res, opts, nil)
+			finish(ctx, res, opts, nil)
 		}
 		return res, nil
 	}
@@ -133,7 +133,7 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 	case err == nil && res.Changes.HasChanges():
 		opts.event("Normal", EventSynced, fmt.Sprintf("synced %s (%s, %s): %s", shortRevision(opts.Revision), opts.Trigger, opts.Mode, res.Counts))
 	}
-	m.finish(ctx, res, opts, err)
+	finish(ctx, res, opts, err)
 	return res, err
 }
 
@@ -149,7 +149,7 @@ func RecordFailure(ctx context.Context, opts RunOptions, syncErr error) error {
 }
 
 // finish writes the history entry of a run that is worth one.
-func (m *Manager) finish(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
+func finish(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
 	if opts.DryRun {
 		return
 	}
