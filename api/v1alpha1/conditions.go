@@ -22,6 +22,7 @@ const (
 	ReasonApplyFailed        = "ApplyFailed"
 	ReasonPruneFailed        = "PruneFailed"
 	ReasonHealthCheckFailed  = "HealthCheckFailed"
+	ReasonHookFailed         = "HookFailed"
 	ReasonSuspended          = "Suspended"
 	ReasonRetryLimitReached  = "RetryLimitReached"
 	ReasonDeleting           = "Deleting"

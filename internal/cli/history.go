@@ -97,7 +97,7 @@ func (o *HistoryOptions) Run(ctx context.Context, name string) error {
 	wide := o.Output == "wide"
 	header := "ID\tSTARTED\tREVISION\tTRIGGER\tRESULT\tCHANGES\tDURATION\tAUTHOR\tMESSAGE"
 	if wide {
-		header += "\tCOMMITTER\tDATE\tSIGNER\tMODE\tOBJECTS"
+		header += "\tCOMMITTER\tDATE\tSIGNER\tMODE\tOBJECTS\tHOOKS"
 	}
 	fmt.Fprintln(tw, header)
 	for _, e := range h.Entries {
@@ -123,7 +123,11 @@ func (o *HistoryOptions) Run(ctx context.Context, name string) error {
 			if e.ChangedTotal > len(e.Changed) {
 				objs += fmt.Sprintf(" (+%d more)", e.ChangedTotal-len(e.Changed))
 			}
-			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s", committer, date, signer, e.Mode, orDash(objs))
+			hooks := make([]string, len(e.Hooks))
+			for i, h := range e.Hooks {
+				hooks[i] = fmt.Sprintf("%s %s %s", h.Phase, h.Ref, h.Status)
+			}
+			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s\t%s", committer, date, signer, e.Mode, orDash(objs), orDash(strings.Join(hooks, ", ")))
 		}
 		fmt.Fprintln(tw, line)
 	}

@@ -41,6 +41,9 @@ func (f *pushFlags) prepare(ctx context.Context, path string, progress io.Writer
 	if err != nil {
 		return nil, nil, none, err
 	}
+	if f.Source.ReleaseName == "" {
+		f.Source.ReleaseName = f.App // the agent's default too: one name in both modes
+	}
 	res, err := f.Source.Render(ctx, path, ns)
 	if err != nil {
 		return nil, nil, none, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/pflag"
 	"helm.sh/helm/v4/pkg/strvals"
@@ -23,7 +24,7 @@ type SourceFlags struct {
 // Bind adds the render flags to fs.
 func (f *SourceFlags) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Root, "root", "", "repository root; nothing outside it is read (default: the enclosing Git work tree, else PATH)")
-	fs.StringVar(&f.ReleaseName, "release-name", "", "Helm release name (default: the chart name)")
+	fs.StringVar(&f.ReleaseName, "release-name", "", "Helm release name (default: --app, as the agent uses the Application's name; for build, the chart's name)")
 	fs.StringArrayVar(&f.Values, "values", nil, "Helm values file, relative to the chart (repeatable)")
 	fs.StringArrayVar(&f.Set, "set", nil, "Helm value as key=value (repeatable)")
 }
@@ -31,6 +32,10 @@ func (f *SourceFlags) Bind(fs *pflag.FlagSet) {
 // Render renders path for namespace.
 func (f *SourceFlags) Render(ctx context.Context, path, namespace string) (*render.Result, error) {
 	root, rel, err := f.locate(path)
+	if err != nil {
+		return nil, err
+	}
+	valuesFiles, err := f.valuesFiles(root, rel)
 	if err != nil {
 		return nil, err
 	}
@@ -43,8 +48,40 @@ func (f *SourceFlags) Render(ctx context.Context, path, namespace string) (*rend
 	return render.Render(ctx, render.Options{
 		Root: root,
 		Path: rel,
-		Helm: render.HelmOptions{ReleaseName: f.ReleaseName, Namespace: namespace, ValuesFiles: f.Values, Values: values},
+		Helm: render.HelmOptions{ReleaseName: f.ReleaseName, Namespace: namespace, ValuesFiles: valuesFiles, Values: values},
 	})
+}
+
+// valuesFiles makes each --values path relative to the chart at rel: a
+// path that names a file from the working directory (or an absolute one)
+// is taken as such, and must be inside root; any other is relative to the
+// chart already.
+func (f *SourceFlags) valuesFiles(root, rel string) ([]string, error) {
+	out := make([]string, 0, len(f.Values))
+	chart := filepath.Join(root, filepath.FromSlash(rel))
+	for _, v := range f.Values {
+		if _, err := os.Stat(v); err != nil && !filepath.IsAbs(v) {
+			out = append(out, v) // relative to the chart; the render checks it
+			continue
+		}
+		abs, err := filepath.Abs(v)
+		if err == nil {
+			abs, err = filepath.EvalSymlinks(abs)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--values %s: %w", v, err)
+		}
+		r, err := filepath.Rel(root, abs)
+		if err != nil || r == ".." || strings.HasPrefix(r, ".."+string(filepath.Separator)) {
+			return nil, fmt.Errorf("--values %s: outside the root %s; nothing outside it is read (see --root)", v, root)
+		}
+		fromChart, err := filepath.Rel(chart, abs)
+		if err != nil {
+			return nil, fmt.Errorf("--values %s: %w", v, err)
+		}
+		out = append(out, filepath.ToSlash(fromChart))
+	}
+	return out, nil
 }
 
 // locate splits path into a repository root and a path relative to it.

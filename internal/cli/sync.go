@@ -111,6 +111,9 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 			verb = "Sync (dry run)"
 		}
 		printChanges(o.ErrOut, cs, verb)
+		for _, h := range res.Hooks {
+			fmt.Fprintf(o.ErrOut, "hook %s %s: %s (%s)\n", h.Phase, h.Ref, h.Status, h.Message)
+		}
 		if o.Output != OutputText {
 			if perr := printObject(o.Out, o.Output, cs); perr != nil && err == nil {
 				err = perr

@@ -297,6 +297,12 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		Adopt:            ten.adopt,
 	}
 	opts.Apply, opts.Record = d.apply, d.record
+	// Hooks run once per new revision or spec, a retry of a failed sync
+	// or a person's request; never to correct drift.
+	opts.Hooks = engine.HooksSkip
+	if d.apply && d.record {
+		opts.Hooks = engine.HooksRun
+	}
 	opts.Timeout = durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)
 	res, err := eng.Run(ctx, objs, opts)
 	run.recorded = true // Run wrote the entry the sync deserved
@@ -310,7 +316,10 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		}
 		reason := v1alpha1.ReasonApplyFailed
 		var verr *engine.ValidationError
+		var herr *engine.HookError
 		switch {
+		case errors.As(err, &herr):
+			reason = v1alpha1.ReasonHookFailed
 		case errors.As(err, &verr), errors.Is(err, engine.ErrUnknownKind):
 			reason = v1alpha1.ReasonValidationFailed
 		case errors.Is(err, engine.ErrEmptyRender):

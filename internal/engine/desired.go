@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strconv"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -51,6 +50,7 @@ type desired struct {
 	hash       string
 	wave       int
 	force      bool
+	mode       applyMode
 	// manager is the app's field manager.
 	manager string
 
@@ -73,66 +73,81 @@ func (m *Manager) prepare(app App, defaultNamespace string, policy *Policy, objs
 	out := make([]*desired, 0, len(objs))
 	seen := make(map[render.Key]string, len(objs))
 	for _, o := range objs {
-		u := o.DeepCopy()
-		gvk := u.GroupVersionKind()
-		d := &desired{obj: u, source: o.Source, gvk: gvk, manager: app.FieldManager()}
-		mapping, err := m.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		switch {
-		case err == nil:
-			d.namespaced = mapping.Scope.Name() == meta.RESTScopeNameNamespace
-		case meta.IsNoMatchError(err):
-			scope, ok := crds[gvk]
-			if !ok {
-				return nil, objectErrorf(u, o.Source, "%w: %s is not served by the cluster and no CRD in this sync defines it", ErrUnknownKind, gvk)
-			}
-			d.namespaced, d.pendingCRD = scope, true
-		default:
-			return nil, objectError(u, o.Source, err)
-		}
-		if d.namespaced && u.GetNamespace() == "" {
-			if defaultNamespace == "" {
-				return nil, objectErrorf(u, o.Source, "namespaced, but it has no namespace and no default was given")
-			}
-			u.SetNamespace(defaultNamespace)
-		}
-		if !d.namespaced {
-			u.SetNamespace("")
-		}
-		if err := policy.admit(u, o.Source, d.namespaced); err != nil {
+		d, err := m.prepareOne(app, defaultNamespace, policy, o, crds)
+		if err != nil {
 			return nil, err
 		}
-		if err := foldStringData(u); err != nil {
-			return nil, objectError(u, o.Source, err)
+		if d.mode == applyNever {
+			continue
 		}
-		labels := u.GetLabels()
+		labels := d.obj.GetLabels()
 		if labels == nil {
 			labels = map[string]string{}
 		}
 		labels[LabelApp] = app.Name
-		u.SetLabels(labels)
-		ann := u.GetAnnotations()
-		if ann == nil {
-			ann = map[string]string{}
-		}
-		ann[AnnotationOwner] = app.String()
-		u.SetAnnotations(ann)
-		if w, ok := ann[AnnotationSyncWave]; ok {
-			if d.wave, err = strconv.Atoi(w); err != nil {
-				return nil, objectErrorf(u, o.Source, "annotation %s: %q is not an integer", AnnotationSyncWave, w)
-			}
-		}
-		d.force = ann[AnnotationForce] == "true"
-		d.key = render.KeyOf(u)
+		d.obj.SetLabels(labels)
 		if prev, dup := seen[d.key]; dup {
-			return nil, objectErrorf(u, o.Source, "also defined in %s", prev)
+			return nil, objectErrorf(d.obj, o.Source, "also defined in %s", prev)
 		}
 		seen[d.key] = o.Source
-		if d.hash, err = hashObject(u); err != nil {
+		if d.hash, err = hashObject(d.obj); err != nil {
 			return nil, err
 		}
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// prepareOne resolves o's kind, defaults or clears its namespace, admits it
+// by policy, folds Secret stringData, stamps the owner annotation and reads
+// its sync wave. crds are the kinds CRDs in the same set define.
+func (m *Manager) prepareOne(app App, defaultNamespace string, policy *Policy, o render.Object, crds map[schema.GroupVersionKind]bool) (*desired, error) {
+	u := o.DeepCopy()
+	gvk := u.GroupVersionKind()
+	d := &desired{obj: u, source: o.Source, gvk: gvk, manager: app.FieldManager()}
+	mapping, err := m.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	switch {
+	case err == nil:
+		d.namespaced = mapping.Scope.Name() == meta.RESTScopeNameNamespace
+	case meta.IsNoMatchError(err):
+		scope, ok := crds[gvk]
+		if !ok {
+			return nil, objectErrorf(u, o.Source, "%w: kind %s is not served by the cluster; is its CRD in this app or another?", ErrUnknownKind, gvk)
+		}
+		d.namespaced, d.pendingCRD = scope, true
+	default:
+		return nil, objectError(u, o.Source, err)
+	}
+	if d.namespaced && u.GetNamespace() == "" {
+		if defaultNamespace == "" {
+			return nil, objectErrorf(u, o.Source, "namespaced, but it has no namespace and no default was given")
+		}
+		u.SetNamespace(defaultNamespace)
+	}
+	if !d.namespaced {
+		u.SetNamespace("")
+	}
+	if err := policy.admit(u, o.Source, d.namespaced); err != nil {
+		return nil, err
+	}
+	if err := foldStringData(u); err != nil {
+		return nil, objectError(u, o.Source, err)
+	}
+	ann := u.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[AnnotationOwner] = app.String()
+	u.SetAnnotations(ann)
+	if d.wave, err = syncWave(ann); err != nil {
+		return nil, objectError(u, o.Source, err)
+	}
+	d.force = forceReplace(ann)
+	if d.mode, err = applyModeOf(ann); err != nil {
+		return nil, objectError(u, o.Source, err)
+	}
+	d.key = render.KeyOf(u)
+	return d, nil
 }
 
 // crdKinds maps every kind defined by a CRD in objs (each served version) to

@@ -115,6 +115,13 @@ func objectHealth(ref string, u *unstructured.Unstructured) ObjectHealth {
 		h.Status, h.Message = status.UnknownStatus.String(), err.Error()
 	} else {
 		h.Status, h.Message = res.Status.String(), res.Message
+		if res.Status == status.CurrentStatus && u.GetKind() == "Job" && u.GroupVersionKind().Group == "batch" {
+			// kstatus calls a started Job Current; a sync that waits for
+			// health waits for it to complete.
+			if done, _, _ := hookOutcome(u); !done {
+				h.Status = status.InProgressStatus.String()
+			}
+		}
 	}
 	return h
 }

@@ -72,6 +72,8 @@ type HistoryEntry struct {
 	// ("deleted Kind/ns/name"), at most 100; ChangedTotal counts them all.
 	Changed      []string `json:"changed,omitempty"`
 	ChangedTotal int      `json:"changedTotal,omitempty"`
+	// Hooks are the hooks the sync ran, with their outcomes.
+	Hooks []HookResult `json:"hooks,omitempty"`
 }
 
 // Duration is how long the sync took.

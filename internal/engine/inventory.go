@@ -182,9 +182,9 @@ func (m *Manager) recordSync(ctx context.Context, p *Plan, applied *appliedSet, 
 	for _, u := range deleted {
 		gone[render.KeyOf(u)] = true
 	}
-	for _, c := range p.pruneChanges {
-		if c.Action == ActionSkipped && c.Reason == AnnotationPrune+": \"false\"" {
-			gone[render.Key{Group: groupOf(c.APIVersion), Kind: c.Kind, Namespace: c.Namespace, Name: c.Name}] = true
+	for k, live := range p.live {
+		if !desiredKeys[k] && keepOnPrune(live.GetAnnotations()) != "" {
+			gone[k] = true // kept, and no longer the app's
 		}
 	}
 	for k, e := range prev.Entries {

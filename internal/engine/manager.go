@@ -49,8 +49,10 @@ func DefaultOptions() Options {
 // Manager plans and applies desired sets against one cluster.
 type Manager struct {
 	client client.Client
-	mapper meta.RESTMapper
-	opts   Options
+	// watcher watches hooks until they finish.
+	watcher client.WithWatch
+	mapper  meta.RESTMapper
+	opts    Options
 }
 
 // New returns a Manager for the cluster cfg points at. The client's rate
@@ -74,11 +76,11 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovering the cluster's APIs: %w", err)
 	}
-	c, err := client.New(cfg, client.Options{HTTPClient: httpClient, Mapper: mapper})
+	c, err := client.NewWithWatch(cfg, client.Options{HTTPClient: httpClient, Mapper: mapper})
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{client: c, mapper: mapper, opts: opts}, nil
+	return &Manager{client: c, watcher: c, mapper: mapper, opts: opts}, nil
 }
 
 // Client is the Manager's uncached client.

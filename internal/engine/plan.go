@@ -60,6 +60,7 @@ type Plan struct {
 
 	opts         PlanOptions
 	objects      []*desired
+	hooks        []*hook
 	inventory    *Inventory
 	hadInventory bool
 	live         liveSet
@@ -76,6 +77,14 @@ type Plan struct {
 // last sync applied ("" when unknown).
 func (p *Plan) PreviousRevision() string { return p.inventory.Revision }
 
+// Hooks is how many hooks the desired set holds. They are not planned:
+// they run during a sync (see RunOptions.Hooks).
+func (p *Plan) Hooks() int { return len(p.hooks) }
+
+// installing says the app owns nothing yet: the sync is its first, and
+// Helm's install hooks (not its upgrade hooks) run.
+func (p *Plan) installing() bool { return len(p.inventory.Entries) == 0 }
+
 // DryRuns is how many server-side dry-runs the plan made.
 func (p *Plan) DryRuns() int { return p.dryRuns }
 
@@ -88,6 +97,10 @@ func (p *Plan) DryRuns() int { return p.dryRuns }
 // which also validates it; if any dry-run fails the plan fails with a
 // ValidationError naming each object, its file and the field.
 func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptions) (*Plan, error) {
+	objs, hooks, err := m.splitHooks(opts.App, opts.DefaultNamespace, opts.Policy, objs)
+	if err != nil {
+		return nil, err
+	}
 	if len(objs) == 0 && opts.Prune && !opts.AllowEmpty {
 		return nil, ErrEmptyRender
 	}
@@ -99,7 +112,7 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{opts: opts, objects: objects, inventory: inv, hadInventory: had}
+	p := &Plan{opts: opts, objects: objects, hooks: hooks, inventory: inv, hadInventory: had}
 
 	kinds := map[schema.GroupVersionKind]map[string]bool{}
 	addKind := func(gvk schema.GroupVersionKind, ns string) {
@@ -134,6 +147,8 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 		case d.pendingCRD || (d.namespaced && missingNS[d.obj.GetNamespace()]):
 			p.deferred = append(p.deferred, d)
 			d.action = ActionCreated
+		case d.mode == applyIfAbsent && d.live != nil:
+			d.action, d.reason = ActionUnchanged, fluxSSA+": IfNotPresent"
 		case known && d.live != nil && entry.Hash == d.hash &&
 			(entry.ResourceVersion == d.live.GetResourceVersion() || contains(d.live.Object, d.obj.Object)):
 			d.action = ActionUnchanged
@@ -214,6 +229,11 @@ func (m *Manager) dryRun(ctx context.Context, d *desired, opts PlanOptions) erro
 		return objectError(d.obj, d.source, apiError(err, d.obj))
 	}
 	d.dryRun = result
+	if d.live == nil && result.GetResourceVersion() != "" && d.mode == applyIfAbsent {
+		// It exists, and this object is only ever created.
+		d.action, d.reason = ActionUnchanged, fluxSSA+": IfNotPresent"
+		return nil
+	}
 	if d.live == nil && result.GetResourceVersion() != "" {
 		// The object exists but is not labelled as ours: adopt it, if
 		// nobody else owns it and the policy allows.
@@ -306,8 +326,8 @@ func (m *Manager) planPrune(ctx context.Context, p *Plan) error {
 			// Gone already, or no longer carries this app's ownership
 			// labels: either way it is not ours to delete.
 			continue
-		case live.GetAnnotations()[AnnotationPrune] == "false":
-			c.Action, c.Reason = ActionSkipped, AnnotationPrune+": \"false\""
+		case keepOnPrune(live.GetAnnotations()) != "":
+			c.Action, c.Reason = ActionSkipped, keepOnPrune(live.GetAnnotations())
 		case !p.opts.Prune:
 			c.Action, c.Reason = ActionSkipped, "no longer in the source; prune is off"
 		default:

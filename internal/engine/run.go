@@ -64,7 +64,24 @@ type RunOptions struct {
 	// Started is when the sync began (fetching and rendering included);
 	// now when zero.
 	Started time.Time
+	// Hooks says whether the sync runs the desired set's hooks.
+	Hooks HookMode
 }
+
+// HookMode says whether a sync runs its hooks.
+type HookMode int
+
+const (
+	// HooksOnChange runs them when the sync changes the cluster or
+	// applies a revision the record did not hold (push mode: each
+	// `converge sync` that does something).
+	HooksOnChange HookMode = iota
+	// HooksRun runs them: the caller knows this sync is of a new revision
+	// or spec, or a person asked for it (the agent decides).
+	HooksRun
+	// HooksSkip never runs them: a resync or a drift correction.
+	HooksSkip
+)
 
 // Result is what one sync did.
 type Result struct {
@@ -89,6 +106,8 @@ type Result struct {
 	// Kinds are the kinds the app's objects are of, desired or owned.
 	Kinds   []schema.GroupVersionKind `json:"-"`
 	DryRuns int                       `json:"dryRuns"`
+	// Hooks are the hooks the sync ran, in order, with their outcomes.
+	Hooks []HookResult `json:"hooks,omitempty"`
 }
 
 // Run is the one sync path, for the agent and the CLI alike: plan; when
@@ -115,26 +134,92 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 		}
 		return res, nil
 	}
-	started := plan.ChangeSet.HasChanges()
+	hooks := plan.Hooks() > 0 && (opts.Hooks == HooksRun || (opts.Hooks == HooksOnChange &&
+		(plan.ChangeSet.HasChanges() || (opts.Revision != "" && opts.Revision != plan.PreviousRevision()))))
+	started := plan.ChangeSet.HasChanges() || hooks
 	if started {
 		c := plan.ChangeSet.Counts()
 		opts.event("Normal", EventSyncStarted, fmt.Sprintf("syncing %s (%s, %s): %d to create, %d to configure, %d to delete",
 			shortRevision(opts.Revision), opts.Trigger, opts.Mode, c.Created, c.Configured, c.Deleted))
 	}
-	cs, err := m.Apply(ctx, plan, opts.SyncOptions)
-	res.Applied = true
-	if cs != nil {
-		res.Changes, res.Health = cs, cs.Health
+	h := hookRun{m: m, plan: plan, opts: opts, res: res, enabled: hooks}
+	err = h.run(ctx, PhasePreSync)
+	if err == nil {
+		var cs *ChangeSet
+		cs, err = m.Apply(ctx, plan, opts.SyncOptions)
+		res.Applied = true
+		if cs != nil {
+			res.Changes, res.Health = cs, cs.Health
+		}
 	}
-	res.Counts = res.Changes.Counts()
+	if err == nil {
+		err = h.run(ctx, PhaseSync)
+	}
+	if err == nil && h.has(PhasePostSync) {
+		// PostSync hooks run once the sync is healthy.
+		if err = m.waitHealthy(ctx, opts.App, plan.objects, opts.timeout(), opts.Progress); err == nil {
+			err = h.run(ctx, PhasePostSync)
+		}
+	}
+	if err != nil {
+		// SyncFail hooks report; their own failure is in the results
+		// and does not replace the sync's error.
+		_ = h.run(ctx, PhaseSyncFail)
+	}
+	if res.Applied {
+		res.Counts = res.Changes.Counts()
+	}
 	switch {
 	case err != nil && started:
 		opts.event("Warning", EventSyncFailed, redact.Error(err))
-	case err == nil && res.Changes.HasChanges():
-		opts.event("Normal", EventSynced, fmt.Sprintf("synced %s (%s, %s): %s", shortRevision(opts.Revision), opts.Trigger, opts.Mode, res.Counts))
+	case err == nil && (res.Changes.HasChanges() || len(res.Hooks) > 0):
+		opts.event("Normal", EventSynced, fmt.Sprintf("synced %s (%s, %s): %s%s", shortRevision(opts.Revision), opts.Trigger, opts.Mode, res.Counts, hookSummary(res.Hooks)))
 	}
 	finish(ctx, res, opts, err)
 	return res, err
+}
+
+// hookRun runs the hooks of one sync, phase by phase, into its result.
+type hookRun struct {
+	m       *Manager
+	plan    *Plan
+	opts    RunOptions
+	res     *Result
+	enabled bool
+}
+
+func (h hookRun) when() occasion {
+	if h.plan.installing() {
+		return onInstall
+	}
+	return onUpgrade
+}
+
+func (h hookRun) has(phase HookPhase) bool {
+	return h.enabled && len(hooksFor(h.plan.hooks, phase, h.when())) > 0
+}
+
+func (h hookRun) run(ctx context.Context, phase HookPhase) error {
+	if !h.has(phase) {
+		return nil
+	}
+	got, err := h.m.runHooks(ctx, h.opts.App, h.plan.hooks, phase, h.when(), h.opts.timeout(), h.opts.Progress)
+	h.res.Hooks = append(h.res.Hooks, got...)
+	return err
+}
+
+func (o RunOptions) timeout() time.Duration {
+	if o.Timeout > 0 {
+		return o.Timeout
+	}
+	return 5 * time.Minute
+}
+
+func hookSummary(hooks []HookResult) string {
+	if len(hooks) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d hook(s) run", len(hooks))
 }
 
 // RecordFailure records a sync that failed before it could plan (the
@@ -153,7 +238,7 @@ func finish(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
 	if opts.DryRun {
 		return
 	}
-	worth := syncErr != nil || opts.Record ||
+	worth := syncErr != nil || opts.Record || len(res.Hooks) > 0 ||
 		(res.Applied && (res.Changes.HasChanges() || (res.Revision != "" && res.Revision != res.PreviousRevision)))
 	if worth {
 		record(ctx, res, opts, syncErr)
@@ -164,7 +249,11 @@ func record(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
 	if opts.History == nil {
 		return
 	}
-	e := NewHistoryEntry(res.Changes, syncErr, res.Applied || syncErr != nil)
+	cs := res.Changes
+	if syncErr != nil && !res.Applied {
+		cs = nil // it failed before applying (a PreSync hook): nothing changed
+	}
+	e := NewHistoryEntry(cs, syncErr, res.Applied || syncErr != nil)
 	e.Mode, e.Trigger = opts.Mode, opts.Trigger
 	if opts.Who != nil && e.Trigger.User == "" {
 		e.Trigger.User = opts.Who()
@@ -173,6 +262,7 @@ func record(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
 		e.Trigger.Type = TriggerInterval
 	}
 	e.Revision, e.Ref, e.Signer = opts.Revision, opts.Ref, opts.Signer
+	e.Hooks = res.Hooks
 	if opts.Commit != nil {
 		c := *opts.Commit
 		c.Date = c.Date.UTC()

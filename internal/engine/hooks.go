@@ -1,0 +1,519 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/internal/render"
+)
+
+// Hook annotations: converge's own, Argo CD's and Helm's. An object that
+// carries one is a hook, not part of the desired set: it runs at its phase
+// of a sync, is never in the inventory and so is never drift.
+const (
+	AnnotationHook             = "converge.dev/hook"
+	AnnotationHookDeletePolicy = "converge.dev/hook-delete-policy"
+	// LabelHook marks a hook object with the name of its app. Hooks do
+	// not carry LabelApp: the app's watches never see them.
+	LabelHook = "converge.dev/hook-of"
+
+	argoHook             = "argocd.argoproj.io/hook"
+	argoHookDeletePolicy = "argocd.argoproj.io/hook-delete-policy"
+	helmHook             = "helm.sh/hook"
+	helmHookWeight       = "helm.sh/hook-weight"
+	helmHookDeletePolicy = "helm.sh/hook-delete-policy"
+)
+
+// HookPhase is when in a sync a hook runs.
+type HookPhase string
+
+// Hook phases, in the order a sync runs them. SyncFail runs instead of the
+// rest when a sync fails.
+const (
+	PhasePreSync    HookPhase = "PreSync"
+	PhaseSync       HookPhase = "Sync"
+	PhasePostSync   HookPhase = "PostSync"
+	PhaseSyncFail   HookPhase = "SyncFail"
+	PhasePreDelete  HookPhase = "PreDelete"
+	PhasePostDelete HookPhase = "PostDelete"
+)
+
+// occasion says on which syncs a hook phase applies: Helm's pre-install
+// runs on an app's first sync only, pre-upgrade on later ones.
+type occasion uint8
+
+const (
+	onInstall occasion = 1 << iota
+	onUpgrade
+	always = onInstall | onUpgrade
+)
+
+// Hook delete policies.
+const (
+	deleteBeforeCreation = "BeforeHookCreation"
+	deleteOnSuccess      = "HookSucceeded"
+	deleteOnFailure      = "HookFailed"
+)
+
+// hook is one hook object of a desired set.
+type hook struct {
+	*desired
+	phases map[HookPhase]occasion
+	weight int
+	// deletePolicy holds the delete policies; BeforeHookCreation when the
+	// manifest names none.
+	deletePolicy map[string]bool
+}
+
+// HookResult is what one hook did.
+type HookResult struct {
+	Ref     string    `json:"ref"`
+	Phase   HookPhase `json:"phase"`
+	Status  string    `json:"status"` // Succeeded or Failed
+	Message string    `json:"message,omitempty"`
+}
+
+// Hook statuses.
+const (
+	HookSucceeded = "Succeeded"
+	HookFailed    = "Failed"
+)
+
+// HookError says a hook failed, which stops the sync.
+type HookError struct {
+	Phase  HookPhase
+	Ref    string
+	Source string
+	Reason string
+}
+
+func (e *HookError) Error() string {
+	where := e.Ref
+	if e.Source != "" {
+		where += " (" + e.Source + ")"
+	}
+	return fmt.Sprintf("%s hook %s failed: %s", e.Phase, where, e.Reason)
+}
+
+// hookSpec reads o's hook annotations: its phases and whether it is to be
+// skipped altogether (Argo CD's Skip). converge's own annotation wins over
+// Argo CD's, which wins over Helm's, as in Argo CD. Helm's test and
+// rollback hooks never run in a sync; an object with only those is
+// skipped.
+func hookSpec(ann map[string]string) (phases map[HookPhase]occasion, skip bool, err error) {
+	key, value := "", ""
+	for _, k := range []string{AnnotationHook, argoHook, helmHook} {
+		if v, ok := ann[k]; ok {
+			key, value = k, v
+			break
+		}
+	}
+	if key == "" {
+		return nil, false, nil
+	}
+	phases = map[HookPhase]occasion{}
+	for _, v := range strings.Split(value, ",") {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		if key == helmHook {
+			switch strings.ToLower(v) {
+			case "pre-install":
+				phases[PhasePreSync] |= onInstall
+			case "pre-upgrade":
+				phases[PhasePreSync] |= onUpgrade
+			case "post-install":
+				phases[PhasePostSync] |= onInstall
+			case "post-upgrade":
+				phases[PhasePostSync] |= onUpgrade
+			case "pre-delete":
+				phases[PhasePreDelete] = always
+			case "post-delete":
+				phases[PhasePostDelete] = always
+			case "pre-rollback", "post-rollback", "test", "test-success", "test-failure", "crd-install":
+				// Not part of a sync (a converge rollback is a sync of
+				// an older revision, which runs the upgrade hooks).
+			default:
+				return nil, false, fmt.Errorf("annotation %s: unknown hook %q", key, v)
+			}
+			continue
+		}
+		switch p := HookPhase(v); p {
+		case PhasePreSync, PhaseSync, PhasePostSync, PhaseSyncFail, PhasePreDelete, PhasePostDelete:
+			phases[p] = always
+		case "Skip":
+			return nil, true, nil
+		default:
+			return nil, false, fmt.Errorf("annotation %s: unknown hook %q; use PreSync, Sync, PostSync, SyncFail, PreDelete, PostDelete or Skip", key, v)
+		}
+	}
+	if len(phases) == 0 {
+		return nil, true, nil
+	}
+	return phases, false, nil
+}
+
+// hookDeletePolicy reads the delete policies, in Argo CD's or Helm's words.
+func hookDeletePolicy(ann map[string]string) (map[string]bool, error) {
+	key, value := "", ""
+	for _, k := range []string{AnnotationHookDeletePolicy, argoHookDeletePolicy, helmHookDeletePolicy} {
+		if v, ok := ann[k]; ok {
+			key, value = k, v
+			break
+		}
+	}
+	out := map[string]bool{}
+	for _, v := range strings.Split(value, ",") {
+		switch strings.ToLower(strings.ReplaceAll(strings.TrimSpace(v), "-", "")) {
+		case "":
+		case "beforehookcreation":
+			out[deleteBeforeCreation] = true
+		case "hooksucceeded":
+			out[deleteOnSuccess] = true
+		case "hookfailed":
+			out[deleteOnFailure] = true
+		default:
+			return nil, fmt.Errorf("annotation %s: unknown delete policy %q; use BeforeHookCreation, HookSucceeded or HookFailed", key, v)
+		}
+	}
+	if len(out) == 0 {
+		out[deleteBeforeCreation] = true
+	}
+	return out, nil
+}
+
+// hookWeight orders hooks within a phase: converge's or Argo CD's sync
+// wave, else Helm's hook-weight.
+func hookWeight(ann map[string]string) (int, error) {
+	if _, ok := ann[AnnotationSyncWave]; ok {
+		return syncWave(ann)
+	}
+	if _, ok := ann[argoSyncWave]; ok {
+		return syncWave(ann)
+	}
+	if w, ok := ann[helmHookWeight]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil {
+			return 0, fmt.Errorf("annotation %s: %q is not an integer", helmHookWeight, w)
+		}
+		return n, nil
+	}
+	return 0, nil
+}
+
+// splitHooks takes the hooks (and skipped objects) out of objs. A hook may
+// have generateName instead of a name.
+func (m *Manager) splitHooks(app App, defaultNamespace string, policy *Policy, objs []render.Object) ([]render.Object, []*hook, error) {
+	var rest []render.Object
+	var hooks []*hook
+	var errs []error
+	crds := crdKinds(objs)
+	for _, o := range objs {
+		ann := o.GetAnnotations()
+		phases, skip, err := hookSpec(ann)
+		switch {
+		case err != nil:
+			errs = append(errs, objectError(o.Unstructured, o.Source, err))
+			continue
+		case skip:
+			continue
+		case phases == nil:
+			rest = append(rest, o)
+			continue
+		}
+		h := &hook{phases: phases}
+		if h.deletePolicy, err = hookDeletePolicy(ann); err == nil {
+			h.weight, err = hookWeight(ann)
+		}
+		if err == nil {
+			h.desired, err = m.prepareOne(app, defaultNamespace, policy, o, crds)
+		}
+		if err != nil {
+			errs = append(errs, objectError(o.Unstructured, o.Source, err))
+			continue
+		}
+		if h.obj.GetName() == "" && h.obj.GetGenerateName() == "" {
+			errs = append(errs, objectErrorf(h.obj, o.Source, "a hook needs metadata.name or metadata.generateName"))
+			continue
+		}
+		labels := h.obj.GetLabels()
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		delete(labels, LabelApp)
+		labels[LabelHook] = app.Name
+		h.obj.SetLabels(labels)
+		hooks = append(hooks, h)
+	}
+	if len(errs) > 0 {
+		return nil, nil, &ValidationError{Errors: errs}
+	}
+	return rest, hooks, nil
+}
+
+// hooksFor returns the hooks of phase that run on this occasion, grouped by
+// weight, lowest first; within a group, by kind rank and name.
+func hooksFor(hooks []*hook, phase HookPhase, when occasion) [][]*hook {
+	var sel []*hook
+	for _, h := range hooks {
+		if h.phases[phase]&when != 0 {
+			sel = append(sel, h)
+		}
+	}
+	sort.SliceStable(sel, func(i, j int) bool {
+		a, b := sel[i], sel[j]
+		if a.weight != b.weight {
+			return a.weight < b.weight
+		}
+		if rank(a.gvk.Kind) != rank(b.gvk.Kind) {
+			return rank(a.gvk.Kind) < rank(b.gvk.Kind)
+		}
+		return hookName(a.obj) < hookName(b.obj)
+	})
+	var out [][]*hook
+	for i, h := range sel {
+		if i == 0 || h.weight != sel[i-1].weight {
+			out = append(out, nil)
+		}
+		out[len(out)-1] = append(out[len(out)-1], h)
+	}
+	return out
+}
+
+func hookName(u *unstructured.Unstructured) string {
+	if n := u.GetName(); n != "" {
+		return n
+	}
+	return u.GetGenerateName()
+}
+
+// runHooks runs the hooks of phase, weight group by weight group; the
+// hooks of a group run together. It stops at the first group with a failed
+// hook and returns a HookError for it, with the results so far. Hooks
+// whose policy deletes them once they succeed are deleted when the phase
+// ends (as Helm does), so a ServiceAccount hook outlives the Job hooks of
+// the phase that use it.
+func (m *Manager) runHooks(ctx context.Context, app App, hooks []*hook, phase HookPhase, when occasion, timeout time.Duration, progress func(string)) ([]HookResult, error) {
+	var results []HookResult
+	var succeeded []*unstructured.Unstructured
+	defer func() {
+		for _, u := range succeeded {
+			err := m.client.Delete(ctx, u, client.PropagationPolicy(metav1.DeletePropagationBackground))
+			if client.IgnoreNotFound(err) != nil {
+				for i := range results {
+					if results[i].Ref == render.Ref(u) {
+						results[i].Message += "; deleting it failed: " + apiError(err, u).Error()
+					}
+				}
+			}
+		}
+	}()
+	for _, group := range hooksFor(hooks, phase, when) {
+		if progress != nil {
+			progress(fmt.Sprintf("running %d %s hook(s)", len(group), phase))
+		}
+		out := make([]HookResult, len(group))
+		errs := make([]error, len(group))
+		done := make(chan int, len(group))
+		created := make([]*unstructured.Unstructured, len(group))
+		for i, h := range group {
+			go func() {
+				out[i], created[i], errs[i] = m.runHook(ctx, app, h, phase, timeout)
+				done <- i
+			}()
+		}
+		for range group {
+			<-done
+		}
+		for i, h := range group {
+			if out[i].Status == HookSucceeded && h.deletePolicy[deleteOnSuccess] {
+				succeeded = append(succeeded, created[i])
+			}
+		}
+		results = append(results, out...)
+		if err := errors.Join(errs...); err != nil {
+			// The first failure names the hook; every result is kept.
+			for _, e := range errs {
+				if e != nil {
+					return results, e
+				}
+			}
+		}
+	}
+	return results, nil
+}
+
+// runHook creates one hook (deleting an earlier run of it first, as its
+// policy allows) and waits until it has finished; a failed hook whose
+// policy says so is deleted. It returns the created object. Jobs finish
+// when Complete or Failed, Pods when Succeeded or Failed; any other kind
+// when it is created.
+func (m *Manager) runHook(ctx context.Context, app App, h *hook, phase HookPhase, timeout time.Duration) (HookResult, *unstructured.Unstructured, error) {
+	obj := h.obj.DeepCopy()
+	res := HookResult{Ref: render.Ref(obj), Phase: phase}
+	fail := func(reason string) (HookResult, *unstructured.Unstructured, error) {
+		res.Status, res.Message = HookFailed, reason
+		return res, nil, &HookError{Phase: phase, Ref: res.Ref, Source: h.source, Reason: reason}
+	}
+	if obj.GetName() != "" {
+		live := &unstructured.Unstructured{}
+		live.SetGroupVersionKind(h.gvk)
+		err := m.client.Get(ctx, client.ObjectKeyFromObject(obj), live)
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return fail(apiError(err, obj).Error())
+		case live.GetLabels()[LabelHook] != app.Name || live.GetAnnotations()[AnnotationOwner] != app.String():
+			return fail("an object of that name exists and is not this app's hook")
+		case !h.deletePolicy[deleteBeforeCreation]:
+			return fail("it exists from an earlier run, and its delete policy has no BeforeHookCreation")
+		default:
+			if err := m.deleteAndWait(ctx, live); err != nil {
+				return fail("deleting the earlier run: " + apiError(err, obj).Error())
+			}
+		}
+	}
+	if err := m.client.Create(ctx, obj, client.FieldOwner(h.manager)); err != nil {
+		return fail("create failed: " + apiError(err, obj).Error())
+	}
+	res.Ref = render.Ref(obj) // generateName is now a name
+	status, reason, err := m.waitHook(ctx, obj, timeout)
+	if err != nil {
+		return fail(err.Error())
+	}
+	res.Status, res.Message = status, reason
+	if status == HookFailed {
+		if h.deletePolicy[deleteOnFailure] {
+			err := m.client.Delete(ctx, obj, client.PropagationPolicy(metav1.DeletePropagationBackground))
+			if client.IgnoreNotFound(err) != nil {
+				res.Message += "; deleting it failed: " + apiError(err, obj).Error()
+			}
+		}
+		return res, obj, &HookError{Phase: phase, Ref: res.Ref, Source: h.source, Reason: reason}
+	}
+	return res, obj, nil
+}
+
+// hookOutcome reads whether a hook object has finished, and how.
+func hookOutcome(u *unstructured.Unstructured) (done bool, status, reason string) {
+	switch {
+	case u.GroupVersionKind().Group == "batch" && u.GetKind() == "Job":
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			cm, _ := c.(map[string]any)
+			if cm["status"] != "True" {
+				continue
+			}
+			msg, _ := cm["message"].(string)
+			why, _ := cm["reason"].(string)
+			switch cm["type"] {
+			case "Complete":
+				return true, HookSucceeded, "Job completed"
+			case "Failed":
+				return true, HookFailed, strings.TrimSuffix("Job failed: "+why+": "+msg, ": ")
+			}
+		}
+		return false, "", ""
+	case u.GroupVersionKind().Group == "" && u.GetKind() == "Pod":
+		phase, _, _ := unstructured.NestedString(u.Object, "status", "phase")
+		msg, _, _ := unstructured.NestedString(u.Object, "status", "message")
+		switch phase {
+		case "Succeeded":
+			return true, HookSucceeded, "Pod succeeded"
+		case "Failed":
+			return true, HookFailed, strings.TrimSuffix("Pod failed: "+msg, ": ")
+		}
+		return false, "", ""
+	}
+	return true, HookSucceeded, "created"
+}
+
+// waitHook waits until the hook obj (as created) has finished. It watches
+// the object from its creation on, so a Job deleted right after it
+// completes (ttlSecondsAfterFinished: 0) is still seen completing.
+func (m *Manager) waitHook(ctx context.Context, obj *unstructured.Unstructured, timeout time.Duration) (string, string, error) {
+	if done, status, reason := hookOutcome(obj); done {
+		return status, reason, nil
+	}
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	rv := obj.GetResourceVersion()
+	for {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(obj.GroupVersionKind().GroupVersion().WithKind(obj.GetKind() + "List"))
+		w, err := m.watcher.Watch(ctx, list, client.InNamespace(obj.GetNamespace()),
+			client.MatchingFields{"metadata.name": obj.GetName()}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}})
+		if err != nil {
+			if ctx.Err() != nil {
+				return "", "", fmt.Errorf("not finished after %s", timeout)
+			}
+			return "", "", fmt.Errorf("watching it: %w", err)
+		}
+		status, reason, next, err := m.readHookEvents(ctx, w, rv)
+		w.Stop()
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return "", "", fmt.Errorf("not finished after %s", timeout)
+			}
+			return "", "", err
+		case status != "":
+			return status, reason, nil
+		}
+		rv = next // the watch closed: resume where it ended
+	}
+}
+
+// readHookEvents reads one watch until the hook finishes or the watch
+// ends, returning the resourceVersion to resume from.
+func (m *Manager) readHookEvents(ctx context.Context, w watch.Interface, rv string) (status, reason, next string, err error) {
+	next = rv
+	for {
+		select {
+		case <-ctx.Done():
+			return "", "", next, ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return "", "", next, nil
+			}
+			switch ev.Type {
+			case watch.Error:
+				if s, ok := ev.Object.(*metav1.Status); ok && s.Code == 410 {
+					return "", "", next, fmt.Errorf("its watch expired: %s", s.Message)
+				}
+				return "", "", next, fmt.Errorf("watching it: %v", apierrors.FromObject(ev.Object))
+			case watch.Bookmark:
+				if u, ok := ev.Object.(*unstructured.Unstructured); ok {
+					next = u.GetResourceVersion()
+				}
+				continue
+			}
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok {
+				continue
+			}
+			next = u.GetResourceVersion()
+			if done, status, reason := hookOutcome(u); done {
+				return status, reason, next, nil
+			}
+			if ev.Type == watch.Deleted {
+				return HookFailed, "deleted before it finished", next, nil
+			}
+		}
+	}
+}
