@@ -113,7 +113,7 @@ func (e *HookError) Error() string {
 // skipped.
 func hookSpec(ann map[string]string) (phases map[HookPhase]occasion, skip bool, err error) {
 	key, value := "", ""
-	for _, k := range []string{AnnotationHook, argoHook, helmHook} {
+	for _, k := range render.HookAnnotations {
 		if v, ok := ann[k]; ok {
 			key, value = k, v
 			break

@@ -159,8 +159,11 @@ func validate(o Object) error {
 	case o.GetKind() == "":
 		return fmt.Errorf("%s: %s has no kind", o.Source, describe(o))
 	case o.GetName() == "":
+		if o.GetGenerateName() != "" && IsHook(o.Unstructured) {
+			break // a hook is created anew each time it runs
+		}
 		if o.GetGenerateName() != "" {
-			return fmt.Errorf("%s: %s uses metadata.generateName, which cannot be synced declaratively; set metadata.name", o.Source, describe(o))
+			return fmt.Errorf("%s: %s uses metadata.generateName, which cannot be synced declaratively; set metadata.name (only hooks may use generateName)", o.Source, describe(o))
 		}
 		return fmt.Errorf("%s: %s has no metadata.name", o.Source, describe(o))
 	}
@@ -168,6 +171,22 @@ func validate(o Object) error {
 		return fmt.Errorf("%s: %s: apiVersion: %w", o.Source, describe(o), err)
 	}
 	return nil
+}
+
+// HookAnnotations are the annotations that make an object a hook, which
+// runs at a phase of a sync instead of being kept in sync: converge's own,
+// Argo CD's and Helm's.
+var HookAnnotations = []string{"converge.dev/hook", "argocd.argoproj.io/hook", "helm.sh/hook"}
+
+// IsHook reports whether u carries a hook annotation.
+func IsHook(u *unstructured.Unstructured) bool {
+	ann := u.GetAnnotations()
+	for _, k := range HookAnnotations {
+		if _, ok := ann[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func describe(o Object) string {
@@ -196,6 +215,9 @@ func finish(objs []Object, maxObjectSize int) ([]Object, error) {
 			return nil, fmt.Errorf("%s: %s is %d bytes, over the %d byte limit for one object (the apiserver stores nothing larger)", o.Source, o.Ref(), len(data), maxObjectSize)
 		}
 		k := KeyOf(o.Unstructured)
+		if k.Name == "" {
+			continue // a hook with generateName
+		}
 		if prev, dup := seen[k]; dup {
 			return nil, fmt.Errorf("%s: %s is also defined in %s", o.Source, o.Ref(), prev)
 		}

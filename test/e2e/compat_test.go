@@ -1,0 +1,400 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/testutil/kubetest"
+)
+
+// corpus reads a directory of the compatibility corpus (test/e2e/compat)
+// as files for a repository, under prefix.
+func corpus(t *testing.T, name, prefix string) map[string]string {
+	t.Helper()
+	dir := filepath.Join("compat", name)
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		files[prefix+"/"+filepath.ToSlash(rel)] = string(data)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// hookObjects lists what is left of app's hooks in ns, by kind.
+func hookObjects(t *testing.T, ns, app string) []string {
+	t.Helper()
+	var left []string
+	for _, kind := range []string{"Job", "ServiceAccount", "Role", "RoleBinding", "ConfigMap"} {
+		list := &unstructured.UnstructuredList{}
+		apiVersion := "v1"
+		switch kind {
+		case "Job":
+			apiVersion = "batch/v1"
+		case "Role", "RoleBinding":
+			apiVersion = "rbac.authorization.k8s.io/v1"
+		}
+		list.SetAPIVersion(apiVersion)
+		list.SetKind(kind + "List")
+		if err := cluster.Client.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{engine.LabelHook: app}); err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range list.Items {
+			left = append(left, kind+"/"+u.GetName())
+		}
+	}
+	return left
+}
+
+func deleteWebhookConfig(t *testing.T, name string) {
+	t.Cleanup(func() {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("admissionregistration.k8s.io/v1")
+		u.SetKind("ValidatingWebhookConfiguration")
+		u.SetName(name)
+		_ = cluster.Client.Delete(context.Background(), u)
+	})
+}
+
+func TestCompat_HelmHookChartRunsHooksOnceAndDiffIsClean(t *testing.T) {
+	ns := kubetest.Namespace(t, cluster.Client)
+	deleteWebhookConfig(t, ns+"-adm-admission-demo")
+	chart := filepath.Join("compat", "admission-chart")
+
+	r := converge(t, "sync", chart, "--app", "adm", "-n", ns, "--wait")
+	if r.code != 0 {
+		t.Fatalf("sync exited %d:\n%s", r.code, r.output())
+	}
+	for _, o := range []struct{ apiVersion, kind, ns, name string }{
+		{"apps/v1", "Deployment", ns, "adm-admission-demo"},
+		{"v1", "Service", ns, "adm-admission-demo-admission"},
+		{"admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", "", ns + "-adm-admission-demo"},
+	} {
+		if get(t, o.apiVersion, o.kind, o.ns, o.name) == nil {
+			t.Errorf("%s %s missing after the sync", o.kind, o.name)
+		}
+	}
+	// Every hook succeeded, and each was deleted as its policy says (the
+	// Jobs also by their TTL of 0).
+	entries := history(t, ns, "adm").Entries
+	if len(entries) != 1 {
+		t.Fatalf("history has %d entries, want 1", len(entries))
+	}
+	var ran []string
+	for _, h := range entries[0].Hooks {
+		ran = append(ran, string(h.Phase)+" "+h.Ref+" "+h.Status)
+	}
+	want := []string{
+		"PreSync ServiceAccount/" + ns + "/adm-admission-demo-admission Succeeded",
+		"PreSync Role/" + ns + "/adm-admission-demo-admission Succeeded",
+		"PreSync RoleBinding/" + ns + "/adm-admission-demo-admission Succeeded",
+		"PreSync Job/" + ns + "/adm-admission-demo-admission-create Succeeded",
+		"PostSync ServiceAccount/" + ns + "/adm-admission-demo-admission Succeeded",
+		"PostSync Role/" + ns + "/adm-admission-demo-admission Succeeded",
+		"PostSync RoleBinding/" + ns + "/adm-admission-demo-admission Succeeded",
+		"PostSync Job/" + ns + "/adm-admission-demo-admission-patch Succeeded",
+	}
+	if strings.Join(ran, "\n") != strings.Join(want, "\n") {
+		t.Errorf("hooks in history:\n%s\nwant:\n%s", strings.Join(ran, "\n"), strings.Join(want, "\n"))
+	}
+	kubetest.Eventually(t, 30*time.Second, "hook objects deleted", func(context.Context) (bool, error) {
+		left := hookObjects(t, ns, "adm")
+		return len(left) == 0, fmt.Errorf("left: %v", left)
+	})
+	if get(t, "v1", "ConfigMap", ns, "adm-admission-demo-test") != nil || get(t, "v1", "Pod", ns, "adm-admission-demo-test") != nil {
+		t.Error("the chart's test hook was applied")
+	}
+
+	// Hooks are not in the inventory: with them gone, nothing differs.
+	if r := converge(t, "diff", chart, "--app", "adm", "-n", ns); r.code != 0 {
+		t.Errorf("diff exited %d after the sync:\n%s", r.code, r.output())
+	}
+	// A sync that changes nothing runs no hook and writes nothing.
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
+	}
+	if r := converge(t, "sync", chart, "--app", "adm", "-n", ns); r.code != 0 || strings.Contains(r.stderr, "hook ") {
+		t.Fatalf("second sync exited %d or ran hooks:\n%s", r.code, r.output())
+	}
+	for _, e := range convergeRequests(t, audit) {
+		if e.Write() {
+			t.Errorf("the no-op sync wrote: %s %s", e.Verb, e.RequestURI)
+		}
+	}
+	if n := len(history(t, ns, "adm").Entries); n != 1 {
+		t.Errorf("history has %d entries after a no-op sync, want 1", n)
+	}
+
+	// An upgrade (a new value) runs the upgrade hooks again.
+	if r := converge(t, "sync", chart, "--app", "adm", "-n", ns, "--set", "replicas=2", "--wait"); r.code != 0 {
+		t.Fatalf("upgrade exited %d:\n%s", r.code, r.output())
+	}
+	entries = history(t, ns, "adm").Entries
+	if len(entries) != 2 || len(entries[1].Hooks) != 8 {
+		t.Errorf("after the upgrade: %d entries, the last with %d hooks; want 2 and 8", len(entries), len(entries[len(entries)-1].Hooks))
+	}
+}
+
+func TestCompat_HookChartUnderTheAgentMakesNoWritesOnceSynced(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	deleteWebhookConfig(t, ns+"-adm-admission-demo")
+	repo, err := a.git.NewRepo(ns + "-adm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(corpus(t, "admission-chart", "charts/admission")); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "admission chart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := automated(true, true)
+	policy.Interval = &metav1.Duration{Duration: 2 * time.Second}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "adm", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "charts/admission"},
+			SyncPolicy: policy,
+		},
+	}
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.waitApp(t, ns, "adm", 60*time.Second, "synced and healthy", func(app *v1alpha1.Application) bool {
+		return synced(rev)(app) && app.Status.Health.Status == v1alpha1.HealthHealthy
+	})
+	kubetest.Eventually(t, 30*time.Second, "hook objects deleted", func(context.Context) (bool, error) {
+		left := hookObjects(t, ns, "adm")
+		return len(left) == 0, fmt.Errorf("left: %v", left)
+	})
+	entries := len(history(t, ns, "adm").Entries)
+
+	// Ten intervals: every Job the hooks made is gone (TTL 0), and the
+	// agent neither recreates one nor calls it drift.
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Second)
+	events, err := audit.Since(func(e kubetest.AuditEvent) bool {
+		return e.Write() && e.ObjectRef != nil && e.ObjectRef.Namespace == ns && e.ObjectRef.Resource != "events" &&
+			!strings.HasPrefix(e.User.Username, "system:") && e.User.Username != "kwok"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		t.Errorf("write after the sync: %s %s by %s", e.Verb, e.RequestURI, e.Actor())
+	}
+	if got := len(history(t, ns, "adm").Entries); got != entries {
+		t.Errorf("history grew from %d to %d entries while nothing changed", entries, got)
+	}
+	var got v1alpha1.Application
+	if err := a.client.Get(context.Background(), client.ObjectKeyFromObject(app), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Sync.Status != v1alpha1.SyncStatusSynced {
+		t.Errorf("sync status %s, want Synced", got.Status.Sync.Status)
+	}
+}
+
+const failingPreSync = `apiVersion: batch/v1
+kind: Job
+metadata:
+  name: migrate
+  annotations:
+    argocd.argoproj.io/hook: PreSync
+spec:
+  backoffLimit: 0
+  # No node matches: the Job fails at its deadline.
+  activeDeadlineSeconds: 1
+  template:
+    spec:
+      restartPolicy: Never
+      nodeSelector: {converge.dev/no-such-node: "true"}
+      containers:
+      - {name: migrate, image: registry.example/migrate:1}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: sync-failed
+  annotations:
+    argocd.argoproj.io/hook: SyncFail
+data:
+  note: the sync failed
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  mode: fast
+`
+
+func TestCompat_FailedPreSyncHookStopsTheSync(t *testing.T) {
+	ns := kubetest.Namespace(t, cluster.Client)
+	dir := writeTree(t, ns, map[string]string{"app.yaml": failingPreSync})
+
+	r := converge(t, "sync", dir, "--app", "mig", "-n", ns)
+	if r.code != 2 {
+		t.Fatalf("sync exited %d, want 2:\n%s", r.code, r.output())
+	}
+	if !strings.Contains(r.stderr, "PreSync hook Job/"+ns+"/migrate") {
+		t.Errorf("the error does not name the hook:\n%s", r.stderr)
+	}
+	if get(t, "v1", "ConfigMap", ns, "settings") != nil {
+		t.Error("the app's ConfigMap was applied although its PreSync hook failed")
+	}
+	if get(t, "v1", "ConfigMap", ns, "sync-failed") == nil {
+		t.Error("the SyncFail hook did not run")
+	}
+	entries := history(t, ns, "mig").Entries
+	if len(entries) != 1 || entries[0].Result != engine.ResultFailed || !strings.Contains(entries[0].Error, "Job/"+ns+"/migrate") {
+		t.Fatalf("history = %+v, want one failed entry naming the hook", entries)
+	}
+	if entries[0].Counts.Created != 0 {
+		t.Errorf("history counts %s, want nothing created", entries[0].Counts)
+	}
+}
+
+const argoWaves = `apiVersion: batch/v1
+kind: Job
+metadata:
+  name: seed
+  annotations:
+    argocd.argoproj.io/sync-wave: "-1"
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: seed, image: registry.example/seed:1}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: after-seed
+  annotations:
+    argocd.argoproj.io/sync-wave: "1"
+data:
+  mode: fast
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  generateName: smoke-
+  annotations:
+    argocd.argoproj.io/hook: PostSync
+    argocd.argoproj.io/hook-delete-policy: HookFailed
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: smoke, image: registry.example/smoke:1}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: kept
+  annotations:
+    argocd.argoproj.io/sync-options: Prune=false
+data:
+  mode: fast
+`
+
+func TestCompat_ArgoWavesHooksAndSyncOptions(t *testing.T) {
+	ns := kubetest.Namespace(t, cluster.Client)
+	dir := writeTree(t, ns, map[string]string{"app.yaml": argoWaves})
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
+	}
+	if r := converge(t, "sync", dir, "--app", "waves", "-n", ns); r.code != 0 {
+		t.Fatalf("sync exited %d:\n%s", r.code, r.output())
+	}
+	// Wave -1's Job completed before wave 1 was applied.
+	job := get(t, "batch/v1", "Job", ns, "seed")
+	if job == nil {
+		t.Fatal("the wave -1 Job is missing")
+	}
+	var jobCreated, cmApplied time.Time
+	for _, e := range convergeRequests(t, audit) {
+		if e.ObjectRef == nil || e.ObjectRef.Namespace != ns || e.DryRun() || !e.Write() {
+			continue
+		}
+		switch e.ObjectRef.Resource + "/" + e.ObjectRef.Name {
+		case "jobs/seed":
+			jobCreated = e.Received
+		case "configmaps/after-seed":
+			cmApplied = e.Received
+		}
+	}
+	if jobCreated.IsZero() || cmApplied.IsZero() {
+		t.Fatalf("writes not found in the audit log (job %v, configmap %v)", jobCreated, cmApplied)
+	}
+	if gap := cmApplied.Sub(jobCreated); gap < 900*time.Millisecond {
+		t.Errorf("wave 1 was applied %s after wave -1's Job was created: it did not wait for the Job to complete", gap)
+	}
+	// The PostSync hook with generateName ran once and stays (its policy
+	// deletes it only on failure).
+	jobs := &unstructured.UnstructuredList{}
+	jobs.SetAPIVersion("batch/v1")
+	jobs.SetKind("JobList")
+	if err := cluster.Client.List(context.Background(), jobs, client.InNamespace(ns), client.MatchingLabels{engine.LabelHook: "waves"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs.Items) != 1 || !strings.HasPrefix(jobs.Items[0].GetName(), "smoke-") {
+		t.Fatalf("PostSync hook Jobs: %d, want one named smoke-*", len(jobs.Items))
+	}
+	if r := converge(t, "diff", dir, "--app", "waves", "-n", ns); r.code != 0 {
+		t.Errorf("diff exited %d: hooks must not count as differences\n%s", r.code, r.output())
+	}
+
+	// Prune=false keeps an object that leaves the source.
+	writeFile(t, filepath.Join(dir, "app.yaml"), strings.Split(argoWaves, "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept")[0])
+	if r := converge(t, "sync", dir, "--app", "waves", "-n", ns, "--prune"); r.code != 0 {
+		t.Fatalf("sync exited %d:\n%s", r.code, r.output())
+	}
+	if get(t, "v1", "ConfigMap", ns, "kept") == nil {
+		t.Error("the ConfigMap annotated Prune=false was pruned")
+	}
+}
