@@ -158,6 +158,10 @@ type ApplicationSource struct {
 	// +optional
 	Helm *HelmSource `json:"helm,omitempty"`
 
+	// Jsonnet options, used for the .jsonnet files at Path.
+	// +optional
+	Jsonnet *JsonnetSource `json:"jsonnet,omitempty"`
+
 	// SecretRef names a Secret in the Application's namespace with the
 	// repository's credentials: "username" and "password" (or a token as
 	// password) for HTTPS; "identity" (a private key) and "known_hosts"
@@ -223,6 +227,21 @@ type HelmSource struct {
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +optional
 	Values *apiextensionsv1.JSON `json:"values,omitempty"`
+}
+
+// JsonnetSource configures evaluating Jsonnet. Imports resolve next to the
+// importing file, then in LibPaths, and never outside the repository.
+type JsonnetSource struct {
+	// ExtVars are external variables (std.extVar), as strings.
+	// +optional
+	ExtVars map[string]string `json:"extVars,omitempty"`
+	// TLAs are top-level arguments, as strings.
+	// +optional
+	TLAs map[string]string `json:"tlas,omitempty"`
+	// LibPaths are directories, relative to the repository root, searched
+	// for imports.
+	// +optional
+	LibPaths []string `json:"libPaths,omitempty"`
 }
 
 // LocalObjectReference names an object in the same namespace.

@@ -71,6 +71,9 @@ func RenderOptions(app *v1alpha1.Application, root string) (render.Options, erro
 	if opts.Helm.ReleaseName == "" {
 		opts.Helm.ReleaseName = app.Name
 	}
+	if j := app.Spec.Source.Jsonnet; j != nil {
+		opts.Jsonnet = render.JsonnetOptions{ExtVars: j.ExtVars, TLAs: j.TLAs, LibPaths: j.LibPaths}
+	}
 	opts.Helm.Namespace = Destination(app)
 	return opts, nil
 }

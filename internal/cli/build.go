@@ -1,18 +1,23 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
+
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/render"
 )
 
 // BuildOptions holds the flags of `converge build`.
 type BuildOptions struct {
 	Streams
 	Source    SourceFlags
-	Namespace string
-	Output    OutputFormat
+	Namespace  string
+	Output     OutputFormat
+	AllowEmpty bool
 }
 
 // NewBuildCommand returns `converge build PATH`.
@@ -29,6 +34,7 @@ func NewBuildCommand(streams Streams) *cobra.Command {
 	o.Source.Bind(cmd.Flags())
 	cmd.Flags().StringVarP(&o.Namespace, "namespace", "n", "default", "namespace given to Helm as .Release.Namespace")
 	cmd.Flags().StringVarP((*string)(&o.Output), "output", "o", "yaml", "output format: yaml or json")
+	cmd.Flags().BoolVar(&o.AllowEmpty, "allow-empty", false, "succeed when PATH renders no objects")
 	return cmd
 }
 
@@ -43,6 +49,9 @@ func (o *BuildOptions) Run(cmd *cobra.Command, path string) error {
 	}
 	for _, w := range res.Warnings {
 		fmt.Fprintln(o.ErrOut, "warning:", w)
+	}
+	if len(res.Objects) == 0 && !o.AllowEmpty {
+		return emptyRender(path, res)
 	}
 	if o.Output == OutputJSON {
 		items := make([]any, len(res.Objects))
@@ -65,4 +74,22 @@ func (o *BuildOptions) Run(cmd *cobra.Command, path string) error {
 	}
 	fmt.Fprintf(o.ErrOut, "Rendered %d object(s) from %s (%s)\n", len(res.Objects), path, res.Kind)
 	return nil
+}
+
+// emptyRender is the error for a render with no objects: never a silent
+// success.
+func emptyRender(path string, res *render.Result) error {
+	why := ""
+	if len(res.Warnings) > 0 {
+		why = " (see the warnings above)"
+	}
+	return fmt.Errorf("%s renders no objects%s; --allow-empty accepts that", path, why)
+}
+
+// emptyHint names the flag that accepts an empty render.
+func emptyHint(path string, err error) error {
+	if errors.Is(err, engine.ErrEmptyRender) {
+		return fmt.Errorf("%s renders no objects; refusing it (--allow-empty accepts it: every object the app owns is then deleted with --prune, or shown as deleted by diff)", path)
+	}
+	return err
 }

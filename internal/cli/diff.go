@@ -15,8 +15,9 @@ type DiffOptions struct {
 	Streams
 	pushFlags
 	Output   OutputFormat
-	Revision string
-	Format   string
+	Revision   string
+	Format     string
+	AllowEmpty bool
 }
 
 // NewDiffCommand returns `converge diff PATH --app NAME`.
@@ -50,6 +51,7 @@ Exit status: 0 no differences, 1 differences, 2 error.`,
 	bindOutput(cmd, &o.Output)
 	cmd.Flags().StringVar(&o.Revision, "revision", "", "with APP: the branch, tag or commit to preview (default: the app's ref)")
 	cmd.Flags().StringVar(&o.Format, "format", "", "with APP: text (default) or markdown")
+	cmd.Flags().BoolVar(&o.AllowEmpty, "allow-empty", false, "compare an empty render too (everything the app owns shows as deleted)")
 	return cmd
 }
 
@@ -72,10 +74,10 @@ func (o *DiffOptions) Run(cmd *cobra.Command, path string) error {
 		return err
 	}
 	opts.Prune = true
-	opts.AllowEmpty = true
+	opts.AllowEmpty = o.AllowEmpty
 	plan, err := m.Plan(cmd.Context(), objs, opts)
 	if err != nil {
-		return err
+		return emptyHint(path, err)
 	}
 	cs := &plan.ChangeSet
 	if o.Output != OutputText {

@@ -121,11 +121,11 @@ func (o *DiffOptions) previewRun(ctx context.Context, name string) error {
 		App:              engine.App{Name: s.app.Name, Namespace: s.app.Namespace},
 		DefaultNamespace: appspec.Destination(s.app),
 		Prune:            true,
-		AllowEmpty:       true,
+		AllowEmpty:       o.AllowEmpty,
 		Revision:         a.Revision,
 	})
 	if err != nil {
-		return err
+		return emptyHint(s.app.Name+" at "+short(a.Revision), err)
 	}
 	cs := &plan.ChangeSet
 	switch {

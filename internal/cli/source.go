@@ -19,6 +19,9 @@ type SourceFlags struct {
 	ReleaseName string
 	Values      []string
 	Set         []string
+	ExtStr      []string
+	TLAStr      []string
+	JPath       []string
 }
 
 // Bind adds the render flags to fs.
@@ -27,6 +30,25 @@ func (f *SourceFlags) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.ReleaseName, "release-name", "", "Helm release name (default: --app, as the agent uses the Application's name; for build, the chart's name)")
 	fs.StringArrayVar(&f.Values, "values", nil, "Helm values file, relative to the chart (repeatable)")
 	fs.StringArrayVar(&f.Set, "set", nil, "Helm value as key=value (repeatable)")
+	fs.StringArrayVar(&f.ExtStr, "ext-str", nil, "Jsonnet external variable as key=value (repeatable)")
+	fs.StringArrayVar(&f.TLAStr, "tla-str", nil, "Jsonnet top-level argument as key=value (repeatable)")
+	fs.StringArrayVar(&f.JPath, "jpath", nil, "Jsonnet library directory, relative to the root (repeatable)")
+}
+
+// keyValues parses key=value flags.
+func keyValues(flag string, in []string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(in))
+	for _, kv := range in {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--%s %q: want key=value", flag, kv)
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 // Render renders path for namespace.
@@ -45,10 +67,19 @@ func (f *SourceFlags) Render(ctx context.Context, path, namespace string) (*rend
 			return nil, fmt.Errorf("--set %s: %w", s, err)
 		}
 	}
+	ext, err := keyValues("ext-str", f.ExtStr)
+	if err != nil {
+		return nil, err
+	}
+	tla, err := keyValues("tla-str", f.TLAStr)
+	if err != nil {
+		return nil, err
+	}
 	return render.Render(ctx, render.Options{
-		Root: root,
-		Path: rel,
-		Helm: render.HelmOptions{ReleaseName: f.ReleaseName, Namespace: namespace, ValuesFiles: valuesFiles, Values: values},
+		Root:    root,
+		Path:    rel,
+		Helm:    render.HelmOptions{ReleaseName: f.ReleaseName, Namespace: namespace, ValuesFiles: valuesFiles, Values: values},
+		Jsonnet: render.JsonnetOptions{ExtVars: ext, TLAs: tla, LibPaths: f.JPath},
 	})
 }
 

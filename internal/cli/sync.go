@@ -62,7 +62,7 @@ to stdout. Exit status: 0 success, 2 error.`,
 	f := cmd.Flags()
 	f.BoolVar(&o.Prune, "prune", false, "delete owned objects that are no longer in PATH")
 	f.BoolVar(&o.DryRun, "dry-run", false, "plan with server-side dry-runs and write nothing")
-	f.BoolVar(&o.AllowEmpty, "allow-empty", false, "allow an empty render to prune everything the app owns")
+	f.BoolVar(&o.AllowEmpty, "allow-empty", false, "accept an empty render (with --prune, it deletes everything the app owns)")
 	f.BoolVar(&o.Wait, "wait", false, "wait until every object is healthy (kstatus Current)")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "bound for --wait and for waits between waves")
 	f.IntVar(&o.HistoryLimit, "history-limit", engine.DefaultHistoryLimit, "push mode: syncs and actions the app's history keeps")
@@ -121,7 +121,7 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 		}
 	}
 	if err != nil {
-		return err
+		return emptyHint(path, err)
 	}
 	o.ErrOut.Write([]byte("Synced in " + time.Since(start).Round(time.Millisecond).String() + "\n"))
 	return nil

@@ -324,7 +324,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 			reason = v1alpha1.ReasonValidationFailed
 		case errors.Is(err, engine.ErrEmptyRender):
 			reason = v1alpha1.ReasonRenderFailed
-			err = fmt.Errorf("%s renders no objects; refusing to prune everything the app owns", orDot(app.Spec.Source.Path))
+			err = fmt.Errorf("%s renders no objects; refusing to apply an empty desired set", orDot(app.Spec.Source.Path))
 		}
 		if res.Changes != nil {
 			app.Status.Resources = resourceStatuses(res.Changes, nil, false)

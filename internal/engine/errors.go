@@ -10,9 +10,11 @@ import (
 	"converge.dev/converge/internal/render"
 )
 
-// ErrEmptyRender is returned when a desired set is empty and pruning would
-// delete everything the app owns.
-var ErrEmptyRender = errors.New("the desired set is empty; refusing to prune everything the app owns (use --allow-empty to allow it)")
+// ErrEmptyRender is returned for an empty desired set, unless
+// PlanOptions.AllowEmpty: a render that yields nothing is far more often a
+// mistake (a wrong path, a missing dependency) than a wish to delete
+// everything the app owns.
+var ErrEmptyRender = errors.New("the desired set is empty: it would delete everything the app owns, or succeed with nothing")
 
 // ErrUnknownKind is wrapped by errors about an object whose kind the
 // cluster does not serve (its CRD may come from another app).

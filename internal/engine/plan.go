@@ -24,7 +24,8 @@ type PlanOptions struct {
 	DefaultNamespace string
 	// Prune plans the deletion of owned objects that are no longer desired.
 	Prune bool
-	// AllowEmpty lets an empty desired set prune everything the app owns.
+	// AllowEmpty accepts an empty desired set, which then prunes (or, with
+	// Prune off, reports) everything the app owns.
 	AllowEmpty bool
 	// Revision is recorded with the inventory, when known.
 	Revision string
@@ -101,7 +102,7 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 	if err != nil {
 		return nil, err
 	}
-	if len(objs) == 0 && opts.Prune && !opts.AllowEmpty {
+	if len(objs) == 0 && !opts.AllowEmpty {
 		return nil, ErrEmptyRender
 	}
 	objects, err := m.prepare(opts.App, opts.DefaultNamespace, opts.Policy, objs)

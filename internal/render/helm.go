@@ -7,9 +7,11 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/Masterminds/semver/v3"
 	"helm.sh/helm/v4/pkg/chart/common"
 	commonutil "helm.sh/helm/v4/pkg/chart/common/util"
 	"helm.sh/helm/v4/pkg/chart/loader/archive"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 	"helm.sh/helm/v4/pkg/engine"
@@ -37,25 +39,9 @@ type HelmOptions struct {
 // connection, so `lookup` finds nothing; test hooks are left out, and the
 // chart's crds/ are included.
 func renderHelm(ctx context.Context, sb *sandbox, dir string, opts HelmOptions) ([]Object, error) {
-	var files []*archive.BufferedFile
-	err := sb.walk(dir, nil, func(name string) error {
-		data, err := sb.readFile(name)
-		if err != nil {
-			return err
-		}
-		rel := strings.TrimPrefix(name, dir+"/")
-		if dir == "." {
-			rel = name
-		}
-		files = append(files, &archive.BufferedFile{Name: rel, Data: data})
-		return nil
-	})
+	ch, err := loadChart(sb, dir, 0)
 	if err != nil {
 		return nil, err
-	}
-	ch, err := loader.LoadFiles(files)
-	if err != nil {
-		return nil, fmt.Errorf("%s: loading chart: %w", dir, err)
 	}
 	values := map[string]any{}
 	for _, f := range opts.ValuesFiles {
@@ -133,6 +119,102 @@ func renderHelm(ctx context.Context, sb *sandbox, dir string, opts HelmOptions) 
 		}
 	}
 	return objs, nil
+}
+
+// maxChartDepth bounds how deep file:// dependencies may nest (a chart
+// that depends on itself is refused long before).
+const maxChartDepth = 8
+
+// loadChart loads the chart at dir with its dependencies: those vendored
+// under charts/ (directories or .tgz archives) and, for those that are
+// not, file:// ones from elsewhere in the repository. A dependency found
+// in neither fails the render, naming it: Helm itself refuses to install
+// a chart with one missing, and rendering without it would silently
+// leave its objects out.
+func loadChart(sb *sandbox, dir string, depth int) (*chart.Chart, error) {
+	if depth > maxChartDepth {
+		return nil, fmt.Errorf("%s: file:// dependencies nest deeper than %d charts", dir, maxChartDepth)
+	}
+	var files []*archive.BufferedFile
+	err := sb.walk(dir, nil, func(name string) error {
+		data, err := sb.readFile(name)
+		if err != nil {
+			return err
+		}
+		rel := strings.TrimPrefix(name, dir+"/")
+		if dir == "." {
+			rel = name
+		}
+		files = append(files, &archive.BufferedFile{Name: rel, Data: data})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ch, err := loader.LoadFiles(files)
+	if err != nil {
+		return nil, fmt.Errorf("%s: loading chart: %w", dir, err)
+	}
+	vendored := map[string]bool{}
+	for _, d := range ch.Dependencies() {
+		vendored[d.Name()] = true
+	}
+	for _, dep := range ch.Metadata.Dependencies {
+		if vendored[dep.Name] {
+			continue
+		}
+		local, ok := strings.CutPrefix(dep.Repository, "file://")
+		if !ok {
+			where := dep.Repository
+			if where == "" {
+				where = "no repository"
+			}
+			return nil, fmt.Errorf("%s: dependency %q (version %q, %s) is not in charts/: vendor it (helm dependency build) or use a file:// dependency inside the repository",
+				dir, dep.Name, dep.Version, where)
+		}
+		if path.IsAbs(local) {
+			return nil, fmt.Errorf("%s: dependency %q: %s: %w", dir, dep.Name, dep.Repository, ErrOutsideRoot)
+		}
+		sub, err := clean(path.Join(dir, local))
+		if err != nil {
+			return nil, fmt.Errorf("%s: dependency %q: %w", dir, dep.Name, err)
+		}
+		if !sb.exists(path.Join(sub, "Chart.yaml")) {
+			return nil, fmt.Errorf("%s: dependency %q: %s holds no Chart.yaml", dir, dep.Name, dep.Repository)
+		}
+		subChart, err := loadChart(sb, sub, depth+1)
+		if err != nil {
+			return nil, fmt.Errorf("%s: dependency %q: %w", dir, dep.Name, err)
+		}
+		if subChart.Name() != dep.Name {
+			return nil, fmt.Errorf("%s: dependency %q: %s holds chart %q", dir, dep.Name, dep.Repository, subChart.Name())
+		}
+		if err := versionMatches(dep.Version, subChart.Metadata.Version); err != nil {
+			return nil, fmt.Errorf("%s: dependency %q (%s): %w", dir, dep.Name, dep.Repository, err)
+		}
+		ch.AddDependency(subChart)
+	}
+	return ch, nil
+}
+
+// versionMatches checks a chart version against a dependency's constraint
+// (empty matches anything).
+func versionMatches(constraint, version string) error {
+	if constraint == "" {
+		return nil
+	}
+	c, err := semver.NewConstraint(constraint)
+	if err != nil {
+		return fmt.Errorf("version %q: %w", constraint, err)
+	}
+	v, err := semver.NewVersion(version)
+	if err != nil {
+		return fmt.Errorf("chart version %q: %w", version, err)
+	}
+	if !c.Check(v) {
+		return fmt.Errorf("chart version %s does not match %q", version, constraint)
+	}
+	return nil
 }
 
 func isTestHook(o Object) bool {

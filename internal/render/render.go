@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -17,6 +18,9 @@ const (
 	KindDirectory Kind = "directory"
 	KindKustomize Kind = "kustomize"
 	KindHelm      Kind = "helm"
+	// KindJsonnet is a directory (or file) holding .jsonnet files, with
+	// or without plain manifests beside them.
+	KindJsonnet Kind = "jsonnet"
 )
 
 // Options say what to render.
@@ -30,6 +34,8 @@ type Options struct {
 	Limits Limits `json:"limits,omitempty"`
 	// Helm options apply when Path holds a chart.
 	Helm HelmOptions `json:"helm,omitempty"`
+	// Jsonnet options apply to .jsonnet files.
+	Jsonnet JsonnetOptions `json:"jsonnet,omitempty"`
 }
 
 // Result is a desired set.
@@ -84,6 +90,9 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 	res := &Result{}
 	var objs []Object
 	switch {
+	case !fi.IsDir() && isJsonnetFile(p):
+		res.Kind = KindJsonnet
+		objs, err = renderJsonnet(sb, p, opts.Jsonnet)
 	case !fi.IsDir():
 		res.Kind = KindDirectory
 		objs, err = renderFile(sb, p)
@@ -95,7 +104,12 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 		objs, err = renderKustomize(sb, p)
 	default:
 		res.Kind = KindDirectory
-		objs, res.Warnings, err = renderDirectory(sb, p)
+		var d dirRender
+		d, err = renderDirectory(sb, p, opts.Jsonnet)
+		objs, res.Warnings = d.objs, d.warnings
+		if d.jsonnet {
+			res.Kind = KindJsonnet
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -131,25 +145,63 @@ func renderFile(sb *sandbox, name string) ([]Object, error) {
 	return decode(name, data)
 }
 
-// renderDirectory reads every YAML and JSON file below dir. Subdirectories
+// otherFormats are formats of desired state that converge does not render,
+// by file extension. A directory holding them and nothing converge renders
+// fails, naming them, rather than rendering nothing.
+var otherFormats = map[string]string{
+	".cue":   "CUE",
+	".dhall": "Dhall",
+	".pkl":   "Pkl",
+	".k":     "KCL",
+	".ncl":   "Nickel",
+	".star":  "Starlark (ytt)",
+	".hcl":   "HCL",
+	".tf":    "Terraform",
+}
+
+// dirRender is what rendering a plain directory found.
+type dirRender struct {
+	objs     []Object
+	warnings []string
+	// jsonnet says .jsonnet files were evaluated.
+	jsonnet bool
+}
+
+// renderDirectory reads every YAML and JSON file below dir and evaluates
+// every .jsonnet file (.libsonnet files are only imported). Subdirectories
 // that are charts or Kustomize roots are skipped (they are rendered by
 // pointing an app at them), as are files none of whose documents is a
-// Kubernetes object; both are reported as warnings.
-func renderDirectory(sb *sandbox, dir string) ([]Object, []string, error) {
-	var objs []Object
-	var warnings []string
-	skip := func(d string) bool {
-		if sb.exists(path.Join(d, "Chart.yaml")) {
-			warnings = append(warnings, d+": skipped: a Helm chart inside a plain directory")
+// Kubernetes object; both are reported as warnings. A directory that
+// yields no object but holds files of a format converge does not render
+// fails, naming them.
+func renderDirectory(sb *sandbox, dir string, jopts JsonnetOptions) (dirRender, error) {
+	var d dirRender
+	others := map[string][]string{}
+	skip := func(sub string) bool {
+		if sb.exists(path.Join(sub, "Chart.yaml")) {
+			d.warnings = append(d.warnings, sub+": skipped: a Helm chart inside a plain directory")
 			return true
 		}
-		if kustomizationIn(sb, d) != "" {
-			warnings = append(warnings, d+": skipped: a Kustomize root inside a plain directory")
+		if kustomizationIn(sb, sub) != "" {
+			d.warnings = append(d.warnings, sub+": skipped: a Kustomize root inside a plain directory")
 			return true
 		}
 		return false
 	}
 	err := sb.walk(dir, skip, func(name string) error {
+		if isJsonnetFile(name) {
+			got, err := renderJsonnet(sb, name, jopts)
+			if err != nil {
+				return err
+			}
+			d.jsonnet = true
+			d.objs = append(d.objs, got...)
+			return nil
+		}
+		if f, ok := otherFormats[strings.ToLower(path.Ext(name))]; ok {
+			others[f] = append(others[f], name)
+			return nil
+		}
 		if !isManifestFile(name) {
 			return nil
 		}
@@ -157,22 +209,52 @@ func renderDirectory(sb *sandbox, dir string) ([]Object, []string, error) {
 		if err != nil {
 			return err
 		}
-		var manifests, others []Object
+		var manifests, notObjects []Object
 		for _, o := range got {
 			if isManifest(o.Unstructured) {
 				manifests = append(manifests, o)
 			} else {
-				others = append(others, o)
+				notObjects = append(notObjects, o)
 			}
 		}
 		switch {
-		case len(manifests) == 0 && len(others) > 0:
-			warnings = append(warnings, name+": skipped: holds no Kubernetes objects")
-		case len(others) > 0:
-			return fmt.Errorf("%s: document has no apiVersion and no kind", others[0].Source)
+		case len(manifests) == 0 && len(notObjects) > 0:
+			d.warnings = append(d.warnings, name+": skipped: holds no Kubernetes objects")
+		case len(notObjects) > 0:
+			return fmt.Errorf("%s: document has no apiVersion and no kind", notObjects[0].Source)
 		}
-		objs = append(objs, manifests...)
+		d.objs = append(d.objs, manifests...)
 		return nil
 	})
-	return objs, warnings, err
+	if err != nil {
+		return d, err
+	}
+	formats := make([]string, 0, len(others))
+	for f := range others {
+		formats = append(formats, f)
+	}
+	sort.Strings(formats)
+	for _, f := range formats {
+		files := others[f]
+		if len(d.objs) == 0 {
+			return d, fmt.Errorf("%s holds no manifests converge renders, but %d %s file(s) (%s): converge renders YAML, JSON, Jsonnet, Kustomize and Helm; render %s to YAML first",
+				orDot(dir), len(files), f, strings.Join(firstN(files, 5), ", "), f)
+		}
+		d.warnings = append(d.warnings, fmt.Sprintf("skipped %d %s file(s) (%s): converge does not render %s", len(files), f, strings.Join(firstN(files, 5), ", "), f))
+	}
+	return d, nil
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) <= n {
+		return s
+	}
+	return append(s[:n:n], fmt.Sprintf("and %d more", len(s)-n))
+}
+
+func orDot(p string) string {
+	if p == "" {
+		return "."
+	}
+	return p
 }
