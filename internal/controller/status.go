@@ -107,6 +107,14 @@ func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Applic
 	if final && (limit == 0 || limit > terminalRetries) {
 		limit = terminalRetries
 	}
+	if final && run.artifact != nil {
+		// Stalled from the first failure (kstatus: it will not resolve
+		// without a change), so `converge wait` and other tools stop
+		// waiting at once; the few retries below cost nothing if it
+		// does not, and clear it if it does.
+		setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, reason,
+			fmt.Sprintf("%s cannot be synced as it is: %s", shortRev(run.artifact.Revision), msg))
+	}
 	if limit > 0 && app.Status.Attempts > limit {
 		if final && run.artifact != nil {
 			// Retrying this revision would fail the same way: stall

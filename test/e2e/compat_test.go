@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -396,5 +397,113 @@ func TestCompat_ArgoWavesHooksAndSyncOptions(t *testing.T) {
 	}
 	if get(t, "v1", "ConfigMap", ns, "kept") == nil {
 		t.Error("the ConfigMap annotated Prune=false was pruned")
+	}
+}
+
+func TestCompat_UnrenderableInputsFailBuildAndDiffNamingTheCause(t *testing.T) {
+	ns := kubetest.Namespace(t, cluster.Client)
+	for _, c := range []struct{ dir, cause string }{
+		{"missing-dependency", `dependency "redis"`},
+		{"cue-only", "2 CUE file(s)"},
+	} {
+		dir := filepath.Join("compat", c.dir)
+		if r := convergeOffline(t, "build", dir); r.code != 2 || !strings.Contains(r.stderr, c.cause) {
+			t.Errorf("build %s: exit %d, want 2 naming %q:\n%s", c.dir, r.code, c.cause, r.stderr)
+		}
+		if r := converge(t, "diff", dir, "--app", c.dir, "-n", ns); r.code != 2 || !strings.Contains(r.stderr, c.cause) {
+			t.Errorf("diff %s: exit %d, want 2 naming %q:\n%s", c.dir, r.code, c.cause, r.stderr)
+		}
+	}
+	// An empty directory is an error too, for build and diff alike.
+	empty := t.TempDir()
+	writeFile(t, filepath.Join(empty, "README.md"), "# nothing here\n")
+	if r := convergeOffline(t, "build", empty); r.code != 2 || !strings.Contains(r.stderr, "renders no objects") {
+		t.Errorf("build of an empty directory: exit %d:\n%s", r.code, r.stderr)
+	}
+	if r := converge(t, "diff", empty, "--app", "empty", "-n", ns); r.code != 2 || !strings.Contains(r.stderr, "--allow-empty") {
+		t.Errorf("diff of an empty directory: exit %d:\n%s", r.code, r.stderr)
+	}
+	if r := converge(t, "diff", empty, "--app", "empty", "-n", ns, "--allow-empty"); r.code != 0 {
+		t.Errorf("diff --allow-empty of an empty directory with nothing owned: exit %d:\n%s", r.code, r.stderr)
+	}
+}
+
+func TestCompat_JsonnetAndFileDependenciesSyncUnderTheAgentAndWaitStopsOnRenderErrors(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo, err := a.git.NewRepo(ns + "-corpus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := corpus(t, "jsonnet-app", "apps/guestbook")
+	for k, v := range corpus(t, "umbrella", "charts/umbrella") {
+		files[k] = v
+	}
+	for k, v := range corpus(t, "missing-dependency", "charts/storefront") {
+		files[k] = v
+	}
+	if err := repo.Write(files); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "corpus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(name, path string, src func(*v1alpha1.ApplicationSource)) {
+		app := &v1alpha1.Application{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: v1alpha1.ApplicationSpec{
+				Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: path},
+				SyncPolicy: automated(true, true),
+			},
+		}
+		if src != nil {
+			src(&app.Spec.Source)
+		}
+		if err := a.client.Create(context.Background(), app); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	}
+	mk("guestbook", "apps/guestbook", func(s *v1alpha1.ApplicationSource) {
+		s.Jsonnet = &v1alpha1.JsonnetSource{ExtVars: map[string]string{"environment": "prod"}, TLAs: map[string]string{"tier": "web"}}
+	})
+	mk("umbrella", "charts/umbrella", nil)
+	start := time.Now()
+	mk("storefront", "charts/storefront", nil)
+
+	// converge wait ends on the render error at once, with the reason.
+	r := converge(t, "wait", "storefront", "-n", ns, "--timeout", "60s")
+	if r.code != 2 || !strings.Contains(r.stderr, `dependency "redis"`) {
+		t.Errorf("wait on an app that cannot render: exit %d, want 2 naming the dependency:\n%s", r.code, r.stderr)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("wait took %s to report a render error", took)
+	}
+	app := a.waitApp(t, ns, "storefront", 10*time.Second, "RenderFailed", func(app *v1alpha1.Application) bool {
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		return ready != nil && ready.Reason == v1alpha1.ReasonRenderFailed
+	})
+	if strings.Contains(app.Status.LastError, "--allow-empty") {
+		t.Errorf("the agent's error names a CLI flag: %s", app.Status.LastError)
+	}
+
+	for _, name := range []string{"guestbook", "umbrella"} {
+		a.waitApp(t, ns, name, 60*time.Second, name+" synced and healthy", func(app *v1alpha1.Application) bool {
+			return synced(rev)(app) && app.Status.Health.Status == v1alpha1.HealthHealthy
+		})
+	}
+	cm := get(t, "v1", "ConfigMap", ns, "guestbook-settings")
+	if cm == nil || cm.Object["data"].(map[string]any)["environment"] != "prod" {
+		t.Errorf("the Jsonnet ConfigMap = %v, want environment prod from the ext var", cm)
+	}
+	if get(t, "apps/v1", "Deployment", ns, "guestbook-web") == nil {
+		t.Error("the Jsonnet Deployment (named by the TLA) is missing")
+	}
+	if cm := get(t, "v1", "ConfigMap", ns, "umbrella-platform"); cm == nil || cm.Object["data"].(map[string]any)["team"] != "payments" {
+		t.Errorf("the aliased file:// dependency's ConfigMap = %v", cm)
+	}
+	if get(t, "apps/v1", "Deployment", ns, "umbrella-shop") == nil {
+		t.Error("the file:// dependency's Deployment is missing")
 	}
 }

@@ -1,0 +1,4 @@
+{
+  replicas: 2,
+  image: 'registry.example/guestbook:1.4',
+}
