@@ -271,10 +271,28 @@ type SyncPolicy struct {
 	// Retry governs failed syncs.
 	// +optional
 	Retry *RetryPolicy `json:"retry,omitempty"`
+	// CreateNamespace creates the destination namespace when it does not
+	// exist. The app then owns it: it carries NamespaceMetadata, and is
+	// deleted with the app's other objects when pruned. A namespace that
+	// exists already is never taken over.
+	// +optional
+	CreateNamespace bool `json:"createNamespace,omitempty"`
+	// NamespaceMetadata are labels and annotations for a namespace
+	// created by CreateNamespace.
+	// +optional
+	NamespaceMetadata *NamespaceMetadata `json:"namespaceMetadata,omitempty"`
 	// Timeout bounds one sync, health wait included.
 	// +kubebuilder:default="5m"
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// NamespaceMetadata are labels and annotations for a created namespace.
+type NamespaceMetadata struct {
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // AutomatedSync turns on automatic sync.

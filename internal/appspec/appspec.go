@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
 )
@@ -84,4 +85,18 @@ func Destination(app *v1alpha1.Application) string {
 		return app.Spec.Destination.Namespace
 	}
 	return app.Namespace
+}
+
+// Namespace is the namespace app creates and owns, if its sync policy says
+// so; nil otherwise.
+func Namespace(app *v1alpha1.Application) *engine.NamespaceSpec {
+	sp := app.Spec.SyncPolicy
+	if !sp.CreateNamespace {
+		return nil
+	}
+	ns := &engine.NamespaceSpec{Name: Destination(app)}
+	if md := sp.NamespaceMetadata; md != nil {
+		ns.Labels, ns.Annotations = md.Labels, md.Annotations
+	}
+	return ns
 }

@@ -15,9 +15,10 @@ import (
 // pushFlags are what `converge diff PATH` and `converge sync PATH` share:
 // the source, the cluster and the app that owns the objects.
 type pushFlags struct {
-	Source SourceFlags
-	Kube   KubeFlags
-	App    string
+	Source          SourceFlags
+	Kube            KubeFlags
+	App             string
+	CreateNamespace bool
 }
 
 var appName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -26,6 +27,7 @@ func (f *pushFlags) bind(cmd *cobra.Command) {
 	f.Source.Bind(cmd.Flags())
 	f.Kube.Bind(cmd.Flags())
 	cmd.Flags().StringVar(&f.App, "app", "", "name of the app that owns the objects (push mode); its record lives in --namespace")
+	cmd.Flags().BoolVar(&f.CreateNamespace, "create-namespace", false, "create --namespace if it does not exist; the app then owns it")
 }
 
 // prepare renders path and connects to the cluster.
@@ -56,11 +58,15 @@ func (f *pushFlags) prepare(ctx context.Context, path string, progress io.Writer
 	if err != nil {
 		return nil, nil, none, err
 	}
-	return m, res.Objects, engine.PlanOptions{
+	opts := engine.PlanOptions{
 		App:              engine.App{Name: f.App, Namespace: ns},
 		DefaultNamespace: ns,
 		Progress:         func(msg string) { fmt.Fprintln(progress, msg) },
-	}, nil
+	}
+	if f.CreateNamespace {
+		opts.CreateNamespace = &engine.NamespaceSpec{Name: ns}
+	}
+	return m, res.Objects, opts, nil
 }
 
 // printChanges writes one line per change that is not "unchanged" to w,

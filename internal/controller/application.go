@@ -295,6 +295,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		Revision:         artifact.Revision,
 		Policy:           ten.policy,
 		Adopt:            ten.adopt,
+		CreateNamespace:  appspec.Namespace(app),
 	}
 	opts.Apply, opts.Record = d.apply, d.record
 	// Hooks run once per new revision or spec, a retry of a failed sync

@@ -517,3 +517,27 @@ func (m *Manager) readHookEvents(ctx context.Context, w watch.Interface, rv stri
 		}
 	}
 }
+
+// createHookNamespaces applies the desired Namespaces that hooks in groups
+// live in and that the plan creates. The sync's apply finds them made.
+func (m *Manager) createHookNamespaces(ctx context.Context, p *Plan, groups [][]*hook) error {
+	need := map[string]bool{}
+	for _, g := range groups {
+		for _, h := range g {
+			if h.namespaced {
+				need[h.obj.GetNamespace()] = true
+			}
+		}
+	}
+	for _, d := range p.objects {
+		if d.gvk.Group != "" || d.gvk.Kind != "Namespace" || d.action != ActionCreated || !need[d.obj.GetName()] {
+			continue
+		}
+		obj := d.obj.DeepCopy()
+		err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(d.manager), client.ForceOwnership)
+		if err != nil {
+			return objectErrorf(d.obj, d.source, "creating it for the PreSync hooks: %w", apiError(err, d.obj))
+		}
+	}
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,18 @@ type PlanOptions struct {
 	// Policy, when set, admits or refuses each desired object before
 	// anything is asked of the cluster (see Policy).
 	Policy *Policy
+	// CreateNamespace, when set, adds the namespace it names to the
+	// desired set if it does not exist (or exists because this app created
+	// it): the app then owns it, with these labels and annotations. A
+	// namespace that exists and is not the app's is left alone.
+	CreateNamespace *NamespaceSpec
+}
+
+// NamespaceSpec is a namespace an app creates and owns.
+type NamespaceSpec struct {
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // AdoptPolicy says when a sync may take over an existing object that
@@ -105,11 +118,16 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 	if len(objs) == 0 && !opts.AllowEmpty {
 		return nil, ErrEmptyRender
 	}
-	objects, err := m.prepare(opts.App, opts.DefaultNamespace, opts.Policy, objs)
+	inv, had, err := m.loadInventory(ctx, opts.App)
 	if err != nil {
 		return nil, err
 	}
-	inv, had, err := m.loadInventory(ctx, opts.App)
+	if opts.CreateNamespace != nil {
+		if objs, err = m.withNamespace(ctx, opts.App, *opts.CreateNamespace, inv, objs); err != nil {
+			return nil, err
+		}
+	}
+	objects, err := m.prepare(opts.App, opts.DefaultNamespace, opts.Policy, objs)
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +300,37 @@ func (m *Manager) forEach(ctx context.Context, objs []*desired, fn func(context.
 	_ = g.Wait()
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errs
+}
+
+// withNamespace adds the namespace ns to objs when the app may own it: it
+// is already the app's (in its inventory), or it does not exist. The
+// Namespace is applied first (CRDs, namespaces and cluster RBAC lead).
+func (m *Manager) withNamespace(ctx context.Context, app App, ns NamespaceSpec, inv *Inventory, objs []render.Object) ([]render.Object, error) {
+	for _, o := range objs {
+		if o.GetKind() == "Namespace" && o.GroupVersionKind().Group == "" && o.GetName() == ns.Name {
+			return objs, nil // the source has it: that one wins
+		}
+	}
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("v1")
+	u.SetKind("Namespace")
+	u.SetName(ns.Name)
+	if _, ours := inv.Entries[render.KeyOf(u)]; !ours {
+		err := m.client.Get(ctx, client.ObjectKey{Name: ns.Name}, u.DeepCopy())
+		switch {
+		case err == nil:
+			return objs, nil // it exists and is not the app's: leave it be
+		case !apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("reading namespace %s: %w", ns.Name, err)
+		}
+	}
+	if len(ns.Labels) > 0 {
+		u.SetLabels(maps.Clone(ns.Labels))
+	}
+	if len(ns.Annotations) > 0 {
+		u.SetAnnotations(maps.Clone(ns.Annotations))
+	}
+	return append(objs[:len(objs):len(objs)], render.Object{Unstructured: u, Source: "createNamespace"}), nil
 }
 
 // missingNamespaces returns the namespaces that desired objects live in, are

@@ -203,6 +203,13 @@ func (h hookRun) run(ctx context.Context, phase HookPhase) error {
 	if !h.has(phase) {
 		return nil
 	}
+	if phase == PhasePreSync {
+		// PreSync hooks run before the sync applies anything, but may
+		// live in a namespace it creates.
+		if err := h.m.createHookNamespaces(ctx, h.plan, hooksFor(h.plan.hooks, phase, h.when())); err != nil {
+			return err
+		}
+	}
 	got, err := h.m.runHooks(ctx, h.opts.App, h.plan.hooks, phase, h.when(), h.opts.timeout(), h.opts.Progress)
 	h.res.Hooks = append(h.res.Hooks, got...)
 	return err

@@ -507,3 +507,114 @@ func TestCompat_JsonnetAndFileDependenciesSyncUnderTheAgentAndWaitStopsOnRenderE
 		t.Error("the file:// dependency's Deployment is missing")
 	}
 }
+
+func deleteNamespace(t *testing.T, name string) {
+	t.Cleanup(func() {
+		ns := &unstructured.Unstructured{}
+		ns.SetAPIVersion("v1")
+		ns.SetKind("Namespace")
+		ns.SetName(name)
+		_ = cluster.Client.Delete(context.Background(), ns)
+	})
+}
+
+const presyncInNamespace = `apiVersion: batch/v1
+kind: Job
+metadata:
+  name: prepare
+  annotations:
+    argocd.argoproj.io/hook: PreSync
+    argocd.argoproj.io/hook-delete-policy: HookSucceeded
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: prepare, image: registry.example/prepare:1}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  mode: fast
+`
+
+func TestCompat_CreateNamespaceOwnsOnlyWhatItCreates(t *testing.T) {
+	ns := kubetest.Namespace(t, cluster.Client)
+	fresh := ns + "-new"
+	deleteNamespace(t, fresh)
+	dir := writeTree(t, ns, map[string]string{"app.yaml": presyncInNamespace})
+
+	// Without --create-namespace the missing namespace is named.
+	if r := converge(t, "sync", dir, "--app", "web", "-n", fresh); r.code != 2 || !strings.Contains(r.stderr, fresh) {
+		t.Errorf("sync into a missing namespace: exit %d, want 2 naming it:\n%s", r.code, r.output())
+	}
+	// With it, the namespace is made first (the PreSync hook runs in it)
+	// and owned.
+	if r := converge(t, "sync", dir, "--app", "web", "-n", fresh, "--create-namespace"); r.code != 0 {
+		t.Fatalf("sync --create-namespace exited %d:\n%s", r.code, r.output())
+	}
+	got := get(t, "v1", "Namespace", "", fresh)
+	if got == nil || got.GetLabels()[engine.LabelApp] != "web" {
+		t.Fatalf("namespace %s = %v, want it created and owned by web", fresh, got)
+	}
+	if get(t, "v1", "ConfigMap", fresh, "settings") == nil {
+		t.Error("the ConfigMap was not created in the new namespace")
+	}
+	if h := history(t, fresh, "web").Entries; len(h) != 1 || len(h[0].Hooks) != 1 || h[0].Hooks[0].Status != engine.HookSucceeded {
+		t.Errorf("history = %+v, want one sync with its PreSync hook succeeded", h)
+	}
+	if r := converge(t, "diff", dir, "--app", "web", "-n", fresh, "--create-namespace"); r.code != 0 {
+		t.Errorf("diff after the sync exited %d:\n%s", r.code, r.output())
+	}
+
+	// An existing namespace is never taken over.
+	if r := converge(t, "sync", dir, "--app", "other", "-n", ns, "--create-namespace"); r.code != 0 {
+		t.Fatalf("sync into an existing namespace exited %d:\n%s", r.code, r.output())
+	}
+	if got := get(t, "v1", "Namespace", "", ns); got.GetLabels()[engine.LabelApp] != "" || got.GetAnnotations()[engine.AnnotationOwner] != "" {
+		t.Errorf("the existing namespace %s was taken over: labels %v", ns, got.GetLabels())
+	}
+}
+
+func TestCompat_AgentCreatesTheDestinationNamespaceWithItsMetadata(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	dest := ns + "-dest"
+	deleteNamespace(t, dest)
+	repo, err := a.git.NewRepo(ns + "-createns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{"deploy/app.yaml": presyncInNamespace}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := automated(true, true)
+	policy.CreateNamespace = true
+	policy.NamespaceMetadata = &v1alpha1.NamespaceMetadata{Labels: map[string]string{"team": "payments"}, Annotations: map[string]string{"owner": "payments@example.com"}}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:      v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"},
+			Destination: v1alpha1.ApplicationDestination{Namespace: dest},
+			SyncPolicy:  policy,
+		},
+	}
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.waitApp(t, ns, "web", 60*time.Second, "synced", synced(rev))
+	got := get(t, "v1", "Namespace", "", dest)
+	if got == nil || got.GetLabels()["team"] != "payments" || got.GetAnnotations()["owner"] != "payments@example.com" {
+		t.Fatalf("namespace %s = %v, want it with the app's namespace metadata", dest, got)
+	}
+	if get(t, "v1", "ConfigMap", dest, "settings") == nil {
+		t.Error("the ConfigMap was not created in the destination namespace")
+	}
+}
