@@ -105,6 +105,15 @@ func (o *DiffOptions) previewRun(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	m, err := engine.New(s.cfg, engine.DefaultOptions())
+	if err != nil {
+		return err
+	}
+	caps, err := m.Capabilities(ctx)
+	if err != nil {
+		return err
+	}
+	opts.Helm.KubeVersion, opts.Helm.APIVersions = caps.KubeVersion, caps.APIVersions
 	res, err := render.Render(ctx, opts)
 	if err != nil {
 		return err
@@ -113,10 +122,6 @@ func (o *DiffOptions) previewRun(ctx context.Context, name string) error {
 		fmt.Fprintln(o.ErrOut, "warning:", w)
 	}
 	fmt.Fprintf(o.ErrOut, "Rendered %d object(s) at %s\n", len(res.Objects), short(a.Revision))
-	m, err := engine.New(s.cfg, engine.DefaultOptions())
-	if err != nil {
-		return err
-	}
 	plan, err := m.Plan(ctx, res.Objects, engine.PlanOptions{
 		App:              engine.App{Name: s.app.Name, Namespace: s.app.Namespace},
 		DefaultNamespace: appspec.Destination(s.app),

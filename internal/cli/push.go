@@ -46,6 +46,23 @@ func (f *pushFlags) prepare(ctx context.Context, path string, progress io.Writer
 	if f.Source.ReleaseName == "" {
 		f.Source.ReleaseName = f.App // the agent's default too: one name in both modes
 	}
+	m, err := engine.New(cfg, engine.DefaultOptions())
+	if err != nil {
+		return nil, nil, none, err
+	}
+	if isChart(path) && (f.Source.KubeVersion == "" || len(f.Source.APIVersions) == 0) {
+		// The chart sees the cluster it goes to, as with helm install.
+		caps, err := m.Capabilities(ctx)
+		if err != nil {
+			return nil, nil, none, err
+		}
+		if f.Source.KubeVersion == "" {
+			f.Source.KubeVersion = caps.KubeVersion
+		}
+		if len(f.Source.APIVersions) == 0 {
+			f.Source.APIVersions = caps.APIVersions
+		}
+	}
 	res, err := f.Source.Render(ctx, path, ns)
 	if err != nil {
 		return nil, nil, none, err
@@ -54,10 +71,6 @@ func (f *pushFlags) prepare(ctx context.Context, path string, progress io.Writer
 		fmt.Fprintln(progress, "warning:", w)
 	}
 	fmt.Fprintf(progress, "Rendered %d object(s) from %s (%s)\n", len(res.Objects), path, res.Kind)
-	m, err := engine.New(cfg, engine.DefaultOptions())
-	if err != nil {
-		return nil, nil, none, err
-	}
 	opts := engine.PlanOptions{
 		App:              engine.App{Name: f.App, Namespace: ns},
 		DefaultNamespace: ns,

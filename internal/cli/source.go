@@ -22,6 +22,8 @@ type SourceFlags struct {
 	ExtStr      []string
 	TLAStr      []string
 	JPath       []string
+	KubeVersion string
+	APIVersions []string
 }
 
 // Bind adds the render flags to fs.
@@ -33,6 +35,8 @@ func (f *SourceFlags) Bind(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.ExtStr, "ext-str", nil, "Jsonnet external variable as key=value (repeatable)")
 	fs.StringArrayVar(&f.TLAStr, "tla-str", nil, "Jsonnet top-level argument as key=value (repeatable)")
 	fs.StringArrayVar(&f.JPath, "jpath", nil, "Jsonnet library directory, relative to the root (repeatable)")
+	fs.StringVar(&f.KubeVersion, "kube-version", "", "Helm .Capabilities.KubeVersion (default: the cluster's; for build, Helm's)")
+	fs.StringArrayVar(&f.APIVersions, "api-versions", nil, "Helm .Capabilities.APIVersions, as group/version or group/version/Kind (default: the cluster's; for build, Helm's) (repeatable)")
 }
 
 // keyValues parses key=value flags.
@@ -78,7 +82,8 @@ func (f *SourceFlags) Render(ctx context.Context, path, namespace string) (*rend
 	return render.Render(ctx, render.Options{
 		Root:    root,
 		Path:    rel,
-		Helm:    render.HelmOptions{ReleaseName: f.ReleaseName, Namespace: namespace, ValuesFiles: valuesFiles, Values: values},
+		Helm: render.HelmOptions{ReleaseName: f.ReleaseName, Namespace: namespace, ValuesFiles: valuesFiles, Values: values,
+			KubeVersion: f.KubeVersion, APIVersions: f.APIVersions},
 		Jsonnet: render.JsonnetOptions{ExtVars: ext, TLAs: tla, LibPaths: f.JPath},
 	})
 }
@@ -156,4 +161,10 @@ func gitRoot(p string) string {
 			return ""
 		}
 	}
+}
+
+// isChart reports whether path holds a Helm chart.
+func isChart(path string) bool {
+	_, err := os.Stat(filepath.Join(path, "Chart.yaml"))
+	return err == nil
 }

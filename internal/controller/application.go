@@ -268,6 +268,11 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	}
 	objs, err := r.render(ctx, app, artifact)
 	if err != nil {
+		var cerr *capabilitiesError
+		if errors.As(err, &cerr) {
+			// The cluster did not answer: nothing wrong with the source.
+			return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
+		}
 		return r.failed(ctx, app, run, v1alpha1.ReasonRenderFailed, err, interval)
 	}
 
@@ -443,8 +448,20 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 	if err != nil {
 		return nil, err
 	}
+	// Charts see the cluster they go to (cached: no request per render).
+	caps, err := r.Engine.Capabilities(ctx)
+	if err != nil {
+		return nil, &capabilitiesError{err}
+	}
+	opts.Helm.KubeVersion, opts.Helm.APIVersions = caps.KubeVersion, caps.APIVersions
 	return r.renders.render(ctx, a.Revision, opts)
 }
+
+// capabilitiesError is a failure to describe the cluster to a chart.
+type capabilitiesError struct{ err error }
+
+func (e *capabilitiesError) Error() string { return e.err.Error() }
+func (e *capabilitiesError) Unwrap() error { return e.err }
 
 // finalize prunes the app's objects (unless the policy is Orphan) and lets
 // the Application go.

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"sync"
 
@@ -23,13 +25,15 @@ func newRenderCache(max int) *renderCache {
 }
 
 func (c *renderCache) render(ctx context.Context, revision string, opts render.Options) ([]render.Object, error) {
-	key, err := json.Marshal(struct {
+	data, err := json.Marshal(struct {
 		Rev  string
 		Opts render.Options
 	}{revision, opts})
 	if err != nil {
 		return nil, err
 	}
+	sum := sha256.Sum256(data)
+	key := hex.EncodeToString(sum[:])
 	c.mu.Lock()
 	objs, ok := c.entries[string(key)]
 	c.mu.Unlock()

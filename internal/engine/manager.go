@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
@@ -51,6 +52,9 @@ type Manager struct {
 	client client.Client
 	// watcher watches hooks until they finish.
 	watcher client.WithWatch
+	// discovery describes the cluster to charts (Capabilities).
+	discovery discovery.DiscoveryInterface
+	caps      capabilitiesCache
 	mapper  meta.RESTMapper
 	opts    Options
 }
@@ -80,7 +84,11 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{client: c, watcher: c, mapper: mapper, opts: opts}, nil
+	disco, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{client: c, watcher: c, discovery: disco, mapper: mapper, opts: opts}, nil
 }
 
 // Client is the Manager's uncached client.

@@ -32,6 +32,10 @@ type HelmOptions struct {
 	Values map[string]any `json:"values,omitempty"`
 	// KubeVersion is .Capabilities.KubeVersion; empty means Helm's default.
 	KubeVersion string `json:"kubeVersion,omitempty"`
+	// APIVersions is .Capabilities.APIVersions ("group/version" and
+	// "group/version/Kind"): the target cluster's, from discovery. Empty
+	// means Helm's default set.
+	APIVersions []string `json:"apiVersions,omitempty"`
 }
 
 // renderHelm renders the chart at dir, with its dependencies vendored under
@@ -75,6 +79,9 @@ func renderHelm(ctx context.Context, sb *sandbox, dir string, opts HelmOptions) 
 			return nil, fmt.Errorf("helm kubeVersion: %w", err)
 		}
 		caps.KubeVersion = *kv
+	}
+	if len(opts.APIVersions) > 0 {
+		caps.APIVersions = common.VersionSet(opts.APIVersions)
 	}
 	// Schema validation is skipped: a values.schema.json may $ref a URL, and
 	// rendering never touches the network.

@@ -15,6 +15,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -616,5 +617,42 @@ func TestCompat_AgentCreatesTheDestinationNamespaceWithItsMetadata(t *testing.T)
 	}
 	if get(t, "v1", "ConfigMap", dest, "settings") == nil {
 		t.Error("the ConfigMap was not created in the destination namespace")
+	}
+}
+
+func TestCompat_ChartsSeeTheTargetClustersVersionAndAPIs(t *testing.T) {
+	ns := kubetest.Namespace(t, cluster.Client)
+	dir := writeTree(t, ns, map[string]string{
+		"Chart.yaml": "apiVersion: v2\nname: caps\nversion: 0.1.0\n",
+		"templates/cm.yaml": `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: caps
+data:
+  kubeVersion: {{ .Capabilities.KubeVersion.Version | quote }}
+  convergeAPI: {{ .Capabilities.APIVersions.Has "converge.dev/v1alpha1/Application" | quote }}
+`,
+	})
+	if r := converge(t, "sync", dir, "--app", "caps", "-n", ns); r.code != 0 {
+		t.Fatalf("sync exited %d:\n%s", r.code, r.output())
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dc.ServerVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := info.GitVersion
+	cm := get(t, "v1", "ConfigMap", ns, "caps")
+	data := cm.Object["data"].(map[string]any)
+	if data["kubeVersion"] != v || data["convergeAPI"] != "true" {
+		t.Errorf("the chart saw %v; want kubeVersion %s and converge's API served", data, v)
+	}
+	// build, with no cluster, sees Helm's defaults unless told.
+	r := convergeOffline(t, "build", dir, "--kube-version", "v1.30.0", "--api-versions", "converge.dev/v1alpha1/Application")
+	if r.code != 0 || !strings.Contains(r.stdout, `kubeVersion: v1.30.0`) || !strings.Contains(r.stdout, `convergeAPI: "true"`) {
+		t.Errorf("build with --kube-version and --api-versions: exit %d:\n%s", r.code, r.output())
 	}
 }
