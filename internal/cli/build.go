@@ -14,7 +14,7 @@ import (
 // BuildOptions holds the flags of `converge build`.
 type BuildOptions struct {
 	Streams
-	Source    SourceFlags
+	Source     SourceFlags
 	Namespace  string
 	Output     OutputFormat
 	AllowEmpty bool

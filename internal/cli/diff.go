@@ -14,7 +14,7 @@ import (
 type DiffOptions struct {
 	Streams
 	pushFlags
-	Output   OutputFormat
+	Output     OutputFormat
 	Revision   string
 	Format     string
 	AllowEmpty bool

@@ -80,8 +80,8 @@ func (f *SourceFlags) Render(ctx context.Context, path, namespace string) (*rend
 		return nil, err
 	}
 	return render.Render(ctx, render.Options{
-		Root:    root,
-		Path:    rel,
+		Root: root,
+		Path: rel,
 		Helm: render.HelmOptions{ReleaseName: f.ReleaseName, Namespace: namespace, ValuesFiles: valuesFiles, Values: values,
 			KubeVersion: f.KubeVersion, APIVersions: f.APIVersions},
 		Jsonnet: render.JsonnetOptions{ExtVars: ext, TLAs: tla, LibPaths: f.JPath},

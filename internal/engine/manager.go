@@ -55,8 +55,8 @@ type Manager struct {
 	// discovery describes the cluster to charts (Capabilities).
 	discovery discovery.DiscoveryInterface
 	caps      capabilitiesCache
-	mapper  meta.RESTMapper
-	opts    Options
+	mapper    meta.RESTMapper
+	opts      Options
 }
 
 // New returns a Manager for the cluster cfg points at. The client's rate
