@@ -66,11 +66,27 @@ type Options struct {
 	SourceHosts []string
 	// WatchSelector selects the Applications this agent reconciles.
 	WatchSelector string
+	// WatchNamespaces, when set, are the only namespaces the agent
+	// reconciles Applications (and SealedSecrets) in and watches owned
+	// objects in: an agent per team, with a Role in each namespace.
+	WatchNamespaces []string
 	// GitTimeout bounds each git command.
 	GitTimeout time.Duration
 	// LeaseDuration is how long a leader's Lease holds without renewal:
 	// the longest a dead leader's work waits for another replica.
 	LeaseDuration time.Duration
+}
+
+// namespaces is the cache's namespace set: nil (all) when none is given.
+func namespaces(names []string) map[string]cache.Config {
+	if len(names) == 0 {
+		return nil
+	}
+	out := make(map[string]cache.Config, len(names))
+	for _, n := range names {
+		out[n] = cache.Config{}
+	}
+	return out
 }
 
 // durationPtr is nil for zero, so the manager keeps its default.
@@ -135,6 +151,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 			// Only converge's own objects are watched: owned objects for
 			// drift, Applications for work.
 			DefaultLabelSelector: labels.NewSelector().Add(*owned),
+			DefaultNamespaces:    namespaces(o.WatchNamespaces),
 			ByObject: map[client.Object]cache.ByObject{
 				&v1alpha1.Application{}:  {Label: apps},
 				&v1alpha1.SealedSecret{}: {Label: labels.Everything()},

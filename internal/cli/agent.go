@@ -58,6 +58,8 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.StringVar(&o.Agent.DefaultServiceAccount, "default-service-account", "", "ServiceAccount (in each Application's namespace) impersonated for apps that name none and that no Tenant governs")
 	f.StringSliceVar(&o.Agent.SourceHosts, "source-hosts", nil, "the only hosts repositories may be fetched from (host, host:port or *.domain); empty allows any")
 	f.StringVar(&o.Agent.WatchSelector, "watch-label-selector", "", "reconcile only the Applications matching this label selector (sharding by hand)")
+	f.StringVar(&o.Agent.WatchSelector, "selector", "", "the same as --watch-label-selector")
+	f.StringArrayVar(&o.Agent.WatchNamespaces, "watch-namespace", nil, "reconcile only Applications and SealedSecrets in this namespace, and watch owned objects only there (repeatable; default: all)")
 	f.DurationVar(&o.Agent.GitTimeout, "git-timeout", source.DefaultTimeout, "bound on each git command (ls-remote, fetch, push); a stalling server fails its apps' fetch instead of holding a worker")
 	_ = f.MarkHidden("allow-file-repos")
 	_ = f.MarkHidden("key-bits")
