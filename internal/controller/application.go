@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -246,6 +247,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	}
 	gitFetches.WithLabelValues("ok").Inc()
 	run.artifact = artifact
+	interval = nextPoll(app, artifact.CheckedAt, interval, r.now())
 	r.updatePin(ctx, app, src, interval, forced)
 	if !forced && r.stalledOn(key, artifact.Revision, app.Generation) {
 		// A terminal failure of this very revision and spec: trying again
@@ -432,6 +434,29 @@ func (r *ApplicationReconciler) requeueAfter(app *v1alpha1.Application, interval
 		}
 	}
 	return interval
+}
+
+// nextPoll is how long until app next asks its repository: one interval
+// after the answer it used was asked for (an answer another app on the
+// same repository got a while ago counts from then), plus a jitter of up
+// to a tenth of the interval, the same for the app every time. So a push
+// is seen within 1.1 intervals, and apps on one repository spread over a
+// tenth of it, the first asking the server for them all.
+func nextPoll(app *v1alpha1.Application, checked time.Time, interval time.Duration, now time.Time) time.Duration {
+	h := fnv.New32a()
+	h.Write([]byte(app.Namespace + "/" + app.Name))
+	var jitter time.Duration
+	if tenth := interval / 10; tenth > 0 {
+		jitter = time.Duration(h.Sum32()) % tenth
+	}
+	if checked.IsZero() {
+		return interval + jitter
+	}
+	next := checked.Add(interval + jitter).Sub(now)
+	if next < time.Second {
+		next = time.Second
+	}
+	return min(next, interval+jitter)
 }
 
 // fetch fetches what app follows (its pin, if pinned) from src.

@@ -45,6 +45,9 @@ type Artifact struct {
 	Commit CommitInfo
 	// Signer is set when the revision's signature was verified.
 	Signer *Signer
+	// CheckedAt is when the ref was last resolved against the server (the
+	// ls-remote began): the answer holds every push made before it.
+	CheckedAt time.Time
 }
 
 // CommitInfo describes a commit: for status, history (where it is stored
@@ -179,7 +182,7 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 			if err != nil {
 				return nil, err
 			}
-			return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info, Signer: signer}, nil
+			return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info, Signer: signer, CheckedAt: res.at}, nil
 		}
 	}
 	if !c.has(ctx, g, r, res.commit) || (res.tagObject != "" && !c.has(ctx, g, r, res.tagObject)) {
@@ -232,7 +235,7 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 		r.known = map[string]CommitInfo{}
 	}
 	r.known[res.commit] = info
-	return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info, Signer: signer}, nil
+	return &Artifact{URL: safeURL, RefName: res.refName, Revision: res.commit, Dir: dir, Commit: info, Signer: signer, CheckedAt: res.at}, nil
 }
 
 // verify checks the signature req.Verify asks for, remembering the answer.
