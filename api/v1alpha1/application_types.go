@@ -135,15 +135,25 @@ const (
 	DeletionPolicyOrphan DeletionPolicy = "Orphan"
 )
 
-// ApplicationSource is a path in a Git repository.
+// ApplicationSource is a path in a Git repository, a chart from a Helm
+// repository or OCI registry, or both: the chart with values files from
+// Git.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.ref) || [has(self.ref.branch), has(self.ref.tag), has(self.ref.semver), has(self.ref.commit)].filter(x, x).size() <= 1",message="ref: set at most one of branch, tag, semver and commit"
+// +kubebuilder:validation:XValidation:rule="has(self.repoURL) || has(self.chart)",message="set repoURL (a Git repository), chart, or both"
 type ApplicationSource struct {
-	// RepoURL is the repository: https://, http:// or ssh:// (or
+	// RepoURL is the Git repository: https://, http:// or ssh:// (or
 	// user@host:path). Credentials never go here; use SecretRef.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:Pattern=`^(https?://|ssh://|[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:|file://)`
-	RepoURL string `json:"repoURL"`
+	// +optional
+	RepoURL string `json:"repoURL,omitempty"`
+
+	// Chart, when set, is rendered instead of what Path holds: a chart
+	// from a Helm repository or an OCI registry. Helm's values files are
+	// then read from Path in the Git repository, when RepoURL is set.
+	// +optional
+	Chart *ChartSource `json:"chart,omitempty"`
 
 	// Ref selects the revision. Empty means the branch "main".
 	// +optional
@@ -227,6 +237,35 @@ type HelmSource struct {
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +optional
 	Values *apiextensionsv1.JSON `json:"values,omitempty"`
+}
+
+// ChartSource is a chart in a Helm repository or an OCI registry.
+type ChartSource struct {
+	// RepoURL is a Helm repository (https://, or http://) or an OCI
+	// registry path (oci://registry.example.com/charts).
+	// +kubebuilder:validation:Pattern=`^(https?|oci)://`
+	RepoURL string `json:"repoURL"`
+	// Name is the chart's name (in an OCI registry, the last element of
+	// its repository).
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Version is an exact version or a semver range ("4.x", ">=1.2 <2");
+	// empty follows the newest version that is not a pre-release.
+	// +optional
+	Version string `json:"version,omitempty"`
+	// Digest, when set, must be the chart's ("sha256:<hex>"): the
+	// archive's for a Helm repository, the manifest's for a registry.
+	// +kubebuilder:validation:Pattern=`^sha256:[0-9a-f]{64}$`
+	// +optional
+	Digest string `json:"digest,omitempty"`
+	// SecretRef names a Secret in the Application's namespace with
+	// "username" and "password" (or a token as password), and/or
+	// "ca.crt": a PEM bundle the repository's TLS is checked with.
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+	// Insecure allows sending credentials over plain http.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // JsonnetSource configures evaluating Jsonnet. Imports resolve next to the
@@ -423,6 +462,16 @@ type SyncStatus struct {
 	// Commit describes that revision.
 	// +optional
 	Commit *CommitInfo `json:"commit,omitempty"`
+	// Chart is the chart version synced, for a chart source.
+	// +optional
+	Chart *ChartStatus `json:"chart,omitempty"`
+}
+
+// ChartStatus names the chart version a sync used.
+type ChartStatus struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Digest  string `json:"digest"`
 }
 
 // CommitInfo describes a commit.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/controller"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/seal"
@@ -171,6 +173,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err != nil {
 		return err
 	}
+	chartCache, err := charts.NewCache(filepath.Join(o.CacheDir, "charts"))
+	if err != nil {
+		return err
+	}
+	chartCache.AllowedHosts = o.SourceHosts
 	sources.AllowFileURLs = o.AllowFileRepos
 	sources.AllowedHosts = o.SourceHosts
 	sources.Timeout = o.GitTimeout
@@ -188,6 +195,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		Engine:      eng,
 		Config:      cfg,
 		Sources:     sources,
+		Charts:      chartCache,
 		Recorder:    mgr.GetEventRecorderFor("converge-agent"),
 		Concurrency: o.Concurrency,
 		Tenancy:     controller.TenancyOptions{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount},

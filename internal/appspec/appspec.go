@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
@@ -99,4 +100,23 @@ func Namespace(app *v1alpha1.Application) *engine.NamespaceSpec {
 		ns.Labels, ns.Annotations = md.Labels, md.Annotations
 	}
 	return ns
+}
+
+// ChartRequest builds the fetch request for app's chart source, with its
+// credentials and CA from the Secret it names. ok is false when app has
+// no chart source.
+func ChartRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Application) (req charts.Request, ok bool, err error) {
+	cs := app.Spec.Source.Chart
+	if cs == nil {
+		return req, false, nil
+	}
+	req = charts.Request{RepoURL: cs.RepoURL, Chart: cs.Name, Version: cs.Version, Digest: cs.Digest, Insecure: cs.Insecure}
+	if sr := cs.SecretRef; sr != nil {
+		var s corev1.Secret
+		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: sr.Name}, &s); err != nil {
+			return req, true, fmt.Errorf("reading chart credentials Secret %s: %w", sr.Name, err)
+		}
+		req.Auth = &charts.Auth{Username: string(s.Data["username"]), Password: string(s.Data["password"]), CA: s.Data["ca.crt"]}
+	}
+	return req, true, nil
 }

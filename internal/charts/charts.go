@@ -125,6 +125,14 @@ func NewCache(dir string) (*Cache, error) {
 	return &Cache{dir: dir, indexes: map[string]listing{}, locks: map[string]*sync.Mutex{}}, nil
 }
 
+// EmptyDir is an empty directory: the repository root of an app whose
+// only source is a chart.
+func (c *Cache) EmptyDir() string {
+	dir := filepath.Join(c.dir, "empty")
+	_ = os.MkdirAll(dir, 0o500)
+	return dir
+}
+
 // Fetch resolves req to one chart version and returns its archive,
 // downloading it unless the cache holds that digest.
 func (c *Cache) Fetch(ctx context.Context, req Request) (*Chart, error) {

@@ -93,6 +93,9 @@ func (o *DiffOptions) previewRun(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if s.app.Spec.Source.Chart != nil {
+		return fmt.Errorf("%s renders a chart from %s: previews of chart sources are not supported yet (converge diff PATH --app works on a local copy)", name, s.app.Spec.Source.Chart.RepoURL)
+	}
 	req, err := s.request(ctx, o.Revision, false)
 	if err != nil {
 		return err

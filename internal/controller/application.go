@@ -27,6 +27,7 @@ import (
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/appspec"
+	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
@@ -40,6 +41,8 @@ type ApplicationReconciler struct {
 	// serviceAccountName get an engine impersonating that account.
 	Config  *rest.Config
 	Sources *source.Cache
+	// Charts fetches charts from Helm repositories and OCI registries.
+	Charts *charts.Cache
 	// Secrets reads credentials Secrets uncached, so the agent never holds
 	// every Secret of the cluster in memory.
 	Secrets client.Reader
@@ -216,9 +219,10 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
 	}
+	gitSource := app.Spec.Source.RepoURL != ""
 	// A Git-native rollback writes its commit first; the sync below then
 	// fetches and applies it at once.
-	if rb, ok := pendingRollback(app); ok {
+	if rb, ok := pendingRollback(app); ok && gitSource {
 		if err := r.rollback(ctx, app, rb, src); err == nil {
 			forced, run.trigger = true, engine.Trigger{Type: engine.TriggerRollback, User: rb.By}
 		}
@@ -236,19 +240,33 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 			src.NotBefore = at
 		}
 	}
-	artifact, err := r.fetch(ctx, app, src)
-	if err != nil {
-		gitFetches.WithLabelValues("failed").Inc()
-		var verr *source.VerificationError
-		if errors.As(err, &verr) {
-			return r.refused(ctx, app, run, v1alpha1.ReasonVerificationFailed, verr, interval)
+	var artifact *source.Artifact
+	if gitSource {
+		artifact, err = r.fetch(ctx, app, src)
+		if err != nil {
+			gitFetches.WithLabelValues("failed").Inc()
+			var verr *source.VerificationError
+			if errors.As(err, &verr) {
+				return r.refused(ctx, app, run, v1alpha1.ReasonVerificationFailed, verr, interval)
+			}
+			return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
 		}
-		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
+		gitFetches.WithLabelValues("ok").Inc()
 	}
-	gitFetches.WithLabelValues("ok").Inc()
+	if creq, ok, err := appspec.ChartRequest(ctx, secrets, app); ok {
+		if err == nil {
+			creq.MaxAge = src.MaxAge
+			artifact, err = r.fetchChart(ctx, creq, artifact, run)
+		}
+		if err != nil {
+			return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
+		}
+	}
 	run.artifact = artifact
 	interval = nextPoll(app, artifact.CheckedAt, interval, r.now())
-	r.updatePin(ctx, app, src, interval, forced)
+	if gitSource {
+		r.updatePin(ctx, app, src, interval, forced)
+	}
 	if !forced && r.stalledOn(key, artifact.Revision, app.Generation) {
 		// A terminal failure of this very revision and spec: trying again
 		// would fail again. A new commit, a spec change or a request ends
@@ -268,7 +286,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		}
 		fingerprint = fp
 	}
-	objs, err := r.render(ctx, app, artifact)
+	objs, err := r.render(ctx, app, artifact, run.chart)
 	if err != nil {
 		var cerr *capabilitiesError
 		if errors.As(err, &cerr) {
@@ -345,6 +363,10 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	log.FromContext(ctx).V(1).Info("reconciled", "revision", artifact.Revision, "applied", res.Applied, "changes", res.Counts.String())
 	prevRev, prevCommit := app.Status.Sync.Revision, app.Status.Sync.Commit
 	r.record(app, artifact, res.Changes, res.Health, res.Applied, d.held)
+	app.Status.Sync.Chart = nil
+	if ch := run.chart; ch != nil {
+		app.Status.Sync.Chart = &v1alpha1.ChartStatus{Name: ch.Name, Version: ch.Version, Digest: ch.Digest}
+	}
 	if d.heldByWindow && res.Changes.HasChanges() {
 		// Held by a sync window: the status keeps the revision last
 		// synced, so the held one is still new when the window opens;
@@ -459,6 +481,28 @@ func nextPoll(app *v1alpha1.Application, checked time.Time, interval time.Durati
 	return min(next, interval+jitter)
 }
 
+// fetchChart fetches the chart of req and makes it part of the source:
+// the revision becomes the Git revision and the chart's digest
+// ("<commit>+sha256:..."), or the chart's digest alone without Git, so a
+// new chart version is a new revision like a new commit.
+func (r *ApplicationReconciler) fetchChart(ctx context.Context, req charts.Request, git *source.Artifact, run *attempt) (*source.Artifact, error) {
+	if r.Charts == nil {
+		return nil, errors.New("this agent fetches no charts")
+	}
+	ch, err := r.Charts.Fetch(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	run.chart = ch
+	if git == nil {
+		return &source.Artifact{URL: ch.URL, RefName: ch.Name + "@" + ch.Version, Revision: ch.Digest, Dir: r.Charts.EmptyDir(),
+			Commit: source.CommitInfo{Subject: "chart " + ch.Name + " " + ch.Version}, CheckedAt: r.now()}, nil
+	}
+	a := *git
+	a.Revision = git.Revision + "+" + ch.Digest
+	return &a, nil
+}
+
 // fetch fetches what app follows (its pin, if pinned) from src.
 func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Application, src source.Request) (*source.Artifact, error) {
 	req := src
@@ -468,10 +512,13 @@ func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Applica
 	return r.Sources.Fetch(ctx, req)
 }
 
-func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Application, a *source.Artifact) ([]render.Object, error) {
+func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Application, a *source.Artifact, ch *charts.Chart) ([]render.Object, error) {
 	opts, err := appspec.RenderOptions(app, a.Dir)
 	if err != nil {
 		return nil, err
+	}
+	if ch != nil {
+		opts.Chart = ch.Path
 	}
 	// Charts see the cluster they go to (cached: no request per render).
 	caps, err := r.Engine.Capabilities(ctx)

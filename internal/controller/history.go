@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/source"
@@ -24,6 +25,8 @@ type attempt struct {
 	start    time.Time
 	trigger  engine.Trigger
 	artifact *source.Artifact
+	// chart is the chart fetched, for a chart source.
+	chart *charts.Chart
 	// recorded says engine.Run already wrote whatever history entry the
 	// sync deserved.
 	recorded bool

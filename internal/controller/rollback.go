@@ -33,6 +33,10 @@ func pendingRollback(app *v1alpha1.Application) (v1alpha1.RollbackRequest, bool)
 	if app.Status.Rollback != nil && app.Status.Rollback.Request == rb.ID {
 		return rb, false
 	}
+	// An app with Git and a chart records "<commit>+sha256:<chart>": a
+	// Git-native rollback restores the commit (the chart follows its
+	// version range).
+	rb.Target, _, _ = strings.Cut(rb.Target, "+")
 	return rb, true
 }
 
@@ -76,8 +80,12 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 	if err != nil {
 		return fail(fmt.Errorf("fetching %s: %w", shortRev(rb.Target), err))
 	}
-	if _, err := r.render(ctx, app, target); err != nil {
-		return fail(fmt.Errorf("the tree at %s no longer renders: %w", shortRev(rb.Target), err))
+	// (With a chart source, the chart is fetched after the rollback, and
+	// the values alone are not a render.)
+	if app.Spec.Source.Chart == nil {
+		if _, err := r.render(ctx, app, target, nil); err != nil {
+			return fail(fmt.Errorf("the tree at %s no longer renders: %w", shortRev(rb.Target), err))
+		}
 	}
 	if rb.Pin {
 		patch := client.MergeFrom(app.DeepCopy())

@@ -3,6 +3,8 @@ package render
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"path"
 	"sort"
 	"strings"
@@ -47,9 +49,40 @@ func renderHelm(ctx context.Context, sb *sandbox, dir string, opts HelmOptions) 
 	if err != nil {
 		return nil, err
 	}
+	return renderChart(ctx, sb, ch, dir, dir, opts)
+}
+
+// renderArchive renders a chart archive from the chart cache (a chart from
+// a Helm repository or an OCI registry), with values files from dir in the
+// repository.
+func renderArchive(ctx context.Context, sb *sandbox, archivePath, dir string, limits Limits, opts HelmOptions) ([]Object, error) {
+	f, err := os.Open(archivePath)
+	if err != nil {
+		return nil, fmt.Errorf("chart archive: %w", err)
+	}
+	defer f.Close()
+	ch, err := loader.LoadArchive(io.LimitReader(f, limits.MaxFileSize*4))
+	if err != nil {
+		return nil, fmt.Errorf("chart archive: %w", err)
+	}
+	for _, dep := range ch.Metadata.Dependencies {
+		found := false
+		for _, d := range ch.Dependencies() {
+			found = found || d.Name() == dep.Name
+		}
+		if !found {
+			return nil, fmt.Errorf("chart %s %s: dependency %q (%s) is not packaged in the chart", ch.Name(), ch.Metadata.Version, dep.Name, dep.Repository)
+		}
+	}
+	return renderChart(ctx, sb, ch, "chart:"+ch.Name(), dir, opts)
+}
+
+// renderChart renders ch; source prefixes the templates' names in
+// objects' Source, values files are relative to valuesDir.
+func renderChart(ctx context.Context, sb *sandbox, ch *chart.Chart, dir, valuesDir string, opts HelmOptions) ([]Object, error) {
 	values := map[string]any{}
 	for _, f := range opts.ValuesFiles {
-		name := path.Join(dir, f)
+		name := path.Join(valuesDir, f)
 		data, err := sb.readFile(name)
 		if err != nil {
 			return nil, fmt.Errorf("values file: %w", err)

@@ -36,6 +36,11 @@ type Options struct {
 	Helm HelmOptions `json:"helm,omitempty"`
 	// Jsonnet options apply to .jsonnet files.
 	Jsonnet JsonnetOptions `json:"jsonnet,omitempty"`
+	// Chart, when set, is a chart archive from the chart cache, rendered
+	// instead of what Path holds; Helm's values files are then relative to
+	// Path in the repository. The archive is trusted to be the one its
+	// digest named (the cache checked it), not to be small or well formed.
+	Chart string `json:"chart,omitempty"`
 }
 
 // Result is a desired set.
@@ -79,6 +84,17 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 	p, err := clean(opts.Path)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Chart != "" {
+		objs, err := renderArchive(ctx, sb, opts.Chart, p, limits, opts.Helm)
+		if err != nil {
+			return nil, err
+		}
+		res := &Result{Kind: KindHelm}
+		if res.Objects, err = finish(objs, limits.MaxObjectSize); err != nil {
+			return nil, err
+		}
+		return res, nil
 	}
 	fi, err := sb.stat(p)
 	if err != nil {
