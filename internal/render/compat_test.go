@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"converge.dev/converge/internal/testutil/chartrepo"
 )
 
 // tree writes files (slash paths -> content) under a new directory.
@@ -192,5 +194,40 @@ func TestRender_OtherFormatsAreNamedNotSilentlyEmpty(t *testing.T) {
 	}
 	if len(res.Objects) != 1 || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "app.cue") {
 		t.Errorf("objects %d, warnings %v: want the YAML rendered and the CUE file named", len(res.Objects), res.Warnings)
+	}
+}
+
+func TestRender_ChartArchiveWithValuesFromTheRepository(t *testing.T) {
+	root := tree(t, map[string]string{"env/prod/values.yaml": "greeting: from-git\n"})
+	archive := filepath.Join(t.TempDir(), "web.tgz")
+	if err := os.WriteFile(archive, chartrepo.Package("web", "1.2.0", map[string]string{
+		"templates/cm.yaml": cmTemplate, "values.yaml": "greeting: default\n",
+	}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Render(t.Context(), Options{Root: root, Path: "env/prod", Chart: archive,
+		Helm: HelmOptions{ReleaseName: "shop", Namespace: "prod", ValuesFiles: []string{"values.yaml"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"ConfigMap/shop-web <- chart:web/templates/cm.yaml#1"}, refs(res)); diff != "" {
+		t.Errorf("objects (-want +got):\n%s", diff)
+	}
+	if got := res.Objects[0].Object["data"].(map[string]any)["greeting"]; got != "from-git" {
+		t.Errorf("greeting = %v, want the value from Git", got)
+	}
+	// Values files still may not leave the repository.
+	_, err = Render(t.Context(), Options{Root: root, Path: "env/prod", Chart: archive,
+		Helm: HelmOptions{ValuesFiles: []string{"../../../../../etc/passwd"}}})
+	if !errors.Is(err, ErrOutsideRoot) {
+		t.Errorf("values outside the root: %v", err)
+	}
+	// A chart that lists a dependency it does not package is named.
+	broken := filepath.Join(t.TempDir(), "broken.tgz")
+	_ = os.WriteFile(broken, chartrepo.Package("app", "1.0.0", map[string]string{
+		"Chart.yaml": "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: redis\n  repository: https://charts.example.com\n",
+	}), 0o644)
+	if _, err := Render(t.Context(), Options{Root: root, Chart: broken}); err == nil || !strings.Contains(err.Error(), `dependency "redis"`) {
+		t.Errorf("a chart missing a packaged dependency: %v", err)
 	}
 }

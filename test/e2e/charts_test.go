@@ -1,0 +1,163 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/testutil/chartrepo"
+	"converge.dev/converge/internal/testutil/kubetest"
+)
+
+const shopTemplate = `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .Release.Name }}-settings
+data:
+  chartVersion: {{ .Chart.Version | quote }}
+  color: {{ .Values.color | quote }}
+`
+
+func shopChart(version string) []byte {
+	return chartrepo.Package("shop", version, map[string]string{"templates/cm.yaml": shopTemplate, "values.yaml": "color: grey\n"})
+}
+
+func settings(t *testing.T, ns, name string) map[string]any {
+	t.Helper()
+	cm := get(t, "v1", "ConfigMap", ns, name)
+	if cm == nil {
+		return nil
+	}
+	data, _ := cm.Object["data"].(map[string]any)
+	return data
+}
+
+// Argo CD's "multiple sources": a chart from an OCI registry, its values
+// from Git. A values commit syncs, and so does a new chart version in the
+// app's range.
+func TestCharts_OCIChartWithValuesFromGit(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	reg := chartrepo.NewRegistry()
+	defer reg.Close()
+	if _, err := reg.Push("charts/shop", "1.0.0", shopChart("1.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Push("charts/shop", "2.0.0", shopChart("2.0.0")); err != nil { // outside the range
+		t.Fatal(err)
+	}
+	repo, err := a.git.NewRepo(ns + "-values")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{"env/prod/values.yaml": "color: blue\n"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "blue"); err != nil {
+		t.Fatal(err)
+	}
+	policy := automated(true, true)
+	policy.Interval = &metav1.Duration{Duration: 2 * time.Second}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source: v1alpha1.ApplicationSource{
+				RepoURL: a.git.URL(repo.Name), Path: "env/prod",
+				Chart: &v1alpha1.ChartSource{RepoURL: "oci://" + reg.Host + "/charts", Name: "shop", Version: "~1.0"},
+				Helm:  &v1alpha1.HelmSource{ValuesFiles: []string{"values.yaml"}},
+			},
+			SyncPolicy: policy,
+		},
+	}
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	want := func(what, version, color string) {
+		t.Helper()
+		kubetest.Eventually(t, 30*time.Second, what, func(context.Context) (bool, error) {
+			d := settings(t, ns, "shop-settings")
+			return d["chartVersion"] == version && d["color"] == color, fmt.Errorf("ConfigMap data %v", d)
+		})
+	}
+	want("the chart's first version with the values from Git", "1.0.0", "blue")
+	got := a.waitApp(t, ns, "shop", 10*time.Second, "synced", func(app *v1alpha1.Application) bool {
+		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced && app.Status.Sync.Chart != nil
+	})
+	if c := got.Status.Sync.Chart; c.Version != "1.0.0" || !strings.HasPrefix(c.Digest, "sha256:") || !strings.Contains(got.Status.Sync.Revision, "+sha256:") {
+		t.Errorf("status.sync = %+v", got.Status.Sync)
+	}
+
+	if err := repo.Write(map[string]string{"env/prod/values.yaml": "color: green\n"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "green"); err != nil {
+		t.Fatal(err)
+	}
+	want("a values commit synced", "1.0.0", "green")
+
+	if _, err := reg.Push("charts/shop", "1.0.1", shopChart("1.0.1")); err != nil {
+		t.Fatal(err)
+	}
+	want("a new chart version in the range synced", "1.0.1", "green")
+}
+
+// A chart alone, from a Helm repository that wants credentials; a digest
+// that does not match is refused.
+func TestCharts_HelmRepositoryChartWithCredentialsAndDigest(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo := chartrepo.NewHelmRepo()
+	defer repo.Close()
+	repo.Username, repo.Password = "reader", "chart-token-5150"
+	digest := repo.Add("shop", "3.1.0", shopChart("3.1.0"))
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "chart-creds", Namespace: ns},
+		StringData: map[string]string{"username": "reader", "password": "chart-token-5150"}}
+	if err := a.client.Create(context.Background(), secret); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(name, digest string) {
+		app := &v1alpha1.Application{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: v1alpha1.ApplicationSpec{
+				Source: v1alpha1.ApplicationSource{Chart: &v1alpha1.ChartSource{RepoURL: repo.URL, Name: "shop", Version: "3.x", Digest: digest,
+					SecretRef: &v1alpha1.LocalObjectReference{Name: "chart-creds"}, Insecure: true}},
+				SyncPolicy: automated(true, true),
+			},
+		}
+		if err := a.client.Create(context.Background(), app); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	}
+	mk("store", digest)
+	mk("pinned-wrong", "sha256:"+strings.Repeat("ab", 32))
+	app := a.waitApp(t, ns, "store", 30*time.Second, "synced and healthy", func(app *v1alpha1.Application) bool {
+		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced && app.Status.Health.Status == v1alpha1.HealthHealthy
+	})
+	if d := settings(t, ns, "store-settings"); d["chartVersion"] != "3.1.0" || d["color"] != "grey" {
+		t.Errorf("ConfigMap data %v, want the chart's defaults at 3.1.0", d)
+	}
+	if app.Status.Sync.Revision != digest || app.Status.Sync.Chart == nil || app.Status.Sync.Chart.Version != "3.1.0" {
+		t.Errorf("status.sync = %+v", app.Status.Sync)
+	}
+	bad := a.waitApp(t, ns, "pinned-wrong", 30*time.Second, "FetchFailed naming the digest", func(app *v1alpha1.Application) bool {
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		return ready != nil && ready.Reason == v1alpha1.ReasonFetchFailed && strings.Contains(ready.Message, "digest")
+	})
+	if strings.Contains(bad.Status.LastError, "chart-token-5150") {
+		t.Error("the status leaks the repository's password")
+	}
+	if get(t, "v1", "ConfigMap", ns, "pinned-wrong-settings") != nil {
+		t.Error("a chart whose digest does not match was applied")
+	}
+}
