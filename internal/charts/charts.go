@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	neturl "net/url"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/Masterminds/semver/v3"
@@ -30,6 +32,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"converge.dev/converge/internal/redact"
+	"converge.dev/converge/internal/render"
 )
 
 // Limits on what a repository may make the agent download.
@@ -311,11 +314,12 @@ func get(ctx context.Context, hc *http.Client, url, authHost string, auth *Auth,
 	}
 	resp, err := hc.Do(r)
 	if err != nil {
-		return nil, errors.New(redact.Message(err.Error()))
+		return nil, &netError{msg: redact.Message(err.Error()), transient: transientNet(err)}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", redactURL(url), resp.Status)
+		return nil, &netError{msg: fmt.Sprintf("GET %s: %s", redactURL(url), resp.Status),
+			transient: resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests}
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
@@ -496,3 +500,73 @@ func redactURL(raw string) string {
 	u.User = nil
 	return u.String()
 }
+
+// Render renders opts, first fetching into the cache the chart
+// dependencies it needs from Helm repositories and OCI registries (those
+// not vendored in charts/): the render names what it lacks, the cache
+// fetches it, and the render runs again with the archives.
+func (c *Cache) Render(ctx context.Context, opts render.Options, maxAge time.Duration) (*render.Result, error) {
+	for round := 0; ; round++ {
+		res, err := render.Render(ctx, opts)
+		var missing *render.MissingDependenciesError
+		if !errors.As(err, &missing) || c == nil || round == maxDependencyRounds {
+			return res, err
+		}
+		deps := make(map[string]string, len(opts.Helm.Dependencies)+len(missing.Deps))
+		for k, v := range opts.Helm.Dependencies {
+			deps[k] = v
+		}
+		for _, d := range missing.Deps {
+			if d.Repository == "" || strings.HasPrefix(d.Repository, "@") || strings.HasPrefix(d.Repository, "alias:") {
+				return nil, fmt.Errorf("%s: dependency %q: repository %q: name the repository by its URL (https:// or oci://); local Helm repository names mean nothing here", missing.Chart, d.Name, d.Repository)
+			}
+			ch, err := c.Fetch(ctx, Request{RepoURL: d.Repository, Chart: d.Name, Version: d.Version, MaxAge: maxAge})
+			if err != nil {
+				return nil, &FetchError{fmt.Errorf("%s: dependency %q (version %q, %s): %w", missing.Chart, d.Name, d.Version, d.Repository, err)}
+			}
+			deps[render.DependencyKey(d)] = ch.Path
+		}
+		opts.Helm.Dependencies = deps
+	}
+}
+
+// netError is a failed request; transient when retrying may help (a
+// timeout, a refused or reset connection, a 5xx or 429 answer), not when
+// the repository answered that there is no such thing or its name does
+// not resolve.
+type netError struct {
+	msg       string
+	transient bool
+}
+
+func (e *netError) Error() string { return e.msg }
+
+func transientNet(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns.IsTemporary || dns.IsTimeout
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// Transient reports whether err, from Fetch or Render, may pass if tried
+// again: the network or the repository failed, rather than the chart or
+// version being absent.
+func Transient(err error) bool {
+	var ne *netError
+	return errors.As(err, &ne) && ne.transient
+}
+
+// FetchError is a failure to fetch a chart dependency (see Transient).
+type FetchError struct{ Err error }
+
+func (e *FetchError) Error() string { return e.Err.Error() }
+func (e *FetchError) Unwrap() error { return e.Err }
+
+// maxDependencyRounds bounds how often a render asks for more
+// dependencies (file:// charts may need some of their own).
+const maxDependencyRounds = 3

@@ -145,3 +145,21 @@ func TestFetch_OCIRegistryTagsRangesAndDigests(t *testing.T) {
 		t.Errorf("a digest mismatch: %v", err)
 	}
 }
+
+func TestFetch_TransientFailuresAreToldApart(t *testing.T) {
+	repo := chartrepo.NewHelmRepo()
+	repo.Add("web", "1.0.0", chartrepo.Package("web", "1.0.0", nil))
+	c := newCache(t)
+	ctx := context.Background()
+	_, err := c.Fetch(ctx, Request{RepoURL: repo.URL + "/nothing-here", Chart: "web"})
+	if err == nil || Transient(err) {
+		t.Errorf("a 404: %v (transient %v), want a permanent failure", err, Transient(err))
+	}
+	if _, err := c.Fetch(ctx, Request{RepoURL: repo.URL, Chart: "web", Version: "9.x"}); err == nil || Transient(err) {
+		t.Errorf("no such version: %v, want a permanent failure", err)
+	}
+	repo.Close()
+	if _, err := c.Fetch(ctx, Request{RepoURL: repo.URL, Chart: "web"}); err == nil || !Transient(err) {
+		t.Errorf("a refused connection: %v, want a transient failure", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 	"helm.sh/helm/v4/pkg/strvals"
 
+	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/render"
 )
 
@@ -79,13 +80,27 @@ func (f *SourceFlags) Render(ctx context.Context, path, namespace string) (*rend
 	if err != nil {
 		return nil, err
 	}
-	return render.Render(ctx, render.Options{
+	cache, err := chartCache()
+	if err != nil {
+		return nil, err
+	}
+	return cache.Render(ctx, render.Options{
 		Root: root,
 		Path: rel,
 		Helm: render.HelmOptions{ReleaseName: f.ReleaseName, Namespace: namespace, ValuesFiles: valuesFiles, Values: values,
 			KubeVersion: f.KubeVersion, APIVersions: f.APIVersions},
 		Jsonnet: render.JsonnetOptions{ExtVars: ext, TLAs: tla, LibPaths: f.JPath},
-	})
+	}, 0)
+}
+
+// chartCache is where the CLI keeps the chart dependencies it fetches:
+// $XDG_CACHE_HOME/converge/charts (or the system's equivalent).
+func chartCache() (*charts.Cache, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	return charts.NewCache(filepath.Join(dir, "converge", "charts"))
 }
 
 // valuesFiles makes each --values path relative to the chart at rel: a

@@ -293,6 +293,10 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 			// The cluster did not answer: nothing wrong with the source.
 			return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
 		}
+		if charts.Transient(err) {
+			// A dependency's repository failed to answer: retry.
+			return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
+		}
 		return r.failed(ctx, app, run, v1alpha1.ReasonRenderFailed, err, interval)
 	}
 
@@ -526,7 +530,15 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 		return nil, &capabilitiesError{err}
 	}
 	opts.Helm.KubeVersion, opts.Helm.APIVersions = caps.KubeVersion, caps.APIVersions
-	return r.renders.render(ctx, a.Revision, opts)
+	// Chart dependencies from repositories are fetched into the chart
+	// cache, answered from a recent index within the app's interval.
+	maxAge := durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)
+	return r.renders.render(ctx, a.Revision, opts, func(ctx context.Context, opts render.Options) (*render.Result, error) {
+		if r.Charts == nil {
+			return render.Render(ctx, opts)
+		}
+		return r.Charts.Render(ctx, opts, maxAge)
+	})
 }
 
 // capabilitiesError is a failure to describe the cluster to a chart.

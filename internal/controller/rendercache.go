@@ -24,7 +24,9 @@ func newRenderCache(max int) *renderCache {
 	return &renderCache{max: max, entries: map[string][]render.Object{}}
 }
 
-func (c *renderCache) render(ctx context.Context, revision string, opts render.Options) ([]render.Object, error) {
+// render returns the objects of opts at revision, rendering them with fn
+// unless the cache holds them.
+func (c *renderCache) render(ctx context.Context, revision string, opts render.Options, fn func(context.Context, render.Options) (*render.Result, error)) ([]render.Object, error) {
 	data, err := json.Marshal(struct {
 		Rev  string
 		Opts render.Options
@@ -35,17 +37,17 @@ func (c *renderCache) render(ctx context.Context, revision string, opts render.O
 	sum := sha256.Sum256(data)
 	key := hex.EncodeToString(sum[:])
 	c.mu.Lock()
-	objs, ok := c.entries[string(key)]
+	objs, ok := c.entries[key]
 	c.mu.Unlock()
 	if !ok {
-		res, err := render.Render(ctx, opts)
+		res, err := fn(ctx, opts)
 		if err != nil {
 			return nil, err
 		}
 		objs = res.Objects
 		c.mu.Lock()
-		c.entries[string(key)] = objs
-		c.order = append(c.order, string(key))
+		c.entries[key] = objs
+		c.order = append(c.order, key)
 		for len(c.order) > c.max {
 			delete(c.entries, c.order[0])
 			c.order = c.order[1:]

@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,11 @@ type HelmOptions struct {
 	ReleaseName string `json:"releaseName,omitempty"`
 	// Namespace is .Release.Namespace; it defaults to "default".
 	Namespace string `json:"namespace,omitempty"`
+	// Dependencies are chart archives (from the chart cache) for the
+	// dependencies that come from a Helm repository or an OCI registry,
+	// by DependencyKey. One the render needs and lacks fails it with a
+	// *MissingDependenciesError, which the caller may answer by fetching.
+	Dependencies map[string]string `json:"dependencies,omitempty"`
 	// ValuesFiles are merged in order over the chart's values.yaml. Paths
 	// are relative to the chart directory and must stay inside the
 	// repository.
@@ -45,7 +51,7 @@ type HelmOptions struct {
 // connection, so `lookup` finds nothing; test hooks are left out, and the
 // chart's crds/ are included.
 func renderHelm(ctx context.Context, sb *sandbox, dir string, opts HelmOptions) ([]Object, error) {
-	ch, err := loadChart(sb, dir, 0)
+	ch, err := loadChart(sb, dir, opts.Dependencies, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -55,15 +61,10 @@ func renderHelm(ctx context.Context, sb *sandbox, dir string, opts HelmOptions) 
 // renderArchive renders a chart archive from the chart cache (a chart from
 // a Helm repository or an OCI registry), with values files from dir in the
 // repository.
-func renderArchive(ctx context.Context, sb *sandbox, archivePath, dir string, limits Limits, opts HelmOptions) ([]Object, error) {
-	f, err := os.Open(archivePath)
+func renderArchive(ctx context.Context, sb *sandbox, archivePath, dir string, opts HelmOptions) ([]Object, error) {
+	ch, err := loadArchive(archivePath)
 	if err != nil {
-		return nil, fmt.Errorf("chart archive: %w", err)
-	}
-	defer f.Close()
-	ch, err := loader.LoadArchive(io.LimitReader(f, limits.MaxFileSize*4))
-	if err != nil {
-		return nil, fmt.Errorf("chart archive: %w", err)
+		return nil, err
 	}
 	for _, dep := range ch.Metadata.Dependencies {
 		found := false
@@ -165,13 +166,48 @@ func renderChart(ctx context.Context, sb *sandbox, ch *chart.Chart, dir, valuesD
 // that depends on itself is refused long before).
 const maxChartDepth = 8
 
+// Dependency is a chart dependency from a Helm repository or an OCI
+// registry.
+type Dependency struct {
+	Name       string `json:"name"`
+	Version    string `json:"version,omitempty"`
+	Repository string `json:"repository"`
+}
+
+// DependencyKey identifies d in HelmOptions.Dependencies.
+func DependencyKey(d Dependency) string { return d.Repository + " " + d.Name + " " + d.Version }
+
+// MissingDependenciesError lists the dependencies a chart needs from
+// repositories and the render was not given.
+type MissingDependenciesError struct {
+	Chart string       `json:"chart"`
+	Deps  []Dependency `json:"deps"`
+}
+
+func (e *MissingDependenciesError) Error() string {
+	parts := make([]string, len(e.Deps))
+	for i, d := range e.Deps {
+		parts[i] = fmt.Sprintf("%q (version %q, %s)", d.Name, d.Version, orNone(d.Repository))
+	}
+	return fmt.Sprintf("%s: dependency %s is not in charts/: vendor it (helm dependency build), or let converge fetch it (converge fetches dependencies from Helm repositories and OCI registries; a file:// dependency must be inside the repository)",
+		e.Chart, strings.Join(parts, ", "))
+}
+
+func orNone(repo string) string {
+	if repo == "" {
+		return "no repository"
+	}
+	return repo
+}
+
 // loadChart loads the chart at dir with its dependencies: those vendored
-// under charts/ (directories or .tgz archives) and, for those that are
-// not, file:// ones from elsewhere in the repository. A dependency found
-// in neither fails the render, naming it: Helm itself refuses to install
-// a chart with one missing, and rendering without it would silently
-// leave its objects out.
-func loadChart(sb *sandbox, dir string, depth int) (*chart.Chart, error) {
+// under charts/ (directories or .tgz archives), file:// ones from
+// elsewhere in the repository, and those from repositories given in deps
+// (fetched by the caller). The versions of Chart.lock, when there is one,
+// are the ones wanted. A dependency found nowhere fails the render, naming
+// it: Helm itself refuses to install a chart with one missing, and
+// rendering without it would silently leave its objects out.
+func loadChart(sb *sandbox, dir string, deps map[string]string, depth int) (*chart.Chart, error) {
 	if depth > maxChartDepth {
 		return nil, fmt.Errorf("%s: file:// dependencies nest deeper than %d charts", dir, maxChartDepth)
 	}
@@ -199,40 +235,81 @@ func loadChart(sb *sandbox, dir string, depth int) (*chart.Chart, error) {
 	for _, d := range ch.Dependencies() {
 		vendored[d.Name()] = true
 	}
+	locked := map[string]string{}
+	if ch.Lock != nil {
+		for _, d := range ch.Lock.Dependencies {
+			locked[d.Name+" "+d.Repository] = d.Version
+		}
+	}
+	missing := &MissingDependenciesError{Chart: dir}
 	for _, dep := range ch.Metadata.Dependencies {
 		if vendored[dep.Name] {
 			continue
 		}
-		local, ok := strings.CutPrefix(dep.Repository, "file://")
-		if !ok {
-			where := dep.Repository
-			if where == "" {
-				where = "no repository"
+		local, isFile := strings.CutPrefix(dep.Repository, "file://")
+		if !isFile {
+			d := Dependency{Name: dep.Name, Version: dep.Version, Repository: dep.Repository}
+			if v, ok := locked[dep.Name+" "+dep.Repository]; ok {
+				d.Version = v
 			}
-			return nil, fmt.Errorf("%s: dependency %q (version %q, %s) is not in charts/: vendor it (helm dependency build) or use a file:// dependency inside the repository",
-				dir, dep.Name, dep.Version, where)
+			archivePath, ok := deps[DependencyKey(d)]
+			if !ok {
+				missing.Deps = append(missing.Deps, d)
+				continue
+			}
+			sub, err := loadArchive(archivePath)
+			if err != nil {
+				return nil, fmt.Errorf("%s: dependency %q: %w", dir, dep.Name, err)
+			}
+			if sub.Name() != dep.Name {
+				return nil, fmt.Errorf("%s: dependency %q: %s serves chart %q", dir, dep.Name, dep.Repository, sub.Name())
+			}
+			ch.AddDependency(sub)
+			continue
 		}
 		if path.IsAbs(local) {
 			return nil, fmt.Errorf("%s: dependency %q: %s: %w", dir, dep.Name, dep.Repository, ErrOutsideRoot)
 		}
-		sub, err := clean(path.Join(dir, local))
+		subDir, err := clean(path.Join(dir, local))
 		if err != nil {
 			return nil, fmt.Errorf("%s: dependency %q: %w", dir, dep.Name, err)
 		}
-		if !sb.exists(path.Join(sub, "Chart.yaml")) {
+		if !sb.exists(path.Join(subDir, "Chart.yaml")) {
 			return nil, fmt.Errorf("%s: dependency %q: %s holds no Chart.yaml", dir, dep.Name, dep.Repository)
 		}
-		subChart, err := loadChart(sb, sub, depth+1)
+		sub, err := loadChart(sb, subDir, deps, depth+1)
 		if err != nil {
+			var m *MissingDependenciesError
+			if errors.As(err, &m) {
+				missing.Deps = append(missing.Deps, m.Deps...)
+				continue
+			}
 			return nil, fmt.Errorf("%s: dependency %q: %w", dir, dep.Name, err)
 		}
-		if subChart.Name() != dep.Name {
-			return nil, fmt.Errorf("%s: dependency %q: %s holds chart %q", dir, dep.Name, dep.Repository, subChart.Name())
+		if sub.Name() != dep.Name {
+			return nil, fmt.Errorf("%s: dependency %q: %s holds chart %q", dir, dep.Name, dep.Repository, sub.Name())
 		}
-		if err := versionMatches(dep.Version, subChart.Metadata.Version); err != nil {
+		if err := versionMatches(dep.Version, sub.Metadata.Version); err != nil {
 			return nil, fmt.Errorf("%s: dependency %q (%s): %w", dir, dep.Name, dep.Repository, err)
 		}
-		ch.AddDependency(subChart)
+		ch.AddDependency(sub)
+	}
+	if len(missing.Deps) > 0 {
+		return nil, missing
+	}
+	return ch, nil
+}
+
+// loadArchive loads a chart archive from the chart cache.
+func loadArchive(archivePath string) (*chart.Chart, error) {
+	f, err := os.Open(archivePath)
+	if err != nil {
+		return nil, fmt.Errorf("chart archive: %w", err)
+	}
+	defer f.Close()
+	ch, err := loader.LoadArchive(io.LimitReader(f, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("chart archive: %w", err)
 	}
 	return ch, nil
 }

@@ -59,6 +59,8 @@ type workerResponse struct {
 	Error    string         `json:"error,omitempty"`
 	// OutsideRoot marks an Error that wraps ErrOutsideRoot.
 	OutsideRoot bool `json:"outsideRoot,omitempty"`
+	// Missing is set when Error is a *MissingDependenciesError.
+	Missing *MissingDependenciesError `json:"missing,omitempty"`
 }
 
 // renderError is a worker's error, rebuilt in the parent so that
@@ -143,6 +145,9 @@ func renderIsolated(ctx context.Context, opts Options) (*Result, error) {
 	if err := utiljson.Unmarshal(data, &resp); err != nil {
 		return nil, fmt.Errorf("%s: reading the render worker's answer: %w", opts.Path, err)
 	}
+	if resp.Missing != nil {
+		return nil, resp.Missing
+	}
 	if resp.Error != "" {
 		return nil, &renderError{msg: resp.Error, outsideRoot: resp.OutsideRoot}
 	}
@@ -194,6 +199,10 @@ func serveWorker(in io.Reader, out io.Writer) int {
 	var resp workerResponse
 	if err != nil {
 		resp.Error, resp.OutsideRoot = err.Error(), errors.Is(err, ErrOutsideRoot)
+		var missing *MissingDependenciesError
+		if errors.As(err, &missing) {
+			resp.Missing = missing
+		}
 	} else {
 		resp.Kind, resp.Warnings = res.Kind, res.Warnings
 		resp.Objects = make([]workerObject, len(res.Objects))

@@ -86,7 +86,7 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	if opts.Chart != "" {
-		objs, err := renderArchive(ctx, sb, opts.Chart, p, limits, opts.Helm)
+		objs, err := renderArchive(ctx, sb, opts.Chart, p, opts.Helm)
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -159,5 +160,81 @@ func TestCharts_HelmRepositoryChartWithCredentialsAndDigest(t *testing.T) {
 	}
 	if get(t, "v1", "ConfigMap", ns, "pinned-wrong-settings") != nil {
 		t.Error("a chart whose digest does not match was applied")
+	}
+}
+
+// A chart from Git whose dependencies are not vendored: one from a Helm
+// repository, one from an OCI registry, one a file:// sibling. The agent
+// and `converge build` fetch the first two into the chart cache.
+func TestCharts_DependenciesFromARepositoryARegistryAndASibling(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	helmRepo := chartrepo.NewHelmRepo()
+	defer helmRepo.Close()
+	helmRepo.Add("cache", "1.2.3", chartrepo.Package("cache", "1.2.3", map[string]string{
+		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cache\ndata:\n  size: {{ .Values.size | quote }}\n",
+	}))
+	helmRepo.Add("cache", "1.3.0", chartrepo.Package("cache", "1.3.0", nil)) // outside ~1.2.0
+	reg := chartrepo.NewRegistry()
+	defer reg.Close()
+	if _, err := reg.Push("charts/metrics", "0.5.2", chartrepo.Package("metrics", "0.5.2", map[string]string{
+		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-metrics\ndata:\n  interval: {{ .Values.interval | quote }}\n",
+	})); err != nil {
+		t.Fatal(err)
+	}
+	fill := func(files map[string]string) map[string]string {
+		for k, v := range files {
+			v = strings.ReplaceAll(v, "HELM_REPOSITORY_URL", helmRepo.URL)
+			files[k] = strings.ReplaceAll(v, "OCI_REPOSITORY_URL", "oci://"+reg.Host+"/charts")
+		}
+		return files
+	}
+	files := fill(corpus(t, "platform-chart", "charts/platform-chart"))
+	for k, v := range corpus(t, "platform-chart-common", "charts/platform-chart-common") {
+		files[k] = v
+	}
+
+	// converge build fetches them too.
+	dir := writeTree(t, ns, files)
+	r := convergeOffline(t, "build", filepath.Join(dir, "charts/platform-chart"), "--root", dir, "--release-name", "p")
+	for _, want := range []string{"name: p-platform", "name: p-cache", `size: "3"`, "name: p-metrics", "interval: 15s", "name: p-common", "team: platform"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("build: exit %d, output lacks %q:\n%s%s", r.code, want, r.stdout, r.stderr)
+		}
+	}
+
+	repo, err := a.git.NewRepo(ns + "-platform")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(files); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "platform chart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "platform", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "charts/platform-chart"},
+			SyncPolicy: automated(true, true),
+		},
+	}
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.waitApp(t, ns, "platform", 60*time.Second, "synced and healthy", func(app *v1alpha1.Application) bool {
+		return synced(rev)(app) && app.Status.Health.Status == v1alpha1.HealthHealthy
+	})
+	for name, want := range map[string]map[string]any{
+		"platform-cache":   {"size": "3"},
+		"platform-metrics": {"interval": "15s"},
+		"platform-common":  {"team": "platform"},
+	} {
+		if got := settings(t, ns, name); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("ConfigMap %s data = %v, want %v", name, got, want)
+		}
 	}
 }
