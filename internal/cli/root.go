@@ -77,6 +77,7 @@ server-side apply, prunes what Git no longer has and heals drift.`,
 	root.AddCommand(
 		NewVersionCommand(streams),
 		NewBuildCommand(streams),
+		NewMigrateCommand(streams),
 		NewDiffCommand(streams),
 		NewSyncCommand(streams),
 		NewAgentCommand(streams),

@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"converge.dev/converge/internal/migrate"
+	"converge.dev/converge/internal/render"
+)
+
+// MigrateOptions holds the flags of `converge migrate`.
+type MigrateOptions struct {
+	Streams
+	Output OutputFormat
+}
+
+// NewMigrateCommand returns `converge migrate PATH...`.
+func NewMigrateCommand(streams Streams) *cobra.Command {
+	o := &MigrateOptions{Streams: streams}
+	cmd := &cobra.Command{
+		Use:   "migrate PATH...",
+		Short: "Print the converge Applications equivalent to Argo CD Applications and Flux Kustomizations and HelmReleases",
+		Long: `Reads the manifests in each PATH (a file or a directory, read as converge
+build reads a directory) and prints, for each Argo CD Application and each
+Flux Kustomization or HelmRelease (with the GitRepository, HelmRepository
+or OCIRepository it refers to, which must be among the manifests), the
+equivalent converge Application. Nothing is applied: review the output,
+then kubectl apply it (and delete the old objects, with their controllers
+told to orphan what they deployed).
+
+Everything that cannot be carried over, or is carried over with a
+difference, is listed on stderr with the object and the field: plugins,
+post-renderers, valuesFrom, Kustomize overrides, SOPS decryption, other
+clusters, dependencies between apps...
+
+Exit status: 0 when at least one Application was made, 2 otherwise.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return o.Run(cmd, args) },
+	}
+	cmd.Flags().StringVarP((*string)(&o.Output), "output", "o", "yaml", "output format: yaml or json")
+	return cmd
+}
+
+// Run translates and prints.
+func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
+	if o.Output != OutputYAML && o.Output != OutputJSON {
+		return fmt.Errorf("unknown output format %q: use yaml or json", o.Output)
+	}
+	var objs []render.Object
+	for _, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return err
+		}
+		root := abs
+		if fi, err := os.Stat(abs); err != nil {
+			return err
+		} else if !fi.IsDir() {
+			root = filepath.Dir(abs)
+		}
+		rel, _ := filepath.Rel(root, abs)
+		res, err := render.Render(cmd.Context(), render.Options{Root: root, Path: filepath.ToSlash(rel)})
+		if err != nil {
+			return err
+		}
+		if res.Kind != render.KindDirectory {
+			return fmt.Errorf("%s is a %s source, not a directory of Argo CD or Flux manifests", p, res.Kind)
+		}
+		objs = append(objs, res.Objects...)
+	}
+	res := migrate.Translate(objs)
+	for _, f := range res.Findings {
+		fmt.Fprintln(o.ErrOut, "not carried over:", f)
+	}
+	if len(res.Applications) == 0 {
+		return fmt.Errorf("no Argo CD Application, Flux Kustomization or Flux HelmRelease found in %d object(s)", len(objs))
+	}
+	if o.Output == OutputJSON {
+		items := make([]any, len(res.Applications))
+		for i := range res.Applications {
+			items[i] = res.Applications[i]
+		}
+		if err := printObject(o.Out, OutputJSON, map[string]any{"apiVersion": "v1", "kind": "List", "items": items}); err != nil {
+			return err
+		}
+	} else {
+		for i, app := range res.Applications {
+			data, err := yaml.Marshal(app)
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				fmt.Fprintln(o.Out, "---")
+			}
+			if _, err := o.Out.Write(data); err != nil {
+				return err
+			}
+		}
+	}
+	fmt.Fprintf(o.ErrOut, "Translated %d Application(s); %d finding(s) above\n", len(res.Applications), len(res.Findings))
+	return nil
+}

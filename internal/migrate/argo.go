@@ -1,0 +1,326 @@
+package migrate
+
+import (
+	"path"
+	"sort"
+	"strings"
+
+	"helm.sh/helm/v4/pkg/strvals"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"converge.dev/converge/api/v1alpha1"
+)
+
+// argo translates an Argo CD Application.
+func (t *translator) argo(u *unstructured.Unstructured) {
+	spec := mapAt(u.Object, "spec")
+	dest := mapAt(spec, "destination")
+	ns := strAt(dest, "namespace")
+	if ns == "" {
+		ns = "default"
+		t.note(u, "spec.destination.namespace", "not set; the converge Application goes to namespace default, which is also its objects' default namespace")
+	}
+	if !inCluster(strAt(dest, "server"), strAt(dest, "name")) {
+		t.note(u, "spec.destination", "another cluster (%s%s): a converge agent deploys to the cluster it runs in; run one there", strAt(dest, "server"), strAt(dest, "name"))
+	}
+	if p := strAt(spec, "project"); p != "" && p != "default" {
+		t.note(u, "spec.project", "AppProject %q: its restrictions are not carried over; a converge Tenant expresses them (docs/security.md)", p)
+	}
+	app := newApp(u.GetName(), ns)
+	app.Spec.Destination.Namespace = ns
+
+	var sources []map[string]any
+	if s := mapAt(spec, "source"); s != nil {
+		sources = append(sources, s)
+	}
+	list, _, _ := unstructured.NestedSlice(spec, "sources")
+	for _, s := range list {
+		if m, ok := s.(map[string]any); ok {
+			sources = append(sources, m)
+		}
+	}
+	switch {
+	case len(sources) == 0:
+		t.note(u, "spec.source", "no source; not translated")
+		return
+	case len(sources) == 1:
+		if !t.argoSource(u, &app, sources[0], "spec.source") {
+			return
+		}
+	default:
+		if !t.argoSources(u, &app, sources) {
+			return
+		}
+	}
+	t.argoSyncPolicy(u, &app, mapAt(spec, "syncPolicy"))
+	if limit, ok := intAt(spec, "revisionHistoryLimit"); ok && limit > 0 {
+		l := int32(min(limit, 500))
+		app.Spec.HistoryLimit = &l
+	}
+	if diffs, _, _ := unstructured.NestedSlice(spec, "ignoreDifferences"); len(diffs) > 0 {
+		t.note(u, "spec.ignoreDifferences", "not supported: converge owns only the fields it applies (server-side apply), so fields others set are not differences")
+	}
+	t.res.Applications = append(t.res.Applications, app)
+}
+
+// argoSource fills app from one Argo CD source; false when nothing usable.
+func (t *translator) argoSource(u *unstructured.Unstructured, app *v1alpha1.Application, src map[string]any, field string) bool {
+	repoURL := strAt(src, "repoURL")
+	rev := strAt(src, "targetRevision")
+	if chart := strAt(src, "chart"); chart != "" {
+		if !strings.Contains(repoURL, "://") {
+			repoURL = "oci://" + repoURL // Argo CD writes OCI Helm repositories without a scheme
+		}
+		app.Spec.Source.Chart = &v1alpha1.ChartSource{RepoURL: repoURL, Name: chart, Version: rev}
+	} else {
+		app.Spec.Source.RepoURL = repoURL
+		var why string
+		app.Spec.Source.Ref, why = gitRef(rev)
+		if why != "" {
+			t.note(u, field+".targetRevision", "%s", why)
+		}
+		app.Spec.Source.Path = strings.TrimPrefix(strings.TrimPrefix(strAt(src, "path"), "./"), "/")
+		if app.Spec.Source.Path == "." {
+			app.Spec.Source.Path = ""
+		}
+	}
+	if src["plugin"] != nil {
+		t.note(u, field+".plugin", "config management plugins are not supported: render to YAML in CI, or use Helm, Kustomize or Jsonnet; not translated")
+		return false
+	}
+	if k := mapAt(src, "kustomize"); len(k) > 0 {
+		keys := sortedKeys(k)
+		t.note(u, field+".kustomize", "overrides in the Application (%s) are not supported: put them in the kustomization.yaml", strings.Join(keys, ", "))
+	}
+	if d := mapAt(src, "directory"); d != nil {
+		if recurse, ok := d["recurse"].(bool); ok && !recurse {
+			t.note(u, field+".directory.recurse", "converge reads subdirectories too")
+		}
+		for _, f := range []string{"include", "exclude"} {
+			if strAt(d, f) != "" {
+				t.note(u, field+".directory."+f, "not supported: converge renders every manifest in the directory")
+			}
+		}
+		if j := mapAt(d, "jsonnet"); j != nil {
+			app.Spec.Source.Jsonnet = t.argoJsonnet(u, j, field+".directory.jsonnet")
+		}
+	}
+	if h := mapAt(src, "helm"); h != nil {
+		t.argoHelm(u, app, h, field+".helm")
+	}
+	return true
+}
+
+func (t *translator) argoJsonnet(u *unstructured.Unstructured, j map[string]any, field string) *v1alpha1.JsonnetSource {
+	out := &v1alpha1.JsonnetSource{}
+	read := func(key string) map[string]string {
+		list, _, _ := unstructured.NestedSlice(j, key)
+		if len(list) == 0 {
+			return nil
+		}
+		m := map[string]string{}
+		for _, e := range list {
+			v, _ := e.(map[string]any)
+			if code, _ := v["code"].(bool); code {
+				t.note(u, field+"."+key, "%v: code values are not supported, only strings", v["name"])
+				continue
+			}
+			name, _ := v["name"].(string)
+			value, _ := v["value"].(string)
+			m[name] = value
+		}
+		return m
+	}
+	out.ExtVars, out.TLAs = read("extVars"), read("tlas")
+	libs, _, _ := unstructured.NestedStringSlice(j, "libs")
+	out.LibPaths = libs
+	return out
+}
+
+func (t *translator) argoHelm(u *unstructured.Unstructured, app *v1alpha1.Application, h map[string]any, field string) {
+	hs := &v1alpha1.HelmSource{ReleaseName: strAt(h, "releaseName")}
+	files, _, _ := unstructured.NestedStringSlice(h, "valueFiles")
+	hs.ValuesFiles = files
+	values := map[string]any{}
+	if s := strAt(h, "values"); s != "" {
+		if err := yaml.Unmarshal([]byte(s), &values); err != nil {
+			t.note(u, field+".values", "not YAML: %v", err)
+		}
+	}
+	if obj := mapAt(h, "valuesObject"); obj != nil {
+		for k, v := range obj {
+			values[k] = v
+		}
+	}
+	params, _, _ := unstructured.NestedSlice(h, "parameters")
+	for _, p := range params {
+		pm, _ := p.(map[string]any)
+		name, _ := pm["name"].(string)
+		value, _ := pm["value"].(string)
+		parse := strvals.ParseInto
+		if fs, _ := pm["forceString"].(bool); fs {
+			parse = strvals.ParseIntoString
+		}
+		if err := parse(name+"="+value, values); err != nil {
+			t.note(u, field+".parameters", "%s: %v", name, err)
+		}
+	}
+	if len(values) > 0 {
+		raw, err := rawValues(values)
+		if err != nil {
+			t.note(u, field+".values", "%v", err)
+		} else {
+			hs.Values = raw
+		}
+	}
+	for _, f := range []string{"fileParameters", "passCredentials", "skipCrds", "ignoreMissingValueFiles", "version", "apiVersions", "kubeVersion", "namespace"} {
+		if _, ok := h[f]; ok {
+			t.note(u, field+"."+f, "not carried over")
+		}
+	}
+	if hs.ReleaseName != "" || len(hs.ValuesFiles) > 0 || hs.Values != nil {
+		app.Spec.Source.Helm = hs
+	}
+}
+
+// argoSources translates Argo CD's multiple sources: one chart, with
+// values files from a Git source referred to as $ref.
+func (t *translator) argoSources(u *unstructured.Unstructured, app *v1alpha1.Application, sources []map[string]any) bool {
+	var chart map[string]any
+	refs := map[string]map[string]any{}
+	for i, s := range sources {
+		switch {
+		case strAt(s, "ref") != "":
+			refs[strAt(s, "ref")] = s
+		case strAt(s, "chart") != "" && chart == nil:
+			chart = s
+		default:
+			t.note(u, "spec.sources", "source %d (%s %s): converge renders one chart or one path per Application; make it an Application of its own", i, strAt(s, "repoURL"), strAt(s, "path"))
+		}
+	}
+	if chart == nil {
+		t.note(u, "spec.sources", "no chart source among them; not translated")
+		return false
+	}
+	if !t.argoSource(u, app, chart, "spec.sources") {
+		return false
+	}
+	h := app.Spec.Source.Helm
+	if h == nil || len(h.ValuesFiles) == 0 {
+		return true
+	}
+	// $values/env/prod/values.yaml: the Git source "values", that path.
+	var gitSrc map[string]any
+	var dirs []string
+	var files []string
+	for _, f := range h.ValuesFiles {
+		name, rest, ok := strings.Cut(strings.TrimPrefix(f, "$"), "/")
+		s := refs[name]
+		if !strings.HasPrefix(f, "$") || !ok || s == nil || (gitSrc != nil && strAt(gitSrc, "repoURL") != strAt(s, "repoURL")) {
+			t.note(u, "spec.sources.helm.valueFiles", "%s: only values files from one Git source ($ref/path) are carried over", f)
+			continue
+		}
+		gitSrc = s
+		dirs = append(dirs, path.Dir(rest))
+		files = append(files, rest)
+	}
+	if gitSrc == nil {
+		h.ValuesFiles = nil
+		return true
+	}
+	base := commonDir(dirs)
+	app.Spec.Source.RepoURL = strAt(gitSrc, "repoURL")
+	var why string
+	app.Spec.Source.Ref, why = gitRef(strAt(gitSrc, "targetRevision"))
+	if why != "" {
+		t.note(u, "spec.sources.targetRevision", "%s", why)
+	}
+	app.Spec.Source.Path = base
+	h.ValuesFiles = nil
+	for _, f := range files {
+		rel := strings.TrimPrefix(f, base+"/")
+		if base == "" || base == "." {
+			rel = f
+		}
+		h.ValuesFiles = append(h.ValuesFiles, rel)
+	}
+	if app.Spec.Source.Path == "." {
+		app.Spec.Source.Path = ""
+	}
+	return true
+}
+
+// commonDir is the longest directory every dir is in.
+func commonDir(dirs []string) string {
+	if len(dirs) == 0 {
+		return ""
+	}
+	common := strings.Split(dirs[0], "/")
+	for _, d := range dirs[1:] {
+		parts := strings.Split(d, "/")
+		n := 0
+		for n < len(common) && n < len(parts) && common[n] == parts[n] {
+			n++
+		}
+		common = common[:n]
+	}
+	return strings.Join(common, "/")
+}
+
+func (t *translator) argoSyncPolicy(u *unstructured.Unstructured, app *v1alpha1.Application, sp map[string]any) {
+	if sp == nil {
+		return
+	}
+	if auto, ok := sp["automated"].(map[string]any); ok {
+		prune, _ := auto["prune"].(bool)
+		heal, _ := auto["selfHeal"].(bool)
+		if enabled, ok := auto["enabled"].(bool); !ok || enabled {
+			app.Spec.SyncPolicy.Automated = &v1alpha1.AutomatedSync{Prune: prune, SelfHeal: heal}
+		}
+		if allow, _ := auto["allowEmpty"].(bool); allow {
+			t.note(u, "spec.syncPolicy.automated.allowEmpty", "not carried over: converge never applies an empty render from the agent")
+		}
+	}
+	opts, _, _ := unstructured.NestedStringSlice(sp, "syncOptions")
+	for _, o := range opts {
+		k, v, _ := strings.Cut(o, "=")
+		switch {
+		case k == "CreateNamespace" && strings.EqualFold(v, "true"):
+			app.Spec.SyncPolicy.CreateNamespace = true
+		case k == "ServerSideApply" || k == "ApplyOutOfSyncOnly" || k == "PruneLast":
+			// What converge always does.
+		default:
+			t.note(u, "spec.syncPolicy.syncOptions", "%s is not carried over (per-object options are: docs/compat.md)", o)
+		}
+	}
+	if md := mapAt(sp, "managedNamespaceMetadata"); md != nil {
+		labels, _, _ := unstructured.NestedStringMap(md, "labels")
+		ann, _, _ := unstructured.NestedStringMap(md, "annotations")
+		app.Spec.SyncPolicy.NamespaceMetadata = &v1alpha1.NamespaceMetadata{Labels: labels, Annotations: ann}
+	}
+	if r := mapAt(sp, "retry"); r != nil {
+		rp := &v1alpha1.RetryPolicy{}
+		if limit, ok := intAt(r, "limit"); ok && limit > 0 {
+			rp.Limit = int32(limit)
+		}
+		if b := mapAt(r, "backoff"); b != nil {
+			bo := &v1alpha1.Backoff{Duration: duration(strAt(b, "duration")), MaxDuration: duration(strAt(b, "maxDuration"))}
+			if f, ok := intAt(b, "factor"); ok && f > 0 {
+				factor := int32(f)
+				bo.Factor = &factor
+			}
+			rp.Backoff = bo
+		}
+		app.Spec.SyncPolicy.Retry = rp
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,259 @@
+package migrate
+
+import (
+	"path"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"converge.dev/converge/api/v1alpha1"
+)
+
+// source finds the Flux source u's sourceRef (at fields) names.
+func (t *translator) source(u *unstructured.Unstructured, fields ...string) (*unstructured.Unstructured, string) {
+	sr := mapAt(u.Object, fields...)
+	kind, name, ns := strAt(sr, "kind"), strAt(sr, "name"), strAt(sr, "namespace")
+	if ns == "" {
+		ns = u.GetNamespace()
+	}
+	key := kind + "/" + ns + "/" + name
+	return t.sources[key], key
+}
+
+// fluxGit fills app's Git source from a GitRepository.
+func (t *translator) fluxGit(u *unstructured.Unstructured, app *v1alpha1.Application, repo *unstructured.Unstructured) {
+	app.Spec.Source.RepoURL = str(repo, "spec", "url")
+	ref := mapAt(repo.Object, "spec", "ref")
+	switch {
+	case strAt(ref, "commit") != "":
+		app.Spec.Source.Ref = &v1alpha1.GitRef{Commit: strAt(ref, "commit")}
+	case strAt(ref, "semver") != "":
+		app.Spec.Source.Ref = &v1alpha1.GitRef{Semver: strAt(ref, "semver")}
+	case strAt(ref, "tag") != "":
+		app.Spec.Source.Ref = &v1alpha1.GitRef{Tag: strAt(ref, "tag")}
+	case strAt(ref, "branch") != "":
+		app.Spec.Source.Ref = &v1alpha1.GitRef{Branch: strAt(ref, "branch")}
+	case strAt(ref, "name") != "":
+		t.note(repo, "spec.ref.name", "a ref by full name is not supported; set a branch or tag")
+	}
+	if s := str(repo, "spec", "secretRef", "name"); s != "" {
+		// Flux's keys are converge's: username/password, identity/known_hosts.
+		app.Spec.Source.SecretRef = &v1alpha1.LocalObjectReference{Name: s}
+	}
+	if v := mapAt(repo.Object, "spec", "verify"); v != nil {
+		t.note(repo, "spec.verify", "not carried over: converge verifies with a Secret of OpenPGP keys or SSH allowed signers (spec.source.verify)")
+	}
+	for _, f := range []string{"include", "ignore", "recurseSubmodules", "proxySecretRef"} {
+		if _, ok := mapAt(repo.Object, "spec")[f]; ok {
+			t.note(repo, "spec."+f, "not supported")
+		}
+	}
+	if d := duration(str(repo, "spec", "interval")); d != nil {
+		app.Spec.SyncPolicy.Interval = d
+	}
+}
+
+// fluxCommon carries over what Kustomizations and HelmReleases share.
+func (t *translator) fluxCommon(u *unstructured.Unstructured, app *v1alpha1.Application) {
+	spec := mapAt(u.Object, "spec")
+	if suspend, _ := spec["suspend"].(bool); suspend {
+		app.Spec.Suspend = true
+	}
+	if sa := strAt(spec, "serviceAccountName"); sa != "" {
+		app.Spec.ServiceAccountName = sa
+	}
+	if d := duration(strAt(spec, "timeout")); d != nil {
+		app.Spec.SyncPolicy.Timeout = d
+	}
+	if app.Spec.SyncPolicy.Interval == nil {
+		app.Spec.SyncPolicy.Interval = duration(strAt(spec, "interval"))
+	}
+	if deps, _, _ := unstructured.NestedSlice(spec, "dependsOn"); len(deps) > 0 {
+		t.note(u, "spec.dependsOn", "dependencies between apps are not supported yet; they sync independently")
+	}
+	if mapAt(spec, "kubeConfig") != nil {
+		t.note(u, "spec.kubeConfig", "another cluster: a converge agent deploys to the cluster it runs in; run one there")
+	}
+}
+
+// fluxKustomization translates a Kustomization and its GitRepository.
+func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
+	repo, key := t.source(u, "spec", "sourceRef")
+	if repo == nil || repo.GetKind() != "GitRepository" {
+		t.note(u, "spec.sourceRef", "%s is not among the manifests (only GitRepository sources are translated); not translated", key)
+		return
+	}
+	app := newApp(u.GetName(), u.GetNamespace())
+	t.fluxGit(u, &app, repo)
+	spec := mapAt(u.Object, "spec")
+	app.Spec.Source.Path = strings.Trim(strings.TrimPrefix(strAt(spec, "path"), "./"), "/")
+	if app.Spec.Source.Path == "." {
+		app.Spec.Source.Path = ""
+	}
+	if ns := strAt(spec, "targetNamespace"); ns != "" {
+		app.Spec.Destination.Namespace = ns
+		t.note(u, "spec.targetNamespace", "converge gives %s to objects that name no namespace; Flux also moves those that name another", ns)
+	}
+	prune, _ := spec["prune"].(bool)
+	// Flux corrects drift at every interval; converge at once.
+	app.Spec.SyncPolicy.Automated = &v1alpha1.AutomatedSync{Prune: prune, SelfHeal: true}
+	t.fluxCommon(u, &app)
+	if force, _ := spec["force"].(bool); force {
+		t.note(u, "spec.force", "annotate the objects converge.dev/force: \"true\" (or kustomize.toolkit.fluxcd.io/force: enabled) instead")
+	}
+	for _, f := range []string{"postBuild", "patches", "images", "components", "namePrefix", "nameSuffix", "commonMetadata", "decryption", "healthChecks"} {
+		if _, ok := spec[f]; !ok {
+			continue
+		}
+		switch f {
+		case "decryption":
+			t.note(u, "spec.decryption", "SOPS is not decrypted: seal Secrets one way with converge seal (docs/design/sealing.md)")
+		case "postBuild":
+			t.note(u, "spec.postBuild", "variable substitution is not supported")
+		case "healthChecks":
+			t.note(u, "spec.healthChecks", "converge checks the health of every object it applies")
+		default:
+			t.note(u, "spec."+f, "not supported: put it in the kustomization.yaml")
+		}
+	}
+	t.res.Applications = append(t.res.Applications, app)
+}
+
+// fluxHelmRelease translates a HelmRelease and its source.
+func (t *translator) fluxHelmRelease(u *unstructured.Unstructured) {
+	spec := mapAt(u.Object, "spec")
+	app := newApp(u.GetName(), u.GetNamespace())
+	chartSpec := mapAt(spec, "chart", "spec")
+	switch {
+	case chartSpec != nil:
+		src, key := t.source(u, "spec", "chart", "spec", "sourceRef")
+		switch {
+		case src == nil:
+			t.note(u, "spec.chart.spec.sourceRef", "%s is not among the manifests; not translated", key)
+			return
+		case src.GetKind() == "HelmRepository":
+			url := str(src, "spec", "url")
+			if str(src, "spec", "type") == "oci" && !strings.HasPrefix(url, "oci://") {
+				url = "oci://" + url
+			}
+			app.Spec.Source.Chart = &v1alpha1.ChartSource{RepoURL: url, Name: strAt(chartSpec, "chart"), Version: strAt(chartSpec, "version")}
+			if s := str(src, "spec", "secretRef", "name"); s != "" {
+				app.Spec.Source.Chart.SecretRef = &v1alpha1.LocalObjectReference{Name: s}
+			}
+			if s := str(src, "spec", "certSecretRef", "name"); s != "" {
+				t.note(src, "spec.certSecretRef", "put ca.crt from Secret %s into the chart's secretRef Secret", s)
+			}
+			if insecure, _ := mapAt(src.Object, "spec")["insecure"].(bool); insecure {
+				app.Spec.Source.Chart.Insecure = true
+			}
+			if files, _, _ := unstructured.NestedStringSlice(chartSpec, "valuesFiles"); len(files) > 0 {
+				t.note(u, "spec.chart.spec.valuesFiles", "values files inside a repository chart are not supported; converge reads values files from Git")
+			}
+		case src.GetKind() == "GitRepository":
+			t.fluxGit(u, &app, src)
+			chartPath := strings.Trim(strings.TrimPrefix(strAt(chartSpec, "chart"), "./"), "/")
+			app.Spec.Source.Path = chartPath
+			if files, _, _ := unstructured.NestedStringSlice(chartSpec, "valuesFiles"); len(files) > 0 {
+				app.Spec.Source.Helm = &v1alpha1.HelmSource{}
+				for _, f := range files {
+					rel, ok := relPath(chartPath, strings.TrimPrefix(f, "./"))
+					if !ok {
+						t.note(u, "spec.chart.spec.valuesFiles", "%s: not carried over", f)
+						continue
+					}
+					app.Spec.Source.Helm.ValuesFiles = append(app.Spec.Source.Helm.ValuesFiles, rel)
+				}
+			}
+		default:
+			t.note(u, "spec.chart.spec.sourceRef", "a %s source is not supported; not translated", src.GetKind())
+			return
+		}
+	case mapAt(spec, "chartRef") != nil:
+		src, key := t.source(u, "spec", "chartRef")
+		if src == nil || src.GetKind() != "OCIRepository" {
+			t.note(u, "spec.chartRef", "%s is not among the manifests (only OCIRepository chart references are translated); not translated", key)
+			return
+		}
+		url := strings.TrimSuffix(str(src, "spec", "url"), "/")
+		dir, name := path.Split(strings.TrimPrefix(url, "oci://"))
+		version := str(src, "spec", "ref", "semver")
+		if version == "" {
+			version = str(src, "spec", "ref", "tag")
+		}
+		app.Spec.Source.Chart = &v1alpha1.ChartSource{RepoURL: "oci://" + strings.TrimSuffix(dir, "/"), Name: name, Version: version,
+			Digest: str(src, "spec", "ref", "digest")}
+		if s := str(src, "spec", "secretRef", "name"); s != "" {
+			app.Spec.Source.Chart.SecretRef = &v1alpha1.LocalObjectReference{Name: s}
+		}
+	default:
+		t.note(u, "spec.chart", "no chart; not translated")
+		return
+	}
+	target := strAt(spec, "targetNamespace")
+	if target != "" {
+		app.Spec.Destination.Namespace = target
+	}
+	// Flux names the release <targetNamespace>-<name> when it has a target
+	// namespace: keep that name, so the objects keep theirs.
+	release := strAt(spec, "releaseName")
+	if release == "" && target != "" {
+		release = target + "-" + u.GetName()
+	}
+	if release != "" && release != app.Name {
+		if app.Spec.Source.Helm == nil {
+			app.Spec.Source.Helm = &v1alpha1.HelmSource{}
+		}
+		app.Spec.Source.Helm.ReleaseName = release
+	}
+	if values := mapAt(spec, "values"); len(values) > 0 {
+		raw, err := rawValues(values)
+		if err != nil {
+			t.note(u, "spec.values", "%v", err)
+		} else {
+			if app.Spec.Source.Helm == nil {
+				app.Spec.Source.Helm = &v1alpha1.HelmSource{}
+			}
+			app.Spec.Source.Helm.Values = raw
+		}
+	}
+	if vf, _, _ := unstructured.NestedSlice(spec, "valuesFrom"); len(vf) > 0 {
+		t.note(u, "spec.valuesFrom", "values from ConfigMaps and Secrets are not supported yet; move them into spec.source.helm.values or a values file in Git")
+	}
+	if pr, _, _ := unstructured.NestedSlice(spec, "postRenderers"); len(pr) > 0 {
+		t.note(u, "spec.postRenderers", "post-renderers are not supported: put the chart in a Kustomize overlay in Git instead")
+	}
+	if create, _, _ := unstructured.NestedBool(spec, "install", "createNamespace"); create {
+		app.Spec.SyncPolicy.CreateNamespace = true
+	}
+	if sn := strAt(spec, "storageNamespace"); sn != "" {
+		t.note(u, "spec.storageNamespace", "converge keeps no Helm release Secrets; its record lives beside the Application")
+	}
+	// Flux reverts drift at every interval (with driftDetection) and
+	// upgrades on change; converge does both at once.
+	app.Spec.SyncPolicy.Automated = &v1alpha1.AutomatedSync{Prune: true, SelfHeal: true}
+	t.fluxCommon(u, &app)
+	t.res.Applications = append(t.res.Applications, app)
+}
+
+// relPath is target relative to base (both slash paths in a repository),
+// when it can be written with ".." steps.
+func relPath(base, target string) (string, bool) {
+	b := strings.Split(path.Clean(base), "/")
+	tp := strings.Split(path.Clean(target), "/")
+	if path.Clean(base) == "." {
+		b = nil
+	}
+	n := 0
+	for n < len(b) && n < len(tp) && b[n] == tp[n] {
+		n++
+	}
+	parts := make([]string, 0, len(b)-n+len(tp)-n)
+	for range b[n:] {
+		parts = append(parts, "..")
+	}
+	parts = append(parts, tp[n:]...)
+	if len(parts) == 0 {
+		return "", false
+	}
+	return strings.Join(parts, "/"), true
+}

@@ -1,0 +1,169 @@
+// Package migrate translates Argo CD Applications and Flux GitRepository,
+// Kustomization, HelmRepository, OCIRepository and HelmRelease objects
+// into converge Applications, and says what it could not carry over.
+package migrate
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/render"
+)
+
+// Finding is something the translation could not carry over, or carried
+// over with a difference worth knowing.
+type Finding struct {
+	// Object is "Kind/namespace/name" of the input object.
+	Object string
+	// Field is the field in it ("spec.source.plugin").
+	Field   string
+	Message string
+}
+
+func (f Finding) String() string {
+	return fmt.Sprintf("%s: %s: %s", f.Object, f.Field, f.Message)
+}
+
+// Result is what a translation made.
+type Result struct {
+	Applications []v1alpha1.Application
+	Findings     []Finding
+	// Ignored counts input objects that are neither Argo CD nor Flux.
+	Ignored int
+}
+
+// Translate translates every Argo CD and Flux object among objs. Flux
+// Kustomizations and HelmReleases find their sources among objs by kind,
+// namespace and name.
+func Translate(objs []render.Object) *Result {
+	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}}
+	for _, o := range objs {
+		gk := o.GroupVersionKind().GroupKind()
+		if gk.Group == "source.toolkit.fluxcd.io" {
+			t.sources[gk.Kind+"/"+o.GetNamespace()+"/"+o.GetName()] = o.Unstructured
+		}
+	}
+	for _, o := range objs {
+		gk := o.GroupVersionKind().GroupKind()
+		switch {
+		case gk.Group == "argoproj.io" && gk.Kind == "Application":
+			t.argo(o.Unstructured)
+		case gk.Group == "argoproj.io":
+			t.note(o.Unstructured, "kind", "%s is not translated (converge has Applications and Tenants; see docs/compat.md)", gk.Kind)
+		case gk.Group == "kustomize.toolkit.fluxcd.io" && gk.Kind == "Kustomization":
+			t.fluxKustomization(o.Unstructured)
+		case gk.Group == "helm.toolkit.fluxcd.io" && gk.Kind == "HelmRelease":
+			t.fluxHelmRelease(o.Unstructured)
+		case gk.Group == "source.toolkit.fluxcd.io":
+			// Translated with what refers to them.
+		default:
+			t.res.Ignored++
+		}
+	}
+	sort.Slice(t.res.Applications, func(i, j int) bool {
+		a, b := t.res.Applications[i], t.res.Applications[j]
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
+	})
+	return t.res
+}
+
+type translator struct {
+	res     *Result
+	sources map[string]*unstructured.Unstructured
+}
+
+func ref(u *unstructured.Unstructured) string { return render.Ref(u) }
+
+func (t *translator) note(u *unstructured.Unstructured, field, format string, args ...any) {
+	t.res.Findings = append(t.res.Findings, Finding{Object: ref(u), Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func str(u *unstructured.Unstructured, fields ...string) string {
+	s, _, _ := unstructured.NestedString(u.Object, fields...)
+	return s
+}
+
+func mapAt(m map[string]any, fields ...string) map[string]any {
+	out, _, _ := unstructured.NestedMap(m, fields...)
+	return out
+}
+
+// intAt reads an integer however the manifest was decoded (int64 or
+// float64).
+func intAt(m map[string]any, fields ...string) (int64, bool) {
+	v, ok, _ := unstructured.NestedFieldNoCopy(m, fields...)
+	if !ok {
+		return 0, false
+	}
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case float64:
+		return int64(n), n == float64(int64(n))
+	}
+	return 0, false
+}
+
+func strAt(m map[string]any, fields ...string) string {
+	s, _, _ := unstructured.NestedString(m, fields...)
+	return s
+}
+
+func newApp(name, namespace string) v1alpha1.Application {
+	return v1alpha1.Application{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "Application"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+	}
+}
+
+// gitRef turns a revision (Argo CD's targetRevision) into a ref: a full
+// SHA is a commit, a semver range a semver ref, "HEAD" or empty the
+// default (main), anything else a branch, or a tag when it looks like a
+// version.
+func gitRef(rev string) (*v1alpha1.GitRef, string) {
+	switch {
+	case rev == "" || rev == "HEAD":
+		return nil, "HEAD: converge follows the branch main unless told; set spec.source.ref.branch if the default branch is another"
+	case len(rev) == 40 && strings.Trim(rev, "0123456789abcdef") == "":
+		return &v1alpha1.GitRef{Commit: rev}, ""
+	case strings.ContainsAny(rev, "*^~<>=| ") || strings.HasSuffix(rev, ".x"):
+		return &v1alpha1.GitRef{Semver: rev}, ""
+	case strings.HasPrefix(rev, "v") && strings.Count(rev, ".") >= 1 && strings.Trim(rev[1:], "0123456789.") == "":
+		return &v1alpha1.GitRef{Tag: rev}, ""
+	}
+	return &v1alpha1.GitRef{Branch: rev}, ""
+}
+
+func duration(s string) *metav1.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return nil
+	}
+	return &metav1.Duration{Duration: d}
+}
+
+func rawValues(v any) (*apiextensionsv1.JSON, error) {
+	data, err := yaml.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, err
+	}
+	return &apiextensionsv1.JSON{Raw: js}, nil
+}
+
+// inCluster reports whether an Argo CD destination is the cluster Argo CD
+// runs in, the only one an agent deploys to.
+func inCluster(server, name string) bool {
+	return (server == "" && (name == "" || name == "in-cluster")) || server == "https://kubernetes.default.svc"
+}

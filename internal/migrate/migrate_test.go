@@ -1,0 +1,228 @@
+package migrate
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/render"
+)
+
+func objects(t *testing.T, docs ...string) []render.Object {
+	t.Helper()
+	var out []render.Object
+	for _, d := range docs {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(d), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, render.Object{Unstructured: u})
+	}
+	return out
+}
+
+func find(t *testing.T, res *Result, name string) v1alpha1.Application {
+	t.Helper()
+	for _, a := range res.Applications {
+		if a.Name == name {
+			return a
+		}
+	}
+	t.Fatalf("no Application %s among %d", name, len(res.Applications))
+	return v1alpha1.Application{}
+}
+
+func values(t *testing.T, a v1alpha1.Application) map[string]any {
+	t.Helper()
+	var v map[string]any
+	if a.Spec.Source.Helm == nil || a.Spec.Source.Helm.Values == nil {
+		return nil
+	}
+	if err := json.Unmarshal(a.Spec.Source.Helm.Values.Raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func findings(res *Result) string {
+	var s []string
+	for _, f := range res.Findings {
+		s = append(s, f.String())
+	}
+	return strings.Join(s, "\n")
+}
+
+func TestTranslate_ArgoCDApplications(t *testing.T) {
+	res := Translate(objects(t, `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: guestbook, namespace: argocd}
+spec:
+  project: default
+  source:
+    repoURL: https://git.example.com/org/apps.git
+    targetRevision: release-1
+    path: ./guestbook
+    helm:
+      releaseName: gb
+      valueFiles: [values-prod.yaml]
+      values: |
+        replicas: 2
+      parameters:
+      - {name: image.tag, value: "1.4"}
+      - {name: build, value: "0012", forceString: true}
+  destination: {server: https://kubernetes.default.svc, namespace: guestbook}
+  syncPolicy:
+    automated: {prune: true, selfHeal: true}
+    syncOptions: [CreateNamespace=true, ServerSideApply=true, PrunePropagationPolicy=orphan]
+    retry: {limit: 5, backoff: {duration: 10s, factor: 3, maxDuration: 2m}}
+`, `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: ingress, namespace: argocd}
+spec:
+  project: platform
+  sources:
+  - repoURL: registry.example.com/charts
+    chart: ingress-nginx
+    targetRevision: 4.11.x
+    helm:
+      valueFiles: [$values/env/prod/ingress.yaml, $values/env/prod/common.yaml]
+  - repoURL: https://git.example.com/org/values.git
+    targetRevision: main
+    ref: values
+  destination: {name: in-cluster, namespace: ingress}
+`, `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: tools, namespace: argocd}
+spec:
+  source: {repoURL: https://git.example.com/org/tools.git, path: tools, plugin: {name: kustomized-helm}}
+  destination: {server: https://other.example.com:6443, namespace: tools}
+`))
+	gb := find(t, res, "guestbook")
+	if gb.Namespace != "guestbook" || gb.Spec.Destination.Namespace != "guestbook" || gb.Spec.Source.Path != "guestbook" ||
+		gb.Spec.Source.Ref == nil || gb.Spec.Source.Ref.Branch != "release-1" {
+		t.Errorf("guestbook: %+v", gb.Spec)
+	}
+	if h := gb.Spec.Source.Helm; h.ReleaseName != "gb" || len(h.ValuesFiles) != 1 {
+		t.Errorf("guestbook helm: %+v", h)
+	}
+	if diff := cmp.Diff(map[string]any{"replicas": float64(2), "image": map[string]any{"tag": "1.4"}, "build": "0012"}, values(t, gb)); diff != "" {
+		t.Errorf("guestbook values (-want +got):\n%s", diff)
+	}
+	if sp := gb.Spec.SyncPolicy; sp.Automated == nil || !sp.Automated.Prune || !sp.Automated.SelfHeal || !sp.CreateNamespace ||
+		sp.Retry == nil || sp.Retry.Limit != 5 || *sp.Retry.Backoff.Factor != 3 {
+		t.Errorf("guestbook syncPolicy: %+v", sp)
+	}
+	ing := find(t, res, "ingress")
+	if c := ing.Spec.Source.Chart; c == nil || c.RepoURL != "oci://registry.example.com/charts" || c.Name != "ingress-nginx" || c.Version != "4.11.x" {
+		t.Errorf("ingress chart: %+v", ing.Spec.Source.Chart)
+	}
+	if ing.Spec.Source.RepoURL != "https://git.example.com/org/values.git" || ing.Spec.Source.Path != "env/prod" ||
+		cmp.Diff([]string{"ingress.yaml", "common.yaml"}, ing.Spec.Source.Helm.ValuesFiles) != "" {
+		t.Errorf("ingress values from Git: %+v %+v", ing.Spec.Source, ing.Spec.Source.Helm)
+	}
+	if len(res.Applications) != 2 {
+		t.Errorf("%d Applications, want 2 (the plugin app is not translated)", len(res.Applications))
+	}
+	f := findings(res)
+	for _, want := range []string{"Application/argocd/tools: spec.source.plugin", "Application/argocd/tools: spec.destination", "PrunePropagationPolicy=orphan", "AppProject \"platform\""} {
+		if !strings.Contains(f, want) {
+			t.Errorf("findings lack %q:\n%s", want, f)
+		}
+	}
+}
+
+func TestTranslate_FluxKustomizationsAndHelmReleases(t *testing.T) {
+	res := Translate(objects(t, `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: fleet, namespace: flux-system}
+spec:
+  url: ssh://git@git.example.com/org/fleet.git
+  ref: {branch: main}
+  interval: 1m
+  secretRef: {name: fleet-ssh}
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: apps, namespace: flux-system}
+spec:
+  sourceRef: {kind: GitRepository, name: fleet}
+  path: ./clusters/prod/apps
+  prune: true
+  interval: 10m
+  targetNamespace: apps
+  postBuild: {substitute: {cluster: prod}}
+  dependsOn: [{name: infra}]
+`, `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata: {name: podinfo, namespace: flux-system}
+spec: {url: https://charts.example.com/podinfo, interval: 30m}
+`, `
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: podinfo, namespace: flux-system}
+spec:
+  interval: 5m
+  targetNamespace: web
+  install: {createNamespace: true}
+  chart:
+    spec: {chart: podinfo, version: ">=6.0.0 <7", sourceRef: {kind: HelmRepository, name: podinfo}}
+  values: {replicaCount: 2}
+  valuesFrom: [{kind: ConfigMap, name: podinfo-values}]
+  postRenderers: [{kustomize: {patches: []}}]
+`, `
+apiVersion: source.toolkit.fluxcd.io/v1beta2
+kind: OCIRepository
+metadata: {name: redis, namespace: data}
+spec: {url: oci://registry.example.com/charts/redis, ref: {semver: 19.x}}
+`, `
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: cache, namespace: data}
+spec:
+  chartRef: {kind: OCIRepository, name: redis}
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: orphan, namespace: flux-system}
+spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, interval: 1m}
+`))
+	apps := find(t, res, "apps")
+	if apps.Namespace != "flux-system" || apps.Spec.Source.RepoURL != "ssh://git@git.example.com/org/fleet.git" || apps.Spec.Source.Path != "clusters/prod/apps" ||
+		apps.Spec.Source.SecretRef == nil || apps.Spec.Source.SecretRef.Name != "fleet-ssh" || apps.Spec.Destination.Namespace != "apps" ||
+		apps.Spec.SyncPolicy.Automated == nil || !apps.Spec.SyncPolicy.Automated.Prune || apps.Spec.SyncPolicy.Interval.Duration.String() != "1m0s" {
+		t.Errorf("apps: %+v", apps.Spec)
+	}
+	pod := find(t, res, "podinfo")
+	if c := pod.Spec.Source.Chart; c == nil || c.RepoURL != "https://charts.example.com/podinfo" || c.Version != ">=6.0.0 <7" || pod.Spec.Source.RepoURL != "" {
+		t.Errorf("podinfo chart: %+v", pod.Spec.Source)
+	}
+	if pod.Spec.Source.Helm.ReleaseName != "web-podinfo" || pod.Spec.Destination.Namespace != "web" || !pod.Spec.SyncPolicy.CreateNamespace {
+		t.Errorf("podinfo: release %q (Flux names it web-podinfo), destination %q", pod.Spec.Source.Helm.ReleaseName, pod.Spec.Destination.Namespace)
+	}
+	if diff := cmp.Diff(map[string]any{"replicaCount": float64(2)}, values(t, pod)); diff != "" {
+		t.Errorf("podinfo values (-want +got):\n%s", diff)
+	}
+	cache := find(t, res, "cache")
+	if c := cache.Spec.Source.Chart; c == nil || c.RepoURL != "oci://registry.example.com/charts" || c.Name != "redis" || c.Version != "19.x" {
+		t.Errorf("cache chart: %+v", cache.Spec.Source.Chart)
+	}
+	if len(res.Applications) != 3 {
+		t.Errorf("%d Applications, want 3", len(res.Applications))
+	}
+	f := findings(res)
+	for _, want := range []string{"spec.postBuild", "spec.dependsOn", "spec.valuesFrom", "spec.postRenderers", "Kustomization/flux-system/orphan: spec.sourceRef"} {
+		if !strings.Contains(f, want) {
+			t.Errorf("findings lack %q:\n%s", want, f)
+		}
+	}
+}
