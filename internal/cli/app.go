@@ -2,10 +2,13 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
+	"helm.sh/helm/v4/pkg/strvals"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -71,6 +74,10 @@ type AppCreateOptions struct {
 	Revision, DestNamespace, SecretName string
 	AutoSync, Prune, SelfHeal           bool
 	Interval                            time.Duration
+	// Helm and chart sources.
+	ChartRepo, Chart, ChartVersion, ReleaseName string
+	Values, Set, SetString                      []string
+	CreateNamespace                             bool
 }
 
 func newAppCreateCommand(streams Streams) *cobra.Command {
@@ -85,7 +92,7 @@ func newAppCreateCommand(streams Streams) *cobra.Command {
 	}
 	o.Kube.Bind(cmd.Flags())
 	f := cmd.Flags()
-	f.StringVar(&o.Repo, "repo", "", "repository URL (required)")
+	f.StringVar(&o.Repo, "repo", "", "Git repository URL (required unless --chart-repo)")
 	f.StringVar(&o.Path, "path", "", "path in the repository")
 	f.StringVar(&o.Branch, "branch", "", "follow a branch (default main)")
 	f.StringVar(&o.Tag, "tag", "", "pin a tag")
@@ -97,7 +104,14 @@ func newAppCreateCommand(streams Streams) *cobra.Command {
 	f.BoolVar(&o.Prune, "prune", false, "with --auto-sync, delete what leaves Git")
 	f.BoolVar(&o.SelfHeal, "self-heal", false, "with --auto-sync, revert live changes at once")
 	f.DurationVar(&o.Interval, "interval", 3*time.Minute, "how often to check the repository")
-	_ = cmd.MarkFlagRequired("repo")
+	f.StringVar(&o.ChartRepo, "chart-repo", "", "a Helm repository (https://) or OCI registry (oci://) to take --chart from")
+	f.StringVar(&o.Chart, "chart", "", "with --chart-repo: the chart's name")
+	f.StringVar(&o.ChartVersion, "chart-version", "", "with --chart-repo: an exact version or a semver range (default: the newest)")
+	f.StringVar(&o.ReleaseName, "release-name", "", "Helm release name (default: the Application's name)")
+	f.StringArrayVar(&o.Values, "values", nil, "Helm values file, relative to the chart (or, with --chart-repo, to --path in --repo) (repeatable)")
+	f.StringArrayVar(&o.Set, "set", nil, "Helm value as key=value (repeatable)")
+	f.StringArrayVar(&o.SetString, "set-string", nil, "Helm value as key=value, always a string (repeatable)")
+	f.BoolVar(&o.CreateNamespace, "create-namespace", false, "create --dest-namespace if it does not exist; the app then owns it")
 	return cmd
 }
 
@@ -114,6 +128,23 @@ func (o *AppCreateOptions) Run(ctx context.Context, name string) error {
 	}
 	if (o.Prune || o.SelfHeal) && !o.AutoSync {
 		return fmt.Errorf("--prune and --self-heal need --auto-sync")
+	}
+	if o.Repo == "" && o.ChartRepo == "" {
+		return fmt.Errorf("give --repo (a Git repository), --chart-repo with --chart, or both")
+	}
+	if (o.ChartRepo == "") != (o.Chart == "") {
+		return fmt.Errorf("--chart-repo and --chart go together")
+	}
+	values := map[string]any{}
+	for _, kv := range o.Set {
+		if err := strvals.ParseInto(kv, values); err != nil {
+			return fmt.Errorf("--set %s: %w", kv, err)
+		}
+	}
+	for _, kv := range o.SetString {
+		if err := strvals.ParseIntoString(kv, values); err != nil {
+			return fmt.Errorf("--set-string %s: %w", kv, err)
+		}
 	}
 	c, ns, err := appClient(&o.Kube)
 	if err != nil {
@@ -136,13 +167,32 @@ func (o *AppCreateOptions) Run(ctx context.Context, name string) error {
 	if o.AutoSync {
 		app.Spec.SyncPolicy.Automated = &v1alpha1.AutomatedSync{Prune: o.Prune, SelfHeal: o.SelfHeal}
 	}
+	app.Spec.SyncPolicy.CreateNamespace = o.CreateNamespace
+	if o.ChartRepo != "" {
+		app.Spec.Source.Chart = &v1alpha1.ChartSource{RepoURL: o.ChartRepo, Name: o.Chart, Version: o.ChartVersion}
+	}
+	if o.ReleaseName != "" || len(o.Values) > 0 || len(values) > 0 {
+		h := &v1alpha1.HelmSource{ReleaseName: o.ReleaseName, ValuesFiles: o.Values}
+		if len(values) > 0 {
+			raw, err := json.Marshal(values)
+			if err != nil {
+				return err
+			}
+			h.Values = &apiextensionsv1.JSON{Raw: raw}
+		}
+		app.Spec.Source.Helm = h
+	}
 	audit := newAuditor(ctx, c, o.Streams, ns)
 	// The first sync is this user's request.
 	requestSync(app, audit.user)
 	if err := c.Create(ctx, app); err != nil {
 		return err
 	}
-	audit.record(ctx, app, "create", fmt.Sprintf("repo %s, path %s", o.Repo, orDash(o.Path)))
+	what := fmt.Sprintf("repo %s, path %s", orDash(o.Repo), orDash(o.Path))
+	if o.ChartRepo != "" {
+		what += fmt.Sprintf(", chart %s %s from %s", o.Chart, orDash(o.ChartVersion), o.ChartRepo)
+	}
+	audit.record(ctx, app, "create", what)
 	fmt.Fprintf(o.ErrOut, "Application %s/%s created\n", ns, name)
 	return nil
 }

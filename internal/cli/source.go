@@ -20,6 +20,8 @@ type SourceFlags struct {
 	ReleaseName string
 	Values      []string
 	Set         []string
+	SetString   []string
+	SetFile     []string
 	ExtStr      []string
 	TLAStr      []string
 	JPath       []string
@@ -33,6 +35,8 @@ func (f *SourceFlags) Bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.ReleaseName, "release-name", "", "Helm release name (default: --app, as the agent uses the Application's name; for build, the chart's name)")
 	fs.StringArrayVar(&f.Values, "values", nil, "Helm values file, relative to the chart (repeatable)")
 	fs.StringArrayVar(&f.Set, "set", nil, "Helm value as key=value (repeatable)")
+	fs.StringArrayVar(&f.SetString, "set-string", nil, "Helm value as key=value, always a string (repeatable)")
+	fs.StringArrayVar(&f.SetFile, "set-file", nil, "Helm value as key=path: the content of a file inside the root (repeatable)")
 	fs.StringArrayVar(&f.ExtStr, "ext-str", nil, "Jsonnet external variable as key=value (repeatable)")
 	fs.StringArrayVar(&f.TLAStr, "tla-str", nil, "Jsonnet top-level argument as key=value (repeatable)")
 	fs.StringArrayVar(&f.JPath, "jpath", nil, "Jsonnet library directory, relative to the root (repeatable)")
@@ -70,6 +74,19 @@ func (f *SourceFlags) Render(ctx context.Context, path, namespace string) (*rend
 	for _, s := range f.Set {
 		if err := strvals.ParseInto(s, values); err != nil {
 			return nil, fmt.Errorf("--set %s: %w", s, err)
+		}
+	}
+	for _, s := range f.SetString {
+		if err := strvals.ParseIntoString(s, values); err != nil {
+			return nil, fmt.Errorf("--set-string %s: %w", s, err)
+		}
+	}
+	for _, s := range f.SetFile {
+		err := strvals.ParseIntoFile(s, values, func(rs []rune) (any, error) {
+			return readInRoot(root, string(rs))
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--set-file %s: %w", s, err)
 		}
 	}
 	ext, err := keyValues("ext-str", f.ExtStr)
@@ -182,4 +199,36 @@ func gitRoot(p string) string {
 func isChart(path string) bool {
 	_, err := os.Stat(filepath.Join(path, "Chart.yaml"))
 	return err == nil
+}
+
+// readInRoot reads the file name (from the working directory, or relative
+// to root) if it is inside root: --set-file reads nothing the render could
+// not.
+func readInRoot(root, name string) (string, error) {
+	abs := name
+	if !filepath.IsAbs(abs) {
+		if _, err := os.Stat(name); err != nil {
+			abs = filepath.Join(root, name)
+		}
+	}
+	abs, err := filepath.Abs(abs)
+	if err == nil {
+		abs, err = filepath.EvalSymlinks(abs)
+	}
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(root, abs)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("%s is outside the root %s; nothing outside it is read (see --root)", name, root)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", err
+	}
+	if fi.Size() > 1<<20 {
+		return "", fmt.Errorf("%s is over 1 MiB", name)
+	}
+	data, err := os.ReadFile(abs)
+	return string(data), err
 }

@@ -238,3 +238,22 @@ func TestCharts_DependenciesFromARepositoryARegistryAndASibling(t *testing.T) {
 		}
 	}
 }
+
+func TestCharts_AppCreateWithAChartAndHelmFlags(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo := chartrepo.NewHelmRepo()
+	defer repo.Close()
+	repo.Add("shop", "3.2.0", shopChart("3.2.0"))
+	r := converge(t, "app", "create", "web", "-n", ns, "--chart-repo", repo.URL, "--chart", "shop", "--chart-version", "3.x",
+		"--release-name", "storefront", "--set", "color=red", "--auto-sync", "--self-heal")
+	if r.code != 0 {
+		t.Fatalf("app create exited %d:\n%s", r.code, r.output())
+	}
+	a.waitApp(t, ns, "web", 30*time.Second, "synced and healthy", func(app *v1alpha1.Application) bool {
+		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced && app.Status.Health.Status == v1alpha1.HealthHealthy
+	})
+	if d := settings(t, ns, "storefront-settings"); d["color"] != "red" || d["chartVersion"] != "3.2.0" {
+		t.Errorf("ConfigMap data %v, want color red from --set at chart 3.2.0", d)
+	}
+}
