@@ -233,10 +233,30 @@ type HelmSource struct {
 	// are relative to the chart and must stay inside the repository.
 	// +optional
 	ValuesFiles []string `json:"valuesFiles,omitempty"`
+	// ValuesFrom are merged in order after the values files and before
+	// Values: values from ConfigMaps and Secrets in the Application's
+	// namespace, read as the app's account. A change to one syncs the
+	// app as a new revision would.
+	// +optional
+	ValuesFrom []ValuesReference `json:"valuesFrom,omitempty"`
 	// Values are merged last.
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +optional
 	Values *apiextensionsv1.JSON `json:"values,omitempty"`
+}
+
+// ValuesReference names Helm values in a ConfigMap or Secret.
+type ValuesReference struct {
+	// +kubebuilder:validation:Enum=ConfigMap;Secret
+	Kind string `json:"kind"`
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Key holds the values as YAML; default "values.yaml".
+	// +optional
+	Key string `json:"key,omitempty"`
+	// Optional lets the object or key be missing.
+	// +optional
+	Optional bool `json:"optional,omitempty"`
 }
 
 // ChartSource is a chart in a Helm repository or an OCI registry.

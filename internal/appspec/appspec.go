@@ -7,11 +7,16 @@ package appspec
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
 
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -119,4 +124,58 @@ func ChartRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Appl
 		req.Auth = &charts.Auth{Username: string(s.Data["username"]), Password: string(s.Data["password"]), CA: s.Data["ca.crt"]}
 	}
 	return req, true, nil
+}
+
+// ValuesFrom reads the Helm values app takes from ConfigMaps and Secrets,
+// merged in order, through c (the app's account), and a digest of them: a
+// change to the values is a change to the app's source.
+func ValuesFrom(ctx context.Context, c client.Reader, app *v1alpha1.Application) (map[string]any, string, error) {
+	h := app.Spec.Source.Helm
+	if h == nil || len(h.ValuesFrom) == 0 {
+		return nil, "", nil
+	}
+	merged := map[string]any{}
+	sum := sha256.New()
+	for _, ref := range h.ValuesFrom {
+		key := ref.Key
+		if key == "" {
+			key = "values.yaml"
+		}
+		var data []byte
+		var found bool
+		switch ref.Kind {
+		case "ConfigMap":
+			var cm corev1.ConfigMap
+			err := c.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &cm)
+			if err != nil && !(apierrors.IsNotFound(err) && ref.Optional) {
+				return nil, "", fmt.Errorf("helm.valuesFrom: ConfigMap %s: %w", ref.Name, err)
+			}
+			v, ok := cm.Data[key]
+			data, found = []byte(v), ok
+		case "Secret":
+			var s corev1.Secret
+			err := c.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &s)
+			if err != nil && !(apierrors.IsNotFound(err) && ref.Optional) {
+				return nil, "", fmt.Errorf("helm.valuesFrom: Secret %s: %w", ref.Name, err)
+			}
+			data, found = s.Data[key]
+		default:
+			return nil, "", fmt.Errorf("helm.valuesFrom: kind %q: use ConfigMap or Secret", ref.Kind)
+		}
+		if !found {
+			if ref.Optional {
+				continue
+			}
+			return nil, "", fmt.Errorf("helm.valuesFrom: %s %s has no key %q", ref.Kind, ref.Name, key)
+		}
+		var v map[string]any
+		if err := yaml.Unmarshal(data, &v); err != nil {
+			// Not the content: it may be a Secret's.
+			return nil, "", fmt.Errorf("helm.valuesFrom: %s %s key %q is not a YAML map of values", ref.Kind, ref.Name, key)
+		}
+		merged = loader.MergeMaps(merged, v)
+		fmt.Fprintf(sum, "%s/%s/%s\x00%d\x00", ref.Kind, ref.Name, key, len(data))
+		sum.Write(data)
+	}
+	return merged, hex.EncodeToString(sum.Sum(nil))[:12], nil
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -262,6 +263,17 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 			return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
 		}
 	}
+	// Values from ConfigMaps and Secrets, read as the app's account: a
+	// change to them is a new revision ("<revision>+values:<digest>").
+	vals, sum, err := appspec.ValuesFrom(ctx, eng.Client(), app)
+	if err != nil {
+		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
+	}
+	if sum != "" {
+		a := *artifact
+		a.Revision += "+values:" + sum
+		artifact, run.values = &a, vals
+	}
 	run.artifact = artifact
 	interval = nextPoll(app, artifact.CheckedAt, interval, r.now())
 	if gitSource {
@@ -286,7 +298,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		}
 		fingerprint = fp
 	}
-	objs, err := r.render(ctx, app, artifact, run.chart)
+	objs, err := r.render(ctx, app, artifact, run)
 	if err != nil {
 		var cerr *capabilitiesError
 		if errors.As(err, &cerr) {
@@ -516,13 +528,17 @@ func (r *ApplicationReconciler) fetch(ctx context.Context, app *v1alpha1.Applica
 	return r.Sources.Fetch(ctx, req)
 }
 
-func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Application, a *source.Artifact, ch *charts.Chart) ([]render.Object, error) {
+func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Application, a *source.Artifact, run *attempt) ([]render.Object, error) {
 	opts, err := appspec.RenderOptions(app, a.Dir)
 	if err != nil {
 		return nil, err
 	}
-	if ch != nil {
-		opts.Chart = ch.Path
+	if run != nil && run.chart != nil {
+		opts.Chart = run.chart.Path
+	}
+	if run != nil && run.values != nil {
+		// After the values files, before the inline values.
+		opts.Helm.Values = loader.MergeMaps(run.values, opts.Helm.Values)
 	}
 	// Charts see the cluster they go to (cached: no request per render).
 	caps, err := r.Engine.Capabilities(ctx)

@@ -27,6 +27,8 @@ type attempt struct {
 	artifact *source.Artifact
 	// chart is the chart fetched, for a chart source.
 	chart *charts.Chart
+	// values are the Helm values from ConfigMaps and Secrets.
+	values map[string]any
 	// recorded says engine.Run already wrote whatever history entry the
 	// sync deserved.
 	recorded bool

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/testutil/chartrepo"
@@ -256,4 +257,60 @@ func TestCharts_AppCreateWithAChartAndHelmFlags(t *testing.T) {
 	if d := settings(t, ns, "storefront-settings"); d["color"] != "red" || d["chartVersion"] != "3.2.0" {
 		t.Errorf("ConfigMap data %v, want color red from --set at chart 3.2.0", d)
 	}
+}
+
+// Values from a ConfigMap and a Secret, read as the app's account; a
+// change to the ConfigMap syncs the app within its interval.
+func TestCharts_ValuesFromConfigMapsAndSecrets(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	files := map[string]string{}
+	for k, v := range map[string]string{"Chart.yaml": "apiVersion: v2\nname: shop\nversion: 1.0.0\n", "templates/cm.yaml": shopTemplate + "  tier: {{ .Values.tier | quote }}\n", "values.yaml": "color: grey\ntier: free\n"} {
+		files["charts/shop/"+k] = v
+	}
+	repo, err := a.git.NewRepo(ns + "-vf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(files); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "chart"); err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "shop-values", Namespace: ns}, Data: map[string]string{"values.yaml": "color: teal\ntier: gold\n"}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "shop-secret-values", Namespace: ns}, StringData: map[string]string{"override.yaml": "tier: platinum\n"}}
+	for _, o := range []client.Object{cm, secret} {
+		if err := a.client.Create(context.Background(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy := automated(true, true)
+	policy.Interval = &metav1.Duration{Duration: 2 * time.Second}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "charts/shop", Helm: &v1alpha1.HelmSource{
+				ValuesFrom: []v1alpha1.ValuesReference{{Kind: "ConfigMap", Name: "shop-values"}, {Kind: "Secret", Name: "shop-secret-values", Key: "override.yaml"}, {Kind: "ConfigMap", Name: "absent", Optional: true}},
+			}},
+			SyncPolicy: policy,
+		},
+	}
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	want := func(what, color, tier string) {
+		t.Helper()
+		kubetest.Eventually(t, 30*time.Second, what, func(context.Context) (bool, error) {
+			d := settings(t, ns, "shop-settings")
+			return d["color"] == color && d["tier"] == tier, fmt.Errorf("ConfigMap data %v", d)
+		})
+	}
+	want("values from the ConfigMap, then the Secret", "teal", "platinum")
+	cm.Data["values.yaml"] = "color: orange\ntier: gold\n"
+	if err := a.client.Update(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	want("the changed ConfigMap synced", "orange", "platinum")
 }
