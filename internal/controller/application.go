@@ -30,6 +30,7 @@ import (
 	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
 )
@@ -583,14 +584,71 @@ func (r *ApplicationReconciler) finalize(ctx context.Context, app *v1alpha1.Appl
 		if err != nil {
 			return err
 		}
-		if _, err := eng.Delete(ctx, engineApp); err != nil {
-			r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonPruneFailed, err.Error())
+		opts := engine.DeleteOptions{
+			DefaultNamespace: appspec.Destination(app),
+			Policy:           ten.policy,
+			Timeout:          durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute),
+		}
+		// PreDelete and PostDelete hooks come from the source as it is
+		// now; one that cannot be rendered does not hold the deletion.
+		if objs, err := r.deletionObjects(ctx, app, eng, ten.serviceAccount); err != nil {
+			r.Recorder.Event(app, corev1.EventTypeWarning, "DeleteHooksSkipped", "PreDelete and PostDelete hooks not run: "+redact.Error(err))
+		} else {
+			opts.Objects = objs
+		}
+		_, hooks, err := eng.Delete(ctx, engineApp, opts)
+		for _, h := range hooks {
+			typ := corev1.EventTypeNormal
+			if h.Status != engine.HookSucceeded {
+				typ = corev1.EventTypeWarning
+			}
+			r.Recorder.Event(app, typ, "Hook", fmt.Sprintf("%s hook %s: %s (%s)", h.Phase, h.Ref, h.Status, h.Message))
+		}
+		if err != nil {
+			r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonPruneFailed, redact.Error(err))
 			return err
 		}
 	}
 	patch := client.MergeFrom(app.DeepCopy())
 	controllerutil.RemoveFinalizer(app, v1alpha1.ApplicationFinalizer)
 	return r.Client.Patch(ctx, app, patch)
+}
+
+// deletionObjects fetches and renders app's source for its deletion hooks,
+// as a sync would (recent Git and chart answers are reused).
+func (r *ApplicationReconciler) deletionObjects(ctx context.Context, app *v1alpha1.Application, eng *engine.Manager, serviceAccount string) ([]render.Object, error) {
+	secrets := r.SecretCache.Reader("", r.Secrets)
+	if serviceAccount != "" {
+		secrets = r.SecretCache.Reader(app.Namespace+"/"+serviceAccount, eng.Client())
+	}
+	maxAge := durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)
+	run := &attempt{}
+	var artifact *source.Artifact
+	if app.Spec.Source.RepoURL != "" {
+		src, err := appspec.SourceRequest(ctx, secrets, app)
+		if err != nil {
+			return nil, err
+		}
+		src.MaxAge = maxAge
+		if artifact, err = r.fetch(ctx, app, src); err != nil {
+			return nil, err
+		}
+	}
+	if creq, ok, err := appspec.ChartRequest(ctx, secrets, app); ok {
+		if err != nil {
+			return nil, err
+		}
+		creq.MaxAge = maxAge
+		if artifact, err = r.fetchChart(ctx, creq, artifact, run); err != nil {
+			return nil, err
+		}
+	}
+	vals, _, err := appspec.ValuesFrom(ctx, eng.Client(), app)
+	if err != nil {
+		return nil, err
+	}
+	run.values = vals
+	return r.render(ctx, app, artifact, run)
 }
 
 func specOrRequestChanged() predicate.Predicate {

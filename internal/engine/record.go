@@ -3,23 +3,93 @@ package engine
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/internal/render"
 )
+
+// DeleteOptions say what deleting an app runs besides pruning.
+type DeleteOptions struct {
+	// Objects is the app's rendered source, if it could be rendered: its
+	// PreDelete hooks run before anything is deleted (a failure stops the
+	// deletion), its PostDelete hooks after, and hook objects its earlier
+	// syncs left behind are deleted. Nil deletes without hooks.
+	Objects []render.Object
+	// DefaultNamespace and Policy are as for the app's syncs.
+	DefaultNamespace string
+	Policy           *Policy
+	Timeout          time.Duration
+	Progress         func(string)
+}
 
 // Delete removes everything app owns (as Sync with an empty desired set and
 // prune would, custom resources before CRDs, namespaces last) and then its
 // record. Objects annotated converge.dev/prune: "false" are left.
-func (m *Manager) Delete(ctx context.Context, app App) (*ChangeSet, error) {
+func (m *Manager) Delete(ctx context.Context, app App, opts DeleteOptions) (*ChangeSet, []HookResult, error) {
+	var hooks []*hook
+	if len(opts.Objects) > 0 {
+		var err error
+		if _, hooks, err = m.splitHooks(app, opts.DefaultNamespace, opts.Policy, opts.Objects); err != nil {
+			return nil, nil, err
+		}
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = 5 * time.Minute
+	}
+	results, err := m.runHooks(ctx, app, hooks, PhasePreDelete, always, timeout, opts.Progress)
+	if err != nil {
+		return nil, results, fmt.Errorf("not deleted: %w", err)
+	}
+	m.deleteLeftHooks(ctx, app, hooks)
 	cs, err := m.Sync(ctx, nil, SyncOptions{PlanOptions: PlanOptions{App: app, Prune: true, AllowEmpty: true}})
 	if err != nil {
-		return cs, err
+		return cs, results, err
+	}
+	post, err := m.runHooks(ctx, app, hooks, PhasePostDelete, always, timeout, opts.Progress)
+	results = append(results, post...)
+	if err != nil {
+		return cs, results, err
 	}
 	rec := &corev1.ConfigMap{}
 	rec.Namespace, rec.Name = app.Namespace, InventoryName(app.Name)
 	if err := client.IgnoreNotFound(m.client.Delete(ctx, rec)); err != nil {
-		return cs, fmt.Errorf("deleting the record of %s: %w", app, err)
+		return cs, results, fmt.Errorf("deleting the record of %s: %w", app, err)
 	}
-	return cs, nil
+	return cs, results, nil
+}
+
+// deleteLeftHooks deletes what earlier syncs' hooks left (those whose
+// policy keeps them), of the kinds the app's hooks are: hook objects are
+// in no inventory, so pruning does not find them. PreDelete and PostDelete
+// hooks are left to their own delete policies.
+func (m *Manager) deleteLeftHooks(ctx context.Context, app App, hooks []*hook) {
+	seen := map[string]bool{}
+	for _, h := range hooks {
+		key := h.gvk.String() + "/" + h.obj.GetNamespace()
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(h.gvk.GroupVersion().WithKind(h.gvk.Kind + "List"))
+		if err := m.client.List(ctx, list, client.InNamespace(h.obj.GetNamespace()), client.MatchingLabels{LabelHook: app.Name}); err != nil {
+			continue
+		}
+		for i := range list.Items {
+			u := &list.Items[i]
+			if u.GetAnnotations()[AnnotationOwner] != app.String() {
+				continue
+			}
+			if phases, _, _ := hookSpec(u.GetAnnotations()); phases[PhasePreDelete] != 0 || phases[PhasePostDelete] != 0 {
+				continue
+			}
+			_ = client.IgnoreNotFound(m.client.Delete(ctx, u, client.PropagationPolicy(metav1.DeletePropagationBackground)))
+		}
+	}
 }

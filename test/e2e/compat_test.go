@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -654,5 +656,107 @@ data:
 	r := convergeOffline(t, "build", dir, "--kube-version", "v1.30.0", "--api-versions", "converge.dev/v1alpha1/Application")
 	if r.code != 0 || !strings.Contains(r.stdout, `kubeVersion: v1.30.0`) || !strings.Contains(r.stdout, `convergeAPI: "true"`) {
 		t.Errorf("build with --kube-version and --api-versions: exit %d:\n%s", r.code, r.output())
+	}
+}
+
+// Deleting an app runs its PreDelete hooks before anything is deleted
+// (a failed one holds the deletion), deletes the hook objects its syncs
+// left, and prunes.
+func TestCompat_DeleteHooksRunWhenTheAppIsDeleted(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo, err := a.git.NewRepo(ns + "-delhooks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := func(name, hook, extra string) string {
+		return `apiVersion: batch/v1
+kind: Job
+metadata:
+  name: ` + name + `
+  annotations:
+    argocd.argoproj.io/hook: ` + hook + `
+spec:
+  backoffLimit: 0
+` + extra + `  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: c, image: registry.example/tool:1}
+`
+	}
+	failing := "  activeDeadlineSeconds: 1\n"
+	if err := repo.Write(map[string]string{
+		"good/app.yaml": fmt.Sprintf(agentCM, "good") + "---\n" + job("smoke", "PostSync", "") + "---\n" + job("drain", "PreDelete", ""),
+		"bad/app.yaml":  fmt.Sprintf(agentCM, "bad") + "---\n" + strings.Replace(job("drain", "PreDelete", failing), "restartPolicy: Never", "restartPolicy: Never\n      nodeSelector: {converge.dev/no-such-node: \"true\"}", 1),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(name, path, destNS string) *v1alpha1.Application {
+		app := &v1alpha1.Application{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: v1alpha1.ApplicationSpec{
+				Source:      v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: path},
+				Destination: v1alpha1.ApplicationDestination{Namespace: destNS},
+				SyncPolicy:  automated(true, true),
+			},
+		}
+		if err := a.client.Create(context.Background(), app); err != nil {
+			t.Fatal(err)
+		}
+		a.waitApp(t, ns, name, 60*time.Second, name+" synced", synced(rev))
+		return app
+	}
+	other := kubetest.Namespace(t, cluster.Client)
+	good := mk("good", "good", ns)
+	if get(t, "batch/v1", "Job", ns, "smoke") == nil {
+		t.Fatal("the PostSync hook did not run")
+	}
+	if err := a.client.Delete(context.Background(), good); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 60*time.Second, "the app gone", func(ctx context.Context) (bool, error) {
+		err := a.client.Get(ctx, client.ObjectKeyFromObject(good), &v1alpha1.Application{})
+		return apierrors.IsNotFound(err), err
+	})
+	if get(t, "batch/v1", "Job", ns, "drain") == nil {
+		t.Error("the PreDelete hook did not run")
+	}
+	if get(t, "batch/v1", "Job", ns, "smoke") != nil {
+		t.Error("the PostSync hook's Job was left behind")
+	}
+	if get(t, "v1", "ConfigMap", ns, "settings") != nil {
+		t.Error("the app's ConfigMap was not pruned")
+	}
+
+	bad := mk("bad", "bad", other)
+	if err := a.client.Delete(context.Background(), bad); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var app v1alpha1.Application
+		if a.client.Get(context.Background(), client.ObjectKeyFromObject(bad), &app) == nil {
+			app.Finalizers = nil
+			_ = a.client.Update(context.Background(), &app)
+		}
+	})
+	kubetest.Eventually(t, 30*time.Second, "the failed PreDelete hook reported", func(ctx context.Context) (bool, error) {
+		var events corev1.EventList
+		if err := cluster.Client.List(ctx, &events, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		for _, e := range events.Items {
+			if e.InvolvedObject.Name == "bad" && strings.Contains(e.Message, "PreDelete hook Job/"+other+"/drain") && strings.Contains(e.Message, "not deleted") {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("no event names the failed PreDelete hook")
+	})
+	if get(t, "v1", "ConfigMap", other, "settings") == nil {
+		t.Error("the app's ConfigMap was deleted although its PreDelete hook failed")
 	}
 }
