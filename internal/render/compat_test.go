@@ -231,3 +231,15 @@ func TestRender_ChartArchiveWithValuesFromTheRepository(t *testing.T) {
 		t.Errorf("a chart missing a packaged dependency: %v", err)
 	}
 }
+
+func TestRender_KustomizeBaseOutsideTheRootSaysSo(t *testing.T) {
+	root := tree(t, map[string]string{
+		"repo/overlay/kustomization.yaml": "resources: [../../base]\n",
+		"base/kustomization.yaml":         "resources: [cm.yaml]\n",
+		"base/cm.yaml":                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+	})
+	_, err := Render(t.Context(), Options{Root: filepath.Join(root, "repo"), Path: "overlay"})
+	if !errors.Is(err, ErrOutsideRoot) || !strings.Contains(err.Error(), "leads outside the repository root") || !strings.Contains(err.Error(), "--root") {
+		t.Errorf("error = %v, want one saying the base is outside the root and naming --root", err)
+	}
+}

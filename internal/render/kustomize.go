@@ -1,6 +1,7 @@
 package render
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -82,7 +83,10 @@ func refuseRemote(sb *sandbox, dir string, seen map[string]bool) error {
 	for _, ref := range kustomizeReferences(k) {
 		local := path.Join(dir, ref.path)
 		fi, err := sb.stat(local)
-		if err != nil || strings.HasPrefix(local, "../") || local == ".." {
+		if errors.Is(err, ErrOutsideRoot) || strings.HasPrefix(path.Clean(local), "../") || path.Clean(local) == ".." {
+			return fmt.Errorf("%s: %s: %q leads outside the repository root; nothing outside it is read (in push mode, --root sets the root; the agent's is the repository): %w", name, ref.field, ref.path, ErrOutsideRoot)
+		}
+		if err != nil {
 			return fmt.Errorf("%s: %s: %q is not a file or directory in the repository: remote references are refused (rendering reads only the repository), and a local path must exist", name, ref.field, ref.path)
 		}
 		if fi.IsDir() && kustomizationIn(sb, local) != "" {

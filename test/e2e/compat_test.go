@@ -296,54 +296,10 @@ func TestCompat_FailedPreSyncHookStopsTheSync(t *testing.T) {
 	}
 }
 
-const argoWaves = `apiVersion: batch/v1
-kind: Job
-metadata:
-  name: seed
-  annotations:
-    argocd.argoproj.io/sync-wave: "-1"
-spec:
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - {name: seed, image: registry.example/seed:1}
----
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: after-seed
-  annotations:
-    argocd.argoproj.io/sync-wave: "1"
-data:
-  mode: fast
----
-apiVersion: batch/v1
-kind: Job
-metadata:
-  generateName: smoke-
-  annotations:
-    argocd.argoproj.io/hook: PostSync
-    argocd.argoproj.io/hook-delete-policy: HookFailed
-spec:
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-      - {name: smoke, image: registry.example/smoke:1}
----
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: kept
-  annotations:
-    argocd.argoproj.io/sync-options: Prune=false
-data:
-  mode: fast
-`
 
 func TestCompat_ArgoWavesHooksAndSyncOptions(t *testing.T) {
 	ns := kubetest.Namespace(t, cluster.Client)
+	argoWaves := corpus(t, "argo-waves", ".")["./app.yaml"]
 	dir := writeTree(t, ns, map[string]string{"app.yaml": argoWaves})
 	audit, err := kubetest.LocalAuditLog()
 	if err != nil {
@@ -758,5 +714,54 @@ spec:
 	})
 	if get(t, "v1", "ConfigMap", other, "settings") == nil {
 		t.Error("the app's ConfigMap was deleted although its PreDelete hook failed")
+	}
+}
+
+// Under the agent, a failed PreSync hook leaves the app HookFailed, naming
+// the hook in status and history, with nothing else applied.
+func TestCompat_AgentFailedPreSyncHookNamesTheHook(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo, err := a.git.NewRepo(ns + "-presync")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{"deploy/app.yaml": failingPreSync}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "app with a failing migration"); err != nil {
+		t.Fatal(err)
+	}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "mig", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:     v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"},
+			SyncPolicy: automated(true, true),
+		},
+	}
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	got := a.waitApp(t, ns, "mig", 60*time.Second, "HookFailed", func(app *v1alpha1.Application) bool {
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		return ready != nil && ready.Reason == v1alpha1.ReasonHookFailed
+	})
+	if !strings.Contains(got.Status.LastError, "PreSync hook Job/"+ns+"/migrate") {
+		t.Errorf("lastError = %q, want it to name the hook", got.Status.LastError)
+	}
+	if get(t, "v1", "ConfigMap", ns, "settings") != nil {
+		t.Error("the app's ConfigMap was applied although its PreSync hook failed")
+	}
+	h := history(t, ns, "mig").Entries
+	if len(h) == 0 || h[0].Result != engine.ResultFailed || !strings.Contains(h[0].Error, "Job/"+ns+"/migrate") {
+		t.Fatalf("history = %+v, want a failed entry naming the hook", h)
+	}
+	var failed bool
+	for _, r := range h[0].Hooks {
+		failed = failed || (r.Phase == engine.PhasePreSync && r.Status == engine.HookFailed)
+	}
+	if !failed {
+		t.Errorf("history hooks = %+v, want the PreSync hook Failed", h[0].Hooks)
 	}
 }

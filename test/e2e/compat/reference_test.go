@@ -6,6 +6,7 @@ package compat
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,12 +21,16 @@ import (
 	"helm.sh/helm/v4/pkg/cli"
 	"helm.sh/helm/v4/pkg/downloader"
 	"helm.sh/helm/v4/pkg/getter"
+	"helm.sh/helm/v4/pkg/registry"
 	release "helm.sh/helm/v4/pkg/release/v1"
+	repo "helm.sh/helm/v4/pkg/repo/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/render"
+	"converge.dev/converge/internal/testutil/chartrepo"
 )
 
 // canonical maps each object ("Kind/namespace/name") to its JSON.
@@ -62,18 +67,26 @@ func convergeRender(t *testing.T, dir string, opts render.Options) map[string]st
 }
 
 // helmTemplate renders a chart as `helm template --include-crds` would,
-// through Helm's SDK, after `helm dependency build` on a copy of it.
-func helmTemplate(t *testing.T, dir, releaseName, namespace string, values map[string]any) map[string]string {
+// through Helm's SDK, after `helm dependency build` on it (a copy, made by
+// the caller when the chart must not change).
+func helmTemplate(t *testing.T, work, releaseName, namespace string, values map[string]any, repos ...string) map[string]string {
 	t.Helper()
-	work := filepath.Join(t.TempDir(), filepath.Base(dir))
-	if err := os.CopyFS(work, os.DirFS(dir)); err != nil {
+	settings := cli.New()
+	repoConfig := filepath.Join(t.TempDir(), "repositories.yaml")
+	file := repo.NewFile()
+	for i, u := range repos {
+		file.Update(&repo.Entry{Name: fmt.Sprintf("r%d", i), URL: u})
+	}
+	if err := file.WriteFile(repoConfig, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	settings := cli.New()
+	rc, err := registry.NewClient(registry.ClientOptPlainHTTP(), registry.ClientOptCredentialsFile(filepath.Join(t.TempDir(), "creds.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
 	man := &downloader.Manager{
-		Out: io.Discard, ChartPath: work, Getters: getter.All(settings), SkipUpdate: true,
-		RepositoryConfig: filepath.Join(t.TempDir(), "repositories.yaml"),
-		RepositoryCache:  t.TempDir(), ContentCache: t.TempDir(),
+		Out: io.Discard, ChartPath: work, Getters: getter.All(settings), RegistryClient: rc,
+		RepositoryConfig: repoConfig, RepositoryCache: t.TempDir(), ContentCache: t.TempDir(),
 	}
 	if err := man.Build(); err != nil {
 		t.Fatalf("helm dependency build: %v", err)
@@ -155,10 +168,69 @@ func TestReference_HelmChartsRenderAsHelmTemplate(t *testing.T) {
 		{dir: "umbrella"},
 	} {
 		t.Run(c.dir, func(t *testing.T) {
-			want := helmTemplate(t, c.dir, "demo", "shop", c.values)
+			want := helmTemplate(t, copyDir(t, c.dir), "demo", "shop", c.values)
 			got := convergeRender(t, c.dir, render.Options{Helm: render.HelmOptions{ReleaseName: "demo", Namespace: "shop", Values: c.values}})
 			compare(t, want, got)
 		})
+	}
+}
+
+func copyDir(t *testing.T, dir string) string {
+	t.Helper()
+	work := filepath.Join(t.TempDir(), filepath.Base(dir))
+	if err := os.CopyFS(work, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	return work
+}
+
+// A chart whose dependencies come from a Helm repository, an OCI registry
+// and a file:// sibling, none vendored: converge fetches the first two
+// itself; Helm needs `helm dependency build`.
+func TestReference_DependenciesFromRepositoriesRenderAsHelmTemplate(t *testing.T) {
+	helmRepo := chartrepo.NewHelmRepo()
+	defer helmRepo.Close()
+	helmRepo.Add("cache", "1.2.3", chartrepo.Package("cache", "1.2.3", map[string]string{
+		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cache\ndata:\n  size: {{ .Values.size | quote }}\n",
+	}))
+	reg := chartrepo.NewRegistry()
+	defer reg.Close()
+	if _, err := reg.Push("charts/metrics", "0.5.2", chartrepo.Package("metrics", "0.5.2", map[string]string{
+		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-metrics\ndata:\n  interval: {{ .Values.interval | quote }}\n",
+	})); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	for _, d := range []string{"platform-chart", "platform-chart-common"} {
+		if err := os.CopyFS(filepath.Join(root, d), os.DirFS(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chartYAML := filepath.Join(root, "platform-chart", "Chart.yaml")
+	data, err := os.ReadFile(chartYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = []byte(strings.NewReplacer("HELM_REPOSITORY_URL", helmRepo.URL, "OCI_REPOSITORY_URL", "oci://"+reg.Host+"/charts").Replace(string(data)))
+	if err := os.WriteFile(chartYAML, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := charts.NewCache(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := cache.Render(t.Context(), render.Options{Root: root, Path: "platform-chart", Helm: render.HelmOptions{ReleaseName: "demo", Namespace: "shop"}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := make([]map[string]any, len(res.Objects))
+	for i, o := range res.Objects {
+		objs[i] = o.Object
+	}
+	want := helmTemplate(t, filepath.Join(root, "platform-chart"), "demo", "shop", nil, helmRepo.URL)
+	compare(t, want, canonical(t, objs))
+	if len(want) != 4 {
+		t.Errorf("helm rendered %d objects, want 4 (the chart and its three dependencies)", len(want))
 	}
 }
 
