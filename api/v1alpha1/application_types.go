@@ -279,8 +279,9 @@ type ChartSource struct {
 	// +optional
 	Digest string `json:"digest,omitempty"`
 	// SecretRef names a Secret in the Application's namespace with
-	// "username" and "password" (or a token as password), and/or
-	// "ca.crt": a PEM bundle the repository's TLS is checked with.
+	// "username" and "password", or "token" (a bearer token, or an OCI
+	// registry token), and/or "ca.crt": a PEM bundle the repository's TLS
+	// is checked with.
 	// +optional
 	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
 	// Insecure allows sending credentials over plain http.

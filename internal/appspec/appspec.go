@@ -121,7 +121,7 @@ func ChartRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Appl
 		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: sr.Name}, &s); err != nil {
 			return req, true, fmt.Errorf("reading chart credentials Secret %s: %w", sr.Name, err)
 		}
-		req.Auth = &charts.Auth{Username: string(s.Data["username"]), Password: string(s.Data["password"]), CA: s.Data["ca.crt"]}
+		req.Auth = &charts.Auth{Username: string(s.Data["username"]), Password: string(s.Data["password"]), Token: string(s.Data["token"]), CA: s.Data["ca.crt"]}
 	}
 	return req, true, nil
 }

@@ -72,18 +72,22 @@ type Request struct {
 
 // Auth holds a repository's credentials and CA.
 type Auth struct {
-	// Username and Password: HTTP basic auth, or a registry login; a
-	// token goes in Password.
+	// Username and Password: HTTP basic auth, or a registry login.
 	Username, Password string
+	// Token is a bearer token: sent as "Authorization: Bearer" to a Helm
+	// repository, used as the registry token for an OCI registry.
+	Token string
 	// CA is a PEM bundle trusted for the repository's TLS.
 	CA []byte
 }
+
+func (a *Auth) has() bool { return a != nil && (a.Username != "" || a.Password != "" || a.Token != "") }
 
 func (a *Auth) identity() string {
 	if a == nil {
 		return ""
 	}
-	sum := sha256.Sum256([]byte(a.Username + "\x00" + a.Password + "\x00" + string(a.CA)))
+	sum := sha256.Sum256([]byte(a.Username + "\x00" + a.Password + "\x00" + a.Token + "\x00" + string(a.CA)))
 	return hex.EncodeToString(sum[:8])
 }
 
@@ -167,7 +171,7 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Chart, error) {
 		return c.fetchOCI(ctx, key, u, req)
 	case "https":
 	case "http":
-		if req.Auth != nil && (req.Auth.Username != "" || req.Auth.Password != "") && !req.Insecure {
+		if req.Auth.has() && !req.Insecure {
 			return nil, fmt.Errorf("chart repository %s: refusing to send credentials over plain http (set insecure to allow it)", req.RepoURL)
 		}
 	default:
@@ -309,8 +313,12 @@ func get(ctx context.Context, hc *http.Client, url, authHost string, auth *Auth,
 	if err != nil {
 		return nil, err
 	}
-	if auth != nil && (auth.Username != "" || auth.Password != "") && r.URL.Host == authHost {
-		r.SetBasicAuth(auth.Username, auth.Password)
+	if auth.has() && r.URL.Host == authHost {
+		if auth.Token != "" {
+			r.Header.Set("Authorization", "Bearer "+auth.Token)
+		} else {
+			r.SetBasicAuth(auth.Username, auth.Password)
+		}
 	}
 	resp, err := hc.Do(r)
 	if err != nil {
@@ -349,8 +357,8 @@ func (c *Cache) fetchOCI(ctx context.Context, key string, u *neturl.URL, req Req
 		return nil, fmt.Errorf("chart registry %s: %w", req.RepoURL, err)
 	}
 	var auth authn.Authenticator = authn.Anonymous
-	if req.Auth != nil && (req.Auth.Username != "" || req.Auth.Password != "") {
-		auth = authn.FromConfig(authn.AuthConfig{Username: req.Auth.Username, Password: req.Auth.Password})
+	if req.Auth.has() {
+		auth = authn.FromConfig(authn.AuthConfig{Username: req.Auth.Username, Password: req.Auth.Password, RegistryToken: req.Auth.Token})
 	}
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(hc.Transport)}
 

@@ -163,3 +163,17 @@ func TestFetch_TransientFailuresAreToldApart(t *testing.T) {
 		t.Errorf("a refused connection: %v, want a transient failure", err)
 	}
 }
+
+func TestFetch_BearerToken(t *testing.T) {
+	repo := chartrepo.NewHelmRepo()
+	defer repo.Close()
+	repo.Token = "t0ken"
+	repo.Add("web", "1.0.0", chartrepo.Package("web", "1.0.0", nil))
+	c := newCache(t)
+	if _, err := c.Fetch(context.Background(), Request{RepoURL: repo.URL, Chart: "web"}); err == nil {
+		t.Fatal("fetched without the token")
+	}
+	if _, err := c.Fetch(context.Background(), Request{RepoURL: repo.URL, Chart: "web", Auth: &Auth{Token: "t0ken"}, Insecure: true}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -64,8 +64,9 @@ type HelmRepo struct {
 	mu     sync.Mutex
 	charts map[string][]byte // file name -> archive
 	index  map[string][]map[string]any
-	// Username and Password, when set, are required (basic auth).
-	Username, Password string
+	// Username and Password, when set, are required (basic auth); Token,
+	// when set, is required as a bearer token.
+	Username, Password, Token string
 	// Requests counts requests by path; Authorized those with credentials.
 	Requests, Authorized map[string]int
 }
@@ -104,10 +105,11 @@ func (r *HelmRepo) serve(w http.ResponseWriter, req *http.Request) {
 	defer r.mu.Unlock()
 	r.Requests[req.URL.Path]++
 	user, pass, ok := req.BasicAuth()
-	if ok {
+	bearer := strings.TrimPrefix(req.Header.Get("Authorization"), "Bearer ")
+	if ok || req.Header.Get("Authorization") != "" {
 		r.Authorized[req.URL.Path]++
 	}
-	if r.Username != "" && (!ok || user != r.Username || pass != r.Password) {
+	if (r.Username != "" && (!ok || user != r.Username || pass != r.Password)) || (r.Token != "" && bearer != r.Token) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="charts"`)
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 		return
