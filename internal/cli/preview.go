@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,7 +17,6 @@ import (
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/engine"
-	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
 )
 
@@ -93,20 +93,51 @@ func (o *DiffOptions) previewRun(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if s.app.Spec.Source.Chart != nil {
-		return fmt.Errorf("%s renders a chart from %s: previews of chart sources are not supported yet (converge diff PATH --app works on a local copy)", name, s.app.Spec.Source.Chart.RepoURL)
-	}
-	req, err := s.request(ctx, o.Revision, false)
+	charts, err := chartCache()
 	if err != nil {
 		return err
 	}
-	a, err := s.fetch(ctx, req)
-	if err != nil {
-		return err
+	a := &source.Artifact{Dir: charts.EmptyDir()}
+	if s.app.Spec.Source.RepoURL != "" {
+		req, err := s.request(ctx, o.Revision, false)
+		if err != nil {
+			return err
+		}
+		if a, err = s.fetch(ctx, req); err != nil {
+			return err
+		}
+	} else if o.Revision != "" {
+		return fmt.Errorf("%s has no Git source: --revision has nothing to name", name)
 	}
 	opts, err := appspec.RenderOptions(s.app, a.Dir)
 	if err != nil {
 		return err
+	}
+	// A chart source, and values from ConfigMaps and Secrets, as the
+	// agent takes them (read with your own rights).
+	creq, ok, err := appspec.ChartRequest(ctx, s.c, s.app)
+	if err != nil {
+		return err
+	}
+	if ok {
+		ch, err := charts.Fetch(ctx, creq)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(o.ErrOut, "Chart %s %s (%s)\n", ch.Name, ch.Version, ch.Digest)
+		opts.Chart = ch.Path
+		if a.Revision == "" {
+			a.Revision, a.RefName = ch.Digest, ch.Name+"@"+ch.Version
+		} else {
+			a.Revision += "+" + ch.Digest
+		}
+	}
+	vals, _, err := appspec.ValuesFrom(ctx, s.c, s.app)
+	if err != nil {
+		return err
+	}
+	if vals != nil {
+		opts.Helm.Values = loader.MergeMaps(vals, opts.Helm.Values)
 	}
 	m, err := engine.New(s.cfg, engine.DefaultOptions())
 	if err != nil {
@@ -117,7 +148,7 @@ func (o *DiffOptions) previewRun(ctx context.Context, name string) error {
 		return err
 	}
 	opts.Helm.KubeVersion, opts.Helm.APIVersions = caps.KubeVersion, caps.APIVersions
-	res, err := render.Render(ctx, opts)
+	res, err := charts.Render(ctx, opts, 0)
 	if err != nil {
 		return err
 	}

@@ -152,6 +152,10 @@ func TestCharts_HelmRepositoryChartWithCredentialsAndDigest(t *testing.T) {
 	if app.Status.Sync.Revision != digest || app.Status.Sync.Chart == nil || app.Status.Sync.Chart.Version != "3.1.0" {
 		t.Errorf("status.sync = %+v", app.Status.Sync)
 	}
+	// The preview fetches the chart as the agent does: nothing differs.
+	if r := converge(t, "diff", "store", "-n", ns); r.code != 0 || !strings.Contains(r.stderr, "Chart shop 3.1.0") {
+		t.Errorf("diff APP of a chart source: exit %d, want 0:\n%s", r.code, r.output())
+	}
 	bad := a.waitApp(t, ns, "pinned-wrong", 30*time.Second, "FetchFailed naming the digest", func(app *v1alpha1.Application) bool {
 		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
 		return ready != nil && ready.Reason == v1alpha1.ReasonFetchFailed && strings.Contains(ready.Message, "digest")
