@@ -296,7 +296,6 @@ func TestCompat_FailedPreSyncHookStopsTheSync(t *testing.T) {
 	}
 }
 
-
 func TestCompat_ArgoWavesHooksAndSyncOptions(t *testing.T) {
 	ns := kubetest.Namespace(t, cluster.Client)
 	argoWaves := corpus(t, "argo-waves", ".")["./app.yaml"]
