@@ -222,8 +222,9 @@ func (c *Cache) allowed(host string) error {
 	return fmt.Errorf("chart repository host %s is not among the allowed source hosts", host)
 }
 
-// client is an HTTP client trusting the request's CA, if any.
-func client(req Request) (*http.Client, error) {
+// client is an HTTP client trusting the request's CA, if any, that follows
+// a redirect only to an allowed host (see AllowedHosts).
+func (c *Cache) client(req Request) (*http.Client, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	if req.Auth != nil && len(req.Auth.CA) > 0 {
 		pool := x509.NewCertPool()
@@ -232,11 +233,16 @@ func client(req Request) (*http.Client, error) {
 		}
 		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: t}, nil
+	return &http.Client{Transport: t, CheckRedirect: func(r *http.Request, via []*http.Request) error {
+		if len(via) >= 5 {
+			return errors.New("too many redirects")
+		}
+		return c.allowed(r.URL.Host)
+	}}, nil
 }
 
 func (c *Cache) fetchHTTP(ctx context.Context, key string, u *neturl.URL, req Request) (*Chart, error) {
-	hc, err := client(req)
+	hc, err := c.client(req)
 	if err != nil {
 		return nil, fmt.Errorf("chart repository %s: %w", req.RepoURL, err)
 	}
@@ -352,7 +358,7 @@ func (c *Cache) fetchOCI(ctx context.Context, key string, u *neturl.URL, req Req
 	if err != nil {
 		return nil, fmt.Errorf("chart registry %s: %w", req.RepoURL, err)
 	}
-	hc, err := client(req)
+	hc, err := c.client(req)
 	if err != nil {
 		return nil, fmt.Errorf("chart registry %s: %w", req.RepoURL, err)
 	}

@@ -3,6 +3,8 @@ package charts
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -174,6 +176,34 @@ func TestFetch_BearerToken(t *testing.T) {
 		t.Fatal("fetched without the token")
 	}
 	if _, err := c.Fetch(context.Background(), Request{RepoURL: repo.URL, Chart: "web", Auth: &Auth{Token: "t0ken"}, Insecure: true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFetch_RedirectsOnlyToAllowedHosts(t *testing.T) {
+	files := chartrepo.NewHelmRepo()
+	defer files.Close()
+	archive := chartrepo.Package("web", "1.0.0", nil)
+	files.Add("web", "1.0.0", archive)
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, files.URL+r.URL.Path, http.StatusFound)
+	}))
+	defer redirector.Close()
+	index := chartrepo.NewHelmRepo()
+	defer index.Close()
+	index.AddAt("web", "1.0.0", redirector.URL+"/web-1.0.0.tgz", archive)
+	c := newCache(t)
+	host := func(u string) string { return strings.TrimPrefix(u, "http://") }
+	c.AllowedHosts = []string{host(index.URL), host(redirector.URL)}
+	_, err := c.Fetch(context.Background(), Request{RepoURL: index.URL, Chart: "web"})
+	if err == nil || !strings.Contains(err.Error(), "not among the allowed") {
+		t.Fatalf("a redirect to a host not allowed: %v", err)
+	}
+	if files.Requests["/web-1.0.0.tgz"] != 0 {
+		t.Error("the redirect was followed")
+	}
+	c.AllowedHosts = append(c.AllowedHosts, host(files.URL))
+	if _, err := c.Fetch(context.Background(), Request{RepoURL: index.URL, Chart: "web"}); err != nil {
 		t.Fatal(err)
 	}
 }
