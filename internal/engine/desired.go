@@ -61,7 +61,9 @@ type desired struct {
 	dryRun *unstructured.Unstructured
 	// replace: an immutable field changes and the object may be recreated.
 	replace bool
-	diff    string
+	// finished: a Job that removed itself after finishing (its TTL).
+	finished bool
+	diff     string
 }
 
 // prepare turns rendered objects into desired objects: it resolves each kind

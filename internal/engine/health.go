@@ -58,6 +58,10 @@ func (m *Manager) health(ctx context.Context, app App, objs []*desired) ([]Objec
 	}
 	out := make([]ObjectHealth, 0, len(objs))
 	for _, d := range objs {
+		if d.finished && live[d.key] == nil {
+			out = append(out, finishedHealth(d))
+			continue
+		}
 		out = append(out, objectHealth(render.Ref(d.obj), live[d.key]))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
@@ -82,10 +86,18 @@ func health(objects []*desired, applied *appliedSet) []ObjectHealth {
 				u = a
 			}
 		}
+		if d.finished && u == nil {
+			out = append(out, finishedHealth(d))
+			continue
+		}
 		out = append(out, objectHealth(render.Ref(d.obj), u))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
 	return out
+}
+
+func finishedHealth(d *desired) ObjectHealth {
+	return ObjectHealth{Ref: render.Ref(d.obj), Status: status.CurrentStatus.String(), Message: "finished and removed by its ttlSecondsAfterFinished"}
 }
 
 // Kinds returns every kind the plan's objects and the app's inventory use.

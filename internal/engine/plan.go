@@ -95,6 +95,16 @@ func (p *Plan) PreviousRevision() string { return p.inventory.Revision }
 // they run during a sync (see RunOptions.Hooks).
 func (p *Plan) Hooks() int { return len(p.hooks) }
 
+// removesItself reports whether u is a Job that the TTL controller deletes
+// once it has finished.
+func removesItself(u *unstructured.Unstructured) bool {
+	if u.GetKind() != "Job" || u.GroupVersionKind().Group != "batch" {
+		return false
+	}
+	_, found, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "ttlSecondsAfterFinished")
+	return found
+}
+
 // installing says the app owns nothing yet: the sync is its first, and
 // Helm's install hooks (not its upgrade hooks) run.
 func (p *Plan) installing() bool { return len(p.inventory.Entries) == 0 }
@@ -168,6 +178,11 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 			d.action = ActionCreated
 		case d.mode == applyIfAbsent && d.live != nil:
 			d.action, d.reason = ActionUnchanged, fluxSSA+": IfNotPresent"
+		case known && d.live == nil && entry.Hash == d.hash && removesItself(d.obj):
+			// A Job that deletes itself when finished, applied as it
+			// is now: gone is done, not drift. A change to it runs it
+			// again.
+			d.action, d.reason, d.finished = ActionUnchanged, "finished and removed by its ttlSecondsAfterFinished", true
 		case known && d.live != nil && entry.Hash == d.hash &&
 			(entry.ResourceVersion == d.live.GetResourceVersion() || contains(d.live.Object, d.obj.Object)):
 			d.action = ActionUnchanged

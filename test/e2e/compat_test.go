@@ -764,3 +764,76 @@ func TestCompat_AgentFailedPreSyncHookNamesTheHook(t *testing.T) {
 		t.Errorf("history hooks = %+v, want the PreSync hook Failed", h[0].Hooks)
 	}
 }
+
+// A Job (not a hook) that removes itself when finished is not drift: the
+// agent does not run it again until it changes.
+func TestCompat_SelfRemovingJobIsNotRecreated(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo, err := a.git.NewRepo(ns + "-ttl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobYAML := func(image string) string {
+		return "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: once\nspec:\n  ttlSecondsAfterFinished: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {name: c, image: " + image + "}\n"
+	}
+	if err := repo.Write(map[string]string{"deploy/job.yaml": jobYAML("registry.example/once:1"), "deploy/cm.yaml": fmt.Sprintf(agentCM, "x")}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "a job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := automated(true, true)
+	policy.Interval = &metav1.Duration{Duration: 2 * time.Second}
+	app := &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: "ttl", Namespace: ns},
+		Spec:       v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"}, SyncPolicy: policy},
+	}
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	kubetest.Eventually(t, 60*time.Second, "the Job ran and removed itself", func(context.Context) (bool, error) {
+		return get(t, "batch/v1", "Job", ns, "once") == nil && len(jobCreates(t, audit, ns)) >= 1, fmt.Errorf("Job creates: %d", len(jobCreates(t, audit, ns)))
+	})
+	a.waitApp(t, ns, "ttl", 30*time.Second, "synced and healthy with the Job gone", func(app *v1alpha1.Application) bool {
+		return synced(rev)(app) && app.Status.Health.Status == v1alpha1.HealthHealthy
+	})
+	// Five intervals: not recreated.
+	time.Sleep(10 * time.Second)
+	if n := len(jobCreates(t, audit, ns)); n != 1 {
+		t.Errorf("the Job was created %d times, want once", n)
+	}
+	// A change runs it again.
+	if err := repo.Write(map[string]string{"deploy/job.yaml": jobYAML("registry.example/once:2")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "a new job"); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 30*time.Second, "the changed Job ran", func(context.Context) (bool, error) {
+		return len(jobCreates(t, audit, ns)) == 2, fmt.Errorf("Job creates: %d", len(jobCreates(t, audit, ns)))
+	})
+}
+
+// jobCreates are the writes that created Job "once" in ns (server-side
+// apply patches that made it, not dry-runs).
+func jobCreates(t *testing.T, audit *kubetest.AuditLog, ns string) []kubetest.AuditEvent {
+	t.Helper()
+	events, err := audit.Since(func(e kubetest.AuditEvent) bool {
+		return e.ObjectRef != nil && e.ObjectRef.Resource == "jobs" && e.ObjectRef.Namespace == ns && e.ObjectRef.Name == "once" &&
+			e.Write() && !e.DryRun() && e.Verb != "delete" && e.ResponseStatus != nil && e.ResponseStatus.Code == 201
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return events
+}
