@@ -678,8 +678,27 @@ spec:
 		err := a.client.Get(ctx, client.ObjectKeyFromObject(good), &v1alpha1.Application{})
 		return apierrors.IsNotFound(err), err
 	})
+	ran := false
+	var events corev1.EventList
+	if err := cluster.Client.List(context.Background(), &events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events.Items {
+		if e.InvolvedObject.Name == "good" && strings.Contains(e.Message, "PreDelete hook Job/"+ns+"/drain: Succeeded") {
+			ran = true
+		}
+	}
+	if !ran {
+		var all []string
+		for _, e := range events.Items {
+			if e.InvolvedObject.Name == "good" {
+				all = append(all, e.Reason+": "+e.Message)
+			}
+		}
+		t.Errorf("no event says the PreDelete hook succeeded; the app's events:\n%s", strings.Join(all, "\n"))
+	}
 	if get(t, "batch/v1", "Job", ns, "drain") == nil {
-		t.Error("the PreDelete hook did not run")
+		t.Log("the PreDelete hook's Job is gone already")
 	}
 	if get(t, "batch/v1", "Job", ns, "smoke") != nil {
 		t.Error("the PostSync hook's Job was left behind")

@@ -10,6 +10,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -136,7 +138,7 @@ type Registry struct {
 
 // NewRegistry starts an empty registry.
 func NewRegistry() *Registry {
-	s := httptest.NewServer(registry.New())
+	s := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	return &Registry{Server: s, Host: strings.TrimPrefix(s.URL, "http://")}
 }
 
