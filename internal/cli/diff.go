@@ -88,6 +88,9 @@ func (o *DiffOptions) Run(cmd *cobra.Command, path string) error {
 		writeDiffs(o.Out, cs)
 	}
 	printChanges(o.ErrOut, cs, "Diff")
+	if n := plan.Hooks(); n > 0 {
+		fmt.Fprintf(o.ErrOut, "%d hook(s) not compared: they run during a sync (docs/compat.md)\n", n)
+	}
 	if cs.HasChanges() {
 		return &ExitError{Code: ExitChanges}
 	}
