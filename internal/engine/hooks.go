@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -343,12 +342,9 @@ func (m *Manager) runHooks(ctx context.Context, app App, hooks []*hook, phase Ho
 			}
 		}
 		results = append(results, out...)
-		if err := errors.Join(errs...); err != nil {
-			// The first failure names the hook; every result is kept.
-			for _, e := range errs {
-				if e != nil {
-					return results, e
-				}
+		for _, err := range errs {
+			if err != nil {
+				return results, err // the first failure names its hook; every result is kept
 			}
 		}
 	}

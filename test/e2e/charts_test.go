@@ -80,10 +80,7 @@ func TestCharts_OCIChartWithValuesFromGit(t *testing.T) {
 			SyncPolicy: policy,
 		},
 	}
-	if err := a.client.Create(context.Background(), app); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.create(t, app)
 	want := func(what, version, color string) {
 		t.Helper()
 		kubetest.Eventually(t, 30*time.Second, what, func(context.Context) (bool, error) {
@@ -136,10 +133,7 @@ func TestCharts_HelmRepositoryChartWithCredentialsAndDigest(t *testing.T) {
 				SyncPolicy: automated(true, true),
 			},
 		}
-		if err := a.client.Create(context.Background(), app); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+		a.create(t, app)
 	}
 	mk("store", digest)
 	mk("pinned-wrong", "sha256:"+strings.Repeat("ab", 32))
@@ -226,10 +220,7 @@ func TestCharts_DependenciesFromARepositoryARegistryAndASibling(t *testing.T) {
 			SyncPolicy: automated(true, true),
 		},
 	}
-	if err := a.client.Create(context.Background(), app); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.create(t, app)
 	a.waitApp(t, ns, "platform", 60*time.Second, "synced and healthy", func(app *v1alpha1.Application) bool {
 		return synced(rev)(app) && app.Status.Health.Status == v1alpha1.HealthHealthy
 	})
@@ -300,10 +291,7 @@ func TestCharts_ValuesFromConfigMapsAndSecrets(t *testing.T) {
 			SyncPolicy: policy,
 		},
 	}
-	if err := a.client.Create(context.Background(), app); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.create(t, app)
 	want := func(what, color, tier string) {
 		t.Helper()
 		kubetest.Eventually(t, 30*time.Second, what, func(context.Context) (bool, error) {

@@ -49,6 +49,15 @@ func corpus(t *testing.T, name, prefix string) map[string]string {
 	return files
 }
 
+// create creates app and deletes it when the test ends.
+func (a *agentEnv) create(t *testing.T, app *v1alpha1.Application) {
+	t.Helper()
+	if err := a.client.Create(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+}
+
 // hookObjects lists what is left of app's hooks in ns, by kind.
 func hookObjects(t *testing.T, ns, app string) []string {
 	t.Helper()
@@ -191,10 +200,7 @@ func TestCompat_HookChartUnderTheAgentMakesNoWritesOnceSynced(t *testing.T) {
 			SyncPolicy: policy,
 		},
 	}
-	if err := a.client.Create(context.Background(), app); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.create(t, app)
 	a.waitApp(t, ns, "adm", 60*time.Second, "synced and healthy", func(app *v1alpha1.Application) bool {
 		return synced(rev)(app) && app.Status.Health.Status == v1alpha1.HealthHealthy
 	})
@@ -418,10 +424,7 @@ func TestCompat_JsonnetAndFileDependenciesSyncUnderTheAgentAndWaitStopsOnRenderE
 		if src != nil {
 			src(&app.Spec.Source)
 		}
-		if err := a.client.Create(context.Background(), app); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+		a.create(t, app)
 	}
 	mk("guestbook", "apps/guestbook", func(s *v1alpha1.ApplicationSource) {
 		s.Jsonnet = &v1alpha1.JsonnetSource{ExtVars: map[string]string{"environment": "prod"}, TLAs: map[string]string{"tier": "web"}}
@@ -563,10 +566,7 @@ func TestCompat_AgentCreatesTheDestinationNamespaceWithItsMetadata(t *testing.T)
 			SyncPolicy:  policy,
 		},
 	}
-	if err := a.client.Create(context.Background(), app); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.create(t, app)
 	a.waitApp(t, ns, "web", 60*time.Second, "synced", synced(rev))
 	got := get(t, "v1", "Namespace", "", dest)
 	if got == nil || got.GetLabels()["team"] != "payments" || got.GetAnnotations()["owner"] != "payments@example.com" {
@@ -757,10 +757,7 @@ func TestCompat_AgentFailedPreSyncHookNamesTheHook(t *testing.T) {
 			SyncPolicy: automated(true, true),
 		},
 	}
-	if err := a.client.Create(context.Background(), app); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.create(t, app)
 	got := a.waitApp(t, ns, "mig", 60*time.Second, "HookFailed", func(app *v1alpha1.Application) bool {
 		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
 		return ready != nil && ready.Reason == v1alpha1.ReasonHookFailed
@@ -816,10 +813,7 @@ func TestCompat_SelfRemovingJobIsNotRecreated(t *testing.T) {
 	if err := audit.Mark(); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.client.Create(context.Background(), app); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.client.Delete(context.Background(), app) })
+	a.create(t, app)
 	kubetest.Eventually(t, 60*time.Second, "the Job ran and removed itself", func(context.Context) (bool, error) {
 		return get(t, "batch/v1", "Job", ns, "once") == nil && len(jobCreates(t, audit, ns)) >= 1, fmt.Errorf("Job creates: %d", len(jobCreates(t, audit, ns)))
 	})
