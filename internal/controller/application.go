@@ -211,10 +211,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
 	}
-	secrets := r.SecretCache.Reader("", r.Secrets)
-	if ten.serviceAccount != "" {
-		secrets = r.SecretCache.Reader(app.Namespace+"/"+ten.serviceAccount, eng.Client())
-	}
+	secrets := r.secretsReader(app, eng, ten.serviceAccount)
 	// The source, its credentials and trusted keys: read once, used by the
 	// rollback, the fetch and the pin check alike.
 	src, err := appspec.SourceRequest(ctx, secrets, app)
@@ -255,25 +252,8 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		}
 		gitFetches.WithLabelValues("ok").Inc()
 	}
-	if creq, ok, err := appspec.ChartRequest(ctx, secrets, app); ok {
-		if err == nil {
-			creq.MaxAge = src.MaxAge
-			artifact, err = r.fetchChart(ctx, creq, artifact, run)
-		}
-		if err != nil {
-			return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
-		}
-	}
-	// Values from ConfigMaps and Secrets, read as the app's account: a
-	// change to them is a new revision ("<revision>+values:<digest>").
-	vals, sum, err := appspec.ValuesFrom(ctx, eng.Client(), app)
-	if err != nil {
+	if artifact, err = r.chartAndValues(ctx, app, eng, secrets, artifact, src.MaxAge, run); err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
-	}
-	if sum != "" {
-		a := *artifact
-		a.Revision += "+values:" + sum
-		artifact, run.values = &a, vals
 	}
 	run.artifact = artifact
 	interval = nextPoll(app, artifact.CheckedAt, interval, r.now())
@@ -498,6 +478,34 @@ func nextPoll(app *v1alpha1.Application, checked time.Time, interval time.Durati
 	return min(next, interval+jitter)
 }
 
+// chartAndValues adds to git (nil without a Git source) what else app's
+// source holds: its chart, fetched (answers younger than maxAge reused),
+// and its values from ConfigMaps and Secrets, read as the app's account. A
+// change to the values is a new revision ("<revision>+values:<digest>").
+func (r *ApplicationReconciler) chartAndValues(ctx context.Context, app *v1alpha1.Application, eng *engine.Manager, secrets client.Reader,
+	git *source.Artifact, maxAge time.Duration, run *attempt) (*source.Artifact, error) {
+	artifact := git
+	if creq, ok, err := appspec.ChartRequest(ctx, secrets, app); ok {
+		if err != nil {
+			return nil, err
+		}
+		creq.MaxAge = maxAge
+		if artifact, err = r.fetchChart(ctx, creq, artifact, run); err != nil {
+			return nil, err
+		}
+	}
+	vals, sum, err := appspec.ValuesFrom(ctx, eng.Client(), app)
+	if err != nil {
+		return nil, err
+	}
+	if sum != "" {
+		a := *artifact
+		a.Revision += "+values:" + sum
+		artifact, run.values = &a, vals
+	}
+	return artifact, nil
+}
+
 // fetchChart fetches the chart of req and makes it part of the source:
 // the revision becomes the Git revision and the chart's digest
 // ("<commit>+sha256:..."), or the chart's digest alone without Git, so a
@@ -614,13 +622,20 @@ func (r *ApplicationReconciler) finalize(ctx context.Context, app *v1alpha1.Appl
 	return r.Client.Patch(ctx, app, patch)
 }
 
+// secretsReader reads app's Secrets (credentials, trusted keys, values)
+// as the account it runs as: its ServiceAccount's through eng, else the
+// agent's.
+func (r *ApplicationReconciler) secretsReader(app *v1alpha1.Application, eng *engine.Manager, serviceAccount string) client.Reader {
+	if serviceAccount != "" {
+		return r.SecretCache.Reader(app.Namespace+"/"+serviceAccount, eng.Client())
+	}
+	return r.SecretCache.Reader("", r.Secrets)
+}
+
 // deletionObjects fetches and renders app's source for its deletion hooks,
 // as a sync would (recent Git and chart answers are reused).
 func (r *ApplicationReconciler) deletionObjects(ctx context.Context, app *v1alpha1.Application, eng *engine.Manager, serviceAccount string) ([]render.Object, error) {
-	secrets := r.SecretCache.Reader("", r.Secrets)
-	if serviceAccount != "" {
-		secrets = r.SecretCache.Reader(app.Namespace+"/"+serviceAccount, eng.Client())
-	}
+	secrets := r.secretsReader(app, eng, serviceAccount)
 	maxAge := durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)
 	run := &attempt{}
 	var artifact *source.Artifact
@@ -634,20 +649,10 @@ func (r *ApplicationReconciler) deletionObjects(ctx context.Context, app *v1alph
 			return nil, err
 		}
 	}
-	if creq, ok, err := appspec.ChartRequest(ctx, secrets, app); ok {
-		if err != nil {
-			return nil, err
-		}
-		creq.MaxAge = maxAge
-		if artifact, err = r.fetchChart(ctx, creq, artifact, run); err != nil {
-			return nil, err
-		}
-	}
-	vals, _, err := appspec.ValuesFrom(ctx, eng.Client(), app)
+	artifact, err := r.chartAndValues(ctx, app, eng, secrets, artifact, maxAge, run)
 	if err != nil {
 		return nil, err
 	}
-	run.values = vals
 	return r.render(ctx, app, artifact, run)
 }
 

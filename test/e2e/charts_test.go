@@ -57,16 +57,7 @@ func TestCharts_OCIChartWithValuesFromGit(t *testing.T) {
 	if _, err := reg.Push("charts/shop", "2.0.0", shopChart("2.0.0")); err != nil { // outside the range
 		t.Fatal(err)
 	}
-	repo, err := a.git.NewRepo(ns + "-values")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Write(map[string]string{"env/prod/values.yaml": "color: blue\n"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Commit("main", "blue"); err != nil {
-		t.Fatal(err)
-	}
+	repo, _ := a.repoWith(t, ns+"-values", map[string]string{"env/prod/values.yaml": "color: blue\n"}, "blue")
 	policy := automated(true, true)
 	policy.Interval = &metav1.Duration{Duration: 2 * time.Second}
 	app := &v1alpha1.Application{
@@ -202,17 +193,7 @@ func TestCharts_DependenciesFromARepositoryARegistryAndASibling(t *testing.T) {
 		}
 	}
 
-	repo, err := a.git.NewRepo(ns + "-platform")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Write(files); err != nil {
-		t.Fatal(err)
-	}
-	rev, err := repo.Commit("main", "platform chart")
-	if err != nil {
-		t.Fatal(err)
-	}
+	repo, rev := a.repoWith(t, ns+"-platform", files, "platform chart")
 	app := &v1alpha1.Application{
 		ObjectMeta: metav1.ObjectMeta{Name: "platform", Namespace: ns},
 		Spec: v1alpha1.ApplicationSpec{
@@ -263,16 +244,7 @@ func TestCharts_ValuesFromConfigMapsAndSecrets(t *testing.T) {
 	for k, v := range map[string]string{"Chart.yaml": "apiVersion: v2\nname: shop\nversion: 1.0.0\n", "templates/cm.yaml": shopTemplate + "  tier: {{ .Values.tier | quote }}\n", "values.yaml": "color: grey\ntier: free\n"} {
 		files["charts/shop/"+k] = v
 	}
-	repo, err := a.git.NewRepo(ns + "-vf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Write(files); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Commit("main", "chart"); err != nil {
-		t.Fatal(err)
-	}
+	repo, _ := a.repoWith(t, ns+"-vf", files, "chart")
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "shop-values", Namespace: ns}, Data: map[string]string{"values.yaml": "color: teal\ntier: gold\n"}}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "shop-secret-values", Namespace: ns}, StringData: map[string]string{"override.yaml": "tier: platinum\n"}}
 	for _, o := range []client.Object{cm, secret} {

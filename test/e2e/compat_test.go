@@ -22,6 +22,7 @@ import (
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/testutil/gitserver"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
 
@@ -47,6 +48,24 @@ func corpus(t *testing.T, name, prefix string) map[string]string {
 		t.Fatal(err)
 	}
 	return files
+}
+
+// repoWith makes a repository on the test Git server holding files in one
+// commit on main, and returns it and the commit.
+func (a *agentEnv) repoWith(t *testing.T, name string, files map[string]string, message string) (*gitserver.Repo, string) {
+	t.Helper()
+	repo, err := a.git.NewRepo(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(files); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", message)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo, rev
 }
 
 // create creates app and deletes it when the test ends.
@@ -180,17 +199,7 @@ func TestCompat_HookChartUnderTheAgentMakesNoWritesOnceSynced(t *testing.T) {
 	a := startAgent(t)
 	ns := kubetest.Namespace(t, cluster.Client)
 	deleteWebhookConfig(t, ns+"-adm-admission-demo")
-	repo, err := a.git.NewRepo(ns + "-adm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Write(corpus(t, "admission-chart", "charts/admission")); err != nil {
-		t.Fatal(err)
-	}
-	rev, err := repo.Commit("main", "admission chart")
-	if err != nil {
-		t.Fatal(err)
-	}
+	repo, rev := a.repoWith(t, ns+"-adm", corpus(t, "admission-chart", "charts/admission"), "admission chart")
 	policy := automated(true, true)
 	policy.Interval = &metav1.Duration{Duration: 2 * time.Second}
 	app := &v1alpha1.Application{
@@ -395,10 +404,6 @@ func TestCompat_UnrenderableInputsFailBuildAndDiffNamingTheCause(t *testing.T) {
 func TestCompat_JsonnetAndFileDependenciesSyncUnderTheAgentAndWaitStopsOnRenderErrors(t *testing.T) {
 	a := startAgent(t)
 	ns := kubetest.Namespace(t, cluster.Client)
-	repo, err := a.git.NewRepo(ns + "-corpus")
-	if err != nil {
-		t.Fatal(err)
-	}
 	files := corpus(t, "jsonnet-app", "apps/guestbook")
 	for k, v := range corpus(t, "umbrella", "charts/umbrella") {
 		files[k] = v
@@ -406,13 +411,7 @@ func TestCompat_JsonnetAndFileDependenciesSyncUnderTheAgentAndWaitStopsOnRenderE
 	for k, v := range corpus(t, "missing-dependency", "charts/storefront") {
 		files[k] = v
 	}
-	if err := repo.Write(files); err != nil {
-		t.Fatal(err)
-	}
-	rev, err := repo.Commit("main", "corpus")
-	if err != nil {
-		t.Fatal(err)
-	}
+	repo, rev := a.repoWith(t, ns+"-corpus", files, "corpus")
 	mk := func(name, path string, src func(*v1alpha1.ApplicationSource)) {
 		app := &v1alpha1.Application{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -544,17 +543,7 @@ func TestCompat_AgentCreatesTheDestinationNamespaceWithItsMetadata(t *testing.T)
 	ns := kubetest.Namespace(t, cluster.Client)
 	dest := ns + "-dest"
 	deleteNamespace(t, dest)
-	repo, err := a.git.NewRepo(ns + "-createns")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Write(map[string]string{"deploy/app.yaml": presyncInNamespace}); err != nil {
-		t.Fatal(err)
-	}
-	rev, err := repo.Commit("main", "app")
-	if err != nil {
-		t.Fatal(err)
-	}
+	repo, rev := a.repoWith(t, ns+"-createns", map[string]string{"deploy/app.yaml": presyncInNamespace}, "app")
 	policy := automated(true, true)
 	policy.CreateNamespace = true
 	policy.NamespaceMetadata = &v1alpha1.NamespaceMetadata{Labels: map[string]string{"team": "payments"}, Annotations: map[string]string{"owner": "payments@example.com"}}
@@ -620,10 +609,6 @@ data:
 func TestCompat_DeleteHooksRunWhenTheAppIsDeleted(t *testing.T) {
 	a := startAgent(t)
 	ns := kubetest.Namespace(t, cluster.Client)
-	repo, err := a.git.NewRepo(ns + "-delhooks")
-	if err != nil {
-		t.Fatal(err)
-	}
 	job := func(name, hook, extra string) string {
 		return `apiVersion: batch/v1
 kind: Job
@@ -641,16 +626,10 @@ spec:
 `
 	}
 	failing := "  activeDeadlineSeconds: 1\n"
-	if err := repo.Write(map[string]string{
+	repo, rev := a.repoWith(t, ns+"-delhooks", map[string]string{
 		"good/app.yaml": fmt.Sprintf(agentCM, "good") + "---\n" + job("smoke", "PostSync", "") + "---\n" + job("drain", "PreDelete", ""),
 		"bad/app.yaml":  fmt.Sprintf(agentCM, "bad") + "---\n" + strings.Replace(job("drain", "PreDelete", failing), "restartPolicy: Never", "restartPolicy: Never\n      nodeSelector: {converge.dev/no-such-node: \"true\"}", 1),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	rev, err := repo.Commit("main", "apps")
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, "apps")
 	mk := func(name, path, destNS string) *v1alpha1.Application {
 		app := &v1alpha1.Application{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
@@ -740,16 +719,7 @@ spec:
 func TestCompat_AgentFailedPreSyncHookNamesTheHook(t *testing.T) {
 	a := startAgent(t)
 	ns := kubetest.Namespace(t, cluster.Client)
-	repo, err := a.git.NewRepo(ns + "-presync")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Write(map[string]string{"deploy/app.yaml": failingPreSync}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Commit("main", "app with a failing migration"); err != nil {
-		t.Fatal(err)
-	}
+	repo, _ := a.repoWith(t, ns+"-presync", map[string]string{"deploy/app.yaml": failingPreSync}, "app with a failing migration")
 	app := &v1alpha1.Application{
 		ObjectMeta: metav1.ObjectMeta{Name: "mig", Namespace: ns},
 		Spec: v1alpha1.ApplicationSpec{
@@ -786,20 +756,10 @@ func TestCompat_AgentFailedPreSyncHookNamesTheHook(t *testing.T) {
 func TestCompat_SelfRemovingJobIsNotRecreated(t *testing.T) {
 	a := startAgent(t)
 	ns := kubetest.Namespace(t, cluster.Client)
-	repo, err := a.git.NewRepo(ns + "-ttl")
-	if err != nil {
-		t.Fatal(err)
-	}
 	jobYAML := func(image string) string {
 		return "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: once\nspec:\n  ttlSecondsAfterFinished: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - {name: c, image: " + image + "}\n"
 	}
-	if err := repo.Write(map[string]string{"deploy/job.yaml": jobYAML("registry.example/once:1"), "deploy/cm.yaml": fmt.Sprintf(agentCM, "x")}); err != nil {
-		t.Fatal(err)
-	}
-	rev, err := repo.Commit("main", "a job")
-	if err != nil {
-		t.Fatal(err)
-	}
+	repo, rev := a.repoWith(t, ns+"-ttl", map[string]string{"deploy/job.yaml": jobYAML("registry.example/once:1"), "deploy/cm.yaml": fmt.Sprintf(agentCM, "x")}, "a job")
 	policy := automated(true, true)
 	policy.Interval = &metav1.Duration{Duration: 2 * time.Second}
 	app := &v1alpha1.Application{

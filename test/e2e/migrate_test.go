@@ -20,20 +20,11 @@ import (
 func TestMigrate_ArgoCDAndFluxManifestsBecomeApplicationsThatSyncTheSameObjects(t *testing.T) {
 	a := startAgent(t)
 	ns := kubetest.Namespace(t, cluster.Client)
-	repo, err := a.git.NewRepo(ns + "-fleet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Write(map[string]string{
+	repo, _ := a.repoWith(t, ns+"-fleet", map[string]string{
 		"guestbook/ui.yaml":                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: guestbook-ui\ndata:\n  tier: frontend\n",
 		"clusters/prod/kustomization.yaml": "resources: [settings.yaml]\nnamePrefix: prod-\n",
 		"clusters/prod/settings.yaml":      "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  env: prod\n",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Commit("main", "fleet"); err != nil {
-		t.Fatal(err)
-	}
+	}, "fleet")
 	charts := chartrepo.NewHelmRepo()
 	defer charts.Close()
 	charts.Add("podinfo", "6.1.0", chartrepo.Package("podinfo", "6.1.0", map[string]string{
