@@ -36,29 +36,6 @@ func appClient(k *KubeFlags) (client.Client, string, error) {
 	return c, ns, err
 }
 
-// patchApp reads Application name, lets mutate change it, patches the
-// difference and records action (with detail) in the app's audit trail.
-// mutate learns the acting user's name. It returns the client and namespace
-// for further calls.
-func patchApp(ctx context.Context, streams Streams, k *KubeFlags, name, action, detail string, mutate func(app *v1alpha1.Application, user string)) (client.Client, string, error) {
-	c, ns, err := appClient(k)
-	if err != nil {
-		return nil, "", err
-	}
-	app := &v1alpha1.Application{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
-		return nil, "", err
-	}
-	audit := newAuditor(ctx, c, streams, ns)
-	patch := client.MergeFrom(app.DeepCopy())
-	mutate(app, audit.user)
-	if err := c.Patch(ctx, app, patch); err != nil {
-		return nil, "", err
-	}
-	audit.record(ctx, app, action, detail)
-	return c, ns, nil
-}
-
 // NewAppCommand returns `converge app` with create and delete.
 func NewAppCommand(streams Streams) *cobra.Command {
 	cmd := &cobra.Command{Use: "app", Short: "Create and delete Applications (pull mode)"}
@@ -182,17 +159,16 @@ func (o *AppCreateOptions) Run(ctx context.Context, name string) error {
 		}
 		app.Spec.Source.Helm = h
 	}
-	audit := newAuditor(ctx, c, o.Streams, ns)
-	// The first sync is this user's request.
-	requestSync(app, audit.user)
-	if err := c.Create(ctx, app); err != nil {
-		return err
-	}
 	what := fmt.Sprintf("repo %s, path %s", orDash(o.Repo), orDash(o.Path))
 	if o.ChartRepo != "" {
 		what += fmt.Sprintf(", chart %s %s from %s", o.Chart, orDash(o.ChartVersion), o.ChartRepo)
 	}
-	audit.record(ctx, app, "create", what)
+	// The first sync is this user's request.
+	d, err := newActor(ctx, c).Create(ctx, app, what)
+	if err != nil {
+		return err
+	}
+	warnRecord(o.Streams, d)
 	fmt.Fprintf(o.ErrOut, "Application %s/%s created\n", ns, name)
 	return nil
 }
@@ -227,16 +203,15 @@ func (o *AppDeleteOptions) Run(ctx context.Context, name string) error {
 	if !o.Cascade {
 		policy = v1alpha1.DeletionPolicyOrphan
 	}
-	c, ns, err := patchApp(ctx, o.Streams, &o.Kube, name, "delete", "deletion policy "+string(policy),
-		func(app *v1alpha1.Application, _ string) { app.Spec.DeletionPolicy = policy })
+	c, ns, err := appClient(&o.Kube)
 	if err != nil {
 		return err
 	}
-	app := &v1alpha1.Application{}
-	app.Namespace, app.Name = ns, name
-	if err := c.Delete(ctx, app); err != nil {
+	d, err := newActor(ctx, c).Delete(ctx, ns, name, policy)
+	if err != nil {
 		return err
 	}
+	warnRecord(o.Streams, d)
 	if o.Wait {
 		err := poll.Until(ctx, 250*time.Millisecond, 5*time.Minute, func(ctx context.Context) (bool, error) {
 			err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &v1alpha1.Application{})

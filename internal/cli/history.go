@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/actions"
 	"converge.dev/converge/internal/engine"
 )
 
@@ -149,12 +150,7 @@ func changeSummary(c engine.Counts) string {
 	return s
 }
 
-func short(rev string) string {
-	if len(rev) > 12 {
-		return rev[:12]
-	}
-	return rev
-}
+func short(rev string) string { return actions.Short(rev) }
 
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")

@@ -41,34 +41,23 @@ func newSuspendCommand(streams Streams, suspend bool, use, short string) *cobra.
 	return cmd
 }
 
-// Run sets spec.suspend.
+// Run sets spec.suspend (resuming also asks for a sync).
 func (o *SuspendOptions) Run(ctx context.Context, name string) error {
-	action, verb := "resume", "resumed"
-	if o.suspend {
-		action, verb = "suspend", "suspended"
-	}
-	_, ns, err := patchApp(ctx, o.Streams, &o.Kube, name, action, "", func(app *v1alpha1.Application, user string) {
-		app.Spec.Suspend = o.suspend
-		if !o.suspend {
-			requestSync(app, user)
-		}
-	})
+	c, ns, err := appClient(&o.Kube)
 	if err != nil {
 		return err
 	}
+	act, verb := newActor(ctx, c).Resume, "resumed"
+	if o.suspend {
+		act, verb = newActor(ctx, c).Suspend, "suspended"
+	}
+	d, err := act(ctx, ns, name)
+	if err != nil {
+		return err
+	}
+	warnRecord(o.Streams, d)
 	fmt.Fprintf(o.ErrOut, "Application %s/%s %s\n", ns, name, verb)
 	return nil
-}
-
-// requestSync asks the agent to sync app now, on behalf of user.
-func requestSync(app *v1alpha1.Application, user string) string {
-	if app.Annotations == nil {
-		app.Annotations = map[string]string{}
-	}
-	stamp := time.Now().UTC().Format(time.RFC3339Nano)
-	app.Annotations[v1alpha1.AnnotationRequestedAt] = stamp
-	app.Annotations[v1alpha1.AnnotationRequestedBy] = user
-	return stamp
 }
 
 // WaitOptions holds the flags of `converge wait`.
@@ -148,15 +137,19 @@ func (o *WaitOptions) Run(ctx context.Context, name, handled string) error {
 // requestAndWait asks the agent to sync name now and, with wait, waits for
 // the result.
 func requestAndWait(ctx context.Context, streams Streams, kube KubeFlags, name string, wait bool, timeout time.Duration) error {
-	var stamp string
-	_, ns, err := patchApp(ctx, streams, &kube, name, "sync-request", "", func(app *v1alpha1.Application, user string) { stamp = requestSync(app, user) })
+	c, ns, err := appClient(&kube)
 	if err != nil {
 		return err
 	}
+	d, err := newActor(ctx, c).Sync(ctx, ns, name)
+	if err != nil {
+		return err
+	}
+	warnRecord(streams, d)
 	fmt.Fprintf(streams.ErrOut, "Sync of %s/%s requested\n", ns, name)
 	if !wait {
 		return nil
 	}
 	w := &WaitOptions{Streams: streams, Kube: kube, Sync: true, Timeout: timeout}
-	return w.Run(ctx, name, stamp)
+	return w.Run(ctx, name, d.Request)
 }

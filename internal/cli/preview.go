@@ -9,24 +9,23 @@ import (
 	"sort"
 	"strings"
 
-	"helm.sh/helm/v4/pkg/chart/v2/loader"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
-	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/preview"
 	"converge.dev/converge/internal/source"
 )
 
-// appSource fetches a revision of an Application's repository on this
-// machine, with the app's credentials when the user may read them.
+// appSource is an Application read with the kubeconfig's identity, and
+// how to fetch and preview its source on this machine.
 type appSource struct {
 	Streams
 	cfg *rest.Config
 	c   client.Client
 	app *v1alpha1.Application
+	p   *preview.Previewer
 }
 
 func loadAppSource(ctx context.Context, streams Streams, kube *KubeFlags, name string) (*appSource, error) {
@@ -42,43 +41,35 @@ func loadAppSource(ctx context.Context, streams Streams, kube *KubeFlags, name s
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
 		return nil, err
 	}
-	return &appSource{Streams: streams, cfg: cfg, c: c, app: app}, nil
-}
-
-// request is the app's fetch request; revision, when set, replaces its ref.
-func (s *appSource) request(ctx context.Context, revision string, verify bool) (source.Request, error) {
-	app := s.app.DeepCopy()
-	if !verify {
-		app.Spec.Source.Verify = nil
-	}
-	req, err := appspec.SourceRequest(ctx, s.c, app)
-	if err != nil && app.Spec.Source.SecretRef != nil && apierrors.IsForbidden(err) && !verify {
-		fmt.Fprintf(s.ErrOut, "warning: may not read the credentials Secret %s; fetching without credentials\n", app.Spec.Source.SecretRef.Name)
-		app.Spec.Source.SecretRef = nil
-		req, err = appspec.SourceRequest(ctx, s.c, app)
-	}
+	p, err := previewer(streams)
 	if err != nil {
-		return req, err
+		return nil, err
 	}
-	if revision != "" {
-		req.Ref = source.Ref{Revision: revision}
-	} else if app.Spec.Pin != nil {
-		req.Ref = source.Ref{Commit: app.Spec.Pin.Revision}
-	}
-	return req, nil
+	return &appSource{Streams: streams, cfg: cfg, c: c, app: app, p: p}, nil
 }
 
-func (s *appSource) fetch(ctx context.Context, req source.Request) (*source.Artifact, error) {
+// previewer fetches into the user's cache directory and tells of its
+// progress on stderr.
+func previewer(streams Streams) (*preview.Previewer, error) {
 	dir, err := os.UserCacheDir()
 	if err != nil {
 		dir = os.TempDir()
 	}
-	cache, err := source.NewCache(filepath.Join(dir, "converge", "git"))
+	sources, err := source.NewCache(filepath.Join(dir, "converge", "git"))
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(s.ErrOut, "Fetching %s (%s)\n", source.RedactURL(req.URL), req.Ref)
-	return cache.Fetch(ctx, req)
+	charts, err := chartCache()
+	if err != nil {
+		return nil, err
+	}
+	return &preview.Previewer{Sources: sources, Charts: charts, Progress: func(format string, args ...any) {
+		fmt.Fprintf(streams.ErrOut, format+"\n", args...)
+	}}, nil
+}
+
+func (s *appSource) request(revision string) preview.Request {
+	return preview.Request{Config: s.cfg, Client: s.c, App: s.app, Revision: revision}
 }
 
 // previewRun is `converge diff APP [--revision REF]`: render the app's
@@ -93,89 +84,25 @@ func (o *DiffOptions) previewRun(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	charts, err := chartCache()
+	req := s.request(o.Revision)
+	req.AllowEmpty = o.AllowEmpty
+	res, err := s.p.Preview(ctx, req)
 	if err != nil {
-		return err
-	}
-	a := &source.Artifact{Dir: charts.EmptyDir()}
-	if s.app.Spec.Source.RepoURL != "" {
-		req, err := s.request(ctx, o.Revision, false)
-		if err != nil {
-			return err
+		if res != nil {
+			return emptyHint(s.app.Name+" at "+short(res.Revision), err)
 		}
-		if a, err = s.fetch(ctx, req); err != nil {
-			return err
-		}
-	} else if o.Revision != "" {
-		return fmt.Errorf("%s has no Git source: --revision has nothing to name", name)
-	}
-	opts, err := appspec.RenderOptions(s.app, a.Dir)
-	if err != nil {
 		return err
 	}
-	// A chart source, and values from ConfigMaps and Secrets, as the
-	// agent takes them (read with your own rights).
-	creq, ok, err := appspec.ChartRequest(ctx, s.c, s.app)
-	if err != nil {
-		return err
-	}
-	if ok {
-		ch, err := charts.Fetch(ctx, creq)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(o.ErrOut, "Chart %s %s (%s)\n", ch.Name, ch.Version, ch.Digest)
-		opts.Chart = ch.Path
-		if a.Revision == "" {
-			a.Revision, a.RefName = ch.Digest, ch.Name+"@"+ch.Version
-		} else {
-			a.Revision += "+" + ch.Digest
-		}
-	}
-	vals, _, err := appspec.ValuesFrom(ctx, s.c, s.app)
-	if err != nil {
-		return err
-	}
-	if vals != nil {
-		opts.Helm.Values = loader.MergeMaps(vals, opts.Helm.Values)
-	}
-	m, err := engine.New(s.cfg, engine.DefaultOptions())
-	if err != nil {
-		return err
-	}
-	caps, err := m.Capabilities(ctx)
-	if err != nil {
-		return err
-	}
-	opts.Helm.KubeVersion, opts.Helm.APIVersions = caps.KubeVersion, caps.APIVersions
-	res, err := charts.Render(ctx, opts, 0)
-	if err != nil {
-		return err
-	}
-	for _, w := range res.Warnings {
-		fmt.Fprintln(o.ErrOut, "warning:", w)
-	}
-	fmt.Fprintf(o.ErrOut, "Rendered %d object(s) at %s\n", len(res.Objects), short(a.Revision))
-	plan, err := m.Plan(ctx, res.Objects, engine.PlanOptions{
-		App:              engine.App{Name: s.app.Name, Namespace: s.app.Namespace},
-		DefaultNamespace: appspec.Destination(s.app),
-		Prune:            true,
-		AllowEmpty:       o.AllowEmpty,
-		Revision:         a.Revision,
-	})
-	if err != nil {
-		return emptyHint(s.app.Name+" at "+short(a.Revision), err)
-	}
-	cs := &plan.ChangeSet
+	cs := &res.Plan.ChangeSet
 	switch {
 	case o.Output != OutputText:
 		err = printObject(o.Out, o.Output, cs)
 	case o.Format == "markdown":
 		label := o.Revision
 		if label == "" {
-			label = strings.TrimPrefix(strings.TrimPrefix(a.RefName, "refs/heads/"), "refs/tags/")
+			label = strings.TrimPrefix(strings.TrimPrefix(res.RefName, "refs/heads/"), "refs/tags/")
 		}
-		err = writeMarkdown(o.Out, s.app, label, a.Revision, cs)
+		err = writeMarkdown(o.Out, s.app, label, res.Revision, cs)
 	default:
 		writeDiffs(o.Out, cs)
 	}

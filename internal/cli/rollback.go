@@ -2,16 +2,15 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
-	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/actions"
 	"converge.dev/converge/internal/poll"
 )
 
@@ -65,8 +64,6 @@ failed.`,
 	return cmd
 }
 
-var fullSHA = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
-
 // Run rolls back.
 func (o *RollbackOptions) Run(ctx context.Context, name, target string) error {
 	if o.Pin && o.Unpin {
@@ -76,90 +73,41 @@ func (o *RollbackOptions) Run(ctx context.Context, name, target string) error {
 	if err != nil {
 		return err
 	}
-	app := &v1alpha1.Application{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
-		return err
-	}
-	audit := newAuditor(ctx, c, o.Streams, ns)
+	actor := newActor(ctx, c)
 	if o.Unpin {
 		if target != "" {
 			return fmt.Errorf("--unpin takes no revision")
 		}
-		if app.Spec.Pin == nil {
+		d, err := actor.Unpin(ctx, ns, name)
+		if errors.Is(err, actions.ErrNotPinned) {
 			fmt.Fprintf(o.ErrOut, "Application %s/%s is not pinned\n", ns, name)
 			return nil
 		}
-		old := app.Spec.Pin.Revision
-		var stamp string
-		patch := client.MergeFrom(app.DeepCopy())
-		app.Spec.Pin = nil
-		stamp = requestSync(app, audit.user)
-		if err := c.Patch(ctx, app, patch); err != nil {
+		if err != nil {
 			return err
 		}
-		audit.record(ctx, app, "unpin", "was pinned to "+short(old))
+		warnRecord(o.Streams, d)
 		fmt.Fprintf(o.ErrOut, "Application %s/%s unpinned; following its branch again\n", ns, name)
 		if !o.Wait {
 			return nil
 		}
 		w := &WaitOptions{Streams: o.Streams, Kube: o.Kube, Timeout: o.Timeout}
-		return w.Run(ctx, name, stamp)
+		return w.Run(ctx, name, d.Request)
 	}
-
-	if app.Spec.Suspend {
-		return fmt.Errorf("Application %s/%s is suspended: resume it first ('converge resume %s'), or the rollback would wait for it", ns, name, name)
-	}
-	revision, err := o.resolveTarget(ctx, c, app, target)
+	d, err := actor.Rollback(ctx, ns, name, target, o.Pin)
 	if err != nil {
 		return err
 	}
-	req := v1alpha1.RollbackRequest{ID: time.Now().UTC().Format(time.RFC3339Nano), Target: revision, By: audit.user, Pin: o.Pin}
-	raw, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	patch := client.MergeFrom(app.DeepCopy())
-	if app.Annotations == nil {
-		app.Annotations = map[string]string{}
-	}
-	app.Annotations[v1alpha1.AnnotationRollback] = string(raw)
-	if err := c.Patch(ctx, app, patch); err != nil {
-		return err
-	}
-	action, how := "rollback", "git-native"
+	warnRecord(o.Streams, d)
+	how := "git-native"
 	if o.Pin {
-		action, how = "pin", "pin"
+		how = "pin"
 	}
-	audit.record(ctx, app, action, fmt.Sprintf("to %s (%s)", short(revision), how))
-	fmt.Fprintf(o.ErrOut, "Rollback of %s/%s to %s requested (%s)\n", ns, name, short(revision), how)
+	fmt.Fprintf(o.ErrOut, "Rollback of %s/%s to %s requested (%s)\n", ns, name, short(d.Rollback.Target), how)
 	if !o.Wait {
 		return nil
 	}
-	return o.wait(ctx, c, ns, name, req)
-}
-
-// resolveTarget turns ID|REVISION (or nothing) into a full commit SHA.
-func (o *RollbackOptions) resolveTarget(ctx context.Context, c client.Client, app *v1alpha1.Application, target string) (string, error) {
-	h, err := engine.LoadHistory(ctx, c, engine.App{Name: app.Name, Namespace: app.Namespace})
-	if err != nil {
-		return "", err
-	}
-	if target != "" {
-		if e, ok := h.Find(target); ok && e.Revision != "" {
-			return e.Revision, nil
-		}
-		if fullSHA.MatchString(target) {
-			return target, nil
-		}
-		return "", fmt.Errorf("%q is neither a history entry id nor a revision in the history of %s/%s; give a full commit SHA", target, app.Namespace, app.Name)
-	}
-	current := app.Status.Sync.Revision
-	for _, e := range h.Entries {
-		if e.Result == engine.ResultSucceeded && e.Revision != "" && e.Revision != current {
-			return e.Revision, nil
-		}
-	}
-	return "", fmt.Errorf("the history of %s/%s has no successful sync of a revision other than the current one; name a revision", app.Namespace, app.Name)
+	return o.wait(ctx, c, ns, name, *d.Rollback)
 }
 
 // wait waits until the agent handled the request, then, as `converge

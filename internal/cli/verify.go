@@ -64,11 +64,11 @@ func (o *VerifyOptions) Run(ctx context.Context, name, revision string) error {
 	if s.app.Spec.Source.Verify == nil {
 		return fmt.Errorf("Application %s/%s sets no spec.source.verify: there are no trusted keys to check against", s.app.Namespace, name)
 	}
-	req, err := s.request(ctx, revision, true)
+	req, err := s.p.SourceRequest(ctx, s.request(revision), true)
 	if err != nil {
 		return err
 	}
-	a, err := s.fetch(ctx, req)
+	a, err := s.p.Fetch(ctx, req)
 	var verr *source.VerificationError
 	var res VerifyResult
 	switch {

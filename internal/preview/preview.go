@@ -1,0 +1,174 @@
+// Package preview renders an Application's source at a revision, as the
+// agent would, and plans it against the cluster without changing anything:
+// `converge diff APP` and the web UI's diff. Everything is read with the
+// caller's identity (the Application, its credentials Secret when the
+// caller may read it, values from ConfigMaps and Secrets, the dry-runs).
+package preview
+
+import (
+	"context"
+	"fmt"
+
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/actions"
+	"converge.dev/converge/internal/appspec"
+	"converge.dev/converge/internal/charts"
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/source"
+)
+
+// Previewer fetches and renders through shared caches.
+type Previewer struct {
+	Sources *source.Cache
+	Charts  *charts.Cache
+	// Progress, when set, hears what is being done and warnings, for
+	// people.
+	Progress func(format string, args ...any)
+}
+
+// Request is one preview.
+type Request struct {
+	// Config and Client reach the cluster as the caller.
+	Config *rest.Config
+	Client client.Client
+	App    *v1alpha1.Application
+	// Revision, when set, replaces the app's ref (a branch, tag or commit).
+	Revision string
+	// Engine, when set, is used instead of one made from Config.
+	Engine *engine.Manager
+	// AllowEmpty compares an empty render too.
+	AllowEmpty bool
+}
+
+// Result is a preview's outcome.
+type Result struct {
+	Plan *engine.Plan
+	// Revision is what was rendered: a commit, a chart digest or both.
+	Revision string
+	// RefName is the ref the revision was found at, or the chart@version.
+	RefName string
+	// Objects counts the rendered objects.
+	Objects int
+}
+
+func (p *Previewer) progress(format string, args ...any) {
+	if p.Progress != nil {
+		p.Progress(format, args...)
+	}
+}
+
+// SourceRequest is the fetch request for req's app at req.Revision (or
+// its pin, or its ref). Without verify, signature checks are left off (a
+// preview shows what a revision would do, trusted or not). The app's
+// credentials are used when the caller may read them; otherwise the fetch
+// goes without.
+func (p *Previewer) SourceRequest(ctx context.Context, req Request, verify bool) (source.Request, error) {
+	app := req.App.DeepCopy()
+	if !verify {
+		app.Spec.Source.Verify = nil
+	}
+	sr, err := appspec.SourceRequest(ctx, req.Client, app)
+	if err != nil && app.Spec.Source.SecretRef != nil && apierrors.IsForbidden(err) && !verify {
+		p.progress("warning: may not read the credentials Secret %s; fetching without credentials", app.Spec.Source.SecretRef.Name)
+		app.Spec.Source.SecretRef = nil
+		sr, err = appspec.SourceRequest(ctx, req.Client, app)
+	}
+	if err != nil {
+		return sr, err
+	}
+	if req.Revision != "" {
+		sr.Ref = source.Ref{Revision: req.Revision}
+	} else if app.Spec.Pin != nil {
+		sr.Ref = source.Ref{Commit: app.Spec.Pin.Revision}
+	}
+	return sr, nil
+}
+
+// Fetch fetches sr through the source cache.
+func (p *Previewer) Fetch(ctx context.Context, sr source.Request) (*source.Artifact, error) {
+	p.progress("Fetching %s (%s)", source.RedactURL(sr.URL), sr.Ref)
+	return p.Sources.Fetch(ctx, sr)
+}
+
+// Preview fetches, renders and plans req's app.
+func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
+	app := req.App
+	a := &source.Artifact{Dir: p.Charts.EmptyDir()}
+	if app.Spec.Source.RepoURL != "" {
+		sr, err := p.SourceRequest(ctx, req, false)
+		if err != nil {
+			return nil, err
+		}
+		if a, err = p.Fetch(ctx, sr); err != nil {
+			return nil, err
+		}
+	} else if req.Revision != "" {
+		return nil, fmt.Errorf("%s has no Git source: a revision has nothing to name", app.Name)
+	}
+	opts, err := appspec.RenderOptions(app, a.Dir)
+	if err != nil {
+		return nil, err
+	}
+	// A chart source, and values from ConfigMaps and Secrets, as the agent
+	// takes them (read with the caller's rights).
+	creq, ok, err := appspec.ChartRequest(ctx, req.Client, app)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		ch, err := p.Charts.Fetch(ctx, creq)
+		if err != nil {
+			return nil, err
+		}
+		p.progress("Chart %s %s (%s)", ch.Name, ch.Version, ch.Digest)
+		opts.Chart = ch.Path
+		if a.Revision == "" {
+			a.Revision, a.RefName = ch.Digest, ch.Name+"@"+ch.Version
+		} else {
+			a.Revision += "+" + ch.Digest
+		}
+	}
+	vals, _, err := appspec.ValuesFrom(ctx, req.Client, app)
+	if err != nil {
+		return nil, err
+	}
+	if vals != nil {
+		opts.Helm.Values = loader.MergeMaps(vals, opts.Helm.Values)
+	}
+	m := req.Engine
+	if m == nil {
+		if m, err = engine.New(req.Config, engine.DefaultOptions()); err != nil {
+			return nil, err
+		}
+	}
+	caps, err := m.Capabilities(ctx)
+	if err != nil {
+		return nil, err
+	}
+	opts.Helm.KubeVersion, opts.Helm.APIVersions = caps.KubeVersion, caps.APIVersions
+	res, err := p.Charts.Render(ctx, opts, 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range res.Warnings {
+		p.progress("warning: %s", w)
+	}
+	p.progress("Rendered %d object(s) at %s", len(res.Objects), actions.Short(a.Revision))
+	plan, err := m.Plan(ctx, res.Objects, engine.PlanOptions{
+		App:              engine.App{Name: app.Name, Namespace: app.Namespace},
+		DefaultNamespace: appspec.Destination(app),
+		Prune:            true,
+		AllowEmpty:       req.AllowEmpty,
+		Revision:         a.Revision,
+	})
+	out := &Result{Plan: plan, Revision: a.Revision, RefName: a.RefName, Objects: len(res.Objects)}
+	if err != nil {
+		return out, err
+	}
+	return out, nil
+}
