@@ -9,6 +9,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -249,11 +250,19 @@ func run(ctx context.Context) error {
 		return err
 	}
 
+	step("Starting the web UI (converge ui; logs: .cluster/logs/ui.log)")
+	url, stopUI, err := startUI(ctx, converge, kubeconfig, filepath.Join(root, ".cluster", "logs", "ui.log"))
+	if err != nil {
+		return err
+	}
+	defer stopUI()
+	fmt.Fprintf(os.Stderr, "Web UI: %s\n", url)
+
 	if os.Getenv("DEMO_EXIT") == "1" {
 		step("Everything converged (DEMO_EXIT=1: exiting)")
 		return nil
 	}
-	step("Running until Ctrl-C. Try: kubectl --kubeconfig .cluster/kubeconfig -n demo delete deploy web")
+	step("Running until Ctrl-C. Open the web UI at %s\nTry: kubectl --kubeconfig .cluster/kubeconfig -n demo delete deploy web", url)
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
@@ -415,4 +424,35 @@ func sealedCommit(ctx context.Context, converge, kubeconfig string, repo *gitser
 		return "", err
 	}
 	return repo.Commit("main", "plain: sealed db password")
+}
+
+// startUI runs `converge ui` (on 127.0.0.1:9393, or a free port when that
+// is taken) and returns the URL it prints, which signs the browser in.
+func startUI(ctx context.Context, converge, kubeconfig, logPath string) (string, func(), error) {
+	addr := "127.0.0.1:9393"
+	if ln, err := net.Listen("tcp", addr); err != nil {
+		addr = "127.0.0.1:0"
+	} else {
+		ln.Close()
+	}
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.CommandContext(ctx, converge, "ui", "--kubeconfig", kubeconfig, "--address", addr)
+	cmd.Stderr = logFile
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait(); logFile.Close() }
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		stop()
+		return "", nil, fmt.Errorf("converge ui printed no URL (see %s): %w", logPath, err)
+	}
+	return strings.TrimSpace(line), stop, nil
 }

@@ -28,6 +28,12 @@ type Actor struct {
 	// User is the Kubernetes user name the apiserver knows the client by
 	// ("" when it would not say).
 	User string
+	// Records, when set, writes the action records (history entry and
+	// Event) instead of the acting client: the agent's web UI records what
+	// a viewer did with the viewer's own token, having learned who the
+	// viewer is from the apiserver, where history records are the agent's
+	// to write (the multi-tenant profile's admission policy).
+	Records client.Client
 	// Component names the tool in the Events it emits: "cli" or "ui"
 	// (source converge-cli, reporting controller converge.dev/cli).
 	Component string
@@ -269,8 +275,12 @@ func (a *Actor) Record(ctx context.Context, app *v1alpha1.Application, action, d
 	if app.Spec.HistoryLimit != nil {
 		limit = int(*app.Spec.HistoryLimit)
 	}
+	records := a.client
+	if a.Records != nil {
+		records = a.Records
+	}
 	var errs []error
-	err := engine.RecordAction(ctx, a.client, engine.App{Name: app.Name, Namespace: app.Namespace},
+	err := engine.RecordAction(ctx, records, engine.App{Name: app.Name, Namespace: app.Namespace},
 		engine.ActionEntry{Time: time.Now().UTC(), User: user, Action: action, Detail: detail}, limit)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("recording the %s action: %w", action, err))
@@ -283,7 +293,7 @@ func (a *Actor) Record(ctx context.Context, app *v1alpha1.Application, action, d
 		APIVersion: v1alpha1.GroupVersion.String(), Kind: "Application",
 		Namespace: app.Namespace, Name: app.Name, UID: app.UID, ResourceVersion: app.ResourceVersion,
 	}
-	if err := Event(ctx, a.client, a.component(), ref, corev1.EventTypeNormal, v1alpha1.ReasonAction, msg); err != nil {
+	if err := Event(ctx, records, a.component(), ref, corev1.EventTypeNormal, v1alpha1.ReasonAction, msg); err != nil {
 		errs = append(errs, fmt.Errorf("emitting the %s event: %w", action, err))
 	}
 	switch len(errs) {
@@ -310,4 +320,10 @@ func Event(ctx context.Context, c client.Client, component string, ref corev1.Ob
 		ReportingController: "converge.dev/" + component, ReportingInstance: host,
 	}
 	return c.Create(ctx, ev)
+}
+
+// As returns an Actor acting through c as user, whom the caller has
+// already learned (a web UI session asked at sign-in).
+func As(c client.Client, user, component string) *Actor {
+	return &Actor{client: c, User: user, Component: component}
 }

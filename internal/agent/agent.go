@@ -36,6 +36,7 @@ import (
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/controller"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/preview"
 	"converge.dev/converge/internal/seal"
 	"converge.dev/converge/internal/server"
 	"converge.dev/converge/internal/source"
@@ -74,6 +75,9 @@ type Options struct {
 	WatchNamespaces []string
 	// GitTimeout bounds each git command.
 	GitTimeout time.Duration
+	// UIAddr, when set, serves the web UI there; UITLSCertFile and
+	// UITLSKeyFile serve it over TLS (and mark its cookies Secure).
+	UIAddr, UITLSCertFile, UITLSKeyFile string
 	// LeaseDuration is how long a leader's Lease holds without renewal:
 	// the longest a dead leader's work waits for another replica.
 	LeaseDuration time.Duration
@@ -230,7 +234,12 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 			return err
 		}
 	}
-	logger.Info("starting the agent", "webhook", o.WebhookAddr, "sealing", o.SealingAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect)
+	if o.UIAddr != "" {
+		if err := setupUI(mgr, cfg, scheme, o, sources, chartCache, logger); err != nil {
+			return err
+		}
+	}
+	logger.Info("starting the agent", "webhook", o.WebhookAddr, "sealing", o.SealingAddr, "ui", o.UIAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect)
 	return mgr.Start(ctx)
 }
 
@@ -249,10 +258,12 @@ func webhookMux(h http.Handler) *http.ServeMux {
 	return mux
 }
 
-// httpRunnable serves an HTTP handler on every replica, leader or not.
+// httpRunnable serves an HTTP handler on every replica, leader or not,
+// over TLS when given a certificate and key.
 type httpRunnable struct {
-	addr string
-	mux  *http.ServeMux
+	addr              string
+	mux               http.Handler
+	certFile, keyFile string
 }
 
 var _ manager.LeaderElectionRunnable = (*httpRunnable)(nil)
@@ -265,7 +276,13 @@ func (h *httpRunnable) Start(ctx context.Context) error {
 	srv := &http.Server{Addr: h.addr, Handler: h.mux, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() {
+		if h.certFile != "" {
+			errc <- srv.ListenAndServeTLS(h.certFile, h.keyFile)
+			return
+		}
+		errc <- srv.ListenAndServe()
+	}()
 	select {
 	case <-ctx.Done():
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -306,3 +323,35 @@ func setupSealing(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o 
 	}
 	return rec.SetupWithManager(mgr)
 }
+
+// setupUI serves the web UI: a hub watching Applications, history records
+// and events with the agent's identity (names of changes only), and every
+// viewer's reads and actions made with the viewer's own token.
+func setupUI(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o Options, sources *source.Cache, chartCache *charts.Cache, logger logr.Logger) error {
+	if (o.UITLSCertFile == "") != (o.UITLSKeyFile == "") {
+		return fmt.Errorf("--ui-tls-cert-file and --ui-tls-key-file go together")
+	}
+	hub, err := server.NewHub(cfg, server.HubOptions{Namespaces: o.WatchNamespaces, Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(everyReplica(hub.Start)); err != nil {
+		return err
+	}
+	ui := &server.UI{
+		Cluster: cfg, Hub: hub, Previewer: &preview.Previewer{Sources: sources, Charts: chartCache},
+		SystemNamespace: o.SystemNamespace, Secure: o.UITLSCertFile != "", Records: mgr.GetClient(),
+		Scheme: scheme, Mapper: mgr.GetRESTMapper(), Log: logger.WithName("ui"),
+	}
+	h, err := ui.Handler()
+	if err != nil {
+		return err
+	}
+	return mgr.Add(&httpRunnable{addr: o.UIAddr, mux: h, certFile: o.UITLSCertFile, keyFile: o.UITLSKeyFile})
+}
+
+// everyReplica is a runnable that runs on every replica, leader or not.
+type everyReplica func(context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+func (f everyReplica) NeedLeaderElection() bool        { return false }

@@ -76,7 +76,7 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 		return nil, fmt.Errorf("--profile %q: want %s or %s", o.Profile, ProfileSingleTenant, ProfileMultiTenant)
 	}
 	ns := o.Namespace
-	args := []any{"agent", "--leader-elect", "--cache-dir=/var/cache/converge", "--webhook-secret-file=/etc/converge/webhook/secret"}
+	args := []any{"agent", "--leader-elect", "--cache-dir=/var/cache/converge", "--webhook-secret-file=/etc/converge/webhook/secret", "--ui-bind-address=:9494"}
 	if o.Profile == ProfileMultiTenant {
 		args = append(args, "--require-tenant")
 	}
@@ -107,6 +107,7 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 								map[string]any{"name": "probes", "containerPort": int64(8081)},
 								map[string]any{"name": "webhook", "containerPort": int64(9292)},
 								map[string]any{"name": "sealing", "containerPort": int64(9393)},
+								map[string]any{"name": "ui", "containerPort": int64(9494)},
 							},
 							"livenessProbe":  map[string]any{"httpGet": map[string]any{"path": "/healthz", "port": "probes"}},
 							"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/readyz", "port": "probes"}},
@@ -143,6 +144,11 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 		// forge without exposing re-encryption.
 		{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "converge-sealing", "namespace": ns},
 			"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "sealing", "port": int64(80), "targetPort": "sealing"}}}},
+		// The web UI: viewers sign in with their own Kubernetes token
+		// (docs/ui.md); reach it with kubectl port-forward or an Ingress
+		// that terminates TLS.
+		{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "converge-ui", "namespace": ns},
+			"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "ui", "port": int64(80), "targetPort": "ui"}}}},
 	} {
 		objs = append(objs, render.Object{Unstructured: &unstructured.Unstructured{Object: m}, Source: "install"})
 	}

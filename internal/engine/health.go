@@ -184,3 +184,12 @@ func (m *Manager) waitHealthy(ctx context.Context, app App, objs []*desired, tim
 		}
 	}
 }
+
+// HealthOf is the kstatus of one live object (nil: not found), as the
+// engine judges it for an app's health.
+func HealthOf(u *unstructured.Unstructured) ObjectHealth {
+	if u == nil {
+		return objectHealth("", nil)
+	}
+	return objectHealth(render.Ref(u), u)
+}

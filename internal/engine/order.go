@@ -68,3 +68,13 @@ func batches(objs []*desired) [][]*desired {
 	}
 	return out
 }
+
+// KindOrder orders kinds as a sync applies them: the first stage (CRDs,
+// namespaces, cluster-wide RBAC) before everything else, then what others
+// refer to before what refers to it. Lower comes first.
+func KindOrder(gk schema.GroupKind) int {
+	if firstStage[gk] {
+		return 0
+	}
+	return rank(gk.Kind)
+}

@@ -1,0 +1,163 @@
+// converge web UI: confirmations, live updates over Server-Sent Events,
+// instant list filtering and the on-demand diff. No framework, no build.
+"use strict";
+
+(function () {
+  const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+
+  // Confirmation: a button with data-confirm asks first, in a dialog.
+  const dialog = document.getElementById("confirm");
+  let confirmed = null;
+  document.addEventListener("click", (ev) => {
+    const btn = ev.target.closest("button[data-confirm]");
+    if (!btn || !btn.form || confirmed === btn) return;
+    ev.preventDefault();
+    if (!dialog || !dialog.showModal) {
+      if (window.confirm(btn.dataset.confirm)) { confirmed = btn; btn.form.requestSubmit(btn); }
+      return;
+    }
+    document.getElementById("confirm-text").textContent = btn.dataset.confirm;
+    dialog.returnValue = "";
+    dialog.showModal();
+    document.getElementById("confirm-ok").focus();
+    dialog.addEventListener("close", () => {
+      if (dialog.returnValue === "ok") {
+        confirmed = btn;
+        btn.disabled = false;
+        btn.form.requestSubmit(btn);
+      }
+    }, { once: true });
+  });
+
+  // List filtering without a reload; the form still works without script.
+  const filters = document.getElementById("filters");
+  const table = document.getElementById("apps");
+  function applyFilters() {
+    if (!filters || !table) return;
+    const f = new FormData(filters);
+    const ns = f.get("namespace"), sync = f.get("sync"), health = f.get("health");
+    const q = (f.get("q") || "").toLowerCase().trim();
+    let shown = 0;
+    for (const tr of table.tBodies[0].rows) {
+      const ok = (!ns || tr.dataset.namespace === ns) && (!sync || tr.dataset.sync === sync) &&
+        (!health || tr.dataset.health === health) && (!q || tr.dataset.search.includes(q));
+      tr.hidden = !ok;
+      if (ok) shown++;
+    }
+    document.getElementById("no-apps").hidden = shown > 0;
+  }
+  function recount() {
+    if (!table) return;
+    const n = { all: 0 };
+    const bump = (k) => { n[k] = (n[k] || 0) + 1; };
+    for (const tr of table.tBodies[0].rows) {
+      bump("all"); bump("sync:" + tr.dataset.sync); bump("health:" + tr.dataset.health);
+      if (tr.dataset.suspended === "true") bump("suspended");
+      if (tr.dataset.pinned === "true") bump("pinned");
+    }
+    for (const el of document.querySelectorAll("[data-count]")) el.textContent = n[el.dataset.count] || 0;
+  }
+  if (filters) {
+    filters.addEventListener("input", () => {
+      applyFilters();
+      const params = new URLSearchParams(new FormData(filters));
+      for (const [k, v] of [...params]) if (!v) params.delete(k);
+      history.replaceState(null, "", params.toString() ? "?" + params : location.pathname);
+    });
+    filters.addEventListener("submit", (ev) => { ev.preventDefault(); applyFilters(); });
+  }
+
+  async function fetchHTML(url) {
+    const res = await fetch(url, { headers: { "Accept": "text/html", "X-CSRF-Token": csrf() }, credentials: "same-origin" });
+    if (res.status === 401) { location.reload(); return null; }
+    return { status: res.status, text: await res.text() };
+  }
+  function parse(html) {
+    const t = document.createElement("template");
+    t.innerHTML = html;
+    return t.content;
+  }
+
+  // One row of the list changed: replace, insert or remove it.
+  async function refreshRow(ns, name) {
+    const r = await fetchHTML("/rows/" + encodeURIComponent(ns) + "/" + encodeURIComponent(name));
+    if (!r) return;
+    const id = "app-" + ns + "-" + name;
+    const old = document.getElementById(id);
+    if (r.status === 404) { if (old) old.remove(); }
+    else if (r.status === 200) {
+      const row = parse("<table><tbody>" + r.text + "</tbody></table>").querySelector("tr");
+      if (!row) return;
+      if (old) old.replaceWith(row);
+      else {
+        const key = ns + "/" + name;
+        const body = table.tBodies[0];
+        const next = [...body.rows].find((tr) => tr.dataset.app > key);
+        body.insertBefore(row, next || null);
+      }
+    }
+    recount();
+    applyFilters();
+  }
+
+  // The app page: replace its live sections, keeping the diff as it is.
+  const appPage = document.querySelector("[data-app-page]");
+  async function refreshApp() {
+    const [ns, name] = appPage.dataset.appPage.split("/");
+    const r = await fetchHTML("/apps/" + encodeURIComponent(ns) + "/" + encodeURIComponent(name) + "/sections");
+    if (!r || r.status !== 200) return;
+    const frag = parse(r.text);
+    for (const id of ["summary", "tree", "history", "actions", "events"]) {
+      const fresh = frag.getElementById(id), old = document.getElementById(id);
+      if (fresh && old) {
+        // Keep open <details> open.
+        const open = new Set([...old.querySelectorAll("details[open]")].map((d) => d.closest("[data-entry]")?.dataset.entry));
+        for (const d of fresh.querySelectorAll("details")) if (open.has(d.closest("[data-entry]")?.dataset.entry)) d.open = true;
+        old.replaceWith(fresh);
+      }
+    }
+  }
+
+  // Coalesce bursts: one refresh per target per 50 ms.
+  const pending = new Map();
+  function soon(key, fn) {
+    if (pending.has(key)) return;
+    pending.set(key, setTimeout(() => { pending.delete(key); fn(); }, 50));
+  }
+
+  if (document.body.dataset.live === "true" && (table || appPage)) {
+    const url = appPage ? "/live?app=" + encodeURIComponent(appPage.dataset.appPage) : "/live";
+    const dot = document.getElementById("live-dot");
+    const es = new EventSource(url);
+    es.onopen = () => dot && dot.classList.add("on");
+    es.onerror = () => dot && dot.classList.remove("on");
+    const onChange = (ev) => {
+      const c = JSON.parse(ev.data);
+      if (appPage) soon("app", refreshApp);
+      else if (ev.type === "app") soon(c.namespace + "/" + c.name, () => refreshRow(c.namespace, c.name));
+    };
+    for (const t of ["app", "history", "event"]) es.addEventListener(t, onChange);
+    es.addEventListener("reload", () => location.reload());
+  }
+
+  // The diff is computed on request: it fetches and renders the source.
+  document.addEventListener("click", async (ev) => {
+    const btn = ev.target.closest("#diff-load");
+    if (!btn) return;
+    const body = document.getElementById("diff-body");
+    btn.disabled = true;
+    const label = btn.textContent;
+    btn.textContent = "Comparing…";
+    try {
+      const r = await fetchHTML(btn.dataset.url);
+      if (r) body.replaceChildren(parse(r.text));
+    } catch (e) {
+      body.textContent = "The comparison failed: " + e.message;
+    } finally {
+      btn.disabled = false;
+      btn.textContent = label === "Compare now" ? "Compare again" : label;
+    }
+  });
+
+  applyFilters();
+})();
