@@ -42,6 +42,10 @@ type agentEnv struct {
 	webhook string
 	// sealing is the base URL of the sealing endpoints.
 	sealing string
+	// ui is the base URL of the agent's web UI.
+	ui string
+	// logs is the agent's log file.
+	logs string
 }
 
 var (
@@ -99,6 +103,12 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 	}
 	sealingAddr := ls.Addr().String()
 	ls.Close()
+	lu, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	uiAddr := lu.Addr().String()
+	lu.Close()
 	kubeconfig, _ := kubetest.LocalKubeconfig()
 	secretFile := filepath.Join(gitRoot, "webhook-secret")
 	if err := os.WriteFile(secretFile, []byte(webhookSecret), 0o600); err != nil {
@@ -111,7 +121,7 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 	go func() {
 		code := cli.Execute(context.Background(), cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: logs},
 			[]string{"agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
-				"--webhook-bind-address", addr, "--sealing-bind-address", sealingAddr, "--webhook-secret-file", secretFile, "--cache-dir", filepath.Join(gitRoot, "cache"), "--verbose",
+				"--webhook-bind-address", addr, "--sealing-bind-address", sealingAddr, "--ui-bind-address", uiAddr, "--webhook-secret-file", secretFile, "--cache-dir", filepath.Join(gitRoot, "cache"), "--verbose",
 				// A stalling server fails within seconds (TestFaults_*).
 				"--git-timeout", "5s",
 				// Applications labelled for the multi-tenant agent of the
@@ -129,7 +139,8 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("agent webhook not listening (logs: %s): %w", logs.Name(), err)
 	}
-	return &agentEnv{git: git, client: env.Client, webhook: "http://" + addr + "/hooks/git", sealing: "http://" + sealingAddr}, nil
+	return &agentEnv{git: git, client: env.Client, webhook: "http://" + addr + "/hooks/git", sealing: "http://" + sealingAddr,
+		ui: "http://" + uiAddr, logs: logs.Name()}, nil
 }
 
 const agentCM = `apiVersion: v1
