@@ -4,26 +4,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 )
 
 // heartbeat keeps an idle live stream open through proxies.
 const heartbeat = 20 * time.Second
 
-// live streams changes to one page as Server-Sent Events: every
-// Application the viewer may list (the list page) or one Application
-// (?app=ns/name). Events carry names only; the page reads what changed as
-// the viewer.
+// live streams, as Server-Sent Events, the changes to every Application
+// the viewer may list: the Application itself, its history record and its
+// events. Events carry names only; a page reads what changed as the viewer.
+// A browser keeps one stream for all its pages (live-worker.js). The
+// stream ends when the session does.
 func (u *UI) live(w http.ResponseWriter, r *http.Request, ss *session) {
-	var onlyNS, onlyName string
-	if app := r.URL.Query().Get("app"); app != "" {
-		var ok bool
-		if onlyNS, onlyName, ok = strings.Cut(app, "/"); !ok || onlyNS == "" || onlyName == "" {
-			http.Error(w, "app must be NAMESPACE/NAME", http.StatusBadRequest)
-			return
-		}
-	}
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -49,6 +41,9 @@ func (u *UI) live(w http.ResponseWriter, r *http.Request, ss *session) {
 		case <-r.Context().Done():
 			return
 		case <-tick.C:
+			if !u.sessions.alive(ss.id) {
+				return
+			}
 			_ = rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
 				return
@@ -60,17 +55,10 @@ func (u *UI) live(w http.ResponseWriter, r *http.Request, ss *session) {
 				}
 				continue
 			}
-			if onlyName != "" && (c.Namespace != onlyNS || c.Name != onlyName) {
-				continue
+			if !u.sessions.alive(ss.id) {
+				return
 			}
-			if onlyName == "" && c.Kind != "app" {
-				continue
-			}
-			verb := "list"
-			if onlyName != "" {
-				verb = "get"
-			}
-			if !u.Local && !ss.can(r.Context(), verb, "applications", c.Namespace) {
+			if !u.Local && !ss.can(r.Context(), "list", "applications", c.Namespace) {
 				continue
 			}
 			data, _ := json.Marshal(c)

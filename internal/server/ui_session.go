@@ -127,6 +127,21 @@ func (s *sessions) get(r *http.Request) *session {
 	return ss
 }
 
+// alive says whether session id still exists (not signed out, not
+// expired).
+func (s *sessions) alive(id string) bool {
+	s.mu.Lock()
+	ss := s.byID[id]
+	s.mu.Unlock()
+	if ss == nil {
+		return false
+	}
+	now := s.now()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return now.Sub(ss.created) <= sessionLifetime
+}
+
 func (s *sessions) remove(id string) {
 	s.mu.Lock()
 	delete(s.byID, id)

@@ -57,6 +57,19 @@ func newBrowser(t *testing.T) *browser {
 	return b
 }
 
+// newTab opens another tab in the same browser (sharing its cookies).
+func (b *browser) newTab() *browser {
+	b.t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	b.t.Cleanup(cancel)
+	// As for the browser: the first run makes the tab, which lives as
+	// long as that run's context.
+	if err := chromedp.Do(ctx); err != nil {
+		b.t.Fatalf("opening a tab: %v", err)
+	}
+	return &browser{t: b.t, ctx: ctx}
+}
+
 // run runs steps, failing the test with what it was doing.
 func (b *browser) run(what string, steps ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
@@ -140,6 +153,16 @@ func (b *browser) waitJS(ctx context.Context, expr string) error {
 			return fmt.Errorf("waiting for %s: %w (last: %v)", expr, ctx.Err(), err)
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// waitLive waits until the page's live updates are connected.
+func (b *browser) waitLive() {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	if err := b.waitJS(ctx, `document.getElementById("live-dot").classList.contains("on")`); err != nil {
+		b.t.Fatalf("the page's live updates did not connect: %v", err)
 	}
 }
 

@@ -557,3 +557,73 @@ func TestUI_SealsInTheBrowserForTheAgentToOpen(t *testing.T) {
 		noSecrets(t, f, string(data), plaintext)
 	}
 }
+
+func TestUI_OneWatchPerKindHoweverManyPagesAreOpen(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	_, rev := a.newApp(t, ns, "watched", automated(true, true))
+	a.waitApp(t, ns, "watched", 30*time.Second, "synced", synced(rev))
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
+	}
+	// converge ui as an account of its own, so its requests stand apart.
+	kubeconfig := t.TempDir() + "/kubeconfig"
+	user, unbind, err := kubetest.AdminKubeconfig(context.Background(), cluster.Client, cluster.Config, ns, "ui-watcher", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unbind()
+	signInURL, _ := localUI(t, kubeconfig)
+	base := strings.SplitN(signInURL, "/login", 2)[0]
+	first := newBrowser(t)
+	first.run("signing in", chromedp.Navigate(signInURL), visible("#apps"))
+	// Six pages: three lists and three of the app, each in its own tab.
+	var lists []*browser
+	for i := 0; i < 6; i++ {
+		tab := first.newTab()
+		page := base + "/"
+		if i%2 == 1 {
+			page = base + "/apps/" + ns + "/watched"
+		} else {
+			lists = append(lists, tab)
+		}
+		tab.run("opening page "+page, chromedp.Navigate(page))
+		tab.waitLive()
+	}
+	// A new Application appears on every open list.
+	ns2 := kubetest.Namespace(t, cluster.Client)
+	_, rev2 := a.newApp(t, ns2, "newcomer", automated(true, true))
+	a.waitApp(t, ns2, "newcomer", 30*time.Second, "newcomer synced", synced(rev2))
+	for _, tab := range lists {
+		ctx, cancel := context.WithTimeout(tab.ctx, 10*time.Second)
+		err := tab.waitJS(ctx, fmt.Sprintf(`(r => r !== null && r.dataset.sync === "Synced")(document.getElementById("app-%s-newcomer"))`, ns2))
+		cancel()
+		if err != nil {
+			t.Fatalf("an open list did not show the new Application: %v", err)
+		}
+	}
+	events, err := audit.Since(func(e kubetest.AuditEvent) bool { return e.User.Username == user && e.Verb == "watch" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	watches := map[string]map[string]bool{}
+	for _, e := range events {
+		r := e.ObjectRef.Resource
+		if watches[r] == nil {
+			watches[r] = map[string]bool{}
+		}
+		watches[r][e.RequestURI+e.Received.String()] = true
+	}
+	for _, r := range []string{"applications", "configmaps", "events"} {
+		if n := len(watches[r]); n != 1 {
+			t.Errorf("%d watches of %s for six open pages, want 1", n, r)
+		}
+	}
+	if len(watches) != 3 {
+		t.Errorf("watched %d kinds, want 3: %v", len(watches), watches)
+	}
+}

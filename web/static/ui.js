@@ -125,19 +125,40 @@
     pending.set(key, setTimeout(() => { pending.delete(key); fn(); }, 50));
   }
 
+  // Live updates: one stream per browser through a shared worker where
+  // there is one, else one per page.
+  function subscribe(onMessage) {
+    if (window.SharedWorker) {
+      const w = new SharedWorker("/static/live-worker.js", { name: "converge-live" });
+      w.port.onmessage = (ev) => onMessage(ev.data);
+      w.port.start();
+      addEventListener("pagehide", () => w.port.postMessage("close"));
+      return;
+    }
+    const es = new EventSource("/live");
+    es.onopen = () => onMessage({ type: "open" });
+    es.onerror = () => onMessage({ type: "error" });
+    for (const type of ["app", "history", "event", "reload"]) {
+      es.addEventListener(type, (ev) => onMessage({ type, data: ev.data }));
+    }
+  }
+
   if (document.body.dataset.live === "true" && (table || appPage)) {
-    const url = appPage ? "/live?app=" + encodeURIComponent(appPage.dataset.appPage) : "/live";
     const dot = document.getElementById("live-dot");
-    const es = new EventSource(url);
-    es.onopen = () => dot && dot.classList.add("on");
-    es.onerror = () => dot && dot.classList.remove("on");
-    const onChange = (ev) => {
-      const c = JSON.parse(ev.data);
-      if (appPage) soon("app", refreshApp);
-      else if (ev.type === "app") soon(c.namespace + "/" + c.name, () => refreshRow(c.namespace, c.name));
-    };
-    for (const t of ["app", "history", "event"]) es.addEventListener(t, onChange);
-    es.addEventListener("reload", () => location.reload());
+    const mine = appPage && appPage.dataset.appPage;
+    subscribe((msg) => {
+      switch (msg.type) {
+        case "open": if (dot) dot.classList.add("on"); return;
+        case "error": if (dot) dot.classList.remove("on"); return;
+        case "reload": location.reload(); return;
+      }
+      const c = JSON.parse(msg.data);
+      if (appPage) {
+        if (c.namespace + "/" + c.name === mine) soon("app", refreshApp);
+      } else if (msg.type === "app") {
+        soon(c.namespace + "/" + c.name, () => refreshRow(c.namespace, c.name));
+      }
+    });
   }
 
   // The diff is computed on request: it fetches and renders the source.
