@@ -81,7 +81,8 @@ soak: cluster-up
 ## bench: sync benchmarks on the local cluster (1,000 objects); prints a table, writes .cluster/bench.json
 bench: cluster-up
 	assets="$$($(LOCALCLUSTER) assets)"; \
-	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) run ./test/bench -out $(CLUSTER_DIR)/bench.json
+	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) run ./test/bench -out $(CLUSTER_DIR)/bench.json; \
+	KUBEBUILDER_ASSETS="$$assets" $(GO) test -run '^$$' -bench . -benchmem ./internal/server/
 
 # Flux, built from the Go module proxy (tools/peers) for side-by-side
 # benchmarks; cached outside the clone.
