@@ -80,7 +80,7 @@ func profileObjects(profile, ns string, labels map[string]any) []map[string]any 
 				"podSelector": map[string]any{"matchLabels": labels},
 				"policyTypes": []any{"Ingress"},
 				"ingress": []any{
-					map[string]any{"ports": []any{map[string]any{"port": "webhook"}, map[string]any{"port": "sealing"}, map[string]any{"port": "probes"}}},
+					map[string]any{"ports": []any{map[string]any{"port": "webhook"}, map[string]any{"port": "sealing"}, map[string]any{"port": "ui"}, map[string]any{"port": "probes"}}},
 					map[string]any{"ports": []any{map[string]any{"port": "metrics"}},
 						"from": []any{
 							map[string]any{"podSelector": map[string]any{}},

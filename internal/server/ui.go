@@ -279,7 +279,7 @@ func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {
 	// Double-submit token: a page elsewhere cannot sign a browser in.
 	token := randomToken()
 	u.setCookie(w, loginCookie, token, 10*time.Minute)
-	u.render(w, http.StatusOK, "login", pageData{Title: "Sign in", CSRF: token, Error: r.URL.Query().Get("error")})
+	u.render(w, http.StatusOK, "login", pageData{Title: "Sign in", CSRF: token})
 }
 
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
