@@ -263,14 +263,15 @@ func run(ctx context.Context) error {
 		return nil
 	}
 	step("Running until Ctrl-C. Open the web UI at %s\nTry: kubectl --kubeconfig .cluster/kubeconfig -n demo delete deploy web", url)
-	tick := time.NewTicker(5 * time.Second)
+	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
+	last := ""
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			printStatus(ctx, c, apps)
+			last = printStatus(ctx, c, apps, last)
 		}
 	}
 }
@@ -298,10 +299,16 @@ func waitAll(ctx context.Context, c client.Client, apps []*v1alpha1.Application,
 	})
 }
 
-func printStatus(ctx context.Context, c client.Client, apps []*v1alpha1.Application) {
+// printStatus prints the apps' table when it differs from last, and
+// returns it.
+func printStatus(ctx context.Context, c client.Client, apps []*v1alpha1.Application, last string) string {
 	var buf bytes.Buffer
 	renderStatus(ctx, c, apps, "", &buf)
-	fmt.Fprint(os.Stderr, buf.String())
+	if s := buf.String(); s != last {
+		fmt.Fprint(os.Stderr, s)
+		return s
+	}
+	return last
 }
 
 // renderStatus writes a table of the apps and reports whether all are
