@@ -21,10 +21,16 @@
     dialog.showModal();
     document.getElementById("confirm-ok").focus();
     dialog.addEventListener("close", () => {
-      if (dialog.returnValue === "ok") {
-        confirmed = btn;
-        btn.disabled = false;
-        btn.form.requestSubmit(btn);
+      // A live update may have replaced the button while the dialog was
+      // open: submit the one on the page now.
+      const target = btn.isConnected ? btn : document.getElementById(btn.id);
+      if (dialog.returnValue === "ok" && target && target.form) {
+        confirmed = target;
+        target.form.requestSubmit(target);
+      }
+      if (refreshAfterDialog) {
+        refreshAfterDialog = false;
+        refreshApp();
       }
     }, { once: true });
   });
@@ -100,9 +106,15 @@
     applyFilters();
   }
 
-  // The app page: replace its live sections, keeping the diff as it is.
+  // The app page: replace its live sections, keeping the diff as it is,
+  // the choices made in its forms, and never under an open dialog.
   const appPage = document.querySelector("[data-app-page]");
+  let refreshAfterDialog = false;
   async function refreshApp() {
+    if (dialog && dialog.open) {
+      refreshAfterDialog = true;
+      return;
+    }
     const [ns, name] = appPage.dataset.appPage.split("/");
     const r = await fetchHTML("/apps/" + encodeURIComponent(ns) + "/" + encodeURIComponent(name) + "/sections");
     if (!r || r.status !== 200) return;
@@ -110,6 +122,10 @@
     for (const id of ["summary", "tree", "history", "actions", "events"]) {
       const fresh = frag.getElementById(id), old = document.getElementById(id);
       if (fresh && old) {
+        for (const sel of old.querySelectorAll("select[id]")) {
+          const now = fresh.querySelector("#" + CSS.escape(sel.id));
+          if (now && [...now.options].some((o) => o.value === sel.value)) now.value = sel.value;
+        }
         // Keep open <details> open.
         const open = new Set([...old.querySelectorAll("details[open]")].map((d) => d.closest("[data-entry]")?.dataset.entry));
         for (const d of fresh.querySelectorAll("details")) if (open.has(d.closest("[data-entry]")?.dataset.entry)) d.open = true;
