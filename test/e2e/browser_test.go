@@ -125,14 +125,22 @@ func (b *browser) value(sel string) string {
 }
 
 // confirm clicks a button that asks first, then the dialog's Confirm, and
-// waits for the page the action leads to.
+// waits for the page the action leads to. The clicks are made in the page
+// (a live update may replace the button between a lookup and a click by
+// the DevTools protocol).
 func (b *browser) confirm(sel string) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	// The mark goes with this page: the next one has a flash of its own.
 	evalJS[bool](b, `window.beforeAction = true`)
-	err := chromedp.Do(ctx, click(sel), visible("#confirm-ok"), click("#confirm-ok"))
+	err := b.waitJS(ctx, fmt.Sprintf(`(el => el !== null && (el.click(), true))(document.querySelector(%q))`, sel))
+	if err == nil {
+		err = b.waitJS(ctx, `document.getElementById("confirm").open`)
+	}
+	if err == nil {
+		err = b.waitJS(ctx, `(document.getElementById("confirm-ok").click(), true)`)
+	}
 	if err == nil {
 		err = b.waitJS(ctx, `window.beforeAction === undefined && document.readyState === "complete" && document.querySelector(".flash") !== null`)
 	}
