@@ -107,6 +107,15 @@ type ApplicationSpec struct {
 	// +optional
 	Pin *Pin `json:"pin,omitempty"`
 
+	// DependsOn names Applications that must be Synced and Healthy, at
+	// the revision they last fetched, before this one syncs: its sync
+	// waits, and its Ready condition says for which. A dependency in
+	// another namespace names it. A cycle is refused, naming it.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	DependsOn []ApplicationReference `json:"dependsOn,omitempty"`
+
 	// HistoryLimit is how many syncs (and, separately, actions) the
 	// history record keeps.
 	// +kubebuilder:validation:Minimum=1
@@ -114,6 +123,15 @@ type ApplicationSpec struct {
 	// +kubebuilder:default=20
 	// +optional
 	HistoryLimit *int32 `json:"historyLimit,omitempty"`
+}
+
+// ApplicationReference names an Application.
+type ApplicationReference struct {
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Namespace defaults to the referring Application's.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // Pin holds an Application at a revision.

@@ -32,6 +32,12 @@ const (
 	ReasonRolledBack         = "RolledBack"
 	ReasonSyncStarted        = "SyncStarted"
 	ReasonAction             = "Action"
+	// ReasonDependencyNotReady: an Application this one depends on is
+	// not Synced and Healthy yet; the sync waits.
+	ReasonDependencyNotReady = "DependencyNotReady"
+	// ReasonDependencyCycle: the Application depends, through others, on
+	// itself.
+	ReasonDependencyCycle = "DependencyCycle"
 	// ReasonPolicyViolation: the Application, or an object it renders,
 	// breaks its Tenant's rules, or no Tenant governs it where one must.
 	ReasonPolicyViolation = "PolicyViolation"

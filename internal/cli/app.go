@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -55,6 +56,7 @@ type AppCreateOptions struct {
 	ChartRepo, Chart, ChartVersion, ReleaseName string
 	Values, Set, SetString                      []string
 	CreateNamespace                             bool
+	DependsOn                                   []string
 }
 
 func newAppCreateCommand(streams Streams) *cobra.Command {
@@ -89,6 +91,7 @@ func newAppCreateCommand(streams Streams) *cobra.Command {
 	f.StringArrayVar(&o.Set, "set", nil, "Helm value as key=value (repeatable)")
 	f.StringArrayVar(&o.SetString, "set-string", nil, "Helm value as key=value, always a string (repeatable)")
 	f.BoolVar(&o.CreateNamespace, "create-namespace", false, "create --dest-namespace if it does not exist; the app then owns it")
+	f.StringArrayVar(&o.DependsOn, "depends-on", nil, "sync only once this Application (NAME or NAMESPACE/NAME) is Synced and Healthy (repeatable)")
 	return cmd
 }
 
@@ -145,6 +148,16 @@ func (o *AppCreateOptions) Run(ctx context.Context, name string) error {
 		app.Spec.SyncPolicy.Automated = &v1alpha1.AutomatedSync{Prune: o.Prune, SelfHeal: o.SelfHeal}
 	}
 	app.Spec.SyncPolicy.CreateNamespace = o.CreateNamespace
+	for _, d := range o.DependsOn {
+		ref := v1alpha1.ApplicationReference{Name: d}
+		if ns, name, ok := strings.Cut(d, "/"); ok {
+			ref = v1alpha1.ApplicationReference{Namespace: ns, Name: name}
+		}
+		if ref.Name == "" || strings.Contains(ref.Name, "/") {
+			return fmt.Errorf("--depends-on %q: give NAME or NAMESPACE/NAME", d)
+		}
+		app.Spec.DependsOn = append(app.Spec.DependsOn, ref)
+	}
 	if o.ChartRepo != "" {
 		app.Spec.Source.Chart = &v1alpha1.ChartSource{RepoURL: o.ChartRepo, Name: o.Chart, Version: o.ChartVersion}
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/source"
 )
 
@@ -80,7 +82,8 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 		header += "\tREPO\tPATH\tAUTHOR\tCOMMIT\tMESSAGE"
 	}
 	fmt.Fprintln(tw, header)
-	for _, a := range apps {
+	for _, n := range appTree(apps) {
+		a := n.app
 		ready := "Unknown"
 		msg := ""
 		if c := apimeta.FindStatusCondition(a.Status.Conditions, v1alpha1.ConditionReady); c != nil {
@@ -93,7 +96,7 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 		if len(rev) > 12 {
 			rev = rev[:12]
 		}
-		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", a.Name, orDash(string(a.Status.Sync.Status)), orDash(string(a.Status.Health.Status)),
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", strings.Repeat("  ", n.depth)+treeMark(n.depth)+a.Name, orDash(string(a.Status.Sync.Status)), orDash(string(a.Status.Health.Status)),
 			orDash(rev), ready, time.Since(a.CreationTimestamp.Time).Round(time.Second))
 		if o.Output == "wide" {
 			author, subject := "-", "-"
@@ -105,6 +108,67 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 		fmt.Fprintln(tw, line)
 	}
 	return tw.Flush()
+}
+
+// treeNode is an Application in `converge get`'s listing, at its depth
+// under the app that applies it (app of apps).
+type treeNode struct {
+	app   *v1alpha1.Application
+	depth int
+}
+
+func treeMark(depth int) string {
+	if depth == 0 {
+		return ""
+	}
+	return "└ "
+}
+
+// appTree orders apps so that each Application an app applies (an app of
+// apps) follows it, one level deeper; the rest keep their order.
+func appTree(apps []v1alpha1.Application) []treeNode {
+	key := func(a *v1alpha1.Application) string { return a.Namespace + "/" + a.Name }
+	children := map[string][]*v1alpha1.Application{}
+	present := map[string]bool{}
+	for i := range apps {
+		present[key(&apps[i])] = true
+	}
+	var roots []*v1alpha1.Application
+	for i := range apps {
+		a := &apps[i]
+		parent := ""
+		if a.Labels[engine.LabelApp] != "" {
+			parent = a.Annotations[engine.AnnotationOwner]
+		}
+		if parent != "" && parent != key(a) && present[parent] {
+			children[parent] = append(children[parent], a)
+			continue
+		}
+		roots = append(roots, a)
+	}
+	var out []treeNode
+	seen := map[string]bool{}
+	var walk func(a *v1alpha1.Application, depth int)
+	walk = func(a *v1alpha1.Application, depth int) {
+		if seen[key(a)] {
+			return
+		}
+		seen[key(a)] = true
+		out = append(out, treeNode{app: a, depth: depth})
+		for _, c := range children[key(a)] {
+			walk(c, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+	// Apps in an ownership loop (no root) are listed flat.
+	for i := range apps {
+		if !seen[key(&apps[i])] {
+			walk(&apps[i], 0)
+		}
+	}
+	return out
 }
 
 func orDash(s string) string {

@@ -114,10 +114,17 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Concurrency <= 0 {
 		r.Concurrency = 8
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.Application{}, dependsOnIndex, func(o client.Object) []string {
+		return dependencyKeys(o.(*v1alpha1.Application))
+	}); err != nil {
+		return err
+	}
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		// Status updates do not trigger reconciles; spec, annotation
 		// (converge.dev/requested-at) and deletion changes do.
 		For(&v1alpha1.Application{}, builder.WithPredicates(specOrRequestChanged())).
+		// Any change to an Application wakes those that depend on it.
+		Watches(&v1alpha1.Application{}, r.dependents()).
 		Watches(&v1alpha1.Tenant{}, r.appsOfTenant()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Concurrency}).
 		Build(r)
@@ -206,6 +213,12 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	ten, err := r.tenancy(ctx, app)
 	if err != nil {
 		return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
+	}
+	// The Applications it depends on: a cycle is refused; readiness is
+	// weighed in the decision below.
+	dependencies, err := dependencyWait(app, r.cachedApp(ctx))
+	if err != nil {
+		return r.refused(ctx, app, run, v1alpha1.ReasonDependencyCycle, err, interval)
 	}
 	eng, err := r.engineFor(app, ten.serviceAccount)
 	if err != nil {
@@ -296,6 +309,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	in := syncInputs{
 		revision: artifact.Revision, generation: app.Generation, status: &app.Status,
 		seen: r.seen(key), trigger: run.trigger, forced: forced, automated: app.Spec.SyncPolicy.Automated,
+		dependencies: dependencies,
 	}
 	if len(ten.windows) > 0 {
 		manual := run.trigger.Type == engine.TriggerManual || run.trigger.Type == engine.TriggerRollback
@@ -364,10 +378,11 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	if ch := run.chart; ch != nil {
 		app.Status.Sync.Chart = &v1alpha1.ChartStatus{Name: ch.Name, Version: ch.Version, Digest: ch.Digest}
 	}
-	if d.heldByWindow && res.Changes.HasChanges() {
-		// Held by a sync window: the status keeps the revision last
-		// synced, so the held one is still new when the window opens;
-		// look again within a minute.
+	if d.heldBack && res.Changes.HasChanges() {
+		// Held by a sync window or a dependency: the status keeps the
+		// revision last synced, so the held one is still new when the
+		// window opens or the dependency is ready (which wakes this app
+		// at once); look again within a minute.
 		app.Status.Sync.Revision, app.Status.Sync.Commit = prevRev, prevCommit
 		return ctrl.Result{RequeueAfter: min(interval, time.Minute)}, nil
 	}

@@ -54,6 +54,9 @@ type syncInputs struct {
 	// windowClosed, when set, says why a Tenant's sync window holds the
 	// sync (after manual syncs were allowed for).
 	windowClosed string
+	// dependencies, when set, says which Applications this one waits
+	// for (spec.dependsOn).
+	dependencies string
 }
 
 // syncDecision is what a reconcile does with the fetched revision.
@@ -67,10 +70,11 @@ type syncDecision struct {
 	trigger     engine.Trigger
 	// record asks for a history entry whatever the outcome.
 	record bool
-	// held says why an out-of-sync app is not applied; heldByWindow that
-	// it is a sync window (the revision then stays new until it opens).
-	held         string
-	heldByWindow bool
+	// held says why an out-of-sync app is not applied; heldBack that it
+	// is a sync window or a dependency (the revision then stays new until
+	// the window opens or the dependency is ready).
+	held     string
+	heldBack bool
 }
 
 // decideSync decides whether to apply, why the sync runs, and whether it
@@ -85,8 +89,12 @@ func decideSync(in syncInputs) syncDecision {
 	// one, and, with selfHeal, reverts drift; without selfHeal, drift is
 	// only reported.
 	d.apply = in.forced || (auto != nil && (d.newRevision || auto.SelfHeal))
-	if d.apply && in.windowClosed != "" {
-		d.apply, d.heldByWindow, d.held = false, true, in.windowClosed
+	switch {
+	case d.apply && in.windowClosed != "":
+		d.apply, d.heldBack, d.held = false, true, in.windowClosed
+	case d.apply && in.dependencies != "":
+		// Even a person's request waits: the order is the point.
+		d.apply, d.heldBack, d.held = false, true, in.dependencies
 	}
 	d.prune = !d.apply || (auto != nil && auto.Prune)
 	if d.trigger.Type == "" {
@@ -103,8 +111,8 @@ func decideSync(in syncInputs) syncDecision {
 	}
 	// A new revision or a request deserves an entry. A webhook delivery
 	// for a revision already synced is one of a flood or a redelivery:
-	// like a no-op resync, not worth one. A sync a window holds is not a
-	// sync at all.
-	d.record = !d.heldByWindow && ((in.forced && d.trigger.Type != engine.TriggerWebhook) || d.newRevision)
+	// like a no-op resync, not worth one. A sync a window or a dependency
+	// holds is not a sync at all.
+	d.record = !d.heldBack && ((in.forced && d.trigger.Type != engine.TriggerWebhook) || d.newRevision)
 	return d
 }

@@ -80,6 +80,13 @@ func resolveTenancy(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts T
 	if !matchRepo(t.Spec.SourceRepos, repo) {
 		return tenancy{}, fmt.Errorf("spec.source.repoURL %s: Tenant %s allows repositories %s only", source.RedactURL(app.Spec.Source.RepoURL), t.Name, orNone(t.Spec.SourceRepos))
 	}
+	// Dependencies stay within the Tenant: an app's status would
+	// otherwise tell of Applications its team may not see.
+	for _, d := range app.Spec.DependsOn {
+		if d.Namespace != "" && !engine.MatchName(t.Spec.Namespaces, d.Namespace) {
+			return tenancy{}, fmt.Errorf("spec.dependsOn %s/%s: Tenant %s's apps may depend only on Applications in its namespaces (%s)", d.Namespace, d.Name, t.Name, strings.Join(t.Spec.Namespaces, ", "))
+		}
+	}
 	dest := t.Spec.DestinationNamespaces
 	if len(dest) == 0 {
 		dest = t.Spec.Namespaces

@@ -37,7 +37,9 @@ func TestResolveTenancy(t *testing.T) {
 		"tenant: another account is refused":                {app: app("team-a", "https://git.example.com/team-a/r", "cluster-admin"), tenants: []v1alpha1.Tenant{teamA}, wantErr: "runs its apps as deployer only"},
 		"tenant: another repository is refused":             {app: app("team-a", "https://git.example.com/team-b/private", ""), tenants: []v1alpha1.Tenant{teamA}, wantErr: "allows repositories"},
 		"tenant: a look-alike host is refused":              {app: app("team-a", "https://git.example.com.evil.io/team-a/r", ""), tenants: []v1alpha1.Tenant{teamA}, wantErr: "allows repositories"},
-		"two tenants":                                       {app: app("team-a-dev", "https://git.example.com/team-a/r", ""), tenants: []v1alpha1.Tenant{teamA, overlap}, wantErr: "more than one Tenant (overlap, team-a)"},
+		"tenant: a dependency in its namespaces":            {app: withDeps(app("team-a", "https://git.example.com/team-a/r", ""), "team-a-dev/db", "cache"), tenants: []v1alpha1.Tenant{teamA}, wantSA: "deployer", policy: true},
+		"tenant: a dependency elsewhere is refused":         {app: withDeps(app("team-a", "https://git.example.com/team-a/r", ""), "team-b/db"), tenants: []v1alpha1.Tenant{teamA}, wantErr: "may depend only on Applications in its namespaces"},
+		"two tenants": {app: app("team-a-dev", "https://git.example.com/team-a/r", ""), tenants: []v1alpha1.Tenant{teamA, overlap}, wantErr: "more than one Tenant (overlap, team-a)"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := resolveTenancy(tc.app, tc.tenants, tc.opts)
@@ -58,4 +60,15 @@ func TestResolveTenancy(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withDeps(app *v1alpha1.Application, deps ...string) *v1alpha1.Application {
+	for _, d := range deps {
+		ref := v1alpha1.ApplicationReference{Name: d}
+		if ns, name, ok := strings.Cut(d, "/"); ok {
+			ref = v1alpha1.ApplicationReference{Namespace: ns, Name: name}
+		}
+		app.Spec.DependsOn = append(app.Spec.DependsOn, ref)
+	}
+	return app
 }

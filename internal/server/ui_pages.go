@@ -102,6 +102,7 @@ type appView struct {
 	Revision, Path, Ref      string
 	Chart, Destination       string
 	Policy, Ready, LastError string
+	DependsOn                []string
 	Tree                     []*treeNode
 	TreeNote                 string
 	History                  []historyRow
@@ -135,6 +136,13 @@ func (u *UI) loadApp(ctx context.Context, ss *session, ns, name string) (*appVie
 		v.Chart = fmt.Sprintf("%s %s (%s)", c.Name, c.Version, c.Digest)
 	}
 	v.Policy = policyText(app)
+	for _, d := range app.Spec.DependsOn {
+		ns := d.Namespace
+		if ns == "" {
+			ns = app.Namespace
+		}
+		v.DependsOn = append(v.DependsOn, ns+"/"+d.Name)
+	}
 	if ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady); ready != nil {
 		v.Ready = ready.Reason + ": " + ready.Message
 	}

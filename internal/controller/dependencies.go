@@ -1,0 +1,166 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"converge.dev/converge/api/v1alpha1"
+)
+
+// dependsOnIndex indexes Applications by the Applications they depend on
+// ("namespace/name"), so a change to one wakes those waiting for it.
+const dependsOnIndex = "spec.dependsOn"
+
+// dependencyKeys are the "namespace/name" of the Applications app depends
+// on.
+func dependencyKeys(app *v1alpha1.Application) []string {
+	out := make([]string, 0, len(app.Spec.DependsOn))
+	for _, d := range app.Spec.DependsOn {
+		out = append(out, dependencyKey(app, d).String())
+	}
+	return out
+}
+
+func dependencyKey(app *v1alpha1.Application, d v1alpha1.ApplicationReference) types.NamespacedName {
+	ns := d.Namespace
+	if ns == "" {
+		ns = app.Namespace
+	}
+	return types.NamespacedName{Namespace: ns, Name: d.Name}
+}
+
+// CycleError is a dependency cycle through an Application.
+type CycleError struct{ Path []types.NamespacedName }
+
+func (e *CycleError) Error() string {
+	names := make([]string, len(e.Path))
+	for i, p := range e.Path {
+		names[i] = p.String()
+	}
+	return "dependency cycle: " + strings.Join(names, " → ")
+}
+
+// dependencyWait says what app waits for before it may sync: "" when
+// every Application it depends on is Synced and Healthy at the revision it
+// last fetched, otherwise which are not and why. A cycle through app is a
+// *CycleError naming it. get looks an Application up (ok false: none). It
+// makes no request of its own.
+func dependencyWait(app *v1alpha1.Application, get func(types.NamespacedName) (*v1alpha1.Application, bool)) (string, error) {
+	if len(app.Spec.DependsOn) == 0 {
+		return "", nil
+	}
+	self := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
+	if path := cycleFrom(self, app, get); path != nil {
+		return "", &CycleError{Path: path}
+	}
+	var waits []string
+	for _, d := range app.Spec.DependsOn {
+		key := dependencyKey(app, d)
+		dep, ok := get(key)
+		if !ok {
+			waits = append(waits, key.String()+" (no such Application)")
+			continue
+		}
+		if why := notReady(dep); why != "" {
+			waits = append(waits, key.String()+" ("+why+")")
+		}
+	}
+	if len(waits) == 0 {
+		return "", nil
+	}
+	return "waiting for " + strings.Join(waits, ", "), nil
+}
+
+// notReady says why dep does not count as ready yet; "" when it does.
+func notReady(dep *v1alpha1.Application) string {
+	switch {
+	case !dep.DeletionTimestamp.IsZero():
+		return "being deleted"
+	case dep.Status.ObservedGeneration != dep.Generation:
+		return "not reconciled since its last change"
+	}
+	ready := apimeta.FindStatusCondition(dep.Status.Conditions, v1alpha1.ConditionReady)
+	sync, health := dep.Status.Sync.Status, dep.Status.Health.Status
+	if sync == v1alpha1.SyncStatusSynced && health == v1alpha1.HealthHealthy && ready != nil && ready.Status == metav1.ConditionTrue {
+		return ""
+	}
+	return fmt.Sprintf("%s, %s", orUnknownSync(sync), orUnknownHealth(health))
+}
+
+func orUnknownSync(s v1alpha1.SyncStatusCode) string {
+	if s == "" {
+		return string(v1alpha1.SyncStatusUnknown)
+	}
+	return string(s)
+}
+
+func orUnknownHealth(h v1alpha1.HealthStatusCode) string {
+	if h == "" {
+		return string(v1alpha1.HealthUnknown)
+	}
+	return string(h)
+}
+
+// cycleFrom returns a dependency path from self back to self (self first
+// and last), or nil when there is none. Applications not found end a path.
+func cycleFrom(self types.NamespacedName, app *v1alpha1.Application, get func(types.NamespacedName) (*v1alpha1.Application, bool)) []types.NamespacedName {
+	visited := map[types.NamespacedName]bool{}
+	var walk func(cur *v1alpha1.Application, path []types.NamespacedName) []types.NamespacedName
+	walk = func(cur *v1alpha1.Application, path []types.NamespacedName) []types.NamespacedName {
+		for _, d := range cur.Spec.DependsOn {
+			key := dependencyKey(cur, d)
+			if key == self {
+				return append(append([]types.NamespacedName(nil), path...), key)
+			}
+			if visited[key] {
+				continue
+			}
+			visited[key] = true
+			next, ok := get(key)
+			if !ok {
+				continue
+			}
+			if found := walk(next, append(path, key)); found != nil {
+				return found
+			}
+		}
+		return nil
+	}
+	return walk(app, []types.NamespacedName{self})
+}
+
+// cachedApp looks an Application up in the reconciler's cache.
+func (r *ApplicationReconciler) cachedApp(ctx context.Context) func(types.NamespacedName) (*v1alpha1.Application, bool) {
+	return func(key types.NamespacedName) (*v1alpha1.Application, bool) {
+		app := &v1alpha1.Application{}
+		if err := r.Client.Get(ctx, key, app); err != nil {
+			return nil, false
+		}
+		return app, true
+	}
+}
+
+// dependents maps a changed Application to those that depend on it: their
+// wait may be over (or their cycle closed).
+func (r *ApplicationReconciler) dependents() handler.EventHandler {
+	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		var list v1alpha1.ApplicationList
+		key := types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}.String()
+		if err := r.Client.List(ctx, &list, client.MatchingFields{dependsOnIndex: key}); err != nil {
+			return nil
+		}
+		out := make([]reconcile.Request, 0, len(list.Items))
+		for _, a := range list.Items {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: a.Namespace, Name: a.Name}})
+		}
+		return out
+	})
+}
