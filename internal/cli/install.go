@@ -146,9 +146,11 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 			"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "sealing", "port": int64(80), "targetPort": "sealing"}}}},
 		// The web UI: viewers sign in with their own Kubernetes token
 		// (docs/ui.md); reach it with kubectl port-forward or an Ingress
-		// that terminates TLS.
+		// that terminates TLS. Sessions live in the replica that made
+		// them, so a viewer stays with one.
 		{"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "converge-ui", "namespace": ns},
-			"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "ui", "port": int64(80), "targetPort": "ui"}}}},
+			"spec": map[string]any{"selector": labels, "sessionAffinity": "ClientIP",
+				"ports": []any{map[string]any{"name": "ui", "port": int64(80), "targetPort": "ui"}}}},
 	} {
 		objs = append(objs, render.Object{Unstructured: &unstructured.Unstructured{Object: m}, Source: "install"})
 	}

@@ -178,6 +178,13 @@ spec:
 		if err := cluster.Client.List(ctx, &cms, client.InNamespace(ns), client.HasLabels{"converge.dev/app"}); err != nil {
 			return false, err
 		}
-		return len(apps.Items) == 0 && len(cms.Items) == 0, fmt.Errorf("%d Applications, %d owned ConfigMaps left", len(apps.Items), len(cms.Items))
+		// The history records stay: they are the audit trail.
+		var left []string
+		for _, cm := range cms.Items {
+			if cm.Labels["converge.dev/record"] != "history" {
+				left = append(left, cm.Name)
+			}
+		}
+		return len(apps.Items) == 0 && len(left) == 0, fmt.Errorf("%d Applications and ConfigMaps %v left", len(apps.Items), left)
 	})
 }
