@@ -154,6 +154,12 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 
 	if !app.DeletionTimestamp.IsZero() {
+		// Deletion runs in dependency order: the apps that depend on this
+		// one and are going too go first (their deletion wakes this one).
+		if waiting := r.dependentsBeingDeleted(ctx, app); len(waiting) > 0 {
+			log.FromContext(ctx).V(1).Info("deletion waits for dependents", "dependents", waiting)
+			return ctrl.Result{RequeueAfter: 5 * time.Second}, nil
+		}
 		return ctrl.Result{}, r.finalize(ctx, app, engineApp)
 	}
 	if !controllerutil.ContainsFinalizer(app, v1alpha1.ApplicationFinalizer) {

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -148,19 +149,46 @@ func (r *ApplicationReconciler) cachedApp(ctx context.Context) func(types.Namesp
 	}
 }
 
-// dependents maps a changed Application to those that depend on it: their
-// wait may be over (or their cycle closed).
+// dependents maps a changed Application to those that depend on it (their
+// wait may be over, or their cycle closed) and, when it is being deleted,
+// to those it depends on (their deletion may have waited for it).
 func (r *ApplicationReconciler) dependents() handler.EventHandler {
 	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
-		var list v1alpha1.ApplicationList
-		key := types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}.String()
-		if err := r.Client.List(ctx, &list, client.MatchingFields{dependsOnIndex: key}); err != nil {
-			return nil
-		}
-		out := make([]reconcile.Request, 0, len(list.Items))
-		for _, a := range list.Items {
+		var out []reconcile.Request
+		for _, a := range r.dependentsOf(ctx, types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}) {
 			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: a.Namespace, Name: a.Name}})
+		}
+		if app, ok := obj.(*v1alpha1.Application); ok && !app.DeletionTimestamp.IsZero() {
+			for _, d := range app.Spec.DependsOn {
+				out = append(out, reconcile.Request{NamespacedName: dependencyKey(app, d)})
+			}
 		}
 		return out
 	})
+}
+
+// dependentsOf lists the Applications that depend on key, from the cache.
+func (r *ApplicationReconciler) dependentsOf(ctx context.Context, key types.NamespacedName) []v1alpha1.Application {
+	var list v1alpha1.ApplicationList
+	if err := r.Client.List(ctx, &list, client.MatchingFields{dependsOnIndex: key.String()}); err != nil {
+		return nil
+	}
+	return list.Items
+}
+
+// dependentsBeingDeleted names the Applications that depend on app and
+// are being deleted too: app's deletion waits for them. An app on a cycle
+// waits for none (the apps on it would wait for each other forever).
+func (r *ApplicationReconciler) dependentsBeingDeleted(ctx context.Context, app *v1alpha1.Application) []string {
+	self := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
+	if cycleFrom(self, app, r.cachedApp(ctx)) != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range r.dependentsOf(ctx, types.NamespacedName{Namespace: app.Namespace, Name: app.Name}) {
+		if !a.DeletionTimestamp.IsZero() && controllerutil.ContainsFinalizer(&a, v1alpha1.ApplicationFinalizer) {
+			out = append(out, a.Namespace+"/"+a.Name)
+		}
+	}
+	return out
 }

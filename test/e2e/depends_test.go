@@ -166,6 +166,13 @@ spec:
 		t.Errorf("converge get does not show the apps under root:\n%s", r.output())
 	}
 
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
+	}
 	if r := converge(t, "app", "delete", "root", "-n", ns); r.code != 0 {
 		t.Fatalf("deleting root: exit %d\n%s", r.code, r.output())
 	}
@@ -187,4 +194,20 @@ spec:
 		}
 		return len(apps.Items) == 0 && len(left) == 0, fmt.Errorf("%d Applications and ConfigMaps %v left", len(apps.Items), left)
 	})
+	// In dependency order: backend's objects went before the database's.
+	deleted := map[string]time.Time{}
+	events, err := audit.Since(func(e kubetest.AuditEvent) bool {
+		return e.Verb == "delete" && e.ObjectRef != nil && e.ObjectRef.Resource == "configmaps" && e.ObjectRef.Namespace == ns
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		if _, ok := deleted[e.ObjectRef.Name]; !ok {
+			deleted[e.ObjectRef.Name] = e.Received
+		}
+	}
+	if b, d := deleted["backend"], deleted["database"]; b.IsZero() || d.IsZero() || !b.Before(d) {
+		t.Errorf("backend's ConfigMap deleted at %v, the database's at %v: want backend first", b, d)
+	}
 }
