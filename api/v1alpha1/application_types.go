@@ -116,6 +116,15 @@ type ApplicationSpec struct {
 	// +optional
 	DependsOn []ApplicationReference `json:"dependsOn,omitempty"`
 
+	// Notify sends the Application's sync events (started, succeeded,
+	// failed, health degraded, drift healed) to receivers: a JSON webhook,
+	// a Slack-compatible incoming webhook, or a commit status on the
+	// synced commit. Delivery never holds a sync.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	Notify []NotifyTarget `json:"notify,omitempty"`
+
 	// HistoryLimit is how many syncs (and, separately, actions) the
 	// history record keeps.
 	// +kubebuilder:validation:Minimum=1
@@ -124,6 +133,46 @@ type ApplicationSpec struct {
 	// +optional
 	HistoryLimit *int32 `json:"historyLimit,omitempty"`
 }
+
+// NotifyTarget is one receiver of an Application's events.
+type NotifyTarget struct {
+	// Type is webhook (JSON, signed with HMAC-SHA256 when the Secret has
+	// an "hmac" key), slack (a Slack-compatible incoming webhook), or
+	// github, gitlab, gitea (a commit status on the synced commit, with
+	// the Secret's "token").
+	// +kubebuilder:validation:Enum=webhook;slack;github;gitlab;gitea
+	Type string `json:"type"`
+	// URL is the webhook's address or, for commit statuses, the forge's
+	// base URL (default https://api.github.com for github). A Secret's
+	// "url" key, when present, replaces it (Slack URLs are secrets).
+	// +optional
+	URL string `json:"url,omitempty"`
+	// Repository is the forge's owner/repo (GitLab: the project path) for
+	// commit statuses; default: from spec.source.repoURL.
+	// +optional
+	Repository string `json:"repository,omitempty"`
+	// SecretRef names a Secret in the Application's namespace, read as
+	// the app's account: "token", "hmac", "url".
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+	// Events are the events sent; default all: SyncStarted,
+	// SyncSucceeded, SyncFailed, HealthDegraded, DriftHealed.
+	// +optional
+	Events []NotifyEvent `json:"events,omitempty"`
+}
+
+// NotifyEvent is an event a NotifyTarget can receive.
+// +kubebuilder:validation:Enum=SyncStarted;SyncSucceeded;SyncFailed;HealthDegraded;DriftHealed
+type NotifyEvent string
+
+// Notification events.
+const (
+	NotifySyncStarted    NotifyEvent = "SyncStarted"
+	NotifySyncSucceeded  NotifyEvent = "SyncSucceeded"
+	NotifySyncFailed     NotifyEvent = "SyncFailed"
+	NotifyHealthDegraded NotifyEvent = "HealthDegraded"
+	NotifyDriftHealed    NotifyEvent = "DriftHealed"
+)
 
 // ApplicationReference names an Application.
 type ApplicationReference struct {

@@ -36,6 +36,7 @@ import (
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/controller"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/notify"
 	"converge.dev/converge/internal/preview"
 	"converge.dev/converge/internal/seal"
 	"converge.dev/converge/internal/server"
@@ -67,6 +68,8 @@ type Options struct {
 	DefaultServiceAccount string
 	// SourceHosts are the only hosts repositories may come from.
 	SourceHosts []string
+	// NotifyHosts are the only hosts apps' events may be sent to.
+	NotifyHosts []string
 	// WatchSelector selects the Applications this agent reconciles.
 	WatchSelector string
 	// WatchNamespaces, when set, are the only namespaces the agent
@@ -203,7 +206,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		Recorder:    mgr.GetEventRecorderFor("converge-agent"),
 		Concurrency: o.Concurrency,
 		Tenancy:     controller.TenancyOptions{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount},
+		Notifier:    notify.New(ctx, logger.WithName("notify")),
 	}
+	rec.Notifier.AllowedHosts = o.NotifyHosts
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ import (
 	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/notify"
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
@@ -56,6 +57,8 @@ type ApplicationReconciler struct {
 	// Tenancy are the agent-wide rules: whether a Tenant must govern
 	// every app, and the account apps without one run as.
 	Tenancy TenancyOptions
+	// Notifier, if set, delivers apps' events to the receivers they name.
+	Notifier *notify.Notifier
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
@@ -231,6 +234,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
 	}
 	secrets := r.secretsReader(app, eng, ten.serviceAccount)
+	run.notify = &notifier{ctx: ctx, n: r.Notifier, app: app, secrets: secrets}
 	// The source, its credentials and trusted keys: read once, used by the
 	// rollback, the fetch and the pin check alike.
 	src, err := appspec.SourceRequest(ctx, secrets, app)
@@ -378,8 +382,11 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		log.FromContext(ctx).Error(err, "watching owned objects")
 	}
 	log.FromContext(ctx).V(1).Info("reconciled", "revision", artifact.Revision, "applied", res.Applied, "changes", res.Counts.String())
-	prevRev, prevCommit := app.Status.Sync.Revision, app.Status.Sync.Commit
+	prevRev, prevCommit, prevHealth := app.Status.Sync.Revision, app.Status.Sync.Commit, app.Status.Health.Status
 	r.record(app, artifact, res.Changes, res.Health, res.Applied, d.held)
+	if h := app.Status.Health; h.Status == v1alpha1.HealthDegraded && prevHealth != v1alpha1.HealthDegraded {
+		run.notify.send(v1alpha1.NotifyHealthDegraded, artifact.Revision, h.Message)
+	}
 	app.Status.Sync.Chart = nil
 	if ch := run.chart; ch != nil {
 		app.Status.Sync.Chart = &v1alpha1.ChartStatus{Name: ch.Name, Version: ch.Version, Digest: ch.Digest}

@@ -32,6 +32,8 @@ type attempt struct {
 	// recorded says engine.Run already wrote whatever history entry the
 	// sync deserved.
 	recorded bool
+	// notify sends the app's events to its receivers (nil: none yet).
+	notify *notifier
 }
 
 // runOptions describes app's sync for its history entry and events; the
@@ -41,7 +43,7 @@ func (r *ApplicationReconciler) runOptions(app *v1alpha1.Application, run *attem
 		Mode:    engine.ModePull,
 		Trigger: run.trigger,
 		History: r.Engine.Client(),
-		Events:  appEvents{r.Recorder, app},
+		Events:  appEvents{r.Recorder, app, run},
 		Started: run.start,
 	}
 	opts.App = engine.App{Name: app.Name, Namespace: app.Namespace}
@@ -72,13 +74,29 @@ func (r *ApplicationReconciler) recordFailure(ctx context.Context, app *v1alpha1
 	}
 }
 
-// appEvents puts a sync's events on its Application.
+// appEvents puts a sync's events on its Application and sends them to its
+// receivers; a sync that reverts drift is also DriftHealed.
 type appEvents struct {
 	recorder record.EventRecorder
 	app      *v1alpha1.Application
+	run      *attempt
 }
 
-func (e appEvents) Event(typ, reason, msg string) { e.recorder.Event(e.app, typ, reason, msg) }
+func (e appEvents) Event(typ, reason, msg string) {
+	e.recorder.Event(e.app, typ, reason, msg)
+	ev, ok := notifyEvent(reason)
+	if !ok || e.run == nil {
+		return
+	}
+	revision := ""
+	if e.run.artifact != nil {
+		revision = e.run.artifact.Revision
+	}
+	e.run.notify.send(ev, revision, msg)
+	if ev == v1alpha1.NotifySyncSucceeded && e.run.trigger.Type == engine.TriggerDrift {
+		e.run.notify.send(v1alpha1.NotifyDriftHealed, revision, msg)
+	}
+}
 
 // refused handles what retrying cannot mend: a revision whose signature is
 // missing or untrusted, or an app its Tenant's rules refuse. Nothing is

@@ -97,6 +97,14 @@ func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Applic
 	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	if changed {
 		r.Recorder.Event(app, corev1.EventTypeWarning, reason, msg)
+		if !run.recorded {
+			// Failed before the sync itself (which sends its own).
+			rev := ""
+			if run.artifact != nil {
+				rev = run.artifact.Revision
+			}
+			run.notify.send(v1alpha1.NotifySyncFailed, rev, reason+": "+msg)
+		}
 	}
 	retry := app.Spec.SyncPolicy.Retry
 	limit := int32(0)

@@ -341,17 +341,27 @@ func (c *Cache) allowed(raw string, auth *Auth, insecure bool) error {
 	if strings.HasPrefix(raw, "http://") && (inline || (auth != nil && (auth.Username != "" || auth.Password != ""))) && !insecure {
 		return fmt.Errorf("refusing to send credentials over plain http:// (use https://, or set insecure: true to allow it)")
 	}
-	if len(c.AllowedHosts) == 0 {
-		return nil
+	if host := repoHost(raw); !HostAllowed(c.AllowedHosts, host) {
+		return fmt.Errorf("host %q is not among the allowed source hosts", host)
 	}
-	host := repoHost(raw)
-	for _, h := range c.AllowedHosts {
+	return nil
+}
+
+// HostAllowed says whether host (lower-case, with its port when not the
+// scheme's default) matches one of allowed (host, host:port or
+// *.domain); any host does when allowed is empty.
+func HostAllowed(allowed []string, host string) bool {
+	if len(allowed) == 0 {
+		return true
+	}
+	host = strings.ToLower(host)
+	for _, h := range allowed {
 		h = strings.ToLower(h)
 		if host == h || (strings.HasPrefix(h, "*.") && strings.HasSuffix(host, h[1:])) {
-			return nil
+			return true
 		}
 	}
-	return fmt.Errorf("host %q is not among the allowed source hosts", host)
+	return false
 }
 
 // repoHost is the lower-cased host (and port, when not the scheme's

@@ -1,0 +1,97 @@
+package controller
+
+import (
+	"context"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/notify"
+	"converge.dev/converge/internal/redact"
+)
+
+// notifier sends app's events to the receivers its spec names, reading
+// their Secrets through secrets (the app's account) only when an event is
+// sent: an idle app costs nothing.
+type notifier struct {
+	ctx     context.Context
+	n       *notify.Notifier
+	app     *v1alpha1.Application
+	secrets client.Reader
+}
+
+// send queues ev (with revision and message) for every receiver that
+// wants it, and returns at once.
+func (s *notifier) send(ev v1alpha1.NotifyEvent, revision, msg string) {
+	if s == nil || s.n == nil || len(s.app.Spec.Notify) == 0 {
+		return
+	}
+	event := notify.Event{Type: string(ev), Namespace: s.app.Namespace, Name: s.app.Name, Revision: revision,
+		Message: redact.Message(msg), Time: time.Now().UTC()}
+	for _, t := range s.app.Spec.Notify {
+		if len(t.Events) > 0 && !slices.Contains(t.Events, ev) {
+			continue
+		}
+		recv, err := s.receiver(t)
+		if err != nil {
+			log.FromContext(s.ctx).Info("notification not sent", "receiver", t.Type, "event", ev, "error", redact.Error(err))
+			continue
+		}
+		s.n.Send(recv, event)
+	}
+}
+
+// receiver resolves t: its URL, repository and Secret.
+func (s *notifier) receiver(t v1alpha1.NotifyTarget) (notify.Receiver, error) {
+	recv := notify.Receiver{Type: t.Type, URL: t.URL, Repository: t.Repository}
+	if recv.Repository == "" {
+		recv.Repository = repositoryPath(s.app.Spec.Source.RepoURL)
+	}
+	if t.SecretRef != nil {
+		var sec corev1.Secret
+		if err := s.secrets.Get(s.ctx, client.ObjectKey{Namespace: s.app.Namespace, Name: t.SecretRef.Name}, &sec); err != nil {
+			return recv, err
+		}
+		recv.Token, recv.HMACKey = string(sec.Data["token"]), sec.Data["hmac"]
+		if u := strings.TrimSpace(string(sec.Data["url"])); u != "" {
+			recv.URL = u
+		}
+	}
+	return recv, nil
+}
+
+// repositoryPath is owner/repo from a repository URL (https or scp-like),
+// "" when it has none.
+func repositoryPath(repoURL string) string {
+	path := ""
+	if u, err := url.Parse(repoURL); err == nil && u.Host != "" {
+		path = u.Path
+	} else if _, rest, ok := strings.Cut(repoURL, ":"); ok && !strings.Contains(repoURL, "://") {
+		path = rest
+	}
+	path = strings.Trim(strings.TrimSuffix(strings.TrimSuffix(path, "/"), ".git"), "/")
+	if strings.Count(path, "/") < 1 {
+		return ""
+	}
+	return path
+}
+
+// notifyEvent maps the engine's sync events to notification events.
+func notifyEvent(reason string) (v1alpha1.NotifyEvent, bool) {
+	switch reason {
+	case engine.EventSyncStarted:
+		return v1alpha1.NotifySyncStarted, true
+	case engine.EventSynced:
+		return v1alpha1.NotifySyncSucceeded, true
+	case engine.EventSyncFailed:
+		return v1alpha1.NotifySyncFailed, true
+	}
+	return "", false
+}

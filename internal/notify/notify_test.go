@@ -1,0 +1,99 @@
+package notify
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+const sha = "0123456789abcdef0123456789abcdef01234567"
+
+func TestRequest_CommitStatusPerForge(t *testing.T) {
+	ev := Event{Type: "SyncSucceeded", Namespace: "team", Name: "web", Revision: sha + "+sha256:abc", Message: "synced"}
+	for _, tc := range []struct {
+		recv                  Receiver
+		url, auth, authHeader string
+		state                 string
+	}{
+		{Receiver{Type: "github", Repository: "acme/shop", Token: "t1"}, "https://api.github.com/repos/acme/shop/statuses/" + sha, "token t1", "Authorization", "success"},
+		{Receiver{Type: "gitea", URL: "https://gitea.example.com/", Repository: "acme/shop", Token: "t2"}, "https://gitea.example.com/api/v1/repos/acme/shop/statuses/" + sha, "token t2", "Authorization", "success"},
+		{Receiver{Type: "gitlab", URL: "https://gitlab.example.com", Repository: "group/sub/shop", Token: "t3"}, "https://gitlab.example.com/api/v4/projects/group%2Fsub%2Fshop/statuses/" + sha, "t3", "PRIVATE-TOKEN", "success"},
+	} {
+		url, body, header, err := request(tc.recv, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if url != tc.url || header.Get(tc.authHeader) != tc.auth {
+			t.Errorf("%s: %s %v, want %s with %s", tc.recv.Type, url, header, tc.url, tc.auth)
+		}
+		var got map[string]string
+		if err := json.Unmarshal(body, &got); err != nil || got["state"] != tc.state || got["description"] != "SyncSucceeded: synced" {
+			t.Errorf("%s: body %s", tc.recv.Type, body)
+		}
+	}
+	if _, _, _, err := request(Receiver{Type: "github", Repository: "acme/shop"}, Event{Type: "SyncFailed", Revision: "sha256:abc"}); err == nil {
+		t.Error("a status without a commit was built")
+	}
+}
+
+func TestNotifier_SignsAndRetriesUntilDelivered(t *testing.T) {
+	var calls atomic.Int32
+	got := make(chan *http.Request, 1)
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) < 3 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		body, _ = io.ReadAll(r.Body)
+		got <- r
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := New(ctx, logr.Discard())
+	n.Backoff = 10 * time.Millisecond
+	key := []byte("k3y")
+	n.Send(Receiver{Type: "webhook", URL: srv.URL, HMACKey: key}, Event{Type: "SyncSucceeded", Namespace: "team", Name: "web"})
+	select {
+	case r := <-got:
+		mac := hmac.New(sha256.New, key)
+		mac.Write(body)
+		if want := "sha256=" + hex.EncodeToString(mac.Sum(nil)); r.Header.Get("X-Converge-Signature") != want {
+			t.Errorf("signature %q, want %q", r.Header.Get("X-Converge-Signature"), want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not delivered after %d calls", calls.Load())
+	}
+	if calls.Load() != 3 {
+		t.Errorf("%d calls, want 3 (two 503s, then delivered)", calls.Load())
+	}
+}
+
+func TestNotifier_SendNeverBlocks(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := New(ctx, logr.Discard())
+	// A receiver that never answers: far more events than its queue.
+	stall := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-stall }))
+	defer srv.Close()
+	defer close(stall)
+	start := time.Now()
+	for range 10 * queueSize {
+		n.Send(Receiver{Type: "webhook", URL: srv.URL}, Event{Type: "SyncStarted"})
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("sending to a stalled receiver took %v", d)
+	}
+}

@@ -1,0 +1,181 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/testutil/kubetest"
+)
+
+// receiver records what is posted to it.
+type receiver struct {
+	*httptest.Server
+	mu  sync.Mutex
+	got []posted
+}
+
+type posted struct {
+	path   string
+	header http.Header
+	body   []byte
+}
+
+func newReceiver(t *testing.T) *receiver {
+	r := &receiver{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.got = append(r.got, posted{path: req.URL.Path, header: req.Header.Clone(), body: body})
+		r.mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *receiver) posts() []posted {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]posted(nil), r.got...)
+}
+
+// waitPost waits for a post whose JSON body has field == value.
+func (r *receiver) waitPost(t *testing.T, field, value string) posted {
+	t.Helper()
+	var found posted
+	kubetest.Eventually(t, 20*time.Second, fmt.Sprintf("a post with %s %s", field, value), func(context.Context) (bool, error) {
+		for _, p := range r.posts() {
+			var m map[string]any
+			if json.Unmarshal(p.body, &m) == nil && m[field] == value {
+				found = p
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("%d posts so far", len(r.posts()))
+	})
+	return found
+}
+
+func notifyApp(a *agentEnv, ns, name, url string, targets ...v1alpha1.NotifyTarget) *v1alpha1.Application {
+	return &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:     v1alpha1.ApplicationSource{RepoURL: url, Path: "deploy"},
+			SyncPolicy: automated(true, true),
+			Notify:     targets,
+		}}
+}
+
+func TestNotify_SignedWebhookForASuccessfulAndAFailedSync(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	rcv := newReceiver(t)
+	const key = "notify-hmac-key"
+	if err := cluster.Client.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hooks", Namespace: ns},
+		Data: map[string][]byte{"hmac": []byte(key)}}); err != nil {
+		t.Fatal(err)
+	}
+	repo, first := a.repoWith(t, ns+"-notify", map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "first")}, "first")
+	a.create(t, notifyApp(a, ns, "hooked", a.git.URL(repo.Name),
+		v1alpha1.NotifyTarget{Type: "webhook", URL: rcv.URL + "/converge", SecretRef: &v1alpha1.LocalObjectReference{Name: "hooks"}}))
+	a.waitApp(t, ns, "hooked", 30*time.Second, "synced", synced(first))
+
+	ok := rcv.waitPost(t, "event", "SyncSucceeded")
+	mac := hmac.New(sha256.New, []byte(key))
+	mac.Write(ok.body)
+	if got, want := ok.header.Get("X-Converge-Signature"), "sha256="+hex.EncodeToString(mac.Sum(nil)); got != want {
+		t.Errorf("signature %q, want %q", got, want)
+	}
+	var ev map[string]any
+	_ = json.Unmarshal(ok.body, &ev)
+	if ev["namespace"] != ns || ev["name"] != "hooked" || ev["revision"] != first {
+		t.Errorf("the event says %v", ev)
+	}
+
+	// A commit that cannot render: SyncFailed, signed too.
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": "kind: ConfigMap\n  broken: [yaml\n"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "broken"); err != nil {
+		t.Fatal(err)
+	}
+	a.push(t, repo, "refs/heads/main")
+	failed := rcv.waitPost(t, "event", "SyncFailed")
+	mac = hmac.New(sha256.New, []byte(key))
+	mac.Write(failed.body)
+	if got := failed.header.Get("X-Converge-Signature"); got != "sha256="+hex.EncodeToString(mac.Sum(nil)) {
+		t.Errorf("the failure's signature %q is wrong", got)
+	}
+}
+
+func TestNotify_GiteaReceivesACommitStatusForTheSyncedCommit(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	gitea := newReceiver(t)
+	if err := cluster.Client.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "forge", Namespace: ns},
+		Data: map[string][]byte{"token": []byte("gitea-token-1")}}); err != nil {
+		t.Fatal(err)
+	}
+	repo, first := a.repoWith(t, ns+"-status", map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "first")}, "first")
+	a.create(t, notifyApp(a, ns, "statused", a.git.URL(repo.Name),
+		v1alpha1.NotifyTarget{Type: "gitea", URL: gitea.URL, Repository: "platform/deploy", SecretRef: &v1alpha1.LocalObjectReference{Name: "forge"},
+			Events: []v1alpha1.NotifyEvent{v1alpha1.NotifySyncSucceeded, v1alpha1.NotifySyncFailed}}))
+	a.waitApp(t, ns, "statused", 30*time.Second, "synced", synced(first))
+	p := gitea.waitPost(t, "state", "success")
+	if want := "/api/v1/repos/platform/deploy/statuses/" + first; p.path != want {
+		t.Errorf("status posted to %s, want %s", p.path, want)
+	}
+	if got := p.header.Get("Authorization"); got != "token gitea-token-1" {
+		t.Errorf("Authorization %q", got)
+	}
+	var st map[string]string
+	_ = json.Unmarshal(p.body, &st)
+	if st["context"] != "converge/"+ns+"/statused" {
+		t.Errorf("status %v", st)
+	}
+}
+
+func TestNotify_AReceiverThatIsDownDelaysNothing(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	// A port nobody listens on, and one that accepts and never answers.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	stall := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-stall }))
+	t.Cleanup(func() { close(stall); hang.Close() })
+	repo, first := a.repoWith(t, ns+"-down", map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "first")}, "first")
+	start := time.Now()
+	a.create(t, notifyApp(a, ns, "unheard", a.git.URL(repo.Name),
+		v1alpha1.NotifyTarget{Type: "webhook", URL: closed}, v1alpha1.NotifyTarget{Type: "slack", URL: hang.URL}))
+	a.waitApp(t, ns, "unheard", 10*time.Second, "synced", synced(first))
+	took := time.Since(start)
+	second := commitMode(t, repo, "second", "Second change", "Grace")
+	a.push(t, repo, "refs/heads/main")
+	pushed := time.Now()
+	a.waitApp(t, ns, "unheard", 5*time.Second, "second synced", synced(second))
+	t.Logf("synced in %v with both receivers down, the push in %v", took.Round(time.Millisecond), time.Since(pushed).Round(time.Millisecond))
+	if d := time.Since(pushed); d > 3*time.Second {
+		t.Errorf("a push took %v to sync with the receivers down", d)
+	}
+}
