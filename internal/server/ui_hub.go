@@ -37,9 +37,8 @@ type Change struct {
 type Hub struct {
 	cache cache.Cache
 
-	mu     sync.Mutex
-	subs   map[chan Change]struct{}
-	synced bool
+	mu   sync.Mutex
+	subs map[chan Change]struct{}
 }
 
 // HubOptions say what the hub watches with.
@@ -144,13 +143,6 @@ func (h *Hub) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	go func() {
-		if h.cache.WaitForCacheSync(ctx) {
-			h.mu.Lock()
-			h.synced = true
-			h.mu.Unlock()
-		}
-	}()
 	return h.cache.Start(ctx)
 }
 
@@ -170,13 +162,6 @@ func (h *Hub) Subscribe() (<-chan Change, func()) {
 		delete(h.subs, ch)
 		h.mu.Unlock()
 	}
-}
-
-// Subscribers counts the open subscriptions (the open live pages).
-func (h *Hub) Subscribers() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.subs)
 }
 
 func (h *Hub) publish(c Change) {
