@@ -96,8 +96,29 @@ func evalJS[T any](b *browser, expr string) T {
 }
 
 // Steps by CSS selector.
+// visible waits, in the page, until sel matches an element that is laid
+// out (a live update may replace it at any time).
 func visible(sel string) chromedp.Action[chromedp.Void] {
-	return chromedp.WaitVisible(chromedp.CSS(sel))
+	return until(fmt.Sprintf(`(el => el !== null && el.getClientRects().length > 0)(document.querySelector(%q))`, sel))
+}
+
+// until waits until expr is true in the page, across navigations (an
+// evaluation that fails while a page loads is tried again).
+func until(expr string) chromedp.Action[chromedp.Void] {
+	eval := chromedp.Evaluate[bool](expr)
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		for {
+			ok, err := eval(ctx, t)
+			if err == nil && ok {
+				return chromedp.Void{}, nil
+			}
+			select {
+			case <-ctx.Done():
+				return chromedp.Void{}, fmt.Errorf("waiting for %s: %w (last: %v)", expr, ctx.Err(), err)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 }
 func click(sel string) chromedp.Action[chromedp.Void] {
 	return chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible)
@@ -112,10 +133,25 @@ func (b *browser) html() string {
 	return runAs(b, "reading the page", chromedp.OuterHTML(chromedp.CSS("html")))
 }
 
-// text is the text of the first element matching sel, once visible.
+// text is the text of the first element matching sel, once there. It is
+// read in the page: a live update may replace the element between a lookup
+// and a read by the DevTools protocol.
 func (b *browser) text(sel string) string {
 	b.t.Helper()
-	return runAs(b, "reading "+sel, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	expr := fmt.Sprintf(`(el => el === null ? null : el.innerText)(document.querySelector(%q))`, sel)
+	for {
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[*string](expr))
+		if err == nil && s != nil {
+			return *s
+		}
+		select {
+		case <-ctx.Done():
+			b.t.Fatalf("browser: reading %s: %v (last: %v)", sel, ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // value is the value of the form field sel.
@@ -151,17 +187,8 @@ func (b *browser) confirm(sel string) {
 
 // waitJS waits until expr is true in the page, across navigations.
 func (b *browser) waitJS(ctx context.Context, expr string) error {
-	for {
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr))
-		if err == nil && ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w (last: %v)", expr, ctx.Err(), err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	_, err := chromedp.Run(ctx, until(expr))
+	return err
 }
 
 // waitLive waits until the page's live updates are connected.
