@@ -93,21 +93,13 @@ func notReady(dep *v1alpha1.Application) string {
 	if sync == v1alpha1.SyncStatusSynced && health == v1alpha1.HealthHealthy && ready != nil && ready.Status == metav1.ConditionTrue {
 		return ""
 	}
-	return fmt.Sprintf("%s, %s", orUnknownSync(sync), orUnknownHealth(health))
-}
-
-func orUnknownSync(s v1alpha1.SyncStatusCode) string {
-	if s == "" {
-		return string(v1alpha1.SyncStatusUnknown)
+	if sync == "" {
+		sync = v1alpha1.SyncStatusUnknown
 	}
-	return string(s)
-}
-
-func orUnknownHealth(h v1alpha1.HealthStatusCode) string {
-	if h == "" {
-		return string(v1alpha1.HealthUnknown)
+	if health == "" {
+		health = v1alpha1.HealthUnknown
 	}
-	return string(h)
+	return fmt.Sprintf("%s, %s", sync, health)
 }
 
 // cycleFrom returns a dependency path from self back to self (self first
