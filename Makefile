@@ -5,8 +5,18 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 GO ?= go
 
+# CLUSTER names a local cluster instance: a (the default, in .cluster) or
+# b, c, ... beside it on their own ports (in .cluster-b, ...):
+# `make cluster-up CLUSTER=b`. The e2e tests use a and b.
+CLUSTER ?= a
+ifeq ($(CLUSTER),a)
 CLUSTER_DIR ?= $(CURDIR)/.cluster
-LOCALCLUSTER := bin/localcluster --dir $(CLUSTER_DIR) --module-dir tools/localcluster
+else
+CLUSTER_DIR ?= $(CURDIR)/.cluster-$(CLUSTER)
+endif
+LOCALCLUSTER := bin/localcluster --dir $(CLUSTER_DIR) --name $(CLUSTER) --module-dir tools/localcluster
+CLUSTER_B_DIR := $(CURDIR)/.cluster-b
+CLUSTER_B := bin/localcluster --dir $(CLUSTER_B_DIR) --name b --module-dir tools/localcluster
 KUBECONFIG_LOCAL := $(CLUSTER_DIR)/kubeconfig
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -43,10 +53,11 @@ test-unit: bin/localcluster
 	assets="$$($(LOCALCLUSTER) assets)"; \
 	KUBEBUILDER_ASSETS="$$assets" $(GO) test -count=1 ./...
 
-## test-e2e: end-to-end tests; starts the local cluster when it is not running
+## test-e2e: end-to-end tests; starts the local clusters (a, and b for fleets) when they are not running
 test-e2e: cluster-up
+	@$(CLUSTER_B) up
 	assets="$$($(LOCALCLUSTER) assets)"; \
-	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) test -tags e2e -count=1 -timeout 20m ./test/e2e/...
+	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) CONVERGE_CLUSTER_B=$(CLUSTER_B_DIR) $(GO) test -tags e2e -count=1 -timeout 20m ./test/e2e/...
 
 ## lint: gofmt, go vet over both modules, and generated files current
 lint: verify-generated
@@ -64,9 +75,10 @@ assets: bin/localcluster
 cluster-up: bin/localcluster
 	@$(LOCALCLUSTER) up
 
-## cluster-down: stop every process of the local cluster and remove its state
+## cluster-down: stop every process of the local cluster and remove its state (CLUSTER=a also stops b)
 cluster-down: bin/localcluster
 	@$(LOCALCLUSTER) down
+	@if [ "$(CLUSTER)" = a ] && [ -d "$(CLUSTER_B_DIR)" ]; then $(CLUSTER_B) down; fi
 
 ## cluster-status: show what runs
 cluster-status: bin/localcluster

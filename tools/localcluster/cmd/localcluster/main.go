@@ -29,14 +29,15 @@ func run() int {
 	dir := fs.String("dir", ".cluster", "state directory: certificates, etcd data, logs, kubeconfig, audit log")
 	cacheDir := fs.String("cache-dir", defaultCacheDir(), "where built binaries are cached, shared by checkouts ($CONVERGE_CACHE_DIR)")
 	moduleDir := fs.String("module-dir", ".", "the tools/localcluster module to build from")
+	name := fs.String("name", "a", "instance name, one letter: b, c, ... run beside a on their own ports")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: localcluster [flags] build|assets|up|down|status\n")
+		fmt.Fprintf(os.Stderr, "usage: localcluster [flags] build|assets|up|down|status|stop COMPONENT\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
-	if fs.NArg() != 1 {
+	if fs.NArg() != 1 && !(fs.NArg() == 2 && fs.Arg(0) == "stop") {
 		fs.Usage()
 		return 2
 	}
@@ -44,7 +45,7 @@ func run() int {
 	defer stop()
 
 	builder := &cluster.Builder{ModuleDir: *moduleDir, CacheDir: *cacheDir, Log: os.Stderr}
-	c, err := cluster.New(*dir, *cacheDir, os.Stderr)
+	c, err := cluster.New(*dir, *cacheDir, *name, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "localcluster:", err)
 		return 1
@@ -74,6 +75,11 @@ func run() int {
 			return 1
 		}
 		fmt.Fprintln(os.Stderr, "Local cluster stopped and its state removed")
+	case "stop":
+		if err := c.Stop(fs.Arg(1)); err != nil {
+			fmt.Fprintln(os.Stderr, "localcluster:", err)
+			return 1
+		}
 	case "status":
 		if !c.Status(ctx, os.Stdout) {
 			return 1

@@ -25,6 +25,9 @@ type Cluster struct {
 	CacheDir string
 	// Log receives progress for people.
 	Log io.Writer
+	// Name tells instances apart: "a" (the default) uses the base ports,
+	// "b" the next set, and so on; it names the kubeconfig's context.
+	Name string
 
 	binDir string
 }
@@ -32,7 +35,13 @@ type Cluster struct {
 // New returns a cluster for the state directory dir, with binaries cached in
 // cacheDir. Both are made absolute and free of symlinks, since processes are
 // recognised by them.
-func New(dir, cacheDir string, log io.Writer) (*Cluster, error) {
+func New(dir, cacheDir, name string, log io.Writer) (*Cluster, error) {
+	if name == "" {
+		name = "a"
+	}
+	if len(name) != 1 || name[0] < 'a' || name[0] > 'j' {
+		return nil, fmt.Errorf("cluster name %q: want one letter from a to j", name)
+	}
 	dir, err := canonical(dir)
 	if err != nil {
 		return nil, err
@@ -40,7 +49,7 @@ func New(dir, cacheDir string, log io.Writer) (*Cluster, error) {
 	if cacheDir, err = canonical(cacheDir); err != nil {
 		return nil, err
 	}
-	return &Cluster{Dir: dir, CacheDir: cacheDir, Log: log}, nil
+	return &Cluster{Dir: dir, CacheDir: cacheDir, Log: log, Name: name}, nil
 }
 
 // canonical makes p absolute and resolves symlinks in its longest existing
@@ -72,7 +81,20 @@ func (c *Cluster) KubeconfigPath() string { return c.path("kubeconfig") }
 // AuditLogPath is the apiserver's audit log: one JSON event per request.
 func (c *Cluster) AuditLogPath() string { return c.path("audit.log") }
 
-func (c *Cluster) apiserverURL() string { return "https://127.0.0.1:" + strconv.Itoa(apiserverPort) }
+func (c *Cluster) apiserverURL() string { return "https://127.0.0.1:" + c.port(apiserverPort) }
+
+// port is base moved to this instance's set of ports.
+func (c *Cluster) port(base int) string {
+	return strconv.Itoa(base + int(c.Name[0]-'a')*portStride)
+}
+
+// contextName is the kubeconfig context (and cluster) name.
+func (c *Cluster) contextName() string {
+	if c.Name == "a" {
+		return "converge-local"
+	}
+	return "converge-local-" + c.Name
+}
 
 func (c *Cluster) components() []component {
 	pki := func(f string) string { return c.path("pki", f) }
@@ -82,11 +104,11 @@ func (c *Cluster) components() []component {
 		args: []string{
 			"--name=converge-local",
 			"--data-dir=" + c.path("etcd"),
-			"--listen-client-urls=http://127.0.0.1:" + strconv.Itoa(etcdClientPort),
-			"--advertise-client-urls=http://127.0.0.1:" + strconv.Itoa(etcdClientPort),
-			"--listen-peer-urls=http://127.0.0.1:" + strconv.Itoa(etcdPeerPort),
-			"--initial-advertise-peer-urls=http://127.0.0.1:" + strconv.Itoa(etcdPeerPort),
-			"--initial-cluster=converge-local=http://127.0.0.1:" + strconv.Itoa(etcdPeerPort),
+			"--listen-client-urls=http://127.0.0.1:" + c.port(etcdClientPort),
+			"--advertise-client-urls=http://127.0.0.1:" + c.port(etcdClientPort),
+			"--listen-peer-urls=http://127.0.0.1:" + c.port(etcdPeerPort),
+			"--initial-advertise-peer-urls=http://127.0.0.1:" + c.port(etcdPeerPort),
+			"--initial-cluster=converge-local=http://127.0.0.1:" + c.port(etcdPeerPort),
 			"--quota-backend-bytes=8589934592",
 			"--unsafe-no-fsync",
 			"--log-level=warn",
@@ -94,13 +116,13 @@ func (c *Cluster) components() []component {
 	}, {
 		name: "kube-apiserver", bin: "kube-apiserver",
 		args: []string{
-			"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(etcdClientPort),
+			"--etcd-servers=http://127.0.0.1:" + c.port(etcdClientPort),
 			"--bind-address=127.0.0.1",
 			"--advertise-address=127.0.0.1",
 			// A loopback advertise address is refused by the endpoint reconciler;
 			// nothing in the local cluster routes to the kubernetes Service anyway.
 			"--endpoint-reconciler-type=none",
-			"--secure-port=" + strconv.Itoa(apiserverPort),
+			"--secure-port=" + c.port(apiserverPort),
 			"--tls-cert-file=" + pki("apiserver.crt"),
 			"--tls-private-key-file=" + pki("apiserver.key"),
 			"--client-ca-file=" + pki("ca.crt"),
@@ -125,7 +147,7 @@ func (c *Cluster) components() []component {
 			"--authentication-kubeconfig=" + kubeconfig("kube-controller-manager"),
 			"--authorization-kubeconfig=" + kubeconfig("kube-controller-manager"),
 			"--bind-address=127.0.0.1",
-			"--secure-port=" + strconv.Itoa(controllerMgrPort),
+			"--secure-port=" + c.port(controllerMgrPort),
 			"--service-account-private-key-file=" + pki("sa.key"),
 			"--root-ca-file=" + pki("ca.crt"),
 			"--cluster-signing-cert-file=" + pki("ca.crt"),
@@ -145,7 +167,7 @@ func (c *Cluster) components() []component {
 			"--authentication-kubeconfig=" + kubeconfig("kube-scheduler"),
 			"--authorization-kubeconfig=" + kubeconfig("kube-scheduler"),
 			"--bind-address=127.0.0.1",
-			"--secure-port=" + strconv.Itoa(schedulerPort),
+			"--secure-port=" + c.port(schedulerPort),
 			"--leader-elect=false",
 		},
 	}, {
@@ -158,7 +180,7 @@ func (c *Cluster) components() []component {
 			"--node-lease-duration-seconds=40",
 			"--cidr=" + podCIDR,
 			"--node-ip=127.0.0.1",
-			"--server-address=127.0.0.1:" + strconv.Itoa(kwokPort),
+			"--server-address=127.0.0.1:" + c.port(kwokPort),
 		},
 	}}
 }
@@ -201,7 +223,7 @@ func (c *Cluster) Up(ctx context.Context, binDir string) error {
 		switch comp.name {
 		case "etcd":
 			err = c.waitFor(ctx, comp.name, 60*time.Second, func(ctx context.Context) error {
-				return httpOK(ctx, "http://127.0.0.1:"+strconv.Itoa(etcdClientPort)+"/health")
+				return httpOK(ctx, "http://127.0.0.1:"+c.port(etcdClientPort)+"/health")
 			})
 		case "kube-apiserver":
 			err = c.waitFor(ctx, comp.name, 90*time.Second, func(ctx context.Context) error {

@@ -2,9 +2,10 @@ package cluster
 
 import "fmt"
 
-// Loopback ports of the local cluster. They are fixed so that a restarted
-// cluster keeps its kubeconfig; they sit away from the components' defaults so
-// that a cluster started some other way does not collide.
+// Loopback ports of the first local cluster ("a"). They are fixed so that a
+// restarted cluster keeps its kubeconfig; they sit away from the components'
+// defaults so that a cluster started some other way does not collide. Each
+// further instance (b, c, ...) adds portStride per letter.
 const (
 	etcdClientPort    = 16379
 	etcdPeerPort      = 16380
@@ -12,6 +13,7 @@ const (
 	controllerMgrPort = 16257
 	schedulerPort     = 16259
 	kwokPort          = 16247
+	portStride        = 1000
 
 	serviceCIDR = "10.0.0.0/16"
 	serviceIP   = "10.0.0.1"

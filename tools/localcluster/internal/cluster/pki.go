@@ -106,22 +106,22 @@ func (c *Cluster) writeKubeconfigs() error {
 		cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
-- name: converge-local
+- name: %[1]s
   cluster:
-    server: %s
-    certificate-authority-data: %s
+    server: %[2]s
+    certificate-authority-data: %[3]s
 users:
-- name: %s
+- name: %[4]s
   user:
-    client-certificate-data: %s
-    client-key-data: %s
+    client-certificate-data: %[5]s
+    client-key-data: %[6]s
 contexts:
-- name: converge-local
+- name: %[1]s
   context:
-    cluster: converge-local
-    user: %s
-current-context: converge-local
-`, c.apiserverURL(), b64(ca), id.user, b64(crt), b64(key), id.user)
+    cluster: %[1]s
+    user: %[4]s
+current-context: %[1]s
+`, c.contextName(), c.apiserverURL(), b64(ca), id.user, b64(crt), b64(key))
 		if err := os.WriteFile(c.path("kubeconfigs", id.name+".yaml"), []byte(cfg), 0o600); err != nil {
 			return err
 		}

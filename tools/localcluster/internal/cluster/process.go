@@ -80,7 +80,8 @@ func (c *Cluster) owns(pid int) bool {
 			return false
 		}
 	}
-	return bytes.Contains(cmdline, []byte(c.Dir))
+	// The directory as a prefix of a path in it: .cluster is not .cluster-b.
+	return bytes.Contains(cmdline, []byte(c.Dir+string(os.PathSeparator)))
 }
 
 // start launches a component detached from the caller (its own session, its
@@ -128,6 +129,21 @@ func (c *Cluster) stopAll() error {
 		return err
 	}
 	return c.terminate(c.strays())
+}
+
+// Stop ends one component, keeping the state: `up` starts it again. Tests
+// use it to take a cluster's apiserver away and bring it back.
+func (c *Cluster) Stop(name string) error {
+	for _, comp := range c.components() {
+		if comp.name != name {
+			continue
+		}
+		if pid := c.pid(name); pid != 0 {
+			return c.terminate([]int{pid})
+		}
+		return nil
+	}
+	return fmt.Errorf("no component %q", name)
 }
 
 func (c *Cluster) terminate(pids []int) error {
