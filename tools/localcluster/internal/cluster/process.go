@@ -131,15 +131,22 @@ func (c *Cluster) stopAll() error {
 	return c.terminate(c.strays())
 }
 
-// Stop ends one component, keeping the state: `up` starts it again. Tests
-// use it to take a cluster's apiserver away and bring it back.
+// Stop kills one component at once, as a crash would, keeping the state:
+// `up` starts it again. Tests use it to take a cluster's apiserver away and
+// bring it back.
 func (c *Cluster) Stop(name string) error {
 	for _, comp := range c.components() {
 		if comp.name != name {
 			continue
 		}
 		if pid := c.pid(name); pid != 0 {
-			return c.terminate([]int{pid})
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			for i := 0; c.owns(pid) && i < 250; i++ {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if c.owns(pid) {
+				return fmt.Errorf("%s (pid %d) did not stop", name, pid)
+			}
 		}
 		return nil
 	}
