@@ -379,6 +379,13 @@ type LocalObjectReference struct {
 
 // ApplicationDestination is where objects go.
 type ApplicationDestination struct {
+	// Cluster names the Cluster the objects go to; default: the cluster
+	// the Application is in. The Application, its history and inventory
+	// stay here.
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Cluster string `json:"cluster,omitempty"`
 	// Namespace is given to namespaced objects that name none. Default:
 	// the Application's namespace.
 	// +optional

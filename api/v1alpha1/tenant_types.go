@@ -62,6 +62,12 @@ type TenantSpec struct {
 	// +optional
 	DestinationNamespaces []string `json:"destinationNamespaces,omitempty"`
 
+	// Clusters are the Clusters (by name or glob pattern) the tenant's
+	// Applications may deploy to, as its ServiceAccount impersonated
+	// there. Default: none, only the agent's own cluster.
+	// +optional
+	Clusters []string `json:"clusters,omitempty"`
+
 	// ClusterResources are the cluster-scoped kinds the tenant may apply
 	// ("*" matches any group or kind). Default: none. A Namespace allowed
 	// here must still match DestinationNamespaces.

@@ -165,6 +165,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 				&v1alpha1.Application{}:  {Label: apps},
 				&v1alpha1.SealedSecret{}: {Label: labels.Everything()},
 				&v1alpha1.Tenant{}:       {Label: labels.Everything()},
+				&v1alpha1.Cluster{}:      {Label: labels.Everything()},
 			},
 		},
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
@@ -207,9 +208,16 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		Concurrency: o.Concurrency,
 		Tenancy:     controller.TenancyOptions{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount},
 		Notifier:    notify.New(ctx, logger.WithName("notify")),
+		Clusters: &controller.Clusters{
+			Reader: mgr.GetClient(), Secrets: secretCache.Reader("", mgr.GetAPIReader()),
+			Namespace: o.SystemNamespace, Scheme: scheme,
+		},
 	}
 	rec.Notifier.AllowedHosts = o.NotifyHosts
 	if err := rec.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&controller.ClusterReconciler{Client: mgr.GetClient(), Clusters: rec.Clusters}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	direct, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})

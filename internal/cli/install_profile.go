@@ -46,8 +46,8 @@ func agentRules(profile string) []any {
 	}
 	return []any{
 		// Its own API.
-		rule([]any{"converge.dev"}, []any{"applications", "sealedsecrets", "tenants"}, []any{"get", "list", "watch", "update", "patch"}),
-		rule([]any{"converge.dev"}, []any{"applications/status", "applications/finalizers", "sealedsecrets/status"}, []any{"get", "update", "patch"}),
+		rule([]any{"converge.dev"}, []any{"applications", "sealedsecrets", "tenants", "clusters"}, []any{"get", "list", "watch", "update", "patch"}),
+		rule([]any{"converge.dev"}, []any{"applications/status", "applications/finalizers", "sealedsecrets/status", "clusters/status"}, []any{"get", "update", "patch"}),
 		// Its records (history, inventory) and its events.
 		rule([]any{""}, []any{"configmaps"}, writeVerbs),
 		rule([]any{"", "events.k8s.io"}, []any{"events"}, []any{"create", "update", "patch"}),

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -59,6 +60,9 @@ type ApplicationReconciler struct {
 	Tenancy TenancyOptions
 	// Notifier, if set, delivers apps' events to the receivers they name.
 	Notifier *notify.Notifier
+	// Clusters, if set, connects to the destination Clusters apps name;
+	// without it, an app naming one fails.
+	Clusters *Clusters
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 
@@ -122,6 +126,14 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.Application{}, clusterIndex, func(o client.Object) []string {
+		if c := o.(*v1alpha1.Application).Spec.Destination.Cluster; c != "" {
+			return []string{c}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		// Status updates do not trigger reconciles; spec, annotation
 		// (converge.dev/requested-at) and deletion changes do.
@@ -129,12 +141,22 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Any change to an Application wakes those that depend on it.
 		Watches(&v1alpha1.Application{}, r.dependents()).
 		Watches(&v1alpha1.Tenant{}, r.appsOfTenant()).
+		// A Cluster that appears, changes or becomes reachable (or not)
+		// wakes the apps that go to it.
+		Watches(&v1alpha1.Cluster{}, r.appsOfCluster(), builder.WithPredicates(clusterChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Concurrency}).
 		Build(r)
 	if err != nil {
 		return err
 	}
-	r.watches = newDriftWatches(mgr, c)
+	r.watches = newDriftWatches(mgr.GetCache(), c)
+	if r.Clusters != nil {
+		return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			r.Clusters.start(ctx, c)
+			<-ctx.Done()
+			return nil
+		}))
+	}
 	return nil
 }
 
@@ -229,11 +251,21 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	if err != nil {
 		return r.refused(ctx, app, run, v1alpha1.ReasonDependencyCycle, err, interval)
 	}
-	eng, err := r.engineFor(app, ten.serviceAccount)
+	// local acts in the agent's own cluster as the app's account: it
+	// reads the app's Secrets and values and keeps its records there.
+	local, err := r.engineFor(app, ten.serviceAccount)
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
 	}
-	secrets := r.secretsReader(app, eng, ten.serviceAccount)
+	// Where the objects go: here, or a destination Cluster, which must
+	// be reachable before anything is fetched for it.
+	tgt, err := r.target(ctx, app, local, ten.serviceAccount)
+	if err != nil {
+		return r.unavailable(ctx, app, err, interval)
+	}
+	run.target = tgt
+	eng := tgt.engine
+	secrets := r.secretsReader(app, local, ten.serviceAccount)
 	run.notify = &notifier{ctx: ctx, n: r.Notifier, app: app, secrets: secrets}
 	// The source, its credentials and trusted keys: read once, used by the
 	// rollback, the fetch and the pin check alike.
@@ -275,7 +307,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		}
 		gitFetches.WithLabelValues("ok").Inc()
 	}
-	if artifact, err = r.chartAndValues(ctx, app, eng, secrets, artifact, src.MaxAge, run); err != nil {
+	if artifact, err = r.chartAndValues(ctx, app, local, secrets, artifact, src.MaxAge, run); err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
 	}
 	run.artifact = artifact
@@ -292,7 +324,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	// Nothing changed since a plan that found nothing to do: stop here.
 	var fingerprint uint64
 	if last, ok := r.idleState(key); ok && !forced && last.same(artifact.Revision, app.Generation, ten.version) {
-		fp, err := r.fingerprint(ctx, app, last.kinds)
+		fp, err := r.fingerprint(ctx, app, tgt, last.kinds)
 		if err != nil {
 			log.FromContext(ctx).Error(err, "reading owned objects from the cache")
 		}
@@ -342,6 +374,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		Policy:           ten.policy,
 		Adopt:            ten.adopt,
 		CreateNamespace:  appspec.Namespace(app),
+		Records:          tgt.records(local),
 	}
 	opts.Apply, opts.Record = d.apply, d.record
 	// Hooks run once per new revision or spec, a retry of a failed sync
@@ -361,6 +394,9 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		if errors.Is(err, engine.ErrPolicy) {
 			return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
 		}
+		if tgt.cluster != "" && unreachable(err) {
+			return r.unavailable(ctx, app, &ClusterError{Cluster: tgt.cluster, Reason: v1alpha1.ReasonClusterUnreachable, Err: err}, interval)
+		}
 		reason := v1alpha1.ReasonApplyFailed
 		var verr *engine.ValidationError
 		var herr *engine.HookError
@@ -378,7 +414,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		}
 		return r.failed(ctx, app, run, reason, err, interval)
 	}
-	if err := r.watches.ensure(res.Kinds); err != nil {
+	if err := tgt.watches.ensure(res.Kinds); err != nil {
 		log.FromContext(ctx).Error(err, "watching owned objects")
 	}
 	log.FromContext(ctx).V(1).Info("reconciled", "revision", artifact.Revision, "applied", res.Applied, "changes", res.Counts.String())
@@ -453,6 +489,7 @@ func (r *ApplicationReconciler) forget(key types.NamespacedName) {
 	delete(r.stalled, key)
 	delete(r.idle, key)
 	delete(r.failures, key)
+	r.Clusters.release(key)
 }
 
 // wrote reports whether status is exactly what was last written.
@@ -578,7 +615,11 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 		opts.Helm.Values = loader.MergeMaps(run.values, opts.Helm.Values)
 	}
 	// Charts see the cluster they go to (cached: no request per render).
-	caps, err := r.Engine.Capabilities(ctx)
+	eng := r.Engine
+	if run != nil && run.target != nil {
+		eng = run.target.engine
+	}
+	caps, err := eng.Capabilities(ctx)
 	if err != nil {
 		return nil, &capabilitiesError{err}
 	}
@@ -616,18 +657,33 @@ func (r *ApplicationReconciler) finalize(ctx context.Context, app *v1alpha1.Appl
 			controllerutil.RemoveFinalizer(app, v1alpha1.ApplicationFinalizer)
 			return r.Client.Patch(ctx, app, patch)
 		}
-		eng, err := r.engineFor(app, ten.serviceAccount)
+		local, err := r.engineFor(app, ten.serviceAccount)
 		if err != nil {
 			return err
 		}
+		tgt, err := r.target(ctx, app, local, ten.serviceAccount)
+		var cerr *ClusterError
+		if errors.As(err, &cerr) && cerr.Reason == v1alpha1.ReasonClusterNotFound {
+			// Nowhere to prune: say so and let the app go.
+			r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonPruneFailed, "objects left in place: "+cerr.Error())
+			patch := client.MergeFrom(app.DeepCopy())
+			controllerutil.RemoveFinalizer(app, v1alpha1.ApplicationFinalizer)
+			return r.Client.Patch(ctx, app, patch)
+		}
+		if err != nil {
+			r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonPruneFailed, redact.Error(err))
+			return err
+		}
+		eng := tgt.engine
 		opts := engine.DeleteOptions{
 			DefaultNamespace: appspec.Destination(app),
 			Policy:           ten.policy,
 			Timeout:          durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute),
+			Records:          tgt.records(local),
 		}
 		// PreDelete and PostDelete hooks come from the source as it is
 		// now; one that cannot be rendered does not hold the deletion.
-		if objs, err := r.deletionObjects(ctx, app, eng, ten.serviceAccount); err != nil {
+		if objs, err := r.deletionObjects(ctx, app, local, tgt, ten.serviceAccount); err != nil {
 			r.Recorder.Event(app, corev1.EventTypeWarning, "DeleteHooksSkipped", "PreDelete and PostDelete hooks not run: "+redact.Error(err))
 		} else {
 			opts.Objects = objs
@@ -662,10 +718,10 @@ func (r *ApplicationReconciler) secretsReader(app *v1alpha1.Application, eng *en
 
 // deletionObjects fetches and renders app's source for its deletion hooks,
 // as a sync would (recent Git and chart answers are reused).
-func (r *ApplicationReconciler) deletionObjects(ctx context.Context, app *v1alpha1.Application, eng *engine.Manager, serviceAccount string) ([]render.Object, error) {
-	secrets := r.secretsReader(app, eng, serviceAccount)
+func (r *ApplicationReconciler) deletionObjects(ctx context.Context, app *v1alpha1.Application, local *engine.Manager, tgt *target, serviceAccount string) ([]render.Object, error) {
+	secrets := r.secretsReader(app, local, serviceAccount)
 	maxAge := durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)
-	run := &attempt{}
+	run := &attempt{target: tgt}
 	var artifact *source.Artifact
 	if app.Spec.Source.RepoURL != "" {
 		src, err := appspec.SourceRequest(ctx, secrets, app)
@@ -677,7 +733,7 @@ func (r *ApplicationReconciler) deletionObjects(ctx context.Context, app *v1alph
 			return nil, err
 		}
 	}
-	artifact, err := r.chartAndValues(ctx, app, eng, secrets, artifact, maxAge, run)
+	artifact, err := r.chartAndValues(ctx, app, local, secrets, artifact, maxAge, run)
 	if err != nil {
 		return nil, err
 	}

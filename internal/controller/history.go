@@ -34,6 +34,8 @@ type attempt struct {
 	recorded bool
 	// notify sends the app's events to its receivers (nil: none yet).
 	notify *notifier
+	// target is where the app's objects go, once known.
+	target *target
 }
 
 // runOptions describes app's sync for its history entry and events; the
@@ -41,6 +43,7 @@ type attempt struct {
 func (r *ApplicationReconciler) runOptions(app *v1alpha1.Application, run *attempt) engine.RunOptions {
 	opts := engine.RunOptions{
 		Mode:    engine.ModePull,
+		Cluster: app.Spec.Destination.Cluster,
 		Trigger: run.trigger,
 		History: r.Engine.Client(),
 		Events:  appEvents{r.Recorder, app, run},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/fnv"
 	"slices"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,17 +48,23 @@ func (s idleState) same(revision string, generation, tenant int64) bool {
 // fingerprint hashes the resourceVersions of app's owned objects of kinds
 // and of its inventory, as the agent's caches hold them. It makes no
 // request once the kinds' watches are running.
-func (r *ApplicationReconciler) fingerprint(ctx context.Context, app *v1alpha1.Application, kinds []schema.GroupVersionKind) (uint64, error) {
+func (r *ApplicationReconciler) fingerprint(ctx context.Context, app *v1alpha1.Application, tgt *target, kinds []schema.GroupVersionKind) (uint64, error) {
+	if tgt.cluster != "" {
+		// Another cluster's cache may still be syncing: never wait long.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
 	h := fnv.New64a()
 	owner := app.Namespace + "/" + app.Name
 	for _, gvk := range kinds {
 		list := &metav1.PartialObjectMetadataList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
 		match := client.ListOption(client.MatchingLabels{engine.LabelApp: app.Name})
-		if r.watches.isIndexed(gvk) {
+		if tgt.watches.isIndexed(gvk) {
 			match = client.MatchingFields{ownerIndex: owner}
 		}
-		if err := r.cache.List(ctx, list, match); err != nil {
+		if err := tgt.cache.List(ctx, list, match); err != nil {
 			return 0, err
 		}
 		items := make([]string, 0, len(list.Items))

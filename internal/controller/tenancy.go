@@ -87,6 +87,9 @@ func resolveTenancy(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts T
 			return tenancy{}, fmt.Errorf("spec.dependsOn %s/%s: Tenant %s's apps may depend only on Applications in its namespaces (%s)", d.Namespace, d.Name, t.Name, strings.Join(t.Spec.Namespaces, ", "))
 		}
 	}
+	if c := app.Spec.Destination.Cluster; c != "" && !engine.MatchName(t.Spec.Clusters, c) {
+		return tenancy{}, fmt.Errorf("spec.destination.cluster %s: Tenant %s allows clusters %s only", c, t.Name, orNone(t.Spec.Clusters))
+	}
 	dest := t.Spec.DestinationNamespaces
 	if len(dest) == 0 {
 		dest = t.Spec.Namespaces

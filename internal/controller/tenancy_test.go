@@ -39,7 +39,9 @@ func TestResolveTenancy(t *testing.T) {
 		"tenant: a look-alike host is refused":              {app: app("team-a", "https://git.example.com.evil.io/team-a/r", ""), tenants: []v1alpha1.Tenant{teamA}, wantErr: "allows repositories"},
 		"tenant: a dependency in its namespaces":            {app: withDeps(app("team-a", "https://git.example.com/team-a/r", ""), "team-a-dev/db", "cache"), tenants: []v1alpha1.Tenant{teamA}, wantSA: "deployer", policy: true},
 		"tenant: a dependency elsewhere is refused":         {app: withDeps(app("team-a", "https://git.example.com/team-a/r", ""), "team-b/db"), tenants: []v1alpha1.Tenant{teamA}, wantErr: "may depend only on Applications in its namespaces"},
-		"two tenants": {app: app("team-a-dev", "https://git.example.com/team-a/r", ""), tenants: []v1alpha1.Tenant{teamA, overlap}, wantErr: "more than one Tenant (overlap, team-a)"},
+		"tenant: a cluster it does not allow is refused":    {app: toCluster(app("team-a", "https://git.example.com/team-a/r", ""), "prod"), tenants: []v1alpha1.Tenant{teamA}, wantErr: "spec.destination.cluster prod: Tenant team-a allows clusters (none) only"},
+		"tenant: a cluster it allows":                       {app: toCluster(app("team-a", "https://git.example.com/team-a/r", ""), "staging-2"), tenants: []v1alpha1.Tenant{withClusters(teamA, "staging-*")}, wantSA: "deployer", policy: true},
+		"two tenants":                                       {app: app("team-a-dev", "https://git.example.com/team-a/r", ""), tenants: []v1alpha1.Tenant{teamA, overlap}, wantErr: "more than one Tenant (overlap, team-a)"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := resolveTenancy(tc.app, tc.tenants, tc.opts)
@@ -71,4 +73,15 @@ func withDeps(app *v1alpha1.Application, deps ...string) *v1alpha1.Application {
 		app.Spec.DependsOn = append(app.Spec.DependsOn, ref)
 	}
 	return app
+}
+
+func toCluster(app *v1alpha1.Application, cluster string) *v1alpha1.Application {
+	app.Spec.Destination.Cluster = cluster
+	return app
+}
+
+func withClusters(t v1alpha1.Tenant, clusters ...string) v1alpha1.Tenant {
+	t = *t.DeepCopy()
+	t.Spec.Clusters = clusters
+	return t
 }

@@ -8,7 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -23,8 +23,10 @@ import (
 // (from the owner annotation). A live edit or deletion of an owned object
 // thus reconciles its Application at once.
 type driftWatches struct {
-	mgr  ctrl.Manager
-	ctrl controller.Controller
+	// cache is the manager's for the agent's own cluster, a destination
+	// Cluster's own otherwise.
+	cache cache.Cache
+	ctrl  controller.Controller
 
 	mu      sync.Mutex
 	watched map[schema.GroupVersionKind]bool
@@ -37,8 +39,8 @@ type driftWatches struct {
 // of the kind.
 const ownerIndex = "converge.dev/owner"
 
-func newDriftWatches(mgr ctrl.Manager, c controller.Controller) *driftWatches {
-	return &driftWatches{mgr: mgr, ctrl: c, watched: map[schema.GroupVersionKind]bool{}, indexed: map[schema.GroupVersionKind]bool{}}
+func newDriftWatches(c cache.Cache, ctrl controller.Controller) *driftWatches {
+	return &driftWatches{cache: c, ctrl: ctrl, watched: map[schema.GroupVersionKind]bool{}, indexed: map[schema.GroupVersionKind]bool{}}
 }
 
 func (w *driftWatches) ensure(kinds []schema.GroupVersionKind) error {
@@ -51,14 +53,14 @@ func (w *driftWatches) ensure(kinds []schema.GroupVersionKind) error {
 		obj := &metav1.PartialObjectMetadata{}
 		obj.SetGroupVersionKind(gvk)
 		// Without the index, lookups scan the kind (isIndexed says which).
-		err := w.mgr.GetFieldIndexer().IndexField(context.Background(), obj, ownerIndex, func(o client.Object) []string {
+		err := w.cache.IndexField(context.Background(), obj, ownerIndex, func(o client.Object) []string {
 			if owner := o.GetAnnotations()[engine.AnnotationOwner]; owner != "" {
 				return []string{owner}
 			}
 			return nil
 		})
 		w.indexed[gvk] = err == nil
-		src := source.Kind(w.mgr.GetCache(), client.Object(obj), handler.EnqueueRequestsFromMapFunc(ownerOf))
+		src := source.Kind(w.cache, client.Object(obj), handler.EnqueueRequestsFromMapFunc(ownerOf))
 		if err := w.ctrl.Watch(src); err != nil {
 			return err
 		}

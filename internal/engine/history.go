@@ -62,7 +62,10 @@ type HistoryEntry struct {
 	Signer  *source.Signer     `json:"signer,omitempty"`
 	Trigger Trigger            `json:"trigger"`
 	// Mode is "pull" (the agent) or "push" (the CLI).
-	Mode       string    `json:"mode"`
+	Mode string `json:"mode"`
+	// Cluster names the Cluster the sync went to; empty: the
+	// Application's own.
+	Cluster    string    `json:"cluster,omitempty"`
 	Result     string    `json:"result"`
 	Error      string    `json:"error,omitempty"`
 	StartedAt  time.Time `json:"startedAt"`

@@ -64,10 +64,19 @@ type inventoryJSON struct {
 // InventoryName is the name of the ConfigMap holding app's inventory.
 func InventoryName(app string) string { return "converge-app-" + app }
 
-// loadInventory reads app's inventory; a missing record is an empty one.
-func (m *Manager) loadInventory(ctx context.Context, app App) (*Inventory, bool, error) {
+// records is where app records are kept: c, or the cluster m acts on.
+func (m *Manager) records(c client.Client) client.Client {
+	if c != nil {
+		return c
+	}
+	return m.client
+}
+
+// loadInventory reads app's inventory from records (see
+// PlanOptions.Records); a missing record is an empty one.
+func (m *Manager) loadInventory(ctx context.Context, records client.Client, app App) (*Inventory, bool, error) {
 	var cm corev1.ConfigMap
-	err := m.client.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: InventoryName(app.Name)}, &cm)
+	err := m.records(records).Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: InventoryName(app.Name)}, &cm)
 	if apierrors.IsNotFound(err) {
 		return &Inventory{Entries: map[render.Key]Entry{}}, false, nil
 	}
@@ -83,12 +92,12 @@ func (m *Manager) loadInventory(ctx context.Context, app App) (*Inventory, bool,
 
 // Inventory returns app's inventory: what it owns as of its last sync.
 func (m *Manager) Inventory(ctx context.Context, app App) (*Inventory, error) {
-	inv, _, err := m.loadInventory(ctx, app)
+	inv, _, err := m.loadInventory(ctx, nil, app)
 	return inv, err
 }
 
 // saveInventory writes inv as app's record with server-side apply.
-func (m *Manager) saveInventory(ctx context.Context, app App, inv *Inventory) error {
+func (m *Manager) saveInventory(ctx context.Context, records client.Client, app App, inv *Inventory) error {
 	data, err := encodeInventory(inv)
 	if err != nil {
 		return err
@@ -96,7 +105,7 @@ func (m *Manager) saveInventory(ctx context.Context, app App, inv *Inventory) er
 	cm := corev1ac.ConfigMap(InventoryName(app.Name), app.Namespace).
 		WithLabels(map[string]string{LabelRecord: RecordInventory, LabelApp: app.Name}).
 		WithBinaryData(map[string][]byte{inventoryKey: data})
-	if err := m.client.Apply(ctx, cm, client.FieldOwner(app.FieldManager()), client.ForceOwnership); err != nil {
+	if err := m.records(records).Apply(ctx, cm, client.FieldOwner(app.FieldManager()), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing inventory of %s: %w", app, err)
 	}
 	return nil
@@ -198,7 +207,7 @@ func (m *Manager) recordSync(ctx context.Context, p *Plan, applied *appliedSet, 
 	if !p.hadInventory && len(next.Entries) == 0 {
 		return nil
 	}
-	return m.saveInventory(ctx, p.opts.App, next)
+	return m.saveInventory(ctx, p.opts.Records, p.opts.App, next)
 }
 
 func groupOf(apiVersion string) string {

@@ -43,6 +43,10 @@ type PlanOptions struct {
 	// it): the app then owns it, with these labels and annotations. A
 	// namespace that exists and is not the app's is left alone.
 	CreateNamespace *NamespaceSpec
+	// Records, if set, is where the app's inventory is kept: the
+	// Application's own cluster when its objects go to another. Nil: the
+	// cluster the Manager acts on.
+	Records client.Client
 }
 
 // NamespaceSpec is a namespace an app creates and owns.
@@ -128,7 +132,7 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 	if len(objs) == 0 && !opts.AllowEmpty {
 		return nil, ErrEmptyRender
 	}
-	inv, had, err := m.loadInventory(ctx, opts.App)
+	inv, had, err := m.loadInventory(ctx, opts.Records, opts.App)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,8 @@ type DeleteOptions struct {
 	Policy           *Policy
 	Timeout          time.Duration
 	Progress         func(string)
+	// Records is where the app's inventory is kept (PlanOptions.Records).
+	Records client.Client
 }
 
 // Delete removes everything app owns (as Sync with an empty desired set and
@@ -47,7 +49,7 @@ func (m *Manager) Delete(ctx context.Context, app App, opts DeleteOptions) (*Cha
 		return nil, results, fmt.Errorf("not deleted: %w", err)
 	}
 	m.deleteLeftHooks(ctx, app, hooks)
-	cs, err := m.Sync(ctx, nil, SyncOptions{PlanOptions: PlanOptions{App: app, Prune: true, AllowEmpty: true}})
+	cs, err := m.Sync(ctx, nil, SyncOptions{PlanOptions: PlanOptions{App: app, Prune: true, AllowEmpty: true, Records: opts.Records}})
 	if err != nil {
 		return cs, results, err
 	}
@@ -58,7 +60,7 @@ func (m *Manager) Delete(ctx context.Context, app App, opts DeleteOptions) (*Cha
 	}
 	rec := &corev1.ConfigMap{}
 	rec.Namespace, rec.Name = app.Namespace, InventoryName(app.Name)
-	if err := client.IgnoreNotFound(m.client.Delete(ctx, rec)); err != nil {
+	if err := client.IgnoreNotFound(m.records(opts.Records).Delete(ctx, rec)); err != nil {
 		return cs, results, fmt.Errorf("deleting the record of %s: %w", app, err)
 	}
 	return cs, results, nil

@@ -41,7 +41,9 @@ type RunOptions struct {
 	// change set says what a sync would do (automated sync off, or held).
 	Apply bool
 	// Mode is ModePull or ModePush.
-	Mode    string
+	Mode string
+	// Cluster names the destination Cluster, for the history entry.
+	Cluster string
 	Trigger Trigger
 	// Who, if set, names the user of Trigger, asked only when an entry is
 	// written (push mode asks the apiserver).
@@ -261,7 +263,7 @@ func record(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
 		cs = nil // it failed before applying (a PreSync hook): nothing changed
 	}
 	e := NewHistoryEntry(cs, syncErr, res.Applied || syncErr != nil)
-	e.Mode, e.Trigger = opts.Mode, opts.Trigger
+	e.Mode, e.Trigger, e.Cluster = opts.Mode, opts.Trigger, opts.Cluster
 	if opts.Who != nil && e.Trigger.User == "" {
 		e.Trigger.User = opts.Who()
 	}
