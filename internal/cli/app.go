@@ -57,6 +57,7 @@ type AppCreateOptions struct {
 	Values, Set, SetString                      []string
 	CreateNamespace                             bool
 	DependsOn                                   []string
+	Cluster                                     string
 }
 
 func newAppCreateCommand(streams Streams) *cobra.Command {
@@ -91,6 +92,7 @@ func newAppCreateCommand(streams Streams) *cobra.Command {
 	f.StringArrayVar(&o.Set, "set", nil, "Helm value as key=value (repeatable)")
 	f.StringArrayVar(&o.SetString, "set-string", nil, "Helm value as key=value, always a string (repeatable)")
 	f.BoolVar(&o.CreateNamespace, "create-namespace", false, "create --dest-namespace if it does not exist; the app then owns it")
+	f.StringVar(&o.Cluster, "cluster", "", "deploy to this Cluster (see converge cluster list; default: this cluster)")
 	f.StringArrayVar(&o.DependsOn, "depends-on", nil, "sync only once this Application (NAME or NAMESPACE/NAME) is Synced and Healthy (repeatable)")
 	return cmd
 }
@@ -134,7 +136,7 @@ func (o *AppCreateOptions) Run(ctx context.Context, name string) error {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: v1alpha1.ApplicationSpec{
 			Source:      v1alpha1.ApplicationSource{RepoURL: o.Repo, Path: o.Path},
-			Destination: v1alpha1.ApplicationDestination{Namespace: o.DestNamespace},
+			Destination: v1alpha1.ApplicationDestination{Namespace: o.DestNamespace, Cluster: o.Cluster},
 			SyncPolicy:  v1alpha1.SyncPolicy{Interval: &metav1.Duration{Duration: o.Interval}},
 		},
 	}

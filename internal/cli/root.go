@@ -93,6 +93,7 @@ server-side apply, prunes what Git no longer has and heals drift.`,
 		NewWaitCommand(streams),
 		NewSuspendCommand(streams),
 		NewResumeCommand(streams),
+		NewClusterCommand(streams),
 	)
 	return root
 }

@@ -324,6 +324,11 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	// Nothing changed since a plan that found nothing to do: stop here.
 	var fingerprint uint64
 	if last, ok := r.idleState(key); ok && !forced && last.same(artifact.Revision, app.Generation, ten.version) {
+		// Watches made anew (another cluster's, after an outage) take
+		// up the kinds again; a no-op for watches already running.
+		if err := tgt.watches.ensure(last.kinds); err != nil {
+			log.FromContext(ctx).Error(err, "watching owned objects")
+		}
 		fp, err := r.fingerprint(ctx, app, tgt, last.kinds)
 		if err != nil {
 			log.FromContext(ctx).Error(err, "reading owned objects from the cache")

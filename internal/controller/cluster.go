@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/redact"
 )
 
 // ClusterReconciler keeps each Cluster's status true: whether its
@@ -95,11 +96,16 @@ func (r *ClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		cond := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: cl.Generation}
 		var cerr *ClusterError
 		switch {
+		case err == nil && !reachable && ready != nil:
+			// Back from an outage: fresh watches before the apps,
+			// woken by this status, look again.
+			r.Clusters.reconnect(cl.Name)
+			fallthrough
 		case err == nil:
 			cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, v1alpha1.ReasonReachable, "the apiserver answers"
 			cl.Status.Version = info.GitVersion
 		case errors.As(err, &cerr):
-			cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, cerr.Reason, cerr.Error()
+			cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, cerr.Reason, redact.Error(cerr.Err)
 		default:
 			return ctrl.Result{}, err
 		}

@@ -220,7 +220,7 @@ func (c *Clusters) target(ctx context.Context, app *v1alpha1.Application, servic
 	// again (its recovery wakes the app).
 	if ready := apimeta.FindStatusCondition(cl.Status.Conditions, v1alpha1.ConditionReady); ready != nil &&
 		ready.Status == metav1.ConditionFalse && ready.ObservedGeneration == cl.Generation {
-		return nil, &ClusterError{Cluster: name, Reason: ready.Reason, Err: errors.New(ready.Message)}
+		return nil, &ClusterError{Cluster: name, Reason: ready.Reason, Err: errors.New(ready.Message)} // the message names no cluster
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -299,6 +299,17 @@ func (c *Clusters) release(app types.NamespacedName) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.use(app, "")
+}
+
+// reconnect drops the Cluster's engines and cache, which are made anew on
+// next use: after an outage, new watches list at once where the old ones
+// would wait out their backoff.
+func (c *Clusters) reconnect(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if conn, ok := c.conns[name]; ok {
+		conn.close()
+	}
 }
 
 // drop forgets the Cluster name (deleted).
@@ -398,6 +409,9 @@ func (r *ApplicationReconciler) unavailable(ctx context.Context, app *v1alpha1.A
 	if !errors.As(err, &cerr) {
 		return ctrl.Result{}, err
 	}
+	// The next reconcile must plan and write a status again, even if
+	// nothing changed meanwhile.
+	r.setIdle(client.ObjectKeyFromObject(app), nil)
 	msg := cerr.Error()
 	if app.Status.LastError != msg {
 		r.Recorder.Event(app, corev1.EventTypeWarning, cerr.Reason, msg)
