@@ -155,7 +155,7 @@ func TestApply_FailedSyncStillRecordsWhatItApplied(t *testing.T) {
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "late"}, &cm); err == nil {
 		t.Error("wave 1 was applied before wave 0 was healthy")
 	}
-	inv, _, err := m.loadInventory(ctx, app)
+	inv, _, err := m.loadInventory(ctx, nil, app)
 	if err != nil {
 		t.Fatal(err)
 	}
