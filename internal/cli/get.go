@@ -79,7 +79,7 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 	tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
 	header := "NAME\tSYNC\tHEALTH\tREVISION\tREADY\tAGE"
 	if o.Output == "wide" {
-		header += "\tREPO\tPATH\tAUTHOR\tCOMMIT\tMESSAGE"
+		header += "\tCLUSTER\tREPO\tPATH\tAUTHOR\tCOMMIT\tMESSAGE"
 	}
 	fmt.Fprintln(tw, header)
 	for _, n := range appTree(apps) {
@@ -103,11 +103,19 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 			if c := a.Status.Sync.Commit; c != nil {
 				author, subject = orDash(c.Author), orDash(firstLine(c.Subject))
 			}
-			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s", source.RedactURL(a.Spec.Source.RepoURL), orDash(a.Spec.Source.Path), author, subject, msg)
+			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s\t%s", orLocal(a.Spec.Destination.Cluster), source.RedactURL(a.Spec.Source.RepoURL), orDash(a.Spec.Source.Path), author, subject, msg)
 		}
 		fmt.Fprintln(tw, line)
 	}
 	return tw.Flush()
+}
+
+// orLocal names the destination cluster, "(local)" for the agent's own.
+func orLocal(cluster string) string {
+	if cluster == "" {
+		return "(local)"
+	}
+	return cluster
 }
 
 // treeNode is an Application in `converge get`'s listing, at its depth

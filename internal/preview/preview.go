@@ -98,6 +98,10 @@ func (p *Previewer) Fetch(ctx context.Context, sr source.Request) (*source.Artif
 // Preview fetches, renders and plans req's app.
 func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 	app := req.App
+	if c := app.Spec.Destination.Cluster; c != "" {
+		// Planning here would compare with the wrong cluster.
+		return nil, fmt.Errorf("%s deploys to Cluster %s: previews (diff, verify, the web UI's diff) plan against this cluster only and do not support other clusters yet", app.Name, c)
+	}
 	a := &source.Artifact{Dir: p.Charts.EmptyDir()}
 	if app.Spec.Source.RepoURL != "" {
 		sr, err := p.SourceRequest(ctx, req, false)

@@ -120,6 +120,9 @@ func (u *UI) loadApp(ctx context.Context, ss *session, ns, name string) (*appVie
 	}
 	now := time.Now()
 	v := &appView{CSRF: ss.csrf, Row: rowOf(app, now), Revision: app.Status.Sync.Revision, Path: app.Spec.Source.Path, Destination: appspec.Destination(app)}
+	if c := app.Spec.Destination.Cluster; c != "" {
+		v.Destination = "Cluster " + c + ", namespace " + v.Destination
+	}
 	if ref := app.Spec.Source.Ref; ref != nil {
 		switch {
 		case ref.Commit != "":
