@@ -181,6 +181,11 @@ type ApplicationReference struct {
 	// Namespace defaults to the referring Application's.
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
+	// SameRevision waits, in addition, until the Application is Synced
+	// at the commit this one is about to sync: a progressive rollout of
+	// one repository (ApplicationSet strategy steps set it).
+	// +optional
+	SameRevision bool `json:"sameRevision,omitempty"`
 }
 
 // Pin holds an Application at a revision.

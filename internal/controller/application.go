@@ -247,7 +247,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	}
 	// The Applications it depends on: a cycle is refused; readiness is
 	// weighed in the decision below.
-	dependencies, err := dependencyWait(app, r.cachedApp(ctx))
+	dependencies, err := dependencyWait(app, r.cachedApp(ctx), "")
 	if err != nil {
 		return r.refused(ctx, app, run, v1alpha1.ReasonDependencyCycle, err, interval)
 	}
@@ -353,6 +353,10 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		return r.failed(ctx, app, run, v1alpha1.ReasonRenderFailed, err, interval)
 	}
 
+	if dependencies == "" && sameRevisionDeps(app) {
+		// Now that the revision is known: do the dependencies have it?
+		dependencies, _ = dependencyWait(app, r.cachedApp(ctx), artifact.Revision)
+	}
 	in := syncInputs{
 		revision: artifact.Revision, generation: app.Generation, status: &app.Status,
 		seen: r.seen(key), trigger: run.trigger, forced: forced, automated: app.Spec.SyncPolicy.Automated,

@@ -51,10 +51,12 @@ func (e *CycleError) Error() string {
 
 // dependencyWait says what app waits for before it may sync: "" when
 // every Application it depends on is Synced and Healthy at the revision it
-// last fetched, otherwise which are not and why. A cycle through app is a
-// *CycleError naming it. get looks an Application up (ok false: none). It
-// makes no request of its own.
-func dependencyWait(app *v1alpha1.Application, get func(types.NamespacedName) (*v1alpha1.Application, bool)) (string, error) {
+// last fetched (and, for a sameRevision dependency, at the commit of
+// revision, which app is about to sync; "" before app's fetch), otherwise
+// which are not and why. A cycle through app is a *CycleError naming it.
+// get looks an Application up (ok false: none). It makes no request of
+// its own.
+func dependencyWait(app *v1alpha1.Application, get func(types.NamespacedName) (*v1alpha1.Application, bool), revision string) (string, error) {
 	if len(app.Spec.DependsOn) == 0 {
 		return "", nil
 	}
@@ -72,12 +74,31 @@ func dependencyWait(app *v1alpha1.Application, get func(types.NamespacedName) (*
 		}
 		if why := notReady(dep); why != "" {
 			waits = append(waits, key.String()+" ("+why+")")
+		} else if d.SameRevision && revision != "" && commitOf(dep.Status.Sync.Revision) != commitOf(revision) {
+			waits = append(waits, fmt.Sprintf("%s (at %s, not yet %s)", key, shortRev(commitOf(dep.Status.Sync.Revision)), shortRev(commitOf(revision))))
 		}
 	}
 	if len(waits) == 0 {
 		return "", nil
 	}
 	return "waiting for " + strings.Join(waits, ", "), nil
+}
+
+// sameRevisionDeps reports whether app has a sameRevision dependency.
+func sameRevisionDeps(app *v1alpha1.Application) bool {
+	for _, d := range app.Spec.DependsOn {
+		if d.SameRevision {
+			return true
+		}
+	}
+	return false
+}
+
+// commitOf is the Git commit of a revision ("<commit>+values:…" or
+// "<commit>+sha256:…" for values and charts).
+func commitOf(revision string) string {
+	commit, _, _ := strings.Cut(revision, "+")
+	return commit
 }
 
 // notReady says why dep does not count as ready yet; "" when it does.

@@ -31,6 +31,15 @@ func lookup(apps ...*v1alpha1.Application) func(types.NamespacedName) (*v1alpha1
 	return func(k types.NamespacedName) (*v1alpha1.Application, bool) { a, ok := m[k]; return a, ok }
 }
 
+func sameRev(name string) v1alpha1.ApplicationReference {
+	return v1alpha1.ApplicationReference{Name: name, SameRevision: true}
+}
+
+func atRevision(a *v1alpha1.Application, rev string) *v1alpha1.Application {
+	a.Status.Sync.Revision = rev
+	return a
+}
+
 func TestDependencyWait(t *testing.T) {
 	const synced, healthy = v1alpha1.SyncStatusSynced, v1alpha1.HealthHealthy
 	ref := func(name string) v1alpha1.ApplicationReference { return v1alpha1.ApplicationReference{Name: name} }
@@ -43,27 +52,35 @@ func TestDependencyWait(t *testing.T) {
 		other []*v1alpha1.Application
 		want  string
 		cycle string
+		// revision is what the app is about to sync.
+		revision string
 	}{
-		{"no dependencies", depApp("team", "web", "", ""), nil, "", ""},
-		{"ready", depApp("team", "web", "", "", ref("db")), []*v1alpha1.Application{db}, "", ""},
+		{"no dependencies", depApp("team", "web", "", ""), nil, "", "", ""},
+		{"ready", depApp("team", "web", "", "", ref("db")), []*v1alpha1.Application{db}, "", "", ""},
 		{"in another namespace", depApp("team", "web", "", "", v1alpha1.ApplicationReference{Namespace: "infra", Name: "db"}),
 			[]*v1alpha1.Application{depApp("infra", "db", v1alpha1.SyncStatusOutOfSync, v1alpha1.HealthProgressing)},
-			"waiting for infra/db (OutOfSync, Progressing)", ""},
-		{"missing", depApp("team", "web", "", "", ref("db")), nil, "waiting for team/db (no such Application)", ""},
+			"waiting for infra/db (OutOfSync, Progressing)", "", ""},
+		{"missing", depApp("team", "web", "", "", ref("db")), nil, "waiting for team/db (no such Application)", "", ""},
 		{"changed since its last reconcile", depApp("team", "web", "", "", ref("db")), []*v1alpha1.Application{stale},
-			"waiting for team/db (not reconciled since its last change)", ""},
+			"waiting for team/db (not reconciled since its last change)", "", ""},
 		{"never reconciled", depApp("team", "web", "", "", ref("db"), ref("cache")),
-			[]*v1alpha1.Application{db, depApp("team", "cache", "", "")}, "waiting for team/cache (Unknown, Unknown)", ""},
+			[]*v1alpha1.Application{db, depApp("team", "cache", "", "")}, "waiting for team/cache (Unknown, Unknown)", "", ""},
 		{"a cycle through the app", depApp("team", "a", "", "", ref("b")),
 			[]*v1alpha1.Application{depApp("team", "b", "", "", ref("c")), depApp("team", "c", "", "", ref("a"))},
-			"", "dependency cycle: team/a → team/b → team/c → team/a"},
-		{"itself", depApp("team", "a", "", "", ref("a")), nil, "", "dependency cycle: team/a → team/a"},
+			"", "dependency cycle: team/a → team/b → team/c → team/a", ""},
+		{"itself", depApp("team", "a", "", "", ref("a")), nil, "", "dependency cycle: team/a → team/a", ""},
 		{"a cycle further on is not the app's: it waits", depApp("team", "a", "", "", ref("b")),
 			[]*v1alpha1.Application{depApp("team", "b", "", "", ref("c")), depApp("team", "c", "", "", ref("b"))},
-			"waiting for team/b (Unknown, Unknown)", ""},
+			"waiting for team/b (Unknown, Unknown)", "", ""},
+		{"same revision: the dependency has it", depApp("team", "prod", "", "", sameRev("staging")),
+			[]*v1alpha1.Application{atRevision(depApp("team", "staging", synced, healthy), "aaaa+values:1")}, "", "", "aaaa+values:2"},
+		{"same revision: the dependency is still at the old one", depApp("team", "prod", "", "", sameRev("staging")),
+			[]*v1alpha1.Application{atRevision(depApp("team", "staging", synced, healthy), "0123456789abcdef")}, "waiting for team/staging (at 0123456789ab, not yet fedcba987654)", "", "fedcba9876543210"},
+		{"same revision, before the fetch: readiness only", depApp("team", "prod", "", "", sameRev("staging")),
+			[]*v1alpha1.Application{atRevision(depApp("team", "staging", synced, healthy), "0123")}, "", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := dependencyWait(tc.app, lookup(append(tc.other, tc.app)...))
+			got, err := dependencyWait(tc.app, lookup(append(tc.other, tc.app)...), tc.revision)
 			var cerr *CycleError
 			switch {
 			case tc.cycle != "":
