@@ -235,7 +235,6 @@ const (
 	ReasonApplicationConflict = "ApplicationConflict"
 )
 
-
 func init() {
 	SchemeBuilder.Register(&ApplicationSet{}, &ApplicationSetList{})
 }
