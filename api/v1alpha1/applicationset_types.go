@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // ApplicationSet generates Applications: a template, filled in once per
@@ -76,7 +77,12 @@ type ApplicationTemplate struct {
 	// Metadata: name (required, usually from a parameter), labels and
 	// annotations. The namespace is always the set's.
 	Metadata ApplicationTemplateMeta `json:"metadata"`
-	Spec     ApplicationSpec         `json:"spec"`
+	// Spec is an Application's spec with placeholders. It is checked
+	// once filled in (an unknown field is an error naming it), and then
+	// by the Application's own validation.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	Spec runtime.RawExtension `json:"spec"`
 }
 
 // ApplicationTemplateMeta is a generated Application's metadata.

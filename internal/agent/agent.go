@@ -162,10 +162,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 			DefaultLabelSelector: labels.NewSelector().Add(*owned),
 			DefaultNamespaces:    namespaces(o.WatchNamespaces),
 			ByObject: map[client.Object]cache.ByObject{
-				&v1alpha1.Application{}:  {Label: apps},
-				&v1alpha1.SealedSecret{}: {Label: labels.Everything()},
-				&v1alpha1.Tenant{}:       {Label: labels.Everything()},
-				&v1alpha1.Cluster{}:      {Label: labels.Everything()},
+				&v1alpha1.Application{}:    {Label: apps},
+				&v1alpha1.SealedSecret{}:   {Label: labels.Everything()},
+				&v1alpha1.Tenant{}:         {Label: labels.Everything()},
+				&v1alpha1.Cluster{}:        {Label: labels.Everything()},
+				&v1alpha1.ApplicationSet{}: {Label: labels.Everything()},
 			},
 		},
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
@@ -218,6 +219,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		return err
 	}
 	if err := (&controller.ClusterReconciler{Client: mgr.GetClient(), Clusters: rec.Clusters}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	sets := &controller.ApplicationSetReconciler{Client: mgr.GetClient(), Apps: rec, Recorder: mgr.GetEventRecorderFor("converge-agent")}
+	if err := sets.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	direct, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})

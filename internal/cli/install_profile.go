@@ -46,8 +46,10 @@ func agentRules(profile string) []any {
 	}
 	return []any{
 		// Its own API.
-		rule([]any{"converge.dev"}, []any{"applications", "sealedsecrets", "tenants", "clusters"}, []any{"get", "list", "watch", "update", "patch"}),
-		rule([]any{"converge.dev"}, []any{"applications/status", "applications/finalizers", "sealedsecrets/status", "clusters/status"}, []any{"get", "update", "patch"}),
+		rule([]any{"converge.dev"}, []any{"applications", "sealedsecrets", "tenants", "clusters", "applicationsets"}, []any{"get", "list", "watch", "update", "patch"}),
+		rule([]any{"converge.dev"}, []any{"applications/status", "applications/finalizers", "sealedsecrets/status", "clusters/status", "applicationsets/status", "applicationsets/finalizers"}, []any{"get", "update", "patch"}),
+		// The Applications ApplicationSets generate.
+		rule([]any{"converge.dev"}, []any{"applications"}, []any{"create", "delete"}),
 		// Its records (history, inventory) and its events.
 		rule([]any{""}, []any{"configmaps"}, writeVerbs),
 		rule([]any{"", "events.k8s.io"}, []any{"events"}, []any{"create", "update", "patch"}),
