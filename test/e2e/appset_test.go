@@ -175,7 +175,9 @@ func TestAppSet_ProgressiveRolloutHoldsProdUntilStagingIsHealthy(t *testing.T) {
 		if r := convergeOffline(t, "cluster", "add", name, "--kubeconfig", b.kubeconfig, "--management-kubeconfig", kubeconfigA, "--label", "env="+env, "--label", "rollout="+suffix); r.code != 0 {
 			t.Fatalf("cluster add: %s", r.output())
 		}
-		t.Cleanup(func() { _ = a.client.Delete(context.Background(), &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name}}) })
+		t.Cleanup(func() {
+			_ = a.client.Delete(context.Background(), &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		})
 	}
 	repo, first := a.repoWith(t, ns+"-rollout", map[string]string{"deploy/db.yaml": dbDeployment(false)}, "db, not schedulable")
 	set := &v1alpha1.ApplicationSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns},
