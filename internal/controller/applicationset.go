@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -48,6 +50,39 @@ type ApplicationSetReconciler struct {
 	// Apps lends its sources, tenancy and Secret readers.
 	Apps     *ApplicationReconciler
 	Recorder record.EventRecorder
+
+	mu sync.Mutex
+	// handled is, per set, the last webhook request answered with a
+	// fresh fetch.
+	handled map[types.NamespacedName]string
+}
+
+// requestChanged passes a change of converge.dev/requested-at (a webhook
+// delivery for a repository a Git generator reads).
+func requestChanged() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectOld.GetAnnotations()[v1alpha1.AnnotationRequestedAt] != e.ObjectNew.GetAnnotations()[v1alpha1.AnnotationRequestedAt]
+	}}
+}
+
+// fresh reports whether set carries a request not answered yet, and
+// counts it answered.
+func (r *ApplicationSetReconciler) fresh(set *v1alpha1.ApplicationSet) bool {
+	at := set.Annotations[v1alpha1.AnnotationRequestedAt]
+	if at == "" {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	key := client.ObjectKeyFromObject(set)
+	if r.handled[key] == at {
+		return false
+	}
+	if r.handled == nil {
+		r.handled = map[types.NamespacedName]string{}
+	}
+	r.handled[key] = at
+	return true
 }
 
 // fieldManagerSet writes generated Applications.
@@ -64,7 +99,7 @@ const annotationRolloutStep = "converge.dev/rollout-step"
 // own (as their readiness changes: rollouts move on) and Clusters.
 func (r *ApplicationSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.ApplicationSet{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&v1alpha1.ApplicationSet{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, requestChanged()))).
 		Owns(&v1alpha1.Application{}, builder.WithPredicates(readinessChanged())).
 		Watches(&v1alpha1.Cluster{}, handler.EnqueueRequestsFromMapFunc(r.setsWithClusterGenerators)).
 		Named("applicationset").
@@ -143,7 +178,11 @@ func (r *ApplicationSetReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		}
 	}
 
-	desired, err := r.generate(ctx, set, interval)
+	maxAge := interval
+	if r.fresh(set) {
+		maxAge = 0 // a push: ask the server now
+	}
+	desired, err := r.generate(ctx, set, maxAge)
 	if err != nil {
 		var reason = v1alpha1.ReasonGeneratorFailed
 		var terr *templateError

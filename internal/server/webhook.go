@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -242,12 +243,60 @@ func (h *Webhook) trigger(ctx context.Context, p *push) ([]string, error) {
 		app.Annotations[v1alpha1.AnnotationRequestedAt] = stamp
 		app.Annotations[v1alpha1.AnnotationRequestedBy] = v1alpha1.RequestedByWebhook
 		if err := h.Client.Patch(ctx, app, patch); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue // deleted since the list (an ApplicationSet took it away)
+			}
 			return triggered, err
 		}
 		triggered = append(triggered, app.Namespace+"/"+app.Name)
 	}
+	// ApplicationSets whose Git generators read the repository look at
+	// it again, too.
+	var sets v1alpha1.ApplicationSetList
+	if err := h.Client.List(ctx, &sets); err != nil {
+		return triggered, err
+	}
+	for i := range sets.Items {
+		set := &sets.Items[i]
+		if !setFollows(set, p) {
+			continue
+		}
+		patch := client.MergeFrom(set.DeepCopy())
+		if set.Annotations == nil {
+			set.Annotations = map[string]string{}
+		}
+		set.Annotations[v1alpha1.AnnotationRequestedAt] = stamp
+		if err := h.Client.Patch(ctx, set, patch); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return triggered, err
+		}
+		triggered = append(triggered, "ApplicationSet "+set.Namespace+"/"+set.Name)
+	}
 	h.Log.Info("git push", "ref", p.ref, "triggered", triggered)
 	return triggered, nil
+}
+
+// setFollows reports whether one of set's Git generators reads the pushed
+// repository and ref.
+func setFollows(set *v1alpha1.ApplicationSet, p *push) bool {
+	for _, g := range set.Spec.Generators {
+		nested := []v1alpha1.NestedGenerator{{Git: g.Git}}
+		if g.Matrix != nil {
+			nested = g.Matrix.Generators
+		}
+		for _, n := range nested {
+			if n.Git == nil {
+				continue
+			}
+			probe := &v1alpha1.Application{Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: n.Git.RepoURL, Ref: n.Git.Ref}}}
+			if follows(probe, p) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // follows reports whether app tracks the pushed repository and ref.

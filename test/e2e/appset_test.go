@@ -79,6 +79,7 @@ func TestAppSet_GitDirectoriesMakeOneAppEachRemoveOneAndNeverEmptyAll(t *testing
 		files[fmt.Sprintf("apps/app-%02d/cm.yaml", i)] = fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings-%02d\ndata:\n  mode: enabled\n", i)
 	}
 	repo, _ := a.repoWith(t, ns+"-fleet", files, "50 apps")
+	t.Logf("%s start", time.Now().Format(time.StampMilli))
 	set := &v1alpha1.ApplicationSet{ObjectMeta: metav1.ObjectMeta{Name: "fleet", Namespace: ns},
 		Spec: v1alpha1.ApplicationSetSpec{
 			Generators: []v1alpha1.Generator{{Git: &v1alpha1.GitGenerator{RepoURL: a.git.URL(repo.Name),
@@ -90,8 +91,8 @@ func TestAppSet_GitDirectoriesMakeOneAppEachRemoveOneAndNeverEmptyAll(t *testing
 					SyncPolicy: automated(true, true),
 				}),
 			},
-			// The set looks at Git every 2 s here (default 3m).
-			Interval: &metav1.Duration{Duration: 2 * time.Second},
+			// Pushes reach it by webhook; no polling in this test.
+			Interval: &metav1.Duration{Duration: time.Hour},
 		}}
 	if err := a.client.Create(ctx, set); err != nil {
 		t.Fatal(err)
@@ -114,6 +115,7 @@ func TestAppSet_GitDirectoriesMakeOneAppEachRemoveOneAndNeverEmptyAll(t *testing
 		}
 		return n == 50, fmt.Errorf("%d of 50", n)
 	})
+	t.Logf("%s 50 apps synced", time.Now().Format(time.StampMilli))
 	if got := len(a.setApps(t, ns, "fleet")); got != 50 {
 		t.Fatalf("%d Applications, want 50", got)
 	}
@@ -125,6 +127,7 @@ func TestAppSet_GitDirectoriesMakeOneAppEachRemoveOneAndNeverEmptyAll(t *testing
 	if _, err := repo.Commit("main", "drop app-07"); err != nil {
 		t.Fatal(err)
 	}
+	a.push(t, repo, "refs/heads/main")
 	kubetest.Eventually(t, 60*time.Second, "app-07 deleted and its ConfigMap pruned", func(ctx context.Context) (bool, error) {
 		err := a.client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "app-07"}, &v1alpha1.Application{})
 		if client.IgnoreNotFound(err) != nil || err == nil {
@@ -133,6 +136,7 @@ func TestAppSet_GitDirectoriesMakeOneAppEachRemoveOneAndNeverEmptyAll(t *testing
 		err = cluster.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "settings-07"}, &corev1.ConfigMap{})
 		return client.IgnoreNotFound(err) == nil && err != nil, nil
 	})
+	t.Logf("%s app-07 gone", time.Now().Format(time.StampMilli))
 	if got := len(a.setApps(t, ns, "fleet")); got != 49 {
 		t.Fatalf("%d Applications after removing one directory, want 49", got)
 	}
@@ -150,6 +154,7 @@ func TestAppSet_GitDirectoriesMakeOneAppEachRemoveOneAndNeverEmptyAll(t *testing
 	if _, err := repo.Commit("main", "empty apps/"); err != nil {
 		t.Fatal(err)
 	}
+	a.push(t, repo, "refs/heads/main")
 	s := a.waitSet(t, ns, "fleet", 60*time.Second, "the empty-generator guard", func(s *v1alpha1.ApplicationSet) bool {
 		c := setCondition(s, v1alpha1.ConditionReady)
 		return c != nil && c.Reason == v1alpha1.ReasonEmptyGenerator
