@@ -113,6 +113,13 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	ctrllog.SetLogger(logger)
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "converge-agent"
+	if cfg.QPS == 0 {
+		// client-go's default, 5 requests a second, made the agent's own
+		// writes (finalizers, status, events) the limit: 2.5 apps/s from
+		// cold. The apiserver's priority and fairness is the limit now,
+		// as for the engine.
+		cfg.QPS, cfg.Burst = 500, 1000
+	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err

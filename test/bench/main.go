@@ -211,7 +211,7 @@ func (b *bench) idle(ctx context.Context, id string, res Results, out string) er
 		for _, w := range []struct {
 			name         string
 			apps, perApp int
-		}{{"1 app x 1,000 objects", 1, 1000}, {"100 apps x 10 objects", 100, 10}} {
+		}{{"1 app x 1,000 objects", 1, 1000}, {"100 apps x 10 objects", 100, 10}, {"1,000 apps x 10 objects", 1000, 10}} {
 			m, err := b.idleBench(ctx, w.name, fmt.Sprintf("%s-%d", id, w.apps), w.apps, w.perApp, idleInterval, idleWindow)
 			if err != nil {
 				return fmt.Errorf("%s: %w", w.name, err)
