@@ -475,6 +475,10 @@ type ApplicationStatus struct {
 	// ObservedGeneration is the generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Shard names the agent replica that reconciles the Application, when
+	// the agent runs sharded (--shards=auto).
+	// +optional
+	Shard string `json:"shard,omitempty"`
 	// Conditions: Ready always; Reconciling and Stalled while True.
 	// +listType=map
 	// +listMapKey=type

@@ -72,6 +72,11 @@ type Options struct {
 	NotifyHosts []string
 	// WatchSelector selects the Applications this agent reconciles.
 	WatchSelector string
+	// Shards is "auto" to spread Applications over replicas by Leases
+	// (ShardID names this one); "" reconciles them all here.
+	Shards             string
+	ShardID            string
+	ShardLeaseDuration time.Duration
 	// WatchNamespaces, when set, are the only namespaces the agent
 	// reconciles Applications (and SealedSecrets) in and watches owned
 	// objects in: an agent per team, with a Role in each namespace.
@@ -113,6 +118,22 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	ctrllog.SetLogger(logger)
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "converge-agent"
+	var shards *controller.Shards
+	switch o.Shards {
+	case "":
+	case "auto":
+		if o.ShardID == "" {
+			return fmt.Errorf("--shards=auto needs --shard-id (or $POD_NAME)")
+		}
+		// The shard is in the user agent: the audit log tells replicas apart.
+		cfg.UserAgent += "/" + o.ShardID
+		// The other controllers (ApplicationSets, Clusters, SealedSecrets)
+		// stay singletons.
+		o.LeaderElect = true
+		shards = &controller.Shards{Namespace: o.SystemNamespace, ID: o.ShardID, Duration: o.ShardLeaseDuration}
+	default:
+		return fmt.Errorf("--shards %q: want auto (membership by Leases) or nothing", o.Shards)
+	}
 	if cfg.QPS == 0 {
 		// client-go's default, 5 requests a second, made the agent's own
 		// writes (finalizers, status, events) the limit: 2.5 apps/s from
@@ -181,6 +202,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err != nil {
 		return err
 	}
+	if shards != nil {
+		if shards.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+			return err
+		}
+	}
 	eng, err := engine.New(cfg, engine.DefaultOptions())
 	if err != nil {
 		return err
@@ -216,6 +242,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		Concurrency: o.Concurrency,
 		Tenancy:     controller.TenancyOptions{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount},
 		Notifier:    notify.New(ctx, logger.WithName("notify")),
+		Shards: shards,
 		Clusters: &controller.Clusters{
 			Reader: mgr.GetClient(), Secrets: secretCache.Reader("", mgr.GetAPIReader()),
 			Namespace: o.SystemNamespace, Scheme: scheme,
@@ -264,7 +291,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 			return err
 		}
 	}
-	logger.Info("starting the agent", "webhook", o.WebhookAddr, "sealing", o.SealingAddr, "ui", o.UIAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect)
+	logger.Info("starting the agent", "webhook", o.WebhookAddr, "sealing", o.SealingAddr, "ui", o.UIAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect, "shard", o.ShardID, "sharded", shards != nil)
 	return mgr.Start(ctx)
 }
 

@@ -45,6 +45,9 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.StringVar(&o.Agent.UITLSKeyFile, "ui-tls-key-file", "", "the key of --ui-tls-cert-file (PEM)")
 	f.StringVar(&o.Agent.WebhookSecretFile, "webhook-secret-file", "", "file holding the webhook secret (HMAC key or GitLab token); or set CONVERGE_WEBHOOK_SECRET")
 	f.BoolVar(&o.Agent.LeaderElect, "leader-elect", false, "elect a leader among replicas (Lease converge-agent.converge.dev in --system-namespace)")
+	f.StringVar(&o.Agent.Shards, "shards", "", "auto: spread Applications over the replicas (a Lease each in --system-namespace, consistent hashing); empty: one replica (the leader, with --leader-elect) reconciles them all")
+	f.StringVar(&o.Agent.ShardID, "shard-id", defaultShardID(), "with --shards: this replica's name (default $POD_NAME, else the host name)")
+	f.DurationVar(&o.Agent.ShardLeaseDuration, "shard-lease-duration", 20*time.Second, "with --shards: how long a replica's Lease holds without renewal (a dead replica's apps move within it)")
 	f.DurationVar(&o.Agent.LeaseDuration, "lease-duration", 15*time.Second, "with --leader-elect: how long a leader's Lease holds without renewal (a dead leader is replaced within it)")
 	f.StringVar(&o.Agent.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "converge-cache"), "where Git repositories are cached")
 	f.BoolVar(&o.Agent.AllowFileRepos, "allow-file-repos", false, "allow file:// repositories (tests)")
@@ -77,4 +80,12 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 		return err
 	}
 	return agent.Run(ctx, cfg, o.Agent, o.ErrOut)
+}
+
+func defaultShardID() string {
+	if id := os.Getenv("POD_NAME"); id != "" {
+		return id
+	}
+	host, _ := os.Hostname()
+	return host
 }

@@ -79,7 +79,7 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 	tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
 	header := "NAME\tSYNC\tHEALTH\tREVISION\tREADY\tAGE"
 	if o.Output == "wide" {
-		header += "\tCLUSTER\tREPO\tPATH\tAUTHOR\tCOMMIT\tMESSAGE"
+		header += "\tCLUSTER\tSHARD\tREPO\tPATH\tAUTHOR\tCOMMIT\tMESSAGE"
 	}
 	fmt.Fprintln(tw, header)
 	for _, n := range appTree(apps) {
@@ -103,7 +103,7 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 			if c := a.Status.Sync.Commit; c != nil {
 				author, subject = orDash(c.Author), orDash(firstLine(c.Subject))
 			}
-			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s\t%s", orLocal(a.Spec.Destination.Cluster), source.RedactURL(a.Spec.Source.RepoURL), orDash(a.Spec.Source.Path), author, subject, msg)
+			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s\t%s\t%s", orLocal(a.Spec.Destination.Cluster), orDash(a.Status.Shard), source.RedactURL(a.Spec.Source.RepoURL), orDash(a.Spec.Source.Path), author, subject, msg)
 		}
 		fmt.Fprintln(tw, line)
 	}

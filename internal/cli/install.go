@@ -76,7 +76,7 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 		return nil, fmt.Errorf("--profile %q: want %s or %s", o.Profile, ProfileSingleTenant, ProfileMultiTenant)
 	}
 	ns := o.Namespace
-	args := []any{"agent", "--leader-elect", "--cache-dir=/var/cache/converge", "--webhook-secret-file=/etc/converge/webhook/secret", "--ui-bind-address=:9494"}
+	args := []any{"agent", "--leader-elect", "--shards=auto", "--cache-dir=/var/cache/converge", "--webhook-secret-file=/etc/converge/webhook/secret", "--ui-bind-address=:9494"}
 	if o.Profile == ProfileMultiTenant {
 		args = append(args, "--require-tenant")
 	}
@@ -101,7 +101,10 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 						"containers": []any{map[string]any{
 							"name": "agent", "image": o.Image,
 							"args": args,
-							"env":  []any{map[string]any{"name": "POD_NAMESPACE", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}}}},
+							"env": []any{
+								map[string]any{"name": "POD_NAMESPACE", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}}},
+								map[string]any{"name": "POD_NAME", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.name"}}},
+							},
 							"ports": []any{
 								map[string]any{"name": "metrics", "containerPort": int64(8080)},
 								map[string]any{"name": "probes", "containerPort": int64(8081)},

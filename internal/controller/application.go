@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,7 +25,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	crsource "sigs.k8s.io/controller-runtime/pkg/source"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -60,6 +63,9 @@ type ApplicationReconciler struct {
 	Tenancy TenancyOptions
 	// Notifier, if set, delivers apps' events to the receivers they name.
 	Notifier *notify.Notifier
+	// Shards, if set, spreads Applications over the agent's replicas:
+	// this one reconciles those it owns.
+	Shards *Shards
 	// Clusters, if set, connects to the destination Clusters apps name;
 	// without it, an app naming one fails.
 	Clusters *Clusters
@@ -95,6 +101,19 @@ type ApplicationReconciler struct {
 	idle map[types.NamespacedName]idleState
 	// impersonating holds one engine per impersonated ServiceAccount.
 	impersonating map[types.NamespacedName]*engine.Manager
+	// owned are the apps this replica reconciles (sharded agents).
+	owned map[types.NamespacedName]bool
+}
+
+// own counts app as this replica's (converge_shard_applications).
+func (r *ApplicationReconciler) own(key types.NamespacedName) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.owned == nil {
+		r.owned = map[types.NamespacedName]bool{}
+	}
+	r.owned[key] = true
+	shardApplications.Set(float64(len(r.owned)))
 }
 
 type writtenStatus struct {
@@ -134,7 +153,20 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
-	c, err := ctrl.NewControllerManagedBy(mgr).
+	opts := controller.Options{MaxConcurrentReconciles: r.Concurrency}
+	bld := ctrl.NewControllerManagedBy(mgr)
+	if r.Shards != nil {
+		// Every replica reconciles its share, leader or not; a change
+		// of members looks at every app again.
+		opts.NeedLeaderElection = ptr.To(false)
+		moved := make(chan event.GenericEvent, 1)
+		r.Shards.Moved = moved
+		bld = bld.WatchesRawSource(crsource.Channel(moved, handler.EnqueueRequestsFromMapFunc(r.ownedApps)))
+		if err := mgr.Add(r.Shards); err != nil {
+			return err
+		}
+	}
+	c, err := bld.
 		// Status updates do not trigger reconciles; spec, annotation
 		// (converge.dev/requested-at) and deletion changes do.
 		For(&v1alpha1.Application{}, builder.WithPredicates(specOrRequestChanged())).
@@ -144,18 +176,14 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// A Cluster that appears, changes or becomes reachable (or not)
 		// wakes the apps that go to it.
 		Watches(&v1alpha1.Cluster{}, r.appsOfCluster(), builder.WithPredicates(clusterChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.Concurrency}).
+		WithOptions(opts).
 		Build(r)
 	if err != nil {
 		return err
 	}
 	r.watches = newDriftWatches(mgr.GetCache(), c)
 	if r.Clusters != nil {
-		return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-			r.Clusters.start(ctx, c)
-			<-ctx.Done()
-			return nil
-		}))
+		return mgr.Add(&clustersRunnable{clusters: r.Clusters, ctrl: c, leader: r.Shards == nil})
 	}
 	return nil
 }
@@ -164,6 +192,17 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // suspend, then fetch, render, plan/apply/prune, health, and one status
 // update and requeue decision at the end.
 func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	if r.Shards != nil {
+		if owns, later := r.Shards.Owns(req.NamespacedName); !owns {
+			if later {
+				return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
+			}
+			// Another replica's: what this one knew of it goes stale.
+			r.forget(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		r.own(req.NamespacedName)
+	}
 	start := r.now()
 	defer func() { reconcileSeconds.Observe(r.now().Sub(start).Seconds()) }()
 	app := &v1alpha1.Application{}
@@ -196,6 +235,9 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 
 	before := app.Status.DeepCopy()
+	if r.Shards != nil {
+		app.Status.Shard = r.Shards.ID
+	}
 	defer func() {
 		if equality.Semantic.DeepEqual(before, &app.Status) || r.wrote(req.NamespacedName, &app.Status) {
 			return
@@ -455,6 +497,41 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	return ctrl.Result{RequeueAfter: r.requeueAfter(app, interval)}, nil
 }
 
+// ownedApps is every Application this replica owns, after a change of
+// shard members (the others' reconciles would end at once anyway).
+func (r *ApplicationReconciler) ownedApps(ctx context.Context, _ client.Object) []reconcile.Request {
+	var apps v1alpha1.ApplicationList
+	if err := r.cache.List(ctx, &apps); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range apps.Items {
+		key := client.ObjectKeyFromObject(&apps.Items[i])
+		if owns, later := r.Shards.Owns(key); owns || later {
+			reqs = append(reqs, reconcile.Request{NamespacedName: key})
+		} else {
+			r.forget(key)
+		}
+	}
+	return reqs
+}
+
+// clustersRunnable gives Clusters the manager's lifetime and the
+// controller to feed, on the leader or, sharded, on every replica.
+type clustersRunnable struct {
+	clusters *Clusters
+	ctrl     controller.Controller
+	leader   bool
+}
+
+func (c *clustersRunnable) NeedLeaderElection() bool { return c.leader }
+
+func (c *clustersRunnable) Start(ctx context.Context) error {
+	c.clusters.start(ctx, c.ctrl)
+	<-ctx.Done()
+	return nil
+}
+
 // stall remembers a terminal failure of revision at generation.
 func (r *ApplicationReconciler) stall(key types.NamespacedName, revision string, generation int64) {
 	r.mu.Lock()
@@ -498,6 +575,10 @@ func (r *ApplicationReconciler) forget(key types.NamespacedName) {
 	delete(r.stalled, key)
 	delete(r.idle, key)
 	delete(r.failures, key)
+	if r.owned[key] {
+		delete(r.owned, key)
+		shardApplications.Set(float64(len(r.owned)))
+	}
 	r.Clusters.release(key)
 }
 

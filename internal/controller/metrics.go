@@ -18,6 +18,14 @@ var (
 		Name: "converge_git_fetch_total",
 		Help: "Source fetches requested by reconciles, by result.",
 	}, []string{"result"})
+	shardMembers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "converge_shard_members",
+		Help: "Agent replicas sharing the Applications (sharded agents).",
+	})
+	shardApplications = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "converge_shard_applications",
+		Help: "Applications this replica owns (sharded agents).",
+	})
 	reconcileSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "converge_reconcile_duration_seconds",
 		Help:    "Duration of Application reconciles.",
@@ -26,5 +34,5 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(syncTotal, driftEvents, gitFetches, reconcileSeconds)
+	metrics.Registry.MustRegister(syncTotal, driftEvents, gitFetches, reconcileSeconds, shardMembers, shardApplications)
 }
