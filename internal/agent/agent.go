@@ -242,7 +242,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		Concurrency: o.Concurrency,
 		Tenancy:     controller.TenancyOptions{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount},
 		Notifier:    notify.New(ctx, logger.WithName("notify")),
-		Shards: shards,
+		Shards:      shards,
 		Clusters: &controller.Clusters{
 			Reader: mgr.GetClient(), Secrets: secretCache.Reader("", mgr.GetAPIReader()),
 			Namespace: o.SystemNamespace, Scheme: scheme,

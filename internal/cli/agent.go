@@ -47,7 +47,7 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.BoolVar(&o.Agent.LeaderElect, "leader-elect", false, "elect a leader among replicas (Lease converge-agent.converge.dev in --system-namespace)")
 	f.StringVar(&o.Agent.Shards, "shards", "", "auto: spread Applications over the replicas (a Lease each in --system-namespace, consistent hashing); empty: one replica (the leader, with --leader-elect) reconciles them all")
 	f.StringVar(&o.Agent.ShardID, "shard-id", defaultShardID(), "with --shards: this replica's name (default $POD_NAME, else the host name)")
-	f.DurationVar(&o.Agent.ShardLeaseDuration, "shard-lease-duration", 20*time.Second, "with --shards: how long a replica's Lease holds without renewal (a dead replica's apps move within it)")
+	f.DurationVar(&o.Agent.ShardLeaseDuration, "shard-lease-duration", 10*time.Second, "with --shards: how long a replica's Lease holds without renewal (a dead replica's apps move within it)")
 	f.DurationVar(&o.Agent.LeaseDuration, "lease-duration", 15*time.Second, "with --leader-elect: how long a leader's Lease holds without renewal (a dead leader is replaced within it)")
 	f.StringVar(&o.Agent.CacheDir, "cache-dir", filepath.Join(os.TempDir(), "converge-cache"), "where Git repositories are cached")
 	f.BoolVar(&o.Agent.AllowFileRepos, "allow-file-repos", false, "allow file:// repositories (tests)")

@@ -24,11 +24,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	crsource "sigs.k8s.io/controller-runtime/pkg/source"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/appspec"
@@ -380,6 +380,16 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 			return ctrl.Result{RequeueAfter: r.requeueAfter(app, interval)}, nil
 		}
 		fingerprint = fp
+	} else if !ok && !forced {
+		// Never seen here since this replica started (a restart, a
+		// shard taking over): its record may show nothing changed.
+		if idle, ok := r.idleFromRecord(ctx, app, tgt, tgt.records(local), artifact.Revision); ok {
+			idle.tenant = ten.version
+			r.setIdle(key, idle)
+			r.remember(key, syncedAt{revision: artifact.Revision, generation: app.Generation})
+			syncTotal.WithLabelValues("idle").Inc()
+			return ctrl.Result{RequeueAfter: r.requeueAfter(app, interval)}, nil
+		}
 	}
 	objs, err := r.render(ctx, app, artifact, run)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -98,6 +99,69 @@ func (r *ApplicationReconciler) fingerprint(ctx context.Context, app *v1alpha1.A
 		sum = 1 // zero means "none"
 	}
 	return sum, nil
+}
+
+// idleFromRecord reports whether app's objects are, by its own record,
+// exactly as its last sync left them at revision: the Application says it
+// synced revision at its current generation, the inventory was written for
+// revision, and every owned object (in tgt's cache) is at the
+// resourceVersion that sync's apply returned, with none added. Then a
+// replica that has not seen the app since it started (a restart, a shard
+// taking over) needs no render and no plan: it takes the app as idle. It
+// costs the inventory's read.
+func (r *ApplicationReconciler) idleFromRecord(ctx context.Context, app *v1alpha1.Application, tgt *target, records client.Client, revision string) (*idleState, bool) {
+	st := app.Status
+	ready := apimeta.FindStatusCondition(st.Conditions, v1alpha1.ConditionReady)
+	if st.ObservedGeneration != app.Generation || st.Sync.Status != v1alpha1.SyncStatusSynced || st.Sync.Revision != revision ||
+		ready == nil || ready.Status != metav1.ConditionTrue || st.Health.Status != v1alpha1.HealthHealthy {
+		return nil, false
+	}
+	inv, err := tgt.engine.InventoryIn(ctx, records, engine.App{Name: app.Name, Namespace: app.Namespace})
+	if err != nil || inv.Revision != revision || len(inv.Entries) == 0 {
+		return nil, false
+	}
+	kinds := inv.Kinds()
+	if err := tgt.watches.ensure(kinds); err != nil {
+		return nil, false
+	}
+	live, err := r.ownedVersions(ctx, app, tgt, kinds)
+	if err != nil || !inv.Unchanged(live) {
+		return nil, false
+	}
+	fp, err := r.fingerprint(ctx, app, tgt, kinds)
+	if err != nil {
+		return nil, false
+	}
+	return &idleState{revision: revision, generation: app.Generation, kinds: kinds, fingerprint: fp}, true
+}
+
+// ownedVersions lists app's owned objects of kinds from tgt's cache:
+// resourceVersion by "namespace/name", per kind.
+func (r *ApplicationReconciler) ownedVersions(ctx context.Context, app *v1alpha1.Application, tgt *target, kinds []schema.GroupVersionKind) (map[schema.GroupVersionKind]map[string]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	owner := app.Namespace + "/" + app.Name
+	out := map[schema.GroupVersionKind]map[string]string{}
+	for _, gvk := range kinds {
+		list := &metav1.PartialObjectMetadataList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		match := client.ListOption(client.MatchingLabels{engine.LabelApp: app.Name})
+		if tgt.watches.isIndexed(gvk) {
+			match = client.MatchingFields{ownerIndex: owner}
+		}
+		if err := tgt.cache.List(ctx, list, match); err != nil {
+			return nil, err
+		}
+		objs := map[string]string{}
+		for i := range list.Items {
+			o := &list.Items[i]
+			if o.Annotations[engine.AnnotationOwner] == owner {
+				objs[o.Namespace+"/"+o.Name] = o.ResourceVersion
+			}
+		}
+		out[gvk] = objs
+	}
+	return out, nil
 }
 
 func (r *ApplicationReconciler) idleState(key types.NamespacedName) (idleState, bool) {

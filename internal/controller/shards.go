@@ -2,7 +2,8 @@ package controller
 
 import (
 	"context"
-	"hash/fnv"
+	"crypto/sha256"
+	"encoding/binary"
 	"slices"
 	"sync"
 	"time"
@@ -38,7 +39,7 @@ type Shards struct {
 	Namespace string
 	// ID names this replica (its pod's name).
 	ID string
-	// Duration is a Lease's lifetime (default 20s).
+	// Duration is a Lease's lifetime (default 10s).
 	Duration time.Duration
 	// Moved, if set, is told when the apps this replica owns may have
 	// changed (it enqueues every Application; reconciles skip others').
@@ -75,7 +76,7 @@ func (s *Shards) now() time.Time {
 
 func (s *Shards) duration() time.Duration {
 	if s.Duration <= 0 {
-		return 20 * time.Second
+		return 10 * time.Second
 	}
 	return s.Duration
 }
@@ -227,11 +228,10 @@ func owner(members []string, app types.NamespacedName) string {
 	var best string
 	var bestHash uint64
 	for _, m := range members {
-		h := fnv.New64a()
-		h.Write([]byte(m))
-		h.Write([]byte{0})
-		h.Write([]byte(app.String()))
-		if sum := h.Sum64(); best == "" || sum > bestHash {
+		// A well-mixed hash: with FNV, names differing in one byte
+		// ("shard-a", "shard-b") ranked the same way for every app.
+		h := sha256.Sum256([]byte(m + "\x00" + app.String()))
+		if sum := binary.BigEndian.Uint64(h[:8]); best == "" || sum > bestHash {
 			best, bestHash = m, sum
 		}
 	}

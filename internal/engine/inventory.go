@@ -96,6 +96,45 @@ func (m *Manager) Inventory(ctx context.Context, app App) (*Inventory, error) {
 	return inv, err
 }
 
+// InventoryIn is Inventory kept in records (PlanOptions.Records).
+func (m *Manager) InventoryIn(ctx context.Context, records client.Client, app App) (*Inventory, error) {
+	inv, _, err := m.loadInventory(ctx, records, app)
+	return inv, err
+}
+
+// Kinds are the kinds of the inventory's objects.
+func (inv *Inventory) Kinds() []schema.GroupVersionKind {
+	seen := map[schema.GroupVersionKind]bool{}
+	var out []schema.GroupVersionKind
+	for _, e := range inv.Entries {
+		if gvk := e.gvk(); !seen[gvk] {
+			seen[gvk] = true
+			out = append(out, gvk)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// Unchanged reports whether live, the resourceVersions of the app's
+// owned objects by "namespace/name" per kind, are exactly the objects the
+// inventory holds at the versions its last sync left them.
+func (inv *Inventory) Unchanged(live map[schema.GroupVersionKind]map[string]string) bool {
+	n := 0
+	for _, e := range inv.Entries {
+		rv, ok := live[e.gvk()][e.Namespace+"/"+e.Name]
+		if !ok || rv != e.ResourceVersion {
+			return false
+		}
+		n++
+	}
+	total := 0
+	for _, objs := range live {
+		total += len(objs)
+	}
+	return n == total
+}
+
 // saveInventory writes inv as app's record with server-side apply.
 func (m *Manager) saveInventory(ctx context.Context, records client.Client, app App, inv *Inventory) error {
 	data, err := encodeInventory(inv)
