@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -70,6 +71,7 @@ func main() {
 	flag.DurationVar(&idleWindow, "idle-window", 2*time.Minute, "how long the agent is watched idling (0: skip the idle benchmarks)")
 	flag.DurationVar(&idleInterval, "idle-interval", 10*time.Second, "the apps' sync interval while idling")
 	flag.BoolVar(&idleOnly, "idle-only", false, "run only the agent idle benchmarks")
+	flag.StringVar(&idleApps, "idle-apps", "", "with the idle benchmarks: only the workload of this many apps (1, 100 or 1000)")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
 	if err := run(*out, *namespaces, *perNS, *runs, *kubectl); err != nil {
@@ -81,6 +83,7 @@ func main() {
 var (
 	idleWindow, idleInterval time.Duration
 	idleOnly                 bool
+	idleApps                 string
 )
 
 type bench struct {
@@ -212,6 +215,9 @@ func (b *bench) idle(ctx context.Context, id string, res Results, out string) er
 			name         string
 			apps, perApp int
 		}{{"1 app x 1,000 objects", 1, 1000}, {"100 apps x 10 objects", 100, 10}, {"1,000 apps x 10 objects", 1000, 10}} {
+			if idleApps != "" && idleApps != strconv.Itoa(w.apps) {
+				continue
+			}
 			m, err := b.idleBench(ctx, w.name, fmt.Sprintf("%s-%d", id, w.apps), w.apps, w.perApp, idleInterval, idleWindow)
 			if err != nil {
 				return fmt.Errorf("%s: %w", w.name, err)
