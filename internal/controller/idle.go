@@ -50,30 +50,21 @@ func (s idleState) same(revision string, generation, tenant int64) bool {
 // and of its inventory, as the agent's caches hold them. It makes no
 // request once the kinds' watches are running.
 func (r *ApplicationReconciler) fingerprint(ctx context.Context, app *v1alpha1.Application, tgt *target, kinds []schema.GroupVersionKind) (uint64, error) {
-	if tgt.cluster != "" {
-		// Another cluster's cache may still be syncing: never wait long.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
+	live, err := r.ownedVersions(ctx, app, tgt, kinds)
+	if err != nil {
+		return 0, err
 	}
+	return r.fingerprintOf(ctx, app, kinds, live)
+}
+
+// fingerprintOf hashes live (see ownedVersions) and app's inventory's
+// resourceVersion.
+func (r *ApplicationReconciler) fingerprintOf(ctx context.Context, app *v1alpha1.Application, kinds []schema.GroupVersionKind, live map[schema.GroupVersionKind]map[string]string) (uint64, error) {
 	h := fnv.New64a()
-	owner := app.Namespace + "/" + app.Name
 	for _, gvk := range kinds {
-		list := &metav1.PartialObjectMetadataList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		match := client.ListOption(client.MatchingLabels{engine.LabelApp: app.Name})
-		if tgt.watches.isIndexed(gvk) {
-			match = client.MatchingFields{ownerIndex: owner}
-		}
-		if err := tgt.cache.List(ctx, list, match); err != nil {
-			return 0, err
-		}
-		items := make([]string, 0, len(list.Items))
-		for i := range list.Items {
-			o := &list.Items[i]
-			if o.Annotations[engine.AnnotationOwner] == owner {
-				items = append(items, o.Namespace+"/"+o.Name+"@"+o.ResourceVersion)
-			}
+		items := make([]string, 0, len(live[gvk]))
+		for key, rv := range live[gvk] {
+			items = append(items, key+"@"+rv)
 		}
 		slices.Sort(items)
 		h.Write([]byte(gvk.String()))
@@ -128,7 +119,7 @@ func (r *ApplicationReconciler) idleFromRecord(ctx context.Context, app *v1alpha
 	if err != nil || !inv.Unchanged(live) {
 		return nil, false
 	}
-	fp, err := r.fingerprint(ctx, app, tgt, kinds)
+	fp, err := r.fingerprintOf(ctx, app, kinds, live)
 	if err != nil {
 		return nil, false
 	}
@@ -136,10 +127,15 @@ func (r *ApplicationReconciler) idleFromRecord(ctx context.Context, app *v1alpha
 }
 
 // ownedVersions lists app's owned objects of kinds from tgt's cache:
-// resourceVersion by "namespace/name", per kind.
+// resourceVersion by "namespace/name", per kind. It makes no request once
+// the kinds' watches are running.
 func (r *ApplicationReconciler) ownedVersions(ctx context.Context, app *v1alpha1.Application, tgt *target, kinds []schema.GroupVersionKind) (map[schema.GroupVersionKind]map[string]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+	if tgt.cluster != "" {
+		// Another cluster's cache may still be syncing: never wait long.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
 	owner := app.Namespace + "/" + app.Name
 	out := map[schema.GroupVersionKind]map[string]string{}
 	for _, gvk := range kinds {
