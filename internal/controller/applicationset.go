@@ -124,23 +124,14 @@ func (r *ApplicationSetReconciler) setsWithClusterGenerators(ctx context.Context
 	}
 	var reqs []reconcile.Request
 	for _, s := range sets.Items {
-		for _, g := range s.Spec.Generators {
-			if g.Clusters != nil || (g.Matrix != nil && (hasClusters(g.Matrix.Generators))) {
+		for _, n := range generate.Leaves(s.Spec.Generators) {
+			if n.Clusters != nil {
 				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&s)})
 				break
 			}
 		}
 	}
 	return reqs
-}
-
-func hasClusters(gens []v1alpha1.NestedGenerator) bool {
-	for _, g := range gens {
-		if g.Clusters != nil {
-			return true
-		}
-	}
-	return false
 }
 
 // Reconcile generates the set's Applications and brings the owned ones in
@@ -268,17 +259,11 @@ func (r *ApplicationSetReconciler) generate(ctx context.Context, set *v1alpha1.A
 	src := generate.Sources{Checkouts: map[string]string{}}
 	var gits []*v1alpha1.GitGenerator
 	needClusters := false
-	for _, g := range set.Spec.Generators {
-		nested := []v1alpha1.NestedGenerator{{List: g.List, Clusters: g.Clusters, Git: g.Git}}
-		if g.Matrix != nil {
-			nested = g.Matrix.Generators
+	for _, n := range generate.Leaves(set.Spec.Generators) {
+		if n.Git != nil {
+			gits = append(gits, n.Git)
 		}
-		for _, n := range nested {
-			if n.Git != nil {
-				gits = append(gits, n.Git)
-			}
-			needClusters = needClusters || n.Clusters != nil
-		}
+		needClusters = needClusters || n.Clusters != nil
 	}
 	for _, g := range gits {
 		key := generate.GitKey(g)

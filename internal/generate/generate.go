@@ -54,6 +54,20 @@ func GitKey(g *v1alpha1.GitGenerator) string {
 	return g.RepoURL + "#" + ref
 }
 
+// Leaves are the generators of gens that read something: each one, or a
+// matrix's two.
+func Leaves(gens []v1alpha1.Generator) []v1alpha1.NestedGenerator {
+	var out []v1alpha1.NestedGenerator
+	for _, g := range gens {
+		if g.Matrix != nil {
+			out = append(out, g.Matrix.Generators...)
+			continue
+		}
+		out = append(out, v1alpha1.NestedGenerator{List: g.List, Clusters: g.Clusters, Git: g.Git})
+	}
+	return out
+}
+
 // Run produces every generator's parameter sets, in order.
 func Run(gens []v1alpha1.Generator, src Sources) ([]Params, error) {
 	var out []Params

@@ -154,3 +154,13 @@ func rawSpec(t *testing.T, spec v1alpha1.ApplicationSpec) runtime.RawExtension {
 	}
 	return runtime.RawExtension{Raw: raw}
 }
+
+func TestLeaves(t *testing.T) {
+	git := &v1alpha1.GitGenerator{RepoURL: "https://git.example.com/fleet"}
+	list := &v1alpha1.ListGenerator{Elements: []map[string]string{{"a": "b"}}}
+	clusters := &v1alpha1.ClustersGenerator{}
+	got := Leaves([]v1alpha1.Generator{{List: list}, {Matrix: &v1alpha1.MatrixGenerator{Generators: []v1alpha1.NestedGenerator{{Clusters: clusters}, {Git: git}}}}})
+	if len(got) != 3 || got[0].List != list || got[1].Clusters != clusters || got[2].Git != git {
+		t.Fatalf("leaves: %+v", got)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/generate"
 	"converge.dev/converge/internal/source"
 )
 
@@ -281,19 +282,13 @@ func (h *Webhook) trigger(ctx context.Context, p *push) ([]string, error) {
 // setFollows reports whether one of set's Git generators reads the pushed
 // repository and ref.
 func setFollows(set *v1alpha1.ApplicationSet, p *push) bool {
-	for _, g := range set.Spec.Generators {
-		nested := []v1alpha1.NestedGenerator{{Git: g.Git}}
-		if g.Matrix != nil {
-			nested = g.Matrix.Generators
+	for _, n := range generate.Leaves(set.Spec.Generators) {
+		if n.Git == nil {
+			continue
 		}
-		for _, n := range nested {
-			if n.Git == nil {
-				continue
-			}
-			probe := &v1alpha1.Application{Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: n.Git.RepoURL, Ref: n.Git.Ref}}}
-			if follows(probe, p) {
-				return true
-			}
+		probe := &v1alpha1.Application{Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: n.Git.RepoURL, Ref: n.Git.Ref}}}
+		if follows(probe, p) {
+			return true
 		}
 	}
 	return false
