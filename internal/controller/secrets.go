@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/metadata"
@@ -43,6 +44,8 @@ type secretKey struct {
 }
 
 type secretEntry struct {
+	// secret is nil for one the apiserver said does not exist: until the
+	// watch sees it made, reading it again says so from memory.
 	secret *corev1.Secret
 	at     time.Time
 }
@@ -70,8 +73,9 @@ func (c *SecretCache) Start(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	// Forget a Secret's data as soon as it changes or goes.
+	// Forget a Secret's data as soon as it is made, changes or goes.
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.drop(obj) },
 		UpdateFunc: func(_, obj any) { c.drop(obj) },
 		DeleteFunc: c.drop,
 	}); err != nil {
@@ -147,11 +151,20 @@ func (s *cachedSecrets) Get(ctx context.Context, key client.ObjectKey, obj clien
 	e, held := c.entries[k]
 	c.mu.Unlock()
 	fresh := s.account == "" || c.now().Sub(e.at) < c.Recheck
-	if known && held && rv != "" && e.secret.ResourceVersion == rv && fresh {
+	switch {
+	case !known || !held || !fresh:
+	case e.secret == nil && rv == "":
+		return apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, key.Name)
+	case e.secret != nil && rv != "" && e.secret.ResourceVersion == rv:
 		e.secret.DeepCopyInto(out)
 		return nil
 	}
 	if err := s.Reader.Get(ctx, key, out, opts...); err != nil {
+		if apierrors.IsNotFound(err) && known {
+			c.mu.Lock()
+			c.entries[k] = secretEntry{at: c.now()}
+			c.mu.Unlock()
+		}
 		return err
 	}
 	if known {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -77,6 +78,11 @@ func TestFleet_AppDeploysToAnotherClusterHealsDriftThereAndRidesOutItsOutage(t *
 	if r := convergeOffline(t, "cluster", "add", "e2e-b", "--kubeconfig", b.kubeconfig, "--management-kubeconfig", kubeconfigA, "--label", "env=staging"); r.code != 0 {
 		t.Fatalf("cluster add: %s", r.output())
 	}
+	// Cluster-scoped: a failing test must not leave it to the next
+	// tests' agents.
+	t.Cleanup(func() {
+		_ = a.client.Delete(context.Background(), &v1alpha1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "e2e-b"}})
+	})
 	kubetest.Eventually(t, 30*time.Second, "Cluster e2e-b probed reachable", func(ctx context.Context) (bool, error) {
 		rows := clusterRows(t)
 		row, ok := rows["e2e-b"]
@@ -190,6 +196,11 @@ func TestFleet_AppDeploysToAnotherClusterHealsDriftThereAndRidesOutItsOutage(t *
 	kubetest.Eventually(t, 30*time.Second, "remote app's objects pruned in B", func(ctx context.Context) (bool, error) {
 		err := b.client.Get(ctx, settings, &corev1.ConfigMap{})
 		return client.IgnoreNotFound(err) == nil && err != nil, nil
+	})
+	// The app goes once its prune is recorded (its finalizer), just after.
+	kubetest.Eventually(t, 30*time.Second, "remote app gone", func(ctx context.Context) (bool, error) {
+		err := a.client.Get(ctx, client.ObjectKeyFromObject(remote), &v1alpha1.Application{})
+		return apierrors.IsNotFound(err), err
 	})
 	if r := converge(t, "cluster", "remove", "e2e-b"); r.code != 0 {
 		t.Fatalf("cluster remove: %s", r.output())
