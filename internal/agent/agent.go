@@ -48,8 +48,10 @@ const DefaultSystemNamespace = "converge-system"
 
 // Options configure the agent; `converge agent` binds a flag to each.
 type Options struct {
-	MetricsAddr       string
-	ProbeAddr         string
+	MetricsAddr string
+	ProbeAddr   string
+	// PprofAddr serves Go's profiles (/debug/pprof); empty disables.
+	PprofAddr         string
 	WebhookAddr       string
 	SealingAddr       string
 	WebhookSecretFile string
@@ -171,6 +173,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress: o.ProbeAddr,
+		PprofBindAddress:       o.PprofAddr,
 		LeaderElection:         o.LeaderElect,
 		LeaderElectionID:       "converge-agent.converge.dev",
 		// The Lease lives in the agent's namespace wherever the agent

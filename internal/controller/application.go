@@ -287,6 +287,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	if err != nil {
 		return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
 	}
+	run.account = ten.serviceAccount
 	// The Applications it depends on: a cycle is refused; readiness is
 	// weighed in the decision below.
 	dependencies, err := dependencyWait(app, r.cachedApp(ctx), "")
@@ -319,7 +320,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	// A Git-native rollback writes its commit first; the sync below then
 	// fetches and applies it at once.
 	if rb, ok := pendingRollback(app); ok && gitSource {
-		if err := r.rollback(ctx, app, rb, src); err == nil {
+		if err := r.rollback(ctx, app, rb, src, run.account); err == nil {
 			forced, run.trigger = true, engine.Trigger{Type: engine.TriggerRollback, User: rb.By}
 		}
 	}
@@ -707,6 +708,13 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 	if err != nil {
 		return nil, err
 	}
+	// Renders share a worker process only within a namespace and the
+	// account its apps run as: what one tenant's render holds (values
+	// from its Secrets) is never in a process another's render reaches.
+	opts.Isolation = app.Namespace + "/"
+	if run != nil {
+		opts.Isolation += run.account
+	}
 	if run != nil && run.chart != nil {
 		opts.Chart = run.chart.Path
 	}
@@ -821,7 +829,7 @@ func (r *ApplicationReconciler) secretsReader(app *v1alpha1.Application, eng *en
 func (r *ApplicationReconciler) deletionObjects(ctx context.Context, app *v1alpha1.Application, local *engine.Manager, tgt *target, serviceAccount string) ([]render.Object, error) {
 	secrets := r.secretsReader(app, local, serviceAccount)
 	maxAge := durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)
-	run := &attempt{target: tgt}
+	run := &attempt{target: tgt, account: serviceAccount}
 	var artifact *source.Artifact
 	if app.Spec.Source.RepoURL != "" {
 		src, err := appspec.SourceRequest(ctx, secrets, app)

@@ -36,6 +36,8 @@ type attempt struct {
 	notify *notifier
 	// target is where the app's objects go, once known.
 	target *target
+	// account is the ServiceAccount the app runs as ("": the agent's).
+	account string
 }
 
 // runOptions describes app's sync for its history entry and events; the

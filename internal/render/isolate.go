@@ -1,6 +1,7 @@
 package render
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,13 +36,10 @@ func init() {
 	}
 }
 
-// MaxConcurrentRenders bounds the render workers running at once in this
-// process.
+// MaxConcurrentRenders bounds the renders running at once in this process.
 const MaxConcurrentRenders = 2
 
-var renderSlots = make(chan struct{}, MaxConcurrentRenders)
-
-// workerRequest is what the parent sends the worker on stdin.
+// workerRequest is what the parent sends the worker, one frame a render.
 type workerRequest struct {
 	Options Options `json:"options"`
 }
@@ -51,7 +50,7 @@ type workerObject struct {
 	Source string         `json:"source"`
 }
 
-// workerResponse is what the worker answers on stdout.
+// workerResponse is what the worker answers, one frame a render.
 type workerResponse struct {
 	Kind     Kind           `json:"kind,omitempty"`
 	Objects  []workerObject `json:"objects,omitempty"`
@@ -61,6 +60,8 @@ type workerResponse struct {
 	OutsideRoot bool `json:"outsideRoot,omitempty"`
 	// Missing is set when Error is a *MissingDependenciesError.
 	Missing *MissingDependenciesError `json:"missing,omitempty"`
+	// CPU is the CPU time the worker has used in all, for recycling.
+	CPU time.Duration `json:"cpu,omitempty"`
 }
 
 // renderError is a worker's error, rebuilt in the parent so that
@@ -74,77 +75,58 @@ func (e *renderError) Error() string { return e.msg }
 
 func (e *renderError) Is(target error) bool { return e.outsideRoot && target == ErrOutsideRoot }
 
-// renderIsolated renders opts in a child process of this same binary:
-//   - the child's memory and CPU time are capped with rlimits, so a
-//     YAML alias bomb or a Helm `repeat` loop kills the child, not the agent;
+// renderIsolated renders opts in a child process of this same binary, a
+// worker (see workerPool):
+//   - the worker's memory and each render's CPU time are capped with
+//     rlimits, so a YAML alias bomb or a Helm `repeat` loop kills the
+//     worker, not the agent;
 //   - the parent kills it after the wall-time limit and reads at most
 //     MaxOutput bytes of its answer;
-//   - in the child, every HTTP request fails, PATH is empty (Kustomize
-//     cannot run git) and TMPDIR is a directory the parent removes after.
+//   - in the worker, every HTTP request fails, PATH is empty (Kustomize
+//     cannot run git) and TMPDIR is a directory of its own, emptied after
+//     each render and removed with the worker.
+//
+// A worker serves the renders of one opts.Isolation only, one at a time.
 func renderIsolated(ctx context.Context, opts Options) (*Result, error) {
-	// At most MaxConcurrentRenders workers at a time: each may use up to
-	// Limits.MaxMemory, and the agent's own memory limit must hold them.
+	// At most MaxConcurrentRenders renders at a time: each worker may use
+	// up to Limits.MaxMemory, and the agent's own memory limit must hold
+	// them.
 	select {
-	case renderSlots <- struct{}{}:
-		defer func() { <-renderSlots }()
+	case workers.slots <- struct{}{}:
+		defer func() { <-workers.slots }()
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("finding the render worker: %w", err)
-	}
-	tmp, err := os.MkdirTemp("", "converge-render-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
 	limits := opts.Limits
 	req, err := json.Marshal(workerRequest{Options: opts})
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, limits.MaxTime)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = []string{workerEnv + "=1", "PATH=", "HOME=" + tmp, "TMPDIR=" + tmp, "LC_ALL=C",
-		// Belt and braces: the worker replaces the HTTP transport too.
-		"HTTP_PROXY=http://0.0.0.0:0", "HTTPS_PROXY=http://0.0.0.0:0", "NO_PROXY="}
-	cmd.Dir = tmp
-	cmd.Stdin = bytes.NewReader(req)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var stderr bytes.Buffer
-	cmd.Stderr = &limitedBuffer{buf: &stderr, max: 64 << 10}
-	out, err := cmd.StdoutPipe()
+	w, err := workers.get(opts.Isolation, limits)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the render worker: %w", err)
-	}
-	data, readErr := io.ReadAll(io.LimitReader(out, limits.MaxOutput+1))
-	if int64(len(data)) > limits.MaxOutput {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
-	waitErr := cmd.Wait()
-	switch {
-	case int64(len(data)) > limits.MaxOutput:
-		return nil, fmt.Errorf("%s: %w: the rendered output is over %d bytes", opts.Path, ErrLimitExceeded, limits.MaxOutput)
-	case ctx.Err() == context.DeadlineExceeded:
-		return nil, fmt.Errorf("%s: %w: rendering took longer than %s", opts.Path, ErrLimitExceeded, limits.MaxTime)
-	case ctx.Err() != nil:
-		return nil, ctx.Err()
-	case waitErr != nil:
-		return nil, workerFailure(opts, limits, waitErr, stderr.String())
-	case readErr != nil:
-		return nil, readErr
+	data, err := w.do(ctx, req, limits)
+	if err != nil {
+		workers.discard(w)
+		switch {
+		case errors.Is(err, errTooLarge):
+			return nil, fmt.Errorf("%s: %w: the rendered output is over %d bytes", opts.Path, ErrLimitExceeded, limits.MaxOutput)
+		case errors.Is(err, errTooLong):
+			return nil, fmt.Errorf("%s: %w: rendering took longer than %s", opts.Path, ErrLimitExceeded, limits.MaxTime)
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		}
+		return nil, workerFailure(opts, limits, w.exitErr(), w.stderr.String())
 	}
 	var resp workerResponse
 	// util/json keeps integers int64, as the render made them.
 	if err := utiljson.Unmarshal(data, &resp); err != nil {
+		workers.discard(w)
 		return nil, fmt.Errorf("%s: reading the render worker's answer: %w", opts.Path, err)
 	}
+	w.cpu = resp.CPU
+	workers.put(w)
 	if resp.Missing != nil {
 		return nil, resp.Missing
 	}
@@ -179,64 +161,107 @@ func workerFailure(opts Options, limits Limits, err error, stderr string) error 
 	return fmt.Errorf("%s: the render worker failed (%v): %s", opts.Path, err, first)
 }
 
-// serveWorker is the child's side: limit itself, render one request, answer.
+// serveWorker is the worker's side: render each request it reads, within
+// its limits, and answer it, until its input ends.
 func serveWorker(in io.Reader, out io.Writer) int {
-	var req workerRequest
-	data, err := io.ReadAll(io.LimitReader(in, 16<<20))
-	if err == nil {
-		err = utiljson.Unmarshal(data, &req)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "render worker: reading the request:", err)
-		return 2
-	}
-	limits := req.Options.Limits
-	if err := confine(limits); err != nil {
-		fmt.Fprintln(os.Stderr, "render worker: setting limits:", err)
-		return 2
-	}
-	res, err := renderInProcess(context.Background(), req.Options)
-	var resp workerResponse
-	if err != nil {
-		resp.Error, resp.OutsideRoot = err.Error(), errors.Is(err, ErrOutsideRoot)
-		var missing *MissingDependenciesError
-		if errors.As(err, &missing) {
-			resp.Missing = missing
+	r, w := bufio.NewReader(in), bufio.NewWriter(out)
+	confined := false
+	for {
+		data, err := readFrame(r, maxRequest)
+		if err == io.EOF {
+			return 0
 		}
-	} else {
-		resp.Kind, resp.Warnings = res.Kind, res.Warnings
-		resp.Objects = make([]workerObject, len(res.Objects))
-		for i, o := range res.Objects {
-			resp.Objects[i] = workerObject{Object: o.Object, Source: o.Source}
+		var req workerRequest
+		if err == nil {
+			err = utiljson.Unmarshal(data, &req)
 		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "render worker: reading the request:", err)
+			return 2
+		}
+		limits := req.Options.Limits
+		if !confined {
+			if err := confine(limits); err != nil {
+				fmt.Fprintln(os.Stderr, "render worker: setting limits:", err)
+				return 2
+			}
+			confined = true
+		}
+		if err := allowCPU(limits.MaxCPU); err != nil {
+			fmt.Fprintln(os.Stderr, "render worker: setting the CPU limit:", err)
+			return 2
+		}
+		res, err := renderInProcess(context.Background(), req.Options)
+		var resp workerResponse
+		if err != nil {
+			resp.Error, resp.OutsideRoot = err.Error(), errors.Is(err, ErrOutsideRoot)
+			var missing *MissingDependenciesError
+			if errors.As(err, &missing) {
+				resp.Missing = missing
+			}
+		} else {
+			resp.Kind, resp.Warnings = res.Kind, res.Warnings
+			resp.Objects = make([]workerObject, len(res.Objects))
+			for i, o := range res.Objects {
+				resp.Objects[i] = workerObject{Object: o.Object, Source: o.Source}
+			}
+		}
+		resp.CPU, _ = cpuUsed()
+		data, err = json.Marshal(resp)
+		if err == nil {
+			err = writeFrame(w, data)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "render worker: writing the answer:", err)
+			return 2
+		}
+		res, resp, data = nil, workerResponse{}, nil
 	}
-	if err := json.NewEncoder(out).Encode(resp); err != nil {
-		fmt.Fprintln(os.Stderr, "render worker: writing the answer:", err)
-		return 2
-	}
-	return 0
 }
 
-// confine applies the limits to this process: private writable memory
-// (RLIMIT_DATA, which counts the Go heap but not the address space the
-// runtime only reserves) and CPU time by rlimit, which the kernel
-// enforces; a soft memory target for the garbage collector below that;
-// and no network.
+// confine applies the limits to this process for its life: private
+// writable memory (RLIMIT_DATA, which counts the Go heap but not the
+// address space the runtime only reserves); a hard CPU-time limit the
+// worker cannot raise again, above what its recycling allows (see
+// allowCPU); a soft memory target for the garbage collector below the
+// memory limit; and no network.
 func confine(l Limits) error {
 	if err := syscall.Setrlimit(syscall.RLIMIT_DATA, &syscall.Rlimit{Cur: uint64(l.MaxMemory), Max: uint64(l.MaxMemory)}); err != nil {
 		return fmt.Errorf("memory: %w", err)
 	}
-	cpu := uint64(l.MaxCPU / time.Second)
-	if cpu < 1 {
-		cpu = 1
-	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_CPU, &syscall.Rlimit{Cur: cpu, Max: cpu + 1}); err != nil {
+	hard := uint64((workerCPU + l.MaxCPU) / time.Second)
+	if err := syscall.Setrlimit(syscall.RLIMIT_CPU, &syscall.Rlimit{Cur: hard, Max: hard + 1}); err != nil {
 		return fmt.Errorf("CPU time: %w", err)
 	}
 	debug.SetMemoryLimit(l.MaxMemory / 2)
 	http.DefaultTransport = refuseTransport{}
 	http.DefaultClient = &http.Client{Transport: refuseTransport{}}
 	return nil
+}
+
+// allowCPU lets the next render use max of CPU time beyond what the
+// worker has used: past it, the kernel stops the worker.
+func allowCPU(max time.Duration) error {
+	used, err := cpuUsed()
+	if err != nil {
+		return err
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_CPU, &lim); err != nil {
+		return err
+	}
+	soft := uint64((used+max+time.Second-1)/time.Second) + 1
+	lim.Cur = min(soft, lim.Max)
+	return syscall.Setrlimit(syscall.RLIMIT_CPU, &lim)
+}
+
+// cpuUsed is the CPU time this process has used.
+func cpuUsed() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, err
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 // refuseTransport fails every request: a render never uses the network.
@@ -246,15 +271,31 @@ func (refuseTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return nil, fmt.Errorf("%s: network access is refused while rendering", r.URL.Redacted())
 }
 
-// limitedBuffer keeps the first max bytes written to it.
-type limitedBuffer struct {
-	buf *bytes.Buffer
+// tailBuffer keeps the first max bytes written to it since its last
+// reset: what a worker said on stderr during one render.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 	max int
 }
 
-func (l *limitedBuffer) Write(p []byte) (int, error) {
+func (l *tailBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if room := l.max - l.buf.Len(); room > 0 {
 		l.buf.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
+}
+
+func (l *tailBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *tailBuffer) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Reset()
 }

@@ -131,7 +131,76 @@ func TestRender_LeavesNoTemporaryDirectory(t *testing.T) {
 	if _, err := Render(context.Background(), Options{Root: root, Path: "r"}); err == nil {
 		t.Fatal("a remote base rendered")
 	}
-	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+	// A worker kept for the next render keeps its directory, emptied.
+	for _, e := range mustReadDir(t, tmp) {
+		if inside := mustReadDir(t, filepath.Join(tmp, e.Name())); len(inside) != 0 {
+			t.Errorf("left behind in the idle worker's TMPDIR %s: %v", e.Name(), inside)
+		}
+	}
+	workers.closeIdle()
+	if entries := mustReadDir(t, tmp); len(entries) != 0 {
 		t.Errorf("left behind in TMPDIR: %v", entries)
+	}
+}
+
+func mustReadDir(t *testing.T, dir string) []os.DirEntry {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries
+}
+
+// A worker serves one isolation only, renders again after a render that
+// killed it, and goes when idle.
+func TestRender_WorkersServeOneIsolationAndRecoverFromALimit(t *testing.T) {
+	workers.closeIdle()
+	root := writeRepo(t, map[string]string{
+		"ok/cm.yaml":          "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
+		"c/Chart.yaml":        chartYAML,
+		"c/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n{{- range $i := until 2000000000 }}{{- end }}\n",
+	})
+	limits := Limits{MaxCPU: 2 * time.Second, MaxTime: 20 * time.Second}
+	render := func(isolation, path string) error {
+		_, err := Render(context.Background(), Options{Root: root, Path: path, Isolation: isolation, Limits: limits})
+		return err
+	}
+	pids := func() map[string]int {
+		workers.mu.Lock()
+		defer workers.mu.Unlock()
+		out := map[string]int{}
+		for _, w := range workers.idle {
+			out[w.key[:1]] = w.cmd.Process.Pid
+		}
+		return out
+	}
+	for _, iso := range []string{"a", "b", "a"} {
+		if err := render(iso, "ok"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := pids()
+	if len(first) != 2 || first["a"] == first["b"] {
+		t.Fatalf("idle workers by isolation: %v, want one each for a and b", first)
+	}
+	if err := render("a", "ok"); err != nil {
+		t.Fatal(err)
+	}
+	if again := pids(); again["a"] != first["a"] {
+		t.Errorf("a's second render ran in a new worker (%d, was %d)", again["a"], first["a"])
+	}
+	if err := render("a", "c"); !errors.Is(err, ErrLimitExceeded) {
+		t.Fatalf("endless loop: %v, want ErrLimitExceeded", err)
+	}
+	if err := render("a", "ok"); err != nil {
+		t.Fatalf("render after a worker was killed: %v", err)
+	}
+	if after := pids(); after["a"] == first["a"] {
+		t.Errorf("a's worker killed by its CPU limit is still the one in use")
+	}
+	workers.closeIdle()
+	if n := workers.total.Load(); n != 0 {
+		t.Errorf("%d worker(s) left running", n)
 	}
 }

@@ -32,6 +32,9 @@ type Options struct {
 	Path string `json:"path,omitempty"`
 	// Limits bound the render; zero fields take DefaultLimits.
 	Limits Limits `json:"limits,omitempty"`
+	// Isolation says which renders may share a worker process: only those
+	// of the same Isolation (the agent: an app's namespace and account).
+	Isolation string `json:"-"`
 	// Helm options apply when Path holds a chart.
 	Helm HelmOptions `json:"helm,omitempty"`
 	// Jsonnet options apply to .jsonnet files.

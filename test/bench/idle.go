@@ -100,7 +100,7 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	defer logs.Close()
 	agent := exec.Command(bin, "agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
 		"--webhook-bind-address", "", "--sealing-bind-address", "", "--cache-dir", filepath.Join(dir, "cache"),
-		"--system-namespace", ns, "--key-bits", "2048", "--watch-label-selector", "converge.dev/bench="+id)
+		"--system-namespace", ns, "--key-bits", "2048", "--watch-label-selector", "converge.dev/bench="+id, "--pprof-bind-address", agentPprof)
 	agent.Stdout, agent.Stderr = logs, logs
 	if err := agent.Start(); err != nil {
 		return m, err

@@ -71,7 +71,8 @@ func main() {
 	flag.DurationVar(&idleWindow, "idle-window", 2*time.Minute, "how long the agent is watched idling (0: skip the idle benchmarks)")
 	flag.DurationVar(&idleInterval, "idle-interval", 10*time.Second, "the apps' sync interval while idling")
 	flag.BoolVar(&idleOnly, "idle-only", false, "run only the agent idle benchmarks")
-	flag.StringVar(&idleApps, "idle-apps", "", "with the idle benchmarks: only the workload of this many apps (1, 100 or 1000)")
+	flag.StringVar(&agentPprof, "agent-pprof", "", "with the idle benchmarks: serve the agent's Go profiles here (e.g. 127.0.0.1:6061)")
+	flag.StringVar(&idleApps, "idle-apps", "", "with the idle benchmarks: only the workload of this many apps (1, 100 or 1000; another number: that many apps of 10 objects)")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
 	if err := run(*out, *namespaces, *perNS, *runs, *kubectl); err != nil {
@@ -84,6 +85,7 @@ var (
 	idleWindow, idleInterval time.Duration
 	idleOnly                 bool
 	idleApps                 string
+	agentPprof               string
 )
 
 type bench struct {
@@ -211,10 +213,16 @@ func run(out string, namespaces, perNS, runs int, kubectl string) error {
 // idle runs the agent idle benchmarks, then prints and writes res.
 func (b *bench) idle(ctx context.Context, id string, res Results, out string) error {
 	if idleWindow > 0 {
-		for _, w := range []struct {
+		type workload struct {
 			name         string
 			apps, perApp int
-		}{{"1 app x 1,000 objects", 1, 1000}, {"100 apps x 10 objects", 100, 10}, {"1,000 apps x 10 objects", 1000, 10}} {
+		}
+		workloads := []workload{{"1 app x 1,000 objects", 1, 1000}, {"100 apps x 10 objects", 100, 10}, {"1,000 apps x 10 objects", 1000, 10}}
+		if n, err := strconv.Atoi(idleApps); err == nil && n != 1 && n != 100 && n != 1000 {
+			// Another size, for a quicker look: n apps of 10 objects.
+			workloads = []workload{{fmt.Sprintf("%d apps x 10 objects", n), n, 10}}
+		}
+		for _, w := range workloads {
 			if idleApps != "" && idleApps != strconv.Itoa(w.apps) {
 				continue
 			}
