@@ -96,3 +96,29 @@ func TestHistory_ConcurrentWritersLoseNothing(t *testing.T) {
 		t.Fatalf("%d entries (newest id %d), %d actions: want 10, 10, 10", len(h.Entries), h.Entries[0].ID, len(h.Actions))
 	}
 }
+
+// A first sync creates the history without reading it; if a record is
+// there after all (the app was recreated, or failed before), it is kept
+// and the entry appended to it.
+func TestHistory_FirstSyncKeepsARecordThatExists(t *testing.T) {
+	ctx := context.Background()
+	ns := kubetest.Namespace(t, env.Client)
+	app := App{Name: "again", Namespace: ns}
+	for i, likelyNew := range []bool{true, true} {
+		e := HistoryEntry{Revision: fmt.Sprintf("%040d", i+1), Result: ResultSucceeded}
+		got, err := appendHistory(ctx, env.Client, app, e, 0, likelyNew)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ID != int64(i+1) {
+			t.Fatalf("entry %d got id %d", i+1, got.ID)
+		}
+	}
+	h, err := LoadHistory(ctx, env.Client, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Entries) != 2 || h.Entries[1].Revision != fmt.Sprintf("%040d", 1) {
+		t.Fatalf("history %+v, want both entries", h.Entries)
+	}
+}

@@ -164,8 +164,14 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 	for _, e := range inv.Entries {
 		addKind(e.gvk(), e.Namespace)
 	}
-	if p.live, err = m.listOwned(ctx, opts.App, kinds); err != nil {
-		return nil, err
+	// Without an inventory the app owns nothing on record: nothing to
+	// prune, no last apply to compare with. Each desired object's dry-run
+	// says whether it exists (and whose it is), so nothing is listed.
+	p.live = liveSet{}
+	if had {
+		if p.live, err = m.listOwned(ctx, opts.App, kinds); err != nil {
+			return nil, err
+		}
 	}
 	missingNS, err := m.missingNamespaces(ctx, objects, p.live)
 	if err != nil {

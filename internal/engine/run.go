@@ -108,6 +108,9 @@ type Result struct {
 	// Kinds are the kinds the app's objects are of, desired or owned.
 	Kinds   []schema.GroupVersionKind `json:"-"`
 	DryRuns int                       `json:"dryRuns"`
+	// firstSync says the app had no inventory: its history most likely
+	// does not exist either.
+	firstSync bool
 	// Hooks are the hooks the sync ran, in order, with their outcomes.
 	Hooks []HookResult `json:"hooks,omitempty"`
 }
@@ -129,6 +132,7 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 	}
 	res.Changes, res.Health = &plan.ChangeSet, plan.Health()
 	res.PreviousRevision, res.Kinds, res.DryRuns = plan.PreviousRevision(), plan.Kinds(), plan.DryRuns()
+	res.firstSync = !plan.hadInventory
 	if !opts.Apply || opts.DryRun {
 		res.Counts = res.Changes.Counts()
 		if !opts.DryRun {
@@ -278,7 +282,7 @@ func record(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
 		e.Commit = &c
 	}
 	e.StartedAt, e.FinishedAt = opts.Started.UTC(), time.Now().UTC()
-	if _, err := AppendHistory(ctx, opts.History, opts.App, e, opts.HistoryLimit); err != nil {
+	if _, err := appendHistory(ctx, opts.History, opts.App, e, opts.HistoryLimit, res.firstSync); err != nil {
 		res.HistoryError = err
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -93,6 +94,12 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	if out, err := build.CombinedOutput(); err != nil {
 		return m, fmt.Errorf("go build: %v\n%s", err, out)
 	}
+	// The agent's CRDs, as `converge sync` installs anything (a fresh
+	// cluster has none).
+	crds := exec.CommandContext(ctx, bin, "sync", "config/crd", "--app", "converge-crds", "-n", "default", "--wait", "--kubeconfig", b.kubeconfig)
+	if out, err := crds.CombinedOutput(); err != nil {
+		return m, fmt.Errorf("installing the CRDs: %v\n%s", err, out)
+	}
 	logs, err := os.Create(filepath.Join(dir, "agent.log"))
 	if err != nil {
 		return m, err
@@ -101,6 +108,7 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	agent := exec.Command(bin, "agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
 		"--webhook-bind-address", "", "--sealing-bind-address", "", "--cache-dir", filepath.Join(dir, "cache"),
 		"--system-namespace", ns, "--key-bits", "2048", "--watch-label-selector", "converge.dev/bench="+id, "--pprof-bind-address", agentPprof)
+	agent.Args = append(agent.Args, strings.Fields(agentArgs)...)
 	agent.Stdout, agent.Stderr = logs, logs
 	if err := agent.Start(); err != nil {
 		return m, err

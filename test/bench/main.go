@@ -71,6 +71,7 @@ func main() {
 	flag.DurationVar(&idleWindow, "idle-window", 2*time.Minute, "how long the agent is watched idling (0: skip the idle benchmarks)")
 	flag.DurationVar(&idleInterval, "idle-interval", 10*time.Second, "the apps' sync interval while idling")
 	flag.BoolVar(&idleOnly, "idle-only", false, "run only the agent idle benchmarks")
+	flag.StringVar(&agentArgs, "agent-args", "", "with the idle benchmarks: more flags for the agent (e.g. \"--concurrency 16\")")
 	flag.StringVar(&agentPprof, "agent-pprof", "", "with the idle benchmarks: serve the agent's Go profiles here (e.g. 127.0.0.1:6061)")
 	flag.StringVar(&idleApps, "idle-apps", "", "with the idle benchmarks: only the workload of this many apps (1, 100 or 1000; another number: that many apps of 10 objects)")
 	flag.Parse()
@@ -86,6 +87,7 @@ var (
 	idleOnly                 bool
 	idleApps                 string
 	agentPprof               string
+	agentArgs                string
 )
 
 type bench struct {
