@@ -9,11 +9,15 @@ import (
 	"syscall"
 
 	"converge.dev/converge/internal/cli"
+	"converge.dev/converge/internal/render"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Execute(ctx, cli.DefaultStreams(), os.Args[1:])
 	stop()
+	// Render workers kept for further renders end with the command, and
+	// their temporary directories with them.
+	render.CloseWorkers()
 	os.Exit(code)
 }

@@ -149,6 +149,11 @@ func (p *workerPool) expire() {
 // discard closes a worker whose render failed: it is never reused.
 func (p *workerPool) discard(w *worker) { w.close() }
 
+// CloseWorkers stops the render workers kept idle, removing their
+// temporary directories; a program that rendered calls it before it exits
+// (a worker outliving its parent is killed, but leaves its directory).
+func CloseWorkers() { workers.closeIdle() }
+
 // closeIdle closes every idle worker.
 func (p *workerPool) closeIdle() {
 	p.mu.Lock()

@@ -13,10 +13,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
-	"converge.dev/converge/internal/poll"
 	"converge.dev/converge/internal/testutil/gitserver"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
@@ -142,21 +142,10 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 		}
 	}
 	progress("%s: waiting for %d app(s) of %d object(s) to sync", name, apps, perApp)
-	// Once a second: listing every Application 20 times a second (the
-	// tests' pace) made this observer the apiserver's busiest client.
-	if err := poll.Until(ctx, time.Second, 15*time.Minute, func(ctx context.Context) (bool, error) {
-		var list v1alpha1.ApplicationList
-		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
-			return false, err
-		}
-		done := 0
-		for _, a := range list.Items {
-			if a.Status.Sync.Revision == rev && a.Status.Sync.Status == v1alpha1.SyncStatusSynced {
-				done++
-			}
-		}
-		return done == apps, fmt.Errorf("%d of %d synced (agent log: %s)", done, apps, logs.Name())
-	}); err != nil {
+	// Watched, not listed: listing 1,000 Applications over and over made
+	// this observer one of the apiserver's busiest clients, slowing what it
+	// measures.
+	if err := b.waitSynced(ctx, ns, rev, apps, 15*time.Minute, logs.Name()); err != nil {
 		return m, err
 	}
 	m.SyncSeconds = time.Since(start).Seconds()
@@ -215,4 +204,57 @@ func printIdle(w io.Writer, ms []IdleMeasurement) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%d\t%.3f\t%.0f\t%.0f\n", m.Name, m.Interval, m.Window, m.SyncSeconds, m.AppsPerSecond, m.RequestsPerMin, m.GitRequests, m.CPUPerIdleReconcileMs, m.RSSMiB, m.PeakRSSMiB)
 	}
 	tw.Flush()
+}
+
+// waitSynced waits until want Applications in ns are Synced at rev,
+// following a watch (relisting when it ends).
+func (b *bench) waitSynced(ctx context.Context, ns, rev string, want int, timeout time.Duration, agentLog string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	wc, err := client.NewWithWatch(b.env.Config, client.Options{Scheme: b.env.Scheme})
+	if err != nil {
+		return err
+	}
+	synced := map[string]bool{}
+	isSynced := func(a *v1alpha1.Application) bool {
+		return a.Status.Sync.Revision == rev && a.Status.Sync.Status == v1alpha1.SyncStatusSynced
+	}
+	count := func() int {
+		n := 0
+		for _, ok := range synced {
+			if ok {
+				n++
+			}
+		}
+		return n
+	}
+	for {
+		var list v1alpha1.ApplicationList
+		if err := wc.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return fmt.Errorf("%w (%d of %d synced; agent log: %s)", err, count(), want, agentLog)
+		}
+		for i := range list.Items {
+			synced[list.Items[i].Name] = isSynced(&list.Items[i])
+		}
+		if count() == want {
+			return nil
+		}
+		w, err := wc.Watch(ctx, &v1alpha1.ApplicationList{}, client.InNamespace(ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+		if err != nil {
+			return err
+		}
+		for ev := range w.ResultChan() {
+			if a, ok := ev.Object.(*v1alpha1.Application); ok {
+				synced[a.Name] = ev.Type != watch.Deleted && isSynced(a)
+			}
+			if count() == want {
+				w.Stop()
+				return nil
+			}
+		}
+		w.Stop()
+		if ctx.Err() != nil {
+			return fmt.Errorf("%d of %d synced (agent log: %s)", count(), want, agentLog)
+		}
+	}
 }
