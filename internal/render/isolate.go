@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -215,7 +216,13 @@ func serveWorker(in io.Reader, out io.Writer) int {
 			fmt.Fprintln(os.Stderr, "render worker: writing the answer:", err)
 			return 2
 		}
+		// An idle worker holds little: after a large render, what it
+		// allocated goes back to the system before the next request.
 		res, resp, data = nil, workerResponse{}, nil
+		var mem runtime.MemStats
+		if runtime.ReadMemStats(&mem); mem.HeapInuse > 64<<20 {
+			debug.FreeOSMemory()
+		}
 	}
 }
 
