@@ -278,15 +278,15 @@ func (refuseTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return nil, fmt.Errorf("%s: network access is refused while rendering", r.URL.Redacted())
 }
 
-// tailBuffer keeps the first max bytes written to it since its last
+// limitedBuffer keeps the first max bytes written to it since its last
 // reset: what a worker said on stderr during one render.
-type tailBuffer struct {
+type limitedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 	max int
 }
 
-func (l *tailBuffer) Write(p []byte) (int, error) {
+func (l *limitedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if room := l.max - l.buf.Len(); room > 0 {
@@ -295,13 +295,13 @@ func (l *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (l *tailBuffer) String() string {
+func (l *limitedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
 }
 
-func (l *tailBuffer) reset() {
+func (l *limitedBuffer) reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.buf.Reset()

@@ -45,8 +45,9 @@ var (
 type workerPool struct {
 	slots chan struct{}
 
-	mu    sync.Mutex
-	idle  []*worker // oldest first
+	mu   sync.Mutex
+	idle []*worker // oldest first
+	// total counts the worker processes running, idle or not.
 	total atomic.Int32
 }
 
@@ -59,7 +60,7 @@ type worker struct {
 	in      *os.File
 	out     *os.File
 	outR    *bufio.Reader
-	stderr  *tailBuffer
+	stderr  *limitedBuffer
 	tmp     string
 	renders int
 	cpu     time.Duration
@@ -97,7 +98,7 @@ func (p *workerPool) get(isolation string, l Limits) (*worker, error) {
 		return w, nil
 	}
 	p.mu.Unlock()
-	return startWorker(key)
+	return p.start(key)
 }
 
 // put keeps w for its key's next render, unless it has served its life.
@@ -165,8 +166,8 @@ func (p *workerPool) closeIdle() {
 	}
 }
 
-// startWorker starts a worker process in a temporary directory of its own.
-func startWorker(key string) (*worker, error) {
+// start starts a worker process in a temporary directory of its own.
+func (p *workerPool) start(key string) (*worker, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding the render worker: %w", err)
@@ -187,7 +188,7 @@ func startWorker(key string) (*worker, error) {
 		os.RemoveAll(tmp)
 		return nil, err
 	}
-	w := &worker{key: key, in: inW, out: outR, outR: bufio.NewReader(outR), stderr: &tailBuffer{max: 64 << 10}, tmp: tmp, done: make(chan struct{})}
+	w := &worker{key: key, in: inW, out: outR, outR: bufio.NewReader(outR), stderr: &limitedBuffer{max: 64 << 10}, tmp: tmp, done: make(chan struct{})}
 	cmd := exec.Command(exe)
 	cmd.Env = []string{workerEnv + "=1", "PATH=", "HOME=" + tmp, "TMPDIR=" + tmp, "LC_ALL=C",
 		// Belt and braces: the worker replaces the HTTP transport too.
@@ -205,11 +206,11 @@ func startWorker(key string) (*worker, error) {
 		return nil, fmt.Errorf("starting the render worker: %w", err)
 	}
 	w.cmd = cmd
-	workers.total.Add(1)
+	p.total.Add(1)
 	go func() {
 		w.waitErr = cmd.Wait()
 		os.RemoveAll(tmp)
-		workers.total.Add(-1)
+		p.total.Add(-1)
 		close(w.done)
 	}()
 	return w, nil
