@@ -118,6 +118,9 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A preview renders in a worker of the app's namespace only: never in
+	// one that held another tenant's values.
+	opts.Isolation = app.Namespace + "/preview"
 	// A chart source, and values from ConfigMaps and Secrets, as the agent
 	// takes them (read with the caller's rights).
 	creq, ok, err := appspec.ChartRequest(ctx, req.Client, app)
