@@ -199,6 +199,14 @@ func TestRender_WorkersServeOneIsolationAndRecoverFromALimit(t *testing.T) {
 	if after := pids(); after["a"] == first["a"] {
 		t.Errorf("a's worker killed by its CPU limit is still the one in use")
 	}
+	// The wall-time limit too: the worker is killed, the next render works.
+	_, err := Render(context.Background(), Options{Root: root, Path: "c", Isolation: "a", Limits: Limits{MaxCPU: time.Minute, MaxTime: time.Second}})
+	if !errors.Is(err, ErrLimitExceeded) || !strings.Contains(err.Error(), "took longer than 1s") {
+		t.Fatalf("endless loop past the wall time: %v, want a wall-time limit error", err)
+	}
+	if err := render("a", "ok"); err != nil {
+		t.Fatalf("render after a worker was stopped at its wall time: %v", err)
+	}
 	workers.closeIdle()
 	if n := workers.total.Load(); n != 0 {
 		t.Errorf("%d worker(s) left running", n)

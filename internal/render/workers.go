@@ -217,31 +217,35 @@ func (p *workerPool) start(key string) (*worker, error) {
 }
 
 // do sends one request and reads its answer, within the wall-time and
-// output limits. On an error the worker is not to be used again.
+// output limits. On an error the worker is not to be used again; a worker
+// stopped by the wall time or ctx is never handed back, even if its answer
+// came in just before.
 func (w *worker) do(ctx context.Context, req []byte, l Limits) ([]byte, error) {
 	w.stderr.reset()
-	var timedOut atomic.Bool
-	timer := time.AfterFunc(l.MaxTime, func() { timedOut.Store(true); w.kill() })
-	defer timer.Stop()
-	finished := make(chan struct{})
-	defer close(finished)
+	timer := time.AfterFunc(l.MaxTime, w.kill)
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	var canceled atomic.Bool
 	go func() {
+		defer close(stopped)
 		select {
 		case <-ctx.Done():
+			canceled.Store(true)
 			w.kill()
-		case <-finished:
+		case <-stop:
 		}
 	}()
 	data, err := w.exchange(req, l.MaxOutput)
+	close(stop)
+	<-stopped
 	switch {
-	case err == nil:
-		return data, nil
-	case errors.Is(err, errTooLarge):
-		return nil, err
-	case timedOut.Load():
+	case !timer.Stop():
 		return nil, errTooLong
+	case canceled.Load():
+		return nil, ctx.Err()
+	case err != nil:
+		return nil, err
 	}
-	return nil, err
+	return data, nil
 }
 
 func (w *worker) exchange(req []byte, maxOutput int64) ([]byte, error) {
