@@ -24,7 +24,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X converge.dev/converge/internal/version.Version=$(VERSION) \
 	-X converge.dev/converge/internal/version.Commit=$(COMMIT)
 
-.PHONY: demo-push generate verify-generated demo bench soak peers bench-peers all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
+.PHONY: test-deps demo-push generate verify-generated demo bench soak peers bench-peers all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
 
 all: build
 
@@ -40,8 +40,16 @@ demo: build cluster-up
 demo-push: build bin/localcluster
 	hack/demo.sh
 
-## test: lint, unit and envtest tests, then end-to-end tests on the local cluster
-test: lint test-unit test-e2e
+## test: installs what the tests need, lint, unit and envtest tests, then end-to-end tests on the local clusters
+test: test-deps lint test-unit test-e2e
+
+## test-deps: install sshd, gpg and Chromium when missing (apt-get as root; otherwise names what to install)
+test-deps:
+	@hack/test-deps.sh
+
+# gotestsum runs go test and ends with a summary that names every skipped
+# test and why, and every failure.
+GOTESTSUM ?= $(GO) run gotest.tools/gotestsum@v1.13.0
 
 # The cluster tool itself is small and builds in a second; the cluster
 # binaries it builds are cached under ~/.cache/converge.
@@ -49,15 +57,15 @@ bin/localcluster:
 	@$(GO) -C tools/localcluster build -o $(CURDIR)/bin/localcluster ./cmd/localcluster
 
 ## test-unit: package tests; envtest runs the apiserver and etcd built by tools/localcluster
-test-unit: bin/localcluster
+test-unit: test-deps bin/localcluster
 	assets="$$($(LOCALCLUSTER) assets)"; \
-	KUBEBUILDER_ASSETS="$$assets" $(GO) test -count=1 ./...
+	KUBEBUILDER_ASSETS="$$assets" $(GOTESTSUM) --format pkgname-and-test-fails -- -count=1 ./...
 
 ## test-e2e: end-to-end tests; starts the local clusters (a, and b for fleets) when they are not running
-test-e2e: cluster-up
+test-e2e: test-deps cluster-up
 	@$(CLUSTER_B) up
 	assets="$$($(LOCALCLUSTER) assets)"; \
-	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) CONVERGE_CLUSTER_B=$(CLUSTER_B_DIR) $(GO) test -tags e2e -count=1 -timeout 20m ./test/e2e/...
+	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) CONVERGE_CLUSTER_B=$(CLUSTER_B_DIR) $(GOTESTSUM) --format testname -- -tags e2e -count=1 -timeout 20m ./test/e2e/...
 
 ## lint: gofmt, go vet over both modules, and generated files current
 lint: verify-generated
