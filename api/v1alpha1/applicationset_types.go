@@ -44,8 +44,13 @@ type ApplicationSetList struct {
 // ApplicationSetSpec is what to generate and how to manage it.
 type ApplicationSetSpec struct {
 	// Generators produce parameter sets; the template is filled in once
-	// per set, all generators' sets together.
+	// per set, all generators' sets together. What a set may produce is
+	// bounded (docs/security.md): 5,000 parameter sets, 256 parameters
+	// each, 16 KiB a value, 16 MiB of parameters, 16 MiB of parameter
+	// files, 512 KiB a filled template and 64 MiB of them in all; past
+	// one, the set fails with LimitExceeded naming it.
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
 	Generators []Generator `json:"generators"`
 
 	// Template is an Application, "{{name}}"-style placeholders in any
@@ -111,7 +116,10 @@ type Generator struct {
 
 // ListGenerator produces its elements, each a map of parameters.
 type ListGenerator struct {
+	// Elements: at most 5,000, each of at most 256 parameters.
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=5000
+	// +kubebuilder:validation:items:MaxProperties=256
 	Elements []map[string]string `json:"elements"`
 }
 
@@ -123,6 +131,7 @@ type ClustersGenerator struct {
 	// +optional
 	Selector metav1.LabelSelector `json:"selector,omitempty"`
 	// Values are added to each set.
+	// +kubebuilder:validation:MaxProperties=128
 	// +optional
 	Values map[string]string `json:"values,omitempty"`
 }
@@ -140,12 +149,20 @@ type GitGenerator struct {
 	Ref *GitRef `json:"ref,omitempty"`
 	// +optional
 	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+	// Verify requires the revision read to be signed by a trusted key,
+	// as an Application's source.verify does. A set whose template
+	// verifies its Applications' sources must verify its Git generators
+	// too (refused otherwise, naming this field).
+	// +optional
+	Verify *SourceVerification `json:"verify,omitempty"`
 	// Directories are glob patterns ("apps/*"); one with exclude drops
 	// what it matches.
+	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Directories []GitPathPattern `json:"directories,omitempty"`
 	// Files are glob patterns ("clusters/*/config.yaml") of YAML or JSON
 	// files.
+	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Files []GitPathPattern `json:"files,omitempty"`
 }
@@ -186,6 +203,7 @@ type NestedGenerator struct {
 // and the set's status says which apps it waits for.
 type RolloutStrategy struct {
 	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
 	Steps []RolloutStep `json:"steps"`
 }
 
@@ -239,6 +257,10 @@ const (
 	ReasonEmptyGenerator      = "EmptyGenerator"
 	ReasonTemplateFailed      = "TemplateFailed"
 	ReasonApplicationConflict = "ApplicationConflict"
+	// ReasonLimitExceeded: the set's input passed one of the limits on
+	// what a set may produce (count, keys, bytes); the message names the
+	// generator and the limit.
+	ReasonLimitExceeded = "LimitExceeded"
 )
 
 func init() {

@@ -669,6 +669,11 @@ func (in *GitGenerator) DeepCopyInto(out *GitGenerator) {
 		*out = new(LocalObjectReference)
 		**out = **in
 	}
+	if in.Verify != nil {
+		in, out := &in.Verify, &out.Verify
+		*out = new(SourceVerification)
+		**out = **in
+	}
 	if in.Directories != nil {
 		in, out := &in.Directories, &out.Directories
 		*out = make([]GitPathPattern, len(*in))

@@ -34,6 +34,7 @@ import (
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/appspec"
+	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/generate"
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/source"
@@ -177,7 +178,11 @@ func (r *ApplicationSetReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if err != nil {
 		var reason = v1alpha1.ReasonGeneratorFailed
 		var terr *templateError
-		if errors.As(err, &terr) {
+		var lerr *generate.LimitError
+		switch {
+		case errors.As(err, &lerr):
+			reason = v1alpha1.ReasonLimitExceeded
+		case errors.As(err, &terr):
 			reason = v1alpha1.ReasonTemplateFailed
 		}
 		r.setReady(set, metav1.ConditionFalse, reason, redact.Error(err)+fmt.Sprintf("; the %d Applications it owns are kept as they are", len(ownedByName)))
@@ -277,20 +282,21 @@ func (r *ApplicationSetReconciler) generate(ctx context.Context, set *v1alpha1.A
 		src.Checkouts[key] = dir
 	}
 	if needClusters {
-		var clusters v1alpha1.ClusterList
-		if err := r.Client.List(ctx, &clusters); err != nil {
-			return nil, fmt.Errorf("listing Clusters: %w", err)
+		clusters, err := r.clusters(ctx, set.Namespace)
+		if err != nil {
+			return nil, err
 		}
-		src.Clusters = clusters.Items
+		src.Clusters = clusters
 	}
-	sets, err := generate.Run(set.Spec.Generators, src)
+	budget := &generate.Budget{}
+	sets, err := generate.Run(set.Spec.Generators, src, budget)
 	if err != nil {
 		return nil, err
 	}
 	apps := make([]*v1alpha1.Application, 0, len(sets))
 	byName := map[string]generate.Params{}
 	for _, p := range sets {
-		app, err := generate.Fill(set.Spec.Template, p, set.Namespace)
+		app, err := generate.Fill(set.Spec.Template, p, set.Namespace, budget)
 		if err != nil {
 			return nil, &templateError{err}
 		}
@@ -306,12 +312,38 @@ func (r *ApplicationSetReconciler) generate(ctx context.Context, set *v1alpha1.A
 	return apps, nil
 }
 
+// clusters are the Clusters a set in namespace may generate for: those its
+// Tenant allows (every one when no Tenant governs the namespace).
+func (r *ApplicationSetReconciler) clusters(ctx context.Context, namespace string) ([]v1alpha1.Cluster, error) {
+	ten, err := r.Apps.governorOf(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	var list v1alpha1.ClusterList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return nil, fmt.Errorf("listing Clusters: %w", err)
+	}
+	if ten == nil {
+		return list.Items, nil
+	}
+	allowed := list.Items[:0]
+	for _, c := range list.Items {
+		if engine.MatchName(ten.Spec.Clusters, c.Name) {
+			allowed = append(allowed, c)
+		}
+	}
+	return allowed, nil
+}
+
 // checkout fetches a Git generator's repository as the set's Tenant
 // allows, through the shared source cache.
 func (r *ApplicationSetReconciler) checkout(ctx context.Context, set *v1alpha1.ApplicationSet, g *v1alpha1.GitGenerator, interval time.Duration) (string, error) {
 	// The generator's repository is governed as an Application's would be.
+	if g.Verify == nil && templateVerifies(set) {
+		return "", fmt.Errorf("git %s: verify: the template's Applications require signed commits (spec.source.verify), so the Git generators that make them must verify too", source.RedactURL(g.RepoURL))
+	}
 	probe := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: set.Name, Namespace: set.Namespace},
-		Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: g.RepoURL, Ref: g.Ref, SecretRef: g.SecretRef}}}
+		Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: g.RepoURL, Ref: g.Ref, SecretRef: g.SecretRef, Verify: g.Verify}}}
 	ten, err := r.Apps.tenancy(ctx, probe)
 	if err != nil {
 		return "", fmt.Errorf("git %s: %w", source.RedactURL(g.RepoURL), err)
@@ -331,6 +363,24 @@ func (r *ApplicationSetReconciler) checkout(ctx context.Context, set *v1alpha1.A
 	}
 	return a.Dir, nil
 }
+
+// templateVerifies says whether set's template asks its Applications to
+// verify their sources' signatures.
+func templateVerifies(set *v1alpha1.ApplicationSet) bool {
+	var spec struct {
+		Source struct {
+			Verify json.RawMessage `json:"verify"`
+		} `json:"source"`
+	}
+	if json.Unmarshal(set.Spec.Template.Spec.Raw, &spec) != nil {
+		return false
+	}
+	return len(spec.Source.Verify) > 0 && string(spec.Source.Verify) != "null"
+}
+
+// maxDependsOn is the most Applications one may depend on (the CRD's
+// spec.dependsOn limit).
+const maxDependsOn = 64
 
 // rolloutSteps puts each app in the first step whose selector matches its
 // labels (apps no step selects come last) and makes it depend, at the same
@@ -363,10 +413,17 @@ func rolloutSteps(strategy *v1alpha1.RolloutStrategy, apps []*v1alpha1.Applicati
 		app.Annotations[annotationRolloutStep] = strconv.Itoa(step + 1)
 	}
 	var prev []*v1alpha1.Application
-	for _, step := range steps {
+	prevStep := 0
+	for i, step := range steps {
 		if len(step) == 0 {
 			continue
 		}
+		// Each app names every app of the step before: that step's size
+		// bounds the fan-out (and is the Application's dependsOn limit).
+		if len(prev) > maxDependsOn {
+			return &generate.LimitError{Where: fmt.Sprintf("strategy.steps[%d]", prevStep), Bound: "Applications in a step that a later step waits for (dependsOn per Application)", Limit: maxDependsOn, Have: len(prev)}
+		}
+		prevStep = i
 		for _, app := range step {
 			for _, p := range prev {
 				app.Spec.DependsOn = append(app.Spec.DependsOn, v1alpha1.ApplicationReference{Name: p.Name, SameRevision: true})

@@ -47,32 +47,17 @@ type tenancy struct {
 // its Tenant's account or source rules, one governed by two Tenants, and,
 // when opts.RequireTenant, one governed by none.
 func resolveTenancy(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts TenancyOptions) (tenancy, error) {
-	var matched []*v1alpha1.Tenant
-	for i := range tenants {
-		if engine.MatchName(tenants[i].Spec.Namespaces, app.Namespace) {
-			matched = append(matched, &tenants[i])
-		}
+	t, err := governor(app.Namespace, tenants, opts)
+	if err != nil {
+		return tenancy{}, err
 	}
-	switch len(matched) {
-	case 0:
-		if opts.RequireTenant {
-			return tenancy{}, fmt.Errorf("no Tenant governs namespace %s: this agent syncs only Applications a Tenant governs", app.Namespace)
-		}
+	if t == nil {
 		sa := app.Spec.ServiceAccountName
 		if sa == "" {
 			sa = opts.DefaultServiceAccount
 		}
 		return tenancy{serviceAccount: sa}, nil
-	case 1:
-	default:
-		names := make([]string, len(matched))
-		for i, t := range matched {
-			names[i] = t.Name
-		}
-		sort.Strings(names)
-		return tenancy{}, fmt.Errorf("namespace %s is governed by more than one Tenant (%s)", app.Namespace, strings.Join(names, ", "))
 	}
-	t := matched[0]
 	if sa := app.Spec.ServiceAccountName; sa != "" && sa != t.Spec.ServiceAccountName {
 		return tenancy{}, fmt.Errorf("spec.serviceAccountName %s: Tenant %s runs its apps as %s only", sa, t.Name, t.Spec.ServiceAccountName)
 	}
@@ -109,6 +94,32 @@ func resolveTenancy(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts T
 		adopt = engine.AdoptNever
 	}
 	return tenancy{tenant: t.Name, version: t.Generation, serviceAccount: t.Spec.ServiceAccountName, policy: policy, adopt: adopt, windows: t.Spec.SyncWindows}, nil
+}
+
+// governor is the Tenant whose namespaces hold namespace: nil for none
+// (refused when opts.RequireTenant), an error for more than one.
+func governor(namespace string, tenants []v1alpha1.Tenant, opts TenancyOptions) (*v1alpha1.Tenant, error) {
+	var matched []*v1alpha1.Tenant
+	for i := range tenants {
+		if engine.MatchName(tenants[i].Spec.Namespaces, namespace) {
+			matched = append(matched, &tenants[i])
+		}
+	}
+	switch len(matched) {
+	case 0:
+		if opts.RequireTenant {
+			return nil, fmt.Errorf("no Tenant governs namespace %s: this agent syncs only Applications a Tenant governs", namespace)
+		}
+		return nil, nil
+	case 1:
+		return matched[0], nil
+	}
+	names := make([]string, len(matched))
+	for i, t := range matched {
+		names[i] = t.Name
+	}
+	sort.Strings(names)
+	return nil, fmt.Errorf("namespace %s is governed by more than one Tenant (%s)", namespace, strings.Join(names, ", "))
 }
 
 // matchRepo matches a normalized repository URL against patterns: "*"
@@ -148,6 +159,15 @@ func (r *ApplicationReconciler) tenancy(ctx context.Context, app *v1alpha1.Appli
 		return tenancy{}, fmt.Errorf("listing Tenants: %w", err)
 	}
 	return resolveTenancy(app, tenants.Items, r.Tenancy)
+}
+
+// governorOf is the Tenant governing namespace, from the cached Tenants.
+func (r *ApplicationReconciler) governorOf(ctx context.Context, namespace string) (*v1alpha1.Tenant, error) {
+	var tenants v1alpha1.TenantList
+	if err := r.Client.List(ctx, &tenants); err != nil {
+		return nil, fmt.Errorf("listing Tenants: %w", err)
+	}
+	return governor(namespace, tenants.Items, r.Tenancy)
 }
 
 // appsOfTenant maps a Tenant to the Applications it may govern, so that a

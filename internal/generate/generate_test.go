@@ -58,7 +58,7 @@ func TestGitDirectoriesAndFiles(t *testing.T) {
 	files := &v1alpha1.GitGenerator{RepoURL: repo, Files: []v1alpha1.GitPathPattern{{Path: "clusters/*/config.yaml"}}}
 	src := Sources{Checkouts: map[string]string{GitKey(dirs): root}}
 
-	sets, err := Run([]v1alpha1.Generator{{Git: dirs}}, src)
+	sets, err := Run([]v1alpha1.Generator{{Git: dirs}}, src, &Budget{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestGitDirectoriesAndFiles(t *testing.T) {
 		t.Fatalf("directory params: %v", sets[2])
 	}
 
-	sets, err = Run([]v1alpha1.Generator{{Git: files}}, src)
+	sets, err = Run([]v1alpha1.Generator{{Git: files}}, src, &Budget{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestGitDirectoriesAndFiles(t *testing.T) {
 
 	for _, bad := range []string{"../*", "/etc/*", "apps/[", ""} {
 		g := &v1alpha1.GitGenerator{RepoURL: repo, Directories: []v1alpha1.GitPathPattern{{Path: bad}}}
-		if _, err := Run([]v1alpha1.Generator{{Git: g}}, src); err == nil || !strings.Contains(err.Error(), "spec.generators[0]") {
+		if _, err := Run([]v1alpha1.Generator{{Git: g}}, src, &Budget{}); err == nil || !strings.Contains(err.Error(), "spec.generators[0]") {
 			t.Errorf("pattern %q: %v", bad, err)
 		}
 	}
@@ -96,7 +96,7 @@ func TestClustersAndMatrix(t *testing.T) {
 	src := Sources{Clusters: []v1alpha1.Cluster{cl("prod-b", "prod"), cl("staging", "staging"), cl("prod-a", "prod")}}
 	prod := v1alpha1.ClustersGenerator{Selector: metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}}, Values: map[string]string{"size": "l"}}
 	teams := v1alpha1.ListGenerator{Elements: []map[string]string{{"team": "a"}, {"team": "b"}}}
-	sets, err := Run([]v1alpha1.Generator{{Matrix: &v1alpha1.MatrixGenerator{Generators: []v1alpha1.NestedGenerator{{Clusters: &prod}, {List: &teams}}}}}, src)
+	sets, err := Run([]v1alpha1.Generator{{Matrix: &v1alpha1.MatrixGenerator{Generators: []v1alpha1.NestedGenerator{{Clusters: &prod}, {List: &teams}}}}}, src, &Budget{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestFill(t *testing.T) {
 			Destination: v1alpha1.ApplicationDestination{Namespace: "{{path.basename}}", Cluster: "{{cluster}}"},
 		}),
 	}
-	app, err := Fill(tmpl, Params{"path": "apps/web", "path.basename": "web", "env": "prod", "cluster": "eu-1"}, "platform")
+	app, err := Fill(tmpl, Params{"path": "apps/web", "path.basename": "web", "env": "prod", "cluster": "eu-1"}, "platform", &Budget{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,22 +126,22 @@ func TestFill(t *testing.T) {
 		app.Spec.Destination.Namespace != "web" || app.Spec.Destination.Cluster != "eu-1" {
 		t.Fatalf("filled: %+v", app)
 	}
-	if _, err := Fill(tmpl, Params{"path": "x", "path.basename": "x"}, "platform"); err == nil || !strings.Contains(err.Error(), "no parameter cluster, env") {
+	if _, err := Fill(tmpl, Params{"path": "x", "path.basename": "x"}, "platform", &Budget{}); err == nil || !strings.Contains(err.Error(), "no parameter cluster, env") {
 		t.Fatalf("missing parameters: %v", err)
 	}
 	// A value is text: quotes and braces add no structure.
-	app, err = Fill(tmpl, Params{"path": `x", "serviceAccountName": "admin`, "path.basename": "web", "env": "prod", "cluster": "c"}, "platform")
+	app, err = Fill(tmpl, Params{"path": `x", "serviceAccountName": "admin`, "path.basename": "web", "env": "prod", "cluster": "c"}, "platform", &Budget{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if app.Spec.ServiceAccountName != "" || app.Spec.Source.Path != `x", "serviceAccountName": "admin` {
 		t.Fatalf("a parameter changed the structure: %+v", app.Spec)
 	}
-	if _, err := Fill(tmpl, Params{"path": "x", "path.basename": "Not_A_Name", "env": "p", "cluster": "c"}, "platform"); err == nil || !strings.Contains(err.Error(), "metadata.name") {
+	if _, err := Fill(tmpl, Params{"path": "x", "path.basename": "Not_A_Name", "env": "p", "cluster": "c"}, "platform", &Budget{}); err == nil || !strings.Contains(err.Error(), "metadata.name") {
 		t.Fatalf("invalid name: %v", err)
 	}
 	tmpl.Spec = runtime.RawExtension{Raw: []byte(`{"source":{"repoURL":"x"},"sourec":{}}`)}
-	if _, err := Fill(tmpl, Params{"path.basename": "web", "env": "p"}, "platform"); err == nil || !strings.Contains(err.Error(), `unknown field "sourec"`) {
+	if _, err := Fill(tmpl, Params{"path.basename": "web", "env": "p"}, "platform", &Budget{}); err == nil || !strings.Contains(err.Error(), `unknown field "sourec"`) {
 		t.Fatalf("a misspelt field: %v", err)
 	}
 }
