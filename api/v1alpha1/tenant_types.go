@@ -57,6 +57,22 @@ type TenantSpec struct {
 	// +optional
 	SourceRepos []string `json:"sourceRepos,omitempty"`
 
+	// ChartRepos are the Helm repositories and OCI registries the
+	// tenant's charts may come from, as patterns like SourceRepos
+	// ("charts.example.com/**", "registry.example.com/team-a/*"). They
+	// are matched against the chart source's repository, the chart URL
+	// its index lists and every dependency's repository. Empty: the
+	// patterns of SourceRepos.
+	// +optional
+	ChartRepos []string `json:"chartRepos,omitempty"`
+
+	// NotifyHosts are the hosts the tenant's Applications may send
+	// notifications and commit statuses to ("hooks.slack.com",
+	// "*.example.com", with a port or not). Empty allows none: an
+	// Application with notify targets is refused, naming this field.
+	// +optional
+	NotifyHosts []string `json:"notifyHosts,omitempty"`
+
 	// DestinationNamespaces are the namespaces the tenant's objects may go
 	// to: names or glob patterns. Default: the Tenant's Namespaces.
 	// +optional

@@ -1448,6 +1448,16 @@ func (in *TenantSpec) DeepCopyInto(out *TenantSpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.ChartRepos != nil {
+		in, out := &in.ChartRepos, &out.ChartRepos
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.NotifyHosts != nil {
+		in, out := &in.NotifyHosts, &out.NotifyHosts
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.DestinationNamespaces != nil {
 		in, out := &in.DestinationNamespaces, &out.DestinationNamespaces
 		*out = make([]string, len(*in))

@@ -35,12 +35,14 @@ import (
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/controller"
+	"converge.dev/converge/internal/egress"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/notify"
 	"converge.dev/converge/internal/preview"
 	"converge.dev/converge/internal/seal"
 	"converge.dev/converge/internal/server"
 	"converge.dev/converge/internal/source"
+	"converge.dev/converge/internal/tenancy"
 )
 
 // DefaultSystemNamespace is where `converge install` puts the agent.
@@ -72,6 +74,10 @@ type Options struct {
 	SourceHosts []string
 	// NotifyHosts are the only hosts apps' events may be sent to.
 	NotifyHosts []string
+	// EgressAllow lists the ranges and hosts that charts, registries and
+	// notifications may reach although they are loopback or private,
+	// under RequireTenant (without it, those are reachable anyway).
+	EgressAllow []string
 	// WatchSelector selects the Applications this agent reconciles.
 	WatchSelector string
 	// Shards is "auto" to spread Applications over replicas by Leases
@@ -222,7 +228,14 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err != nil {
 		return err
 	}
-	chartCache.AllowedHosts = o.SourceHosts
+	// Under the multi-tenant profile nothing a tenant names reaches the
+	// agent's loopback, the pod network or cluster Services unless the
+	// platform admin lists it.
+	policy, err := egress.New(!o.RequireTenant, o.EgressAllow, "the agent's --egress-allow")
+	if err != nil {
+		return err
+	}
+	chartCache.AllowedHosts, chartCache.Egress = o.SourceHosts, policy
 	sources.AllowFileURLs = o.AllowFileRepos
 	sources.AllowedHosts = o.SourceHosts
 	sources.Timeout = o.GitTimeout
@@ -233,6 +246,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err := mgr.Add(secretCache); err != nil {
 		return err
 	}
+	tenancyOpts := tenancy.Options{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount}
 	rec := &controller.ApplicationReconciler{
 		Client:      mgr.GetClient(),
 		Secrets:     mgr.GetAPIReader(),
@@ -243,8 +257,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		Charts:      chartCache,
 		Recorder:    mgr.GetEventRecorderFor("converge-agent"),
 		Concurrency: o.Concurrency,
-		Tenancy:     controller.TenancyOptions{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount},
-		Notifier:    notify.New(ctx, logger.WithName("notify")),
+		Tenancy:     tenancyOpts,
+		Notifier:    notify.New(ctx, logger.WithName("notify"), policy),
 		Shards:      shards,
 		Clusters: &controller.Clusters{
 			Reader: mgr.GetClient(), Secrets: secretCache.Reader("", mgr.GetAPIReader()),
@@ -290,7 +304,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		}
 	}
 	if o.UIAddr != "" {
-		if err := setupUI(mgr, cfg, scheme, o, sources, chartCache, logger); err != nil {
+		if err := setupUI(mgr, cfg, scheme, o, &preview.Previewer{Sources: sources, Charts: chartCache, Tenancy: &tenancyOpts, Tenants: mgr.GetClient()}, logger); err != nil {
 			return err
 		}
 	}
@@ -382,7 +396,7 @@ func setupSealing(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o 
 // setupUI serves the web UI: a hub watching Applications, history records
 // and events with the agent's identity (names of changes only), and every
 // viewer's reads and actions made with the viewer's own token.
-func setupUI(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o Options, sources *source.Cache, chartCache *charts.Cache, logger logr.Logger) error {
+func setupUI(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o Options, previewer *preview.Previewer, logger logr.Logger) error {
 	if (o.UITLSCertFile == "") != (o.UITLSKeyFile == "") {
 		return fmt.Errorf("--ui-tls-cert-file and --ui-tls-key-file go together")
 	}
@@ -394,7 +408,7 @@ func setupUI(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o Optio
 		return err
 	}
 	ui := &server.UI{
-		Cluster: cfg, Hub: hub, Previewer: &preview.Previewer{Sources: sources, Charts: chartCache},
+		Cluster: cfg, Hub: hub, Previewer: previewer,
 		SystemNamespace: o.SystemNamespace, Secure: o.UITLSCertFile != "", Records: mgr.GetClient(),
 		Scheme: scheme, Mapper: mgr.GetRESTMapper(), Log: logger.WithName("ui"),
 	}

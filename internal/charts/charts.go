@@ -31,6 +31,7 @@ import (
 	repo "helm.sh/helm/v4/pkg/repo/v1"
 	"sigs.k8s.io/yaml"
 
+	"converge.dev/converge/internal/egress"
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/render"
 )
@@ -65,6 +66,10 @@ type Request struct {
 	Auth   *Auth
 	// Insecure allows sending credentials over plain http.
 	Insecure bool
+	// Allow, when set, must accept every URL fetched for the request:
+	// the repository, the chart URL its index lists, and (in Render) the
+	// repository of each dependency. The app's Tenant decides.
+	Allow func(rawURL string) error
 	// MaxAge lets an index or tag list fetched less than MaxAge ago
 	// answer without asking the server again.
 	MaxAge time.Duration
@@ -111,6 +116,9 @@ type Cache struct {
 	AllowedHosts []string
 	// Timeout bounds each request; zero means a minute.
 	Timeout time.Duration
+	// Egress is checked on every connection; nil reaches everything but
+	// link-local and metadata addresses.
+	Egress *egress.Policy
 
 	mu      sync.Mutex
 	indexes map[string]listing
@@ -155,6 +163,11 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Chart, error) {
 	}
 	if err := c.allowed(u.Host); err != nil {
 		return nil, err
+	}
+	if req.Allow != nil {
+		if err := req.Allow(req.RepoURL); err != nil {
+			return nil, err
+		}
 	}
 	key := req.RepoURL + "\x00" + req.Chart + "\x00" + req.Auth.identity()
 	lock := c.lock(key)
@@ -225,7 +238,11 @@ func (c *Cache) allowed(host string) error {
 // client is an HTTP client trusting the request's CA, if any, that follows
 // a redirect only to an allowed host (see AllowedHosts).
 func (c *Cache) client(req Request) (*http.Client, error) {
-	t := http.DefaultTransport.(*http.Transport).Clone()
+	policy := c.Egress
+	if policy == nil {
+		policy = egress.Open()
+	}
+	t := policy.Transport()
 	if req.Auth != nil && len(req.Auth.CA) > 0 {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(req.Auth.CA) {
@@ -273,11 +290,11 @@ func (c *Cache) fetchHTTP(ctx context.Context, key string, u *neturl.URL, req Re
 		listed = "sha256:" + strings.TrimPrefix(cv.Digest, "sha256:")
 	}
 	if req.Digest != "" && listed != "" && listed != req.Digest {
-		return nil, fmt.Errorf("chart %s %s in %s: digest %s, want %s", req.Chart, cv.Version, req.RepoURL, listed, req.Digest)
+		return nil, fmt.Errorf("chart %s %s in %s: the index lists another digest than the %s asked for", req.Chart, cv.Version, redactURL(req.RepoURL), req.Digest)
 	}
 	out := &Chart{Name: req.Chart, Version: cv.Version}
 	if listed != "" {
-		if path := c.path(listed); exists(path) {
+		if path := c.path(listed, req.Auth); exists(path) {
 			out.Digest, out.Path, out.URL = listed, path, redactURL(cv.URLs[0])
 			return out, nil
 		}
@@ -292,6 +309,11 @@ func (c *Cache) fetchHTTP(ctx context.Context, key string, u *neturl.URL, req Re
 	if err := c.allowed(chartURL.Host); err != nil {
 		return nil, err
 	}
+	if req.Allow != nil {
+		if err := req.Allow(chartURL.String()); err != nil {
+			return nil, fmt.Errorf("chart %s %s: the URL its index lists: %w", req.Chart, cv.Version, err)
+		}
+	}
 	// Credentials go only to the repository's own host, as Helm does.
 	data, err := get(ctx, hc, chartURL.String(), u.Host, req.Auth, MaxChartSize)
 	if err != nil {
@@ -299,12 +321,15 @@ func (c *Cache) fetchHTTP(ctx context.Context, key string, u *neturl.URL, req Re
 	}
 	sum := sha256.Sum256(data)
 	got := "sha256:" + hex.EncodeToString(sum[:])
-	for _, want := range []string{listed, req.Digest} {
-		if want != "" && want != got {
-			return nil, fmt.Errorf("chart %s %s from %s: digest %s, want %s", req.Chart, cv.Version, redactURL(chartURL.String()), got, want)
-		}
+	// What answered is not named: its digest would tell of content the
+	// tenant should not learn from the agent.
+	if listed != "" && listed != got {
+		return nil, fmt.Errorf("chart %s %s from %s: the archive does not match the digest its index lists", req.Chart, cv.Version, redactURL(chartURL.String()))
 	}
-	path, err := c.store(got, data)
+	if req.Digest != "" && req.Digest != got {
+		return nil, fmt.Errorf("chart %s %s from %s: the archive does not match the digest %s asked for", req.Chart, cv.Version, redactURL(chartURL.String()), req.Digest)
+	}
+	path, err := c.store(got, req.Auth, data)
 	if err != nil {
 		return nil, err
 	}
@@ -328,6 +353,9 @@ func get(ctx context.Context, hc *http.Client, url, authHost string, auth *Auth,
 	}
 	resp, err := hc.Do(r)
 	if err != nil {
+		if egress.IsRefused(err) {
+			return nil, sanitized(err)
+		}
 		return nil, &netError{msg: redact.Message(err.Error()), transient: transientNet(err)}
 	}
 	defer resp.Body.Close()
@@ -375,15 +403,15 @@ func (c *Cache) fetchOCI(ctx context.Context, key string, u *neturl.URL, req Req
 	ref := repository.Tag(tag)
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("chart %s:%s: %w", repoPath, tag, errors.New(redact.Message(err.Error())))
+		return nil, fmt.Errorf("chart %s:%s: %w", repoPath, tag, sanitized(err))
 	}
 	digest := desc.Digest.String()
 	if req.Digest != "" && req.Digest != digest {
-		return nil, fmt.Errorf("chart %s:%s: digest %s, want %s", repoPath, tag, digest, req.Digest)
+		return nil, fmt.Errorf("chart %s:%s: the manifest does not match the digest %s asked for", repoPath, tag, req.Digest)
 	}
 	version := strings.ReplaceAll(tag, "_", "+") // Helm's tag spelling of build metadata
 	out := &Chart{Name: req.Chart, Version: version, Digest: digest, URL: "oci://" + repoPath + ":" + tag}
-	if path := c.path(digest); exists(path) {
+	if path := c.path(digest, req.Auth); exists(path) {
 		out.Path = path
 		return out, nil
 	}
@@ -419,7 +447,7 @@ func (c *Cache) fetchOCI(ctx context.Context, key string, u *neturl.URL, req Req
 		if sum := sha256.Sum256(data); "sha256:"+hex.EncodeToString(sum[:]) != want.String() {
 			return nil, fmt.Errorf("chart %s:%s: the chart layer does not match its digest", repoPath, tag)
 		}
-		if out.Path, err = c.store(digest, data); err != nil {
+		if out.Path, err = c.store(digest, req.Auth, data); err != nil {
 			return nil, err
 		}
 		return out, nil
@@ -448,7 +476,7 @@ func (c *Cache) ociTag(ctx context.Context, key string, repository name.Reposito
 	if !fresh {
 		tags, err := remote.List(repository, opts...)
 		if err != nil {
-			return "", fmt.Errorf("chart registry %s: listing tags: %w", repository, errors.New(redact.Message(err.Error())))
+			return "", fmt.Errorf("chart registry %s: listing tags: %w", repository, sanitized(err))
 		}
 		l = listing{at: time.Now(), tags: tags}
 		c.remember(key, l)
@@ -471,13 +499,20 @@ func (c *Cache) ociTag(ctx context.Context, key string, repository name.Reposito
 	return match[0].tag, nil
 }
 
-func (c *Cache) path(digest string) string {
-	return filepath.Join(c.dir, strings.ReplaceAll(digest, ":", "-")+".tgz")
+// path is where the archive of digest, fetched with auth, is kept: by
+// digest and credential identity, as Git checkouts are, so a chart fetched
+// with one tenant's credentials never answers another's request.
+func (c *Cache) path(digest string, auth *Auth) string {
+	name := strings.ReplaceAll(digest, ":", "-")
+	if id := auth.identity(); id != "" {
+		name += "-" + id
+	}
+	return filepath.Join(c.dir, name+".tgz")
 }
 
 // store writes data, whose digest is digest, into the cache atomically.
-func (c *Cache) store(digest string, data []byte) (string, error) {
-	path := c.path(digest)
+func (c *Cache) store(digest string, auth *Auth, data []byte) (string, error) {
+	path := c.path(digest, auth)
 	tmp, err := os.CreateTemp(c.dir, ".chart-*")
 	if err != nil {
 		return "", err
@@ -519,7 +554,9 @@ func redactURL(raw string) string {
 // dependencies it needs from Helm repositories and OCI registries (those
 // not vendored in charts/): the render names what it lacks, the cache
 // fetches it, and the render runs again with the archives.
-func (c *Cache) Render(ctx context.Context, opts render.Options, maxAge time.Duration) (*render.Result, error) {
+// allow, when set, must accept each dependency's repository (see
+// Request.Allow).
+func (c *Cache) Render(ctx context.Context, opts render.Options, maxAge time.Duration, allow func(rawURL string) error) (*render.Result, error) {
 	for round := 0; ; round++ {
 		res, err := render.Render(ctx, opts)
 		var missing *render.MissingDependenciesError
@@ -534,7 +571,7 @@ func (c *Cache) Render(ctx context.Context, opts render.Options, maxAge time.Dur
 			if d.Repository == "" || strings.HasPrefix(d.Repository, "@") || strings.HasPrefix(d.Repository, "alias:") {
 				return nil, fmt.Errorf("%s: dependency %q: repository %q: name the repository by its URL (https:// or oci://); local Helm repository names mean nothing here", missing.Chart, d.Name, d.Repository)
 			}
-			ch, err := c.Fetch(ctx, Request{RepoURL: d.Repository, Chart: d.Name, Version: d.Version, MaxAge: maxAge})
+			ch, err := c.Fetch(ctx, Request{RepoURL: d.Repository, Chart: d.Name, Version: d.Version, MaxAge: maxAge, Allow: allow})
 			if err != nil {
 				return nil, &FetchError{fmt.Errorf("%s: dependency %q (version %q, %s): %w", missing.Chart, d.Name, d.Version, d.Repository, err)}
 			}
@@ -542,6 +579,16 @@ func (c *Cache) Render(ctx context.Context, opts render.Options, maxAge time.Dur
 		}
 		opts.Helm.Dependencies = deps
 	}
+}
+
+// sanitized is err without credentials, or the egress policy's refusal as
+// it is (it names no more than the address).
+func sanitized(err error) error {
+	var refused *egress.RefusedError
+	if errors.As(err, &refused) {
+		return refused
+	}
+	return errors.New(redact.Message(err.Error()))
 }
 
 // netError is a failed request; transient when retrying may help (a

@@ -107,7 +107,7 @@ func (f *SourceFlags) Render(ctx context.Context, path, namespace string) (*rend
 		Helm: render.HelmOptions{ReleaseName: f.ReleaseName, Namespace: namespace, ValuesFiles: valuesFiles, Values: values,
 			KubeVersion: f.KubeVersion, APIVersions: f.APIVersions},
 		Jsonnet: render.JsonnetOptions{ExtVars: ext, TLAs: tla, LibPaths: f.JPath},
-	}, 0)
+	}, 0, nil)
 }
 
 // chartCache is where the CLI keeps the chart dependencies it fetches:

@@ -38,6 +38,7 @@ import (
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
+	"converge.dev/converge/internal/tenancy"
 )
 
 // ApplicationReconciler converges Applications.
@@ -60,7 +61,7 @@ type ApplicationReconciler struct {
 	Concurrency int
 	// Tenancy are the agent-wide rules: whether a Tenant must govern
 	// every app, and the account apps without one run as.
-	Tenancy TenancyOptions
+	Tenancy tenancy.Options
 	// Notifier, if set, delivers apps' events to the receivers they name.
 	Notifier *notify.Notifier
 	// Shards, if set, spreads Applications over the agent's replicas:
@@ -287,7 +288,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	if err != nil {
 		return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
 	}
-	run.account = ten.serviceAccount
+	run.account, run.allowChart = ten.ServiceAccount, ten.AllowChart()
 	// The Applications it depends on: a cycle is refused; readiness is
 	// weighed in the decision below.
 	dependencies, err := dependencyWait(app, r.cachedApp(ctx), "")
@@ -296,20 +297,20 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	}
 	// local acts in the agent's own cluster as the app's account: it
 	// reads the app's Secrets and values and keeps its records there.
-	local, err := r.engineFor(app, ten.serviceAccount)
+	local, err := r.engineFor(app, ten.ServiceAccount)
 	if err != nil {
 		return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
 	}
 	// Where the objects go: here, or a destination Cluster, which must
 	// be reachable before anything is fetched for it.
-	tgt, err := r.target(ctx, app, local, ten.serviceAccount)
+	tgt, err := r.target(ctx, app, local, ten.ServiceAccount)
 	if err != nil {
 		return r.unavailable(ctx, app, err, interval)
 	}
 	run.target = tgt
 	eng := tgt.engine
-	secrets := r.secretsReader(app, local, ten.serviceAccount)
-	run.notify = &notifier{ctx: ctx, n: r.Notifier, app: app, secrets: secrets}
+	secrets := r.secretsReader(app, local, ten.ServiceAccount)
+	run.notify = &notifier{ctx: ctx, n: r.Notifier, app: app, secrets: secrets, allow: ten.AllowNotify}
 	// The source, its credentials and trusted keys: read once, used by the
 	// rollback, the fetch and the pin check alike.
 	src, err := appspec.SourceRequest(ctx, secrets, app)
@@ -351,6 +352,9 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		gitFetches.WithLabelValues("ok").Inc()
 	}
 	if artifact, err = r.chartAndValues(ctx, app, local, secrets, artifact, src.MaxAge, run); err != nil {
+		if tenancy.Refused(err) {
+			return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
+		}
 		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
 	}
 	run.artifact = artifact
@@ -366,7 +370,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	}
 	// Nothing changed since a plan that found nothing to do: stop here.
 	var fingerprint uint64
-	if last, ok := r.idleState(key); ok && !forced && last.same(artifact.Revision, app.Generation, ten.version) {
+	if last, ok := r.idleState(key); ok && !forced && last.same(artifact.Revision, app.Generation, ten.Version) {
 		// Watches made anew (another cluster's, after an outage) take
 		// up the kinds again; a no-op for watches already running.
 		if err := tgt.watches.ensure(last.kinds); err != nil {
@@ -385,7 +389,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		// Never seen here since this replica started (a restart, a
 		// shard taking over): its record may show nothing changed.
 		if idle, ok := r.idleFromRecord(ctx, app, tgt, tgt.records(local), artifact.Revision); ok {
-			idle.tenant = ten.version
+			idle.tenant = ten.Version
 			r.setIdle(key, idle)
 			r.remember(key, syncedAt{revision: artifact.Revision, generation: app.Generation})
 			syncTotal.WithLabelValues("idle").Inc()
@@ -398,6 +402,10 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		if errors.As(err, &cerr) {
 			// The cluster did not answer: nothing wrong with the source.
 			return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
+		}
+		if tenancy.Refused(err) {
+			// A dependency's repository the Tenant or the agent refuses.
+			return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
 		}
 		if charts.Transient(err) {
 			// A dependency's repository failed to answer: retry.
@@ -415,14 +423,14 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		seen: r.seen(key), trigger: run.trigger, forced: forced, automated: app.Spec.SyncPolicy.Automated,
 		dependencies: dependencies,
 	}
-	if len(ten.windows) > 0 {
+	if len(ten.Windows) > 0 {
 		manual := run.trigger.Type == engine.TriggerManual || run.trigger.Type == engine.TriggerRollback
-		open, why, err := syncWindowVerdict(ten.windows, r.now(), manual)
+		open, why, err := syncWindowVerdict(ten.Windows, r.now(), manual)
 		if err != nil {
-			return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, fmt.Errorf("Tenant %s: %w", ten.tenant, err), interval)
+			return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, fmt.Errorf("Tenant %s: %w", ten.Tenant, err), interval)
 		}
 		if !open {
-			in.windowClosed = fmt.Sprintf("Tenant %s: %s; the sync waits", ten.tenant, why)
+			in.windowClosed = fmt.Sprintf("Tenant %s: %s; the sync waits", ten.Tenant, why)
 		}
 	}
 	d := decideSync(in)
@@ -433,8 +441,8 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		DefaultNamespace: appspec.Destination(app),
 		Prune:            d.prune,
 		Revision:         artifact.Revision,
-		Policy:           ten.policy,
-		Adopt:            ten.adopt,
+		Policy:           ten.Policy,
+		Adopt:            ten.Adopt,
 		CreateNamespace:  appspec.Namespace(app),
 		Records:          tgt.records(local),
 	}
@@ -498,7 +506,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		return ctrl.Result{RequeueAfter: min(interval, time.Minute)}, nil
 	}
 	r.remember(key, syncedAt{revision: artifact.Revision, generation: app.Generation})
-	idle := &idleState{revision: artifact.Revision, generation: app.Generation, tenant: ten.version, kinds: res.Kinds}
+	idle := &idleState{revision: artifact.Revision, generation: app.Generation, tenant: ten.Version, kinds: res.Kinds}
 	if !res.Applied || !res.Changes.HasChanges() {
 		// Wrote nothing: the fingerprint taken before stands for what
 		// was planned. After writes, the next reconcile takes one.
@@ -655,7 +663,7 @@ func (r *ApplicationReconciler) chartAndValues(ctx context.Context, app *v1alpha
 		if err != nil {
 			return nil, err
 		}
-		creq.MaxAge = maxAge
+		creq.MaxAge, creq.Allow = maxAge, run.allowChart
 		if artifact, err = r.fetchChart(ctx, creq, artifact, run); err != nil {
 			return nil, err
 		}
@@ -735,11 +743,15 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 	// Chart dependencies from repositories are fetched into the chart
 	// cache, answered from a recent index within the app's interval.
 	maxAge := durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)
+	var allow func(string) error
+	if run != nil {
+		allow = run.allowChart
+	}
 	return r.renders.render(ctx, a.Revision, opts, func(ctx context.Context, opts render.Options) (*render.Result, error) {
 		if r.Charts == nil {
 			return render.Render(ctx, opts)
 		}
-		return r.Charts.Render(ctx, opts, maxAge)
+		return r.Charts.Render(ctx, opts, maxAge, allow)
 	})
 }
 
@@ -765,11 +777,11 @@ func (r *ApplicationReconciler) finalize(ctx context.Context, app *v1alpha1.Appl
 			controllerutil.RemoveFinalizer(app, v1alpha1.ApplicationFinalizer)
 			return r.Client.Patch(ctx, app, patch)
 		}
-		local, err := r.engineFor(app, ten.serviceAccount)
+		local, err := r.engineFor(app, ten.ServiceAccount)
 		if err != nil {
 			return err
 		}
-		tgt, err := r.target(ctx, app, local, ten.serviceAccount)
+		tgt, err := r.target(ctx, app, local, ten.ServiceAccount)
 		var cerr *ClusterError
 		if errors.As(err, &cerr) && cerr.Reason == v1alpha1.ReasonClusterNotFound {
 			// Nowhere to prune: say so and let the app go.
@@ -785,13 +797,13 @@ func (r *ApplicationReconciler) finalize(ctx context.Context, app *v1alpha1.Appl
 		eng := tgt.engine
 		opts := engine.DeleteOptions{
 			DefaultNamespace: appspec.Destination(app),
-			Policy:           ten.policy,
+			Policy:           ten.Policy,
 			Timeout:          durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute),
 			Records:          tgt.records(local),
 		}
 		// PreDelete and PostDelete hooks come from the source as it is
 		// now; one that cannot be rendered does not hold the deletion.
-		if objs, err := r.deletionObjects(ctx, app, local, tgt, ten.serviceAccount); err != nil {
+		if objs, err := r.deletionObjects(ctx, app, local, tgt, ten.ServiceAccount); err != nil {
 			r.Recorder.Event(app, corev1.EventTypeWarning, "DeleteHooksSkipped", "PreDelete and PostDelete hooks not run: "+redact.Error(err))
 		} else {
 			opts.Objects = objs

@@ -348,11 +348,11 @@ func (r *ApplicationSetReconciler) checkout(ctx context.Context, set *v1alpha1.A
 	if err != nil {
 		return "", fmt.Errorf("git %s: %w", source.RedactURL(g.RepoURL), err)
 	}
-	local, err := r.Apps.engineFor(probe, ten.serviceAccount)
+	local, err := r.Apps.engineFor(probe, ten.ServiceAccount)
 	if err != nil {
 		return "", err
 	}
-	sr, err := appspec.SourceRequest(ctx, r.Apps.secretsReader(probe, local, ten.serviceAccount), probe)
+	sr, err := appspec.SourceRequest(ctx, r.Apps.secretsReader(probe, local, ten.ServiceAccount), probe)
 	if err != nil {
 		return "", fmt.Errorf("git %s: %w", source.RedactURL(g.RepoURL), err)
 	}

@@ -38,6 +38,8 @@ type attempt struct {
 	target *target
 	// account is the ServiceAccount the app runs as ("": the agent's).
 	account string
+	// allowChart is the Tenant's rule for chart URLs (nil: any).
+	allowChart func(rawURL string) error
 }
 
 // runOptions describes app's sync for its history entry and events; the

@@ -25,6 +25,9 @@ type notifier struct {
 	n       *notify.Notifier
 	app     *v1alpha1.Application
 	secrets client.Reader
+	// allow is the Tenant's rule for receiver URLs (one from a Secret
+	// included).
+	allow func(rawURL string) error
 }
 
 // send queues ev (with revision and message) for every receiver that
@@ -62,6 +65,17 @@ func (s *notifier) receiver(t v1alpha1.NotifyTarget) (notify.Receiver, error) {
 		recv.Token, recv.HMACKey = string(sec.Data["token"]), sec.Data["hmac"]
 		if u := strings.TrimSpace(string(sec.Data["url"])); u != "" {
 			recv.URL = u
+		}
+	}
+	if s.allow != nil {
+		target := recv.URL
+		if target == "" {
+			target = notify.DefaultURL(recv.Type)
+		}
+		if target != "" {
+			if err := s.allow(target); err != nil {
+				return recv, err
+			}
 		}
 	}
 	return recv, nil

@@ -15,18 +15,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
 
+	"converge.dev/converge/internal/egress"
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/source"
 )
@@ -56,6 +55,30 @@ type Receiver struct {
 
 func (r Receiver) key() string { return r.Type + " " + r.URL + " " + r.Repository }
 
+// DefaultURL is where a receiver of type sends when it names no URL:
+// GitHub's API for github, nothing for the others.
+func DefaultURL(typ string) string {
+	if typ == "github" {
+		return "https://api.github.com"
+	}
+	return ""
+}
+
+// Limits on what receivers may make the agent hold. A receiver's queue
+// and goroutine exist only while it has events to deliver (and
+// IdleTimeout after), so churning URLs leaves nothing behind.
+const (
+	// queueSize bounds the events waiting for one receiver; past it new
+	// events are dropped (and logged), never waited for.
+	queueSize = 256
+	// MaxQueuesPerNamespace bounds the receivers with pending events of
+	// one namespace's Applications; past it, events for another receiver
+	// are dropped (and logged) until one drains.
+	MaxQueuesPerNamespace = 32
+	// MaxQueues bounds them for the whole agent.
+	MaxQueues = 1024
+)
+
 // Notifier sends events. Its zero value is not usable: use New.
 type Notifier struct {
 	// AllowedHosts, when not empty, are the only hosts events are sent
@@ -66,11 +89,21 @@ type Notifier struct {
 	// backoff from Backoff, doubling up to a minute).
 	Retries int
 	Backoff time.Duration
+	// IdleTimeout is how long a receiver's queue lives with nothing to
+	// deliver.
+	IdleTimeout time.Duration
 
 	client *http.Client
 	mu     sync.Mutex
-	queues map[string]chan delivery
+	queues map[string]*queue
+	perNS  map[string]int
 	ctx    context.Context
+}
+
+// queue is one receiver's pending events, for one namespace's apps.
+type queue struct {
+	key, namespace string
+	ch             chan delivery
 }
 
 type delivery struct {
@@ -78,64 +111,90 @@ type delivery struct {
 	ev   Event
 }
 
-// queueSize bounds the events waiting for one receiver; past it new
-// events are dropped (and logged), never waited for.
-const queueSize = 256
-
-// New returns a Notifier whose deliveries run until ctx ends.
-func New(ctx context.Context, log logr.Logger) *Notifier {
-	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: refuseLinkLocal}
-	transport := &http.Transport{DialContext: dialer.DialContext, TLSHandshakeTimeout: 5 * time.Second, ResponseHeaderTimeout: 10 * time.Second, Proxy: http.ProxyFromEnvironment}
+// New returns a Notifier whose deliveries run until ctx ends, connecting
+// only where policy allows (nil: everything but link-local and metadata
+// addresses).
+func New(ctx context.Context, log logr.Logger, policy *egress.Policy) *Notifier {
+	if policy == nil {
+		policy = egress.Open()
+	}
+	transport := policy.Transport()
+	transport.TLSHandshakeTimeout, transport.ResponseHeaderTimeout = 5*time.Second, 10*time.Second
 	return &Notifier{
-		Log: log, Retries: 5, Backoff: time.Second, ctx: ctx, queues: map[string]chan delivery{},
+		Log: log, Retries: 5, Backoff: time.Second, IdleTimeout: 30 * time.Second, ctx: ctx,
+		queues: map[string]*queue{}, perNS: map[string]int{},
 		client: &http.Client{Transport: transport, Timeout: 15 * time.Second,
 			// A receiver may not send the agent elsewhere.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 	}
 }
 
-// refuseLinkLocal keeps events from cloud metadata endpoints and other
-// link-local addresses, whatever a name resolves to.
-func refuseLinkLocal(_, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return err
-	}
-	if ip := net.ParseIP(host); ip != nil && (ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast()) {
-		return fmt.Errorf("refusing to send events to link-local address %s", host)
-	}
-	return nil
+// Queues is how many receivers have a queue now.
+func (n *Notifier) Queues() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.queues)
 }
 
 // Send queues ev for recv and returns at once.
 func (n *Notifier) Send(recv Receiver, ev Event) {
+	key := ev.Namespace + " " + recv.key()
 	n.mu.Lock()
-	q, ok := n.queues[recv.key()]
+	defer n.mu.Unlock()
+	q, ok := n.queues[key]
 	if !ok {
-		q = make(chan delivery, queueSize)
-		n.queues[recv.key()] = q
+		if n.perNS[ev.Namespace] >= MaxQueuesPerNamespace || len(n.queues) >= MaxQueues {
+			n.Log.Info("notification dropped: too many receivers with pending events", "namespace", ev.Namespace,
+				"limit", MaxQueuesPerNamespace, "receiver", recv.Type, "event", ev.Type, "app", ev.Namespace+"/"+ev.Name)
+			return
+		}
+		q = &queue{key: key, namespace: ev.Namespace, ch: make(chan delivery, queueSize)}
+		n.queues[key] = q
+		n.perNS[ev.Namespace]++
 		go n.deliver(q)
 	}
-	n.mu.Unlock()
 	select {
-	case q <- delivery{recv: recv, ev: ev}:
+	case q.ch <- delivery{recv: recv, ev: ev}:
 	default:
 		n.Log.Info("notification dropped: the receiver's queue is full", "receiver", recv.Type, "event", ev.Type, "app", ev.Namespace+"/"+ev.Name)
 	}
 }
 
+// done removes q once it is empty; false when an event arrived meanwhile.
+func (n *Notifier) done(q *queue) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(q.ch) > 0 {
+		return false
+	}
+	delete(n.queues, q.key)
+	if n.perNS[q.namespace]--; n.perNS[q.namespace] <= 0 {
+		delete(n.perNS, q.namespace)
+	}
+	return true
+}
+
 // deliver sends one receiver's events in order: at most one a second
 // (bursts of 5), each tried again with backoff on a network error, a 429
 // or a 5xx.
-func (n *Notifier) deliver(q chan delivery) {
+func (n *Notifier) deliver(q *queue) {
 	limit := rate.NewLimiter(1, 5)
+	idle := time.NewTimer(n.IdleTimeout)
+	defer idle.Stop()
 	for {
 		var d delivery
 		select {
 		case <-n.ctx.Done():
 			return
-		case d = <-q:
+		case <-idle.C:
+			if n.done(q) {
+				return
+			}
+			idle.Reset(n.IdleTimeout)
+			continue
+		case d = <-q.ch:
 		}
+		idle.Reset(n.IdleTimeout)
 		if err := limit.Wait(n.ctx); err != nil {
 			return
 		}
@@ -259,7 +318,7 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 		switch recv.Type {
 		case "github":
 			if base == "" {
-				base = "https://api.github.com"
+				base = DefaultURL("github")
 			}
 			target = base + "/repos/" + recv.Repository + "/statuses/" + sha
 			payload = map[string]string{"state": state, "context": context, "description": description}

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,7 +63,7 @@ func TestNotifier_SignsAndRetriesUntilDelivered(t *testing.T) {
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n := New(ctx, logr.Discard())
+	n := New(ctx, logr.Discard(), nil)
 	n.Backoff = 10 * time.Millisecond
 	key := []byte("k3y")
 	n.Send(Receiver{Type: "webhook", URL: srv.URL, HMACKey: key}, Event{Type: "SyncSucceeded", Namespace: "team", Name: "web"})
@@ -83,7 +85,7 @@ func TestNotifier_SignsAndRetriesUntilDelivered(t *testing.T) {
 func TestNotifier_SendNeverBlocks(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n := New(ctx, logr.Discard())
+	n := New(ctx, logr.Discard(), nil)
 	// A receiver that never answers: far more events than its queue.
 	stall := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-stall }))
@@ -95,5 +97,58 @@ func TestNotifier_SendNeverBlocks(t *testing.T) {
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("sending to a stalled receiver took %v", d)
+	}
+}
+
+// 1,000 receiver URLs, one after another, leave no queue and no goroutine
+// behind once delivered; a namespace never holds more than its share of
+// queues however many URLs it names at once.
+func TestNotifier_QueuesDoNotOutliveTheirEvents(t *testing.T) {
+	var delivered atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { delivered.Add(1) }))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := New(ctx, logr.Discard(), nil)
+	n.IdleTimeout = 20 * time.Millisecond
+	before := runtime.NumGoroutine()
+	for i := range 1000 {
+		n.Send(Receiver{Type: "webhook", URL: fmt.Sprintf("%s/hook/%d", srv.URL, i)}, Event{Type: "SyncSucceeded", Namespace: fmt.Sprintf("team-%d", i%40), Name: "web"})
+		if q := n.Queues(); q > 40*MaxQueuesPerNamespace {
+			t.Fatalf("%d queues", q)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for n.Queues() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if q := n.Queues(); q != 0 {
+		t.Fatalf("%d queues left after delivery", q)
+	}
+	if delivered.Load() == 0 {
+		t.Fatal("nothing delivered")
+	}
+	// Goroutines are back to where they were (the HTTP client's idle
+	// connections aside, closed here).
+	srv.CloseClientConnections()
+	n.client.CloseIdleConnections()
+	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > before+2 {
+		t.Fatalf("%d goroutines, %d before", g, before)
+	}
+
+	// One namespace naming more receivers at once than its share: the
+	// rest are dropped, not queued.
+	block := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	defer slow.Close()
+	defer close(block)
+	for i := range 3 * MaxQueuesPerNamespace {
+		n.Send(Receiver{Type: "webhook", URL: fmt.Sprintf("%s/%d", slow.URL, i)}, Event{Type: "SyncFailed", Namespace: "greedy", Name: "web"})
+	}
+	if q := n.Queues(); q != MaxQueuesPerNamespace {
+		t.Fatalf("%d queues for one namespace, want %d", q, MaxQueuesPerNamespace)
 	}
 }

@@ -20,12 +20,20 @@ import (
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/source"
+	"converge.dev/converge/internal/tenancy"
 )
 
 // Previewer fetches and renders through shared caches.
 type Previewer struct {
 	Sources *source.Cache
 	Charts  *charts.Cache
+	// Tenancy, when set, are the agent's rules: every preview is first
+	// governed as the reconciler governs the app (tenancy.Resolve over the
+	// Tenants read from Tenants), and one it would refuse fetches
+	// nothing. The agent's web UI sets them: its previews fetch from the
+	// agent's network position. The CLI fetches from the user's.
+	Tenancy *tenancy.Options
+	Tenants client.Reader
 	// Progress, when set, hears what is being done and warnings, for
 	// people.
 	Progress func(format string, args ...any)
@@ -95,12 +103,33 @@ func (p *Previewer) Fetch(ctx context.Context, sr source.Request) (*source.Artif
 	return p.Sources.Fetch(ctx, sr)
 }
 
+// govern decides what governs app as the reconciler does, when the
+// previewer has the agent's rules; a refusal is an error naming the rule.
+func (p *Previewer) govern(ctx context.Context, app *v1alpha1.Application) (tenancy.Tenancy, error) {
+	if p.Tenancy == nil {
+		return tenancy.Tenancy{}, nil
+	}
+	var tenants v1alpha1.TenantList
+	if err := p.Tenants.List(ctx, &tenants); err != nil {
+		return tenancy.Tenancy{}, fmt.Errorf("listing Tenants: %w", err)
+	}
+	ten, err := tenancy.Resolve(app, tenants.Items, *p.Tenancy)
+	if err != nil {
+		return ten, &tenancy.PolicyError{Err: fmt.Errorf("refused by the agent's tenancy rules, as its sync is: %w", err)}
+	}
+	return ten, nil
+}
+
 // Preview fetches, renders and plans req's app.
 func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 	app := req.App
 	if c := app.Spec.Destination.Cluster; c != "" {
 		// Planning here would compare with the wrong cluster.
 		return nil, fmt.Errorf("%s deploys to Cluster %s: previews (diff, verify, the web UI's diff) plan against this cluster only and do not support other clusters yet", app.Name, c)
+	}
+	ten, err := p.govern(ctx, app)
+	if err != nil {
+		return nil, err
 	}
 	a := &source.Artifact{Dir: p.Charts.EmptyDir()}
 	if app.Spec.Source.RepoURL != "" {
@@ -128,6 +157,7 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	if ok {
+		creq.Allow = ten.AllowChart()
 		ch, err := p.Charts.Fetch(ctx, creq)
 		if err != nil {
 			return nil, err
@@ -158,7 +188,7 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	opts.Helm.KubeVersion, opts.Helm.APIVersions = caps.KubeVersion, caps.APIVersions
-	res, err := p.Charts.Render(ctx, opts, 0)
+	res, err := p.Charts.Render(ctx, opts, 0, ten.AllowChart())
 	if err != nil {
 		return nil, err
 	}
