@@ -24,6 +24,7 @@ import (
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/cli"
+	"converge.dev/converge/internal/testutil/chartrepo"
 	"converge.dev/converge/internal/testutil/gitserver"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
@@ -570,5 +571,64 @@ func TestTenancy_SyncWindowHoldsAutomatedSyncs(t *testing.T) {
 	te.waitApp(t, te.ns, "windowed", 30*time.Second, "released when the window goes", synced(second))
 	if got := configMapMode(t, te.ns); got != "released" {
 		t.Fatalf("after the window: mode %q", got)
+	}
+}
+
+// A tenant's charts and notifications reach only what its Tenant allows:
+// a chart repository, the chart URL an allowed index lists, a dependency's
+// repository and a notification receiver outside it are each refused with
+// PolicyViolation, and none of those servers receives a single request.
+func TestTenancy_ChartsAndNotificationsStayWithinTheTenant(t *testing.T) {
+	te := newTenant(t)
+	ctx := context.Background()
+	allowed := chartrepo.NewHelmRepo()
+	defer allowed.Close()
+	outside := chartrepo.NewHelmRepo()
+	defer outside.Close()
+	outside.Add("shop", "1.0.0", shopChart("1.0.0"))
+	// The allowed index lists a chart that lives on the outside server.
+	allowed.AddAt("shop", "1.0.0", outside.URL+"/shop-1.0.0.tgz", shopChart("1.0.0"))
+	receiver := newReceiver(t)
+
+	var tenant v1alpha1.Tenant
+	if err := te.client.Get(ctx, client.ObjectKey{Name: "e2e-" + te.ns}, &tenant); err != nil {
+		t.Fatal(err)
+	}
+	tenant.Spec.ChartRepos = []string{strings.TrimPrefix(allowed.URL, "http://") + "/**"}
+	tenant.Spec.NotifyHosts = []string{"hooks.example.com"}
+	if err := te.client.Update(ctx, &tenant); err != nil {
+		t.Fatal(err)
+	}
+
+	chartApp := func(name, repoURL string) {
+		te.create(t, name, "", func(app *v1alpha1.Application) {
+			app.Spec.Source = v1alpha1.ApplicationSource{Chart: &v1alpha1.ChartSource{RepoURL: repoURL, Name: "shop", Version: "1.0.0"}}
+		})
+	}
+	chartApp("chart-outside", outside.URL)
+	chartApp("chart-listed-outside", allowed.URL)
+	te.app(t, "dependency-outside", map[string]string{
+		"deploy/Chart.yaml": fmt.Sprintf("apiVersion: v2\nname: wrapper\nversion: 0.1.0\ndependencies:\n- name: shop\n  version: 1.0.0\n  repository: %s\n", outside.URL),
+		"deploy/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wrapper\n",
+	}, nil)
+	te.app(t, "notify-outside", map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "n")}, func(app *v1alpha1.Application) {
+		app.Spec.Notify = []v1alpha1.NotifyTarget{{Type: "webhook", URL: receiver.URL + "/hook"}}
+	})
+
+	te.refusedWith(t, "chart-outside", v1alpha1.ReasonPolicyViolation, "spec.source.chart.repoURL", "allows chart repositories")
+	te.refusedWith(t, "chart-listed-outside", v1alpha1.ReasonPolicyViolation, "the URL its index lists", "allows chart repositories")
+	te.refusedWith(t, "dependency-outside", v1alpha1.ReasonPolicyViolation, `dependency "shop"`, "allows chart repositories")
+	te.refusedWith(t, "notify-outside", v1alpha1.ReasonPolicyViolation, "spec.notify[0]", "allows notifyHosts hooks.example.com only")
+	if n := outside.RequestCount(); n != 0 {
+		t.Errorf("the repository outside the Tenant received %d requests", n)
+	}
+	if n := len(receiver.posts()); n != 0 {
+		t.Errorf("the receiver outside the Tenant received %d posts", n)
+	}
+	if allowed.RequestCount() == 0 {
+		t.Error("the allowed repository was never asked (the test proves nothing)")
+	}
+	if got := get(t, "v1", "ConfigMap", te.ns, "wrapper"); got != nil {
+		t.Error("a chart with a refused dependency was applied")
 	}
 }

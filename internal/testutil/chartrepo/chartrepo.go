@@ -102,6 +102,17 @@ func (r *HelmRepo) AddAt(name, version, url string, archive []byte) string {
 	return digest
 }
 
+// RequestCount is how many requests the repository received in all.
+func (r *HelmRepo) RequestCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.Requests {
+		n += c
+	}
+	return n
+}
+
 func (r *HelmRepo) serve(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

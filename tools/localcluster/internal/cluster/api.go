@@ -44,9 +44,17 @@ func newAPIClient(c *Cluster) (*apiClient, error) {
 }
 
 func (a *apiClient) do(ctx context.Context, method, path, body string, out any) (int, error) {
+	return a.doAs(ctx, "", method, path, body, out)
+}
+
+// doAs is do impersonating user ("": the admin itself).
+func (a *apiClient) doAs(ctx context.Context, user, method, path, body string, out any) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, method, a.base+path, strings.NewReader(body))
 	if err != nil {
 		return 0, err
+	}
+	if user != "" {
+		req.Header.Set("Impersonate-User", user)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "converge-localcluster")
@@ -70,6 +78,15 @@ func (a *apiClient) do(ctx context.Context, method, path, body string, out any) 
 
 func (a *apiClient) get(ctx context.Context, path string, out any) error {
 	_, err := a.do(ctx, http.MethodGet, path, "", out)
+	return err
+}
+
+// controlPlaneAuthorized succeeds once the controller-manager may read
+// what it reads first (the request-header CA in kube-system): /readyz can
+// pass a moment before the authorizer sees the bootstrap role bindings,
+// and a controller-manager started then exits at once.
+func (a *apiClient) controlPlaneAuthorized(ctx context.Context) error {
+	_, err := a.doAs(ctx, "system:kube-controller-manager", http.MethodGet, "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication", "", nil)
 	return err
 }
 

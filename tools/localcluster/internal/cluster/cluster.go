@@ -227,7 +227,10 @@ func (c *Cluster) Up(ctx context.Context, binDir string) error {
 			})
 		case "kube-apiserver":
 			err = c.waitFor(ctx, comp.name, 90*time.Second, func(ctx context.Context) error {
-				return api.ready(ctx)
+				if err := api.ready(ctx); err != nil {
+					return err
+				}
+				return api.controlPlaneAuthorized(ctx)
 			})
 		}
 		if err != nil {
