@@ -608,7 +608,7 @@ func TestTenancy_ChartsAndNotificationsStayWithinTheTenant(t *testing.T) {
 	chartApp("chart-outside", outside.URL)
 	chartApp("chart-listed-outside", allowed.URL)
 	te.app(t, "dependency-outside", map[string]string{
-		"deploy/Chart.yaml": fmt.Sprintf("apiVersion: v2\nname: wrapper\nversion: 0.1.0\ndependencies:\n- name: shop\n  version: 1.0.0\n  repository: %s\n", outside.URL),
+		"deploy/Chart.yaml":        fmt.Sprintf("apiVersion: v2\nname: wrapper\nversion: 0.1.0\ndependencies:\n- name: shop\n  version: 1.0.0\n  repository: %s\n", outside.URL),
 		"deploy/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: wrapper\n",
 	}, nil)
 	te.app(t, "notify-outside", map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "n")}, func(app *v1alpha1.Application) {
