@@ -105,8 +105,8 @@ func Resolve(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts Options)
 	if sa := app.Spec.ServiceAccountName; sa != "" && sa != t.Spec.ServiceAccountName {
 		return Tenancy{}, fmt.Errorf("spec.serviceAccountName %s: Tenant %s runs its apps as %s only", sa, t.Name, t.Spec.ServiceAccountName)
 	}
-	repo := source.NormalizeURL(app.Spec.Source.RepoURL)
-	if !MatchRepo(t.Spec.SourceRepos, repo) {
+	// A chart-only app has no Git source to check (its chart is, below).
+	if repo := source.NormalizeURL(app.Spec.Source.RepoURL); app.Spec.Source.RepoURL != "" && !MatchRepo(t.Spec.SourceRepos, repo) {
 		return Tenancy{}, fmt.Errorf("spec.source.repoURL %s: Tenant %s allows repositories %s only", source.RedactURL(app.Spec.Source.RepoURL), t.Name, orNone(t.Spec.SourceRepos))
 	}
 	// Dependencies stay within the Tenant: an app's status would

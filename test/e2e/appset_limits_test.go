@@ -100,10 +100,15 @@ func TestAppSet_HostileInputFailsOnANamedBoundAndNeighboursSync(t *testing.T) {
 		Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"}, SyncPolicy: automated(true, true)}})
 	a.waitApp(t, ns, "neighbour", 60*time.Second, "the neighbour synced", synced(rev))
 
-	for name, bound := range map[string]string{"wide-matrix": "parameter bytes per ApplicationSet", "big-files": "bytes of parameter files per ApplicationSet"} {
-		a.waitSet(t, ns, name, 60*time.Second, name+": LimitExceeded naming "+bound, func(s *v1alpha1.ApplicationSet) bool {
+	// The files hold about 1,000 sets each: the sets' count is the
+	// first bound they pass (their bytes would be the next).
+	for name, want := range map[string][]string{
+		"wide-matrix": {"spec.generators[0].matrix: ", "(parameter bytes per ApplicationSet)"},
+		"big-files":   {"spec.generators[0].git", "allowed ("},
+	} {
+		a.waitSet(t, ns, name, 60*time.Second, name+": LimitExceeded naming "+strings.Join(want, " … "), func(s *v1alpha1.ApplicationSet) bool {
 			c := setCondition(s, v1alpha1.ConditionReady)
-			return c != nil && c.Reason == v1alpha1.ReasonLimitExceeded && strings.Contains(c.Message, bound) && strings.Contains(c.Message, "spec.generators[0]")
+			return c != nil && c.Reason == v1alpha1.ReasonLimitExceeded && strings.Contains(c.Message, want[0]) && strings.Contains(c.Message, want[1])
 		})
 	}
 	if err := repo.Write(map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "second")}); err != nil {
