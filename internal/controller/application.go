@@ -288,7 +288,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	if err != nil {
 		return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
 	}
-	run.account, run.allowChart = ten.ServiceAccount, ten.AllowChart()
+	run.account, run.allowChart, run.queue = ten.ServiceAccount, ten.AllowChart(), ten.Queue()
 	// The Applications it depends on: a cycle is refused; readiness is
 	// weighed in the decision below.
 	dependencies, err := dependencyWait(app, r.cachedApp(ctx), "")
@@ -321,7 +321,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	// A Git-native rollback writes its commit first; the sync below then
 	// fetches and applies it at once.
 	if rb, ok := pendingRollback(app); ok && gitSource {
-		if err := r.rollback(ctx, app, rb, src, run.account); err == nil {
+		if err := r.rollback(ctx, app, rb, src, run); err == nil {
 			forced, run.trigger = true, engine.Trigger{Type: engine.TriggerRollback, User: rb.By}
 		}
 	}
@@ -722,6 +722,7 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 	opts.Isolation = app.Namespace + "/"
 	if run != nil {
 		opts.Isolation += run.account
+		opts.Queue = run.queue
 	}
 	if run != nil && run.chart != nil {
 		opts.Chart = run.chart.Path

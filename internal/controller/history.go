@@ -40,6 +40,8 @@ type attempt struct {
 	account string
 	// allowChart is the Tenant's rule for chart URLs (nil: any).
 	allowChart func(rawURL string) error
+	// queue is whose turn the app's renders wait for (see render.Options).
+	queue string
 }
 
 // runOptions describes app's sync for its history entry and events; the

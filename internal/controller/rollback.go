@@ -43,7 +43,7 @@ func pendingRollback(app *v1alpha1.Application) (v1alpha1.RollbackRequest, bool)
 // rollback carries out a Git-native rollback: check that the target still
 // renders, then write and push a commit restoring the app's path to it.
 // The outcome goes to status.rollback and to an event.
-func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Application, rb v1alpha1.RollbackRequest, src source.Request, account string) error {
+func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Application, rb v1alpha1.RollbackRequest, src source.Request, run *attempt) error {
 	st := &v1alpha1.RollbackStatus{Request: rb.ID, Target: rb.Target}
 	app.Status.Rollback = st
 	fail := func(err error) error {
@@ -83,7 +83,7 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 	// (With a chart source, the chart is fetched after the rollback, and
 	// the values alone are not a render.)
 	if app.Spec.Source.Chart == nil {
-		if _, err := r.render(ctx, app, target, &attempt{account: account}); err != nil {
+		if _, err := r.render(ctx, app, target, &attempt{account: run.account, queue: run.queue, allowChart: run.allowChart}); err != nil {
 			return fail(fmt.Errorf("the tree at %s no longer renders: %w", shortRev(rb.Target), err))
 		}
 	}

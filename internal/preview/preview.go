@@ -150,6 +150,7 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 	// A preview renders in a worker of the app's namespace only: never in
 	// one that held another tenant's values.
 	opts.Isolation = app.Namespace + "/preview"
+	opts.Queue = ten.Queue()
 	// A chart source, and values from ConfigMaps and Secrets, as the agent
 	// takes them (read with the caller's rights).
 	creq, ok, err := appspec.ChartRequest(ctx, req.Client, app)

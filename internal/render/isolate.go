@@ -92,12 +92,12 @@ func renderIsolated(ctx context.Context, opts Options) (*Result, error) {
 	// At most MaxConcurrentRenders renders at a time: each worker may use
 	// up to Limits.MaxMemory, and the agent's own memory limit must hold
 	// them.
-	select {
-	case workers.slots <- struct{}{}:
-		defer func() { <-workers.slots }()
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	// Tenants' renders share the slots fairly (see slots).
+	release, err := workers.slots.acquire(ctx, opts.Queue)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	limits := opts.Limits
 	req, err := json.Marshal(workerRequest{Options: opts})
 	if err != nil {

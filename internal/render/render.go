@@ -35,6 +35,11 @@ type Options struct {
 	// Isolation says which renders may share a worker process: only those
 	// of the same Isolation (the agent: an app's namespace and account).
 	Isolation string `json:"-"`
+	// Queue is whose turn the render waits for: "" for the agent's own
+	// apps and the CLI (they may use every render slot), a tenant's name
+	// otherwise (at most half the slots: one tenant's slow renders never
+	// hold back another's).
+	Queue string `json:"-"`
 	// Helm options apply when Path holds a chart.
 	Helm HelmOptions `json:"helm,omitempty"`
 	// Jsonnet options apply to .jsonnet files.

@@ -43,7 +43,7 @@ var (
 // process, so one cannot see what another's render held (values from its
 // Secrets), even if it broke out of the template engine.
 type workerPool struct {
-	slots chan struct{}
+	slots *slots
 
 	mu   sync.Mutex
 	idle []*worker // oldest first
@@ -51,7 +51,7 @@ type workerPool struct {
 	total atomic.Int32
 }
 
-var workers = &workerPool{slots: make(chan struct{}, MaxConcurrentRenders)}
+var workers = &workerPool{slots: newSlots(MaxConcurrentRenders)}
 
 // worker is one render process.
 type worker struct {

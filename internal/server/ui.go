@@ -267,7 +267,11 @@ func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {
 		if err != nil || user == "" {
 			user = "you"
 		}
-		ss := u.sessions.add(user, u.Cluster, c)
+		ss, err := u.sessions.add(user, u.Cluster, c)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		u.setCookie(w, sessionCookie, ss.id, 0)
 		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return
@@ -315,7 +319,12 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 		u.renderLoginError(w, ck.Value, "The token could not be checked: "+redact.Error(err))
 		return
 	}
-	ss := u.sessions.add(user, cfg, c)
+	ss, err := u.sessions.add(user, cfg, c)
+	if err != nil {
+		u.Log.Info("sign-in refused: every session is taken", "user", user, "remote", clientIP(r))
+		u.renderLoginError(w, ck.Value, err.Error())
+		return
+	}
 	u.Log.Info("signed in", "user", user, "remote", clientIP(r))
 	u.setCookie(w, loginCookie, "", -1)
 	u.setCookie(w, sessionCookie, ss.id, sessionLifetime)

@@ -59,6 +59,9 @@ func (u *UI) diff(ctx context.Context, ss *session, ns, name string) (*diffView,
 	if err != nil {
 		return nil, err
 	}
+	if !ss.previews.Allow() {
+		return nil, errors.New("too many comparisons: a session may ask for one every 2 seconds (10 at once); try again shortly")
+	}
 	select {
 	case previewSlots <- struct{}{}:
 		defer func() { <-previewSlots }()

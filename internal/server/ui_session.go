@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,7 +30,14 @@ const (
 	// accessTTL is how long an access check's answer is reused.
 	accessTTL   = 30 * time.Second
 	maxSessions = 10000
+	// maxSessionsPerUser bounds one user's sessions: a new one past it
+	// ends that user's oldest, never another user's.
+	maxSessionsPerUser = 16
 )
+
+// errTooManySessions refuses a sign-in when every session slot is held by
+// live sessions: nobody else is signed out to make room.
+var errTooManySessions = errors.New("too many people are signed in: try again later")
 
 // session is one signed-in viewer. Its credentials stay on the server; the
 // browser holds only the session's random id, in an HTTP-only cookie.
@@ -46,6 +54,9 @@ type session struct {
 	flash    string
 	access   map[string]accessAnswer
 	engine   *engine.Manager
+	// previews bounds the diffs one session asks for: each fetches and
+	// renders as the agent.
+	previews *rate.Limiter
 }
 
 type accessAnswer struct {
@@ -72,25 +83,36 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// add starts a session for user acting through cfg and c.
-func (s *sessions) add(user string, cfg *rest.Config, c client.Client) *session {
+// add starts a session for user acting through cfg and c. A user at
+// maxSessionsPerUser loses their own oldest session; when all sessions are
+// taken by live ones, the sign-in is refused (errTooManySessions).
+func (s *sessions) add(user string, cfg *rest.Config, c client.Client) (*session, error) {
 	now := s.now()
-	ss := &session{id: randomToken(), csrf: randomToken(), user: user, cfg: cfg, client: c, created: now, lastSeen: now, access: map[string]accessAnswer{}}
+	ss := &session{id: randomToken(), csrf: randomToken(), user: user, cfg: cfg, client: c, created: now, lastSeen: now, access: map[string]accessAnswer{},
+		previews: rate.NewLimiter(rate.Every(2*time.Second), 10)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expireLocked(now)
-	if len(s.byID) >= maxSessions {
-		// Drop the session seen least recently.
-		var oldest *session
-		for _, o := range s.byID {
-			if oldest == nil || o.lastSeen.Before(oldest.lastSeen) {
+	var mine []*session
+	for _, o := range s.byID {
+		if o.user == user {
+			mine = append(mine, o)
+		}
+	}
+	if len(mine) >= maxSessionsPerUser {
+		oldest := mine[0]
+		for _, o := range mine[1:] {
+			if o.created.Before(oldest.created) {
 				oldest = o
 			}
 		}
 		delete(s.byID, oldest.id)
 	}
+	if len(s.byID) >= maxSessions {
+		return nil, errTooManySessions
+	}
 	s.byID[ss.id] = ss
-	return ss
+	return ss, nil
 }
 
 func (s *sessions) expireLocked(now time.Time) {

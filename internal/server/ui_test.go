@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -55,7 +56,7 @@ func TestSessions_EndWhenIdleOrOld(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	s := newSessions()
 	s.now = func() time.Time { return now }
-	ss := s.add("alice", nil, nil)
+	ss, _ := s.add("alice", nil, nil)
 	req := func() *http.Request {
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r.AddCookie(&http.Cookie{Name: sessionCookie, Value: ss.id})
@@ -75,7 +76,7 @@ func TestSessions_EndWhenIdleOrOld(t *testing.T) {
 	if s.get(req()) != nil || s.alive(ss.id) {
 		t.Fatal("a session outlived its lifetime")
 	}
-	other := s.add("bob", nil, nil)
+	other, _ := s.add("bob", nil, nil)
 	now = now.Add(sessionIdle + time.Second)
 	if s.get(httptest.NewRequest(http.MethodGet, "/", nil)) != nil {
 		t.Fatal("a request without a cookie found a session")
@@ -84,6 +85,52 @@ func TestSessions_EndWhenIdleOrOld(t *testing.T) {
 	r.AddCookie(&http.Cookie{Name: sessionCookie, Value: other.id})
 	if s.get(r) != nil {
 		t.Fatal("an idle session did not end")
+	}
+}
+
+// Mass sign-ins by one user end only that user's oldest sessions; with
+// every slot taken by live sessions, a new sign-in is refused and nobody
+// is signed out.
+func TestSessions_OneUserCannotSignOthersOut(t *testing.T) {
+	s := newSessions()
+	now := time.Unix(1_000_000, 0)
+	s.now = func() time.Time { now = now.Add(time.Millisecond); return now }
+	alice, _ := s.add("alice", nil, nil)
+	var first *session
+	for i := range 10 * maxSessionsPerUser {
+		ss, err := s.add("mallory", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = ss
+		}
+	}
+	if !s.alive(alice.id) {
+		t.Fatal("another user's sign-ins ended alice's session")
+	}
+	if s.alive(first.id) {
+		t.Fatal("mallory's oldest session outlived the per-user limit")
+	}
+	n := 0
+	for _, ss := range s.byID {
+		if ss.user == "mallory" {
+			n++
+		}
+	}
+	if n != maxSessionsPerUser {
+		t.Fatalf("mallory holds %d sessions, want %d", n, maxSessionsPerUser)
+	}
+	for i := len(s.byID); i < maxSessions; i++ {
+		if _, err := s.add(fmt.Sprintf("user-%d", i), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.add("late", nil, nil); !errors.Is(err, errTooManySessions) {
+		t.Fatalf("sign-in with every slot taken: err = %v", err)
+	}
+	if !s.alive(alice.id) {
+		t.Fatal("a full table signed alice out")
 	}
 }
 

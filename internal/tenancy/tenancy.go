@@ -64,6 +64,15 @@ func (t Tenancy) AllowChart() func(rawURL string) error {
 	}
 }
 
+// Queue is the render queue of the app's Tenant: "" (the agent's own,
+// trusted) when none governs it.
+func (t Tenancy) Queue() string {
+	if t.Tenant == "" {
+		return ""
+	}
+	return "tenant/" + t.Tenant
+}
+
 // AllowNotify refuses a receiver URL whose host the Tenant does not allow.
 func (t Tenancy) AllowNotify(rawURL string) error {
 	if t.Tenant == "" {
