@@ -15,7 +15,8 @@ import (
 // MigrateOptions holds the flags of `converge migrate`.
 type MigrateOptions struct {
 	Streams
-	Output OutputFormat
+	Output   OutputFormat
+	Clusters map[string]string
 }
 
 // NewMigrateCommand returns `converge migrate PATH...`.
@@ -35,13 +36,15 @@ told to orphan what they deployed).
 Everything that cannot be carried over, or is carried over with a
 difference, is listed on stderr with the object and the field: plugins,
 post-renderers, valuesFrom, Kustomize overrides, SOPS decryption, other
-clusters, dependencies between apps...
+clusters not mapped with --cluster (those apps are not translated, never
+retargeted to this cluster), dependencies between apps...
 
 Exit status: 0 when at least one Application was made, 2 otherwise.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return o.Run(cmd, args) },
 	}
 	cmd.Flags().StringVarP((*string)(&o.Output), "output", "o", "yaml", "output format: yaml or json")
+	cmd.Flags().StringToStringVar(&o.Clusters, "cluster", nil, "map another cluster (an Argo CD destination's server URL or name, a Flux kubeConfig Secret's name) to a converge Cluster: --cluster https://prod.example.com=prod (repeatable); apps aimed at an unmapped cluster are not translated")
 	return cmd
 }
 
@@ -72,7 +75,7 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 		}
 		objs = append(objs, res.Objects...)
 	}
-	res := migrate.Translate(objs)
+	res := migrate.Translate(objs, migrate.Options{Clusters: o.Clusters})
 	for _, f := range res.Findings {
 		fmt.Fprintln(o.ErrOut, "not carried over:", f)
 	}

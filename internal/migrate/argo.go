@@ -21,14 +21,20 @@ func (t *translator) argo(u *unstructured.Unstructured) {
 		ns = "default"
 		t.note(u, "spec.destination.namespace", "not set; the converge Application goes to namespace default, which is also its objects' default namespace")
 	}
-	if !inCluster(strAt(dest, "server"), strAt(dest, "name")) {
-		t.note(u, "spec.destination", "another cluster (%s%s): a converge agent deploys to the cluster it runs in; run one there", strAt(dest, "server"), strAt(dest, "name"))
+	cluster := ""
+	if server, name := strAt(dest, "server"), strAt(dest, "name"); !inCluster(server, name) {
+		c, ok := t.cluster(u, "spec.destination", "another cluster ("+firstNonEmpty(server, name)+")", server, name)
+		if !ok {
+			return
+		}
+		cluster = c
 	}
 	if p := strAt(spec, "project"); p != "" && p != "default" {
 		t.note(u, "spec.project", "AppProject %q: its restrictions are not carried over; a converge Tenant expresses them (docs/security.md)", p)
 	}
 	app := newApp(u.GetName(), ns)
 	app.Spec.Destination.Namespace = ns
+	app.Spec.Destination.Cluster = cluster
 
 	var sources []map[string]any
 	if s := mapAt(spec, "source"); s != nil {

@@ -53,8 +53,9 @@ func (t *translator) fluxGit(u *unstructured.Unstructured, app *v1alpha1.Applica
 	}
 }
 
-// fluxCommon carries over what Kustomizations and HelmReleases share.
-func (t *translator) fluxCommon(u *unstructured.Unstructured, app *v1alpha1.Application) {
+// fluxCommon carries over what Kustomizations and HelmReleases share;
+// false when the app must not be translated.
+func (t *translator) fluxCommon(u *unstructured.Unstructured, app *v1alpha1.Application) bool {
 	spec := mapAt(u.Object, "spec")
 	if suspend, _ := spec["suspend"].(bool); suspend {
 		app.Spec.Suspend = true
@@ -71,9 +72,15 @@ func (t *translator) fluxCommon(u *unstructured.Unstructured, app *v1alpha1.Appl
 	if deps, _, _ := unstructured.NestedSlice(spec, "dependsOn"); len(deps) > 0 {
 		t.note(u, "spec.dependsOn", "dependencies between apps are not supported yet; they sync independently")
 	}
-	if mapAt(spec, "kubeConfig") != nil {
-		t.note(u, "spec.kubeConfig", "another cluster: a converge agent deploys to the cluster it runs in; run one there")
+	if kc := mapAt(spec, "kubeConfig"); kc != nil {
+		secret := strAt(kc, "secretRef", "name")
+		c, ok := t.cluster(u, "spec.kubeConfig", "another cluster (kubeConfig Secret "+secret+")", secret)
+		if !ok {
+			return false
+		}
+		app.Spec.Destination.Cluster = c
 	}
+	return true
 }
 
 // fluxKustomization translates a Kustomization and its GitRepository.
@@ -97,7 +104,9 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 	prune, _ := spec["prune"].(bool)
 	// Flux corrects drift at every interval; converge at once.
 	app.Spec.SyncPolicy.Automated = &v1alpha1.AutomatedSync{Prune: prune, SelfHeal: true}
-	t.fluxCommon(u, &app)
+	if !t.fluxCommon(u, &app) {
+		return
+	}
 	if force, _ := spec["force"].(bool); force {
 		t.note(u, "spec.force", "annotate the objects converge.dev/force: \"true\" (or kustomize.toolkit.fluxcd.io/force: enabled) instead")
 	}
@@ -231,7 +240,9 @@ func (t *translator) fluxHelmRelease(u *unstructured.Unstructured) {
 	// Flux reverts drift at every interval (with driftDetection) and
 	// upgrades on change; converge does both at once.
 	app.Spec.SyncPolicy.Automated = &v1alpha1.AutomatedSync{Prune: true, SelfHeal: true}
-	t.fluxCommon(u, &app)
+	if !t.fluxCommon(u, &app) {
+		return
+	}
 	t.res.Applications = append(t.res.Applications, app)
 }
 

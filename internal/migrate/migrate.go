@@ -40,11 +40,21 @@ type Result struct {
 	Ignored int
 }
 
+// Options say how to translate.
+type Options struct {
+	// Clusters maps another cluster, as the input names it (an Argo CD
+	// destination's server URL or name, a Flux kubeConfig Secret's name),
+	// to the converge Cluster its apps deploy to. An app aimed at a
+	// cluster not in Clusters is not translated (a finding names it):
+	// nothing is retargeted to the agent's own cluster.
+	Clusters map[string]string
+}
+
 // Translate translates every Argo CD and Flux object among objs. Flux
 // Kustomizations and HelmReleases find their sources among objs by kind,
 // namespace and name.
-func Translate(objs []render.Object) *Result {
-	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}}
+func Translate(objs []render.Object, opts Options) *Result {
+	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}, opts: opts}
 	for _, o := range objs {
 		gk := o.GroupVersionKind().GroupKind()
 		if gk.Group == "source.toolkit.fluxcd.io" {
@@ -78,6 +88,29 @@ func Translate(objs []render.Object) *Result {
 type translator struct {
 	res     *Result
 	sources map[string]*unstructured.Unstructured
+	opts    Options
+}
+
+// cluster maps another cluster named by any of names (in order) to a
+// converge Cluster; ok is false, with a finding on field, when none is
+// mapped.
+func (t *translator) cluster(u *unstructured.Unstructured, field, what string, names ...string) (string, bool) {
+	for _, n := range names {
+		if c, ok := t.opts.Clusters[n]; ok && n != "" {
+			return c, true
+		}
+	}
+	t.note(u, field, "%s: not translated, so that nothing is retargeted to this cluster; map it to a converge Cluster with --cluster %s=NAME", what, firstNonEmpty(names...))
+	return "", false
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, x := range s {
+		if x != "" {
+			return x
+		}
+	}
+	return ""
 }
 
 func ref(u *unstructured.Unstructured) string { return render.Ref(u) }

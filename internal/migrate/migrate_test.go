@@ -103,8 +103,22 @@ kind: Application
 metadata: {name: tools, namespace: argocd}
 spec:
   source: {repoURL: https://git.example.com/org/tools.git, path: tools, plugin: {name: kustomized-helm}}
-  destination: {server: https://other.example.com:6443, namespace: tools}
-`))
+  destination: {name: in-cluster, namespace: tools}
+`, `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: prod-web, namespace: argocd}
+spec:
+  source: {repoURL: https://git.example.com/org/web.git, path: web}
+  destination: {server: https://other.example.com:6443, namespace: web}
+`, `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: staging-web, namespace: argocd}
+spec:
+  source: {repoURL: https://git.example.com/org/web.git, path: web}
+  destination: {name: staging, namespace: web}
+`), Options{Clusters: map[string]string{"staging": "staging-b"}})
 	gb := find(t, res, "guestbook")
 	if gb.Namespace != "guestbook" || gb.Spec.Destination.Namespace != "guestbook" || gb.Spec.Source.Path != "guestbook" ||
 		gb.Spec.Source.Ref == nil || gb.Spec.Source.Ref.Branch != "release-1" {
@@ -128,11 +142,15 @@ spec:
 		cmp.Diff([]string{"ingress.yaml", "common.yaml"}, ing.Spec.Source.Helm.ValuesFiles) != "" {
 		t.Errorf("ingress values from Git: %+v %+v", ing.Spec.Source, ing.Spec.Source.Helm)
 	}
-	if len(res.Applications) != 2 {
-		t.Errorf("%d Applications, want 2 (the plugin app is not translated)", len(res.Applications))
+	// Another cluster: mapped, or not translated (never retargeted here).
+	if sw := find(t, res, "staging-web"); sw.Spec.Destination.Cluster != "staging-b" || sw.Spec.Destination.Namespace != "web" {
+		t.Errorf("staging-web destination: %+v", sw.Spec.Destination)
+	}
+	if len(res.Applications) != 3 {
+		t.Errorf("%d Applications, want 3 (the plugin app and the unmapped cluster's are not translated)", len(res.Applications))
 	}
 	f := findings(res)
-	for _, want := range []string{"Application/argocd/tools: spec.source.plugin", "Application/argocd/tools: spec.destination", "PrunePropagationPolicy=orphan", "AppProject \"platform\""} {
+	for _, want := range []string{"Application/argocd/tools: spec.source.plugin", "Application/argocd/prod-web: spec.destination: another cluster (https://other.example.com:6443): not translated", "--cluster https://other.example.com:6443=NAME", "PrunePropagationPolicy=orphan", "AppProject \"platform\""} {
 		if !strings.Contains(f, want) {
 			t.Errorf("findings lack %q:\n%s", want, f)
 		}
@@ -195,7 +213,7 @@ apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
 metadata: {name: orphan, namespace: flux-system}
 spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, interval: 1m}
-`))
+`), Options{})
 	apps := find(t, res, "apps")
 	if apps.Namespace != "flux-system" || apps.Spec.Source.RepoURL != "ssh://git@git.example.com/org/fleet.git" || apps.Spec.Source.Path != "clusters/prod/apps" ||
 		apps.Spec.Source.SecretRef == nil || apps.Spec.Source.SecretRef.Name != "fleet-ssh" || apps.Spec.Destination.Namespace != "apps" ||
