@@ -18,8 +18,12 @@ const (
 )
 
 // ImpersonatorRole is the ClusterRole that, bound by a RoleBinding in a
-// tenant's namespace, lets the agent act as that namespace's
-// ServiceAccounts (multi-tenant profile).
+// tenant's namespace, lets the agent act there (multi-tenant profile): as
+// that namespace's ServiceAccounts, and with its own identity to keep its
+// records (ConfigMaps) and write the Secrets of SealedSecrets. The agent
+// has no Secret or ConfigMap writes anywhere else but its own namespace,
+// so an agent taken over cannot mint a token Secret for a ServiceAccount
+// of kube-system or rewrite another namespace's configuration.
 const ImpersonatorRole = "converge-impersonator"
 
 // HistoryWritersGroup may write history records besides the agent, under
@@ -50,11 +54,11 @@ func agentRules(profile string) []any {
 		rule([]any{"converge.dev"}, []any{"applications/status", "applications/finalizers", "sealedsecrets/status", "clusters/status", "applicationsets/status", "applicationsets/finalizers"}, []any{"get", "update", "patch"}),
 		// The Applications ApplicationSets generate.
 		rule([]any{"converge.dev"}, []any{"applications"}, []any{"create", "delete"}),
-		// Its records (history, inventory) and its events.
-		rule([]any{""}, []any{"configmaps"}, writeVerbs),
+		// Its events. Its records (ConfigMaps) and the Secrets of
+		// SealedSecrets it writes only where a RoleBinding to
+		// ImpersonatorRole lets it (a tenant's namespaces), and in its
+		// own namespace (sealing keys, certificate: a Role).
 		rule([]any{"", "events.k8s.io"}, []any{"events"}, []any{"create", "update", "patch"}),
-		// The Secrets SealedSecrets produce, and its sealing keys.
-		rule([]any{""}, []any{"secrets"}, writeVerbs),
 		// Reads of what it watches (owned objects, metadata only) and
 		// discovery. Everything a tenant's app writes, it writes as the
 		// tenant's ServiceAccount (see ImpersonatorRole).
@@ -67,9 +71,14 @@ func agentRules(profile string) []any {
 func profileObjects(profile, ns string, labels map[string]any) []map[string]any {
 	agent := fmt.Sprintf("system:serviceaccount:%s:converge-agent", ns)
 	objs := []map[string]any{
-		// Leader election, in the agent's own namespace only.
+		// Leader election and shard Leases, sealing keys (Secrets) and the
+		// published certificate (a ConfigMap), in the agent's own
+		// namespace only.
 		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "converge-agent-leases", "namespace": ns},
-			"rules": []any{rule([]any{"coordination.k8s.io"}, []any{"leases"}, writeVerbs)}},
+			"rules": []any{
+				rule([]any{"coordination.k8s.io"}, []any{"leases"}, writeVerbs),
+				rule([]any{""}, []any{"secrets", "configmaps"}, writeVerbs),
+			}},
 		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "converge-agent-leases", "namespace": ns},
 			"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "converge-agent-leases"},
 			"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "converge-agent", "namespace": ns}}},
@@ -95,7 +104,10 @@ func profileObjects(profile, ns string, labels map[string]any) []map[string]any 
 	if profile == ProfileMultiTenant {
 		objs = append(objs,
 			map[string]any{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": map[string]any{"name": ImpersonatorRole},
-				"rules": []any{rule([]any{""}, []any{"serviceaccounts"}, []any{"impersonate"})}})
+				"rules": []any{
+					rule([]any{""}, []any{"serviceaccounts"}, []any{"impersonate"}),
+					rule([]any{""}, []any{"configmaps", "secrets"}, writeVerbs),
+				}})
 		objs = append(objs, admissionPolicy("converge-history-records", historyPolicy(agent))...)
 	}
 	return objs

@@ -20,6 +20,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -355,6 +357,27 @@ func TestTenancy_MultiTenantAgentWithItsNarrowRole(t *testing.T) {
 		a.labelledApp(t, ns, name, mode, map[string]string{strictAgentLabel: "strict"})
 	}
 
+	// Taken over, the agent's identity cannot mint a token for a
+	// ServiceAccount of kube-system, nor write ConfigMaps outside the
+	// namespaces bound to it.
+	agentCfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentClient, err := client.New(agentCfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mint := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "minted", Namespace: "kube-system",
+		Annotations: map[string]string{corev1.ServiceAccountNameKey: "clusterrole-aggregation-controller"}}, Type: corev1.SecretTypeServiceAccountToken}
+	if err := agentClient.Create(ctx, mint); !apierrors.IsForbidden(err) {
+		_ = cluster.Client.Delete(ctx, mint)
+		t.Errorf("the agent's identity creating a token Secret in kube-system: err = %v, want Forbidden", err)
+	}
+	if err := agentClient.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "planted", Namespace: "kube-system"}}); !apierrors.IsForbidden(err) {
+		t.Errorf("the agent's identity creating a ConfigMap in kube-system: err = %v, want Forbidden", err)
+	}
+
 	untenanted := kubetest.Namespace(t, cluster.Client)
 	strict(untenanted, "untenanted", "untenanted")
 	a.waitApp(t, untenanted, "untenanted", 60*time.Second, "refused: no Tenant", func(app *v1alpha1.Application) bool {
@@ -437,6 +460,19 @@ func narrowAgentKubeconfig(t *testing.T) (string, string) {
 	}
 	for _, o := range objs {
 		u := o.DeepCopy()
+		if u.GetKind() == "Role" || u.GetKind() == "RoleBinding" {
+			// The agent's own namespace: leases, sealing keys.
+			u.SetName(u.GetName() + suffix)
+			if u.GetKind() == "RoleBinding" {
+				ref, _, _ := unstructured.NestedString(u.Object, "roleRef", "name")
+				_ = unstructured.SetNestedField(u.Object, ref+suffix, "roleRef", "name")
+			}
+			if err := cluster.Client.Create(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), u) })
+			continue
+		}
 		if u.GetKind() != "ClusterRole" {
 			continue
 		}
