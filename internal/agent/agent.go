@@ -39,6 +39,7 @@ import (
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/notify"
 	"converge.dev/converge/internal/preview"
+	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/seal"
 	"converge.dev/converge/internal/server"
 	"converge.dev/converge/internal/source"
@@ -224,6 +225,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err != nil {
 		return err
 	}
+	// Render workers read only the checkouts and charts below the cache:
+	// not the agent's token, kubeconfig or anything else (Landlock).
+	render.ConfineReads(o.CacheDir)
+	logger.Info("render workers confined", "landlockABI", render.LandlockABI(), "reads", o.CacheDir)
 	chartCache, err := charts.NewCache(filepath.Join(o.CacheDir, "charts"))
 	if err != nil {
 		return err

@@ -241,6 +241,9 @@ func confine(l Limits) error {
 		return fmt.Errorf("CPU time: %w", err)
 	}
 	debug.SetMemoryLimit(l.MaxMemory / 2)
+	if err := confineFromEnv(); err != nil {
+		return err
+	}
 	http.DefaultTransport = refuseTransport{}
 	http.DefaultClient = &http.Client{Transport: refuseTransport{}}
 	return nil

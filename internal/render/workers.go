@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,8 @@ type workerPool struct {
 
 	mu   sync.Mutex
 	idle []*worker // oldest first
+	// readRoots, when set, are all a worker may read (ConfineReads).
+	readRoots []string
 	// total counts the worker processes running, idle or not.
 	total atomic.Int32
 }
@@ -193,6 +196,12 @@ func (p *workerPool) start(key string) (*worker, error) {
 	cmd.Env = []string{workerEnv + "=1", "PATH=", "HOME=" + tmp, "TMPDIR=" + tmp, "LC_ALL=C",
 		// Belt and braces: the worker replaces the HTTP transport too.
 		"HTTP_PROXY=http://0.0.0.0:0", "HTTPS_PROXY=http://0.0.0.0:0", "NO_PROXY="}
+	p.mu.Lock()
+	if len(p.readRoots) > 0 {
+		roots, _ := json.Marshal(p.readRoots)
+		cmd.Env = append(cmd.Env, readRootsEnv+"="+string(roots))
+	}
+	p.mu.Unlock()
 	cmd.Dir = tmp
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, w.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
