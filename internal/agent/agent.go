@@ -227,7 +227,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	}
 	// Render workers read only the checkouts and charts below the cache:
 	// not the agent's token, kubeconfig or anything else (Landlock).
-	render.ConfineReads(o.CacheDir)
+	readRoots := []string{o.CacheDir}
 	logger.Info("render workers confined", "landlockABI", render.LandlockABI(), "reads", o.CacheDir)
 	chartCache, err := charts.NewCache(filepath.Join(o.CacheDir, "charts"))
 	if err != nil {
@@ -260,6 +260,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		Config:      cfg,
 		Sources:     sources,
 		Charts:      chartCache,
+		ReadRoots:   readRoots,
 		Recorder:    mgr.GetEventRecorderFor("converge-agent"),
 		Concurrency: o.Concurrency,
 		Tenancy:     tenancyOpts,
@@ -309,7 +310,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		}
 	}
 	if o.UIAddr != "" {
-		if err := setupUI(mgr, cfg, scheme, o, &preview.Previewer{Sources: sources, Charts: chartCache, Tenancy: &tenancyOpts, Tenants: mgr.GetClient()}, logger); err != nil {
+		if err := setupUI(mgr, cfg, scheme, o, &preview.Previewer{Sources: sources, Charts: chartCache, Tenancy: &tenancyOpts, Tenants: mgr.GetClient(), ReadRoots: readRoots}, logger); err != nil {
 			return err
 		}
 	}

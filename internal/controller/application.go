@@ -62,6 +62,8 @@ type ApplicationReconciler struct {
 	// Tenancy are the agent-wide rules: whether a Tenant must govern
 	// every app, and the account apps without one run as.
 	Tenancy tenancy.Options
+	// ReadRoots confine render workers (see render.Options.ReadRoots).
+	ReadRoots []string
 	// Notifier, if set, delivers apps' events to the receivers they name.
 	Notifier *notify.Notifier
 	// Shards, if set, spreads Applications over the agent's replicas:
@@ -724,6 +726,7 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 		opts.Isolation += run.account
 		opts.Queue = run.queue
 	}
+	opts.ReadRoots = r.ReadRoots
 	if run != nil && run.chart != nil {
 		opts.Chart = run.chart.Path
 	}

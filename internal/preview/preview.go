@@ -34,6 +34,8 @@ type Previewer struct {
 	// agent's network position. The CLI fetches from the user's.
 	Tenancy *tenancy.Options
 	Tenants client.Reader
+	// ReadRoots confine render workers (see render.Options.ReadRoots).
+	ReadRoots []string
 	// Progress, when set, hears what is being done and warnings, for
 	// people.
 	Progress func(format string, args ...any)
@@ -150,7 +152,7 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 	// A preview renders in a worker of the app's namespace only: never in
 	// one that held another tenant's values.
 	opts.Isolation = app.Namespace + "/preview"
-	opts.Queue = ten.Queue()
+	opts.Queue, opts.ReadRoots = ten.Queue(), p.ReadRoots
 	// A chart source, and values from ConfigMaps and Secrets, as the agent
 	// takes them (read with the caller's rights).
 	creq, ok, err := appspec.ChartRequest(ctx, req.Client, app)

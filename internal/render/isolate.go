@@ -103,7 +103,7 @@ func renderIsolated(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := workers.get(opts.Isolation, limits)
+	w, err := workers.get(opts.Isolation, limits, opts.ReadRoots)
 	if err != nil {
 		return nil, err
 	}

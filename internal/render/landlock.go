@@ -10,23 +10,8 @@ import (
 )
 
 // readRootsEnv carries the directories a worker may read (JSON), when the
-// agent confines its workers (see ConfineReads).
+// render asks for confinement (Options.ReadRoots).
 const readRootsEnv = "CONVERGE_RENDER_READ"
-
-// ConfineReads makes every render worker started from now on confine
-// itself with Landlock, where the kernel has it: it may read only below
-// dirs (the agent's checkouts and charts), read and write only its own
-// temporary directory, connect and bind no TCP port, and signal or reach
-// (abstract Unix sockets) no process outside itself. The agent's
-// ServiceAccount token, its kubeconfig and the rest of the file system are
-// out of its reach. Without Landlock (before Linux 5.13, or where it is
-// off) only the rlimits and the in-process refusals hold; LandlockABI
-// says which.
-func ConfineReads(dirs ...string) {
-	workers.mu.Lock()
-	defer workers.mu.Unlock()
-	workers.readRoots = append([]string(nil), dirs...)
-}
 
 // LandlockABI is the kernel's Landlock version: 0 without Landlock, 4 and
 // up restrict TCP too, 6 and up signals and abstract Unix sockets.

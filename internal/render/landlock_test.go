@@ -1,6 +1,7 @@
 package render
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"os"
@@ -53,7 +54,7 @@ func confineProbe() int {
 // A confined worker reads its roots and writes its temporary directory,
 // and nothing else: not a token file beside them, not the roots
 // themselves, and no TCP connection.
-func TestConfineReads_WorkerReachesOnlyItsRootsAndTmp(t *testing.T) {
+func TestReadRoots_ConfinedWorkerReachesOnlyItsRootsAndTmp(t *testing.T) {
 	if LandlockABI() < 4 {
 		t.Skipf("this kernel's Landlock ABI is %d: file and TCP confinement need 4 (docs/security.md says what holds without it)", LandlockABI())
 	}
@@ -96,4 +97,23 @@ func TestConfineReads_WorkerReachesOnlyItsRootsAndTmp(t *testing.T) {
 		}
 	}
 	t.Logf("confined worker: %+v", res)
+}
+
+// Confined workers still render Kustomize, Helm and plain YAML from their
+// roots (the confinement takes nothing a render needs).
+func TestReadRoots_ConfinedRendersStillWork(t *testing.T) {
+	root, err := filepath.Abs(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"plain", "app/overlays/prod", "charts/web"} {
+		res, err := Render(context.Background(), Options{Root: root, Path: path, ReadRoots: []string{root}, Isolation: "confined-test",
+			Helm: HelmOptions{ReleaseName: "r", Namespace: "ns"}})
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(res.Objects) == 0 {
+			t.Fatalf("%s rendered nothing", path)
+		}
+	}
 }

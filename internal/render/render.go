@@ -40,6 +40,16 @@ type Options struct {
 	// otherwise (at most half the slots: one tenant's slow renders never
 	// hold back another's).
 	Queue string `json:"-"`
+	// ReadRoots, when set, confine the render's worker with Landlock,
+	// where the kernel has it: it may read only below these directories
+	// (the agent's checkouts and charts), read and write only its own
+	// temporary directory, connect and bind no TCP port, and signal or
+	// reach (abstract Unix sockets) nothing outside itself. The agent's
+	// ServiceAccount token, its kubeconfig and the rest of the file
+	// system are out of its reach. Without Landlock (before Linux 5.13,
+	// or where it is off) only the rlimits and the in-process refusals
+	// hold; LandlockABI says which. Workers are kept per ReadRoots too.
+	ReadRoots []string `json:"-"`
 	// Helm options apply when Path holds a chart.
 	Helm HelmOptions `json:"helm,omitempty"`
 	// Jsonnet options apply to .jsonnet files.

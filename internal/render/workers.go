@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,8 +49,6 @@ type workerPool struct {
 
 	mu   sync.Mutex
 	idle []*worker // oldest first
-	// readRoots, when set, are all a worker may read (ConfineReads).
-	readRoots []string
 	// total counts the worker processes running, idle or not.
 	total atomic.Int32
 }
@@ -75,13 +74,13 @@ type worker struct {
 
 // workerKey says which renders may share a worker: those of one
 // isolation, with the limits a worker takes for its life.
-func workerKey(isolation string, l Limits) string {
-	return fmt.Sprintf("%s\x00%d\x00%d", isolation, l.MaxMemory, l.MaxCPU)
+func workerKey(isolation string, l Limits, roots []string) string {
+	return fmt.Sprintf("%s\x00%d\x00%d\x00%s", isolation, l.MaxMemory, l.MaxCPU, strings.Join(roots, "\x00"))
 }
 
 // get returns an idle worker for isolation and limits, or starts one.
-func (p *workerPool) get(isolation string, l Limits) (*worker, error) {
-	key := workerKey(isolation, l)
+func (p *workerPool) get(isolation string, l Limits, roots []string) (*worker, error) {
+	key := workerKey(isolation, l, roots)
 	p.mu.Lock()
 	for i := len(p.idle) - 1; i >= 0; i-- {
 		w := p.idle[i]
@@ -101,7 +100,7 @@ func (p *workerPool) get(isolation string, l Limits) (*worker, error) {
 		return w, nil
 	}
 	p.mu.Unlock()
-	return p.start(key)
+	return p.start(key, roots)
 }
 
 // put keeps w for its key's next render, unless it has served its life.
@@ -170,7 +169,7 @@ func (p *workerPool) closeIdle() {
 }
 
 // start starts a worker process in a temporary directory of its own.
-func (p *workerPool) start(key string) (*worker, error) {
+func (p *workerPool) start(key string, roots []string) (*worker, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding the render worker: %w", err)
@@ -196,12 +195,10 @@ func (p *workerPool) start(key string) (*worker, error) {
 	cmd.Env = []string{workerEnv + "=1", "PATH=", "HOME=" + tmp, "TMPDIR=" + tmp, "LC_ALL=C",
 		// Belt and braces: the worker replaces the HTTP transport too.
 		"HTTP_PROXY=http://0.0.0.0:0", "HTTPS_PROXY=http://0.0.0.0:0", "NO_PROXY="}
-	p.mu.Lock()
-	if len(p.readRoots) > 0 {
-		roots, _ := json.Marshal(p.readRoots)
-		cmd.Env = append(cmd.Env, readRootsEnv+"="+string(roots))
+	if len(roots) > 0 {
+		raw, _ := json.Marshal(roots)
+		cmd.Env = append(cmd.Env, readRootsEnv+"="+string(raw))
 	}
-	p.mu.Unlock()
 	cmd.Dir = tmp
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, w.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
