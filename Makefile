@@ -24,7 +24,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X converge.dev/converge/internal/version.Version=$(VERSION) \
 	-X converge.dev/converge/internal/version.Commit=$(COMMIT)
 
-.PHONY: test-deps demo-push generate verify-generated demo bench soak peers bench-peers all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
+.PHONY: fuzz test-deps demo-push generate verify-generated demo bench soak peers bench-peers all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
 
 all: build
 
@@ -40,8 +40,22 @@ demo: build cluster-up
 demo-push: build bin/localcluster
 	hack/demo.sh
 
-## test: installs what the tests need, lint, unit and envtest tests, then end-to-end tests on the local clusters
-test: test-deps lint test-unit test-e2e
+## test: installs what the tests need, lint, unit and envtest tests, fuzzing for FUZZTIME each, then end-to-end tests on the local clusters
+test: test-deps lint test-unit fuzz test-e2e
+
+# Every fuzz target over untrusted input, each for FUZZTIME; seed corpora
+# are committed under each package's testdata/fuzz.
+FUZZTIME ?= 5s
+FUZZ_TARGETS := internal/source:FuzzVerify internal/source:FuzzExtract internal/render:FuzzDecode internal/render:FuzzKustomizeReferences \
+	internal/seal:FuzzOpen internal/charts:FuzzParseIndex internal/egress:FuzzCheck internal/generate:FuzzRunAndFill internal/tenancy:FuzzAllowNotify
+
+## fuzz: run each fuzz target for FUZZTIME (default 5s)
+fuzz: bin/localcluster
+	@export KUBEBUILDER_ASSETS="$$($(LOCALCLUSTER) assets)"; \
+	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzzing $$fn in $$pkg for $(FUZZTIME)" >&2; \
+	  out=$$($(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg 2>&1) || { echo "$$out"; echo "fuzz: $$fn failed (above; a failing input is written to $$pkg/testdata/fuzz/$$fn)"; exit 1; }; \
+	done
 
 ## test-deps: install sshd, gpg and Chromium when missing (apt-get as root; otherwise names what to install)
 test-deps:

@@ -270,11 +270,10 @@ func (c *Cache) fetchHTTP(ctx context.Context, key string, u *neturl.URL, req Re
 		if err != nil {
 			return nil, fmt.Errorf("chart repository %s: index.yaml: %w", req.RepoURL, err)
 		}
-		idx := &repo.IndexFile{}
-		if err := yaml.Unmarshal(data, idx); err != nil {
+		idx, err := parseIndex(data)
+		if err != nil {
 			return nil, fmt.Errorf("chart repository %s: index.yaml: %w", req.RepoURL, err)
 		}
-		idx.SortEntries()
 		l = listing{at: time.Now(), index: idx}
 		c.remember(key, l)
 	}
@@ -335,6 +334,31 @@ func (c *Cache) fetchHTTP(ctx context.Context, key string, u *neturl.URL, req Re
 	}
 	out.Digest, out.Path, out.URL = got, path, redactURL(chartURL.String())
 	return out, nil
+}
+
+// parseIndex reads a repository's index.yaml (hostile input: fuzzed).
+func parseIndex(data []byte) (*repo.IndexFile, error) {
+	idx := &repo.IndexFile{}
+	if err := yaml.Unmarshal(data, idx); err != nil {
+		return nil, err
+	}
+	// An entry without its chart metadata (null, or a bare list item)
+	// would crash lookups: it is dropped, as Helm's own loader drops it.
+	for name, versions := range idx.Entries {
+		kept := versions[:0]
+		for _, cv := range versions {
+			if cv != nil && cv.Metadata != nil {
+				kept = append(kept, cv)
+			}
+		}
+		if len(kept) == 0 {
+			delete(idx.Entries, name)
+			continue
+		}
+		idx.Entries[name] = kept
+	}
+	idx.SortEntries()
+	return idx, nil
 }
 
 // get reads url, sending auth only when url is on authHost, at most limit

@@ -1,6 +1,7 @@
 package tenancy
 
 import (
+	"net/url"
 	"strings"
 	"testing"
 
@@ -112,4 +113,22 @@ func withNotifyHosts(t v1alpha1.Tenant, hosts ...string) v1alpha1.Tenant {
 	t = *t.DeepCopy()
 	t.Spec.NotifyHosts = hosts
 	return t
+}
+
+// A receiver URL is allowed only when its host is one the Tenant lists,
+// however the URL is spelled.
+func FuzzAllowNotify(f *testing.F) {
+	for _, u := range []string{"https://hooks.slack.com/x", "http://127.0.0.1:9/x", "https://hooks.slack.com.evil.io/", "https://user@hooks.slack.com@evil.io/", "//hooks.slack.com", "https://HOOKS.slack.com:443/"} {
+		f.Add(u)
+	}
+	ten := Tenancy{Tenant: "t", NotifyHosts: []string{"hooks.slack.com"}}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if ten.AllowNotify(raw) != nil {
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil || !strings.EqualFold(u.Hostname(), "hooks.slack.com") {
+			t.Fatalf("%q allowed: host %q", raw, u.Hostname())
+		}
+	})
 }
