@@ -2,6 +2,7 @@ package kubetest
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -165,6 +166,15 @@ func newScheme(adders []func(*runtime.Scheme) error) (*runtime.Scheme, error) {
 // starts envtest, stores it in *env, runs the tests, stops envtest and exits
 // with the tests' status.
 func Main(m *testing.M, opts EnvOptions, env **Env) {
+	// A fuzzing run needs no cluster: its parent and each of its workers
+	// run TestMain, and an apiserver each would only slow them down.
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		os.Exit(m.Run())
+	}
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		os.Exit(m.Run())
+	}
 	e, err := StartEnv(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
