@@ -219,7 +219,7 @@ func TestReference_DependenciesFromRepositoriesRenderAsHelmTemplate(t *testing.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := cache.Render(t.Context(), render.Options{Root: root, Path: "platform-chart", Helm: render.HelmOptions{ReleaseName: "demo", Namespace: "shop"}}, 0)
+	res, err := cache.Render(t.Context(), render.Options{Root: root, Path: "platform-chart", Helm: render.HelmOptions{ReleaseName: "demo", Namespace: "shop"}}, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
