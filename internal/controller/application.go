@@ -399,6 +399,11 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		}
 	}
 	objs, err := r.render(ctx, app, artifact, run)
+	if errors.Is(err, render.ErrBusy) {
+		// The tenant's renders hold their share: try again soon, without
+		// a word in the status and without parking a worker.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
 	if err != nil {
 		var cerr *capabilitiesError
 		if errors.As(err, &cerr) {
@@ -804,10 +809,17 @@ func (r *ApplicationReconciler) finalize(ctx context.Context, app *v1alpha1.Appl
 			Policy:           ten.Policy,
 			Timeout:          durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute),
 			Records:          tgt.records(local),
+			History:          r.Engine.Client(),
+			Mode:             engine.ModePull,
+		}
+		if app.Spec.HistoryLimit != nil {
+			opts.HistoryLimit = int(*app.Spec.HistoryLimit)
 		}
 		// PreDelete and PostDelete hooks come from the source as it is
 		// now; one that cannot be rendered does not hold the deletion.
-		if objs, err := r.deletionObjects(ctx, app, local, tgt, ten.ServiceAccount); err != nil {
+		if objs, err := r.deletionObjects(ctx, app, local, tgt, ten.ServiceAccount); errors.Is(err, render.ErrBusy) {
+			return err // the tenant's renders are busy: the hooks wait, they are not skipped
+		} else if err != nil {
 			r.Recorder.Event(app, corev1.EventTypeWarning, "DeleteHooksSkipped", "PreDelete and PostDelete hooks not run: "+redact.Error(err))
 		} else {
 			opts.Objects = objs

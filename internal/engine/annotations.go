@@ -7,7 +7,7 @@ import (
 )
 
 // Annotations of other tools that converge honours, so that repositories
-// written for Argo CD, Flux or Helm mean the same here. docs/annotations.md
+// written for Argo CD, Flux or Helm mean the same here. docs/compat.md
 // has the table.
 const (
 	argoSyncWave       = "argocd.argoproj.io/sync-wave"
@@ -63,6 +63,29 @@ func keepOnPrune(ann map[string]string) string {
 		return helmResourcePolicy + ": keep"
 	}
 	return ""
+}
+
+// keepOnDelete says why an owned object is kept when its app is deleted
+// ("" to delete it): whatever keeps it from pruning, and converge.dev/delete:
+// "false" or Argo CD's Delete=false, which teams put on PVCs, CRDs and
+// Namespaces that must outlive the app.
+func keepOnDelete(ann map[string]string) string {
+	switch {
+	case ann[AnnotationDelete] == "false":
+		return AnnotationDelete + `: "false"`
+	case argoSyncOption(ann, "Delete", "false"):
+		return argoSyncOptions + ": Delete=false"
+	}
+	return keepOnPrune(ann)
+}
+
+// keep is keepOnDelete while the app is being deleted, keepOnPrune
+// otherwise.
+func keep(ann map[string]string, appDeleted bool) string {
+	if appDeleted {
+		return keepOnDelete(ann)
+	}
+	return keepOnPrune(ann)
 }
 
 // forceReplace says an object whose change touches an immutable field may

@@ -136,6 +136,19 @@ func TestCompatAnnotations(t *testing.T) {
 			t.Errorf("keepOnPrune(%s) = %q, want %q", ann, got, want)
 		}
 	}
+	for ann, want := range map[string][2]string{
+		argoSyncOptions + "=Delete=false":            {"", argoSyncOptions + ": Delete=false"},
+		argoSyncOptions + "=Prune=true,Delete=false": {"", argoSyncOptions + ": Delete=false"},
+		AnnotationDelete + "=false":                  {"", AnnotationDelete + `: "false"`},
+		argoSyncOptions + "=Prune=false":             {argoSyncOptions + ": Prune=false", argoSyncOptions + ": Prune=false"},
+		helmResourcePolicy + "=keep":                 {helmResourcePolicy + ": keep", helmResourcePolicy + ": keep"},
+		argoSyncOptions + "=Delete=true":             {"", ""},
+	} {
+		k, v, _ := strings.Cut(ann, "=")
+		if got := [2]string{keep(map[string]string{k: v}, false), keep(map[string]string{k: v}, true)}; got != want {
+			t.Errorf("keep(%s) on prune, on app deletion = %q, want %q", ann, got, want)
+		}
+	}
 	if !forceReplace(map[string]string{argoSyncOptions: "Replace=true"}) || !forceReplace(map[string]string{fluxForce: "Enabled"}) {
 		t.Error("Replace=true and force: enabled must let converge recreate")
 	}

@@ -34,6 +34,9 @@ type Change struct {
 	// Reason says why an object was skipped or failed, or that it was
 	// replaced (deleted and created again for an immutable field).
 	Reason string `json:"reason,omitempty"`
+	// Kept, for an owned object left in place instead of deleted, is the
+	// annotation that kept it (Prune=false, Delete=false, keep...).
+	Kept string `json:"kept,omitempty"`
 	// Source is the file the object came from (empty for deletions).
 	Source string `json:"source,omitempty"`
 	// Diff is a unified diff from the live object to the desired one, with

@@ -40,6 +40,9 @@ const (
 	// TriggerManual is a person's doing: a sync request, a push-mode
 	// sync, or a change to the Application itself (its creation or spec).
 	TriggerManual = "manual"
+	// TriggerDeletion is the Application's own deletion: its objects
+	// deleted, those marked to outlive it kept.
+	TriggerDeletion = "deletion"
 )
 
 // Sync results.
@@ -75,6 +78,10 @@ type HistoryEntry struct {
 	// ("deleted Kind/ns/name"), at most 100; ChangedTotal counts them all.
 	Changed      []string `json:"changed,omitempty"`
 	ChangedTotal int      `json:"changedTotal,omitempty"`
+	// Kept lists the owned objects left in place instead of deleted, each
+	// with the annotation that kept it ("ConfigMap/ns/data (Delete=false)"),
+	// at most 100.
+	Kept []string `json:"kept,omitempty"`
 	// Hooks are the hooks the sync ran, with their outcomes.
 	Hooks []HookResult `json:"hooks,omitempty"`
 }
@@ -143,6 +150,10 @@ func NewHistoryEntry(cs *ChangeSet, err error, applied bool) HistoryEntry {
 				e.ChangedTotal++
 				if len(e.Changed) < maxChangedRefs {
 					e.Changed = append(e.Changed, string(c.Action)+" "+c.Ref)
+				}
+			case ActionSkipped:
+				if c.Kept != "" && len(e.Kept) < maxChangedRefs {
+					e.Kept = append(e.Kept, c.Ref+" ("+c.Kept+")")
 				}
 			}
 		}

@@ -231,7 +231,7 @@ func (m *Manager) recordSync(ctx context.Context, p *Plan, applied *appliedSet, 
 		gone[render.KeyOf(u)] = true
 	}
 	for k, live := range p.live {
-		if !desiredKeys[k] && keepOnPrune(live.GetAnnotations()) != "" {
+		if !desiredKeys[k] && keep(live.GetAnnotations(), p.opts.AppDeleted) != "" {
 			gone[k] = true // kept, and no longer the app's
 		}
 	}

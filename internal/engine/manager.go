@@ -20,8 +20,13 @@ const (
 	AnnotationOwner = "converge.dev/owner"
 	// AnnotationSyncWave orders objects: lower waves first; default 0.
 	AnnotationSyncWave = "converge.dev/sync-wave"
-	// AnnotationPrune set to "false" keeps an object when it leaves Git.
+	// AnnotationPrune set to "false" keeps an object when it leaves Git
+	// and when its app is deleted.
 	AnnotationPrune = "converge.dev/prune"
+	// AnnotationDelete set to "false" keeps an object when its app is
+	// deleted (Argo CD's Delete=false); it is pruned as usual when it
+	// leaves Git.
+	AnnotationDelete = "converge.dev/delete"
 	// AnnotationForce set to "true" lets a sync delete and recreate an
 	// object whose change touches an immutable field.
 	AnnotationForce = "converge.dev/force"

@@ -25,6 +25,10 @@ type PlanOptions struct {
 	DefaultNamespace string
 	// Prune plans the deletion of owned objects that are no longer desired.
 	Prune bool
+	// AppDeleted says the app itself is being deleted: objects marked to
+	// outlive it (Delete=false) are kept too, not only those marked to
+	// outlive a prune.
+	AppDeleted bool
 	// AllowEmpty accepts an empty desired set, which then prunes (or, with
 	// Prune off, reports) everything the app owns.
 	AllowEmpty bool
@@ -401,8 +405,9 @@ func (m *Manager) planPrune(ctx context.Context, p *Plan) error {
 			// Gone already, or no longer carries this app's ownership
 			// labels: either way it is not ours to delete.
 			continue
-		case keepOnPrune(live.GetAnnotations()) != "":
-			c.Action, c.Reason = ActionSkipped, keepOnPrune(live.GetAnnotations())
+		case keep(live.GetAnnotations(), p.opts.AppDeleted) != "":
+			c.Kept = keep(live.GetAnnotations(), p.opts.AppDeleted)
+			c.Action, c.Reason = ActionSkipped, "kept: "+c.Kept
 		case !p.opts.Prune:
 			c.Action, c.Reason = ActionSkipped, "no longer in the source; prune is off"
 		default:

@@ -27,11 +27,19 @@ type DeleteOptions struct {
 	Progress         func(string)
 	// Records is where the app's inventory is kept (PlanOptions.Records).
 	Records client.Client
+	// History, when set, records the deletion in the app's history
+	// (RunOptions.History); Mode and HistoryLimit are as for its syncs.
+	History      client.Client
+	Mode         string
+	HistoryLimit int
 }
 
 // Delete removes everything app owns (as Sync with an empty desired set and
 // prune would, custom resources before CRDs, namespaces last) and then its
-// record. Objects annotated converge.dev/prune: "false" are left.
+// record. Objects marked to outlive a prune or the app (converge.dev/prune
+// or converge.dev/delete "false", Argo CD's Prune=false or Delete=false,
+// Flux's prune: disabled, Helm's keep) are left, and the deletion's history
+// entry names them.
 func (m *Manager) Delete(ctx context.Context, app App, opts DeleteOptions) (*ChangeSet, []HookResult, error) {
 	var hooks []*hook
 	if len(opts.Objects) > 0 {
@@ -49,7 +57,18 @@ func (m *Manager) Delete(ctx context.Context, app App, opts DeleteOptions) (*Cha
 		return nil, results, fmt.Errorf("not deleted: %w", err)
 	}
 	m.deleteLeftHooks(ctx, app, hooks)
-	cs, err := m.Sync(ctx, nil, SyncOptions{PlanOptions: PlanOptions{App: app, Prune: true, AllowEmpty: true, Records: opts.Records}})
+	start := time.Now()
+	cs, err := m.Sync(ctx, nil, SyncOptions{PlanOptions: PlanOptions{App: app, Prune: true, AppDeleted: true, AllowEmpty: true, Records: opts.Records}})
+	// The deletion is recorded like a sync, what was kept included: the
+	// history outlives the app as its audit trail.
+	e := NewHistoryEntry(cs, err, true)
+	e.Trigger, e.Mode, e.Hooks = Trigger{Type: TriggerDeletion}, opts.Mode, results
+	e.StartedAt, e.FinishedAt = start, time.Now()
+	if opts.History != nil {
+		if _, herr := AppendHistory(ctx, opts.History, app, e, opts.HistoryLimit); herr != nil && err == nil {
+			err = herr
+		}
+	}
 	if err != nil {
 		return cs, results, err
 	}

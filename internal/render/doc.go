@@ -10,5 +10,8 @@
 // repository root, so neither a path nor a symlink can reach outside it; file
 // and total sizes are bounded; Kustomize reads through the same sandbox, with
 // plugins off and remote bases refused; Helm renders without a
-// cluster connection. Nothing is executed and nothing touches the network.
+// cluster connection. No program is run and nothing touches the network:
+// renders run in worker processes of this binary (workers.go, isolate.go)
+// under memory, CPU, time and output limits, kept per tenant, and, when
+// asked, confined by Landlock to their roots (landlock.go).
 package render

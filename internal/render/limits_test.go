@@ -160,6 +160,9 @@ func TestRender_WorkersServeOneIsolationAndRecoverFromALimit(t *testing.T) {
 		"ok/cm.yaml":          "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
 		"c/Chart.yaml":        chartYAML,
 		"c/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n{{- range $i := until 2000000000 }}{{- end }}\n",
+		// Endless in time, small in memory: only the wall time stops it.
+		"w/Chart.yaml":        chartYAML,
+		"w/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n{{- range $i := until 100000 }}{{- range $j := until 100000 }}{{- end }}{{- end }}\n",
 	})
 	limits := Limits{MaxCPU: 2 * time.Second, MaxTime: 20 * time.Second}
 	render := func(isolation, path string) error {
@@ -200,7 +203,7 @@ func TestRender_WorkersServeOneIsolationAndRecoverFromALimit(t *testing.T) {
 		t.Errorf("a's worker killed by its CPU limit is still the one in use")
 	}
 	// The wall-time limit too: the worker is killed, the next render works.
-	_, err := Render(context.Background(), Options{Root: root, Path: "c", Isolation: "a", Limits: Limits{MaxCPU: time.Minute, MaxTime: time.Second}})
+	_, err := Render(context.Background(), Options{Root: root, Path: "w", Isolation: "a", Limits: Limits{MaxCPU: time.Minute, MaxTime: time.Second}})
 	if !errors.Is(err, ErrLimitExceeded) || !strings.Contains(err.Error(), "took longer than 1s") {
 		t.Fatalf("endless loop past the wall time: %v, want a wall-time limit error", err)
 	}

@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"errors"
 	"sync"
 )
 
@@ -32,10 +33,21 @@ func (s *slots) limit(queue string) int {
 	return max(1, s.total/2)
 }
 
-// acquire waits for a slot for queue; release gives it back.
+// ErrBusy is a tenant's render refused at once because its queue already
+// holds its share of the slots and as many renders wait: the caller tries
+// again later instead of parking a worker of its own (a reconciler's
+// workers are shared by every tenant).
+var ErrBusy = errors.New("the tenant's renders already hold their share of the render slots")
+
+// acquire waits for a slot for queue; release gives it back. A tenant's
+// queue holding its limit with as many waiting is refused (ErrBusy).
 func (s *slots) acquire(ctx context.Context, queue string) (release func(), err error) {
 	ch := make(chan struct{})
 	s.mu.Lock()
+	if queue != "" && s.holding[queue] >= s.limit(queue) && len(s.waiting[queue]) >= s.limit(queue) {
+		s.mu.Unlock()
+		return nil, ErrBusy
+	}
 	if len(s.waiting[queue]) == 0 {
 		s.turn = append(s.turn, queue)
 	}

@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -116,5 +117,30 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A tenant's queue at its limit with as many waiting refuses more at once
+// (ErrBusy), so one tenant never parks more than twice its share of
+// callers; the trusted queue always waits.
+func TestSlots_ATenantParksAtMostTwiceItsShare(t *testing.T) {
+	ctx := context.Background()
+	s := newSlots(2)
+	held, _ := s.acquire(ctx, "tenant-a")
+	waiting := make(chan error, 1)
+	go func() {
+		r, err := s.acquire(ctx, "tenant-a")
+		if err == nil {
+			r()
+		}
+		waiting <- err
+	}()
+	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.waiting["tenant-a"]) == 1 })
+	if _, err := s.acquire(ctx, "tenant-a"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a third render of tenant a: %v, want ErrBusy", err)
+	}
+	held()
+	if err := <-waiting; err != nil {
+		t.Fatal(err)
 	}
 }

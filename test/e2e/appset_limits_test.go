@@ -133,3 +133,34 @@ func TestAppSet_HostileInputFailsOnANamedBoundAndNeighboursSync(t *testing.T) {
 	}
 	t.Logf("heap peak %d MiB", peak.Load()>>20)
 }
+
+// A template cannot speak for a person: one that sets
+// converge.dev/requested-by is refused, naming the field, and no
+// Application (so no history entry) carries that name.
+func TestAppSet_TemplateCannotForgeARequester(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	ctx := context.Background()
+	set := &v1alpha1.ApplicationSet{ObjectMeta: metav1.ObjectMeta{Name: "forger", Namespace: ns},
+		Spec: v1alpha1.ApplicationSetSpec{
+			Generators: []v1alpha1.Generator{{List: &v1alpha1.ListGenerator{Elements: []map[string]string{{"name": "web"}}}}},
+			Template: v1alpha1.ApplicationTemplate{
+				Metadata: v1alpha1.ApplicationTemplateMeta{Name: "{{name}}", Annotations: map[string]string{
+					"converge.dev/requested-by": "alice", "converge.dev/requested-at": "2026-12-07T00:00:00Z"}},
+				Spec: templateSpec(t, v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: "https://git.example.com/x", Path: "."}}),
+			},
+			Interval: &metav1.Duration{Duration: time.Hour},
+		}}
+	if err := a.client.Create(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.client.Delete(context.Background(), set) })
+	a.waitSet(t, ns, "forger", 60*time.Second, "TemplateFailed naming the annotation", func(s *v1alpha1.ApplicationSet) bool {
+		c := setCondition(s, v1alpha1.ConditionReady)
+		return c != nil && c.Reason == v1alpha1.ReasonTemplateFailed && strings.Contains(c.Message, `metadata.annotations["converge.dev/requested-`) &&
+			strings.Contains(c.Message, "converge's own")
+	})
+	if apps := a.setApps(t, ns, "forger"); len(apps) != 0 {
+		t.Fatalf("the set made %d Applications", len(apps))
+	}
+}

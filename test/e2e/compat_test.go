@@ -810,3 +810,57 @@ func jobCreates(t *testing.T, audit *kubetest.AuditLog, ns string) []kubetest.Au
 	}
 	return events
 }
+
+// Deleting an Application keeps what Argo CD's Delete=false (and
+// converge.dev/delete: "false") mark to outlive it, and deletes the rest;
+// in a sync, Delete=false alone does not stop a prune.
+func TestCompat_DeleteFalseObjectsOutliveTheirApp(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	cm := func(name, ann string) string {
+		return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\n  annotations: {%s}\ndata: {k: v}\n", name, ann)
+	}
+	files := map[string]string{
+		"deploy/data.yaml":   cm("data", `argocd.argoproj.io/sync-options: "Delete=false"`),
+		"deploy/ours.yaml":   cm("ours", `converge.dev/delete: "false"`),
+		"deploy/plain.yaml":  cm("plain", ""),
+		"deploy/pruned.yaml": cm("pruned", `argocd.argoproj.io/sync-options: "Delete=false"`),
+	}
+	repo, rev := a.repoWith(t, ns+"-keep", files, "four")
+	app := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "keeper", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"}, SyncPolicy: automated(true, true)}}
+	a.create(t, app)
+	a.waitApp(t, ns, "keeper", 60*time.Second, "synced", synced(rev))
+
+	// Removed from Git: Delete=false is about the app's deletion only.
+	if err := repo.Remove("deploy/pruned.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "three")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.push(t, repo, "refs/heads/main")
+	a.waitApp(t, ns, "keeper", 60*time.Second, "synced without pruned.yaml", synced(rev))
+	if get(t, "v1", "ConfigMap", ns, "pruned") != nil {
+		t.Error("a ConfigMap marked Delete=false only was not pruned when it left Git")
+	}
+
+	if err := a.client.Delete(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 60*time.Second, "the app gone", func(ctx context.Context) (bool, error) {
+		err := a.client.Get(ctx, client.ObjectKeyFromObject(app), &v1alpha1.Application{})
+		return apierrors.IsNotFound(err), err
+	})
+	for name, want := range map[string]bool{"data": true, "ours": true, "plain": false} {
+		if got := get(t, "v1", "ConfigMap", ns, name) != nil; got != want {
+			t.Errorf("after the app's deletion, ConfigMap %s exists: %v, want %v", name, got, want)
+		}
+	}
+	// The deletion record says what was kept and why.
+	r := converge(t, "history", "keeper", "-n", ns, "-o", "json")
+	if !strings.Contains(r.stdout, `"type": "deletion"`) || !strings.Contains(r.stdout, "data (argocd.argoproj.io/sync-options: Delete=false)") || !strings.Contains(r.stdout, `ours (converge.dev/delete: \"false\")`) {
+		t.Errorf("the history does not say why data and ours were kept:\n%s", r.output())
+	}
+}

@@ -13,7 +13,7 @@ import (
 
 // busyChart renders one ConfigMap after a loop that keeps a render busy
 // for seconds of CPU.
-const busyChart = `{{- $x := 0 }}{{- range $i := until 2500000 }}{{- $x = add1 $x }}{{- end }}
+const busyChart = `{{- $x := 0 }}{{- range $i := until 6000000 }}{{- $x = add1 $x }}{{- end }}
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -22,7 +22,7 @@ data:
   n: "{{ $x }}"
 `
 
-// One tenant's 20 apps, each a render of seconds of CPU, hold at most
+// One tenant's 10 apps, each a render of seconds of CPU, hold at most
 // half the render slots: another tenant's commit syncs within twice the
 // time it takes when the agent is idle.
 func TestFairness_ATenantsSlowRendersDoNotHoldBackAnother(t *testing.T) {
@@ -54,12 +54,12 @@ func TestFairness_ATenantsSlowRendersDoNotHoldBackAnother(t *testing.T) {
 	}
 	idle := median([]time.Duration{commitAndWait(), commitAndWait(), commitAndWait()})
 
-	// The busy tenant's 20 apps all want a render now.
+	// The busy tenant's 10 apps all want a render now.
 	slow, _ := busy.repoWith(t, busy.ns+"-slow", map[string]string{
 		"deploy/Chart.yaml":          "apiVersion: v2\nname: busy\nversion: 0.1.0\n",
 		"deploy/templates/busy.yaml": busyChart,
 	}, "busy")
-	for i := range 20 {
+	for i := range 10 {
 		busy.create(t, fmt.Sprintf("busy-%02d", i), busy.git.URL(slow.Name), nil)
 	}
 	// Once the first busy render is under way, the other tenant commits.
@@ -67,7 +67,7 @@ func TestFairness_ATenantsSlowRendersDoNotHoldBackAnother(t *testing.T) {
 		return app.Status.ObservedGeneration > 0 || app.Status.Sync.Status != ""
 	})
 	loaded := median([]time.Duration{commitAndWait(), commitAndWait(), commitAndWait()})
-	t.Logf("the other tenant's commit: %v idle, %v beside 20 busy renders", idle, loaded)
+	t.Logf("the other tenant's commit: %v idle, %v beside 10 busy renders", idle, loaded)
 	if loaded > 2*idle+250*time.Millisecond {
 		t.Errorf("beside the busy tenant, a commit took %v to sync; idle it takes %v (want at most twice)", loaded, idle)
 	}

@@ -202,6 +202,12 @@ func (r *Repo) hashObject(content string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
+// Remove deletes paths from the working tree; the next Commit records it.
+func (r *Repo) Remove(paths ...string) error {
+	_, err := git(r.Work, append([]string{"rm", "-q", "--"}, paths...)...)
+	return err
+}
+
 // Rewrite replaces branch's whole history with one new root commit holding
 // files, force-pushed: what a rewrite of history looks like to a fetcher.
 func (r *Repo) Rewrite(branch, message string, files map[string]string) (string, error) {
