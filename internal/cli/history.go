@@ -124,6 +124,9 @@ func (o *HistoryOptions) Run(ctx context.Context, name string) error {
 			if e.ChangedTotal > len(e.Changed) {
 				objs += fmt.Sprintf(" (+%d more)", e.ChangedTotal-len(e.Changed))
 			}
+			if len(e.Kept) > 0 {
+				objs = strings.TrimPrefix(objs+"; kept "+strings.Join(e.Kept, ", "), "; ")
+			}
 			hooks := make([]string, len(e.Hooks))
 			for i, h := range e.Hooks {
 				hooks[i] = fmt.Sprintf("%s %s %s", h.Phase, h.Ref, h.Status)

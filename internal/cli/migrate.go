@@ -37,7 +37,7 @@ Everything that cannot be carried over, or is carried over with a
 difference, is listed on stderr with the object and the field: plugins,
 post-renderers, valuesFrom, Kustomize overrides, SOPS decryption, other
 clusters not mapped with --cluster (those apps are not translated, never
-retargeted to this cluster), dependencies between apps...
+retargeted to this cluster)...
 
 Exit status: 0 when at least one Application was made, 2 otherwise.`,
 		Args: cobra.MinimumNArgs(1),

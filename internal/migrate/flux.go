@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"fmt"
 	"path"
 	"strings"
 
@@ -69,8 +70,25 @@ func (t *translator) fluxCommon(u *unstructured.Unstructured, app *v1alpha1.Appl
 	if app.Spec.SyncPolicy.Interval == nil {
 		app.Spec.SyncPolicy.Interval = duration(strAt(spec, "interval"))
 	}
-	if deps, _, _ := unstructured.NestedSlice(spec, "dependsOn"); len(deps) > 0 {
-		t.note(u, "spec.dependsOn", "dependencies between apps are not supported yet; they sync independently")
+	// Flux's dependsOn names Kustomizations (HelmReleases): each becomes
+	// the Application migrate makes of it, of the same name.
+	deps, _, _ := unstructured.NestedSlice(spec, "dependsOn")
+	for i, d := range deps {
+		m, _ := d.(map[string]any)
+		name, ns := strAt(m, "name"), strAt(m, "namespace")
+		if name == "" {
+			t.note(u, fmt.Sprintf("spec.dependsOn[%d]", i), "no name; not carried over")
+			continue
+		}
+		ref := v1alpha1.ApplicationReference{Name: name}
+		if ns != "" && ns != u.GetNamespace() {
+			ref.Namespace = ns
+		}
+		if len(app.Spec.DependsOn) == 64 {
+			t.note(u, "spec.dependsOn", "more than 64 dependencies: the rest are not carried over")
+			break
+		}
+		app.Spec.DependsOn = append(app.Spec.DependsOn, ref)
 	}
 	if kc := mapAt(spec, "kubeConfig"); kc != nil {
 		secret := strAt(kc, "secretRef", "name")

@@ -237,8 +237,14 @@ spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, 
 	if len(res.Applications) != 3 {
 		t.Errorf("%d Applications, want 3", len(res.Applications))
 	}
+	if apps := find(t, res, "apps"); len(apps.Spec.DependsOn) != 1 || apps.Spec.DependsOn[0] != (v1alpha1.ApplicationReference{Name: "infra"}) {
+		t.Errorf("apps dependsOn = %+v, want infra (the Kustomization it depends on, migrated)", apps.Spec.DependsOn)
+	}
 	f := findings(res)
-	for _, want := range []string{"spec.postBuild", "spec.dependsOn", "spec.valuesFrom", "spec.postRenderers", "Kustomization/flux-system/orphan: spec.sourceRef"} {
+	if strings.Contains(f, "spec.dependsOn") {
+		t.Errorf("dependsOn is carried over, yet named as not:\n%s", f)
+	}
+	for _, want := range []string{"spec.postBuild", "spec.valuesFrom", "spec.postRenderers", "Kustomization/flux-system/orphan: spec.sourceRef"} {
 		if !strings.Contains(f, want) {
 			t.Errorf("findings lack %q:\n%s", want, f)
 		}
