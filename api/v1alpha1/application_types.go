@@ -244,6 +244,11 @@ type ApplicationSource struct {
 	// +optional
 	Jsonnet *JsonnetSource `json:"jsonnet,omitempty"`
 
+	// PostBuild substitutes variables in what the source renders, as
+	// Flux's Kustomization postBuild does.
+	// +optional
+	PostBuild *PostBuild `json:"postBuild,omitempty"`
+
 	// SecretRef names a Secret in the Application's namespace with the
 	// repository's credentials: "username" and "password" (or a token as
 	// password) for HTTPS; "identity" (a private key) and "known_hosts"
@@ -315,6 +320,40 @@ type HelmSource struct {
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +optional
 	Values *apiextensionsv1.JSON `json:"values,omitempty"`
+}
+
+// PostBuild replaces ${var} references (Flux's syntax: ${var:=default},
+// ${var:-default}, $${var} for a literal) in every rendered object, as
+// Flux's Kustomization postBuild does: the variables of SubstituteFrom in
+// order, then Substitute, each overriding the ones before. An object
+// labelled or annotated kustomize.toolkit.fluxcd.io/substitute: disabled
+// is left as it is. A change to a variable syncs the app as a new
+// revision would.
+type PostBuild struct {
+	// Substitute are variables by name ([_a-zA-Z][_a-zA-Z0-9]*).
+	// +kubebuilder:validation:MaxProperties=256
+	// +optional
+	Substitute map[string]string `json:"substitute,omitempty"`
+	// SubstituteFrom are ConfigMaps and Secrets in the Application's
+	// namespace whose every key is a variable, read as the app's account.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	SubstituteFrom []SubstituteReference `json:"substituteFrom,omitempty"`
+	// Strict makes a reference to a variable that is not defined (and
+	// has no default) an error naming it, instead of the empty string.
+	// +optional
+	Strict bool `json:"strict,omitempty"`
+}
+
+// SubstituteReference names a ConfigMap or Secret of variables.
+type SubstituteReference struct {
+	// +kubebuilder:validation:Enum=ConfigMap;Secret
+	Kind string `json:"kind"`
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Optional lets the object be missing.
+	// +optional
+	Optional bool `json:"optional,omitempty"`
 }
 
 // ValuesReference names Helm values in a ConfigMap or Secret.

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
@@ -178,4 +179,82 @@ func ValuesFrom(ctx context.Context, c client.Reader, app *v1alpha1.Application)
 		sum.Write(data)
 	}
 	return merged, hex.EncodeToString(sum.Sum(nil))[:12], nil
+}
+
+// maxSubstituteBytes bounds the variables of one app's postBuild (names
+// and values): each is multiplied by its references in every object.
+const maxSubstituteBytes = 4 << 20
+
+// Substitution reads app's postBuild variables: each ConfigMap and Secret
+// of SubstituteFrom in order (every key a variable), then Substitute, each
+// overriding the ones before, read as the app's account through c. The
+// digest identifies them, so that a change syncs as a new revision would;
+// nil when the app has no postBuild.
+func Substitution(ctx context.Context, c client.Reader, app *v1alpha1.Application) (*render.Substitution, string, error) {
+	pb := app.Spec.Source.PostBuild
+	if pb == nil {
+		return nil, "", nil
+	}
+	vars := map[string]string{}
+	set := func(field, name, value string) error {
+		if err := render.CheckVarName(name); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
+		}
+		vars[name] = value
+		return nil
+	}
+	for i, ref := range pb.SubstituteFrom {
+		field := fmt.Sprintf("spec.source.postBuild.substituteFrom[%d] (%s %s)", i, ref.Kind, ref.Name)
+		data := map[string]string{}
+		switch ref.Kind {
+		case "ConfigMap":
+			var cm corev1.ConfigMap
+			if err := c.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &cm); err != nil {
+				if apierrors.IsNotFound(err) && ref.Optional {
+					continue
+				}
+				return nil, "", fmt.Errorf("%s: %w", field, err)
+			}
+			data = cm.Data
+		case "Secret":
+			var s corev1.Secret
+			if err := c.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &s); err != nil {
+				if apierrors.IsNotFound(err) && ref.Optional {
+					continue
+				}
+				return nil, "", fmt.Errorf("%s: %w", field, err)
+			}
+			for k, v := range s.Data {
+				data[k] = string(v)
+			}
+		default:
+			return nil, "", fmt.Errorf("%s: kind %q: use ConfigMap or Secret", field, ref.Kind)
+		}
+		for k, v := range data {
+			if err := set(field, k, v); err != nil {
+				return nil, "", err
+			}
+		}
+	}
+	for k, v := range pb.Substitute {
+		if err := set("spec.source.postBuild.substitute", k, v); err != nil {
+			return nil, "", err
+		}
+	}
+	names := make([]string, 0, len(vars))
+	size := 0
+	for k, v := range vars {
+		names = append(names, k)
+		size += len(k) + len(v)
+	}
+	if size > maxSubstituteBytes {
+		return nil, "", fmt.Errorf("spec.source.postBuild: %d bytes of variables is more than the %d allowed", size, maxSubstituteBytes)
+	}
+	sort.Strings(names)
+	sum := sha256.New()
+	for _, k := range names {
+		fmt.Fprintf(sum, "%s\x00%d\x00%s\x00", k, len(vars[k]), vars[k])
+	}
+	fmt.Fprintf(sum, "strict=%v", pb.Strict)
+	return &render.Substitution{Vars: vars, Strict: pb.Strict}, hex.EncodeToString(sum.Sum(nil))[:12], nil
 }

@@ -684,6 +684,15 @@ func (r *ApplicationReconciler) chartAndValues(ctx context.Context, app *v1alpha
 		a.Revision += "+values:" + sum
 		artifact, run.values = &a, vals
 	}
+	sub, sum, err := appspec.Substitution(ctx, eng.Client(), app)
+	if err != nil {
+		return nil, err
+	}
+	if sub != nil {
+		a := *artifact
+		a.Revision += "+vars:" + sum
+		artifact, run.substitute = &a, sub
+	}
 	return artifact, nil
 }
 
@@ -734,6 +743,9 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 	opts.ReadRoots = r.ReadRoots
 	if run != nil && run.chart != nil {
 		opts.Chart = run.chart.Path
+	}
+	if run != nil {
+		opts.Substitute = run.substitute
 	}
 	if run != nil && run.values != nil {
 		// After the values files, before the inline values.

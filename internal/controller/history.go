@@ -16,6 +16,7 @@ import (
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/redact"
+	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
 )
 
@@ -42,6 +43,8 @@ type attempt struct {
 	allowChart func(rawURL string) error
 	// queue is whose turn the app's renders wait for (see render.Options).
 	queue string
+	// substitute is the app's postBuild variables.
+	substitute *render.Substitution
 }
 
 // runOptions describes app's sync for its history entry and events; the

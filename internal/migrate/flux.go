@@ -136,7 +136,7 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 		case "decryption":
 			t.note(u, "spec.decryption", "SOPS is not decrypted: seal Secrets one way with converge seal (docs/design/sealing.md)")
 		case "postBuild":
-			t.note(u, "spec.postBuild", "variable substitution is not supported")
+			t.fluxPostBuild(u, &app, mapAt(spec, "postBuild"))
 		case "healthChecks":
 			t.note(u, "spec.healthChecks", "converge checks the health of every object it applies")
 		default:
@@ -144,6 +144,34 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 		}
 	}
 	t.res.Applications = append(t.res.Applications, app)
+}
+
+// fluxPostBuild carries a Kustomization's variable substitution over:
+// substitute and substituteFrom mean the same in spec.source.postBuild.
+func (t *translator) fluxPostBuild(u *unstructured.Unstructured, app *v1alpha1.Application, pb map[string]any) {
+	out := &v1alpha1.PostBuild{}
+	if subst, ok := pb["substitute"].(map[string]any); ok {
+		out.Substitute = map[string]string{}
+		for k, v := range subst {
+			s, ok := v.(string)
+			if !ok {
+				s = fmt.Sprint(v)
+			}
+			out.Substitute[k] = s
+		}
+	}
+	from, _, _ := unstructured.NestedSlice(pb, "substituteFrom")
+	for i, f := range from {
+		m, _ := f.(map[string]any)
+		kind, name := strAt(m, "kind"), strAt(m, "name")
+		if (kind != "ConfigMap" && kind != "Secret") || name == "" {
+			t.note(u, fmt.Sprintf("spec.postBuild.substituteFrom[%d]", i), "want kind ConfigMap or Secret and a name; not carried over")
+			continue
+		}
+		optional, _ := m["optional"].(bool)
+		out.SubstituteFrom = append(out.SubstituteFrom, v1alpha1.SubstituteReference{Kind: kind, Name: name, Optional: optional})
+	}
+	app.Spec.Source.PostBuild = out
 }
 
 // fluxHelmRelease translates a HelmRelease and its source.

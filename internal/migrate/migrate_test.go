@@ -244,7 +244,10 @@ spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, 
 	if strings.Contains(f, "spec.dependsOn") {
 		t.Errorf("dependsOn is carried over, yet named as not:\n%s", f)
 	}
-	for _, want := range []string{"spec.postBuild", "spec.valuesFrom", "spec.postRenderers", "Kustomization/flux-system/orphan: spec.sourceRef"} {
+	if pb := find(t, res, "apps").Spec.Source.PostBuild; pb == nil || pb.Substitute["cluster"] != "prod" {
+		t.Errorf("apps postBuild = %+v, want substitute cluster=prod", pb)
+	}
+	for _, want := range []string{"spec.valuesFrom", "spec.postRenderers", "Kustomization/flux-system/orphan: spec.sourceRef"} {
 		if !strings.Contains(f, want) {
 			t.Errorf("findings lack %q:\n%s", want, f)
 		}

@@ -173,12 +173,21 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 			a.Revision += "+" + ch.Digest
 		}
 	}
-	vals, _, err := appspec.ValuesFrom(ctx, req.Client, app)
+	vals, sum, err := appspec.ValuesFrom(ctx, req.Client, app)
 	if err != nil {
 		return nil, err
 	}
 	if vals != nil {
 		opts.Helm.Values = loader.MergeMaps(vals, opts.Helm.Values)
+		a.Revision += "+values:" + sum
+	}
+	sub, sum, err := appspec.Substitution(ctx, req.Client, app)
+	if err != nil {
+		return nil, err
+	}
+	if sub != nil {
+		opts.Substitute = sub
+		a.Revision += "+vars:" + sum
 	}
 	m := req.Engine
 	if m == nil {

@@ -50,6 +50,9 @@ type Options struct {
 	// or where it is off) only the rlimits and the in-process refusals
 	// hold; LandlockABI says which. Workers are kept per ReadRoots too.
 	ReadRoots []string `json:"-"`
+	// Substitute, when set, replaces ${var} references in what renders
+	// (Flux's postBuild), inside the worker and its limits.
+	Substitute *Substitution `json:"substitute,omitempty"`
 	// Helm options apply when Path holds a chart.
 	Helm HelmOptions `json:"helm,omitempty"`
 	// Jsonnet options apply to .jsonnet files.
@@ -105,6 +108,9 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if opts.Chart != "" {
 		objs, err := renderArchive(ctx, sb, opts.Chart, p, opts.Helm)
+		if err == nil {
+			err = substitute(objs, opts.Substitute)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -144,6 +150,9 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 		if d.jsonnet {
 			res.Kind = KindJsonnet
 		}
+	}
+	if err == nil {
+		err = substitute(objs, opts.Substitute)
 	}
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -862,5 +863,76 @@ func TestCompat_DeleteFalseObjectsOutliveTheirApp(t *testing.T) {
 	r := converge(t, "history", "keeper", "-n", ns, "-o", "json")
 	if !strings.Contains(r.stdout, `"type": "deletion"`) || !strings.Contains(r.stdout, "data (argocd.argoproj.io/sync-options: Delete=false)") || !strings.Contains(r.stdout, `ours (converge.dev/delete: \"false\")`) {
 		t.Errorf("the history does not say why data and ours were kept:\n%s", r.output())
+	}
+}
+
+// Flux's postBuild: variables from a ConfigMap, a Secret and the spec
+// fill ${var} references, read as the app's account; a changed ConfigMap
+// syncs as a new revision; the Secret's value is in the object but never
+// in the Application's status or history.
+func TestCompat_PostBuildSubstitutesFromConfigMapsSecretsAndTheSpec(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	ctx := context.Background()
+	repo, _ := a.repoWith(t, ns+"-subst", map[string]string{
+		"deploy/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings-${cluster_name}\ndata:\n  region: ${region}\n  token: ${api_token}\n  tier: ${tier:=bronze}\n",
+	}, "vars")
+	for _, obj := range []client.Object{
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cluster-vars", Namespace: ns}, Data: map[string]string{"cluster_name": "prod", "region": "eu-west"}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cluster-secrets", Namespace: ns}, StringData: map[string]string{"api_token": "s3cr3t-subst-4242"}},
+	} {
+		if err := a.client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "subst", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy", PostBuild: &v1alpha1.PostBuild{
+				Substitute:     map[string]string{"region": "eu-central"},
+				SubstituteFrom: []v1alpha1.SubstituteReference{{Kind: "ConfigMap", Name: "cluster-vars"}, {Kind: "Secret", Name: "cluster-secrets"}},
+				Strict:         true,
+			}},
+			SyncPolicy: automated(true, true),
+		}}
+	a.create(t, app)
+	a.waitApp(t, ns, "subst", 60*time.Second, "synced", func(app *v1alpha1.Application) bool {
+		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced && strings.Contains(app.Status.Sync.Revision, "+vars:")
+	})
+	cm := get(t, "v1", "ConfigMap", ns, "settings-prod")
+	if cm == nil {
+		t.Fatal("settings-prod was not applied")
+	}
+	data, _, _ := unstructured.NestedStringMap(cm.Object, "data")
+	if data["region"] != "eu-central" || data["token"] != "s3cr3t-subst-4242" || data["tier"] != "bronze" {
+		t.Errorf("data = %v: want the spec's region over the ConfigMap's, the Secret's token, the default tier", data)
+	}
+
+	// A changed ConfigMap is a new revision: the object follows.
+	var vars corev1.ConfigMap
+	if err := a.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cluster-vars"}, &vars); err != nil {
+		t.Fatal(err)
+	}
+	vars.Data["cluster_name"] = "prod-2"
+	if err := a.client.Update(ctx, &vars); err != nil {
+		t.Fatal(err)
+	}
+	// The agent notices at its next look; a sync request makes it now.
+	if r := converge(t, "sync", "subst", "-n", ns, "--wait"); r.code != 0 {
+		t.Fatalf("sync: exit %d\n%s", r.code, r.output())
+	}
+	if get(t, "v1", "ConfigMap", ns, "settings-prod-2") == nil {
+		t.Error("the renamed ConfigMap was not applied after the variable changed")
+	}
+	if get(t, "v1", "ConfigMap", ns, "settings-prod") != nil {
+		t.Error("the ConfigMap of the old name was not pruned")
+	}
+	var got v1alpha1.Application
+	if err := a.client.Get(ctx, client.ObjectKeyFromObject(app), &got); err != nil {
+		t.Fatal(err)
+	}
+	status, _ := json.Marshal(got.Status)
+	hist := converge(t, "history", "subst", "-n", ns, "-o", "json")
+	if strings.Contains(string(status), "s3cr3t-subst-4242") || strings.Contains(hist.stdout, "s3cr3t-subst-4242") {
+		t.Error("the Secret's variable leaked into the status or the history")
 	}
 }
