@@ -11,7 +11,7 @@ import (
 func TestRender_PostBuildSubstitutesLikeFlux(t *testing.T) {
 	root := t.TempDir()
 	files := map[string]string{
-		"app/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ${app_name}\n  namespace: ${ns:=shop}\ndata:\n  cluster: ${cluster}\n  region: ${region:-eu}\n  literal: $${not_a_var}\n",
+		"app/cm.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ${app_name}\n  namespace: ${ns:=shop}\ndata:\n  cluster: ${cluster}\n  region: ${region:-eu}\n  literal: $${not_a_var}\n",
 		"app/off.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  annotations: {kustomize.toolkit.fluxcd.io/substitute: disabled}\ndata:\n  script: echo ${HOME}\n",
 	}
 	for name, content := range files {
