@@ -198,8 +198,8 @@ func (m *Manager) applyOne(ctx context.Context, d *desired, applied *appliedSet)
 			return objectErrorf(d.obj, d.source, "replacing: %w", err)
 		}
 	}
-	if err := m.migrateManager(ctx, d); err != nil {
-		return objectErrorf(d.obj, d.source, "taking over the fields of %s: %w", FieldManager, apiError(err, d.obj))
+	if err := m.takeOver(ctx, d); err != nil {
+		return objectErrorf(d.obj, d.source, "taking over the fields of earlier managers: %w", apiError(err, d.obj))
 	}
 	obj := d.obj.DeepCopy()
 	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj),

@@ -35,7 +35,7 @@ const (
 	AnnotationAdopt = "converge.dev/adopt"
 	// FieldManager prefixes each app's field manager (App.FieldManager);
 	// alone, it is the manager every app shared before, whose fields an
-	// app's first apply takes over (migrateManager).
+	// app's first apply takes over (takeOver).
 	FieldManager = "converge.dev"
 )
 

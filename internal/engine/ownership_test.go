@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -141,5 +142,75 @@ func TestSync_EachAppHasItsOwnFieldManagerAndTakesOverTheSharedOne(t *testing.T)
 	}
 	if _, ok := live.Data["drop"]; ok || live.Data["keep"] != "one" {
 		t.Errorf("data = %v, want the field that left Git removed", live.Data)
+	}
+}
+
+// Objects Argo CD (client-side apply) or Flux (server-side apply) manage
+// are adopted in place, their fields handed over: nothing is deleted or
+// recreated, and a field that then leaves Git is removed.
+func TestSync_TakesOverArgoCDAndFluxFieldsInPlace(t *testing.T) {
+	ctx := context.Background()
+	for _, peer := range []struct {
+		manager string
+		ssa     bool
+	}{{"argocd-controller", false}, {"kustomize-controller", true}} {
+		t.Run(peer.manager, func(t *testing.T) {
+			ns := kubetest.Namespace(t, env.Client)
+			cm := &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": "v1", "kind": "ConfigMap",
+				"metadata": map[string]any{"name": "cm", "namespace": ns, "labels": map[string]any{"app.kubernetes.io/instance": "shop"}},
+				"data":     map[string]any{"keep": "one", "drop": "two"},
+			}}
+			var err error
+			if peer.ssa {
+				err = env.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(cm.DeepCopy()), client.FieldOwner(peer.manager), client.ForceOwnership)
+			} else {
+				err = env.Client.Create(ctx, cm.DeepCopy(), client.FieldOwner(peer.manager))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before corev1.ConfigMap
+			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cm"}, &before); err != nil {
+				t.Fatal(err)
+			}
+			m := newManager(t)
+			app := App{Name: "shop", Namespace: ns}
+			opts := SyncOptions{PlanOptions: PlanOptions{App: app, DefaultNamespace: ns, Prune: true}}
+			same := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, labels: {app.kubernetes.io/instance: shop}}\ndata: {keep: one, drop: two}"
+			cs, err := m.Sync(ctx, objects(t, same), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := cs.Changes[0]; c.Action != ActionConfigured || !strings.Contains(c.Reason, "taking over the fields of "+peer.manager) {
+				t.Errorf("first sync: %s %q, want configured, taking over %s", c.Action, c.Reason, peer.manager)
+			}
+			var live corev1.ConfigMap
+			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cm"}, &live); err != nil {
+				t.Fatal(err)
+			}
+			if live.UID != before.UID {
+				t.Fatal("the object was recreated")
+			}
+			for _, e := range live.ManagedFields {
+				if e.Manager == peer.manager {
+					t.Errorf("%s still manages fields after the handover", peer.manager)
+				}
+			}
+			// Now unchanged: nothing to do.
+			if cs, err = m.Sync(ctx, objects(t, same), opts); err != nil || cs.Changes[0].Action != ActionUnchanged {
+				t.Fatalf("second sync: %v %+v", err, cs)
+			}
+			// A field that leaves Git is removed.
+			if _, err := m.Sync(ctx, objects(t, strings.Replace(same, ", drop: two", "", 1)), opts); err != nil {
+				t.Fatal(err)
+			}
+			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "cm"}, &live); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := live.Data["drop"]; ok || live.Data["keep"] != "one" || live.UID != before.UID {
+				t.Errorf("after dropping a field from Git: data %v (uid kept %v)", live.Data, live.UID == before.UID)
+			}
+		})
 	}
 }

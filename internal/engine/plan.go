@@ -255,13 +255,10 @@ func mayAdopt(live *unstructured.Unstructured, d *desired, opts PlanOptions) err
 // and diff from the answer.
 func (m *Manager) dryRun(ctx context.Context, d *desired, opts PlanOptions) error {
 	result := d.obj.DeepCopy()
-	// An object still owned by the shared legacy manager is dry-run as
-	// that manager: the answer then shows what the apply, once the fields
-	// are handed over (migrateManager), will really do.
-	manager := d.manager
-	if legacyManagerEntry(d.live, d.manager) >= 0 {
-		manager = FieldManager
-	}
+	// An object a peer (converge's legacy manager, Argo CD, Flux) applied
+	// is dry-run as that peer: the answer then shows what the apply, once
+	// the fields are handed over (takeOver), will really do.
+	manager := handoverDryRunManager(d.live, d.manager)
 	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result),
 		client.FieldOwner(manager), client.ForceOwnership, client.DryRunAll)
 	if err != nil {
@@ -295,14 +292,26 @@ func (m *Manager) dryRun(ctx context.Context, d *desired, opts PlanOptions) erro
 		}
 		d.live = live
 	}
+	_, from, err := handover(d.live, d.manager)
+	if err != nil {
+		return objectErrorf(d.obj, d.source, "reading its field managers: %w", err)
+	}
 	switch {
 	case d.live == nil:
 		d.action = ActionCreated
-	case equalNormalized(d.live, result):
+	case equalNormalized(d.live, result) && len(from) == 0:
 		d.action = ActionUnchanged
+		return nil
+	case equalNormalized(d.live, result):
+		// Nothing changes but who owns the fields: applied once, so that
+		// what later leaves Git is removed.
+		d.action, d.reason = ActionConfigured, handoverReason(from)
 		return nil
 	default:
 		d.action = ActionConfigured
+		if len(from) > 0 {
+			d.reason = handoverReason(from)
+		}
 	}
 	var err2 error
 	d.diff, err2 = unifiedDiff(render.Ref(d.obj), d.live, result)
