@@ -116,6 +116,16 @@ type ApplicationSpec struct {
 	// +optional
 	DependsOn []ApplicationReference `json:"dependsOn,omitempty"`
 
+	// IgnoreDifferences leaves fields to the live objects, as Argo CD's
+	// ignoreDifferences does with RespectIgnoreDifferences: an HPA's
+	// replicas, an injected caBundle. The fields they select count in no
+	// diff, drift or self-heal, and a sync never overwrites them on an
+	// existing object (a new one is created with Git's values).
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	IgnoreDifferences []ResourceIgnoreDifferences `json:"ignoreDifferences,omitempty"`
+
 	// Notify sends the Application's sync events (started, succeeded,
 	// failed, health degraded, drift healed) to receivers: a JSON webhook,
 	// a Slack-compatible incoming webhook, or a commit status on the
@@ -320,6 +330,32 @@ type HelmSource struct {
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +optional
 	Values *apiextensionsv1.JSON `json:"values,omitempty"`
+}
+
+// ResourceIgnoreDifferences selects objects by kind (and optionally name
+// and namespace) and fields of them by JSON pointer ("/spec/replicas") or
+// jq path expression (".webhooks[]?.clientConfig.caBundle").
+type ResourceIgnoreDifferences struct {
+	// Group is the kind's API group; empty for the core group.
+	// +optional
+	Group string `json:"group,omitempty"`
+	// +kubebuilder:validation:MinLength=1
+	Kind string `json:"kind"`
+	// +optional
+	Name string `json:"name,omitempty"`
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	JSONPointers []string `json:"jsonPointers,omitempty"`
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	JQPathExpressions []string `json:"jqPathExpressions,omitempty"`
+	// ManagedFieldsManagers (Argo CD's: ignore what these field managers
+	// own) is not supported yet: an Application that sets it is refused,
+	// naming it, rather than silently comparing those fields.
+	// +optional
+	ManagedFieldsManagers []string `json:"managedFieldsManagers,omitempty"`
 }
 
 // PostBuild replaces ${var} references (Flux's syntax: ${var:=default},

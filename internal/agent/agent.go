@@ -8,8 +8,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
@@ -33,6 +33,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/controller"
 	"converge.dev/converge/internal/egress"
@@ -75,6 +76,9 @@ type Options struct {
 	SourceHosts []string
 	// NotifyHosts are the only hosts apps' events may be sent to.
 	NotifyHosts []string
+	// IgnoreDifferencesFile holds ignoreDifferences every app gets
+	// before its own (YAML, shaped as spec.ignoreDifferences).
+	IgnoreDifferencesFile string
 	// EgressAllow lists the ranges and hosts that charts, registries and
 	// notifications may reach although they are loopback or private,
 	// under RequireTenant (without it, those are reachable anyway).
@@ -251,21 +255,32 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err := mgr.Add(secretCache); err != nil {
 		return err
 	}
+	var ignore []engine.IgnoreRule
+	if o.IgnoreDifferencesFile != "" {
+		data, err := os.ReadFile(o.IgnoreDifferencesFile)
+		if err != nil {
+			return err
+		}
+		if ignore, err = appspec.DefaultIgnoreRules(data, "--ignore-differences-file "+o.IgnoreDifferencesFile); err != nil {
+			return err
+		}
+	}
 	tenancyOpts := tenancy.Options{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount}
 	rec := &controller.ApplicationReconciler{
-		Client:      mgr.GetClient(),
-		Secrets:     mgr.GetAPIReader(),
-		SecretCache: secretCache,
-		Engine:      eng,
-		Config:      cfg,
-		Sources:     sources,
-		Charts:      chartCache,
-		ReadRoots:   readRoots,
-		Recorder:    mgr.GetEventRecorderFor("converge-agent"),
-		Concurrency: o.Concurrency,
-		Tenancy:     tenancyOpts,
-		Notifier:    notify.New(ctx, logger.WithName("notify"), policy),
-		Shards:      shards,
+		Client:            mgr.GetClient(),
+		Secrets:           mgr.GetAPIReader(),
+		SecretCache:       secretCache,
+		Engine:            eng,
+		Config:            cfg,
+		Sources:           sources,
+		Charts:            chartCache,
+		ReadRoots:         readRoots,
+		IgnoreDifferences: ignore,
+		Recorder:          mgr.GetEventRecorderFor("converge-agent"),
+		Concurrency:       o.Concurrency,
+		Tenancy:           tenancyOpts,
+		Notifier:          notify.New(ctx, logger.WithName("notify"), policy),
+		Shards:            shards,
 		Clusters: &controller.Clusters{
 			Reader: mgr.GetClient(), Secrets: secretCache.Reader("", mgr.GetAPIReader()),
 			Namespace: o.SystemNamespace, Scheme: scheme,
@@ -310,7 +325,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		}
 	}
 	if o.UIAddr != "" {
-		if err := setupUI(mgr, cfg, scheme, o, &preview.Previewer{Sources: sources, Charts: chartCache, Tenancy: &tenancyOpts, Tenants: mgr.GetClient(), ReadRoots: readRoots}, logger); err != nil {
+		if err := setupUI(mgr, cfg, scheme, o, &preview.Previewer{Sources: sources, Charts: chartCache, Tenancy: &tenancyOpts, Tenants: mgr.GetClient(), ReadRoots: readRoots, IgnoreDifferences: ignore}, logger); err != nil {
 			return err
 		}
 	}

@@ -258,3 +258,47 @@ func Substitution(ctx context.Context, c client.Reader, app *v1alpha1.Applicatio
 	fmt.Fprintf(sum, "strict=%v", pb.Strict)
 	return &render.Substitution{Vars: vars, Strict: pb.Strict}, hex.EncodeToString(sum.Sum(nil))[:12], nil
 }
+
+// DefaultIgnoreRules reads an agent-wide list of ignoreDifferences (YAML,
+// shaped as spec.ignoreDifferences), compiled; errors name the file and
+// the entry.
+func DefaultIgnoreRules(data []byte, name string) ([]engine.IgnoreRule, error) {
+	var list []v1alpha1.ResourceIgnoreDifferences
+	if err := yaml.UnmarshalStrict(data, &list); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	rules := make([]engine.IgnoreRule, 0, len(list))
+	for i, d := range list {
+		field := fmt.Sprintf("%s[%d]", name, i)
+		if len(d.ManagedFieldsManagers) > 0 {
+			return nil, fmt.Errorf("%s.managedFieldsManagers: not supported yet", field)
+		}
+		r := engine.IgnoreRule{Group: d.Group, Kind: d.Kind, Name: d.Name, Namespace: d.Namespace,
+			JSONPointers: d.JSONPointers, JQPathExpressions: d.JQPathExpressions, Field: field}
+		if err := r.Compile(); err != nil {
+			return nil, err
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
+}
+
+// IgnoreRules are app's ignoreDifferences after defaults (the agent's,
+// first), compiled: an error names the field of the first bad one.
+func IgnoreRules(app *v1alpha1.Application, defaults []engine.IgnoreRule) ([]engine.IgnoreRule, error) {
+	rules := append([]engine.IgnoreRule(nil), defaults...)
+	for i, d := range app.Spec.IgnoreDifferences {
+		field := fmt.Sprintf("spec.ignoreDifferences[%d]", i)
+		if len(d.ManagedFieldsManagers) > 0 {
+			return nil, fmt.Errorf("%s.managedFieldsManagers: not supported yet; select the fields with jsonPointers or jqPathExpressions", field)
+		}
+		rules = append(rules, engine.IgnoreRule{Group: d.Group, Kind: d.Kind, Name: d.Name, Namespace: d.Namespace,
+			JSONPointers: d.JSONPointers, JQPathExpressions: d.JQPathExpressions, Field: field})
+	}
+	for i := range rules {
+		if err := rules[i].Compile(); err != nil {
+			return nil, err
+		}
+	}
+	return rules, nil
+}

@@ -65,6 +65,7 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.StringVar(&o.Agent.DefaultServiceAccount, "default-service-account", "", "ServiceAccount (in each Application's namespace) impersonated for apps that name none and that no Tenant governs")
 	f.StringSliceVar(&o.Agent.SourceHosts, "source-hosts", nil, "the only hosts repositories may be fetched from (host, host:port or *.domain); empty allows any")
 	f.StringSliceVar(&o.Agent.NotifyHosts, "notify-hosts", nil, "the only hosts Applications' notifications may be sent to (host, host:port or *.domain); empty allows any but link-local addresses")
+	f.StringVar(&o.Agent.IgnoreDifferencesFile, "ignore-differences-file", "", "YAML list of ignoreDifferences (as spec.ignoreDifferences) every Application gets before its own, e.g. every MutatingWebhookConfiguration's caBundle")
 	f.StringSliceVar(&o.Agent.EgressAllow, "egress-allow", nil, "ranges (10.0.0.0/8) and hosts (charts.internal, *.svc.cluster.local) that charts, registries and notifications may reach although loopback or private; needed only with --require-tenant, which refuses those otherwise (link-local and metadata addresses are always refused)")
 	f.StringVar(&o.Agent.WatchSelector, "watch-label-selector", "", "reconcile only the Applications matching this label selector (sharding by hand)")
 	f.StringVar(&o.Agent.WatchSelector, "selector", "", "the same as --watch-label-selector")

@@ -64,6 +64,9 @@ type ApplicationReconciler struct {
 	Tenancy tenancy.Options
 	// ReadRoots confine render workers (see render.Options.ReadRoots).
 	ReadRoots []string
+	// IgnoreDifferences apply to every app, before its own (the agent's
+	// --ignore-differences-file).
+	IgnoreDifferences []engine.IgnoreRule
 	// Notifier, if set, delivers apps' events to the receivers they name.
 	Notifier *notify.Notifier
 	// Shards, if set, spreads Applications over the agent's replicas:
@@ -440,18 +443,23 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 			in.windowClosed = fmt.Sprintf("Tenant %s: %s; the sync waits", ten.Tenant, why)
 		}
 	}
+	ignore, err := appspec.IgnoreRules(app, r.IgnoreDifferences)
+	if err != nil {
+		return r.refused(ctx, app, run, v1alpha1.ReasonValidationFailed, err, interval)
+	}
 	d := decideSync(in)
 	run.trigger = d.trigger
 	opts := r.runOptions(app, run)
 	opts.PlanOptions = engine.PlanOptions{
-		App:              engine.App{Name: app.Name, Namespace: app.Namespace},
-		DefaultNamespace: appspec.Destination(app),
-		Prune:            d.prune,
-		Revision:         artifact.Revision,
-		Policy:           ten.Policy,
-		Adopt:            ten.Adopt,
-		CreateNamespace:  appspec.Namespace(app),
-		Records:          tgt.records(local),
+		App:               engine.App{Name: app.Name, Namespace: app.Namespace},
+		DefaultNamespace:  appspec.Destination(app),
+		Prune:             d.prune,
+		Revision:          artifact.Revision,
+		Policy:            ten.Policy,
+		Adopt:             ten.Adopt,
+		CreateNamespace:   appspec.Namespace(app),
+		Records:           tgt.records(local),
+		IgnoreDifferences: ignore,
 	}
 	opts.Apply, opts.Record = d.apply, d.record
 	// Hooks run once per new revision or spec, a retry of a failed sync

@@ -3,14 +3,17 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
 
@@ -212,5 +215,67 @@ func TestSync_TakesOverArgoCDAndFluxFieldsInPlace(t *testing.T) {
 				t.Errorf("after dropping a field from Git: data %v (uid kept %v)", live.Data, live.UID == before.UID)
 			}
 		})
+	}
+}
+
+// Fields an ignoreDifferences rule leaves to the live object (an HPA's
+// replicas): a change there is no difference and is never overwritten;
+// other fields sync; a new object gets Git's value.
+func TestSync_IgnoredFieldsStayAsTheClusterHasThem(t *testing.T) {
+	ctx := context.Background()
+	ns := kubetest.Namespace(t, env.Client)
+	m := newManager(t)
+	app := App{Name: "shop", Namespace: ns}
+	rules := []IgnoreRule{
+		{Kind: "ConfigMap", Name: "scaled", JSONPointers: []string{"/data/replicas"}, Field: "spec.ignoreDifferences[0]"},
+		{Kind: "ConfigMap", JQPathExpressions: []string{`.data | .[(keys[] | select(startswith("injected")))]`}, Field: "spec.ignoreDifferences[1]"},
+	}
+	for i := range rules {
+		if err := rules[i].Compile(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := SyncOptions{PlanOptions: PlanOptions{App: app, DefaultNamespace: ns, Prune: true, IgnoreDifferences: rules}}
+	doc := func(replicas, mode string) []render.Object {
+		return objects(t, fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: scaled}\ndata: {replicas: %q, mode: %s, injected_ca: from-git}", replicas, mode))
+	}
+	if _, err := m.Sync(ctx, doc("2", "a"), opts); err != nil {
+		t.Fatal(err)
+	}
+	read := func() map[string]string {
+		var cm corev1.ConfigMap
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "scaled"}, &cm); err != nil {
+			t.Fatal(err)
+		}
+		return cm.Data
+	}
+	if got := read(); got["replicas"] != "2" || got["injected_ca"] != "from-git" {
+		t.Fatalf("created with %v, want Git's values", got)
+	}
+	// Another controller changes the ignored fields.
+	patch := []byte(`{"data":{"replicas":"5","injected_ca":"from-webhook"}}`)
+	var cm corev1.ConfigMap
+	cm.Namespace, cm.Name = ns, "scaled"
+	if err := env.Client.Patch(ctx, &cm, client.RawPatch(types.MergePatchType, patch), client.FieldOwner("horizontal-pod-autoscaler")); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := m.Plan(ctx, doc("2", "a"), opts.PlanOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := plan.ChangeSet.Changes[0]; c.Action != ActionUnchanged {
+		t.Fatalf("a change to ignored fields is %s:\n%s", c.Action, c.Diff)
+	}
+	// A change elsewhere syncs, and leaves the ignored fields as they are.
+	if _, err := m.Sync(ctx, doc("2", "b"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got["replicas"] != "5" || got["injected_ca"] != "from-webhook" || got["mode"] != "b" {
+		t.Fatalf("after a sync: %v, want mode b and the ignored fields as the cluster had them", got)
+	}
+	// A bad rule names itself.
+	bad := IgnoreRule{Kind: "ConfigMap", JQPathExpressions: []string{".data["}, Field: "spec.ignoreDifferences[2]"}
+	if err := bad.Compile(); err == nil || !strings.Contains(err.Error(), "spec.ignoreDifferences[2].jqPathExpressions[0]") {
+		t.Fatalf("bad jq: %v", err)
 	}
 }

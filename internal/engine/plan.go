@@ -29,6 +29,9 @@ type PlanOptions struct {
 	// outlive it (Delete=false) are kept too, not only those marked to
 	// outlive a prune.
 	AppDeleted bool
+	// IgnoreDifferences are the fields left to the live objects (see
+	// IgnoreRule); each rule compiled.
+	IgnoreDifferences []IgnoreRule
 	// AllowEmpty accepts an empty desired set, which then prunes (or, with
 	// Prune off, reports) everything the app owns.
 	AllowEmpty bool
@@ -185,6 +188,9 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 	var check []*desired
 	for _, d := range objects {
 		d.live = p.live[d.key]
+		if err := d.respectIgnored(opts.IgnoreDifferences); err != nil {
+			return nil, err
+		}
 		entry, known := inv.Entries[d.key]
 		switch {
 		case d.pendingCRD || (d.namespaced && missingNS[d.obj.GetNamespace()]):
@@ -213,6 +219,22 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 	}
 	p.ChangeSet = *result(p.objects, p.pruneChanges, nil, nil)
 	return p, nil
+}
+
+// respectIgnored gives d the live values at the fields rules leave to the
+// live object (see IgnoreRule), once its live object is known.
+func (d *desired) respectIgnored(rules []IgnoreRule) error {
+	if d.live == nil || len(rules) == 0 {
+		return nil
+	}
+	obj, err := respectIgnored(d.obj, d.live, rules)
+	if err != nil {
+		return objectErrorf(d.obj, d.source, "ignoreDifferences: %w", err)
+	}
+	if obj != nil {
+		d.obj = obj
+	}
+	return nil
 }
 
 // dryRunAll dry-runs objs concurrently and classifies each. Every failure
@@ -291,6 +313,14 @@ func (m *Manager) dryRun(ctx context.Context, d *desired, opts PlanOptions) erro
 			return err
 		}
 		d.live = live
+		// Fields left to the live object: dry-run again with its values.
+		before := d.obj
+		if err := d.respectIgnored(opts.IgnoreDifferences); err != nil {
+			return err
+		}
+		if d.obj != before {
+			return m.dryRun(ctx, d, opts)
+		}
 	}
 	_, from, err := handover(d.live, d.manager)
 	if err != nil {

@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"fmt"
 	"path"
 	"sort"
 	"strings"
@@ -64,8 +65,21 @@ func (t *translator) argo(u *unstructured.Unstructured) {
 		l := int32(min(limit, 500))
 		app.Spec.HistoryLimit = &l
 	}
-	if diffs, _, _ := unstructured.NestedSlice(spec, "ignoreDifferences"); len(diffs) > 0 {
-		t.note(u, "spec.ignoreDifferences", "not supported: converge owns only the fields it applies (server-side apply), so fields others set are not differences")
+	diffs, _, _ := unstructured.NestedSlice(spec, "ignoreDifferences")
+	for i, d := range diffs {
+		m, _ := d.(map[string]any)
+		field := fmt.Sprintf("spec.ignoreDifferences[%d]", i)
+		rule := v1alpha1.ResourceIgnoreDifferences{Group: strAt(m, "group"), Kind: strAt(m, "kind"), Name: strAt(m, "name"), Namespace: strAt(m, "namespace")}
+		rule.JSONPointers, _, _ = unstructured.NestedStringSlice(m, "jsonPointers")
+		rule.JQPathExpressions, _, _ = unstructured.NestedStringSlice(m, "jqPathExpressions")
+		if managers, _, _ := unstructured.NestedStringSlice(m, "managedFieldsManagers"); len(managers) > 0 {
+			t.note(u, field+".managedFieldsManagers", "not supported yet: name the fields with jsonPointers or jqPathExpressions")
+		}
+		if rule.Kind == "" || len(rule.JSONPointers)+len(rule.JQPathExpressions) == 0 {
+			t.note(u, field, "no kind, or no jsonPointers or jqPathExpressions: not carried over")
+			continue
+		}
+		app.Spec.IgnoreDifferences = append(app.Spec.IgnoreDifferences, rule)
 	}
 	t.res.Applications = append(t.res.Applications, app)
 }

@@ -77,6 +77,10 @@ spec:
       - {name: image.tag, value: "1.4"}
       - {name: build, value: "0012", forceString: true}
   destination: {server: https://kubernetes.default.svc, namespace: guestbook}
+  ignoreDifferences:
+  - {group: apps, kind: Deployment, jsonPointers: [/spec/replicas]}
+  - {group: admissionregistration.k8s.io, kind: MutatingWebhookConfiguration, jqPathExpressions: [".webhooks[]?.clientConfig.caBundle"]}
+  - {kind: ConfigMap, managedFieldsManagers: [kube-controller-manager]}
   syncPolicy:
     automated: {prune: true, selfHeal: true}
     syncOptions: [CreateNamespace=true, ServerSideApply=true, PrunePropagationPolicy=orphan]
@@ -123,6 +127,12 @@ spec:
 	if gb.Namespace != "guestbook" || gb.Spec.Destination.Namespace != "guestbook" || gb.Spec.Source.Path != "guestbook" ||
 		gb.Spec.Source.Ref == nil || gb.Spec.Source.Ref.Branch != "release-1" {
 		t.Errorf("guestbook: %+v", gb.Spec)
+	}
+	if ig := gb.Spec.IgnoreDifferences; len(ig) != 2 || ig[0].JSONPointers[0] != "/spec/replicas" || ig[1].JQPathExpressions[0] != ".webhooks[]?.clientConfig.caBundle" {
+		t.Errorf("guestbook ignoreDifferences: %+v", ig)
+	}
+	if !strings.Contains(findings(res), "spec.ignoreDifferences[2].managedFieldsManagers") {
+		t.Errorf("an unsupported ignoreDifferences field is not named:\n%s", findings(res))
 	}
 	if h := gb.Spec.Source.Helm; h.ReleaseName != "gb" || len(h.ValuesFiles) != 1 {
 		t.Errorf("guestbook helm: %+v", h)

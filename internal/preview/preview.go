@@ -36,6 +36,8 @@ type Previewer struct {
 	Tenants client.Reader
 	// ReadRoots confine render workers (see render.Options.ReadRoots).
 	ReadRoots []string
+	// IgnoreDifferences are the agent's, before each app's own.
+	IgnoreDifferences []engine.IgnoreRule
 	// Progress, when set, hears what is being done and warnings, for
 	// people.
 	Progress func(format string, args ...any)
@@ -208,12 +210,17 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 		p.progress("warning: %s", w)
 	}
 	p.progress("Rendered %d object(s) at %s", len(res.Objects), actions.Short(a.Revision))
+	ignore, err := appspec.IgnoreRules(app, p.IgnoreDifferences)
+	if err != nil {
+		return nil, err
+	}
 	plan, err := m.Plan(ctx, res.Objects, engine.PlanOptions{
-		App:              engine.App{Name: app.Name, Namespace: app.Namespace},
-		DefaultNamespace: appspec.Destination(app),
-		Prune:            true,
-		AllowEmpty:       req.AllowEmpty,
-		Revision:         a.Revision,
+		IgnoreDifferences: ignore,
+		App:               engine.App{Name: app.Name, Namespace: app.Namespace},
+		DefaultNamespace:  appspec.Destination(app),
+		Prune:             true,
+		AllowEmpty:        req.AllowEmpty,
+		Revision:          a.Revision,
 	})
 	out := &Result{Plan: plan, Revision: a.Revision, RefName: a.RefName, Objects: len(res.Objects)}
 	if err != nil {

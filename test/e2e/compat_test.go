@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -934,5 +936,67 @@ func TestCompat_PostBuildSubstitutesFromConfigMapsSecretsAndTheSpec(t *testing.T
 	hist := converge(t, "history", "subst", "-n", ns, "-o", "json")
 	if strings.Contains(string(status), "s3cr3t-subst-4242") || strings.Contains(hist.stdout, "s3cr3t-subst-4242") {
 		t.Error("the Secret's variable leaked into the status or the history")
+	}
+}
+
+// An HPA-managed replicas under ignoreDifferences: scaling is no
+// difference (diff exits 0), and a sync for another change leaves the
+// scaled replicas as they are.
+func TestCompat_IgnoreDifferencesLeavesScaledReplicasAlone(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	ctx := context.Background()
+	deploy := func(team string) string {
+		return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {team: %s}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: registry.example/web:1}]
+`, team)
+	}
+	repo, rev := a.repoWith(t, ns+"-hpa", map[string]string{"deploy/web.yaml": deploy("a")}, "web")
+	app := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source:            v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"},
+			SyncPolicy:        automated(true, true),
+			IgnoreDifferences: []v1alpha1.ResourceIgnoreDifferences{{Group: "apps", Kind: "Deployment", JSONPointers: []string{"/spec/replicas"}}},
+		}}
+	a.create(t, app)
+	a.waitApp(t, ns, "web", 60*time.Second, "synced", synced(rev))
+
+	// The "HPA" scales through the scale subresource.
+	var d appsv1.Deployment
+	d.Namespace, d.Name = ns, "web"
+	scale := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 5}}
+	if err := cluster.Client.SubResource("scale").Update(ctx, &d, client.WithSubResourceBody(scale), client.FieldOwner("horizontal-pod-autoscaler")); err != nil {
+		t.Fatal(err)
+	}
+	replicas := func() int32 {
+		if err := cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &d); err != nil {
+			t.Fatal(err)
+		}
+		return *d.Spec.Replicas
+	}
+	if r := converge(t, "diff", "web", "-n", ns); r.code != 0 {
+		t.Errorf("diff after scaling: exit %d, want 0 (replicas ignored)\n%s", r.code, r.output())
+	}
+	if err := repo.Write(map[string]string{"deploy/web.yaml": deploy("b")}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "team b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.push(t, repo, "refs/heads/main")
+	a.waitApp(t, ns, "web", 60*time.Second, "synced the label change", synced(rev))
+	if got := replicas(); got != 5 || d.Labels["team"] != "b" {
+		t.Errorf("after a sync: replicas %d, team %q; want 5 (as scaled) and b", got, d.Labels["team"])
 	}
 }
