@@ -20,6 +20,7 @@ import (
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/source"
 )
 
 // Actor acts on Applications as the identity of its client.
@@ -114,7 +115,7 @@ func (a *Actor) Unpin(ctx context.Context, ns, name string) (Done, error) {
 		old = app.Spec.Pin.Revision
 		app.Spec.Pin = nil
 		stamp = a.requestSync(app)
-		return "was pinned to " + Short(old), nil
+		return "was pinned to " + source.ShortRevision(old), nil
 	})
 	d.Request = stamp
 	return d, err
@@ -147,7 +148,7 @@ func (a *Actor) Rollback(ctx context.Context, ns, name, target string, pin bool)
 			app.Annotations = map[string]string{}
 		}
 		app.Annotations[v1alpha1.AnnotationRollback] = string(raw)
-		return fmt.Sprintf("to %s (%s)", Short(revision), how), nil
+		return fmt.Sprintf("to %s (%s)", source.ShortRevision(revision), how), nil
 	})
 	if err == nil {
 		d.Rollback = &req
@@ -214,14 +215,6 @@ func (a *Actor) component() string {
 		return "cli"
 	}
 	return a.Component
-}
-
-// Short abbreviates a revision for people: 12 characters of a commit SHA.
-func Short(rev string) string {
-	if len(rev) > 12 {
-		return rev[:12]
-	}
-	return rev
 }
 
 // patch reads ns/name, lets mutate change it, patches the difference and

@@ -92,10 +92,7 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 		if c := apimeta.FindStatusCondition(a.Status.Conditions, v1alpha1.ConditionPinned); c != nil && c.Status == "True" {
 			msg = c.Message + "; " + msg
 		}
-		rev := a.Status.Sync.Revision
-		if len(rev) > 12 {
-			rev = rev[:12]
-		}
+		rev := source.ShortRevision(a.Status.Sync.Revision)
 		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", strings.Repeat("  ", n.depth)+treeMark(n.depth)+a.Name, orDash(string(a.Status.Sync.Status)), orDash(string(a.Status.Health.Status)),
 			orDash(rev), ready, time.Since(a.CreationTimestamp.Time).Round(time.Second))
 		if o.Output == "wide" {

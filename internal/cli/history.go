@@ -13,8 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
-	"converge.dev/converge/internal/actions"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/source"
 )
 
 // HistoryOptions holds the flags of `converge history`.
@@ -153,7 +153,7 @@ func changeSummary(c engine.Counts) string {
 	return s
 }
 
-func short(rev string) string { return actions.Short(rev) }
+func short(rev string) string { return source.ShortRevision(rev) }
 
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")

@@ -960,10 +960,3 @@ func orDot(path string) string {
 	}
 	return path
 }
-
-func shortRev(rev string) string {
-	if len(rev) > 12 {
-		return rev[:12]
-	}
-	return rev
-}

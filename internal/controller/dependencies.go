@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/source"
 )
 
 // dependsOnIndex indexes Applications by the Applications they depend on
@@ -75,7 +76,7 @@ func dependencyWait(app *v1alpha1.Application, get func(types.NamespacedName) (*
 		if why := notReady(dep); why != "" {
 			waits = append(waits, key.String()+" ("+why+")")
 		} else if d.SameRevision && revision != "" && commitOf(dep.Status.Sync.Revision) != commitOf(revision) {
-			waits = append(waits, fmt.Sprintf("%s (at %s, not yet %s)", key, shortRev(commitOf(dep.Status.Sync.Revision)), shortRev(commitOf(revision))))
+			waits = append(waits, fmt.Sprintf("%s (at %s, not yet %s)", key, source.ShortRevision(commitOf(dep.Status.Sync.Revision)), source.ShortRevision(commitOf(revision))))
 		}
 	}
 	if len(waits) == 0 {

@@ -48,7 +48,7 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 	app.Status.Rollback = st
 	fail := func(err error) error {
 		st.Error = err.Error()
-		r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonRollbackFailed, "rollback to "+shortRev(rb.Target)+" refused: "+st.Error)
+		r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonRollbackFailed, "rollback to "+source.ShortRevision(rb.Target)+" refused: "+st.Error)
 		return err
 	}
 	if len(rb.Target) != 40 && len(rb.Target) != 64 {
@@ -72,19 +72,19 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 		}
 	}
 	if app.Spec.Pin != nil && !rb.Pin {
-		return fail(fmt.Errorf("the Application is pinned to %s; unpin it first", shortRev(app.Spec.Pin.Revision)))
+		return fail(fmt.Errorf("the Application is pinned to %s; unpin it first", source.ShortRevision(app.Spec.Pin.Revision)))
 	}
 	req := src
 	req.Ref = source.Ref{Commit: rb.Target}
 	target, err := r.Sources.Fetch(ctx, req)
 	if err != nil {
-		return fail(fmt.Errorf("fetching %s: %w", shortRev(rb.Target), err))
+		return fail(fmt.Errorf("fetching %s: %w", source.ShortRevision(rb.Target), err))
 	}
 	// (With a chart source, the chart is fetched after the rollback, and
 	// the values alone are not a render.)
 	if app.Spec.Source.Chart == nil {
 		if _, err := r.render(ctx, app, target, &attempt{account: run.account, queue: run.queue, allowChart: run.allowChart}); err != nil {
-			return fail(fmt.Errorf("the tree at %s no longer renders: %w", shortRev(rb.Target), err))
+			return fail(fmt.Errorf("the tree at %s no longer renders: %w", source.ShortRevision(rb.Target), err))
 		}
 	}
 	if rb.Pin {
@@ -97,7 +97,7 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 		app.Status = *status
 		app.Status.Rollback = st
 		st.Commit = rb.Target
-		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonRolledBack, "pinned to %s, requested by %s", shortRev(rb.Target), orUnknown(rb.By))
+		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonRolledBack, "pinned to %s, requested by %s", source.ShortRevision(rb.Target), orUnknown(rb.By))
 		return nil
 	}
 	path := strings.Trim(app.Spec.Source.Path, "/")
@@ -109,7 +109,7 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 		Author: "converge", AuthorEmail: "converge@" + app.Namespace + ".invalid",
 		Message: func(parent string) string {
 			msg := fmt.Sprintf("Roll back %s to %s\n\nRestores %s to its content at %s (%q),\nundoing the changes of %s..%s.\n\nApplication: %s/%s\n",
-				path, shortRev(rb.Target), path, rb.Target, target.Commit.Subject, shortRev(rb.Target), shortRev(parent), app.Namespace, app.Name)
+				path, source.ShortRevision(rb.Target), path, rb.Target, target.Commit.Subject, source.ShortRevision(rb.Target), source.ShortRevision(parent), app.Namespace, app.Name)
 			if rb.By != "" {
 				msg += "Requested-by: " + rb.By + "\n"
 			}
@@ -118,7 +118,7 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 	})
 	if errors.Is(err, source.ErrNothingToRestore) {
 		st.Commit = res.Commit
-		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonRolledBack, "%s on %s already has the content of %s: nothing to commit", path, branch, shortRev(rb.Target))
+		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonRolledBack, "%s on %s already has the content of %s: nothing to commit", path, branch, source.ShortRevision(rb.Target))
 		return nil
 	}
 	if err != nil {
@@ -126,7 +126,7 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 	}
 	st.Commit = res.Commit
 	r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonRolledBack, "pushed %s to %s restoring %s to %s (undoing %s..%s), requested by %s",
-		shortRev(res.Commit), branch, path, shortRev(rb.Target), shortRev(rb.Target), shortRev(res.Parent), orUnknown(rb.By))
+		source.ShortRevision(res.Commit), branch, path, source.ShortRevision(rb.Target), source.ShortRevision(rb.Target), source.ShortRevision(res.Parent), orUnknown(rb.By))
 	return nil
 }
 
@@ -180,7 +180,7 @@ func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.App
 		r.mu.Unlock()
 	}
 	app.Status.Pin = st
-	msg := "pinned to " + shortRev(pin.Revision)
+	msg := "pinned to " + source.ShortRevision(pin.Revision)
 	if pin.Reason != "" {
 		msg += " (" + pin.Reason + ")"
 	}
@@ -189,9 +189,9 @@ func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.App
 	case st.Behind == 0:
 		msg += "; branch " + st.Branch + " has nothing newer"
 	case st.Behind > 0:
-		msg += fmt.Sprintf("; branch %s is %d commit(s) ahead, at %s", st.Branch, st.Behind, shortRev(st.BranchRevision))
+		msg += fmt.Sprintf("; branch %s is %d commit(s) ahead, at %s", st.Branch, st.Behind, source.ShortRevision(st.BranchRevision))
 	default:
-		msg += fmt.Sprintf("; branch %s has moved on to %s", st.Branch, shortRev(st.BranchRevision))
+		msg += fmt.Sprintf("; branch %s has moved on to %s", st.Branch, source.ShortRevision(st.BranchRevision))
 	}
 	msg += "; `converge rollback " + app.Name + " --unpin` resumes following it"
 	setCondition(app, v1alpha1.ConditionPinned, metav1.ConditionTrue, v1alpha1.ReasonPinned, msg)

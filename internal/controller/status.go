@@ -60,21 +60,21 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 		now := metav1.NewTime(r.now())
 		app.Status.LastSyncTime = &now
 	} else if outOfSync && app.Status.Sync.Revision != prevRevision {
-		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonOutOfSync, "cluster differs from %s: %s", shortRev(artifact.Revision), counts)
+		r.Recorder.Eventf(app, corev1.EventTypeNormal, v1alpha1.ReasonOutOfSync, "cluster differs from %s: %s", source.ShortRevision(artifact.Revision), counts)
 	}
 	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionStalled)
 	switch {
 	case outOfSync:
-		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonOutOfSync, fmt.Sprintf("cluster differs from %s (%s); %s", shortRev(artifact.Revision), counts, held))
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonOutOfSync, fmt.Sprintf("cluster differs from %s (%s); %s", source.ShortRevision(artifact.Revision), counts, held))
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	case app.Status.Health.Status == v1alpha1.HealthProgressing || app.Status.Health.Status == v1alpha1.HealthMissing:
-		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonProgressing, "synced "+shortRev(artifact.Revision)+recovered+"; waiting for health: "+app.Status.Health.Message)
+		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonProgressing, "synced "+source.ShortRevision(artifact.Revision)+recovered+"; waiting for health: "+app.Status.Health.Message)
 		setCondition(app, v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonProgressing, app.Status.Health.Message)
 	case app.Status.Health.Status == v1alpha1.HealthDegraded:
 		setReady(app, metav1.ConditionFalse, v1alpha1.ReasonHealthCheckFailed, app.Status.Health.Message)
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	default:
-		setReady(app, metav1.ConditionTrue, v1alpha1.ReasonSynced, fmt.Sprintf("synced %s and healthy%s", shortRev(artifact.Revision), recovered))
+		setReady(app, metav1.ConditionTrue, v1alpha1.ReasonSynced, fmt.Sprintf("synced %s and healthy%s", source.ShortRevision(artifact.Revision), recovered))
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	}
 }
@@ -121,7 +121,7 @@ func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Applic
 		// waiting at once; the few retries below cost nothing if it
 		// does not, and clear it if it does.
 		setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, reason,
-			fmt.Sprintf("%s cannot be synced as it is: %s", shortRev(run.artifact.Revision), msg))
+			fmt.Sprintf("%s cannot be synced as it is: %s", source.ShortRevision(run.artifact.Revision), msg))
 	}
 	if limit > 0 && app.Status.Attempts > limit {
 		if final && run.artifact != nil {
@@ -129,7 +129,7 @@ func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Applic
 			// until a new revision, a spec change or a request.
 			r.stall(client.ObjectKeyFromObject(app), run.artifact.Revision, app.Generation)
 			setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, reason,
-				fmt.Sprintf("%s failed %d times; waiting for a new revision, a change to the Application or a sync request: %s", shortRev(run.artifact.Revision), app.Status.Attempts, msg))
+				fmt.Sprintf("%s failed %d times; waiting for a new revision, a change to the Application or a sync request: %s", source.ShortRevision(run.artifact.Revision), app.Status.Attempts, msg))
 			return ctrl.Result{RequeueAfter: interval}, nil
 		}
 		setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonRetryLimitReached,

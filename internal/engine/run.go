@@ -299,8 +299,6 @@ func shortRevision(rev string) string {
 	switch {
 	case rev == "":
 		return "(no revision)"
-	case len(rev) > 12:
-		return rev[:12]
 	}
-	return rev
+	return source.ShortRevision(rev)
 }

@@ -288,7 +288,7 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 	case "slack":
 		text := fmt.Sprintf("converge: %s/%s %s", ev.Namespace, ev.Name, ev.Type)
 		if ev.Revision != "" {
-			text += " at " + short(ev.Revision)
+			text += " at " + source.ShortRevision(ev.Revision)
 		}
 		if ev.Message != "" {
 			text += ": " + ev.Message
@@ -359,11 +359,4 @@ func statusOf(forge string, ev Event) (state, description string) {
 		state = "success"
 	}
 	return state, description
-}
-
-func short(rev string) string {
-	if len(rev) > 12 {
-		return rev[:12]
-	}
-	return rev
 }

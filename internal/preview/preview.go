@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
-	"converge.dev/converge/internal/actions"
 	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
@@ -209,7 +208,7 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 	for _, w := range res.Warnings {
 		p.progress("warning: %s", w)
 	}
-	p.progress("Rendered %d object(s) at %s", len(res.Objects), actions.Short(a.Revision))
+	p.progress("Rendered %d object(s) at %s", len(res.Objects), source.ShortRevision(a.Revision))
 	ignore, err := appspec.IgnoreRules(app, p.IgnoreDifferences)
 	if err != nil {
 		return nil, err

@@ -11,10 +11,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
-	"converge.dev/converge/internal/actions"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/preview"
 	"converge.dev/converge/internal/redact"
+	"converge.dev/converge/internal/source"
 )
 
 // diffView is an app's diff: each object that would change, with its
@@ -71,14 +71,14 @@ func (u *UI) diff(ctx context.Context, ss *session, ns, name string) (*diffView,
 	res, err := u.Previewer.Preview(ctx, preview.Request{Config: ss.cfg, Client: ss.client, App: app, Engine: m})
 	if err != nil {
 		if errors.Is(err, engine.ErrEmptyRender) && res != nil {
-			return nil, fmt.Errorf("the source renders no objects at %s", actions.Short(res.Revision))
+			return nil, fmt.Errorf("the source renders no objects at %s", source.ShortRevision(res.Revision))
 		}
 		return nil, err
 	}
 	cs := &res.Plan.ChangeSet
 	c := cs.Counts()
 	v := &diffView{Summary: fmt.Sprintf("At %s: %d to create, %d to configure, %d to delete, %d unchanged.",
-		actions.Short(res.Revision), c.Created, c.Configured, c.Deleted, c.Unchanged)}
+		source.ShortRevision(res.Revision), c.Created, c.Configured, c.Deleted, c.Unchanged)}
 	if n := res.Plan.Hooks(); n > 0 {
 		v.Summary += fmt.Sprintf(" %d hook(s) not compared: they run during a sync.", n)
 	}

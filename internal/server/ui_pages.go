@@ -22,6 +22,7 @@ import (
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/seal"
+	"converge.dev/converge/internal/source"
 )
 
 // visibleApps is the hub's Applications in the namespaces where the viewer
@@ -126,7 +127,7 @@ func (u *UI) loadApp(ctx context.Context, ss *session, ns, name string) (*appVie
 	if ref := app.Spec.Source.Ref; ref != nil {
 		switch {
 		case ref.Commit != "":
-			v.Ref = "commit " + actions.Short(ref.Commit)
+			v.Ref = "commit " + source.ShortRevision(ref.Commit)
 		case ref.Tag != "":
 			v.Ref = "tag " + ref.Tag
 		case ref.Semver != "":
@@ -252,9 +253,9 @@ func (u *UI) act(w http.ResponseWriter, r *http.Request, ss *session) {
 		pin := r.PostFormValue("mode") == "pin"
 		d, err = a.Rollback(ctx, ns, name, r.PostFormValue("target"), pin)
 		if err == nil {
-			msg = "Rollback to " + actions.Short(d.Rollback.Target) + " requested: the agent commits it to Git and syncs it."
+			msg = "Rollback to " + source.ShortRevision(d.Rollback.Target) + " requested: the agent commits it to Git and syncs it."
 			if pin {
-				msg = "Pinning to " + actions.Short(d.Rollback.Target) + " requested."
+				msg = "Pinning to " + source.ShortRevision(d.Rollback.Target) + " requested."
 			}
 		}
 	default:

@@ -12,7 +12,6 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 
 	"converge.dev/converge/api/v1alpha1"
-	"converge.dev/converge/internal/actions"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/source"
 )
@@ -34,7 +33,7 @@ func rowOf(app *v1alpha1.Application, now time.Time) appRow {
 	r := appRow{
 		Namespace: app.Namespace, Name: app.Name,
 		Sync: orUnknown(string(app.Status.Sync.Status)), Health: orUnknown(string(app.Status.Health.Status)),
-		Revision: app.Status.Sync.Revision, ShortRevision: actions.Short(app.Status.Sync.Revision),
+		Revision: app.Status.Sync.Revision, ShortRevision: source.ShortRevision(app.Status.Sync.Revision),
 		Suspended: app.Spec.Suspend, Pinned: app.Spec.Pin != nil,
 		Source: sourceText(app),
 	}
@@ -46,7 +45,7 @@ func rowOf(app *v1alpha1.Application, now time.Time) appRow {
 		r.LastSync, r.LastSyncText = t.UTC().Format(time.RFC3339), ago(now, t.Time)
 	}
 	if app.Spec.Pin != nil {
-		r.PinnedTo = actions.Short(app.Spec.Pin.Revision)
+		r.PinnedTo = source.ShortRevision(app.Spec.Pin.Revision)
 	}
 	if ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady); ready != nil && ready.Status != "True" {
 		r.Message = ready.Message
@@ -158,7 +157,7 @@ func historyRows(app *v1alpha1.Application, h *engine.History, now time.Time) []
 		r := historyRow{
 			ID: e.ID, Finished: e.FinishedAt.UTC().Format(time.RFC3339), FinishedText: ago(now, e.FinishedAt),
 			Mode: e.Mode, Duration: e.Duration().Round(time.Millisecond).String(),
-			Short: actions.Short(e.Revision), RevisionURL: commitURL(app.Spec.Source.RepoURL, e.Revision),
+			Short: source.ShortRevision(e.Revision), RevisionURL: commitURL(app.Spec.Source.RepoURL, e.Revision),
 			Trigger: e.Trigger.String(), Result: e.Result, Error: e.Error,
 			Counts:  fmt.Sprintf("%d created, %d configured, %d deleted", e.Counts.Created, e.Counts.Configured, e.Counts.Deleted),
 			Changed: e.Changed, More: e.ChangedTotal - len(e.Changed),
@@ -208,7 +207,7 @@ func rollbackTargets(app *v1alpha1.Application, h *engine.History) []rollbackTar
 			continue
 		}
 		seen[e.Revision] = true
-		t := rollbackTarget{ID: e.ID, Short: actions.Short(e.Revision)}
+		t := rollbackTarget{ID: e.ID, Short: source.ShortRevision(e.Revision)}
 		if e.Commit != nil {
 			t.Subject = e.Commit.Subject
 		}

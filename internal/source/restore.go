@@ -84,7 +84,7 @@ func (c *Cache) restoreOnce(ctx context.Context, g *gitRunner, r *repo, req Rest
 	head := strings.TrimSpace(string(out))
 	if !c.has(ctx, g, r, req.Target) {
 		if _, err := g.run(ctx, r.bare, "fetch", "-q", "--depth=1", "--no-tags", "--", req.URL, req.Target); err != nil {
-			return nil, fmt.Errorf("fetching %s: %w", shortSHA(req.Target), err)
+			return nil, fmt.Errorf("fetching %s: %w", ShortRevision(req.Target), err)
 		}
 	}
 	if err := c.inHistory(ctx, g, r, req.URL, ref, req.Target, head); err != nil {
@@ -129,14 +129,14 @@ func (c *Cache) inHistory(ctx context.Context, g *gitRunner, r *repo, url, ref, 
 	}
 	ct, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
 	if err != nil {
-		return fmt.Errorf("reading the date of %s: %w", shortSHA(target), err)
+		return fmt.Errorf("reading the date of %s: %w", ShortRevision(target), err)
 	}
 	since := fmt.Sprintf("--shallow-since=%d", ct-7*24*3600)
 	if _, err := g.run(ctx, r.bare, "fetch", "-q", since, "--no-tags", "--", url, ref); err != nil {
 		return fmt.Errorf("reading the history of %s: %w", strings.TrimPrefix(ref, "refs/heads/"), err)
 	}
 	if _, err := g.run(ctx, r.bare, "merge-base", "--is-ancestor", target, head); err != nil {
-		return fmt.Errorf("revision %s is not in the history of branch %s any more (was it rewritten by a force-push?); pick a revision from the current history", shortSHA(target), strings.TrimPrefix(ref, "refs/heads/"))
+		return fmt.Errorf("revision %s is not in the history of branch %s any more (was it rewritten by a force-push?); pick a revision from the current history", ShortRevision(target), strings.TrimPrefix(ref, "refs/heads/"))
 	}
 	return nil
 }

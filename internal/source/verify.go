@@ -57,14 +57,16 @@ type VerificationError struct {
 }
 
 func (e *VerificationError) Error() string {
-	return fmt.Sprintf("%s %s is not trusted: %s", e.Object, shortSHA(e.Revision), e.Reason)
+	return fmt.Sprintf("%s %s is not trusted: %s", e.Object, ShortRevision(e.Revision), e.Reason)
 }
 
-func shortSHA(s string) string {
-	if len(s) > 12 {
-		return s[:12]
+// ShortRevision is a revision as people read it: its first 12 characters
+// (a commit's abbreviation, a digest's start). converge's one short form.
+func ShortRevision(rev string) string {
+	if len(rev) > 12 {
+		return rev[:12]
 	}
-	return s
+	return rev
 }
 
 // TrustedKeys are the keys a revision may be signed with.

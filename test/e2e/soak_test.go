@@ -17,6 +17,7 @@ import (
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/source"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
 
@@ -151,7 +152,7 @@ func TestSoak_HundredAppsUnderSteadyCommits(t *testing.T) {
 		if !found {
 			lost++
 			if lost <= 5 {
-				t.Errorf("app-%02d: change at %s has no sync in its history", c.app, shortRev(c.rev))
+				t.Errorf("app-%02d: change at %s has no sync in its history", c.app, source.ShortRevision(c.rev))
 			}
 		}
 		next[c.app] = from
@@ -177,5 +178,3 @@ func goroutines(t *testing.T, addr string) int {
 	t.Fatal("no go_goroutines metric")
 	return 0
 }
-
-func shortRev(r string) string { return r[:min(12, len(r))] }
