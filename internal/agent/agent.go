@@ -20,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -154,11 +153,8 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		// as for the engine.
 		cfg.QPS, cfg.Burst = 500, 1000
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
+	scheme, err := v1alpha1.NewScheme()
+	if err != nil {
 		return err
 	}
 	owned, err := labels.NewRequirement(engine.LabelApp, selection.Exists, nil)

@@ -68,7 +68,7 @@ func (o *UIOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	scheme, err := server.UIScheme()
+	scheme, err := v1alpha1.NewScheme()
 	if err != nil {
 		return err
 	}

@@ -155,7 +155,7 @@ func TestHub_SlowPageIsToldToReload(t *testing.T) {
 // localUI serves the UI in local mode against envtest, signed in.
 func localUI(t testing.TB) (http.Handler, *http.Cookie) {
 	t.Helper()
-	scheme, err := UIScheme()
+	scheme, err := v1alpha1.NewScheme()
 	if err != nil {
 		t.Fatal(err)
 	}
