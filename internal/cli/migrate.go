@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -26,7 +28,9 @@ func NewMigrateCommand(streams Streams) *cobra.Command {
 		Use:   "migrate PATH...",
 		Short: "Print the converge Applications equivalent to Argo CD Applications and Flux Kustomizations and HelmReleases",
 		Long: `Reads the manifests in each PATH (a file or a directory, read as converge
-build reads a directory) and prints, for each Argo CD Application and each
+build reads a directory, with every Kustomize root and Helm chart in it
+rendered too: a flux bootstrap's flux-system, an Argo CD app-of-apps chart
+with its default values) and prints, for each Argo CD Application and each
 Flux Kustomization or HelmRelease (with the GitRepository, HelmRepository
 or OCIRepository it refers to, which must be among the manifests), the
 equivalent converge Application. Nothing is applied: review the output,
@@ -48,6 +52,41 @@ Exit status: 0 when at least one Application was made, 2 otherwise.`,
 	return cmd
 }
 
+// maxMigrateRenders bounds the Kustomize roots and charts one PATH may
+// lead migrate to render.
+const maxMigrateRenders = 500
+
+// collect renders rel below root as a repository of Argo CD or Flux
+// manifests: a plain directory's files, and each Kustomize root and Helm
+// chart in it rendered in turn (a flux bootstrap's flux-system, a tenant's
+// kustomization, an Argo CD app-of-apps chart with its default values).
+func (o *MigrateOptions) collect(ctx context.Context, root, rel string, budget *int) ([]render.Object, error) {
+	if *budget == 0 {
+		return nil, fmt.Errorf("%s: more than %d Kustomize roots and charts to render", rel, maxMigrateRenders)
+	}
+	*budget--
+	name := path.Base(rel)
+	if rel == "." {
+		name = filepath.Base(root)
+	}
+	res, err := render.Render(ctx, render.Options{Root: root, Path: rel, Helm: render.HelmOptions{ReleaseName: name}})
+	if err != nil {
+		return nil, err
+	}
+	if res.Kind != render.KindDirectory {
+		fmt.Fprintf(o.ErrOut, "Rendered %s (%s): %d object(s)\n", rel, res.Kind, len(res.Objects))
+	}
+	objs := res.Objects
+	for _, sub := range res.Nested {
+		got, err := o.collect(ctx, root, sub, budget)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, got...)
+	}
+	return objs, nil
+}
+
 // Run translates and prints.
 func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 	if o.Output != OutputYAML && o.Output != OutputJSON {
@@ -66,14 +105,12 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 			root = filepath.Dir(abs)
 		}
 		rel, _ := filepath.Rel(root, abs)
-		res, err := render.Render(cmd.Context(), render.Options{Root: root, Path: filepath.ToSlash(rel)})
+		budget := maxMigrateRenders
+		got, err := o.collect(cmd.Context(), root, filepath.ToSlash(rel), &budget)
 		if err != nil {
 			return err
 		}
-		if res.Kind != render.KindDirectory {
-			return fmt.Errorf("%s is a %s source, not a directory of Argo CD or Flux manifests", p, res.Kind)
-		}
-		objs = append(objs, res.Objects...)
+		objs = append(objs, got...)
 	}
 	res := migrate.Translate(objs, migrate.Options{Clusters: o.Clusters})
 	for _, f := range res.Findings {

@@ -308,7 +308,7 @@ func (t *translator) argoSyncPolicy(u *unstructured.Unstructured, app *v1alpha1.
 		switch {
 		case k == "CreateNamespace" && strings.EqualFold(v, "true"):
 			app.Spec.SyncPolicy.CreateNamespace = true
-		case k == "ServerSideApply" || k == "ApplyOutOfSyncOnly" || k == "PruneLast":
+		case k == "ServerSideApply" || k == "ApplyOutOfSyncOnly" || k == "PruneLast" || k == "RespectIgnoreDifferences":
 			// What converge always does.
 		default:
 			t.note(u, "spec.syncPolicy.syncOptions", "%s is not carried over (per-object options are: docs/compat.md)", o)

@@ -103,6 +103,12 @@ func (t *translator) fluxCommon(u *unstructured.Unstructured, app *v1alpha1.Appl
 
 // fluxKustomization translates a Kustomization and its GitRepository.
 func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
+	if u.GetName() == "flux-system" && u.GetNamespace() == "flux-system" {
+		// flux bootstrap's own: it deploys Flux and the Kustomizations
+		// that migrate turns into Applications.
+		t.note(u, "metadata.name", "Flux's bootstrap Kustomization is not translated: it deploys Flux itself and the Kustomizations translated here")
+		return
+	}
 	repo, key := t.source(u, "spec", "sourceRef")
 	if repo == nil || repo.GetKind() != "GitRepository" {
 		t.note(u, "spec.sourceRef", "%s is not among the manifests (only GitRepository sources are translated); not translated", key)

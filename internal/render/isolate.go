@@ -56,6 +56,7 @@ type workerResponse struct {
 	Kind     Kind           `json:"kind,omitempty"`
 	Objects  []workerObject `json:"objects,omitempty"`
 	Warnings []string       `json:"warnings,omitempty"`
+	Nested   []string       `json:"nested,omitempty"`
 	Error    string         `json:"error,omitempty"`
 	// OutsideRoot marks an Error that wraps ErrOutsideRoot.
 	OutsideRoot bool `json:"outsideRoot,omitempty"`
@@ -134,7 +135,7 @@ func renderIsolated(ctx context.Context, opts Options) (*Result, error) {
 	if resp.Error != "" {
 		return nil, &renderError{msg: resp.Error, outsideRoot: resp.OutsideRoot}
 	}
-	res := &Result{Kind: resp.Kind, Warnings: resp.Warnings, Objects: make([]Object, len(resp.Objects))}
+	res := &Result{Kind: resp.Kind, Warnings: resp.Warnings, Nested: resp.Nested, Objects: make([]Object, len(resp.Objects))}
 	for i, o := range resp.Objects {
 		res.Objects[i] = Object{Unstructured: &unstructured.Unstructured{Object: o.Object}, Source: o.Source}
 	}
@@ -201,7 +202,7 @@ func serveWorker(in io.Reader, out io.Writer) int {
 				resp.Missing = missing
 			}
 		} else {
-			resp.Kind, resp.Warnings = res.Kind, res.Warnings
+			resp.Kind, resp.Warnings, resp.Nested = res.Kind, res.Warnings, res.Nested
 			resp.Objects = make([]workerObject, len(res.Objects))
 			for i, o := range res.Objects {
 				resp.Objects[i] = workerObject{Object: o.Object, Source: o.Source}

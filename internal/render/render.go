@@ -70,6 +70,10 @@ type Result struct {
 	Objects []Object
 	// Warnings are for people: files that were skipped and why.
 	Warnings []string
+	// Nested are the Kustomize roots and Helm charts below a plain
+	// directory, skipped by its render (paths relative to the root):
+	// converge migrate renders each in turn.
+	Nested []string
 }
 
 // kustomizationNames are the file names that make a directory a Kustomize
@@ -146,7 +150,7 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 		res.Kind = KindDirectory
 		var d dirRender
 		d, err = renderDirectory(sb, p, opts.Jsonnet)
-		objs, res.Warnings = d.objs, d.warnings
+		objs, res.Warnings, res.Nested = d.objs, d.warnings, d.nested
 		if d.jsonnet {
 			res.Kind = KindJsonnet
 		}
@@ -206,6 +210,7 @@ var otherFormats = map[string]string{
 type dirRender struct {
 	objs     []Object
 	warnings []string
+	nested   []string
 	// jsonnet says .jsonnet files were evaluated.
 	jsonnet bool
 }
@@ -223,10 +228,12 @@ func renderDirectory(sb *sandbox, dir string, jopts JsonnetOptions) (dirRender, 
 	skip := func(sub string) bool {
 		if sb.exists(path.Join(sub, "Chart.yaml")) {
 			d.warnings = append(d.warnings, sub+": skipped: a Helm chart inside a plain directory")
+			d.nested = append(d.nested, sub)
 			return true
 		}
 		if kustomizationIn(sb, sub) != "" {
 			d.warnings = append(d.warnings, sub+": skipped: a Kustomize root inside a plain directory")
+			d.nested = append(d.nested, sub)
 			return true
 		}
 		return false
