@@ -59,3 +59,22 @@ func keysOf(m map[string]v1alpha1.Application) []string {
 	}
 	return out
 }
+
+// An Argo CD app-of-apps Helm chart is rendered with its default values
+// and its Applications translated, instead of refused as "a helm source".
+func TestMigrate_RendersAnArgoCDAppOfAppsChart(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := Execute(context.Background(), Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut},
+		[]string{"migrate", "testdata/argo-app-of-apps", "-o", "json"})
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut.String())
+	}
+	for _, want := range []string{`"name": "guestbook"`, `"name": "shop"`, `"path": "apps/shop"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %s:\n%s", want, out.String())
+		}
+	}
+	if !strings.Contains(errOut.String(), "Rendered apps (helm): 2 object(s)") {
+		t.Errorf("stderr: %s", errOut.String())
+	}
+}
