@@ -124,6 +124,19 @@ func durationPtr(d time.Duration) *time.Duration {
 }
 
 // Run runs the agent against the cluster cfg reaches until ctx ends,
+// ignoreRules reads the agent-wide ignoreDifferences of file; none
+// without one.
+func ignoreRules(file string) ([]engine.IgnoreRule, error) {
+	if file == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return appspec.DefaultIgnoreRules(data, "--ignore-differences-file "+file)
+}
+
 // logging JSON lines to logs.
 func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error {
 	logger := funcr.NewJSON(func(obj string) { fmt.Fprintln(logs, obj) }, funcr.Options{Verbosity: verbosity(o.Verbose)})
@@ -251,15 +264,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err := mgr.Add(secretCache); err != nil {
 		return err
 	}
-	var ignore []engine.IgnoreRule
-	if o.IgnoreDifferencesFile != "" {
-		data, err := os.ReadFile(o.IgnoreDifferencesFile)
-		if err != nil {
-			return err
-		}
-		if ignore, err = appspec.DefaultIgnoreRules(data, "--ignore-differences-file "+o.IgnoreDifferencesFile); err != nil {
-			return err
-		}
+	ignore, err := ignoreRules(o.IgnoreDifferencesFile)
+	if err != nil {
+		return err
 	}
 	tenancyOpts := tenancy.Options{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount}
 	rec := &controller.ApplicationReconciler{

@@ -302,3 +302,46 @@ func IgnoreRules(app *v1alpha1.Application, defaults []engine.IgnoreRule) ([]eng
 	}
 	return rules, nil
 }
+
+// Inputs are what an app's render takes from the cluster besides its
+// source: Helm values from ConfigMaps and Secrets and postBuild variables,
+// read as the app's account. The agent and the previews read them through
+// Read, so their revisions agree.
+type Inputs struct {
+	Values       map[string]any
+	Substitute   *render.Substitution
+	valuesDigest string
+	varsDigest   string
+}
+
+// Read reads app's inputs through c.
+func Read(ctx context.Context, c client.Reader, app *v1alpha1.Application) (Inputs, error) {
+	var in Inputs
+	var err error
+	if in.Values, in.valuesDigest, err = ValuesFrom(ctx, c, app); err != nil {
+		return in, err
+	}
+	in.Substitute, in.varsDigest, err = Substitution(ctx, c, app)
+	return in, err
+}
+
+// Revision is rev with the inputs' digests: a change to them is a new
+// revision ("<rev>+values:<digest>+vars:<digest>").
+func (in Inputs) Revision(rev string) string {
+	if in.valuesDigest != "" {
+		rev += "+values:" + in.valuesDigest
+	}
+	if in.varsDigest != "" {
+		rev += "+vars:" + in.varsDigest
+	}
+	return rev
+}
+
+// Apply puts the inputs into render options: the values after the values
+// files and before the inline values, the variables as the substitution.
+func (in Inputs) Apply(opts *render.Options) {
+	if in.Values != nil {
+		opts.Helm.Values = loader.MergeMaps(in.Values, opts.Helm.Values)
+	}
+	opts.Substitute = in.Substitute
+}

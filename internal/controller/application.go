@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -402,26 +401,8 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		}
 	}
 	objs, err := r.render(ctx, app, artifact, run)
-	if errors.Is(err, render.ErrBusy) {
-		// The tenant's renders hold their share: try again soon, without
-		// a word in the status and without parking a worker.
-		return ctrl.Result{RequeueAfter: time.Second}, nil
-	}
 	if err != nil {
-		var cerr *capabilitiesError
-		if errors.As(err, &cerr) {
-			// The cluster did not answer: nothing wrong with the source.
-			return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
-		}
-		if tenancy.Refused(err) {
-			// A dependency's repository the Tenant or the agent refuses.
-			return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
-		}
-		if charts.Transient(err) {
-			// A dependency's repository failed to answer: retry.
-			return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
-		}
-		return r.failed(ctx, app, run, v1alpha1.ReasonRenderFailed, err, interval)
+		return r.renderFailed(ctx, app, run, err, interval)
 	}
 
 	if dependencies == "" && sameRevisionDeps(app) {
@@ -683,25 +664,14 @@ func (r *ApplicationReconciler) chartAndValues(ctx context.Context, app *v1alpha
 			return nil, err
 		}
 	}
-	vals, sum, err := appspec.ValuesFrom(ctx, eng.Client(), app)
+	in, err := appspec.Read(ctx, eng.Client(), app)
 	if err != nil {
 		return nil, err
 	}
-	if sum != "" {
-		a := *artifact
-		a.Revision += "+values:" + sum
-		artifact, run.values = &a, vals
-	}
-	sub, sum, err := appspec.Substitution(ctx, eng.Client(), app)
-	if err != nil {
-		return nil, err
-	}
-	if sub != nil {
-		a := *artifact
-		a.Revision += "+vars:" + sum
-		artifact, run.substitute = &a, sub
-	}
-	return artifact, nil
+	a := *artifact
+	a.Revision = in.Revision(a.Revision)
+	run.inputs = in
+	return &a, nil
 }
 
 // fetchChart fetches the chart of req and makes it part of the source:
@@ -753,11 +723,7 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 		opts.Chart = run.chart.Path
 	}
 	if run != nil {
-		opts.Substitute = run.substitute
-	}
-	if run != nil && run.values != nil {
-		// After the values files, before the inline values.
-		opts.Helm.Values = loader.MergeMaps(run.values, opts.Helm.Values)
+		run.inputs.Apply(&opts)
 	}
 	// Charts see the cluster they go to (cached: no request per render).
 	eng := r.Engine
@@ -782,6 +748,25 @@ func (r *ApplicationReconciler) render(ctx context.Context, app *v1alpha1.Applic
 		}
 		return r.Charts.Render(ctx, opts, maxAge, allow)
 	})
+}
+
+// renderFailed settles a render that failed, by what failed: the
+// tenant's share of the render slots (retried soon, no status), the
+// cluster (ApplyFailed), a refused or unreachable dependency repository
+// (PolicyViolation, FetchFailed), or the source itself (RenderFailed).
+func (r *ApplicationReconciler) renderFailed(ctx context.Context, app *v1alpha1.Application, run *attempt, err error, interval time.Duration) (ctrl.Result, error) {
+	var cerr *capabilitiesError
+	switch {
+	case errors.Is(err, render.ErrBusy):
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	case errors.As(err, &cerr):
+		return r.failed(ctx, app, run, v1alpha1.ReasonApplyFailed, err, interval)
+	case tenancy.Refused(err):
+		return r.refused(ctx, app, run, v1alpha1.ReasonPolicyViolation, err, interval)
+	case charts.Transient(err):
+		return r.failed(ctx, app, run, v1alpha1.ReasonFetchFailed, err, interval)
+	}
+	return r.failed(ctx, app, run, v1alpha1.ReasonRenderFailed, err, interval)
 }
 
 // capabilitiesError is a failure to describe the cluster to a chart.

@@ -13,10 +13,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/redact"
-	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
 )
 
@@ -28,8 +28,9 @@ type attempt struct {
 	artifact *source.Artifact
 	// chart is the chart fetched, for a chart source.
 	chart *charts.Chart
-	// values are the Helm values from ConfigMaps and Secrets.
-	values map[string]any
+	// inputs are the Helm values and postBuild variables read from the
+	// cluster.
+	inputs appspec.Inputs
 	// recorded says engine.Run already wrote whatever history entry the
 	// sync deserved.
 	recorded bool
@@ -43,8 +44,6 @@ type attempt struct {
 	allowChart func(rawURL string) error
 	// queue is whose turn the app's renders wait for (see render.Options).
 	queue string
-	// substitute is the app's postBuild variables.
-	substitute *render.Substitution
 }
 
 // runOptions describes app's sync for its history entry and events; the

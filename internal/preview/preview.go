@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 
-	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -174,22 +173,12 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 			a.Revision += "+" + ch.Digest
 		}
 	}
-	vals, sum, err := appspec.ValuesFrom(ctx, req.Client, app)
+	in, err := appspec.Read(ctx, req.Client, app)
 	if err != nil {
 		return nil, err
 	}
-	if vals != nil {
-		opts.Helm.Values = loader.MergeMaps(vals, opts.Helm.Values)
-		a.Revision += "+values:" + sum
-	}
-	sub, sum, err := appspec.Substitution(ctx, req.Client, app)
-	if err != nil {
-		return nil, err
-	}
-	if sub != nil {
-		opts.Substitute = sub
-		a.Revision += "+vars:" + sum
-	}
+	in.Apply(&opts)
+	a.Revision = in.Revision(a.Revision)
 	m := req.Engine
 	if m == nil {
 		if m, err = engine.New(req.Config, engine.DefaultOptions()); err != nil {
