@@ -2,6 +2,7 @@ package kubetest
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -74,13 +75,25 @@ func LocalAuditLog() (*AuditLog, error) {
 	return &AuditLog{Path: filepath.Join(filepath.Dir(kc), "audit.log")}, nil
 }
 
-// Mark remembers the end of the log; Since then returns what follows.
+// Mark remembers the end of the log's last complete line; Since then
+// returns what follows. (The apiserver may be half-way through a line.)
 func (l *AuditLog) Mark() error {
-	fi, err := os.Stat(l.Path)
+	f, err := os.Open(l.Path)
 	if err != nil {
 		return err
 	}
-	l.offset = fi.Size()
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	end := fi.Size()
+	start := max(0, end-(1<<20))
+	tail := make([]byte, end-start)
+	if _, err := f.ReadAt(tail, start); err != nil && err != io.EOF {
+		return err
+	}
+	l.offset = start + int64(bytes.LastIndexByte(tail, '\n')+1)
 	return nil
 }
 
@@ -96,16 +109,22 @@ func (l *AuditLog) Since(keep func(AuditEvent) bool) ([]AuditEvent, error) {
 		return nil, err
 	}
 	var events []AuditEvent
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
-	for sc.Scan() {
+	r := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err == io.EOF {
+			// A line without its newline is still being written.
+			return events, nil
+		}
+		if err != nil {
+			return nil, err
+		}
 		var e AuditEvent
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+		if err := json.Unmarshal(line, &e); err != nil {
 			return nil, fmt.Errorf("%s: malformed audit event: %w", l.Path, err)
 		}
 		if keep == nil || keep(e) {
 			events = append(events, e)
 		}
 	}
-	return events, sc.Err()
 }
