@@ -58,14 +58,17 @@ type Options struct {
 	WebhookAddr       string
 	SealingAddr       string
 	WebhookSecretFile string
-	LeaderElect       bool
-	CacheDir          string
-	AllowFileRepos    bool
-	Verbose           bool
-	Concurrency       int
-	SystemNamespace   string
-	KeyRotation       time.Duration
-	KeyBits           int
+	// WebhookSecret is the webhook secret itself (the command line reads
+	// it from $CONVERGE_WEBHOOK_SECRET); WebhookSecretFile wins.
+	WebhookSecret   []byte
+	LeaderElect     bool
+	CacheDir        string
+	AllowFileRepos  bool
+	Verbose         bool
+	Concurrency     int
+	SystemNamespace string
+	KeyRotation     time.Duration
+	KeyBits         int
 	// RequireTenant refuses Applications no Tenant governs.
 	RequireTenant bool
 	// DefaultServiceAccount is impersonated for apps that name none and
@@ -174,7 +177,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err != nil {
 		return err
 	}
-	secret := []byte(strings.TrimSpace(os.Getenv("CONVERGE_WEBHOOK_SECRET")))
+	secret := o.WebhookSecret
 	if o.WebhookSecretFile != "" {
 		data, err := os.ReadFile(o.WebhookSecretFile)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -82,6 +83,8 @@ func (o *AgentOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The environment is read here, at the flag layer, only.
+	o.Agent.WebhookSecret = []byte(strings.TrimSpace(os.Getenv("CONVERGE_WEBHOOK_SECRET")))
 	return agent.Run(ctx, cfg, o.Agent, o.ErrOut)
 }
 
