@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,20 +10,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
 
 var env *kubetest.Env
 
 func TestMain(m *testing.M) {
-	kubetest.Main(m, kubetest.EnvOptions{
-		CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd")},
-		AddToScheme:       []func(*k8sruntime.Scheme) error{v1alpha1.AddToScheme},
-	}, &env)
+	kubetest.Main(m, kubetest.WithConvergeAPI(kubetest.EnvOptions{}), &env)
 }
 
 // countingReader counts the reads that reach the apiserver.

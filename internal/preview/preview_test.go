@@ -4,13 +4,11 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/charts"
@@ -22,10 +20,7 @@ import (
 var env *kubetest.Env
 
 func TestMain(m *testing.M) {
-	kubetest.Main(m, kubetest.EnvOptions{
-		CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd")},
-		AddToScheme:       []func(*k8sruntime.Scheme) error{v1alpha1.AddToScheme},
-	}, &env)
+	kubetest.Main(m, kubetest.WithConvergeAPI(kubetest.EnvOptions{}), &env)
 }
 
 // A preview is governed as the sync is: an app its Tenant refuses (a

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/testutil/kubetest"
@@ -23,10 +21,7 @@ import (
 var env *kubetest.Env
 
 func TestMain(m *testing.M) {
-	kubetest.Main(m, kubetest.EnvOptions{
-		CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd")},
-		AddToScheme:       []func(*k8sruntime.Scheme) error{v1alpha1.AddToScheme},
-	}, &env)
+	kubetest.Main(m, kubetest.WithConvergeAPI(kubetest.EnvOptions{}), &env)
 }
 
 func TestCommitURL_LinksKnownForges(t *testing.T) {

@@ -18,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"converge.dev/converge/api/v1alpha1"
 )
 
 // Env is a running API server for tests.
@@ -48,6 +50,16 @@ type EnvOptions struct {
 	CRDDirectoryPaths []string
 	// AddToScheme registers extra types with the client's scheme.
 	AddToScheme []func(*runtime.Scheme) error
+}
+
+// WithConvergeAPI is opts with converge's CRDs (config/crd) installed and
+// its types registered with the client's scheme.
+func WithConvergeAPI(opts EnvOptions) EnvOptions {
+	if root, err := RepoRoot(); err == nil {
+		opts.CRDDirectoryPaths = append(opts.CRDDirectoryPaths, filepath.Join(root, "config", "crd"))
+	}
+	opts.AddToScheme = append(opts.AddToScheme, v1alpha1.AddToScheme)
+	return opts
 }
 
 // StartEnv starts etcd and kube-apiserver with envtest. It needs
