@@ -156,7 +156,10 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		// The shard is in the user agent: the audit log tells replicas apart.
 		cfg.UserAgent += "/" + o.ShardID
 		// The other controllers (ApplicationSets, Clusters, SealedSecrets)
-		// stay singletons.
+		// stay singletons: said, not done behind the operator's back.
+		if !o.LeaderElect {
+			logger.Info("--shards=auto turns on leader election for the singletons (ApplicationSets, Clusters, SealedSecrets)")
+		}
 		o.LeaderElect = true
 		shards = &controller.Shards{Namespace: o.SystemNamespace, ID: o.ShardID, Duration: o.ShardLeaseDuration}
 	default:
