@@ -110,8 +110,12 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 		return
 	}
 	repo, key := t.source(u, "spec", "sourceRef")
-	if repo == nil || repo.GetKind() != "GitRepository" {
-		t.note(u, "spec.sourceRef", "%s is not among the manifests (only GitRepository sources are translated); not translated", key)
+	switch {
+	case repo == nil:
+		t.note(u, "spec.sourceRef", "%s is not among the manifests; not translated", key)
+		return
+	case repo.GetKind() != "GitRepository":
+		t.note(u, "spec.sourceRef", "%s: %s sources are not translated yet (GitRepository sources are); not translated", key, repo.GetKind())
 		return
 	}
 	app := newApp(u.GetName(), u.GetNamespace())

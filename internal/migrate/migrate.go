@@ -57,7 +57,7 @@ func Translate(objs []render.Object, opts Options) *Result {
 	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}, opts: opts}
 	for _, o := range objs {
 		gk := o.GroupVersionKind().GroupKind()
-		if gk.Group == "source.toolkit.fluxcd.io" {
+		if gk.Group == "source.toolkit.fluxcd.io" || gk.Group == "source.extensions.fluxcd.io" {
 			t.sources[gk.Kind+"/"+o.GetNamespace()+"/"+o.GetName()] = o.Unstructured
 		}
 	}
@@ -72,8 +72,14 @@ func Translate(objs []render.Object, opts Options) *Result {
 			t.fluxKustomization(o.Unstructured)
 		case gk.Group == "helm.toolkit.fluxcd.io" && gk.Kind == "HelmRelease":
 			t.fluxHelmRelease(o.Unstructured)
-		case gk.Group == "source.toolkit.fluxcd.io":
-			// Translated with what refers to them.
+		case gk.Group == "source.toolkit.fluxcd.io" || gk.Group == "source.extensions.fluxcd.io":
+			// Translated with what refers to them; a kind no Kustomization
+			// or HelmRelease can use here is named.
+			if gk.Kind == "ArtifactGenerator" || gk.Kind == "ExternalArtifact" || gk.Kind == "Bucket" {
+				t.note(o.Unstructured, "kind", "%s is not translated yet: what refers to it is named too", gk.Kind)
+			}
+		case strings.HasSuffix(gk.Group, ".fluxcd.io"):
+			t.note(o.Unstructured, "kind", "%s (%s) is not translated", gk.Kind, gk.Group)
 		default:
 			t.res.Ignored++
 		}

@@ -263,3 +263,41 @@ spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, 
 		}
 	}
 }
+
+// Flux 2.7's ArtifactGenerator and ExternalArtifact, and Bucket sources,
+// are named, with the Kustomizations that use them: nothing is dropped
+// silently.
+func TestTranslate_FluxSourcesNotTranslatedAreNamed(t *testing.T) {
+	res := Translate(objects(t, `
+apiVersion: source.extensions.fluxcd.io/v1beta1
+kind: ArtifactGenerator
+metadata: {name: podinfo, namespace: flux-system}
+spec: {sources: [{alias: repo, kind: GitRepository, name: podinfo}]}
+`, `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: ExternalArtifact
+metadata: {name: podinfo-manifests, namespace: flux-system}
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: podinfo, namespace: flux-system}
+spec:
+  sourceRef: {kind: ExternalArtifact, name: podinfo-manifests}
+  path: ./
+`, `
+apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Alert
+metadata: {name: slack, namespace: flux-system}
+`), Options{})
+	if len(res.Applications) != 0 {
+		t.Fatalf("%d Applications from sources converge does not translate", len(res.Applications))
+	}
+	f := findings(res)
+	for _, want := range []string{"ArtifactGenerator/flux-system/podinfo: kind: ArtifactGenerator is not translated yet",
+		"ExternalArtifact/flux-system/podinfo-manifests: kind", "Kustomization/flux-system/podinfo: spec.sourceRef: ExternalArtifact/flux-system/podinfo-manifests: ExternalArtifact sources are not translated yet",
+		"Alert/flux-system/slack: kind: Alert (notification.toolkit.fluxcd.io) is not translated"} {
+		if !strings.Contains(f, want) {
+			t.Errorf("findings lack %q:\n%s", want, f)
+		}
+	}
+}
