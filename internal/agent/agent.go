@@ -127,6 +127,29 @@ func durationPtr(d time.Duration) *time.Duration {
 }
 
 // Run runs the agent against the cluster cfg reaches until ctx ends,
+// fetchers are the Git and chart caches under o.CacheDir, with the hosts
+// they may reach, and the egress policy charts and notifications share:
+// under the multi-tenant profile nothing a tenant names reaches the
+// agent's loopback, the pod network or cluster Services unless the
+// platform admin lists it (--egress-allow).
+func fetchers(o Options) (*source.Cache, *charts.Cache, *egress.Policy, error) {
+	sources, err := source.NewCache(o.CacheDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sources.AllowFileURLs, sources.AllowedHosts, sources.Timeout = o.AllowFileRepos, o.SourceHosts, o.GitTimeout
+	chartCache, err := charts.NewCache(filepath.Join(o.CacheDir, "charts"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	policy, err := egress.New(!o.RequireTenant, o.EgressAllow, "the agent's --egress-allow")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	chartCache.AllowedHosts, chartCache.Egress = o.SourceHosts, policy
+	return sources, chartCache, policy, nil
+}
+
 // ignoreRules reads the agent-wide ignoreDifferences of file; none
 // without one.
 func ignoreRules(file string) ([]engine.IgnoreRule, error) {
@@ -240,7 +263,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err != nil {
 		return err
 	}
-	sources, err := source.NewCache(o.CacheDir)
+	sources, chartCache, policy, err := fetchers(o)
 	if err != nil {
 		return err
 	}
@@ -248,21 +271,6 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	// not the agent's token, kubeconfig or anything else (Landlock).
 	readRoots := []string{o.CacheDir}
 	logger.Info("render workers confined", "landlockABI", render.LandlockABI(), "reads", o.CacheDir)
-	chartCache, err := charts.NewCache(filepath.Join(o.CacheDir, "charts"))
-	if err != nil {
-		return err
-	}
-	// Under the multi-tenant profile nothing a tenant names reaches the
-	// agent's loopback, the pod network or cluster Services unless the
-	// platform admin lists it.
-	policy, err := egress.New(!o.RequireTenant, o.EgressAllow, "the agent's --egress-allow")
-	if err != nil {
-		return err
-	}
-	chartCache.AllowedHosts, chartCache.Egress = o.SourceHosts, policy
-	sources.AllowFileURLs = o.AllowFileRepos
-	sources.AllowedHosts = o.SourceHosts
-	sources.Timeout = o.GitTimeout
 	secretCache, err := controller.NewSecretCache(cfg)
 	if err != nil {
 		return err
