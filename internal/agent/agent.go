@@ -282,6 +282,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err != nil {
 		return err
 	}
+	// One builder of desired state, its caches shared by the reconciler
+	// and the web UI's previews (which count no reconcile's fetches).
+	builder := &appspec.Builder{Sources: sources, Charts: chartCache, ReadRoots: readRoots, Renders: appspec.NewRenderCache(64)}
+	previews := *builder
+	builder.Fetched = controller.CountGitFetch
 	tenancyOpts := tenancy.Options{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount}
 	rec := &controller.ApplicationReconciler{
 		Client:            mgr.GetClient(),
@@ -289,9 +294,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		SecretCache:       secretCache,
 		Engine:            eng,
 		Config:            cfg,
-		Sources:           sources,
-		Charts:            chartCache,
-		ReadRoots:         readRoots,
+		Builder:           builder,
 		IgnoreDifferences: ignore,
 		Recorder:          mgr.GetEventRecorderFor("converge-agent"),
 		Concurrency:       o.Concurrency,
@@ -342,7 +345,7 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		}
 	}
 	if o.UIAddr != "" {
-		if err := setupUI(mgr, cfg, scheme, o, &preview.Previewer{Sources: sources, Charts: chartCache, Tenancy: &tenancyOpts, Tenants: mgr.GetClient(), ReadRoots: readRoots, IgnoreDifferences: ignore}, logger); err != nil {
+		if err := setupUI(mgr, cfg, scheme, o, &preview.Previewer{Builder: &previews, Tenancy: &tenancyOpts, Tenants: mgr.GetClient(), IgnoreDifferences: ignore}, logger); err != nil {
 			return err
 		}
 	}

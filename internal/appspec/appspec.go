@@ -27,17 +27,18 @@ import (
 	"converge.dev/converge/internal/source"
 )
 
-// SourceRequest builds the fetch request for app's source: its ref, its
-// credentials and the keys its revisions must be signed with, read from
-// the Secrets the Application names.
-func SourceRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Application) (source.Request, error) {
-	req := source.Request{URL: app.Spec.Source.RepoURL, Insecure: app.Spec.Source.Insecure}
-	if ref := app.Spec.Source.Ref; ref != nil {
+// SourceRequest builds the fetch request for a Git source of an object in
+// namespace (an Application's, an ApplicationSet's Git generator's): its
+// ref, its credentials and the keys its revisions must be signed with,
+// read from the Secrets it names.
+func SourceRequest(ctx context.Context, secrets client.Reader, namespace string, src *v1alpha1.ApplicationSource) (source.Request, error) {
+	req := source.Request{URL: src.RepoURL, Insecure: src.Insecure}
+	if ref := src.Ref; ref != nil {
 		req.Ref = source.Ref{Branch: ref.Branch, Tag: ref.Tag, Semver: ref.Semver, Commit: ref.Commit}
 	}
-	if sr := app.Spec.Source.SecretRef; sr != nil {
+	if sr := src.SecretRef; sr != nil {
 		var s corev1.Secret
-		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: sr.Name}, &s); err != nil {
+		if err := secrets.Get(ctx, client.ObjectKey{Namespace: namespace, Name: sr.Name}, &s); err != nil {
 			return req, fmt.Errorf("reading credentials Secret %s: %w", sr.Name, err)
 		}
 		req.Auth = &source.Auth{
@@ -47,9 +48,9 @@ func SourceRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.App
 			KnownHosts: s.Data["known_hosts"],
 		}
 	}
-	if v := app.Spec.Source.Verify; v != nil {
+	if v := src.Verify; v != nil {
 		var s corev1.Secret
-		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: v.SecretRef.Name}, &s); err != nil {
+		if err := secrets.Get(ctx, client.ObjectKey{Namespace: namespace, Name: v.SecretRef.Name}, &s); err != nil {
 			return req, fmt.Errorf("reading trusted keys Secret %s: %w", v.SecretRef.Name, err)
 		}
 		trust, err := source.ParseTrustedKeys(s.Data)

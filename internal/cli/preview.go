@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/preview"
 	"converge.dev/converge/internal/source"
@@ -63,7 +64,7 @@ func previewer(streams Streams) (*preview.Previewer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &preview.Previewer{Sources: sources, Charts: charts, Progress: func(format string, args ...any) {
+	return &preview.Previewer{Builder: &appspec.Builder{Sources: sources, Charts: charts}, Progress: func(format string, args ...any) {
 		fmt.Fprintf(streams.ErrOut, format+"\n", args...)
 	}}, nil
 }

@@ -38,6 +38,7 @@ import (
 	"converge.dev/converge/internal/generate"
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/source"
+	"converge.dev/converge/internal/tenancy"
 )
 
 // ApplicationSetReconciler makes, updates and deletes the Applications
@@ -342,24 +343,28 @@ func (r *ApplicationSetReconciler) checkout(ctx context.Context, set *v1alpha1.A
 	if g.Verify == nil && templateVerifies(set) {
 		return "", fmt.Errorf("git %s: verify: the template's Applications require signed commits (spec.source.verify), so the Git generators that make them must verify too", source.RedactURL(g.RepoURL))
 	}
-	probe := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: set.Name, Namespace: set.Namespace},
-		Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: g.RepoURL, Ref: g.Ref, SecretRef: g.SecretRef, Verify: g.Verify}}}
-	ten, err := r.Apps.tenancy(ctx, probe)
-	if err != nil {
-		return "", fmt.Errorf("git %s: %w", source.RedactURL(g.RepoURL), err)
+	field := "git " + source.RedactURL(g.RepoURL)
+	var tenants v1alpha1.TenantList
+	if err := r.Client.List(ctx, &tenants); err != nil {
+		return "", fmt.Errorf("listing Tenants: %w", err)
 	}
-	local, err := r.Apps.engineFor(probe, ten.ServiceAccount)
+	ten, err := tenancy.ResolveRepo(set.Namespace, "repoURL", g.RepoURL, tenants.Items, r.Apps.Tenancy)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	local, err := r.Apps.engineFor(set.Namespace, ten.ServiceAccount)
 	if err != nil {
 		return "", err
 	}
-	sr, err := appspec.SourceRequest(ctx, r.Apps.secretsReader(probe, local, ten.ServiceAccount), probe)
+	src := &v1alpha1.ApplicationSource{RepoURL: g.RepoURL, Ref: g.Ref, SecretRef: g.SecretRef, Verify: g.Verify}
+	sr, err := appspec.SourceRequest(ctx, r.Apps.secretsReader(set.Namespace, local, ten.ServiceAccount), set.Namespace, src)
 	if err != nil {
-		return "", fmt.Errorf("git %s: %w", source.RedactURL(g.RepoURL), err)
+		return "", fmt.Errorf("%s: %w", field, err)
 	}
 	sr.MaxAge = interval
-	a, err := r.Apps.Sources.Fetch(ctx, sr)
+	a, err := r.Apps.Builder.Fetch(ctx, sr)
 	if err != nil {
-		return "", fmt.Errorf("git %s: %w", source.RedactURL(g.RepoURL), err)
+		return "", fmt.Errorf("%s: %w", field, err)
 	}
 	return a.Dir, nil
 }

@@ -23,13 +23,11 @@ import (
 	"k8s.io/apimachinery/pkg/version"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -78,7 +76,7 @@ type clusterConn struct {
 	// probe asks the apiserver its version.
 	probe discovery.DiscoveryInterface
 	// engines by impersonated user ("" for the Cluster's own identity).
-	engines map[string]*engine.Manager
+	engines *accounts
 	cache   cache.Cache
 	watches *driftWatches
 	stop    context.CancelFunc
@@ -183,20 +181,10 @@ func restConfig(cl *v1alpha1.Cluster, secret *corev1.Secret) (*rest.Config, erro
 // engine returns the engine acting on the Cluster as user ("" for the
 // Cluster's own identity, else impersonating user there).
 func (conn *clusterConn) engine(user string) (*engine.Manager, error) {
-	if m, ok := conn.engines[user]; ok {
-		return m, nil
-	}
-	cfg := rest.CopyConfig(conn.cfg)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
-	m, err := engine.New(cfg, engine.DefaultOptions())
-	if err != nil {
-		return nil, err
-	}
 	if conn.engines == nil {
-		conn.engines = map[string]*engine.Manager{}
+		conn.engines = &accounts{}
 	}
-	conn.engines[user] = m
-	return m, nil
+	return conn.engines.engine(conn.cfg, user)
 }
 
 // close stops the connection's cache and forgets its engines.
@@ -227,7 +215,7 @@ func (c *Clusters) target(ctx context.Context, app *v1alpha1.Application, servic
 	c.use(client.ObjectKeyFromObject(app), name)
 	user := ""
 	if serviceAccount != "" {
-		user = "system:serviceaccount:" + app.Namespace + ":" + serviceAccount
+		user = serviceAccountUser(app.Namespace, serviceAccount)
 	}
 	eng, err := conn.engine(user)
 	if err != nil {
@@ -397,34 +385,6 @@ func (r *ApplicationReconciler) target(ctx context.Context, app *v1alpha1.Applic
 		return nil, &ClusterError{Cluster: app.Spec.Destination.Cluster, Reason: v1alpha1.ReasonClusterNotFound, Err: errors.New("this agent deploys to no other cluster")}
 	}
 	return r.Clusters.target(ctx, app, serviceAccount)
-}
-
-// unavailable reports that app's destination cannot be used (no such
-// Cluster, bad credentials, no answer): Ready=False with the Cluster's
-// reason, and nothing else. It is no failed sync: no attempt is counted,
-// no history entry written, nothing is fetched; the Cluster's recovery
-// (its Ready condition) wakes the app.
-func (r *ApplicationReconciler) unavailable(ctx context.Context, app *v1alpha1.Application, err error, interval time.Duration) (ctrl.Result, error) {
-	var cerr *ClusterError
-	if !errors.As(err, &cerr) {
-		return ctrl.Result{}, err
-	}
-	// The next reconcile must plan and write a status again, even if
-	// nothing changed meanwhile.
-	r.setIdle(client.ObjectKeyFromObject(app), nil)
-	msg := cerr.Error()
-	if app.Status.LastError != msg {
-		r.Recorder.Event(app, corev1.EventTypeWarning, cerr.Reason, msg)
-	}
-	app.Status.LastError = msg
-	app.Status.ObservedGeneration = app.Generation
-	if app.Status.Sync.Status == "" {
-		app.Status.Sync.Status = v1alpha1.SyncStatusUnknown
-	}
-	setReady(app, metav1.ConditionFalse, cerr.Reason, msg)
-	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
-	log.FromContext(ctx).V(1).Info("destination unavailable", "cluster", cerr.Cluster, "reason", cerr.Reason)
-	return ctrl.Result{RequeueAfter: min(interval, 30*time.Second)}, nil
 }
 
 // clusterIndex indexes Applications by the Cluster they go to.

@@ -159,23 +159,3 @@ func (r *ApplicationReconciler) ownedVersions(ctx context.Context, app *v1alpha1
 	}
 	return out, nil
 }
-
-func (r *ApplicationReconciler) idleState(key types.NamespacedName) (idleState, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s, ok := r.idle[key]
-	return s, ok
-}
-
-func (r *ApplicationReconciler) setIdle(key types.NamespacedName, s *idleState) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if s == nil {
-		delete(r.idle, key)
-		return
-	}
-	if r.idle == nil {
-		r.idle = map[types.NamespacedName]idleState{}
-	}
-	r.idle[key] = *s
-}

@@ -36,3 +36,13 @@ var (
 func init() {
 	metrics.Registry.MustRegister(syncTotal, driftEvents, gitFetches, reconcileSeconds, shardMembers, shardApplications)
 }
+
+// CountGitFetch counts a reconcile's Git fetch by its outcome
+// (converge_git_fetch_total).
+func CountGitFetch(err error) {
+	if err != nil {
+		gitFetches.WithLabelValues("failed").Inc()
+		return
+	}
+	gitFetches.WithLabelValues("ok").Inc()
+}

@@ -43,7 +43,7 @@ func pendingRollback(app *v1alpha1.Application) (v1alpha1.RollbackRequest, bool)
 // rollback carries out a Git-native rollback: check that the target still
 // renders, then write and push a commit restoring the app's path to it.
 // The outcome goes to status.rollback and to an event.
-func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Application, rb v1alpha1.RollbackRequest, src source.Request, run *attempt) error {
+func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Application, rb v1alpha1.RollbackRequest, run *attempt) error {
 	st := &v1alpha1.RollbackStatus{Request: rb.ID, Target: rb.Target}
 	app.Status.Rollback = st
 	fail := func(err error) error {
@@ -74,18 +74,17 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 	if app.Spec.Pin != nil && !rb.Pin {
 		return fail(fmt.Errorf("the Application is pinned to %s; unpin it first", source.ShortRevision(app.Spec.Pin.Revision)))
 	}
-	req := src
-	req.Ref = source.Ref{Commit: rb.Target}
-	target, err := r.Sources.Fetch(ctx, req)
+	// The target, resolved and rendered as the sync after the rollback
+	// will: its chart, values and variables as they are now.
+	breq := r.buildRequest(run)
+	breq.Source.Ref, breq.Source.MaxAge = source.Ref{Commit: rb.Target}, 0
+	build, err := r.Builder.Resolve(ctx, breq)
 	if err != nil {
 		return fail(fmt.Errorf("fetching %s: %w", source.ShortRevision(rb.Target), err))
 	}
-	// (With a chart source, the chart is fetched after the rollback, and
-	// the values alone are not a render.)
-	if app.Spec.Source.Chart == nil {
-		if _, err := r.render(ctx, app, target, &attempt{account: run.account, queue: run.queue, allowChart: run.allowChart}); err != nil {
-			return fail(fmt.Errorf("the tree at %s no longer renders: %w", source.ShortRevision(rb.Target), err))
-		}
+	target, req := build.Artifact, run.src
+	if _, err := r.render(ctx, run.target, build); err != nil {
+		return fail(fmt.Errorf("the tree at %s no longer renders: %w", source.ShortRevision(rb.Target), err))
 	}
 	if rb.Pin {
 		patch := client.MergeFrom(app.DeepCopy())
@@ -104,7 +103,7 @@ func (r *ApplicationReconciler) rollback(ctx context.Context, app *v1alpha1.Appl
 	if path == "" {
 		path = "the repository root"
 	}
-	res, err := r.Sources.Restore(ctx, source.RestoreRequest{
+	res, err := r.Builder.Sources.Restore(ctx, source.RestoreRequest{
 		URL: req.URL, Auth: req.Auth, Insecure: req.Insecure, Branch: branch, Path: app.Spec.Source.Path, Target: rb.Target,
 		Author: "converge", AuthorEmail: "converge@" + app.Namespace + ".invalid",
 		Message: func(parent string) string {
@@ -158,26 +157,19 @@ func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.App
 	}
 	key := types.NamespacedName{Namespace: app.Namespace, Name: app.Name}
 	st := app.Status.Pin
-	r.mu.Lock()
-	checked, ok := r.pinChecked[key]
-	r.mu.Unlock()
+	checked, ok := r.pinCheckedAt(key)
 	fresh := !recheck && st != nil && st.Revision == pin.Revision && ok && checked.revision == pin.Revision && r.now().Sub(checked.at) < interval
 	if !fresh {
 		st = &v1alpha1.PinStatus{Revision: pin.Revision, Branch: branch, Behind: -1}
 		if branch != "" {
-			n, tip, err := r.Sources.CountBehind(ctx, src.URL, src.Auth, src.Insecure, branch, pin.Revision, 200)
+			n, tip, err := r.Builder.Sources.CountBehind(ctx, src.URL, src.Auth, src.Insecure, branch, pin.Revision, 200)
 			if err == nil {
 				st.Behind, st.BranchRevision = int32(n), tip
 			} else {
 				log.FromContext(ctx).Error(err, "checking how far the branch is ahead of the pin")
 			}
 		}
-		r.mu.Lock()
-		if r.pinChecked == nil {
-			r.pinChecked = map[types.NamespacedName]pinCheck{}
-		}
-		r.pinChecked[key] = pinCheck{revision: pin.Revision, at: r.now()}
-		r.mu.Unlock()
+		r.pinChecked(key, pinCheck{revision: pin.Revision, at: r.now()})
 	}
 	app.Status.Pin = st
 	msg := "pinned to " + source.ShortRevision(pin.Revision)
@@ -195,9 +187,4 @@ func (r *ApplicationReconciler) updatePin(ctx context.Context, app *v1alpha1.App
 	}
 	msg += "; `converge rollback " + app.Name + " --unpin` resumes following it"
 	setCondition(app, v1alpha1.ConditionPinned, metav1.ConditionTrue, v1alpha1.ReasonPinned, msg)
-}
-
-type pinCheck struct {
-	revision string
-	at       time.Time
 }

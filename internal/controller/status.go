@@ -1,8 +1,6 @@
 package controller
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -10,11 +8,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -77,130 +72,6 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 		setReady(app, metav1.ConditionTrue, v1alpha1.ReasonSynced, fmt.Sprintf("synced %s and healthy%s", source.ShortRevision(artifact.Revision), recovered))
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	}
-}
-
-// failed records a failure and decides the retry. The last synced state
-// keeps running: nothing is pruned when a fetch or render fails.
-func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Application, run *attempt, reason string, err error, interval time.Duration) (ctrl.Result, error) {
-	syncTotal.WithLabelValues("failed").Inc()
-	r.recordFailure(ctx, app, run, err)
-	msg := redact.Error(err)
-	changed := app.Status.LastError != msg
-	app.Status.LastError = msg
-	app.Status.Attempts++
-	r.noteFailure(client.ObjectKeyFromObject(app), app.Status.Attempts, msg)
-	app.Status.ObservedGeneration = app.Generation
-	if app.Status.Sync.Status == "" {
-		app.Status.Sync.Status = v1alpha1.SyncStatusUnknown
-	}
-	setReady(app, metav1.ConditionFalse, reason, msg)
-	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
-	if changed {
-		r.Recorder.Event(app, corev1.EventTypeWarning, reason, msg)
-		if !run.recorded {
-			// Failed before the sync itself (which sends its own).
-			rev := ""
-			if run.artifact != nil {
-				rev = run.artifact.Revision
-			}
-			run.notify.send(v1alpha1.NotifySyncFailed, rev, reason+": "+msg)
-		}
-	}
-	retry := app.Spec.SyncPolicy.Retry
-	limit := int32(0)
-	if retry != nil {
-		limit = retry.Limit
-	}
-	final := terminal(reason, err)
-	if final && (limit == 0 || limit > terminalRetries) {
-		limit = terminalRetries
-	}
-	if final && run.artifact != nil {
-		// Stalled from the first failure (kstatus: it will not resolve
-		// without a change), so `converge wait` and other tools stop
-		// waiting at once; the few retries below cost nothing if it
-		// does not, and clear it if it does.
-		setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, reason,
-			fmt.Sprintf("%s cannot be synced as it is: %s", source.ShortRevision(run.artifact.Revision), msg))
-	}
-	if limit > 0 && app.Status.Attempts > limit {
-		if final && run.artifact != nil {
-			// Retrying this revision would fail the same way: stall
-			// until a new revision, a spec change or a request.
-			r.stall(client.ObjectKeyFromObject(app), run.artifact.Revision, app.Generation)
-			setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, reason,
-				fmt.Sprintf("%s failed %d times; waiting for a new revision, a change to the Application or a sync request: %s", source.ShortRevision(run.artifact.Revision), app.Status.Attempts, msg))
-			return ctrl.Result{RequeueAfter: interval}, nil
-		}
-		setCondition(app, v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonRetryLimitReached,
-			fmt.Sprintf("gave up after %d attempts: %s", limit, msg))
-		return ctrl.Result{RequeueAfter: interval}, nil
-	}
-	return ctrl.Result{RequeueAfter: backoff(retry, app.Status.Attempts)}, nil
-}
-
-// terminalRetries is how often a terminal failure is retried before the
-// app stalls: an invalid object may only wait for a CRD another app
-// installs, a failing render for nothing at all.
-const terminalRetries = 3
-
-// terminal reports whether a failure repeats for as long as the revision
-// and the Application stay as they are: a render that fails, or objects
-// the apiserver finds invalid. A validation that failed on what another
-// app may yet provide (a namespace, a CRD's kind) is transient, as are
-// fetch and apply failures: they back off and retry.
-func terminal(reason string, err error) bool {
-	switch reason {
-	case v1alpha1.ReasonRenderFailed:
-		return true
-	case v1alpha1.ReasonValidationFailed:
-		return !dependsOnCluster(err)
-	}
-	return false
-}
-
-// dependsOnCluster reports whether err (any of a ValidationError's) is
-// about something missing from the cluster rather than the object itself.
-func dependsOnCluster(err error) bool {
-	var verr *engine.ValidationError
-	if errors.As(err, &verr) {
-		for _, e := range verr.Errors {
-			if dependsOnCluster(e) {
-				return true
-			}
-		}
-		return false
-	}
-	return errors.Is(err, engine.ErrUnknownKind) || apierrors.IsNotFound(err) || apimeta.IsNoMatchError(err)
-}
-
-// failure is what the agent remembers of an app's failed attempts.
-type failure struct {
-	attempts int32
-	last     string
-}
-
-// noteFailure remembers attempt number n of an app and its error; a count
-// lower than one remembered (its status write was lost) continues it.
-func (r *ApplicationReconciler) noteFailure(key types.NamespacedName, n int32, msg string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.failures == nil {
-		r.failures = map[types.NamespacedName]failure{}
-	}
-	if prev := r.failures[key].attempts; n <= prev {
-		n = prev + 1
-	}
-	r.failures[key] = failure{attempts: n, last: msg}
-}
-
-// takeFailure returns and forgets what noteFailure remembered.
-func (r *ApplicationReconciler) takeFailure(key types.NamespacedName) failure {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	f := r.failures[key]
-	delete(r.failures, key)
-	return f
 }
 
 // backoff is the delay before retry number attempt (1-based).

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
 	// Time zones are resolved from data built into the binary: the agent's
 	// image carries no zoneinfo.
 	_ "time/tzdata"

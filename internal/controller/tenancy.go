@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"fmt"
 
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -11,26 +10,7 @@ import (
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/engine"
-	"converge.dev/converge/internal/tenancy"
 )
-
-// tenancy resolves app's tenancy from the cached Tenants.
-func (r *ApplicationReconciler) tenancy(ctx context.Context, app *v1alpha1.Application) (tenancy.Tenancy, error) {
-	var tenants v1alpha1.TenantList
-	if err := r.Client.List(ctx, &tenants); err != nil {
-		return tenancy.Tenancy{}, fmt.Errorf("listing Tenants: %w", err)
-	}
-	return tenancy.Resolve(app, tenants.Items, r.Tenancy)
-}
-
-// governorOf is the Tenant governing namespace, from the cached Tenants.
-func (r *ApplicationReconciler) governorOf(ctx context.Context, namespace string) (*v1alpha1.Tenant, error) {
-	var tenants v1alpha1.TenantList
-	if err := r.Client.List(ctx, &tenants); err != nil {
-		return nil, fmt.Errorf("listing Tenants: %w", err)
-	}
-	return tenancy.Governor(namespace, tenants.Items, r.Tenancy)
-}
 
 // appsOfTenant maps a Tenant to the Applications it may govern, so that a
 // change to a Tenant is applied at once.

@@ -15,16 +15,15 @@ import (
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/appspec"
-	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/source"
 	"converge.dev/converge/internal/tenancy"
 )
 
-// Previewer fetches and renders through shared caches.
+// Previewer builds apps' desired state through the builder the agent
+// uses, and plans it.
 type Previewer struct {
-	Sources *source.Cache
-	Charts  *charts.Cache
+	Builder *appspec.Builder
 	// Tenancy, when set, are the agent's rules: every preview is first
 	// governed as the reconciler governs the app (tenancy.Resolve over the
 	// Tenants read from Tenants), and one it would refuse fetches
@@ -32,8 +31,6 @@ type Previewer struct {
 	// agent's network position. The CLI fetches from the user's.
 	Tenancy *tenancy.Options
 	Tenants client.Reader
-	// ReadRoots confine render workers (see render.Options.ReadRoots).
-	ReadRoots []string
 	// IgnoreDifferences are the agent's, before each app's own.
 	IgnoreDifferences []engine.IgnoreRule
 	// Progress, when set, hears what is being done and warnings, for
@@ -82,11 +79,11 @@ func (p *Previewer) SourceRequest(ctx context.Context, req Request, verify bool)
 	if !verify {
 		app.Spec.Source.Verify = nil
 	}
-	sr, err := appspec.SourceRequest(ctx, req.Client, app)
+	sr, err := appspec.SourceRequest(ctx, req.Client, app.Namespace, &app.Spec.Source)
 	if err != nil && app.Spec.Source.SecretRef != nil && apierrors.IsForbidden(err) && !verify {
 		p.progress("warning: may not read the credentials Secret %s; fetching without credentials", app.Spec.Source.SecretRef.Name)
 		app.Spec.Source.SecretRef = nil
-		sr, err = appspec.SourceRequest(ctx, req.Client, app)
+		sr, err = appspec.SourceRequest(ctx, req.Client, app.Namespace, &app.Spec.Source)
 	}
 	if err != nil {
 		return sr, err
@@ -102,7 +99,7 @@ func (p *Previewer) SourceRequest(ctx context.Context, req Request, verify bool)
 // Fetch fetches sr through the source cache.
 func (p *Previewer) Fetch(ctx context.Context, sr source.Request) (*source.Artifact, error) {
 	p.progress("Fetching %s (%s)", source.RedactURL(sr.URL), sr.Ref)
-	return p.Sources.Fetch(ctx, sr)
+	return p.Builder.Fetch(ctx, sr)
 }
 
 // govern decides what governs app as the reconciler does, when the
@@ -133,52 +130,26 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &source.Artifact{Dir: p.Charts.EmptyDir()}
+	breq := appspec.Request{App: app, Secrets: req.Client, Inputs: req.Client, Tenancy: ten,
+		// A preview renders in a worker of the app's namespace only:
+		// never in one that held another tenant's values.
+		Isolation: app.Namespace + "/preview"}
 	if app.Spec.Source.RepoURL != "" {
-		sr, err := p.SourceRequest(ctx, req, false)
-		if err != nil {
+		if breq.Source, err = p.SourceRequest(ctx, req, false); err != nil {
 			return nil, err
 		}
-		if a, err = p.Fetch(ctx, sr); err != nil {
-			return nil, err
-		}
+		p.progress("Fetching %s (%s)", source.RedactURL(breq.Source.URL), breq.Source.Ref)
 	} else if req.Revision != "" {
 		return nil, fmt.Errorf("%s has no Git source: a revision has nothing to name", app.Name)
 	}
-	opts, err := appspec.RenderOptions(app, a.Dir)
+	build, err := p.Builder.Resolve(ctx, breq)
 	if err != nil {
 		return nil, err
 	}
-	// A preview renders in a worker of the app's namespace only: never in
-	// one that held another tenant's values.
-	opts.Isolation = app.Namespace + "/preview"
-	opts.Queue, opts.ReadRoots = ten.Queue(), p.ReadRoots
-	// A chart source, and values from ConfigMaps and Secrets, as the agent
-	// takes them (read with the caller's rights).
-	creq, ok, err := appspec.ChartRequest(ctx, req.Client, app)
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		creq.Allow = ten.AllowChart()
-		ch, err := p.Charts.Fetch(ctx, creq)
-		if err != nil {
-			return nil, err
-		}
+	if ch := build.Chart; ch != nil {
 		p.progress("Chart %s %s (%s)", ch.Name, ch.Version, ch.Digest)
-		opts.Chart = ch.Path
-		if a.Revision == "" {
-			a.Revision, a.RefName = ch.Digest, ch.Name+"@"+ch.Version
-		} else {
-			a.Revision += "+" + ch.Digest
-		}
 	}
-	in, err := appspec.Read(ctx, req.Client, app)
-	if err != nil {
-		return nil, err
-	}
-	in.Apply(&opts)
-	a.Revision = in.Revision(a.Revision)
+	a := build.Artifact
 	m := req.Engine
 	if m == nil {
 		if m, err = engine.New(req.Config, engine.DefaultOptions()); err != nil {
@@ -189,8 +160,7 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts.Helm.KubeVersion, opts.Helm.APIVersions = caps.KubeVersion, caps.APIVersions
-	res, err := p.Charts.Render(ctx, opts, 0, ten.AllowChart())
+	res, err := p.Builder.Render(ctx, build, caps)
 	if err != nil {
 		return nil, err
 	}

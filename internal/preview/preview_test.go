@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/source"
 	"converge.dev/converge/internal/tenancy"
@@ -48,7 +49,7 @@ func TestPreview_RefusedAppFetchesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Previewer{Sources: sources, Charts: chartCache, Tenancy: &tenancy.Options{RequireTenant: true}, Tenants: env.Client}
+	p := &Previewer{Builder: &appspec.Builder{Sources: sources, Charts: chartCache}, Tenancy: &tenancy.Options{RequireTenant: true}, Tenants: env.Client}
 	for name, app := range map[string]*v1alpha1.Application{
 		"a repository the Tenant does not allow": {ObjectMeta: metav1.ObjectMeta{Name: "git", Namespace: ns},
 			Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: srv.URL + "/team/app.git", Path: "."}}},

@@ -115,8 +115,10 @@ func Resolve(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts Options)
 		return Tenancy{}, fmt.Errorf("spec.serviceAccountName %s: Tenant %s runs its apps as %s only", sa, t.Name, t.Spec.ServiceAccountName)
 	}
 	// A chart-only app has no Git source to check (its chart is, below).
-	if repo := source.NormalizeURL(app.Spec.Source.RepoURL); app.Spec.Source.RepoURL != "" && !MatchRepo(t.Spec.SourceRepos, repo) {
-		return Tenancy{}, fmt.Errorf("spec.source.repoURL %s: Tenant %s allows repositories %s only", source.RedactURL(app.Spec.Source.RepoURL), t.Name, orNone(t.Spec.SourceRepos))
+	if app.Spec.Source.RepoURL != "" {
+		if err := allowRepo(t, "spec.source.repoURL", app.Spec.Source.RepoURL); err != nil {
+			return Tenancy{}, err
+		}
 	}
 	// Dependencies stay within the Tenant: an app's status would
 	// otherwise tell of Applications its team may not see.
@@ -170,6 +172,34 @@ func Resolve(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts Options)
 		}
 	}
 	return ten, nil
+}
+
+// ResolveRepo decides what governs a read of Git repository repoURL
+// (named by field) for an object in namespace that is not an Application:
+// an ApplicationSet's Git generator. It reads as the Tenant's account,
+// and only the repositories the Tenant allows; with no Tenant, as the
+// agent's default account.
+func ResolveRepo(namespace, field, repoURL string, tenants []v1alpha1.Tenant, opts Options) (Tenancy, error) {
+	t, err := Governor(namespace, tenants, opts)
+	if err != nil {
+		return Tenancy{}, err
+	}
+	if t == nil {
+		return Tenancy{ServiceAccount: opts.DefaultServiceAccount}, nil
+	}
+	if err := allowRepo(t, field, repoURL); err != nil {
+		return Tenancy{}, err
+	}
+	return Tenancy{Tenant: t.Name, Version: t.Generation, ServiceAccount: t.Spec.ServiceAccountName}, nil
+}
+
+// allowRepo refuses a Git repository (named by field) that t does not
+// allow.
+func allowRepo(t *v1alpha1.Tenant, field, repoURL string) error {
+	if MatchRepo(t.Spec.SourceRepos, source.NormalizeURL(repoURL)) {
+		return nil
+	}
+	return fmt.Errorf("%s %s: Tenant %s allows repositories %s only", field, source.RedactURL(repoURL), t.Name, orNone(t.Spec.SourceRepos))
 }
 
 // Governor is the Tenant whose namespaces hold namespace: nil for none
