@@ -126,6 +126,15 @@ type ApplicationSpec struct {
 	// +optional
 	IgnoreDifferences []ResourceIgnoreDifferences `json:"ignoreDifferences,omitempty"`
 
+	// Decryption opens SOPS-encrypted files in the source (manifests,
+	// Kustomize inputs such as secretGenerator files, Helm values files),
+	// as Flux's Kustomization spec.decryption does. Files are decrypted in
+	// the render worker as they are read, and their MAC is checked. A
+	// file encrypted for keys converge does not hold fails the render,
+	// naming it.
+	// +optional
+	Decryption *Decryption `json:"decryption,omitempty"`
+
 	// Notify sends the Application's sync events (started, succeeded,
 	// failed, health degraded, drift healed) to receivers: a JSON webhook,
 	// a Slack-compatible incoming webhook, or a commit status on the
@@ -356,6 +365,19 @@ type ResourceIgnoreDifferences struct {
 	// naming it, rather than silently comparing those fields.
 	// +optional
 	ManagedFieldsManagers []string `json:"managedFieldsManagers,omitempty"`
+}
+
+// Decryption says how to open encrypted files in an app's source.
+type Decryption struct {
+	// Provider is the encryption format: sops.
+	// +kubebuilder:validation:Enum=sops
+	Provider string `json:"provider"`
+	// SecretRef names a Secret in the Application's namespace, read as
+	// the app's account, holding the private keys: each key ending in
+	// .agekey holds age identities (as age-keygen writes them), each
+	// ending in .asc an armored OpenPGP private key. Other keys (Flux's
+	// sops.vault-token and cloud KMS credentials) are refused by name.
+	SecretRef LocalObjectReference `json:"secretRef"`
 }
 
 // PostBuild replaces ${var} references (Flux's syntax: ${var:=default},

@@ -309,10 +309,13 @@ func IgnoreRules(app *v1alpha1.Application, defaults []engine.IgnoreRule) ([]eng
 // read as the app's account. The agent and the previews read them through
 // Read, so their revisions agree.
 type Inputs struct {
-	Values       map[string]any
-	Substitute   *render.Substitution
+	Values     map[string]any
+	Substitute *render.Substitution
+	// Decryption holds the keys of spec.decryption.
+	Decryption   *render.Decryption
 	valuesDigest string
 	varsDigest   string
+	keysDigest   string
 }
 
 // Read reads app's inputs through c.
@@ -322,18 +325,67 @@ func Read(ctx context.Context, c client.Reader, app *v1alpha1.Application) (Inpu
 	if in.Values, in.valuesDigest, err = ValuesFrom(ctx, c, app); err != nil {
 		return in, err
 	}
-	in.Substitute, in.varsDigest, err = Substitution(ctx, c, app)
+	if in.Substitute, in.varsDigest, err = Substitution(ctx, c, app); err != nil {
+		return in, err
+	}
+	in.Decryption, in.keysDigest, err = DecryptionKeys(ctx, c, app)
 	return in, err
 }
 
+// DecryptionKeys reads the keys of app's spec.decryption through c (the
+// app's account): age identities from keys ending in .agekey, armored
+// OpenPGP private keys from keys ending in .asc; any other key is refused
+// by name. The digest identifies them (a new key may open what failed),
+// nil when the app decrypts nothing.
+func DecryptionKeys(ctx context.Context, c client.Reader, app *v1alpha1.Application) (*render.Decryption, string, error) {
+	d := app.Spec.Decryption
+	if d == nil {
+		return nil, "", nil
+	}
+	field := "spec.decryption"
+	if d.Provider != "sops" {
+		return nil, "", fmt.Errorf("%s.provider %q: converge decrypts sops only", field, d.Provider)
+	}
+	var s corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: d.SecretRef.Name}, &s); err != nil {
+		return nil, "", fmt.Errorf("%s.secretRef: Secret %s: %w", field, d.SecretRef.Name, err)
+	}
+	names := make([]string, 0, len(s.Data))
+	for k := range s.Data {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	out := &render.Decryption{}
+	sum := sha256.New()
+	for _, k := range names {
+		switch {
+		case strings.HasSuffix(k, ".agekey"):
+			out.Age = append(out.Age, string(s.Data[k]))
+		case strings.HasSuffix(k, ".asc"):
+			out.PGP = append(out.PGP, string(s.Data[k]))
+		default:
+			return nil, "", fmt.Errorf("%s.secretRef: Secret %s key %q: converge decrypts with age identities (keys ending in .agekey) and OpenPGP private keys (ending in .asc) only", field, s.Name, k)
+		}
+		fmt.Fprintf(sum, "%s\x00%d\x00", k, len(s.Data[k]))
+		sum.Write(s.Data[k])
+	}
+	if len(names) == 0 {
+		return nil, "", fmt.Errorf("%s.secretRef: Secret %s holds no keys", field, s.Name)
+	}
+	return out, hex.EncodeToString(sum.Sum(nil))[:12], nil
+}
+
 // Revision is rev with the inputs' digests: a change to them is a new
-// revision ("<rev>+values:<digest>+vars:<digest>").
+// revision ("<rev>+values:<digest>+vars:<digest>+keys:<digest>").
 func (in Inputs) Revision(rev string) string {
 	if in.valuesDigest != "" {
 		rev += "+values:" + in.valuesDigest
 	}
 	if in.varsDigest != "" {
 		rev += "+vars:" + in.varsDigest
+	}
+	if in.keysDigest != "" {
+		rev += "+keys:" + in.keysDigest
 	}
 	return rev
 }
@@ -345,4 +397,5 @@ func (in Inputs) Apply(opts *render.Options) {
 		opts.Helm.Values = loader.MergeMaps(in.Values, opts.Helm.Values)
 	}
 	opts.Substitute = in.Substitute
+	opts.Decryption = in.Decryption
 }

@@ -144,7 +144,7 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 		}
 		switch f {
 		case "decryption":
-			t.note(u, "spec.decryption", "SOPS is not decrypted: seal Secrets one way with converge seal (docs/design/sealing.md)")
+			t.fluxDecryption(u, &app, mapAt(spec, "decryption"))
 		case "postBuild":
 			t.fluxPostBuild(u, &app, mapAt(spec, "postBuild"))
 		case "healthChecks":
@@ -154,6 +154,23 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 		}
 	}
 	t.res.Applications = append(t.res.Applications, app)
+}
+
+// fluxDecryption carries SOPS decryption over: the same provider and
+// Secret (age keys in *.agekey, OpenPGP in *.asc, as Flux reads them). A
+// Kustomization without a Secret decrypts with the controller's own
+// identity (cloud KMS), which converge has not: named, not carried.
+func (t *translator) fluxDecryption(u *unstructured.Unstructured, app *v1alpha1.Application, d map[string]any) {
+	if p := strAt(d, "provider"); p != "sops" {
+		t.note(u, "spec.decryption.provider", "%q: converge decrypts sops only; not carried over", p)
+		return
+	}
+	name := strAt(mapAt(d, "secretRef"), "name")
+	if name == "" {
+		t.note(u, "spec.decryption.secretRef", "none: Flux then decrypts with its controller's cloud KMS identity, which converge does not; give a Secret of age (.agekey) or OpenPGP (.asc) keys")
+		return
+	}
+	app.Spec.Decryption = &v1alpha1.Decryption{Provider: "sops", SecretRef: v1alpha1.LocalObjectReference{Name: name}}
 }
 
 // fluxPostBuild carries a Kustomization's variable substitution over:

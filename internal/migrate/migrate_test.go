@@ -189,6 +189,7 @@ spec:
   targetNamespace: apps
   postBuild: {substitute: {cluster: prod}}
   dependsOn: [{name: infra}]
+  decryption: {provider: sops, secretRef: {name: sops-age}}
 `, `
 apiVersion: source.toolkit.fluxcd.io/v1
 kind: HelmRepository
@@ -256,6 +257,12 @@ spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, 
 	}
 	if pb := find(t, res, "apps").Spec.Source.PostBuild; pb == nil || pb.Substitute["cluster"] != "prod" {
 		t.Errorf("apps postBuild = %+v, want substitute cluster=prod", pb)
+	}
+	if d := find(t, res, "apps").Spec.Decryption; d == nil || d.Provider != "sops" || d.SecretRef.Name != "sops-age" {
+		t.Errorf("apps decryption = %+v, want sops with Secret sops-age", d)
+	}
+	if strings.Contains(f, "decryption") {
+		t.Errorf("decryption is carried over, yet named as not:\n%s", f)
 	}
 	for _, want := range []string{"spec.valuesFrom", "spec.postRenderers", "Kustomization/flux-system/orphan: spec.sourceRef"} {
 		if !strings.Contains(f, want) {

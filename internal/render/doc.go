@@ -14,4 +14,10 @@
 // renders run in worker processes of this binary (workers.go, isolate.go)
 // under memory, CPU, time and output limits, kept per tenant, and, when
 // asked, confined by Landlock to their roots (landlock.go).
+//
+// Inside the worker, after a file is read and before anything else sees
+// it, SOPS-encrypted files are decrypted with the keys the options carry
+// (sops.go); postBuild variables are substituted after rendering
+// (substitute.go). An object still carrying SOPS metadata is refused: the
+// render never yields ciphertext to apply.
 package render

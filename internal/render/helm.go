@@ -84,7 +84,7 @@ func renderChart(ctx context.Context, sb *sandbox, ch *chart.Chart, dir, valuesD
 	values := map[string]any{}
 	for _, f := range opts.ValuesFiles {
 		name := path.Join(valuesDir, f)
-		data, err := sb.readFile(name)
+		data, err := sb.readPlain(name)
 		if err != nil {
 			return nil, fmt.Errorf("values file: %w", err)
 		}

@@ -38,7 +38,7 @@ func (k kustomizeFS) RemoveAll(string) error              { return errReadOnly }
 func (k kustomizeFS) WriteFile(string, []byte) error      { return errReadOnly }
 
 func (k kustomizeFS) Open(p string) (filesys.File, error) {
-	data, err := k.sb.readFile(k.rel(p))
+	data, err := k.sb.readPlain(k.rel(p))
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func (k kustomizeFS) Glob(pattern string) ([]string, error) {
 	return matches, nil
 }
 
-func (k kustomizeFS) ReadFile(p string) ([]byte, error) { return k.sb.readFile(k.rel(p)) }
+func (k kustomizeFS) ReadFile(p string) ([]byte, error) { return k.sb.readPlain(k.rel(p)) }
 
 func (k kustomizeFS) Walk(p string, walkFn filepath.WalkFunc) error {
 	return fs.WalkDir(k.sb.root.FS(), k.rel(p), func(name string, d fs.DirEntry, err error) error {

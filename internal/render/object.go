@@ -209,6 +209,11 @@ func finish(objs []Object, maxObjectSize int) ([]Object, error) {
 		if err := validate(o); err != nil {
 			return nil, err
 		}
+		if sopsEncrypted(o.Object) {
+			// Decryption happens as files are read; an object that still
+			// carries SOPS metadata would be applied as ciphertext.
+			return nil, fmt.Errorf("%s: %s is SOPS-encrypted and was not decrypted: converge decrypts encrypted files as they are read (manifests, Kustomize inputs, Helm values files) with the keys of spec.decryption, not objects that a chart or Jsonnet makes", o.Source, o.Ref())
+		}
 		if data, err := json.Marshal(o.Object); err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", o.Source, o.Ref(), err)
 		} else if len(data) > maxObjectSize {

@@ -50,6 +50,9 @@ type Options struct {
 	// or where it is off) only the rlimits and the in-process refusals
 	// hold; LandlockABI says which. Workers are kept per ReadRoots too.
 	ReadRoots []string `json:"-"`
+	// Decryption, when set, opens SOPS-encrypted manifests, Kustomize
+	// inputs and values files as they are read (see Decryption).
+	Decryption *Decryption `json:"decryption,omitempty"`
 	// Substitute, when set, replaces ${var} references in what renders
 	// (Flux's postBuild), inside the worker and its limits.
 	Substitute *Substitution `json:"substitute,omitempty"`
@@ -105,6 +108,7 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("opening repository root: %w", err)
 	}
 	defer sb.Close()
+	sb.decryption = opts.Decryption
 
 	p, err := clean(opts.Path)
 	if err != nil {
@@ -185,7 +189,7 @@ func isManifestFile(name string) bool {
 }
 
 func renderFile(sb *sandbox, name string) ([]Object, error) {
-	data, err := sb.readFile(name)
+	data, err := sb.readPlain(name)
 	if err != nil {
 		return nil, err
 	}

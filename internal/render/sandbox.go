@@ -79,8 +79,11 @@ type sandbox struct {
 	root   *os.Root
 	dir    string // the root's real path, for messages and symlink checks
 	limits Limits
-	files  int
-	bytes  int64
+	// decryption opens SOPS-encrypted files (see readPlain); nil when
+	// the app gives no keys.
+	decryption *Decryption
+	files      int
+	bytes      int64
 }
 
 func openSandbox(dir string, limits Limits) (*sandbox, error) {
@@ -151,6 +154,26 @@ func (s *sandbox) readFile(name string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: render reads more than %d bytes in all", name, s.limits.MaxTotalSize)
 	}
 	return data, nil
+}
+
+// readPlain reads name as readFile does and, when it is a SOPS-encrypted
+// YAML, JSON or dotenv file, decrypts it: what the render sees is plain
+// text, and its MAC was checked against the file as written. Without keys
+// an encrypted file is an error: rendering it would apply ciphertext.
+func (s *sandbox) readPlain(name string) ([]byte, error) {
+	data, err := s.readFile(name)
+	if err != nil {
+		return nil, err
+	}
+	format, ok := sopsFormat(name, data)
+	if !ok {
+		return data, nil
+	}
+	plain, err := s.decryption.decrypt(data, format)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return plain, nil
 }
 
 // checkLink fails when name, or any directory on the way to it, is a symlink
