@@ -431,7 +431,28 @@ func setupSealing(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o 
 		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Keys: keys,
 		Recorder: mgr.GetEventRecorderFor("converge-agent"), Secrets: secrets,
 	}
-	return rec.SetupWithManager(mgr)
+	if err := rec.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return setupBitnami(mgr, cfg, scheme, rec, logger)
+}
+
+// setupBitnami opens Bitnami's SealedSecrets too, when the cluster serves
+// their CRD (looked at once, at start).
+func setupBitnami(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, rec *controller.SealedSecretReconciler, logger logr.Logger) error {
+	if !controller.BitnamiServed(mgr.GetRESTMapper()) {
+		logger.V(1).Info("Bitnami's SealedSecret kind is not served: not opening them", "kind", controller.BitnamiSealedSecret.String())
+		return nil
+	}
+	objects, err := cache.New(cfg, cache.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(objects); err != nil {
+		return err
+	}
+	logger.Info("opening Bitnami's SealedSecrets with the sealing keys (stop the sealed-secrets controller)")
+	return (&controller.BitnamiSealedSecretReconciler{SealedSecretReconciler: rec, Objects: objects}).SetupWithManager(mgr)
 }
 
 // setupUI serves the web UI: a hub watching Applications, history records

@@ -52,6 +52,10 @@ func agentRules(profile string) []any {
 		// Its own API.
 		rule([]any{"converge.dev"}, []any{"applications", "sealedsecrets", "tenants", "clusters", "applicationsets"}, []any{"get", "list", "watch", "update", "patch"}),
 		rule([]any{"converge.dev"}, []any{"applications/status", "applications/finalizers", "sealedsecrets/status", "clusters/status", "applicationsets/status", "applicationsets/finalizers"}, []any{"get", "update", "patch"}),
+		// Bitnami's SealedSecrets, opened with imported keys (when their
+		// CRD is served).
+		rule([]any{"bitnami.com"}, []any{"sealedsecrets"}, []any{"get", "list", "watch"}),
+		rule([]any{"bitnami.com"}, []any{"sealedsecrets/status"}, []any{"get", "update", "patch"}),
 		// The Applications ApplicationSets generate.
 		rule([]any{"converge.dev"}, []any{"applications"}, []any{"create", "delete"}),
 		// Its events. Its records (ConfigMaps) and the Secrets of

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"converge.dev/converge/internal/seal"
@@ -22,7 +23,15 @@ type KeysOptions struct {
 	Streams
 	Kube                KubeFlags
 	ControllerNamespace string
+	// FromSealedSecrets imports a sealed-secrets controller's keys;
+	// SealedSecretsNamespace is where it keeps them.
+	FromSealedSecrets      bool
+	SealedSecretsNamespace string
 }
+
+// bitnamiKeyLabel marks a sealed-secrets controller's key Secrets, with
+// the value "active" for those it uses.
+const bitnamiKeyLabel = "sealedsecrets.bitnami.com/sealed-secrets-key"
 
 // NewKeysCommand returns `converge keys export|import`.
 func NewKeysCommand(streams Streams) *cobra.Command {
@@ -42,11 +51,31 @@ SealedSecrets open there.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.Export(cmd.Context()) },
 	}
 	imp := &cobra.Command{
-		Use:   "import FILE",
-		Short: "Restore sealing key pairs exported with 'converge keys export' (FILE or - for stdin)",
-		Args:  cobra.ExactArgs(1),
-		RunE:  func(cmd *cobra.Command, args []string) error { return o.Import(cmd.Context(), args[0]) },
+		Use:   "import FILE | --from-sealed-secrets [FILE]",
+		Short: "Restore sealing key pairs exported with 'converge keys export', or take over a sealed-secrets controller's keys",
+		Long: `Restore sealing key pairs exported with 'converge keys export' (FILE, or - for
+stdin).
+
+With --from-sealed-secrets, import the keys of Bitnami's sealed-secrets
+controller (its Secrets labelled sealedsecrets.bitnami.com/sealed-secrets-key
+in --sealed-secrets-namespace, rotated ones included), or of a backup of
+them (FILE, as 'kubectl get secret -l sealedsecrets.bitnami.com/sealed-secrets-key
+-o yaml' writes it). The agent then opens the bitnami.com SealedSecrets
+sealed with them; stop the sealed-secrets controller first.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			file := ""
+			if len(args) == 1 {
+				file = args[0]
+			}
+			if file == "" && !o.FromSealedSecrets {
+				return fmt.Errorf("name the FILE to import (- for stdin), or use --from-sealed-secrets")
+			}
+			return o.Import(cmd.Context(), file)
+		},
 	}
+	imp.Flags().BoolVar(&o.FromSealedSecrets, "from-sealed-secrets", false, "import Bitnami sealed-secrets keys: from the cluster, or from FILE")
+	imp.Flags().StringVar(&o.SealedSecretsNamespace, "sealed-secrets-namespace", "kube-system", "with --from-sealed-secrets and no FILE: where the sealed-secrets controller keeps its keys")
 	rotate := &cobra.Command{
 		Use:   "rotate",
 		Short: "Make a new sealing key now; new seals use it, every older key still opens",
@@ -95,26 +124,29 @@ func (o *KeysOptions) Export(ctx context.Context) error {
 
 // Import creates the key Secrets in the agent's namespace.
 func (o *KeysOptions) Import(ctx context.Context, file string) error {
-	var r io.Reader = o.In
-	if file != "-" {
-		f, err := os.Open(file)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		r = f
-	}
-	data, err := io.ReadAll(io.LimitReader(r, 16<<20))
-	if err != nil {
-		return err
-	}
-	secrets, err := keySecrets(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
 	c, _, err := appClient(&o.Kube)
 	if err != nil {
 		return err
+	}
+	var secrets []*corev1.Secret
+	if file != "" {
+		if secrets, err = o.readKeySecrets(file); err != nil {
+			return err
+		}
+	} else {
+		var list corev1.SecretList
+		if err := c.List(ctx, &list, client.InNamespace(o.SealedSecretsNamespace), client.HasLabels{bitnamiKeyLabel}); err != nil {
+			return fmt.Errorf("listing the sealed-secrets controller's keys in %s: %w", o.SealedSecretsNamespace, err)
+		}
+		for i := range list.Items {
+			secrets = append(secrets, &list.Items[i])
+		}
+		file = "namespace " + o.SealedSecretsNamespace
+	}
+	if o.FromSealedSecrets {
+		if secrets = o.activeBitnamiKeys(secrets); len(secrets) == 0 {
+			return fmt.Errorf("%s: no active sealed-secrets key (Secrets labelled %s=active)", file, bitnamiKeyLabel)
+		}
 	}
 	// A fresh cluster may not have the agent's namespace yet.
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.ControllerNamespace}}
@@ -144,6 +176,45 @@ func (o *KeysOptions) Import(ctx context.Context, file string) error {
 	}
 	fmt.Fprintf(o.ErrOut, "Imported %d of %d key(s) into %s\n", created, len(secrets), o.ControllerNamespace)
 	return nil
+}
+
+// readKeySecrets reads key Secrets from file (- for stdin).
+func (o *KeysOptions) readKeySecrets(file string) ([]*corev1.Secret, error) {
+	var r io.Reader = o.In
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	data, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	secrets, err := keySecrets(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return secrets, nil
+}
+
+// activeBitnamiKeys are the sealed-secrets controller's active keys among
+// secrets; the others are named on stderr.
+func (o *KeysOptions) activeBitnamiKeys(secrets []*corev1.Secret) []*corev1.Secret {
+	var out []*corev1.Secret
+	for _, s := range secrets {
+		switch v := s.Labels[bitnamiKeyLabel]; v {
+		case "active":
+			out = append(out, s)
+		case "":
+			fmt.Fprintf(o.ErrOut, "skipped Secret %s: not labelled %s\n", s.Name, bitnamiKeyLabel)
+		default:
+			fmt.Fprintf(o.ErrOut, "skipped Secret %s: labelled %s=%s, which the sealed-secrets controller does not use either\n", s.Name, bitnamiKeyLabel, v)
+		}
+	}
+	return out
 }
 
 // keySecrets reads Secrets from a List or a stream of documents.

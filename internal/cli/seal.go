@@ -39,7 +39,9 @@ type SealOptions struct {
 	ReEncrypt           bool
 	ControllerNamespace string
 	ControllerURL       string
-	Output              OutputFormat
+	// Format is converge's SealedSecret or Bitnami's (kubeseal's).
+	Format string
+	Output OutputFormat
 }
 
 // NewSealCommand returns `converge seal`.
@@ -87,6 +89,7 @@ The plaintext is never written anywhere.`,
 	f.BoolVar(&o.ReEncrypt, "re-encrypt", false, "read a SealedSecret and have the agent seal its values with the newest key")
 	f.StringVar(&o.ControllerNamespace, "controller-namespace", DefaultSystemNamespace, "the agent's namespace")
 	f.StringVar(&o.ControllerURL, "controller-url", "", "the agent's HTTP address (default: through the apiserver's service proxy)")
+	f.StringVar(&o.Format, "format", "converge", "converge (a converge.dev SealedSecret), or bitnami (a bitnami.com SealedSecret, which a sealed-secrets controller holding the key opens too; pair with --cert of its certificate)")
 	bindOutput(cmd, &o.Output)
 	return cmd
 }
@@ -95,6 +98,12 @@ The plaintext is never written anywhere.`,
 func (o *SealOptions) Run(ctx context.Context, file string) error {
 	if err := o.Output.validate(); err != nil {
 		return err
+	}
+	switch {
+	case o.Format != "converge" && o.Format != "bitnami":
+		return fmt.Errorf("--format %q: use converge or bitnami", o.Format)
+	case o.Format == "bitnami" && (o.Raw || o.MergeInto != "" || o.ReEncrypt):
+		return fmt.Errorf("--format bitnami seals a whole Secret; --raw, --merge-into and --re-encrypt write converge's format only")
 	}
 	if o.FetchCert {
 		pemData, err := o.fetchCert(ctx)
@@ -159,10 +168,63 @@ func (o *SealOptions) Run(ctx context.Context, file string) error {
 				Metadata: v1alpha1.TemplateMetadata{Labels: secret.Labels, Annotations: templateAnnotations(secret.Annotations)}},
 		},
 	}
+	if o.Format == "bitnami" {
+		return o.printBitnami(pub, ss, values)
+	}
 	if err := sealInto(pub, ss, values); err != nil {
 		return err
 	}
 	return o.print(ss)
+}
+
+// printBitnami writes ss as Bitnami's SealedSecret, as kubeseal does: the
+// values in its format, the scope as its annotations, the template as
+// the Secret's metadata and type.
+func (o *SealOptions) printBitnami(pub *rsa.PublicKey, ss *v1alpha1.SealedSecret, values map[string][]byte) error {
+	scope := seal.Scope(ss.Spec.Scope)
+	encrypted := map[string]any{}
+	for k, v := range values {
+		env, err := seal.SealBitnami(nil, pub, scope, ss.Namespace, ss.Name, v)
+		if err != nil {
+			return fmt.Errorf("sealing %s: %w", k, err)
+		}
+		encrypted[k] = base64.StdEncoding.EncodeToString(env)
+	}
+	annotations := map[string]any{}
+	switch scope {
+	case seal.NamespaceWide:
+		annotations["sealedsecrets.bitnami.com/namespace-wide"] = "true"
+	case seal.ClusterWide:
+		annotations["sealedsecrets.bitnami.com/cluster-wide"] = "true"
+	}
+	meta := map[string]any{"name": ss.Name}
+	if ss.Namespace != "" {
+		meta["namespace"] = ss.Namespace
+	}
+	if len(annotations) > 0 {
+		meta["annotations"] = annotations
+	}
+	tmplMeta := map[string]any{"name": ss.Name}
+	if ss.Namespace != "" {
+		tmplMeta["namespace"] = ss.Namespace
+	}
+	if l := ss.Spec.Template.Metadata.Labels; len(l) > 0 {
+		tmplMeta["labels"] = l
+	}
+	if a := ss.Spec.Template.Metadata.Annotations; len(a) > 0 {
+		tmplMeta["annotations"] = a
+	}
+	tmpl := map[string]any{"metadata": tmplMeta}
+	if t := ss.Spec.Template.Type; t != "" {
+		tmpl["type"] = t
+	}
+	obj := map[string]any{"apiVersion": "bitnami.com/v1alpha1", "kind": "SealedSecret", "metadata": meta,
+		"spec": map[string]any{"encryptedData": encrypted, "template": tmpl}}
+	format := OutputYAML
+	if o.Output == OutputJSON {
+		format = OutputJSON
+	}
+	return printObject(o.Out, format, obj)
 }
 
 func inputName(file string) string {

@@ -87,7 +87,7 @@ func (r *SealedSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	default:
 		data, keyIDs, reason, err = r.open(ctx, ss)
 		if err == nil {
-			reason, err = r.write(ctx, ss, data, live)
+			reason, err = r.write(ctx, ownSpec(ss), sealedDigest(ss, data), data, live)
 		}
 	}
 	for k := range data {
@@ -187,22 +187,43 @@ func openReason(err error) string {
 	return v1alpha1.ReasonMalformed
 }
 
+// sealedSecret is what a sealed object (converge's SealedSecret or
+// Bitnami's) says of the Secret it makes: its owner and its template.
+type sealedSecret struct {
+	owner       client.Object
+	labels      map[string]string
+	annotations map[string]string
+	typ         corev1.SecretType
+	immutable   *bool
+	// takeover is the annotation that lets the owner take over an
+	// existing Secret it does not control.
+	takeover string
+}
+
+// ownSpec is the Secret ss makes.
+func ownSpec(ss *v1alpha1.SealedSecret) sealedSecret {
+	return sealedSecret{owner: ss, labels: secretLabels(ss), annotations: ss.Spec.Template.Metadata.Annotations, typ: secretType(ss),
+		takeover: v1alpha1.AnnotationSealedSecretManaged}
+}
+
 // write creates or updates the Secret, refusing one it does not own.
-// live is the existing Secret, nil when there is none.
-func (r *SealedSecretReconciler) write(ctx context.Context, ss *v1alpha1.SealedSecret, data map[string][]byte, live *corev1.Secret) (string, error) {
-	if t := secretType(ss); forbiddenSecretTypes[t] {
-		return v1alpha1.ReasonMalformed, fmt.Errorf("spec.template.type %s mints cluster credentials and cannot be sealed", t)
+// live is the existing Secret, nil when there is none; digest identifies
+// the spec and data (see sealedDigest).
+func (r *SealedSecretReconciler) write(ctx context.Context, spec sealedSecret, digest string, data map[string][]byte, live *corev1.Secret) (string, error) {
+	if forbiddenSecretTypes[spec.typ] {
+		return v1alpha1.ReasonMalformed, fmt.Errorf("spec.template.type %s mints cluster credentials and cannot be sealed", spec.typ)
 	}
-	want := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ss.Name, Namespace: ss.Namespace}}
-	want.Labels = secretLabels(ss)
+	owner := spec.owner
+	want := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: owner.GetName(), Namespace: owner.GetNamespace()}}
+	want.Labels = spec.labels
 	want.Annotations = map[string]string{}
-	for k, v := range ss.Spec.Template.Metadata.Annotations {
+	for k, v := range spec.annotations {
 		want.Annotations[k] = v
 	}
-	want.Annotations[annotationSealedDigest] = sealedDigest(ss, data)
-	want.Type = secretType(ss)
+	want.Annotations[annotationSealedDigest] = digest
+	want.Type, want.Immutable = spec.typ, spec.immutable
 	want.Data = data
-	if err := controllerutil.SetControllerReference(ss, want, r.Client.Scheme()); err != nil {
+	if err := controllerutil.SetControllerReference(owner, want, r.Client.Scheme()); err != nil {
 		return v1alpha1.ReasonWriteFailed, err
 	}
 
@@ -212,12 +233,13 @@ func (r *SealedSecretReconciler) write(ctx context.Context, ss *v1alpha1.SealedS
 		}
 		return "", nil
 	}
-	if !metav1.IsControlledBy(live, ss) && live.Annotations[v1alpha1.AnnotationSealedSecretManaged] != "true" {
+	if !metav1.IsControlledBy(live, owner) && live.Annotations[spec.takeover] != "true" {
 		return v1alpha1.ReasonSecretNotOwned, fmt.Errorf("Secret %s/%s exists and is not managed by this SealedSecret; annotate it %s=true to let the SealedSecret take it over",
-			live.Namespace, live.Name, v1alpha1.AnnotationSealedSecretManaged)
+			live.Namespace, live.Name, spec.takeover)
 	}
-	if live.Type != want.Type {
-		// The type is immutable: replace the Secret.
+	if live.Type != want.Type || (live.Immutable != nil && *live.Immutable) {
+		// The type is immutable, and so is an immutable Secret's data:
+		// replace the Secret.
 		if err := r.Client.Delete(ctx, live, client.Preconditions{UID: &live.UID}); err != nil && !apierrors.IsNotFound(err) {
 			return v1alpha1.ReasonWriteFailed, err
 		}
@@ -227,11 +249,11 @@ func (r *SealedSecretReconciler) write(ctx context.Context, ss *v1alpha1.SealedS
 		return "", nil
 	}
 	if equality.Semantic.DeepEqual(live.Data, want.Data) && equality.Semantic.DeepEqual(live.Labels, want.Labels) &&
-		equality.Semantic.DeepEqual(live.Annotations, want.Annotations) && metav1.IsControlledBy(live, ss) {
+		equality.Semantic.DeepEqual(live.Annotations, want.Annotations) && metav1.IsControlledBy(live, owner) {
 		return "", nil
 	}
 	live.Labels, live.Data, live.StringData = want.Labels, want.Data, nil
-	live.Annotations = want.Annotations
+	live.Annotations, live.Immutable = want.Annotations, want.Immutable
 	live.OwnerReferences = want.OwnerReferences
 	if err := r.Client.Update(ctx, live); err != nil {
 		return v1alpha1.ReasonWriteFailed, fmt.Errorf("updating Secret %s/%s: %w", live.Namespace, live.Name, redactAPIError(err))

@@ -71,6 +71,15 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 	if r := converge(t, "sync", filepath.Join(root, "config/crd"), "--app", "converge-crds", "-n", "default", "--wait"); r.code != 0 {
 		return nil, fmt.Errorf("installing CRDs: %s", r.output())
 	}
+	// Bitnami's SealedSecret CRD, from the sealed-secrets module itself,
+	// served before the agent starts (it looks once).
+	bitnami, err := bitnamiCRDDir()
+	if err != nil {
+		return nil, err
+	}
+	if r := converge(t, "sync", bitnami, "--app", "bitnami-crds", "-n", "default", "--wait"); r.code != 0 {
+		return nil, fmt.Errorf("installing Bitnami's SealedSecret CRD: %s", r.output())
+	}
 	env, err := kubetest.LocalCluster(v1alpha1.AddToScheme)
 	if err != nil {
 		return nil, err
