@@ -13,6 +13,8 @@ import (
 )
 
 func main() {
+	// Started as a render worker: serve, and exit.
+	render.ServeWorkerIfRequested()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Execute(ctx, cli.DefaultStreams(), os.Args[1:])
 	stop()

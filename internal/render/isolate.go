@@ -26,12 +26,15 @@ import (
 // of its limits: memory, CPU time, wall time or output size.
 var ErrLimitExceeded = errors.New("limit exceeded")
 
-// workerEnv marks a process started to render one request. Any binary that
-// links this package can serve as the worker: the converge binary, and
-// test binaries alike.
+// workerEnv marks a process started to render one request. A binary that
+// renders re-executes itself as the worker, so it must call
+// ServeWorkerIfRequested first thing: the converge binary's main, and the
+// TestMain of every test binary that renders.
 const workerEnv = "CONVERGE_RENDER_WORKER"
 
-func init() {
+// ServeWorkerIfRequested serves as a render worker, and exits, when this
+// process was started as one; otherwise it returns at once.
+func ServeWorkerIfRequested() {
 	if os.Getenv(workerEnv) == "1" {
 		os.Exit(serveWorker(os.Stdin, os.Stdout))
 	}

@@ -16,6 +16,7 @@ import (
 const confineProbeEnv = "CONVERGE_TEST_CONFINE_PROBE"
 
 func TestMain(m *testing.M) {
+	ServeWorkerIfRequested()
 	if os.Getenv(confineProbeEnv) != "" {
 		os.Exit(confineProbe())
 	}

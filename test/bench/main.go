@@ -36,6 +36,7 @@ import (
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/cli"
+	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
 
@@ -63,6 +64,8 @@ type Results struct {
 }
 
 func main() {
+	// In-process syncs re-execute this binary as their render worker.
+	render.ServeWorkerIfRequested()
 	out := flag.String("out", ".cluster/bench.json", "where to write the JSON results")
 	namespaces := flag.Int("namespaces", 10, "namespaces to spread the objects over")
 	perNS := flag.Int("per-namespace", 100, "objects per namespace (50% ConfigMaps, 30% Services, 20% Deployments)")

@@ -21,12 +21,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/testutil/kubetest"
 )
 
 var cluster *kubetest.Env
 
 func TestMain(m *testing.M) {
+	// The in-process CLI's renders re-execute this binary as their worker.
+	render.ServeWorkerIfRequested()
 	// controller-runtime keeps the first logger set in a process: set it
 	// before any in-process converge command does, so the agent's logs
 	// (reconciles included) land in one file.

@@ -20,6 +20,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/render"
 )
 
 // Env is a running API server for tests.
@@ -178,6 +179,8 @@ func newScheme(adders []func(*runtime.Scheme) error) (*runtime.Scheme, error) {
 // starts envtest, stores it in *env, runs the tests, stops envtest and exits
 // with the tests' status.
 func Main(m *testing.M, opts EnvOptions, env **Env) {
+	// Test binaries that render re-execute themselves as render workers.
+	render.ServeWorkerIfRequested()
 	// A fuzzing run needs no cluster: its parent and each of its workers
 	// run TestMain, and an apiserver each would only slow them down.
 	flag.Parse()
