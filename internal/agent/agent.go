@@ -169,24 +169,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	ctrllog.SetLogger(logger)
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "converge-agent"
-	var shards *controller.Shards
-	switch o.Shards {
-	case "":
-	case "auto":
-		if o.ShardID == "" {
-			return fmt.Errorf("--shards=auto needs --shard-id (or $POD_NAME)")
-		}
-		// The shard is in the user agent: the audit log tells replicas apart.
-		cfg.UserAgent += "/" + o.ShardID
-		// The other controllers (ApplicationSets, Clusters, SealedSecrets)
-		// stay singletons: said, not done behind the operator's back.
-		if !o.LeaderElect {
-			logger.Info("--shards=auto turns on leader election for the singletons (ApplicationSets, Clusters, SealedSecrets)")
-		}
-		o.LeaderElect = true
-		shards = &controller.Shards{Namespace: o.SystemNamespace, ID: o.ShardID, Duration: o.ShardLeaseDuration}
-	default:
-		return fmt.Errorf("--shards %q: want auto (membership by Leases) or nothing", o.Shards)
+	shards, err := sharding(cfg, &o, logger)
+	if err != nil {
+		return err
 	}
 	if cfg.QPS == 0 {
 		// client-go's default, 5 requests a second, made the agent's own
@@ -199,26 +184,66 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err != nil {
 		return err
 	}
-	owned, err := labels.NewRequirement(engine.LabelApp, selection.Exists, nil)
+	mgr, err := newManager(cfg, scheme, o)
 	if err != nil {
 		return err
 	}
-	secret := o.WebhookSecret
-	if o.WebhookSecretFile != "" {
-		data, err := os.ReadFile(o.WebhookSecretFile)
-		if err != nil {
-			return fmt.Errorf("--webhook-secret-file: %w", err)
+	if shards != nil {
+		if shards.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+			return err
 		}
-		secret = []byte(strings.TrimSpace(string(data)))
 	}
+	parts, err := setupReconcilers(ctx, mgr, cfg, scheme, o, shards, logger)
+	if err != nil {
+		return err
+	}
+	if err := setupServers(mgr, cfg, scheme, o, parts, logger); err != nil {
+		return err
+	}
+	logger.Info("starting the agent", "webhook", o.WebhookAddr, "sealing", o.SealingAddr, "ui", o.UIAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect, "shard", o.ShardID, "sharded", shards != nil)
+	return mgr.Start(ctx)
+}
 
+// sharding reads --shards: nil for one agent; with auto, the Shards of
+// this replica, and leader election on for the singletons (said, not done
+// behind the operator's back).
+func sharding(cfg *rest.Config, o *Options, logger logr.Logger) (*controller.Shards, error) {
+	switch o.Shards {
+	case "":
+		return nil, nil
+	case "auto":
+	default:
+		return nil, fmt.Errorf("--shards %q: want auto (membership by Leases) or nothing", o.Shards)
+	}
+	if o.ShardID == "" {
+		return nil, fmt.Errorf("--shards=auto needs --shard-id (or $POD_NAME)")
+	}
+	// The shard is in the user agent: the audit log tells replicas apart.
+	cfg.UserAgent += "/" + o.ShardID
+	// The other controllers (ApplicationSets, Clusters, SealedSecrets)
+	// stay singletons.
+	if !o.LeaderElect {
+		logger.Info("--shards=auto turns on leader election for the singletons (ApplicationSets, Clusters, SealedSecrets)")
+	}
+	o.LeaderElect = true
+	return &controller.Shards{Namespace: o.SystemNamespace, ID: o.ShardID, Duration: o.ShardLeaseDuration}, nil
+}
+
+// newManager makes the controller manager: its leader election, and a
+// cache of converge's own objects only (owned objects for drift,
+// Applications for work; Secrets never).
+func newManager(cfg *rest.Config, scheme *runtime.Scheme, o Options) (ctrl.Manager, error) {
+	owned, err := labels.NewRequirement(engine.LabelApp, selection.Exists, nil)
+	if err != nil {
+		return nil, err
+	}
 	apps := labels.Everything()
 	if o.WatchSelector != "" {
 		if apps, err = labels.Parse(o.WatchSelector); err != nil {
-			return fmt.Errorf("--watch-label-selector: %w", err)
+			return nil, fmt.Errorf("--watch-label-selector: %w", err)
 		}
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	return ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress: o.ProbeAddr,
@@ -237,8 +262,6 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		// agents in one process, whose controllers share names.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 		Cache: cache.Options{
-			// Only converge's own objects are watched: owned objects for
-			// drift, Applications for work.
 			DefaultLabelSelector: labels.NewSelector().Add(*owned),
 			DefaultNamespaces:    namespaces(o.WatchNamespaces),
 			ByObject: map[client.Object]cache.ByObject{
@@ -251,21 +274,25 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		},
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	})
-	if err != nil {
-		return err
-	}
-	if shards != nil {
-		if shards.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
-			return err
-		}
-	}
+}
+
+// parts are what the reconcilers share with the servers beside them.
+type parts struct {
+	keys     *seal.Store
+	previews *preview.Previewer
+}
+
+// setupReconcilers adds the reconcilers (Applications, Clusters,
+// ApplicationSets, SealedSecrets) and what they share: one builder of
+// desired state, the Secret cache, the sealing keys.
+func setupReconcilers(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o Options, shards *controller.Shards, logger logr.Logger) (parts, error) {
 	eng, err := engine.New(cfg, engine.DefaultOptions())
 	if err != nil {
-		return err
+		return parts{}, err
 	}
 	sources, chartCache, policy, err := fetchers(o)
 	if err != nil {
-		return err
+		return parts{}, err
 	}
 	// Render workers read only the checkouts and charts below the cache:
 	// not the agent's token, kubeconfig or anything else (Landlock).
@@ -273,14 +300,14 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	logger.Info("render workers confined", "landlockABI", render.LandlockABI(), "reads", o.CacheDir)
 	secretCache, err := controller.NewSecretCache(cfg)
 	if err != nil {
-		return err
+		return parts{}, err
 	}
 	if err := mgr.Add(secretCache); err != nil {
-		return err
+		return parts{}, err
 	}
 	ignore, err := ignoreRules(o.IgnoreDifferencesFile)
 	if err != nil {
-		return err
+		return parts{}, err
 	}
 	// One builder of desired state, its caches shared by the reconciler
 	// and the web UI's previews (which count no reconcile's fetches).
@@ -289,18 +316,9 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	builder.Fetched = controller.CountGitFetch
 	tenancyOpts := tenancy.Options{RequireTenant: o.RequireTenant, DefaultServiceAccount: o.DefaultServiceAccount}
 	rec := &controller.ApplicationReconciler{
-		Client:            mgr.GetClient(),
-		Secrets:           mgr.GetAPIReader(),
-		SecretCache:       secretCache,
-		Engine:            eng,
-		Config:            cfg,
-		Builder:           builder,
-		IgnoreDifferences: ignore,
-		Recorder:          mgr.GetEventRecorderFor("converge-agent"),
-		Concurrency:       o.Concurrency,
-		Tenancy:           tenancyOpts,
-		Notifier:          notify.New(ctx, logger.WithName("notify"), policy),
-		Shards:            shards,
+		Client: mgr.GetClient(), Secrets: mgr.GetAPIReader(), SecretCache: secretCache, Engine: eng, Config: cfg,
+		Builder: builder, IgnoreDifferences: ignore, Recorder: mgr.GetEventRecorderFor("converge-agent"),
+		Concurrency: o.Concurrency, Tenancy: tenancyOpts, Notifier: notify.New(ctx, logger.WithName("notify"), policy), Shards: shards,
 		Clusters: &controller.Clusters{
 			Reader: mgr.GetClient(), Secrets: secretCache.Reader("", mgr.GetAPIReader()),
 			Namespace: o.SystemNamespace, Scheme: scheme,
@@ -308,23 +326,29 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	}
 	rec.Notifier.AllowedHosts = o.NotifyHosts
 	if err := rec.SetupWithManager(mgr); err != nil {
-		return err
+		return parts{}, err
 	}
 	if err := (&controller.ClusterReconciler{Client: mgr.GetClient(), Clusters: rec.Clusters}).SetupWithManager(mgr); err != nil {
-		return err
+		return parts{}, err
 	}
 	sets := &controller.ApplicationSetReconciler{Client: mgr.GetClient(), Apps: rec, Recorder: mgr.GetEventRecorderFor("converge-agent")}
 	if err := sets.SetupWithManager(mgr); err != nil {
-		return err
+		return parts{}, err
 	}
 	direct, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})
 	if err != nil {
-		return err
+		return parts{}, err
 	}
 	keys := &seal.Store{Client: direct, Namespace: o.SystemNamespace, Rotation: o.KeyRotation, Bits: o.KeyBits}
 	if err := setupSealing(mgr, cfg, scheme, o, keys, logger); err != nil {
-		return err
+		return parts{}, err
 	}
+	return parts{keys: keys, previews: &preview.Previewer{Builder: &previews, Tenancy: &tenancyOpts, Tenants: mgr.GetClient(), IgnoreDifferences: ignore}}, nil
+}
+
+// setupServers adds the health checks and the HTTP servers the options
+// ask for: webhook, sealing, web UI.
+func setupServers(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o Options, p parts, logger logr.Logger) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
@@ -332,6 +356,14 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 		return err
 	}
 	if o.WebhookAddr != "" {
+		secret := o.WebhookSecret
+		if o.WebhookSecretFile != "" {
+			data, err := os.ReadFile(o.WebhookSecretFile)
+			if err != nil {
+				return fmt.Errorf("--webhook-secret-file: %w", err)
+			}
+			secret = []byte(strings.TrimSpace(string(data)))
+		}
 		hook := &server.Webhook{Client: mgr.GetClient(), Secret: secret, Log: logger.WithName("webhook")}
 		if err := mgr.Add(&httpRunnable{addr: o.WebhookAddr, mux: webhookMux(hook)}); err != nil {
 			return err
@@ -339,18 +371,15 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	}
 	if o.SealingAddr != "" {
 		mux := http.NewServeMux()
-		(&server.Sealing{Keys: keys, Log: logger.WithName("sealing")}).Register(mux)
+		(&server.Sealing{Keys: p.keys, Log: logger.WithName("sealing")}).Register(mux)
 		if err := mgr.Add(&httpRunnable{addr: o.SealingAddr, mux: mux}); err != nil {
 			return err
 		}
 	}
 	if o.UIAddr != "" {
-		if err := setupUI(mgr, cfg, scheme, o, &preview.Previewer{Builder: &previews, Tenancy: &tenancyOpts, Tenants: mgr.GetClient(), IgnoreDifferences: ignore}, logger); err != nil {
-			return err
-		}
+		return setupUI(mgr, cfg, scheme, o, p.previews, logger)
 	}
-	logger.Info("starting the agent", "webhook", o.WebhookAddr, "sealing", o.SealingAddr, "ui", o.UIAddr, "metrics", o.MetricsAddr, "leaderElect", o.LeaderElect, "shard", o.ShardID, "sharded", shards != nil)
-	return mgr.Start(ctx)
+	return nil
 }
 
 func verbosity(v bool) int {

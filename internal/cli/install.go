@@ -89,51 +89,7 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": map[string]any{"name": "converge-agent"},
 			"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "converge-agent"},
 			"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "converge-agent", "namespace": ns}}},
-		{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "converge-agent", "namespace": ns, "labels": labels},
-			"spec": map[string]any{
-				"replicas": int64(2),
-				"selector": map[string]any{"matchLabels": labels},
-				"template": map[string]any{
-					"metadata": map[string]any{"labels": labels},
-					"spec": map[string]any{
-						"serviceAccountName": "converge-agent",
-						"securityContext":    map[string]any{"runAsNonRoot": true, "seccompProfile": map[string]any{"type": "RuntimeDefault"}},
-						"containers": []any{map[string]any{
-							"name": "agent", "image": o.Image,
-							"args": args,
-							"env": []any{
-								map[string]any{"name": "POD_NAMESPACE", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}}},
-								map[string]any{"name": "POD_NAME", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.name"}}},
-							},
-							"ports": []any{
-								map[string]any{"name": "metrics", "containerPort": int64(8080)},
-								map[string]any{"name": "probes", "containerPort": int64(8081)},
-								map[string]any{"name": "webhook", "containerPort": int64(9292)},
-								map[string]any{"name": "sealing", "containerPort": int64(9393)},
-								map[string]any{"name": "ui", "containerPort": int64(9494)},
-							},
-							"livenessProbe":  map[string]any{"httpGet": map[string]any{"path": "/healthz", "port": "probes"}},
-							"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/readyz", "port": "probes"}},
-							// The agent itself stays under 512Mi for a few
-							// hundred apps; renders run in child processes,
-							// at most 2 at once, 1Gi each (render.Limits).
-							"resources": map[string]any{"requests": map[string]any{"cpu": "100m", "memory": "256Mi"},
-								"limits": map[string]any{"memory": "3Gi"}},
-							"securityContext": map[string]any{"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": map[string]any{"drop": []any{"ALL"}}},
-							"volumeMounts": []any{
-								map[string]any{"name": "cache", "mountPath": "/var/cache/converge"},
-								map[string]any{"name": "tmp", "mountPath": "/tmp"},
-								map[string]any{"name": "webhook", "mountPath": "/etc/converge/webhook", "readOnly": true},
-							},
-						}},
-						"volumes": []any{
-							map[string]any{"name": "cache", "emptyDir": map[string]any{}},
-							map[string]any{"name": "tmp", "emptyDir": map[string]any{}},
-							map[string]any{"name": "webhook", "secret": map[string]any{"secretName": "converge-webhook", "optional": true}},
-						},
-					},
-				},
-			}},
+		agentDeployment(ns, o.Image, args, labels),
 		// Anyone signed in may read the sealing certificate: sealing needs
 		// nothing else.
 		{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "converge-sealing-cert-reader", "namespace": ns},
@@ -161,6 +117,56 @@ func (o *InstallOptions) Manifests() ([]render.Object, error) {
 		objs = append(objs, render.Object{Unstructured: &unstructured.Unstructured{Object: m}, Source: "install"})
 	}
 	return objs, nil
+}
+
+// agentDeployment is the agent's Deployment: two replicas sharding the
+// apps, non-root, read-only root filesystem, no capabilities.
+func agentDeployment(ns, image string, args []any, labels map[string]any) map[string]any {
+	return map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "converge-agent", "namespace": ns, "labels": labels},
+		"spec": map[string]any{
+			"replicas": int64(2),
+			"selector": map[string]any{"matchLabels": labels},
+			"template": map[string]any{
+				"metadata": map[string]any{"labels": labels},
+				"spec": map[string]any{
+					"serviceAccountName": "converge-agent",
+					"securityContext":    map[string]any{"runAsNonRoot": true, "seccompProfile": map[string]any{"type": "RuntimeDefault"}},
+					"containers": []any{map[string]any{
+						"name": "agent", "image": image,
+						"args": args,
+						"env": []any{
+							map[string]any{"name": "POD_NAMESPACE", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.namespace"}}},
+							map[string]any{"name": "POD_NAME", "valueFrom": map[string]any{"fieldRef": map[string]any{"fieldPath": "metadata.name"}}},
+						},
+						"ports": []any{
+							map[string]any{"name": "metrics", "containerPort": int64(8080)},
+							map[string]any{"name": "probes", "containerPort": int64(8081)},
+							map[string]any{"name": "webhook", "containerPort": int64(9292)},
+							map[string]any{"name": "sealing", "containerPort": int64(9393)},
+							map[string]any{"name": "ui", "containerPort": int64(9494)},
+						},
+						"livenessProbe":  map[string]any{"httpGet": map[string]any{"path": "/healthz", "port": "probes"}},
+						"readinessProbe": map[string]any{"httpGet": map[string]any{"path": "/readyz", "port": "probes"}},
+						// The agent itself stays under 512Mi for a few
+						// hundred apps; renders run in child processes,
+						// at most 2 at once, 1Gi each (render.Limits).
+						"resources": map[string]any{"requests": map[string]any{"cpu": "100m", "memory": "256Mi"},
+							"limits": map[string]any{"memory": "3Gi"}},
+						"securityContext": map[string]any{"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": map[string]any{"drop": []any{"ALL"}}},
+						"volumeMounts": []any{
+							map[string]any{"name": "cache", "mountPath": "/var/cache/converge"},
+							map[string]any{"name": "tmp", "mountPath": "/tmp"},
+							map[string]any{"name": "webhook", "mountPath": "/etc/converge/webhook", "readOnly": true},
+						},
+					}},
+					"volumes": []any{
+						map[string]any{"name": "cache", "emptyDir": map[string]any{}},
+						map[string]any{"name": "tmp", "emptyDir": map[string]any{}},
+						map[string]any{"name": "webhook", "secret": map[string]any{"secretName": "converge-webhook", "optional": true}},
+					},
+				},
+			},
+		}}
 }
 
 // Run prints or applies the manifests.

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
@@ -68,32 +69,9 @@ func (o *UIOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	scheme, err := v1alpha1.NewScheme()
+	scheme, mapper, namespaces, err := o.connect(ctx, cfg, ns)
 	if err != nil {
 		return err
-	}
-	httpClient, err := rest.HTTPClientFor(cfg)
-	if err != nil {
-		return err
-	}
-	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
-	if err != nil {
-		return err
-	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mapper})
-	if err != nil {
-		return err
-	}
-	if _, err := mapper.RESTMapping(v1alpha1.GroupVersion.WithKind("Application").GroupKind(), v1alpha1.GroupVersion.Version); err != nil {
-		if meta.IsNoMatchError(err) {
-			return errors.New("the cluster has no Application kind: install converge first (converge install --apply)")
-		}
-		return err
-	}
-	var namespaces []string
-	if !canListApps(ctx, c, "") {
-		namespaces = []string{ns}
-		fmt.Fprintf(o.ErrOut, "You may not list Applications in every namespace: watching namespace %s\n", ns)
 	}
 	hub, err := server.NewHub(cfg, server.HubOptions{Namespaces: namespaces, Scheme: scheme})
 	if err != nil {
@@ -159,6 +137,38 @@ func (o *UIOptions) Run(ctx context.Context) error {
 		}
 		return err
 	}
+}
+
+// connect checks that the cluster serves Applications, and says which
+// namespaces the user may watch them in (nil: all).
+func (o *UIOptions) connect(ctx context.Context, cfg *rest.Config, ns string) (*kruntime.Scheme, meta.RESTMapper, []string, error) {
+	scheme, err := v1alpha1.NewScheme()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	mapper, err := apiutil.NewDynamicRESTMapper(cfg, httpClient)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mapper})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if _, err := mapper.RESTMapping(v1alpha1.GroupVersion.WithKind("Application").GroupKind(), v1alpha1.GroupVersion.Version); err != nil {
+		if meta.IsNoMatchError(err) {
+			return nil, nil, nil, errors.New("the cluster has no Application kind: install converge first (converge install --apply)")
+		}
+		return nil, nil, nil, err
+	}
+	if canListApps(ctx, c, "") {
+		return scheme, mapper, nil, nil
+	}
+	fmt.Fprintf(o.ErrOut, "You may not list Applications in every namespace: watching namespace %s\n", ns)
+	return scheme, mapper, []string{ns}, nil
 }
 
 // canListApps asks whether c may list Applications in ns ("" for all).

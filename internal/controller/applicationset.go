@@ -198,38 +198,9 @@ func (r *ApplicationSetReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		return ctrl.Result{RequeueAfter: interval}, nil
 	}
 
-	var conflicts []string
-	current := map[string]*v1alpha1.Application{}
-	for _, app := range desired {
-		live, err := r.apply(ctx, set, app, ownedByName[app.Name])
-		if err != nil {
-			var cerr *conflictError
-			if errors.As(err, &cerr) {
-				conflicts = append(conflicts, cerr.Error())
-				continue
-			}
-			return ctrl.Result{}, err
-		}
-		current[app.Name] = live
-	}
-	deleted := 0
-	if set.Spec.Policy == "" || set.Spec.Policy == "sync" {
-		for name, app := range ownedByName {
-			if _, ok := current[name]; ok {
-				continue
-			}
-			if err := r.Client.Delete(ctx, app, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
-				return ctrl.Result{}, err
-			}
-			r.Recorder.Eventf(set, corev1.EventTypeNormal, "Deleted", "Application %s is no longer generated", name)
-			deleted++
-		}
-	} else {
-		for name, app := range ownedByName {
-			if _, ok := current[name]; !ok {
-				current[name] = app // kept: the policy deletes nothing
-			}
-		}
+	current, conflicts, deleted, err := r.bringInLine(ctx, set, desired, ownedByName)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
 	r.report(set, current)
 	if len(conflicts) > 0 {
@@ -243,6 +214,44 @@ func (r *ApplicationSetReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	}
 	r.setReady(set, metav1.ConditionTrue, v1alpha1.ReasonGenerated, msg)
 	return ctrl.Result{RequeueAfter: interval}, nil
+}
+
+// bringInLine writes the desired Applications and, as the set's policy
+// allows, deletes the owned ones no longer generated. It returns the
+// Applications the set now has, the conflicts with Applications it does
+// not own, and how many it deleted.
+func (r *ApplicationSetReconciler) bringInLine(ctx context.Context, set *v1alpha1.ApplicationSet, desired []*v1alpha1.Application,
+	ownedByName map[string]*v1alpha1.Application) (map[string]*v1alpha1.Application, []string, int, error) {
+	var conflicts []string
+	current := map[string]*v1alpha1.Application{}
+	for _, app := range desired {
+		live, err := r.apply(ctx, set, app, ownedByName[app.Name])
+		if err != nil {
+			var cerr *conflictError
+			if errors.As(err, &cerr) {
+				conflicts = append(conflicts, cerr.Error())
+				continue
+			}
+			return nil, nil, 0, err
+		}
+		current[app.Name] = live
+	}
+	deleted := 0
+	for name, app := range ownedByName {
+		if _, ok := current[name]; ok {
+			continue
+		}
+		if set.Spec.Policy != "" && set.Spec.Policy != "sync" {
+			current[name] = app // kept: the policy deletes nothing
+			continue
+		}
+		if err := r.Client.Delete(ctx, app, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+			return nil, nil, 0, err
+		}
+		r.Recorder.Eventf(set, corev1.EventTypeNormal, "Deleted", "Application %s is no longer generated", name)
+		deleted++
+	}
+	return current, conflicts, deleted, nil
 }
 
 type templateError struct{ err error }

@@ -205,70 +205,7 @@ func (t *translator) fluxPostBuild(u *unstructured.Unstructured, app *v1alpha1.A
 func (t *translator) fluxHelmRelease(u *unstructured.Unstructured) {
 	spec := mapAt(u.Object, "spec")
 	app := newApp(u.GetName(), u.GetNamespace())
-	chartSpec := mapAt(spec, "chart", "spec")
-	switch {
-	case chartSpec != nil:
-		src, key := t.source(u, "spec", "chart", "spec", "sourceRef")
-		switch {
-		case src == nil:
-			t.note(u, "spec.chart.spec.sourceRef", "%s is not among the manifests; not translated", key)
-			return
-		case src.GetKind() == "HelmRepository":
-			url := str(src, "spec", "url")
-			if str(src, "spec", "type") == "oci" && !strings.HasPrefix(url, "oci://") {
-				url = "oci://" + url
-			}
-			app.Spec.Source.Chart = &v1alpha1.ChartSource{RepoURL: url, Name: strAt(chartSpec, "chart"), Version: strAt(chartSpec, "version")}
-			if s := str(src, "spec", "secretRef", "name"); s != "" {
-				app.Spec.Source.Chart.SecretRef = &v1alpha1.LocalObjectReference{Name: s}
-			}
-			if s := str(src, "spec", "certSecretRef", "name"); s != "" {
-				t.note(src, "spec.certSecretRef", "put ca.crt from Secret %s into the chart's secretRef Secret", s)
-			}
-			if insecure, _ := mapAt(src.Object, "spec")["insecure"].(bool); insecure {
-				app.Spec.Source.Chart.Insecure = true
-			}
-			if files, _, _ := unstructured.NestedStringSlice(chartSpec, "valuesFiles"); len(files) > 0 {
-				t.note(u, "spec.chart.spec.valuesFiles", "values files inside a repository chart are not supported; converge reads values files from Git")
-			}
-		case src.GetKind() == "GitRepository":
-			t.fluxGit(u, &app, src)
-			chartPath := strings.Trim(strings.TrimPrefix(strAt(chartSpec, "chart"), "./"), "/")
-			app.Spec.Source.Path = chartPath
-			if files, _, _ := unstructured.NestedStringSlice(chartSpec, "valuesFiles"); len(files) > 0 {
-				app.Spec.Source.Helm = &v1alpha1.HelmSource{}
-				for _, f := range files {
-					rel, ok := relPath(chartPath, strings.TrimPrefix(f, "./"))
-					if !ok {
-						t.note(u, "spec.chart.spec.valuesFiles", "%s: not carried over", f)
-						continue
-					}
-					app.Spec.Source.Helm.ValuesFiles = append(app.Spec.Source.Helm.ValuesFiles, rel)
-				}
-			}
-		default:
-			t.note(u, "spec.chart.spec.sourceRef", "a %s source is not supported; not translated", src.GetKind())
-			return
-		}
-	case mapAt(spec, "chartRef") != nil:
-		src, key := t.source(u, "spec", "chartRef")
-		if src == nil || src.GetKind() != "OCIRepository" {
-			t.note(u, "spec.chartRef", "%s is not among the manifests (only OCIRepository chart references are translated); not translated", key)
-			return
-		}
-		url := strings.TrimSuffix(str(src, "spec", "url"), "/")
-		dir, name := path.Split(strings.TrimPrefix(url, "oci://"))
-		version := str(src, "spec", "ref", "semver")
-		if version == "" {
-			version = str(src, "spec", "ref", "tag")
-		}
-		app.Spec.Source.Chart = &v1alpha1.ChartSource{RepoURL: "oci://" + strings.TrimSuffix(dir, "/"), Name: name, Version: version,
-			Digest: str(src, "spec", "ref", "digest")}
-		if s := str(src, "spec", "secretRef", "name"); s != "" {
-			app.Spec.Source.Chart.SecretRef = &v1alpha1.LocalObjectReference{Name: s}
-		}
-	default:
-		t.note(u, "spec.chart", "no chart; not translated")
+	if !t.fluxChart(u, spec, &app) {
 		return
 	}
 	target := strAt(spec, "targetNamespace")
@@ -282,25 +219,9 @@ func (t *translator) fluxHelmRelease(u *unstructured.Unstructured) {
 		release = target + "-" + u.GetName()
 	}
 	if release != "" && release != app.Name {
-		if app.Spec.Source.Helm == nil {
-			app.Spec.Source.Helm = &v1alpha1.HelmSource{}
-		}
-		app.Spec.Source.Helm.ReleaseName = release
+		helmOf(&app).ReleaseName = release
 	}
-	if values := mapAt(spec, "values"); len(values) > 0 {
-		raw, err := rawValues(values)
-		if err != nil {
-			t.note(u, "spec.values", "%v", err)
-		} else {
-			if app.Spec.Source.Helm == nil {
-				app.Spec.Source.Helm = &v1alpha1.HelmSource{}
-			}
-			app.Spec.Source.Helm.Values = raw
-		}
-	}
-	if vf, _, _ := unstructured.NestedSlice(spec, "valuesFrom"); len(vf) > 0 {
-		t.note(u, "spec.valuesFrom", "values from ConfigMaps and Secrets are not supported yet; move them into spec.source.helm.values or a values file in Git")
-	}
+	t.fluxValues(u, spec, &app)
 	if pr, _, _ := unstructured.NestedSlice(spec, "postRenderers"); len(pr) > 0 {
 		t.note(u, "spec.postRenderers", "post-renderers are not supported: put the chart in a Kustomize overlay in Git instead")
 	}
@@ -317,6 +238,124 @@ func (t *translator) fluxHelmRelease(u *unstructured.Unstructured) {
 		return
 	}
 	t.res.Applications = append(t.res.Applications, app)
+}
+
+func helmOf(app *v1alpha1.Application) *v1alpha1.HelmSource {
+	if app.Spec.Source.Helm == nil {
+		app.Spec.Source.Helm = &v1alpha1.HelmSource{}
+	}
+	return app.Spec.Source.Helm
+}
+
+// fluxChart translates a HelmRelease's chart (from a HelmRepository, a
+// GitRepository or an OCIRepository chartRef) into app's source; false
+// when it cannot (named).
+func (t *translator) fluxChart(u *unstructured.Unstructured, spec map[string]any, app *v1alpha1.Application) bool {
+	chartSpec := mapAt(spec, "chart", "spec")
+	switch {
+	case chartSpec != nil:
+		src, key := t.source(u, "spec", "chart", "spec", "sourceRef")
+		switch {
+		case src == nil:
+			t.note(u, "spec.chart.spec.sourceRef", "%s is not among the manifests; not translated", key)
+			return false
+		case src.GetKind() == "HelmRepository":
+			t.fluxRepositoryChart(u, src, chartSpec, app)
+		case src.GetKind() == "GitRepository":
+			t.fluxGitChart(u, src, chartSpec, app)
+		default:
+			t.note(u, "spec.chart.spec.sourceRef", "a %s source is not supported; not translated", src.GetKind())
+			return false
+		}
+	case mapAt(spec, "chartRef") != nil:
+		src, key := t.source(u, "spec", "chartRef")
+		if src == nil || src.GetKind() != "OCIRepository" {
+			t.note(u, "spec.chartRef", "%s is not among the manifests (only OCIRepository chart references are translated); not translated", key)
+			return false
+		}
+		url := strings.TrimSuffix(str(src, "spec", "url"), "/")
+		dir, name := path.Split(strings.TrimPrefix(url, "oci://"))
+		version := str(src, "spec", "ref", "semver")
+		if version == "" {
+			version = str(src, "spec", "ref", "tag")
+		}
+		app.Spec.Source.Chart = &v1alpha1.ChartSource{RepoURL: "oci://" + strings.TrimSuffix(dir, "/"), Name: name, Version: version,
+			Digest: str(src, "spec", "ref", "digest")}
+		if s := str(src, "spec", "secretRef", "name"); s != "" {
+			app.Spec.Source.Chart.SecretRef = &v1alpha1.LocalObjectReference{Name: s}
+		}
+	default:
+		t.note(u, "spec.chart", "no chart; not translated")
+		return false
+	}
+	return true
+}
+
+// fluxRepositoryChart is a chart from a HelmRepository (OCI or not).
+func (t *translator) fluxRepositoryChart(u, src *unstructured.Unstructured, chartSpec map[string]any, app *v1alpha1.Application) {
+	url := str(src, "spec", "url")
+	if str(src, "spec", "type") == "oci" && !strings.HasPrefix(url, "oci://") {
+		url = "oci://" + url
+	}
+	app.Spec.Source.Chart = &v1alpha1.ChartSource{RepoURL: url, Name: strAt(chartSpec, "chart"), Version: strAt(chartSpec, "version")}
+	if s := str(src, "spec", "secretRef", "name"); s != "" {
+		app.Spec.Source.Chart.SecretRef = &v1alpha1.LocalObjectReference{Name: s}
+	}
+	if s := str(src, "spec", "certSecretRef", "name"); s != "" {
+		t.note(src, "spec.certSecretRef", "put ca.crt from Secret %s into the chart's secretRef Secret", s)
+	}
+	if insecure, _ := mapAt(src.Object, "spec")["insecure"].(bool); insecure {
+		app.Spec.Source.Chart.Insecure = true
+	}
+	if files, _, _ := unstructured.NestedStringSlice(chartSpec, "valuesFiles"); len(files) > 0 {
+		t.note(u, "spec.chart.spec.valuesFiles", "values files inside a repository chart are not supported; converge reads values files from Git")
+	}
+}
+
+// fluxGitChart is a chart in a GitRepository, with its values files.
+func (t *translator) fluxGitChart(u, src *unstructured.Unstructured, chartSpec map[string]any, app *v1alpha1.Application) {
+	t.fluxGit(u, app, src)
+	chartPath := strings.Trim(strings.TrimPrefix(strAt(chartSpec, "chart"), "./"), "/")
+	app.Spec.Source.Path = chartPath
+	files, _, _ := unstructured.NestedStringSlice(chartSpec, "valuesFiles")
+	for _, f := range files {
+		rel, ok := relPath(chartPath, strings.TrimPrefix(f, "./"))
+		if !ok {
+			t.note(u, "spec.chart.spec.valuesFiles", "%s: not carried over", f)
+			continue
+		}
+		helmOf(app).ValuesFiles = append(helmOf(app).ValuesFiles, rel)
+	}
+}
+
+// fluxValues carries a HelmRelease's values and valuesFrom over: values
+// from ConfigMaps and Secrets mean the same in spec.source.helm.valuesFrom,
+// but for a targetPath (one value, not a file of them), which is named.
+func (t *translator) fluxValues(u *unstructured.Unstructured, spec map[string]any, app *v1alpha1.Application) {
+	if values := mapAt(spec, "values"); len(values) > 0 {
+		raw, err := rawValues(values)
+		if err != nil {
+			t.note(u, "spec.values", "%v", err)
+		} else {
+			helmOf(app).Values = raw
+		}
+	}
+	vf, _, _ := unstructured.NestedSlice(spec, "valuesFrom")
+	for i, v := range vf {
+		m, _ := v.(map[string]any)
+		field := fmt.Sprintf("spec.valuesFrom[%d]", i)
+		kind, name := strAt(m, "kind"), strAt(m, "name")
+		switch {
+		case (kind != "ConfigMap" && kind != "Secret") || name == "":
+			t.note(u, field, "want kind ConfigMap or Secret and a name; not carried over")
+			continue
+		case strAt(m, "targetPath") != "":
+			t.note(u, field+".targetPath", "setting one value from %s %s is not supported; put the values under a key as YAML; not carried over", kind, name)
+			continue
+		}
+		optional, _ := m["optional"].(bool)
+		helmOf(app).ValuesFrom = append(helmOf(app).ValuesFrom, v1alpha1.ValuesReference{Kind: kind, Name: name, Key: strAt(m, "valuesKey"), Optional: optional})
+	}
 }
 
 // relPath is target relative to base (both slash paths in a repository),

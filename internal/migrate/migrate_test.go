@@ -206,7 +206,7 @@ spec:
   chart:
     spec: {chart: podinfo, version: ">=6.0.0 <7", sourceRef: {kind: HelmRepository, name: podinfo}}
   values: {replicaCount: 2}
-  valuesFrom: [{kind: ConfigMap, name: podinfo-values}]
+  valuesFrom: [{kind: ConfigMap, name: podinfo-values}, {kind: Secret, name: podinfo-secret, valuesKey: extra.yaml, optional: true}, {kind: Secret, name: token, targetPath: auth.token}]
   postRenderers: [{kustomize: {patches: []}}]
 `, `
 apiVersion: source.toolkit.fluxcd.io/v1beta2
@@ -264,7 +264,11 @@ spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, 
 	if strings.Contains(f, "decryption") {
 		t.Errorf("decryption is carried over, yet named as not:\n%s", f)
 	}
-	for _, want := range []string{"spec.valuesFrom", "spec.postRenderers", "Kustomization/flux-system/orphan: spec.sourceRef"} {
+	wantFrom := []v1alpha1.ValuesReference{{Kind: "ConfigMap", Name: "podinfo-values"}, {Kind: "Secret", Name: "podinfo-secret", Key: "extra.yaml", Optional: true}}
+	if diff := cmp.Diff(wantFrom, pod.Spec.Source.Helm.ValuesFrom); diff != "" {
+		t.Errorf("podinfo valuesFrom (-want +got):\n%s", diff)
+	}
+	for _, want := range []string{"spec.valuesFrom[2].targetPath", "spec.postRenderers", "Kustomization/flux-system/orphan: spec.sourceRef"} {
 		if !strings.Contains(f, want) {
 			t.Errorf("findings lack %q:\n%s", want, f)
 		}
