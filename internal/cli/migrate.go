@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -87,6 +88,26 @@ func (o *MigrateOptions) collect(ctx context.Context, root, rel string, budget *
 	return objs, nil
 }
 
+// printItems prints items as a JSON List, or as YAML documents.
+func printItems(w io.Writer, format OutputFormat, items []any) error {
+	if format == OutputJSON {
+		return printObject(w, OutputJSON, map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
+	}
+	for i, item := range items {
+		data, err := yaml.Marshal(item)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			fmt.Fprintln(w, "---")
+		}
+		if _, err := w.Write(data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Run translates and prints.
 func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 	if o.Output != OutputYAML && o.Output != OutputJSON {
@@ -119,28 +140,27 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 	if len(res.Applications) == 0 {
 		return fmt.Errorf("no Argo CD Application, Flux Kustomization or Flux HelmRelease found in %d object(s)", len(objs))
 	}
-	if o.Output == OutputJSON {
-		items := make([]any, len(res.Applications))
-		for i := range res.Applications {
-			items[i] = res.Applications[i]
-		}
-		if err := printObject(o.Out, OutputJSON, map[string]any{"apiVersion": "v1", "kind": "List", "items": items}); err != nil {
-			return err
-		}
-	} else {
-		for i, app := range res.Applications {
-			data, err := yaml.Marshal(app)
-			if err != nil {
-				return err
-			}
-			if i > 0 {
-				fmt.Fprintln(o.Out, "---")
-			}
-			if _, err := o.Out.Write(data); err != nil {
-				return err
-			}
-		}
+	// In the order they apply in: Tenants and credentials before what
+	// uses them.
+	var items []any
+	for i := range res.Tenants {
+		items = append(items, res.Tenants[i])
 	}
-	fmt.Fprintf(o.ErrOut, "Translated %d Application(s); %d finding(s) above\n", len(res.Applications), len(res.Findings))
+	for i := range res.Secrets {
+		items = append(items, res.Secrets[i])
+	}
+	for i := range res.Clusters {
+		items = append(items, res.Clusters[i])
+	}
+	for i := range res.Applications {
+		items = append(items, res.Applications[i])
+	}
+	if len(res.Secrets) > 0 {
+		fmt.Fprintf(o.ErrOut, "The output holds %d Secret(s) of credentials carried over from Argo CD's cluster and repository Secrets: keep it as safe as those\n", len(res.Secrets))
+	}
+	if err := printItems(o.Out, o.Output, items); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.ErrOut, "Translated %d Application(s), %d Tenant(s), %d Cluster(s); %d finding(s) above\n", len(res.Applications), len(res.Tenants), len(res.Clusters), len(res.Findings))
 	return nil
 }

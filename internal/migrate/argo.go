@@ -30,10 +30,14 @@ func (t *translator) argo(u *unstructured.Unstructured) {
 		}
 		cluster = c
 	}
-	if p := strAt(spec, "project"); p != "" && p != "default" {
-		t.note(u, "spec.project", "AppProject %q: its restrictions are not carried over; a converge Tenant expresses them (docs/security.md)", p)
-	}
 	app := newApp(u.GetName(), ns)
+	if p := strAt(spec, "project"); p != "" && p != "default" {
+		if _, ok := t.projects[p]; ok {
+			t.appProjects[ns+"/"+u.GetName()] = p
+		} else {
+			t.note(u, argoProjectField, "AppProject %q is not among the manifests: its restrictions are not carried over; a converge Tenant expresses them (docs/security.md)", p)
+		}
+	}
 	app.Spec.Destination.Namespace = ns
 	app.Spec.Destination.Cluster = cluster
 

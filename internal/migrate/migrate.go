@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -35,7 +36,13 @@ func (f Finding) String() string {
 // Result is what a translation made.
 type Result struct {
 	Applications []v1alpha1.Application
-	Findings     []Finding
+	// Tenants are made of Argo CD AppProjects, Clusters of its cluster
+	// Secrets; Secrets hold the credentials of both clusters and
+	// repositories (as the input did).
+	Tenants  []v1alpha1.Tenant
+	Clusters []v1alpha1.Cluster
+	Secrets  []corev1.Secret
+	Findings []Finding
 	// Ignored counts input objects that are neither Argo CD nor Flux.
 	Ignored int
 }
@@ -54,16 +61,30 @@ type Options struct {
 // Kustomizations and HelmReleases find their sources among objs by kind,
 // namespace and name.
 func Translate(objs []render.Object, opts Options) *Result {
-	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}, opts: opts}
+	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}, opts: opts,
+		projects: map[string]*unstructured.Unstructured{}, appProjects: map[string]string{}}
+	// The caller's map stays as it was: clusters found below are added.
+	t.opts.Clusters = map[string]string{}
+	for k, v := range opts.Clusters {
+		t.opts.Clusters[k] = v
+	}
 	for _, o := range objs {
 		gk := o.GroupVersionKind().GroupKind()
-		if gk.Group == "source.toolkit.fluxcd.io" || gk.Group == "source.extensions.fluxcd.io" {
+		switch {
+		case gk.Group == "source.toolkit.fluxcd.io" || gk.Group == "source.extensions.fluxcd.io":
 			t.sources[gk.Kind+"/"+o.GetNamespace()+"/"+o.GetName()] = o.Unstructured
+		case gk.Group == "argoproj.io" && gk.Kind == "AppProject":
+			t.projects[o.GetName()] = o.Unstructured
+		case gk.Group == "" && gk.Kind == "Secret" && o.GetLabels()[argoSecretType] != "":
+			// Clusters first: the Applications aimed at them map to them.
+			t.argoSecret(o.Unstructured)
 		}
 	}
 	for _, o := range objs {
 		gk := o.GroupVersionKind().GroupKind()
 		switch {
+		case gk.Group == "" && gk.Kind == "Secret" && o.GetLabels()[argoSecretType] != "":
+		case gk.Group == "argoproj.io" && gk.Kind == "AppProject":
 		case gk.Group == "argoproj.io" && gk.Kind == "Application":
 			t.argo(o.Unstructured)
 		case gk.Group == "argoproj.io":
@@ -84,6 +105,8 @@ func Translate(objs []render.Object, opts Options) *Result {
 			t.res.Ignored++
 		}
 	}
+	t.argoProjects()
+	t.applyRepoCreds()
 	sort.Slice(t.res.Applications, func(i, j int) bool {
 		a, b := t.res.Applications[i], t.res.Applications[j]
 		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
@@ -95,6 +118,48 @@ type translator struct {
 	res     *Result
 	sources map[string]*unstructured.Unstructured
 	opts    Options
+	// projects are the AppProjects by name; appProjects the project of
+	// each translated Application ("namespace/name").
+	projects    map[string]*unstructured.Unstructured
+	appProjects map[string]string
+	// repoCreds are Argo CD's repository and repo-creds Secrets.
+	repoCreds []*unstructured.Unstructured
+}
+
+// argoProjects makes a Tenant of each AppProject that translated
+// Applications use, but the default project (its apps keep the agent's
+// rights, as in Argo CD); a project they name that is not among the
+// manifests is named.
+func (t *translator) argoProjects() {
+	byProject := map[string][]v1alpha1.Application{}
+	for _, a := range t.res.Applications {
+		if p := t.appProjects[a.Namespace+"/"+a.Name]; p != "" {
+			byProject[p] = append(byProject[p], a)
+		}
+	}
+	names := make([]string, 0, len(t.projects))
+	for n := range t.projects {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if n == "default" {
+			t.note(t.projects[n], "metadata.name", "the default project is not translated: its apps run with the agent's rights, as they ran with Argo CD's")
+			continue
+		}
+		t.argoProject(t.projects[n], byProject[n])
+	}
+	// A namespace two Tenants govern refuses its apps: say so.
+	owner := map[string]string{}
+	for _, ten := range t.res.Tenants {
+		for _, ns := range ten.Spec.Namespaces {
+			if prev, ok := owner[ns]; ok {
+				t.note(t.projects[ten.Name], "spec.destinations", "namespace %s is governed by Tenant %s too: converge refuses the apps of a namespace two Tenants govern; give each project its own namespaces", ns, prev)
+				continue
+			}
+			owner[ns] = ten.Name
+		}
+	}
 }
 
 // cluster maps another cluster named by any of names (in order) to a
