@@ -137,8 +137,8 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 	for _, f := range res.Findings {
 		fmt.Fprintln(o.ErrOut, "not carried over:", f)
 	}
-	if len(res.Applications) == 0 {
-		return fmt.Errorf("no Argo CD Application, Flux Kustomization or Flux HelmRelease found in %d object(s)", len(objs))
+	if len(res.Applications)+len(res.ApplicationSets) == 0 {
+		return fmt.Errorf("no Argo CD Application or ApplicationSet, Flux Kustomization or Flux HelmRelease found in %d object(s)", len(objs))
 	}
 	// In the order they apply in: Tenants and credentials before what
 	// uses them.
@@ -155,12 +155,15 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 	for i := range res.Applications {
 		items = append(items, res.Applications[i])
 	}
+	for i := range res.ApplicationSets {
+		items = append(items, res.ApplicationSets[i])
+	}
 	if len(res.Secrets) > 0 {
 		fmt.Fprintf(o.ErrOut, "The output holds %d Secret(s) of credentials carried over from Argo CD's cluster and repository Secrets: keep it as safe as those\n", len(res.Secrets))
 	}
 	if err := printItems(o.Out, o.Output, items); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.ErrOut, "Translated %d Application(s), %d Tenant(s), %d Cluster(s); %d finding(s) above\n", len(res.Applications), len(res.Tenants), len(res.Clusters), len(res.Findings))
+	fmt.Fprintf(o.ErrOut, "Translated %d Application(s), %d ApplicationSet(s), %d Tenant(s), %d Cluster(s); %d finding(s) above\n", len(res.Applications), len(res.ApplicationSets), len(res.Tenants), len(res.Clusters), len(res.Findings))
 	return nil
 }

@@ -15,7 +15,15 @@ import (
 
 // argo translates an Argo CD Application.
 func (t *translator) argo(u *unstructured.Unstructured) {
-	spec := mapAt(u.Object, "spec")
+	if app, ok := t.argoApp(u, mapAt(u.Object, "spec"), false); ok {
+		t.res.Applications = append(t.res.Applications, app)
+	}
+}
+
+// argoApp translates an Argo CD Application's spec (of u, or of an
+// ApplicationSet's template when templated: placeholders in the
+// destination then pass through). ok is false when it cannot be.
+func (t *translator) argoApp(u *unstructured.Unstructured, spec map[string]any, templated bool) (v1alpha1.Application, bool) {
 	dest := mapAt(spec, "destination")
 	ns := strAt(dest, "namespace")
 	if ns == "" {
@@ -23,10 +31,15 @@ func (t *translator) argo(u *unstructured.Unstructured) {
 		t.note(u, "spec.destination.namespace", "not set; the converge Application goes to namespace default, which is also its objects' default namespace")
 	}
 	cluster := ""
-	if server, name := strAt(dest, "server"), strAt(dest, "name"); !inCluster(server, name) {
+	server, name := strAt(dest, "server"), strAt(dest, "name")
+	switch {
+	case templated && strings.Contains(server+name, "{{"):
+		// A clusters generator's cluster: converge's gives its name.
+		cluster = "{{name}}"
+	case !inCluster(server, name):
 		c, ok := t.cluster(u, "spec.destination", "another cluster ("+firstNonEmpty(server, name)+")", server, name)
 		if !ok {
-			return
+			return v1alpha1.Application{}, false
 		}
 		cluster = c
 	}
@@ -54,14 +67,14 @@ func (t *translator) argo(u *unstructured.Unstructured) {
 	switch {
 	case len(sources) == 0:
 		t.note(u, "spec.source", "no source; not translated")
-		return
+		return app, false
 	case len(sources) == 1:
 		if !t.argoSource(u, &app, sources[0], "spec.source") {
-			return
+			return app, false
 		}
 	default:
 		if !t.argoSources(u, &app, sources) {
-			return
+			return app, false
 		}
 	}
 	t.argoSyncPolicy(u, &app, mapAt(spec, "syncPolicy"))
@@ -85,7 +98,7 @@ func (t *translator) argo(u *unstructured.Unstructured) {
 		}
 		app.Spec.IgnoreDifferences = append(app.Spec.IgnoreDifferences, rule)
 	}
-	t.res.Applications = append(t.res.Applications, app)
+	return app, true
 }
 
 // argoSource fills app from one Argo CD source; false when nothing usable.

@@ -298,8 +298,15 @@ func (t *translator) argoCluster(u *unstructured.Unstructured) {
 	secretName := "cluster-" + cname
 	t.res.Secrets = append(t.res.Secrets, corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Name: secretName, Namespace: systemNamespace}, Data: creds})
+	// Its labels select it in ApplicationSets' clusters generators.
+	labels := map[string]string{}
+	for k, v := range u.GetLabels() {
+		if !strings.HasPrefix(k, "argocd.argoproj.io/") {
+			labels[k] = v
+		}
+	}
 	t.res.Clusters = append(t.res.Clusters, v1alpha1.Cluster{TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "Cluster"},
-		ObjectMeta: metav1.ObjectMeta{Name: cname},
+		ObjectMeta: metav1.ObjectMeta{Name: cname, Labels: labels},
 		Spec: v1alpha1.ClusterSpec{Server: server, CAData: cfg.TLSClientConfig.CAData, TLSServerName: cfg.TLSClientConfig.ServerName,
 			SecretRef: v1alpha1.LocalObjectReference{Name: secretName}}})
 	// What names this cluster now goes to the Cluster made of it, unless

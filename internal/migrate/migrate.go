@@ -39,8 +39,9 @@ type Result struct {
 	// Tenants are made of Argo CD AppProjects, Clusters of its cluster
 	// Secrets; Secrets hold the credentials of both clusters and
 	// repositories (as the input did).
-	Tenants  []v1alpha1.Tenant
-	Clusters []v1alpha1.Cluster
+	Tenants         []v1alpha1.Tenant
+	Clusters        []v1alpha1.Cluster
+	ApplicationSets []v1alpha1.ApplicationSet
 	Secrets  []corev1.Secret
 	Findings []Finding
 	// Ignored counts input objects that are neither Argo CD nor Flux.
@@ -87,6 +88,8 @@ func Translate(objs []render.Object, opts Options) *Result {
 		case gk.Group == "argoproj.io" && gk.Kind == "AppProject":
 		case gk.Group == "argoproj.io" && gk.Kind == "Application":
 			t.argo(o.Unstructured)
+		case gk.Group == "argoproj.io" && gk.Kind == "ApplicationSet":
+			t.argoAppSet(o.Unstructured)
 		case gk.Group == "argoproj.io":
 			t.note(o.Unstructured, "kind", "%s is not translated (converge has Applications and Tenants; see docs/compat.md)", gk.Kind)
 		case gk.Group == "kustomize.toolkit.fluxcd.io" && gk.Kind == "Kustomization":
