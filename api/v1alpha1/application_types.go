@@ -263,6 +263,12 @@ type ApplicationSource struct {
 	// +optional
 	Jsonnet *JsonnetSource `json:"jsonnet,omitempty"`
 
+	// Kustomize overrides the Kustomize root at Path, as Argo CD's
+	// source.kustomize does: they apply over what the root builds, as an
+	// overlay would. A Path that is no Kustomize root is refused.
+	// +optional
+	Kustomize *KustomizeOverrides `json:"kustomize,omitempty"`
+
 	// PostBuild substitutes variables in what the source renders, as
 	// Flux's Kustomization postBuild does.
 	// +optional
@@ -365,6 +371,76 @@ type ResourceIgnoreDifferences struct {
 	// naming it, rather than silently comparing those fields.
 	// +optional
 	ManagedFieldsManagers []string `json:"managedFieldsManagers,omitempty"`
+}
+
+// KustomizeOverrides change what a Kustomize root builds, without a
+// commit: Argo CD's source.kustomize.
+type KustomizeOverrides struct {
+	// Images set image names, tags or digests, as `kustomize edit set
+	// image` takes them: "nginx=registry.example.com/nginx:1.27",
+	// "nginx:1.27", "nginx@sha256:...".
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Images []string `json:"images,omitempty"`
+	// +optional
+	NamePrefix string `json:"namePrefix,omitempty"`
+	// +optional
+	NameSuffix string `json:"nameSuffix,omitempty"`
+	// Namespace sets every namespaced object's namespace.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// CommonLabels are added to every object and selector.
+	// +optional
+	CommonLabels map[string]string `json:"commonLabels,omitempty"`
+	// CommonAnnotations are added to every object.
+	// +optional
+	CommonAnnotations map[string]string `json:"commonAnnotations,omitempty"`
+	// Replicas set workloads' replica counts by name.
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Replicas []KustomizeReplica `json:"replicas,omitempty"`
+	// Patches are inline patches (strategic merge or JSON 6902), with an
+	// optional target.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Patches []KustomizePatch `json:"patches,omitempty"`
+	// Components are Kustomize components, by path relative to Path.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Components []string `json:"components,omitempty"`
+}
+
+// KustomizeReplica sets the replicas of the workloads named Name.
+type KustomizeReplica struct {
+	// +kubebuilder:validation:MinLength=1
+	Name  string `json:"name"`
+	Count int64  `json:"count"`
+}
+
+// KustomizePatch is an inline patch and what it applies to.
+type KustomizePatch struct {
+	// +kubebuilder:validation:MinLength=1
+	Patch string `json:"patch"`
+	// +optional
+	Target *KustomizeTarget `json:"target,omitempty"`
+}
+
+// KustomizeTarget selects objects for a patch.
+type KustomizeTarget struct {
+	// +optional
+	Group string `json:"group,omitempty"`
+	// +optional
+	Version string `json:"version,omitempty"`
+	// +optional
+	Kind string `json:"kind,omitempty"`
+	// +optional
+	Name string `json:"name,omitempty"`
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// +optional
+	LabelSelector string `json:"labelSelector,omitempty"`
+	// +optional
+	AnnotationSelector string `json:"annotationSelector,omitempty"`
 }
 
 // Decryption says how to open encrypted files in an app's source.

@@ -18,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	kusttypes "sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/resid"
 	"sigs.k8s.io/yaml"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -83,8 +85,65 @@ func RenderOptions(app *v1alpha1.Application, root string) (render.Options, erro
 	if j := app.Spec.Source.Jsonnet; j != nil {
 		opts.Jsonnet = render.JsonnetOptions{ExtVars: j.ExtVars, TLAs: j.TLAs, LibPaths: j.LibPaths}
 	}
+	if k := app.Spec.Source.Kustomize; k != nil {
+		var err error
+		if opts.Kustomize, err = kustomizeOverrides(k); err != nil {
+			return opts, err
+		}
+	}
 	opts.Helm.Namespace = Destination(app)
 	return opts, nil
+}
+
+// kustomizeOverrides puts an Application's Kustomize overrides in
+// kustomize's terms.
+func kustomizeOverrides(k *v1alpha1.KustomizeOverrides) (*render.KustomizeOverrides, error) {
+	out := &render.KustomizeOverrides{NamePrefix: k.NamePrefix, NameSuffix: k.NameSuffix, Namespace: k.Namespace,
+		CommonLabels: k.CommonLabels, CommonAnnotations: k.CommonAnnotations, Components: k.Components}
+	for i, img := range k.Images {
+		parsed, err := parseImage(img)
+		if err != nil {
+			return nil, fmt.Errorf("spec.source.kustomize.images[%d]: %w", i, err)
+		}
+		out.Images = append(out.Images, parsed)
+	}
+	for _, r := range k.Replicas {
+		out.Replicas = append(out.Replicas, kusttypes.Replica{Name: r.Name, Count: r.Count})
+	}
+	for _, p := range k.Patches {
+		kp := kusttypes.Patch{Patch: p.Patch}
+		if t := p.Target; t != nil {
+			kp.Target = &kusttypes.Selector{ResId: resid.ResId{Gvk: resid.Gvk{Group: t.Group, Version: t.Version, Kind: t.Kind}, Name: t.Name, Namespace: t.Namespace},
+				LabelSelector: t.LabelSelector, AnnotationSelector: t.AnnotationSelector}
+		}
+		out.Patches = append(out.Patches, kp)
+	}
+	return out, nil
+}
+
+// parseImage reads an image override as `kustomize edit set image` takes
+// it: [name=]newName[:tag][@digest], or name:tag, or name@digest.
+func parseImage(s string) (kusttypes.Image, error) {
+	var img kusttypes.Image
+	name, target, renamed := strings.Cut(s, "=")
+	if !renamed {
+		target = s
+	}
+	if ref, digest, ok := strings.Cut(target, "@"); ok {
+		img.Digest, target = digest, ref
+	}
+	if i := strings.LastIndex(target, ":"); i > strings.LastIndex(target, "/") {
+		img.NewTag, target = target[i+1:], target[:i]
+	}
+	if target == "" || (renamed && name == "") || strings.ContainsAny(s, " \t") || (img.Digest != "" && !strings.Contains(img.Digest, ":")) {
+		return img, fmt.Errorf("%q: want [name=]image[:tag][@digest]", s)
+	}
+	if renamed {
+		img.Name, img.NewName = name, target
+	} else {
+		img.Name = target
+	}
+	return img, nil
 }
 
 // Destination is the namespace given to app's objects that name none.

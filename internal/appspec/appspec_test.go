@@ -7,6 +7,8 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	kusttypes "sigs.k8s.io/kustomize/api/types"
+
 	"converge.dev/converge/api/v1alpha1"
 )
 
@@ -30,5 +32,25 @@ func TestRenderOptions_WhatAnApplicationMeans(t *testing.T) {
 	app.Spec.Source.Helm.Values.Raw = []byte(`[1`)
 	if _, err := RenderOptions(app, "/checkout"); err == nil || !strings.Contains(err.Error(), "spec.source.helm.values") {
 		t.Errorf("error = %v, want one naming spec.source.helm.values", err)
+	}
+}
+
+func TestParseImage_AsKustomizeEditSetImageTakesIt(t *testing.T) {
+	for in, want := range map[string]kusttypes.Image{
+		"nginx:1.27": {Name: "nginx", NewTag: "1.27"},
+		"nginx=registry.example.com:5000/nginx:1.27": {Name: "nginx", NewName: "registry.example.com:5000/nginx", NewTag: "1.27"},
+		"app@sha256:abc":                    {Name: "app", Digest: "sha256:abc"},
+		"app=ghcr.io/org/app:v2@sha256:abc": {Name: "app", NewName: "ghcr.io/org/app", NewTag: "v2", Digest: "sha256:abc"},
+		"registry.example.com:5000/nginx":   {Name: "registry.example.com:5000/nginx"},
+	} {
+		got, err := parseImage(in)
+		if err != nil || got != want {
+			t.Errorf("parseImage(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "=x", "app@nodigest", "a b:1"} {
+		if _, err := parseImage(bad); err == nil {
+			t.Errorf("parseImage(%q) accepted", bad)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 
 	"helm.sh/helm/v4/pkg/strvals"
@@ -101,6 +102,51 @@ func (t *translator) argoApp(u *unstructured.Unstructured, spec map[string]any, 
 	return app, true
 }
 
+// argoKustomize carries an Application's Kustomize overrides over; what
+// converge's overrides lack is named.
+func (t *translator) argoKustomize(u *unstructured.Unstructured, k map[string]any, field string) *v1alpha1.KustomizeOverrides {
+	out := &v1alpha1.KustomizeOverrides{NamePrefix: strAt(k, "namePrefix"), NameSuffix: strAt(k, "nameSuffix"), Namespace: strAt(k, "namespace")}
+	out.Images, _, _ = unstructured.NestedStringSlice(k, "images")
+	out.Components, _, _ = unstructured.NestedStringSlice(k, "components")
+	out.CommonLabels, _, _ = unstructured.NestedStringMap(k, "commonLabels")
+	out.CommonAnnotations, _, _ = unstructured.NestedStringMap(k, "commonAnnotations")
+	reps, _, _ := unstructured.NestedSlice(k, "replicas")
+	for i, r := range reps {
+		m, _ := r.(map[string]any)
+		n, ok := intAt(m, "count")
+		if !ok {
+			if c, err := strconv.ParseInt(strAt(m, "count"), 10, 64); err == nil {
+				n, ok = c, true
+			}
+		}
+		if !ok || strAt(m, "name") == "" {
+			t.note(u, fmt.Sprintf("%s.replicas[%d]", field, i), "want a name and a count; not carried over")
+			continue
+		}
+		out.Replicas = append(out.Replicas, v1alpha1.KustomizeReplica{Name: strAt(m, "name"), Count: n})
+	}
+	patches, _, _ := unstructured.NestedSlice(k, "patches")
+	for i, p := range patches {
+		m, _ := p.(map[string]any)
+		if strAt(m, "patch") == "" {
+			t.note(u, fmt.Sprintf("%s.patches[%d]", field, i), "only inline patches (patch) are carried over; put a patch file in the kustomization.yaml")
+			continue
+		}
+		kp := v1alpha1.KustomizePatch{Patch: strAt(m, "patch")}
+		if tg := mapAt(m, "target"); tg != nil {
+			kp.Target = &v1alpha1.KustomizeTarget{Group: strAt(tg, "group"), Version: strAt(tg, "version"), Kind: strAt(tg, "kind"), Name: strAt(tg, "name"),
+				Namespace: strAt(tg, "namespace"), LabelSelector: strAt(tg, "labelSelector"), AnnotationSelector: strAt(tg, "annotationSelector")}
+		}
+		out.Patches = append(out.Patches, kp)
+	}
+	for _, f := range []string{"version", "forceCommonLabels", "forceCommonAnnotations", "commonAnnotationsEnvsubst", "labelWithoutSelector", "labelIncludeTemplates", "kubeVersion", "apiVersions"} {
+		if _, ok := k[f]; ok {
+			t.note(u, field+"."+f, "not supported; not carried over")
+		}
+	}
+	return out
+}
+
 // argoSource fills app from one Argo CD source; false when nothing usable.
 func (t *translator) argoSource(u *unstructured.Unstructured, app *v1alpha1.Application, src map[string]any, field string) bool {
 	repoURL := strAt(src, "repoURL")
@@ -127,8 +173,7 @@ func (t *translator) argoSource(u *unstructured.Unstructured, app *v1alpha1.Appl
 		return false
 	}
 	if k := mapAt(src, "kustomize"); len(k) > 0 {
-		keys := sortedKeys(k)
-		t.note(u, field+".kustomize", "overrides in the Application (%s) are not supported: put them in the kustomization.yaml", strings.Join(keys, ", "))
+		app.Spec.Source.Kustomize = t.argoKustomize(u, k, field+".kustomize")
 	}
 	if d := mapAt(src, "directory"); d != nil {
 		if recurse, ok := d["recurse"].(bool); ok && !recurse {

@@ -115,3 +115,39 @@ spec:
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// An Application's Kustomize overrides are carried over; a patch file and
+// the fields converge lacks are named.
+func TestTranslate_ArgoCDKustomizeOverrides(t *testing.T) {
+	res := Translate(objects(t, `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: web, namespace: argocd}
+spec:
+  source:
+    repoURL: https://git.example.com/org/web.git
+    path: overlays/prod
+    kustomize:
+      images: ["nginx=registry.example.com/nginx:1.27"]
+      namePrefix: prod-
+      commonLabels: {team: a}
+      replicas: [{name: web, count: "3"}]
+      patches:
+      - {target: {kind: Deployment, name: web}, patch: "- op: replace\n  path: /spec/replicas\n  value: 2\n"}
+      - {path: patch.yaml}
+      components: [../../components/debug]
+      forceCommonLabels: true
+  destination: {server: https://kubernetes.default.svc, namespace: web}
+`), Options{})
+	k := find(t, res, "web").Spec.Source.Kustomize
+	if k == nil || k.Images[0] != "nginx=registry.example.com/nginx:1.27" || k.NamePrefix != "prod-" || k.CommonLabels["team"] != "a" ||
+		len(k.Replicas) != 1 || k.Replicas[0].Count != 3 || len(k.Patches) != 1 || k.Patches[0].Target.Kind != "Deployment" || k.Components[0] != "../../components/debug" {
+		t.Errorf("kustomize = %+v", k)
+	}
+	f := findings(res)
+	for _, w := range []string{"kustomize.patches[1]", "kustomize.forceCommonLabels"} {
+		if !strings.Contains(f, w) {
+			t.Errorf("findings lack %q:\n%s", w, f)
+		}
+	}
+}

@@ -16,14 +16,23 @@ import (
 // anywhere below the root and nowhere else.
 // Plugins and exec functions stay off, and remote bases are refused before
 // the build starts.
-func renderKustomize(sb *sandbox, dir string) ([]Object, error) {
-	if err := refuseRemote(sb, dir, map[string]bool{}); err != nil {
+func renderKustomize(sb *sandbox, dir string, over *KustomizeOverrides) ([]Object, error) {
+	seen := map[string]bool{}
+	if err := refuseRemote(sb, dir, seen); err != nil {
 		return nil, err
 	}
 	opts := krusty.MakeDefaultOptions()
 	opts.PluginConfig = types.DisabledPluginConfig()
 	opts.LoadRestrictions = types.LoadRestrictionsRootOnly
-	resources, err := krusty.MakeKustomizer(opts).Run(kustomizeFS{sb}, "/"+dir)
+	kfs, target := kustomizeFS{sb: sb}, "/"+dir
+	if over != nil {
+		overlay, err := over.overlay(sb, dir, seen)
+		if err != nil {
+			return nil, err
+		}
+		kfs.overlay, target = overlay, overlayDir
+	}
+	resources, err := krusty.MakeKustomizer(opts).Run(kfs, target)
 	if err != nil {
 		return nil, fmt.Errorf("%s: kustomize: %s", dir, strings.ReplaceAll(err.Error(), "'/", "'"))
 	}
@@ -43,6 +52,59 @@ func renderKustomize(sb *sandbox, dir string) ([]Object, error) {
 		}
 	}
 	return objs, nil
+}
+
+// KustomizeOverrides change what a Kustomize root builds (Argo CD's
+// source.kustomize), applied as an overlay over it that the repository
+// does not have; in kustomize's own types.
+type KustomizeOverrides struct {
+	Images            []types.Image     `json:"images,omitempty"`
+	NamePrefix        string            `json:"namePrefix,omitempty"`
+	NameSuffix        string            `json:"nameSuffix,omitempty"`
+	Namespace         string            `json:"namespace,omitempty"`
+	CommonLabels      map[string]string `json:"commonLabels,omitempty"`
+	CommonAnnotations map[string]string `json:"commonAnnotations,omitempty"`
+	Replicas          []types.Replica   `json:"replicas,omitempty"`
+	Patches           []types.Patch     `json:"patches,omitempty"`
+	// Components are relative to the root.
+	Components []string `json:"components,omitempty"`
+}
+
+// overlay is the kustomization that applies o over the root at dir. Its
+// components must be below the repository root and refer to nothing
+// remote; patches are inline only.
+func (o *KustomizeOverrides) overlay(sb *sandbox, dir string, seen map[string]bool) ([]byte, error) {
+	k := types.Kustomization{
+		TypeMeta:          types.TypeMeta{APIVersion: types.KustomizationVersion, Kind: types.KustomizationKind},
+		Resources:         []string{".." + path.Clean("/"+dir)},
+		NamePrefix:        o.NamePrefix,
+		NameSuffix:        o.NameSuffix,
+		Namespace:         o.Namespace,
+		CommonLabels:      o.CommonLabels,
+		CommonAnnotations: o.CommonAnnotations,
+		Images:            o.Images,
+		Replicas:          o.Replicas,
+	}
+	for i, p := range o.Patches {
+		if p.Path != "" || p.Patch == "" {
+			return nil, fmt.Errorf("spec.source.kustomize.patches[%d]: give the patch inline (patch), not a path", i)
+		}
+		k.Patches = append(k.Patches, p)
+	}
+	for i, c := range o.Components {
+		p, err := clean(path.Join(dir, c))
+		if err != nil {
+			return nil, fmt.Errorf("spec.source.kustomize.components[%d]: %w", i, err)
+		}
+		if kustomizationIn(sb, p) == "" {
+			return nil, fmt.Errorf("spec.source.kustomize.components[%d]: %s is not a Kustomize component (no kustomization.yaml)", i, p)
+		}
+		if err := refuseRemote(sb, p, seen); err != nil {
+			return nil, err
+		}
+		k.Components = append(k.Components, ".."+path.Clean("/"+p))
+	}
+	return yaml.Marshal(k)
 }
 
 func mustJSON(v any) []byte {

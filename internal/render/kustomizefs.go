@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
@@ -18,7 +19,49 @@ var errReadOnly = errors.New("the repository is read-only during a render")
 // whose "/" is the repository root. Kustomize reads only what it needs, each
 // read goes through the sandbox (symlink checks, size limits), and since
 // ".." stops at "/", no path names anything outside the root.
-type kustomizeFS struct{ sb *sandbox }
+type kustomizeFS struct {
+	sb *sandbox
+	// overlay, when set, is a kustomization.yaml served in overlayDir, a
+	// directory the repository does not have: the app's overrides over
+	// its Kustomize root (see renderKustomize).
+	overlay []byte
+}
+
+// overlayDir holds the overrides' kustomization; no file of the
+// repository is read there.
+const overlayDir = "/.converge-overrides"
+
+// virtual is the overlay's file at p, if p names it.
+func (k kustomizeFS) virtual(p string) ([]byte, bool) {
+	if k.overlay == nil || path.Clean("/"+filepath.ToSlash(p)) != overlayDir+"/kustomization.yaml" {
+		return nil, false
+	}
+	return k.overlay, true
+}
+
+// isOverlayDir says whether p names overlayDir.
+func (k kustomizeFS) isOverlayDir(p string) bool {
+	return k.overlay != nil && path.Clean("/"+filepath.ToSlash(p)) == overlayDir
+}
+
+// virtualInfo describes the overlay's file and directory.
+type virtualInfo struct {
+	name string
+	size int64
+	dir  bool
+}
+
+func (v virtualInfo) Name() string { return v.name }
+func (v virtualInfo) Size() int64  { return v.size }
+func (v virtualInfo) Mode() fs.FileMode {
+	if v.dir {
+		return fs.ModeDir | 0o555
+	}
+	return 0o444
+}
+func (v virtualInfo) ModTime() time.Time { return time.Time{} }
+func (v virtualInfo) IsDir() bool        { return v.dir }
+func (v virtualInfo) Sys() any           { return nil }
 
 var _ filesys.FileSystem = kustomizeFS{}
 
@@ -38,6 +81,9 @@ func (k kustomizeFS) RemoveAll(string) error              { return errReadOnly }
 func (k kustomizeFS) WriteFile(string, []byte) error      { return errReadOnly }
 
 func (k kustomizeFS) Open(p string) (filesys.File, error) {
+	if data, ok := k.virtual(p); ok {
+		return &readOnlyFile{Reader: bytes.NewReader(data), info: virtualInfo{name: "kustomization.yaml", size: int64(len(data))}}, nil
+	}
 	data, err := k.sb.readPlain(k.rel(p))
 	if err != nil {
 		return nil, err
@@ -50,11 +96,17 @@ func (k kustomizeFS) Open(p string) (filesys.File, error) {
 }
 
 func (k kustomizeFS) IsDir(p string) bool {
+	if k.isOverlayDir(p) {
+		return true
+	}
 	fi, err := k.sb.stat(k.rel(p))
 	return err == nil && fi.IsDir()
 }
 
 func (k kustomizeFS) ReadDir(p string) ([]string, error) {
+	if k.isOverlayDir(p) {
+		return []string{"kustomization.yaml"}, nil
+	}
 	entries, err := fs.ReadDir(k.sb.root.FS(), k.rel(p))
 	if err != nil {
 		return nil, err
@@ -67,6 +119,12 @@ func (k kustomizeFS) ReadDir(p string) ([]string, error) {
 }
 
 func (k kustomizeFS) CleanedAbs(p string) (filesys.ConfirmedDir, string, error) {
+	if k.isOverlayDir(p) {
+		return filesys.ConfirmedDir(overlayDir), "", nil
+	}
+	if _, ok := k.virtual(p); ok {
+		return filesys.ConfirmedDir(overlayDir), "kustomization.yaml", nil
+	}
 	rel := k.rel(p)
 	fi, err := k.sb.stat(rel)
 	if err != nil {
@@ -80,6 +138,9 @@ func (k kustomizeFS) CleanedAbs(p string) (filesys.ConfirmedDir, string, error) 
 }
 
 func (k kustomizeFS) Exists(p string) bool {
+	if _, ok := k.virtual(p); ok || k.isOverlayDir(p) {
+		return true
+	}
 	_, err := k.sb.stat(k.rel(p))
 	return err == nil
 }
@@ -95,7 +156,12 @@ func (k kustomizeFS) Glob(pattern string) ([]string, error) {
 	return matches, nil
 }
 
-func (k kustomizeFS) ReadFile(p string) ([]byte, error) { return k.sb.readPlain(k.rel(p)) }
+func (k kustomizeFS) ReadFile(p string) ([]byte, error) {
+	if data, ok := k.virtual(p); ok {
+		return data, nil
+	}
+	return k.sb.readPlain(k.rel(p))
+}
 
 func (k kustomizeFS) Walk(p string, walkFn filepath.WalkFunc) error {
 	return fs.WalkDir(k.sb.root.FS(), k.rel(p), func(name string, d fs.DirEntry, err error) error {

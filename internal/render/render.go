@@ -50,6 +50,9 @@ type Options struct {
 	// or where it is off) only the rlimits and the in-process refusals
 	// hold; LandlockABI says which. Workers are kept per ReadRoots too.
 	ReadRoots []string `json:"-"`
+	// Kustomize, when set, overrides the Kustomize root at Path (refused
+	// for any other kind of source).
+	Kustomize *KustomizeOverrides `json:"kustomize,omitempty"`
 	// Decryption, when set, opens SOPS-encrypted manifests, Kustomize
 	// inputs and values files as they are read (see Decryption).
 	Decryption *Decryption `json:"decryption,omitempty"`
@@ -114,6 +117,9 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Chart != "" && opts.Kustomize != nil {
+		return nil, errors.New("spec.source.kustomize: the source is a chart, not a Kustomize root")
+	}
 	if opts.Chart != "" {
 		objs, err := renderArchive(ctx, sb, opts.Chart, p, opts.Helm)
 		if err == nil {
@@ -149,7 +155,7 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 		objs, err = renderHelm(ctx, sb, p, opts.Helm)
 	case kustomizationIn(sb, p) != "":
 		res.Kind = KindKustomize
-		objs, err = renderKustomize(sb, p)
+		objs, err = renderKustomize(sb, p, opts.Kustomize)
 	default:
 		res.Kind = KindDirectory
 		var d dirRender
@@ -158,6 +164,9 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 		if d.jsonnet {
 			res.Kind = KindJsonnet
 		}
+	}
+	if err == nil && opts.Kustomize != nil && res.Kind != KindKustomize {
+		err = fmt.Errorf("spec.source.kustomize: %s is a %s source, not a Kustomize root (no kustomization.yaml)", orDot(p), res.Kind)
 	}
 	if err == nil {
 		err = substitute(objs, opts.Substitute)

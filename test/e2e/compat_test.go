@@ -1000,3 +1000,40 @@ spec:
 		t.Errorf("after a sync: replicas %d, team %q; want 5 (as scaled) and b", got, d.Labels["team"])
 	}
 }
+
+// Argo CD's source.kustomize overrides, as migrate carries them over: the
+// agent applies the root with the image, prefix, label and replicas the
+// Application sets, and `converge diff` agrees (exit 0).
+func TestCompat_KustomizeOverridesInTheApplication(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	repo, _ := a.repoWith(t, ns+"-over", map[string]string{
+		"app/kustomization.yaml": "resources: [deploy.yaml]\n",
+		"app/deploy.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n" +
+			"  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx:1.25}]\n",
+	}, "app")
+	app := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "over", Namespace: ns},
+		Spec: v1alpha1.ApplicationSpec{
+			Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "app", Kustomize: &v1alpha1.KustomizeOverrides{
+				Images: []string{"nginx=registry.example.com/nginx:1.27"}, NamePrefix: "prod-", CommonLabels: map[string]string{"team": "a"},
+				Replicas: []v1alpha1.KustomizeReplica{{Name: "web", Count: 2}},
+			}},
+			SyncPolicy: automated(true, true),
+		}}
+	a.create(t, app)
+	a.waitApp(t, ns, "over", 60*time.Second, "synced", func(app *v1alpha1.Application) bool {
+		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced
+	})
+	d := get(t, "apps/v1", "Deployment", ns, "prod-web")
+	if d == nil {
+		t.Fatal("prod-web was not applied")
+	}
+	containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	replicas, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
+	if image := containers[0].(map[string]any)["image"]; image != "registry.example.com/nginx:1.27" || replicas != 2 || d.GetLabels()["team"] != "a" {
+		t.Errorf("prod-web: image %v, replicas %d, labels %v", image, replicas, d.GetLabels())
+	}
+	if r := converge(t, "diff", "over", "-n", ns); r.code != 0 {
+		t.Errorf("diff after the sync: exit %d\n%s", r.code, r.output())
+	}
+}

@@ -1,0 +1,67 @@
+package render
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/kustomize/api/types"
+	kyamlresid "sigs.k8s.io/kustomize/kyaml/resid"
+)
+
+// Argo CD's source.kustomize overrides apply over the root as an overlay:
+// images, a prefix, a namespace, labels, replicas, an inline patch and a
+// component below the repository root. A plain directory, a component
+// outside the root and a patch by path are refused by name.
+func TestRender_KustomizeOverridesApplyOverTheRoot(t *testing.T) {
+	root := t.TempDir()
+	writeFiles(t, root, map[string][]byte{
+		"app/kustomization.yaml":              []byte("resources: [deploy.yaml]\n"),
+		"app/deploy.yaml":                     []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx:1.25}]\n"),
+		"components/debug/kustomization.yaml": []byte("apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\ncommonAnnotations: {debug: \"on\"}\n"),
+		"plain/cm.yaml":                       []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"),
+	})
+	over := &KustomizeOverrides{
+		Images:       []types.Image{{Name: "nginx", NewName: "registry.example.com/nginx", NewTag: "1.27"}},
+		NamePrefix:   "prod-",
+		Namespace:    "shop",
+		CommonLabels: map[string]string{"team": "a"},
+		Replicas:     []types.Replica{{Name: "web", Count: 3}},
+		Patches:      []types.Patch{{Patch: "- op: add\n  path: /metadata/annotations/patched\n  value: \"yes\"\n", Target: &types.Selector{ResId: resid(t, "Deployment", "web")}}},
+		Components:   []string{"../components/debug"},
+	}
+	res, err := Render(context.Background(), Options{Root: root, Path: "app", Isolation: "over", Kustomize: over})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Objects) != 1 {
+		t.Fatalf("%d objects, want 1", len(res.Objects))
+	}
+	d := res.Objects[0]
+	image := d.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)["image"]
+	replicas := d.Object["spec"].(map[string]any)["replicas"]
+	if d.GetName() != "prod-web" || d.GetNamespace() != "shop" || d.GetLabels()["team"] != "a" || image != "registry.example.com/nginx:1.27" ||
+		replicas != int64(3) || d.GetAnnotations()["patched"] != "yes" || d.GetAnnotations()["debug"] != "on" {
+		t.Errorf("overridden Deployment: name %s, ns %s, labels %v, annotations %v, image %v, replicas %v", d.GetName(), d.GetNamespace(), d.GetLabels(), d.GetAnnotations(), image, replicas)
+	}
+	for name, tc := range map[string]struct {
+		path string
+		over *KustomizeOverrides
+		want string
+	}{
+		"a plain directory":        {"plain", &KustomizeOverrides{NamePrefix: "x-"}, "spec.source.kustomize: plain is a directory source, not a Kustomize root"},
+		"a component outside":      {"app", &KustomizeOverrides{Components: []string{"../../etc"}}, "spec.source.kustomize.components[0]"},
+		"a patch by path":          {"app", &KustomizeOverrides{Patches: []types.Patch{{Path: "p.yaml"}}}, "spec.source.kustomize.patches[0]: give the patch inline"},
+		"a component that is none": {"app", &KustomizeOverrides{Components: []string{"../plain"}}, "is not a Kustomize component"},
+	} {
+		_, err := Render(context.Background(), Options{Root: root, Path: tc.path, Isolation: "over", Kustomize: tc.over})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+func resid(t *testing.T, kind, name string) kyamlresid.ResId {
+	t.Helper()
+	return kyamlresid.ResId{Gvk: kyamlresid.Gvk{Kind: kind}, Name: name}
+}
