@@ -42,8 +42,8 @@ type Result struct {
 	Tenants         []v1alpha1.Tenant
 	Clusters        []v1alpha1.Cluster
 	ApplicationSets []v1alpha1.ApplicationSet
-	Secrets  []corev1.Secret
-	Findings []Finding
+	Secrets         []corev1.Secret
+	Findings        []Finding
 	// Ignored counts input objects that are neither Argo CD nor Flux.
 	Ignored int
 }
