@@ -345,6 +345,31 @@ type HelmSource struct {
 	// +kubebuilder:pruning:PreserveUnknownFields
 	// +optional
 	Values *apiextensionsv1.JSON `json:"values,omitempty"`
+	// IgnoreMissingValueFiles skips values files that do not exist
+	// instead of failing the render (Argo CD's option).
+	// +optional
+	IgnoreMissingValueFiles bool `json:"ignoreMissingValueFiles,omitempty"`
+	// SkipCRDs leaves the chart's crds/ directory out.
+	// +optional
+	SkipCRDs bool `json:"skipCrds,omitempty"`
+	// KubeVersion and APIVersions replace what the chart sees of the
+	// cluster (.Capabilities), which is otherwise the destination's own.
+	// +optional
+	KubeVersion string `json:"kubeVersion,omitempty"`
+	// +kubebuilder:validation:MaxItems=1024
+	// +optional
+	APIVersions []string `json:"apiVersions,omitempty"`
+	// PostRenderers change what the chart renders, in order: Kustomize
+	// overrides applied as an overlay over its objects (Flux's
+	// postRenderers.kustomize; components are refused).
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	PostRenderers []HelmPostRenderer `json:"postRenderers,omitempty"`
+}
+
+// HelmPostRenderer is one post-renderer.
+type HelmPostRenderer struct {
+	Kustomize *KustomizeOverrides `json:"kustomize"`
 }
 
 // ResourceIgnoreDifferences selects objects by kind (and optionally name

@@ -72,11 +72,22 @@ func SourceRequest(ctx context.Context, secrets client.Reader, namespace string,
 func RenderOptions(app *v1alpha1.Application, root string) (render.Options, error) {
 	opts := render.Options{Root: root, Path: strings.TrimPrefix(app.Spec.Source.Path, "/")}
 	if h := app.Spec.Source.Helm; h != nil {
-		opts.Helm = render.HelmOptions{ReleaseName: h.ReleaseName, ValuesFiles: h.ValuesFiles}
+		opts.Helm = render.HelmOptions{ReleaseName: h.ReleaseName, ValuesFiles: h.ValuesFiles, IgnoreMissingValueFiles: h.IgnoreMissingValueFiles,
+			SkipCRDs: h.SkipCRDs, KubeVersion: h.KubeVersion, APIVersions: h.APIVersions}
 		if h.Values != nil {
 			if err := json.Unmarshal(h.Values.Raw, &opts.Helm.Values); err != nil {
 				return opts, fmt.Errorf("spec.source.helm.values: %w", err)
 			}
+		}
+		for i, pr := range h.PostRenderers {
+			if pr.Kustomize == nil {
+				return opts, fmt.Errorf("spec.source.helm.postRenderers[%d]: kustomize is the only kind", i)
+			}
+			k, err := kustomizeOverrides(pr.Kustomize, fmt.Sprintf("spec.source.helm.postRenderers[%d].kustomize", i))
+			if err != nil {
+				return opts, err
+			}
+			opts.Helm.PostRenderers = append(opts.Helm.PostRenderers, *k)
 		}
 	}
 	if opts.Helm.ReleaseName == "" {
@@ -87,7 +98,7 @@ func RenderOptions(app *v1alpha1.Application, root string) (render.Options, erro
 	}
 	if k := app.Spec.Source.Kustomize; k != nil {
 		var err error
-		if opts.Kustomize, err = kustomizeOverrides(k); err != nil {
+		if opts.Kustomize, err = kustomizeOverrides(k, "spec.source.kustomize"); err != nil {
 			return opts, err
 		}
 	}
@@ -97,13 +108,13 @@ func RenderOptions(app *v1alpha1.Application, root string) (render.Options, erro
 
 // kustomizeOverrides puts an Application's Kustomize overrides in
 // kustomize's terms.
-func kustomizeOverrides(k *v1alpha1.KustomizeOverrides) (*render.KustomizeOverrides, error) {
+func kustomizeOverrides(k *v1alpha1.KustomizeOverrides, field string) (*render.KustomizeOverrides, error) {
 	out := &render.KustomizeOverrides{NamePrefix: k.NamePrefix, NameSuffix: k.NameSuffix, Namespace: k.Namespace,
 		CommonLabels: k.CommonLabels, CommonAnnotations: k.CommonAnnotations, Components: k.Components}
 	for i, img := range k.Images {
 		parsed, err := parseImage(img)
 		if err != nil {
-			return nil, fmt.Errorf("spec.source.kustomize.images[%d]: %w", i, err)
+			return nil, fmt.Errorf("%s.images[%d]: %w", field, i, err)
 		}
 		out.Images = append(out.Images, parsed)
 	}

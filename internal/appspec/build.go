@@ -166,7 +166,13 @@ func (b *Builder) chart(ctx context.Context, req Request, git *source.Artifact, 
 // and options is reused.
 func (b *Builder) Render(ctx context.Context, build *Build, caps engine.Capabilities) (*render.Result, error) {
 	opts := build.Options
-	opts.Helm.KubeVersion, opts.Helm.APIVersions = caps.KubeVersion, caps.APIVersions
+	// What the app says of the cluster wins over what the cluster says.
+	if opts.Helm.KubeVersion == "" {
+		opts.Helm.KubeVersion = caps.KubeVersion
+	}
+	if len(opts.Helm.APIVersions) == 0 {
+		opts.Helm.APIVersions = caps.APIVersions
+	}
 	fn := func(ctx context.Context, opts render.Options) (*render.Result, error) {
 		if b.Charts == nil {
 			return render.Render(ctx, opts)

@@ -256,12 +256,16 @@ func (t *translator) argoHelm(u *unstructured.Unstructured, app *v1alpha1.Applic
 			hs.Values = raw
 		}
 	}
-	for _, f := range []string{"fileParameters", "passCredentials", "skipCrds", "ignoreMissingValueFiles", "version", "apiVersions", "kubeVersion", "namespace"} {
+	hs.SkipCRDs, _ = h["skipCrds"].(bool)
+	hs.IgnoreMissingValueFiles, _ = h["ignoreMissingValueFiles"].(bool)
+	hs.KubeVersion = strAt(h, "kubeVersion")
+	hs.APIVersions, _, _ = unstructured.NestedStringSlice(h, "apiVersions")
+	for _, f := range []string{"fileParameters", "passCredentials", "version", "namespace"} {
 		if _, ok := h[f]; ok {
 			t.note(u, field+"."+f, "not carried over")
 		}
 	}
-	if hs.ReleaseName != "" || len(hs.ValuesFiles) > 0 || hs.Values != nil {
+	if hs.ReleaseName != "" || len(hs.ValuesFiles) > 0 || hs.Values != nil || hs.SkipCRDs || hs.IgnoreMissingValueFiles || hs.KubeVersion != "" || len(hs.APIVersions) > 0 {
 		app.Spec.Source.Helm = hs
 	}
 }

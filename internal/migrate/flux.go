@@ -222,9 +222,7 @@ func (t *translator) fluxHelmRelease(u *unstructured.Unstructured) {
 		helmOf(&app).ReleaseName = release
 	}
 	t.fluxValues(u, spec, &app)
-	if pr, _, _ := unstructured.NestedSlice(spec, "postRenderers"); len(pr) > 0 {
-		t.note(u, "spec.postRenderers", "post-renderers are not supported: put the chart in a Kustomize overlay in Git instead")
-	}
+	t.fluxPostRenderers(u, spec, &app)
 	if create, _, _ := unstructured.NestedBool(spec, "install", "createNamespace"); create {
 		app.Spec.SyncPolicy.CreateNamespace = true
 	}
@@ -238,6 +236,63 @@ func (t *translator) fluxHelmRelease(u *unstructured.Unstructured) {
 		return
 	}
 	t.res.Applications = append(t.res.Applications, app)
+}
+
+// fluxPostRenderers carries Kustomize post-renderers over: inline
+// patches (with their targets) and images; the deprecated patch kinds are
+// named.
+func (t *translator) fluxPostRenderers(u *unstructured.Unstructured, spec map[string]any, app *v1alpha1.Application) {
+	list, _, _ := unstructured.NestedSlice(spec, "postRenderers")
+	for i, pr := range list {
+		field := fmt.Sprintf("spec.postRenderers[%d].kustomize", i)
+		k := mapAt(pr.(map[string]any), "kustomize")
+		if k == nil {
+			t.note(u, fmt.Sprintf("spec.postRenderers[%d]", i), "only kustomize post-renderers exist; not carried over")
+			continue
+		}
+		out := &v1alpha1.KustomizeOverrides{}
+		patches, _, _ := unstructured.NestedSlice(k, "patches")
+		for j, p := range patches {
+			m, _ := p.(map[string]any)
+			if strAt(m, "patch") == "" {
+				t.note(u, fmt.Sprintf("%s.patches[%d]", field, j), "no inline patch; not carried over")
+				continue
+			}
+			kp := v1alpha1.KustomizePatch{Patch: strAt(m, "patch")}
+			if tg := mapAt(m, "target"); tg != nil {
+				kp.Target = &v1alpha1.KustomizeTarget{Group: strAt(tg, "group"), Version: strAt(tg, "version"), Kind: strAt(tg, "kind"), Name: strAt(tg, "name"),
+					Namespace: strAt(tg, "namespace"), LabelSelector: strAt(tg, "labelSelector"), AnnotationSelector: strAt(tg, "annotationSelector")}
+			}
+			out.Patches = append(out.Patches, kp)
+		}
+		images, _, _ := unstructured.NestedSlice(k, "images")
+		for _, img := range images {
+			m, _ := img.(map[string]any)
+			out.Images = append(out.Images, imageString(strAt(m, "name"), strAt(m, "newName"), strAt(m, "newTag"), strAt(m, "digest")))
+		}
+		for _, f := range []string{"patchesStrategicMerge", "patchesJson6902"} {
+			if _, ok := k[f]; ok {
+				t.note(u, field+"."+f, "deprecated by Flux and not supported: write it as a patch in patches; not carried over")
+			}
+		}
+		helmOf(app).PostRenderers = append(helmOf(app).PostRenderers, v1alpha1.HelmPostRenderer{Kustomize: out})
+	}
+}
+
+// imageString spells a Kustomize image override as `kustomize edit set
+// image` takes it.
+func imageString(name, newName, newTag, digest string) string {
+	s := name
+	if newName != "" {
+		s += "=" + newName
+	}
+	if newTag != "" {
+		s += ":" + newTag
+	}
+	if digest != "" {
+		s += "@" + digest
+	}
+	return s
 }
 
 func helmOf(app *v1alpha1.Application) *v1alpha1.HelmSource {

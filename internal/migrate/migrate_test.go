@@ -207,7 +207,7 @@ spec:
     spec: {chart: podinfo, version: ">=6.0.0 <7", sourceRef: {kind: HelmRepository, name: podinfo}}
   values: {replicaCount: 2}
   valuesFrom: [{kind: ConfigMap, name: podinfo-values}, {kind: Secret, name: podinfo-secret, valuesKey: extra.yaml, optional: true}, {kind: Secret, name: token, targetPath: auth.token}]
-  postRenderers: [{kustomize: {patches: []}}]
+  postRenderers: [{kustomize: {patches: [{target: {kind: Deployment}, patch: "- op: add\n  path: /metadata/labels/x\n  value: y\n"}], images: [{name: podinfo, newName: ghcr.io/stefanprodan/podinfo, newTag: 6.7.0}], patchesStrategicMerge: []}}]
 `, `
 apiVersion: source.toolkit.fluxcd.io/v1beta2
 kind: OCIRepository
@@ -268,7 +268,10 @@ spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, 
 	if diff := cmp.Diff(wantFrom, pod.Spec.Source.Helm.ValuesFrom); diff != "" {
 		t.Errorf("podinfo valuesFrom (-want +got):\n%s", diff)
 	}
-	for _, want := range []string{"spec.valuesFrom[2].targetPath", "spec.postRenderers", "Kustomization/flux-system/orphan: spec.sourceRef"} {
+	if pr := pod.Spec.Source.Helm.PostRenderers; len(pr) != 1 || pr[0].Kustomize.Images[0] != "podinfo=ghcr.io/stefanprodan/podinfo:6.7.0" || pr[0].Kustomize.Patches[0].Target.Kind != "Deployment" {
+		t.Errorf("podinfo postRenderers = %+v", pr)
+	}
+	for _, want := range []string{"spec.valuesFrom[2].targetPath", "spec.postRenderers[0].kustomize.patchesStrategicMerge", "Kustomization/flux-system/orphan: spec.sourceRef"} {
 		if !strings.Contains(f, want) {
 			t.Errorf("findings lack %q:\n%s", want, f)
 		}

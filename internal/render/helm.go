@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"sort"
@@ -44,6 +45,14 @@ type HelmOptions struct {
 	// "group/version/Kind"): the target cluster's, from discovery. Empty
 	// means Helm's default set.
 	APIVersions []string `json:"apiVersions,omitempty"`
+	// IgnoreMissingValueFiles skips values files that do not exist
+	// (Argo CD's option); otherwise one missing fails the render.
+	IgnoreMissingValueFiles bool `json:"ignoreMissingValueFiles,omitempty"`
+	// SkipCRDs leaves the chart's crds/ out.
+	SkipCRDs bool `json:"skipCRDs,omitempty"`
+	// PostRenderers change what the chart renders, in order, as Kustomize
+	// overlays over it (Flux's postRenderers.kustomize).
+	PostRenderers []KustomizeOverrides `json:"postRenderers,omitempty"`
 }
 
 // renderHelm renders the chart at dir, with its dependencies vendored under
@@ -85,6 +94,9 @@ func renderChart(ctx context.Context, sb *sandbox, ch *chart.Chart, dir, valuesD
 	for _, f := range opts.ValuesFiles {
 		name := path.Join(valuesDir, f)
 		data, err := sb.readPlain(name)
+		if opts.IgnoreMissingValueFiles && errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("values file: %w", err)
 		}
@@ -130,6 +142,9 @@ func renderChart(ctx context.Context, sb *sandbox, ch *chart.Chart, dir, valuesD
 
 	var objs []Object
 	for _, crd := range ch.CRDObjects() {
+		if opts.SkipCRDs {
+			break
+		}
 		got, err := decode(path.Join(dir, strings.TrimPrefix(crd.Filename, ch.Name()+"/")), crd.File.Data)
 		if err != nil {
 			return nil, err
@@ -157,6 +172,11 @@ func renderChart(ctx context.Context, sb *sandbox, ch *chart.Chart, dir, valuesD
 				continue
 			}
 			objs = append(objs, o)
+		}
+	}
+	for i := range opts.PostRenderers {
+		if objs, err = postRender(objs, &opts.PostRenderers[i], i); err != nil {
+			return nil, err
 		}
 	}
 	return objs, nil

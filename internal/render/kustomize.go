@@ -8,6 +8,7 @@ import (
 
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -105,6 +106,76 @@ func (o *KustomizeOverrides) overlay(sb *sandbox, dir string, seen map[string]bo
 		k.Components = append(k.Components, ".."+path.Clean("/"+p))
 	}
 	return yaml.Marshal(k)
+}
+
+// postRender runs a post-renderer over objs: a Kustomize overlay over
+// them, built in memory (no repository file is read), components refused.
+// Objects keep the source they came from when their kind and name say
+// which it was.
+func postRender(objs []Object, o *KustomizeOverrides, n int) ([]Object, error) {
+	field := fmt.Sprintf("spec.source.helm.postRenderers[%d]", n)
+	if len(o.Components) > 0 {
+		return nil, fmt.Errorf("%s: components are not supported in a post-renderer", field)
+	}
+	mem := filesys.MakeFsInMemory()
+	var buf strings.Builder
+	sources := map[string]string{}
+	for _, obj := range objs {
+		data, err := yaml.Marshal(obj.Object)
+		if err != nil {
+			return nil, err
+		}
+		buf.WriteString("---\n")
+		buf.Write(data)
+		sources[obj.GetKind()+"/"+obj.GetName()] = obj.Source
+	}
+	if err := mem.WriteFile("/rendered.yaml", []byte(buf.String())); err != nil {
+		return nil, err
+	}
+	k := types.Kustomization{
+		TypeMeta:  types.TypeMeta{APIVersion: types.KustomizationVersion, Kind: types.KustomizationKind},
+		Resources: []string{"rendered.yaml"}, NamePrefix: o.NamePrefix, NameSuffix: o.NameSuffix, Namespace: o.Namespace,
+		CommonLabels: o.CommonLabels, CommonAnnotations: o.CommonAnnotations, Images: o.Images, Replicas: o.Replicas,
+	}
+	for i, p := range o.Patches {
+		if p.Path != "" || p.Patch == "" {
+			return nil, fmt.Errorf("%s.patches[%d]: give the patch inline (patch), not a path", field, i)
+		}
+		k.Patches = append(k.Patches, p)
+	}
+	data, err := yaml.Marshal(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := mem.WriteFile("/kustomization.yaml", data); err != nil {
+		return nil, err
+	}
+	opts := krusty.MakeDefaultOptions()
+	opts.PluginConfig = types.DisabledPluginConfig()
+	opts.LoadRestrictions = types.LoadRestrictionsRootOnly
+	resources, err := krusty.MakeKustomizer(opts).Run(mem, "/")
+	if err != nil {
+		return nil, fmt.Errorf("%s: kustomize: %v", field, err)
+	}
+	out := make([]Object, 0, resources.Size())
+	for _, r := range resources.Resources() {
+		m, err := r.Map()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		us, err := decodeDocument(mustJSON(m))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		for _, u := range us {
+			src := sources[u.GetKind()+"/"+r.OrgId().Name]
+			if src == "" {
+				src = field
+			}
+			out = append(out, Object{Unstructured: u, Source: src})
+		}
+	}
+	return out, nil
 }
 
 func mustJSON(v any) []byte {

@@ -65,3 +65,36 @@ func resid(t *testing.T, kind, name string) kyamlresid.ResId {
 	t.Helper()
 	return kyamlresid.ResId{Gvk: kyamlresid.Gvk{Kind: kind}, Name: name}
 }
+
+// Helm options: a post-renderer patches and relabels what the chart
+// renders (sources kept), crds/ can be left out, and a missing values
+// file is skipped only when asked.
+func TestRender_HelmPostRenderersAndOptions(t *testing.T) {
+	root := t.TempDir()
+	writeFiles(t, root, map[string][]byte{
+		"chart/Chart.yaml":        []byte("apiVersion: v2\nname: c\nversion: 0.1.0\n"),
+		"chart/values.yaml":       []byte("replicas: 1\n"),
+		"chart/crds/crd.yaml":     []byte("apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\n"),
+		"chart/templates/cm.yaml": []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata: {replicas: \"{{ .Values.replicas }}\"}\n"),
+	})
+	opts := Options{Root: root, Path: "chart", Isolation: "helm-opts", Helm: HelmOptions{ReleaseName: "r", SkipCRDs: true,
+		ValuesFiles: []string{"missing.yaml"}, IgnoreMissingValueFiles: true,
+		PostRenderers: []KustomizeOverrides{{CommonLabels: map[string]string{"rendered": "post"},
+			Patches: []types.Patch{{Patch: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: r-cm}\ndata: {extra: \"yes\"}\n"}}}}}}
+	res, err := Render(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Objects) != 1 {
+		t.Fatalf("%d objects, want the ConfigMap alone (crds/ skipped)", len(res.Objects))
+	}
+	cm := res.Objects[0]
+	data := cm.Object["data"].(map[string]any)
+	if cm.GetLabels()["rendered"] != "post" || data["extra"] != "yes" || data["replicas"] != "1" || cm.Source != "chart/templates/cm.yaml#1" {
+		t.Errorf("post-rendered ConfigMap: labels %v, data %v, source %q", cm.GetLabels(), data, cm.Source)
+	}
+	opts.Helm.IgnoreMissingValueFiles = false
+	if _, err := Render(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Errorf("a missing values file without ignoreMissingValueFiles: %v", err)
+	}
+}
