@@ -231,7 +231,8 @@ const (
 // Git.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.ref) || [has(self.ref.branch), has(self.ref.tag), has(self.ref.semver), has(self.ref.commit)].filter(x, x).size() <= 1",message="ref: set at most one of branch, tag, semver and commit"
-// +kubebuilder:validation:XValidation:rule="has(self.repoURL) || has(self.chart)",message="set repoURL (a Git repository), chart, or both"
+// +kubebuilder:validation:XValidation:rule="has(self.repoURL) || has(self.chart) || has(self.oci)",message="set repoURL (a Git repository), chart, or both; or oci (an OCI artifact)"
+// +kubebuilder:validation:XValidation:rule="!has(self.oci) || !(has(self.repoURL) || has(self.chart))",message="oci: an OCI artifact is the whole source; set neither repoURL nor chart with it"
 type ApplicationSource struct {
 	// RepoURL is the Git repository: https://, http:// or ssh:// (or
 	// user@host:path). Credentials never go here; use SecretRef.
@@ -245,6 +246,11 @@ type ApplicationSource struct {
 	// then read from Path in the Git repository, when RepoURL is set.
 	// +optional
 	Chart *ChartSource `json:"chart,omitempty"`
+
+	// OCI, when set, is the source instead of Git: manifests shipped as an
+	// OCI artifact, rendered from Path within it.
+	// +optional
+	OCI *OCISource `json:"oci,omitempty"`
 
 	// Ref selects the revision. Empty means the branch "main".
 	// +optional
@@ -527,6 +533,31 @@ type ValuesReference struct {
 	// Optional lets the object or key be missing.
 	// +optional
 	Optional bool `json:"optional,omitempty"`
+}
+
+// OCISource is manifests shipped as an OCI artifact (`flux push
+// artifact`, `converge push artifact`, or an image whose layer is a
+// gzipped tar of them): Flux's OCIRepository.
+// +kubebuilder:validation:XValidation:rule="[has(self.tag), has(self.semver), has(self.digest)].filter(x, x).size() <= 1",message="set at most one of tag, semver and digest"
+type OCISource struct {
+	// URL is the artifact's repository: oci://registry.example.com/org/app.
+	// +kubebuilder:validation:Pattern=`^oci://[^/@\s]+/[^@\s]+$`
+	URL string `json:"url"`
+	// Tag, Semver (the highest tag in the range) or Digest; none: latest.
+	// +optional
+	Tag string `json:"tag,omitempty"`
+	// +optional
+	Semver string `json:"semver,omitempty"`
+	// +kubebuilder:validation:Pattern=`^sha256:[0-9a-f]{64}$`
+	// +optional
+	Digest string `json:"digest,omitempty"`
+	// SecretRef names a Secret in the Application's namespace with
+	// "username" and "password", or "token", and/or "ca.crt".
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+	// Insecure allows plain http to the registry.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
 }
 
 // ChartSource is a chart in a Helm repository or an OCI registry.

@@ -8,8 +8,10 @@ package appspec
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -196,6 +198,66 @@ func ChartRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Appl
 		req.Auth = &charts.Auth{Username: string(s.Data["username"]), Password: string(s.Data["password"]), Token: string(s.Data["token"]), CA: s.Data["ca.crt"]}
 	}
 	return req, true, nil
+}
+
+// ArtifactRequest builds the fetch request for app's OCI artifact source,
+// with its credentials and CA from the Secret it names. ok is false when
+// app has no OCI source.
+func ArtifactRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Application) (req charts.ArtifactRequest, ok bool, err error) {
+	o := app.Spec.Source.OCI
+	if o == nil {
+		return req, false, nil
+	}
+	req = charts.ArtifactRequest{URL: o.URL, Tag: o.Tag, Semver: o.Semver, Digest: o.Digest, Insecure: o.Insecure}
+	if sr := o.SecretRef; sr != nil {
+		var s corev1.Secret
+		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: sr.Name}, &s); err != nil {
+			return req, true, fmt.Errorf("spec.source.oci.secretRef: reading Secret %s: %w", sr.Name, err)
+		}
+		req.Auth = &charts.Auth{Username: string(s.Data["username"]), Password: string(s.Data["password"]), Token: string(s.Data["token"]), CA: s.Data["ca.crt"]}
+		if cfg, ok := s.Data[corev1.DockerConfigJsonKey]; ok {
+			// A docker-registry Secret, as Flux's OCIRepository takes it.
+			user, pass, err := dockerConfigAuth(cfg, o.URL)
+			if err != nil {
+				return req, true, fmt.Errorf("spec.source.oci.secretRef: Secret %s: %w", sr.Name, err)
+			}
+			req.Auth.Username, req.Auth.Password = user, pass
+		}
+	}
+	return req, true, nil
+}
+
+// dockerConfigAuth reads the credentials for url's registry from a
+// .dockerconfigjson; errors never quote it.
+func dockerConfigAuth(data []byte, url string) (string, string, error) {
+	var cfg struct {
+		Auths map[string]struct {
+			Username string `json:"username"`
+			Password string `json:"password"`
+			Auth     string `json:"auth"`
+		} `json:"auths"`
+	}
+	if json.Unmarshal(data, &cfg) != nil {
+		return "", "", errors.New(".dockerconfigjson is not a Docker config")
+	}
+	host := strings.TrimPrefix(url, "oci://")
+	host, _, _ = strings.Cut(host, "/")
+	for _, key := range []string{host, "https://" + host, "http://" + host} {
+		a, ok := cfg.Auths[key]
+		if !ok {
+			continue
+		}
+		if a.Auth != "" {
+			dec, err := base64.StdEncoding.DecodeString(a.Auth)
+			if err != nil {
+				return "", "", fmt.Errorf(".dockerconfigjson: the auth of %s is not base64", host)
+			}
+			user, pass, _ := strings.Cut(string(dec), ":")
+			return user, pass, nil
+		}
+		return a.Username, a.Password, nil
+	}
+	return "", "", fmt.Errorf(".dockerconfigjson has no credentials for %s", host)
 }
 
 // ValuesFrom reads the Helm values app takes from ConfigMaps and Secrets,

@@ -54,3 +54,19 @@ func TestParseImage_AsKustomizeEditSetImageTakesIt(t *testing.T) {
 		}
 	}
 }
+
+func TestDockerConfigAuth_FluxRegistrySecrets(t *testing.T) {
+	cfg := []byte(`{"auths":{"registry.example.com":{"auth":"Ym90OnB3"},"https://ghcr.io":{"username":"u","password":"p"}}}`)
+	for url, want := range map[string][2]string{
+		"oci://registry.example.com/org/app": {"bot", "pw"},
+		"oci://ghcr.io/org/app":              {"u", "p"},
+	} {
+		user, pass, err := dockerConfigAuth(cfg, url)
+		if err != nil || user != want[0] || pass != want[1] {
+			t.Errorf("%s: %q %q %v", url, user, pass, err)
+		}
+	}
+	if _, _, err := dockerConfigAuth(cfg, "oci://other.example.com/x"); err == nil || strings.Contains(err.Error(), "Ym90") {
+		t.Errorf("no credentials for the host: %v", err)
+	}
+}

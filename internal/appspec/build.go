@@ -83,12 +83,15 @@ func (b *Builder) Resolve(ctx context.Context, req Request) (*Build, error) {
 	app := req.App
 	build := &Build{allow: req.Tenancy.AllowChart(), maxAge: req.MaxAge}
 	var git *source.Artifact
-	if app.Spec.Source.RepoURL != "" {
-		var err error
+	var err error
+	switch {
+	case app.Spec.Source.RepoURL != "":
 		git, err = b.Fetch(ctx, req.Source)
-		if err != nil {
-			return nil, err
-		}
+	case app.Spec.Source.OCI != nil:
+		git, err = b.artifact(ctx, req)
+	}
+	if err != nil {
+		return nil, err
 	}
 	a, err := b.chart(ctx, req, git, build)
 	if err != nil {
@@ -123,6 +126,29 @@ func (b *Builder) Fetch(ctx context.Context, req source.Request) (*source.Artifa
 		return nil, &FetchError{err}
 	}
 	return a, nil
+}
+
+// artifact fetches req's OCI artifact: its content is the source, as a
+// Git checkout would be; its revision is "<tag>@<digest>".
+func (b *Builder) artifact(ctx context.Context, req Request) (*source.Artifact, error) {
+	areq, _, err := ArtifactRequest(ctx, req.Secrets, req.App)
+	if err != nil {
+		return nil, err
+	}
+	if b.Charts == nil {
+		return nil, errors.New("this agent fetches no OCI artifacts")
+	}
+	areq.MaxAge = req.MaxAge
+	a, err := b.Charts.FetchArtifact(ctx, areq)
+	if err != nil {
+		return nil, &FetchError{err}
+	}
+	subject := "OCI artifact " + a.URL
+	if a.SourceRevision != "" {
+		subject += " (" + a.Source + " at " + a.SourceRevision + ")"
+	}
+	return &source.Artifact{URL: a.URL, RefName: a.Tag, Revision: a.Revision, Dir: a.Dir,
+		Commit: source.CommitInfo{Subject: subject, Date: a.Created}, CheckedAt: b.now()}, nil
 }
 
 // chart fetches req's chart, if its app has a chart source, and makes it

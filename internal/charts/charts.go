@@ -130,6 +130,8 @@ type listing struct {
 	at    time.Time
 	index *repo.IndexFile
 	tags  []string
+	// artifact is an OCI artifact a reference resolved to.
+	artifact *Artifact
 }
 
 // NewCache returns a cache of charts in dir.

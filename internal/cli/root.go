@@ -94,6 +94,7 @@ server-side apply, prunes what Git no longer has and heals drift.`,
 		NewSuspendCommand(streams),
 		NewResumeCommand(streams),
 		NewClusterCommand(streams),
+		NewPushCommand(streams),
 	)
 	return root
 }

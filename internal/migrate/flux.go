@@ -114,12 +114,18 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 	case repo == nil:
 		t.note(u, "spec.sourceRef", "%s is not among the manifests; not translated", key)
 		return
-	case repo.GetKind() != "GitRepository":
-		t.note(u, "spec.sourceRef", "%s: %s sources are not translated yet (GitRepository sources are); not translated", key, repo.GetKind())
+	case repo.GetKind() != "GitRepository" && repo.GetKind() != "OCIRepository":
+		t.note(u, "spec.sourceRef", "%s: %s sources are not translated yet (GitRepository and OCIRepository sources are); not translated", key, repo.GetKind())
 		return
 	}
 	app := newApp(u.GetName(), u.GetNamespace())
-	t.fluxGit(u, &app, repo)
+	if repo.GetKind() == "OCIRepository" {
+		if !t.fluxOCI(u, &app, repo) {
+			return
+		}
+	} else {
+		t.fluxGit(u, &app, repo)
+	}
 	spec := mapAt(u.Object, "spec")
 	app.Spec.Source.Path = strings.Trim(strings.TrimPrefix(strAt(spec, "path"), "./"), "/")
 	if app.Spec.Source.Path == "." {
@@ -154,6 +160,38 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 		}
 	}
 	t.res.Applications = append(t.res.Applications, app)
+}
+
+// fluxOCI makes an OCIRepository (of manifests) the app's source: its
+// URL, tag, semver or digest, credentials and insecure flag mean the
+// same; signature verification, a layer selector and a cert Secret are
+// named (verification not carried over means the app would sync unsigned
+// content: it is not translated).
+func (t *translator) fluxOCI(u *unstructured.Unstructured, app *v1alpha1.Application, repo *unstructured.Unstructured) bool {
+	if _, ok := mapAt(repo.Object, "spec")["verify"]; ok {
+		t.note(repo, "spec.verify", "cosign verification of OCI artifacts is not supported yet; not translated, so that nothing unsigned syncs in its place")
+		return false
+	}
+	o := &v1alpha1.OCISource{URL: str(repo, "spec", "url"), Tag: str(repo, "spec", "ref", "tag"), Semver: str(repo, "spec", "ref", "semver"), Digest: str(repo, "spec", "ref", "digest")}
+	if o.Digest != "" {
+		o.Tag, o.Semver = "", ""
+	} else if o.Semver != "" {
+		o.Tag = ""
+	}
+	if s := str(repo, "spec", "secretRef", "name"); s != "" {
+		o.SecretRef = &v1alpha1.LocalObjectReference{Name: s}
+	}
+	o.Insecure, _ = mapAt(repo.Object, "spec")["insecure"].(bool)
+	for _, f := range []string{"layerSelector", "certSecretRef", "provider", "serviceAccountName"} {
+		if _, ok := mapAt(repo.Object, "spec")[f]; ok {
+			t.note(repo, "spec."+f, "not supported; not carried over")
+		}
+	}
+	app.Spec.Source.OCI = o
+	if d := duration(str(repo, "spec", "interval")); d != nil {
+		app.Spec.SyncPolicy.Interval = d
+	}
+	return true
 }
 
 // fluxDecryption carries SOPS decryption over: the same provider and

@@ -220,6 +220,16 @@ metadata: {name: cache, namespace: data}
 spec:
   chartRef: {kind: OCIRepository, name: redis}
 `, `
+apiVersion: source.toolkit.fluxcd.io/v1beta2
+kind: OCIRepository
+metadata: {name: manifests, namespace: flux-system}
+spec: {url: oci://ghcr.io/org/manifests, ref: {semver: ">=1.0.0"}, interval: 5m, secretRef: {name: ghcr}}
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: from-oci, namespace: flux-system}
+spec: {sourceRef: {kind: OCIRepository, name: manifests}, path: ./deploy, prune: true, interval: 1m}
+`, `
 apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
 metadata: {name: orphan, namespace: flux-system}
@@ -245,8 +255,11 @@ spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, 
 	if c := cache.Spec.Source.Chart; c == nil || c.RepoURL != "oci://registry.example.com/charts" || c.Name != "redis" || c.Version != "19.x" {
 		t.Errorf("cache chart: %+v", cache.Spec.Source.Chart)
 	}
-	if len(res.Applications) != 3 {
-		t.Errorf("%d Applications, want 3", len(res.Applications))
+	if o := find(t, res, "from-oci").Spec.Source.OCI; o == nil || o.URL != "oci://ghcr.io/org/manifests" || o.Semver != ">=1.0.0" || o.SecretRef.Name != "ghcr" {
+		t.Errorf("from-oci source = %+v", o)
+	}
+	if len(res.Applications) != 4 {
+		t.Errorf("%d Applications, want 4", len(res.Applications))
 	}
 	if apps := find(t, res, "apps"); len(apps.Spec.DependsOn) != 1 || apps.Spec.DependsOn[0] != (v1alpha1.ApplicationReference{Name: "infra"}) {
 		t.Errorf("apps dependsOn = %+v, want infra (the Kustomization it depends on, migrated)", apps.Spec.DependsOn)

@@ -120,6 +120,11 @@ func Resolve(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts Options)
 			return Tenancy{}, err
 		}
 	}
+	if o := app.Spec.Source.OCI; o != nil {
+		if err := allowRepo(t, "spec.source.oci.url", o.URL); err != nil {
+			return Tenancy{}, err
+		}
+	}
 	// Dependencies stay within the Tenant: an app's status would
 	// otherwise tell of Applications its team may not see.
 	for _, d := range app.Spec.DependsOn {
