@@ -558,6 +558,22 @@ type OCISource struct {
 	// Insecure allows plain http to the registry.
 	// +optional
 	Insecure bool `json:"insecure,omitempty"`
+	// Verify, when set, refuses an artifact that is not signed by cosign
+	// with one of the keys of its Secret, before anything of it is
+	// extracted or rendered (Flux's OCIRepository verify).
+	// +optional
+	Verify *OCIVerification `json:"verify,omitempty"`
+}
+
+// OCIVerification says which cosign signatures an artifact needs.
+type OCIVerification struct {
+	// Provider is cosign.
+	// +kubebuilder:validation:Enum=cosign
+	Provider string `json:"provider"`
+	// SecretRef names a Secret in the Application's namespace whose keys
+	// ending in .pub hold cosign public keys (PEM). Keyless verification
+	// (Fulcio identities) is not supported: name the keys.
+	SecretRef LocalObjectReference `json:"secretRef"`
 }
 
 // ChartSource is a chart in a Helm repository or an OCI registry.

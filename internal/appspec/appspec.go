@@ -224,6 +224,26 @@ func ArtifactRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.A
 			req.Auth.Username, req.Auth.Password = user, pass
 		}
 	}
+	if v := o.Verify; v != nil {
+		var s corev1.Secret
+		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: v.SecretRef.Name}, &s); err != nil {
+			return req, true, fmt.Errorf("spec.source.oci.verify.secretRef: reading Secret %s: %w", v.SecretRef.Name, err)
+		}
+		names := make([]string, 0, len(s.Data))
+		for k := range s.Data {
+			if strings.HasSuffix(k, ".pub") {
+				names = append(names, k)
+			}
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			req.Verify = append(req.Verify, s.Data[k])
+		}
+		if len(req.Verify) == 0 {
+			// Never verify against nothing: that would pass everything.
+			return req, true, fmt.Errorf("spec.source.oci.verify.secretRef: Secret %s holds no public key (a key ending in .pub)", v.SecretRef.Name)
+		}
+	}
 	return req, true, nil
 }
 

@@ -48,6 +48,9 @@ type ArtifactRequest struct {
 	Insecure            bool
 	// MaxAge: a tag listing younger than this is reused.
 	MaxAge time.Duration
+	// Verify, when set, refuses an artifact without a cosign signature by
+	// one of these keys, before anything of it is extracted.
+	Verify CosignKeys
 }
 
 // Artifact is an extracted artifact.
@@ -102,7 +105,7 @@ func (c *Cache) FetchArtifact(ctx context.Context, req ArtifactRequest) (*Artifa
 	}
 	// A recent resolution of the same reference (with the same
 	// credentials) answers: drift reconciles cost no registry request.
-	key := "artifact:" + ref.String() + "|" + req.Auth.identity()
+	key := "artifact:" + ref.String() + "|" + req.Auth.identity() + "|" + req.Verify.identity()
 	if l, fresh := c.listing(key, req.MaxAge); fresh && l.artifact != nil && exists(l.artifact.Dir) {
 		a := *l.artifact
 		return &a, nil
@@ -114,6 +117,11 @@ func (c *Cache) FetchArtifact(ctx context.Context, req ArtifactRequest) (*Artifa
 	digest := desc.Digest.String()
 	if req.Digest != "" && req.Digest != digest {
 		return nil, fmt.Errorf("OCI artifact %s: the manifest does not match the digest %s asked for", ref, req.Digest)
+	}
+	if len(req.Verify) > 0 {
+		if err := req.Verify.verify(ctx, repository, digest, opts); err != nil {
+			return nil, err
+		}
 	}
 	img, err := desc.Image()
 	if err != nil {

@@ -165,14 +165,19 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 // fluxOCI makes an OCIRepository (of manifests) the app's source: its
 // URL, tag, semver or digest, credentials and insecure flag mean the
 // same; signature verification, a layer selector and a cert Secret are
-// named (verification not carried over means the app would sync unsigned
-// content: it is not translated).
+// named. Verification with cosign keys is carried over (the keys' Secret
+// is Flux's: *.pub); keyless verification is not, and nor is the app.
 func (t *translator) fluxOCI(u *unstructured.Unstructured, app *v1alpha1.Application, repo *unstructured.Unstructured) bool {
-	if _, ok := mapAt(repo.Object, "spec")["verify"]; ok {
-		t.note(repo, "spec.verify", "cosign verification of OCI artifacts is not supported yet; not translated, so that nothing unsigned syncs in its place")
-		return false
+	var verify *v1alpha1.OCIVerification
+	if v := mapAt(repo.Object, "spec", "verify"); v != nil {
+		secret := strAt(v, "secretRef", "name")
+		if strAt(v, "provider") != "cosign" || secret == "" {
+			t.note(repo, "spec.verify", "only cosign verification with public keys (secretRef) is supported, not keyless (matchOIDCIdentity) or notation; not translated, so that nothing unverified syncs in its place")
+			return false
+		}
+		verify = &v1alpha1.OCIVerification{Provider: "cosign", SecretRef: v1alpha1.LocalObjectReference{Name: secret}}
 	}
-	o := &v1alpha1.OCISource{URL: str(repo, "spec", "url"), Tag: str(repo, "spec", "ref", "tag"), Semver: str(repo, "spec", "ref", "semver"), Digest: str(repo, "spec", "ref", "digest")}
+	o := &v1alpha1.OCISource{Verify: verify, URL: str(repo, "spec", "url"), Tag: str(repo, "spec", "ref", "tag"), Semver: str(repo, "spec", "ref", "semver"), Digest: str(repo, "spec", "ref", "digest")}
 	if o.Digest != "" {
 		o.Tag, o.Semver = "", ""
 	} else if o.Semver != "" {

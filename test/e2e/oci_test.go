@@ -7,6 +7,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +22,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	cosignmutate "github.com/sigstore/cosign/v2/pkg/oci/mutate"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	cosignstatic "github.com/sigstore/cosign/v2/pkg/oci/static"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
+	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -103,4 +115,97 @@ func TestOCI_PushedArtifactSyncsAndANewTagFollows(t *testing.T) {
 		t.Error("the hostile artifact's object was applied")
 	}
 	color("green")
+}
+
+// cosignSign signs digest in the registry as `cosign sign --key` does,
+// with cosign's and sigstore's own modules: the simple-signing payload,
+// signed with key, attached as a signature beside the artifact.
+func cosignSign(t *testing.T, host, repository, digest string, key *ecdsa.PrivateKey) {
+	t.Helper()
+	ref, err := name.NewDigest(host + "/" + repository + "@" + digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := (&payload.Cosign{Image: ref}).MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := signature.LoadECDSASignerVerifier(key, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := sv.SignMessage(bytes.NewReader(pl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ociSig, err := cosignstatic.NewSignature(pl, base64.StdEncoding.EncodeToString(sig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	se, err := ociremote.SignedEntity(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := cosignmutate.AttachSignatureToEntity(se, ociSig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ociremote.WriteSignatures(ref.Repository, signed); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With spec.source.oci.verify, an unsigned artifact and one signed with
+// another key are refused (VerificationFailed) before anything is
+// extracted or applied; once signed by cosign with the trusted key, it
+// syncs.
+func TestOCI_VerificationRefusesUnsignedAndWronglySignedArtifacts(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	ctx := context.Background()
+	reg := chartrepo.NewRegistry()
+	defer reg.Close()
+	dir := writeTree(t, ns, map[string]string{"deploy/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: signed\ndata: {k: v}\n"})
+	r := convergeOffline(t, "push", "artifact", dir, "oci://"+reg.Host+"/apps/signed:1.0.0", "--insecure")
+	if r.code != 0 {
+		t.Fatalf("push: %s", r.output())
+	}
+	digest := strings.TrimSpace(r.stdout)
+	trusted, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub, err := cryptoutils.MarshalPublicKeyToPEM(&trusted.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cosign-keys", Namespace: ns}, Data: map[string][]byte{"cosign.pub": pub}}
+	if err := cluster.Client.Create(ctx, keys); err != nil {
+		t.Fatal(err)
+	}
+	policy := automated(true, true)
+	policy.Interval = &metav1.Duration{Duration: 2 * time.Second}
+	a.create(t, &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "signed", Namespace: ns}, Spec: v1alpha1.ApplicationSpec{
+		Source: v1alpha1.ApplicationSource{Path: "deploy", OCI: &v1alpha1.OCISource{URL: "oci://" + reg.Host + "/apps/signed", Tag: "1.0.0", Insecure: true,
+			Verify: &v1alpha1.OCIVerification{Provider: "cosign", SecretRef: v1alpha1.LocalObjectReference{Name: "cosign-keys"}}}},
+		SyncPolicy: policy,
+	}})
+	refused := func(why string) {
+		t.Helper()
+		a.waitApp(t, ns, "signed", 30*time.Second, "VerificationFailed: "+why, func(app *v1alpha1.Application) bool {
+			c := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+			return c != nil && c.Reason == v1alpha1.ReasonVerificationFailed && strings.Contains(c.Message, why)
+		})
+		if get(t, "v1", "ConfigMap", ns, "signed") != nil {
+			t.Fatal("an artifact that failed verification was applied")
+		}
+	}
+	refused("it is not signed")
+	cosignSign(t, reg.Host, "apps/signed", digest, other)
+	refused("no signature made by a trusted key")
+	cosignSign(t, reg.Host, "apps/signed", digest, trusted)
+	a.waitApp(t, ns, "signed", 30*time.Second, "synced once signed", func(app *v1alpha1.Application) bool {
+		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced && strings.HasSuffix(app.Status.Sync.Revision, digest)
+	})
+	if get(t, "v1", "ConfigMap", ns, "signed") == nil {
+		t.Error("the signed artifact's ConfigMap is missing")
+	}
 }
