@@ -64,15 +64,22 @@ spec:
   targetNamespace: {{NS}}
   chart: {spec: {chart: podinfo, version: 6.x, sourceRef: {kind: HelmRepository, name: podinfo}}}
   values: {replicaCount: 2}
-  postRenderers: [{kustomize: {patches: []}}]
+  postRenderers:
+  - kustomize:
+      patches:
+      - target: {kind: ConfigMap}
+        patch: |
+          - op: add
+            path: /metadata/labels
+            value: {rendered: post}
 `,
 	})
 	r := convergeOffline(t, "migrate", manifests)
 	if r.code != 0 {
 		t.Fatalf("migrate exited %d:\n%s", r.code, r.stderr)
 	}
-	if !strings.Contains(r.stderr, "HelmRelease/"+ns+"/podinfo: spec.postRenderers") {
-		t.Errorf("the post-renderer is not listed as not carried over:\n%s", r.stderr)
+	if strings.Contains(r.stderr, "spec.postRenderers") {
+		t.Errorf("the post-renderer is carried over, yet listed as not:\n%s", r.stderr)
 	}
 	var names []string
 	for _, doc := range strings.Split(r.stdout, "\n---\n") {
@@ -108,5 +115,9 @@ spec:
 		if got != want {
 			t.Errorf("ConfigMap %s = %v, want a value %q", name, d, want)
 		}
+	}
+	// Flux's post-renderer ran over the chart's objects, as it would.
+	if cm := get(t, "v1", "ConfigMap", ns, ns+"-podinfo-podinfo"); cm == nil || cm.GetLabels()["rendered"] != "post" {
+		t.Errorf("the HelmRelease's post-renderer did not label the chart's ConfigMap")
 	}
 }
