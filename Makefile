@@ -116,7 +116,7 @@ soak: cluster-up
 bench: cluster-up
 	assets="$$($(LOCALCLUSTER) assets)"; \
 	KUBEBUILDER_ASSETS="$$assets" CONVERGE_KUBECONFIG=$(KUBECONFIG_LOCAL) $(GO) run ./test/bench -out $(CLUSTER_DIR)/bench.json; \
-	KUBEBUILDER_ASSETS="$$assets" $(GO) test -run '^$$' -bench . -benchmem ./internal/server/
+	KUBEBUILDER_ASSETS="$$assets" $(GO) test -run '^$$' -bench . -benchmem ./internal/ui/
 
 # Flux, built from the Go module proxy (tools/peers) for side-by-side
 # benchmarks; cached outside the clone.

@@ -44,6 +44,7 @@ import (
 	"converge.dev/converge/internal/server"
 	"converge.dev/converge/internal/source"
 	"converge.dev/converge/internal/tenancy"
+	"converge.dev/converge/internal/ui"
 )
 
 // DefaultSystemNamespace is where `converge install` puts the agent.
@@ -491,19 +492,19 @@ func setupUI(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o Optio
 	if (o.UITLSCertFile == "") != (o.UITLSKeyFile == "") {
 		return fmt.Errorf("--ui-tls-cert-file and --ui-tls-key-file go together")
 	}
-	hub, err := server.NewHub(cfg, server.HubOptions{Namespaces: o.WatchNamespaces, Scheme: scheme})
+	hub, err := ui.NewHub(cfg, ui.HubOptions{Namespaces: o.WatchNamespaces, Scheme: scheme})
 	if err != nil {
 		return err
 	}
 	if err := mgr.Add(everyReplica(hub.Start)); err != nil {
 		return err
 	}
-	ui := &server.UI{
+	site := &ui.Server{
 		Cluster: cfg, Hub: hub, Previewer: previewer,
 		SystemNamespace: o.SystemNamespace, Secure: o.UITLSCertFile != "", Records: mgr.GetClient(),
 		Scheme: scheme, Mapper: mgr.GetRESTMapper(), Log: logger.WithName("ui"),
 	}
-	h, err := ui.Handler()
+	h, err := site.Handler()
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 
 	"converge.dev/converge/api/v1alpha1"
-	"converge.dev/converge/internal/server"
+	"converge.dev/converge/internal/ui"
 )
 
 // UIOptions holds the flags of `converge ui`.
@@ -73,7 +73,7 @@ func (o *UIOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hub, err := server.NewHub(cfg, server.HubOptions{Namespaces: namespaces, Scheme: scheme})
+	hub, err := ui.NewHub(cfg, ui.HubOptions{Namespaces: namespaces, Scheme: scheme})
 	if err != nil {
 		return err
 	}
@@ -106,21 +106,21 @@ func (o *UIOptions) Run(ctx context.Context) error {
 	port = strconv.Itoa(addr.Port)
 	hosts := []string{net.JoinHostPort(host, port), "localhost:" + port, "127.0.0.1:" + port, "[::1]:" + port}
 	logs := funcr.NewJSON(func(obj string) { fmt.Fprintln(o.ErrOut, obj) }, funcr.Options{})
-	ui := &server.UI{
-		Cluster: cfg, Local: true, LoginKey: server.NewLoginKey(), Hosts: hosts, Hub: hub,
+	site := &ui.Server{
+		Cluster: cfg, Local: true, LoginKey: ui.NewLoginKey(), Hosts: hosts, Hub: hub,
 		Previewer: p, SystemNamespace: o.SystemNamespace, Scheme: scheme, Mapper: mapper, Log: logs.WithName("ui"),
 	}
-	h, err := ui.Handler()
+	h, err := site.Handler()
 	if err != nil {
 		return err
 	}
-	url := fmt.Sprintf("http://%s/login?key=%s", net.JoinHostPort(host, port), ui.LoginKey)
+	url := fmt.Sprintf("http://%s/login?key=%s", net.JoinHostPort(host, port), site.LoginKey)
 	fmt.Fprintln(o.ErrOut, "converge UI: open this URL (it signs you in; keep it to yourself). Ctrl-C stops.")
 	fmt.Fprintln(o.Out, url)
 	if o.Open {
 		openBrowser(url)
 	}
-	srv := server.NewHTTPServer(h)
+	srv := ui.NewHTTPServer(h)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

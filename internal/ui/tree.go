@@ -1,4 +1,4 @@
-package server
+package ui
 
 import (
 	"context"
@@ -48,7 +48,7 @@ var workloadKinds = map[schema.GroupKind][]schema.GroupVersionKind{
 // tree builds app's object tree as the viewer: the app's objects from its
 // status, in the order a sync applies them (CRDs first), each workload
 // with what its controllers made. note says what could not be shown.
-func (u *UI) tree(ctx context.Context, ss *session, app *v1alpha1.Application) ([]*treeNode, string) {
+func (u *Server) tree(ctx context.Context, ss *session, app *v1alpha1.Application) ([]*treeNode, string) {
 	res := append([]v1alpha1.ResourceStatus(nil), app.Status.Resources...)
 	sort.SliceStable(res, func(i, j int) bool {
 		a, b := res[i], res[j]
@@ -80,7 +80,7 @@ func (u *UI) tree(ctx context.Context, ss *session, app *v1alpha1.Application) (
 
 // children finds n's children of the kinds in owns (each the owner of the
 // next), by listing them with n's selector and matching owner references.
-func (u *UI) children(ctx context.Context, ss *session, n *treeNode, gvk schema.GroupVersionKind, owns []schema.GroupVersionKind) error {
+func (u *Server) children(ctx context.Context, ss *session, n *treeNode, gvk schema.GroupVersionKind, owns []schema.GroupVersionKind) error {
 	live := &unstructured.Unstructured{}
 	live.SetGroupVersionKind(gvk)
 	if err := ss.client.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.Name}, live); err != nil {

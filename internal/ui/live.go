@@ -1,4 +1,4 @@
-package server
+package ui
 
 import (
 	"encoding/json"
@@ -15,7 +15,7 @@ const heartbeat = 20 * time.Second
 // events. Events carry names only; a page reads what changed as the viewer.
 // A browser keeps one stream for all its pages (live-worker.js). The
 // stream ends when the session does.
-func (u *UI) live(w http.ResponseWriter, r *http.Request, ss *session) {
+func (u *Server) live(w http.ResponseWriter, r *http.Request, ss *session) {
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

@@ -1,4 +1,4 @@
-package server
+package ui
 
 import (
 	"context"
@@ -28,7 +28,7 @@ import (
 // visibleApps is the hub's Applications in the namespaces where the viewer
 // may list Applications. In local mode the hub watches as the viewer, so
 // all of them.
-func (u *UI) visibleApps(ctx context.Context, ss *session) ([]v1alpha1.Application, error) {
+func (u *Server) visibleApps(ctx context.Context, ss *session) ([]v1alpha1.Application, error) {
 	apps, err := u.Hub.Applications(ctx, "")
 	if err != nil || u.Local {
 		return apps, err
@@ -51,7 +51,7 @@ func (u *UI) visibleApps(ctx context.Context, ss *session) ([]v1alpha1.Applicati
 	return out, nil
 }
 
-func (u *UI) appsPage(w http.ResponseWriter, r *http.Request, ss *session) {
+func (u *Server) appsPage(w http.ResponseWriter, r *http.Request, ss *session) {
 	apps, err := u.visibleApps(r.Context(), ss)
 	if err != nil {
 		u.fail(w, ss, err)
@@ -77,7 +77,7 @@ func (u *UI) appsPage(w http.ResponseWriter, r *http.Request, ss *session) {
 
 // appRow is one row of the list, for a live update; 404 when the viewer
 // may not see it or it is gone.
-func (u *UI) appRow(w http.ResponseWriter, r *http.Request, ss *session) {
+func (u *Server) appRow(w http.ResponseWriter, r *http.Request, ss *session) {
 	ns, name := r.PathValue("ns"), r.PathValue("name")
 	if !u.Local && !ss.can(r.Context(), "list", "applications", ns) {
 		http.NotFound(w, r)
@@ -114,7 +114,7 @@ type appView struct {
 }
 
 // loadApp reads everything an app's page shows, as the viewer.
-func (u *UI) loadApp(ctx context.Context, ss *session, ns, name string) (*appView, error) {
+func (u *Server) loadApp(ctx context.Context, ss *session, ns, name string) (*appView, error) {
 	app := &v1alpha1.Application{}
 	if err := ss.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
 		return nil, err
@@ -194,7 +194,7 @@ func policyText(app *v1alpha1.Application) string {
 	return strings.Join(parts, ", ")
 }
 
-func (u *UI) appPage(w http.ResponseWriter, r *http.Request, ss *session) {
+func (u *Server) appPage(w http.ResponseWriter, r *http.Request, ss *session) {
 	v, err := u.loadApp(r.Context(), ss, r.PathValue("ns"), r.PathValue("name"))
 	if err != nil {
 		u.fail(w, ss, err)
@@ -208,7 +208,7 @@ func (u *UI) appPage(w http.ResponseWriter, r *http.Request, ss *session) {
 }
 
 // appSections is the live part of an app's page, for a live update.
-func (u *UI) appSections(w http.ResponseWriter, r *http.Request, ss *session) {
+func (u *Server) appSections(w http.ResponseWriter, r *http.Request, ss *session) {
 	v, err := u.loadApp(r.Context(), ss, r.PathValue("ns"), r.PathValue("name"))
 	if err != nil {
 		http.Error(w, viewerMessage(err), statusOf(err))
@@ -226,7 +226,7 @@ func statusOf(err error) int {
 
 // act carries out a button of an app's page as the viewer, then shows the
 // page again with what happened.
-func (u *UI) act(w http.ResponseWriter, r *http.Request, ss *session) {
+func (u *Server) act(w http.ResponseWriter, r *http.Request, ss *session) {
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	ns, name, action := r.PathValue("ns"), r.PathValue("name"), r.PathValue("action")
@@ -307,7 +307,7 @@ type sealedRow struct {
 	State, Message         string
 }
 
-func (u *UI) sealedPage(w http.ResponseWriter, r *http.Request, ss *session) {
+func (u *Server) sealedPage(w http.ResponseWriter, r *http.Request, ss *session) {
 	ctx := r.Context()
 	v := sealedView{}
 	var list v1alpha1.SealedSecretList

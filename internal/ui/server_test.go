@@ -1,4 +1,4 @@
-package server
+package ui
 
 import (
 	"context"
@@ -164,7 +164,7 @@ func localUI(t testing.TB) (http.Handler, *http.Cookie) {
 	if !hub.WaitForSync(ctx) {
 		t.Fatal("the hub did not sync")
 	}
-	ui := &UI{Cluster: env.Config, Local: true, LoginKey: "key", Hosts: []string{"ui.test"}, Hub: hub, Scheme: scheme, Log: logr.Discard()}
+	ui := &Server{Cluster: env.Config, Local: true, LoginKey: "key", Hosts: []string{"ui.test"}, Hub: hub, Scheme: scheme, Log: logr.Discard()}
 	h, err := ui.Handler()
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package server
+package ui
 
 import (
 	"bytes"
@@ -23,6 +23,7 @@ import (
 
 	"converge.dev/converge/internal/preview"
 	"converge.dev/converge/internal/redact"
+	"converge.dev/converge/internal/server"
 	"converge.dev/converge/web"
 )
 
@@ -32,7 +33,7 @@ import (
 // Applications and the live updates come from the Hub's watches, shown
 // only in the namespaces where the viewer may list Applications (asked of
 // the apiserver as the viewer).
-type UI struct {
+type Server struct {
 	// Cluster reaches the apiserver. In local mode it is the user's own
 	// configuration, which every session uses; otherwise only its address
 	// and CA are kept and each viewer's bearer token is added.
@@ -67,7 +68,7 @@ type UI struct {
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 // Handler returns the UI's HTTP handler.
-func (u *UI) Handler() (http.Handler, error) {
+func (u *Server) Handler() (http.Handler, error) {
 	if u.Cluster == nil || u.Hub == nil || u.Scheme == nil {
 		return nil, errors.New("the UI needs a cluster, a hub and a scheme")
 	}
@@ -86,7 +87,7 @@ func (u *UI) Handler() (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /login", u.loginPage)
-	mux.Handle("POST /login", (&RateLimit{Rate: 1, Burst: 10}).Wrap(http.HandlerFunc(u.login)))
+	mux.Handle("POST /login", (&server.RateLimit{Rate: 1, Burst: 10}).Wrap(http.HandlerFunc(u.login)))
 	mux.HandleFunc("POST /logout", u.withSession(u.logout))
 	mux.HandleFunc("GET /{$}", u.withSession(u.appsPage))
 	mux.HandleFunc("GET /rows/{ns}/{name}", u.withSession(u.appRow))
@@ -117,7 +118,7 @@ func parsePages() (map[string]*template.Template, error) {
 
 // guard sets the security headers on every response and, in local mode,
 // refuses requests addressed to another host name.
-func (u *UI) guard(next http.Handler) http.Handler {
+func (u *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", contentSecurityPolicy)
@@ -146,7 +147,7 @@ func (u *UI) guard(next http.Handler) http.Handler {
 	})
 }
 
-func (u *UI) hostAllowed(host string) bool {
+func (u *Server) hostAllowed(host string) bool {
 	for _, h := range u.Hosts {
 		if strings.EqualFold(h, host) {
 			return true
@@ -172,7 +173,7 @@ type handler func(w http.ResponseWriter, r *http.Request, ss *session)
 // withSession runs h for a signed-in viewer. Without a session, pages
 // redirect to sign in and everything else is refused; every POST must
 // carry the session's CSRF token.
-func (u *UI) withSession(h handler) http.HandlerFunc {
+func (u *Server) withSession(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ss := u.sessions.get(r)
 		if ss == nil {
@@ -202,11 +203,11 @@ type pageData struct {
 	Data                   any
 }
 
-func (u *UI) render(w http.ResponseWriter, status int, name string, d pageData) {
+func (u *Server) render(w http.ResponseWriter, status int, name string, d pageData) {
 	u.renderTemplate(w, status, name, "layout", d)
 }
 
-func (u *UI) renderTemplate(w http.ResponseWriter, status int, page, tmpl string, d any) {
+func (u *Server) renderTemplate(w http.ResponseWriter, status int, page, tmpl string, d any) {
 	var buf bytes.Buffer
 	if err := u.pages[page].ExecuteTemplate(&buf, tmpl, d); err != nil {
 		u.Log.Error(err, "rendering a page", "page", page)
@@ -218,12 +219,12 @@ func (u *UI) renderTemplate(w http.ResponseWriter, status int, page, tmpl string
 	_, _ = w.Write(buf.Bytes())
 }
 
-func (u *UI) page(ss *session, title, nav string, data any) pageData {
+func (u *Server) page(ss *session, title, nav string, data any) pageData {
 	return pageData{Title: title, User: ss.user, CSRF: ss.csrf, Nav: nav, Flash: ss.takeFlash(), Local: u.Local, Live: true, Data: data}
 }
 
 // fail shows err as a page; a refusal by the apiserver says so plainly.
-func (u *UI) fail(w http.ResponseWriter, ss *session, err error) {
+func (u *Server) fail(w http.ResponseWriter, ss *session, err error) {
 	status, title := http.StatusInternalServerError, "Something went wrong"
 	switch {
 	case apierrors.IsForbidden(err):
@@ -249,7 +250,7 @@ func viewerMessage(err error) string {
 
 // loginPage signs in: in local mode with the key in the URL, otherwise
 // with the form for a bearer token.
-func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {
+func (u *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 	if u.Local {
 		key := r.URL.Query().Get("key")
 		if key == "" || subtle.ConstantTimeCompare([]byte(key), []byte(u.LoginKey)) != 1 {
@@ -284,7 +285,7 @@ func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {
 	u.render(w, http.StatusOK, "login", pageData{Title: "Sign in", CSRF: token})
 }
 
-func (u *UI) login(w http.ResponseWriter, r *http.Request) {
+func (u *Server) login(w http.ResponseWriter, r *http.Request) {
 	if u.Local {
 		http.Error(w, "open the URL converge ui printed", http.StatusNotFound)
 		return
@@ -329,11 +330,11 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
-func (u *UI) renderLoginError(w http.ResponseWriter, csrf, msg string) {
+func (u *Server) renderLoginError(w http.ResponseWriter, csrf, msg string) {
 	u.render(w, http.StatusUnauthorized, "login", pageData{Title: "Sign in", CSRF: csrf, Error: msg})
 }
 
-func (u *UI) logout(w http.ResponseWriter, r *http.Request, ss *session) {
+func (u *Server) logout(w http.ResponseWriter, r *http.Request, ss *session) {
 	u.sessions.remove(ss.id)
 	u.setCookie(w, sessionCookie, "", -1)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
@@ -341,7 +342,7 @@ func (u *UI) logout(w http.ResponseWriter, r *http.Request, ss *session) {
 
 // setCookie sets an HTTP-only, SameSite=Strict cookie (Secure over TLS);
 // maxAge 0 lasts the browser session, negative deletes it.
-func (u *UI) setCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) {
+func (u *Server) setCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) {
 	ck := &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, Secure: u.Secure, SameSite: http.SameSiteStrictMode}
 	switch {
 	case maxAge < 0:
@@ -353,7 +354,7 @@ func (u *UI) setCookie(w http.ResponseWriter, name, value string, maxAge time.Du
 }
 
 // client is a client for cfg sharing the UI's scheme and REST mapper.
-func (u *UI) client(cfg *rest.Config) (client.Client, error) {
+func (u *Server) client(cfg *rest.Config) (client.Client, error) {
 	return client.New(cfg, client.Options{Scheme: u.Scheme, Mapper: u.Mapper})
 }
 

@@ -1,4 +1,4 @@
-package server
+package ui
 
 import (
 	"context"
@@ -37,7 +37,7 @@ var previewSlots = make(chan struct{}, 2)
 
 // appDiff compares the app's source with the cluster, as the viewer: the
 // same fetch, render and dry-run plan as `converge diff APP`.
-func (u *UI) appDiff(w http.ResponseWriter, r *http.Request, ss *session) {
+func (u *Server) appDiff(w http.ResponseWriter, r *http.Request, ss *session) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
 	defer cancel()
 	v, err := u.diff(ctx, ss, r.PathValue("ns"), r.PathValue("name"))
@@ -47,7 +47,7 @@ func (u *UI) appDiff(w http.ResponseWriter, r *http.Request, ss *session) {
 	u.renderTemplate(w, http.StatusOK, "app", "diff", pageData{Data: v})
 }
 
-func (u *UI) diff(ctx context.Context, ss *session, ns, name string) (*diffView, error) {
+func (u *Server) diff(ctx context.Context, ss *session, ns, name string) (*diffView, error) {
 	if u.Previewer == nil {
 		return nil, errors.New("this server does not compute diffs")
 	}
