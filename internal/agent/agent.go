@@ -127,7 +127,6 @@ func durationPtr(d time.Duration) *time.Duration {
 	return &d
 }
 
-// Run runs the agent against the cluster cfg reaches until ctx ends,
 // fetchers are the Git and chart caches under o.CacheDir, with the hosts
 // they may reach, and the egress policy charts and notifications share:
 // under the multi-tenant profile nothing a tenant names reaches the
@@ -164,6 +163,7 @@ func ignoreRules(file string) ([]engine.IgnoreRule, error) {
 	return appspec.DefaultIgnoreRules(data, "--ignore-differences-file "+file)
 }
 
+// Run runs the agent against the cluster cfg reaches until ctx ends,
 // logging JSON lines to logs.
 func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error {
 	logger := funcr.NewJSON(func(obj string) { fmt.Fprintln(logs, obj) }, funcr.Options{Verbosity: verbosity(o.Verbose)})
