@@ -121,7 +121,7 @@ func TestAgent_HundredAppsOnOneRepositoryShareFetchesAndIdleWithoutWrites(t *tes
 	before := a.git.Fetches(repo.Name)
 	// Observe three intervals of an unchanged repository.
 	window := 3 * interval
-	time.Sleep(window)
+	observe(t, window, "three intervals of an unchanged repository")
 	requests := a.git.Fetches(repo.Name) - before
 	// One ls-remote per interval (two smart-HTTP requests), shared by all
 	// 100 apps; allow one extra interval for timing at the edges.

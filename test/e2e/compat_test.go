@@ -231,7 +231,7 @@ func TestCompat_HookChartUnderTheAgentMakesNoWritesOnceSynced(t *testing.T) {
 	if err := audit.Mark(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Second)
+	observe(t, 20*time.Second, "ten intervals of an app whose hook Jobs removed themselves")
 	events, err := audit.Since(func(e kubetest.AuditEvent) bool {
 		return e.Write() && e.ObjectRef != nil && e.ObjectRef.Namespace == ns && e.ObjectRef.Resource != "events" &&
 			!strings.HasPrefix(e.User.Username, "system:") && e.User.Username != "kwok"
@@ -784,7 +784,7 @@ func TestCompat_SelfRemovingJobIsNotRecreated(t *testing.T) {
 		return synced(rev)(app) && app.Status.Health.Status == v1alpha1.HealthHealthy
 	})
 	// Five intervals: not recreated.
-	time.Sleep(10 * time.Second)
+	observe(t, 10*time.Second, "five intervals after the Job removed itself")
 	if n := len(jobCreates(t, audit, ns)); n != 1 {
 		t.Errorf("the Job was created %d times, want once", n)
 	}

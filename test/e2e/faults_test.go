@@ -161,8 +161,12 @@ func TestFaults_WebhookFloodCoalesces(t *testing.T) {
 	wg.Wait()
 	t.Logf("answers: %v", codes)
 	a.waitApp(t, ns, "flooded", 30*time.Second, "the new commit synced", synced(second))
-	// Let the requests the flood queued drain.
-	time.Sleep(2 * time.Second)
+	// Every delivery handled: the last stamp the webhook wrote is the
+	// last request the agent answered.
+	a.waitApp(t, ns, "flooded", 30*time.Second, "the last delivery handled", func(app *v1alpha1.Application) bool {
+		at := app.Annotations[v1alpha1.AnnotationRequestedAt]
+		return at != "" && app.Status.LastHandledRequest == at
+	})
 	fetches := a.git.Fetches(repo.Name) - before
 	if fetches > 20 {
 		t.Errorf("%d deliveries made %d upload-pack requests; want them coalesced", 200, fetches)

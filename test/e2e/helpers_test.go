@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -102,4 +103,13 @@ func convergeRequests(t *testing.T, audit *kubetest.AuditLog) []kubetest.AuditEv
 		t.Fatal(err)
 	}
 	return events
+}
+
+// observe lets d pass while the test watches for what must not happen
+// (writes in the audit log, Job creations, history growth): a window the
+// test states, never a wait for something to happen.
+func observe(t *testing.T, d time.Duration, what string) {
+	t.Helper()
+	t.Logf("observing %s for %s", what, d)
+	time.Sleep(d)
 }

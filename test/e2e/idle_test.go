@@ -95,7 +95,7 @@ func TestFaults_HundredIdleAppsMakeNoAPIRequests(t *testing.T) {
 	}
 	before := a.git.Fetches(repo.Name)
 	window := 3 * interval
-	time.Sleep(window) // observing an idle window is the point
+	observe(t, window, "three idle intervals")
 	fetches := a.git.Fetches(repo.Name) - before
 	if got := requests(); len(got) > 0 {
 		t.Errorf("100 idle apps made %d API requests in %s, want 0: %v", len(got), window, first(got))

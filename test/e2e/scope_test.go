@@ -26,10 +26,11 @@ func TestAgent_WatchNamespaceScopesTheAgent(t *testing.T) {
 	rev := a.bigApp(t, mine, "in-scope", 2, "scoped")
 	a.bigApp(t, other, "out-of-scope", 2, "scoped")
 	a.waitApp(t, mine, "in-scope", 60*time.Second, "the app in the watched namespace synced", synced(rev))
-
-	// The agent is up and has listed its Applications; give it the time
-	// of its first sync again before looking at the other one.
-	time.Sleep(3 * time.Second)
+	// A sync request made after the other app, answered: the agent has
+	// seen everything made before it that it would ever see.
+	if r := converge(t, "sync", "in-scope", "-n", mine, "--wait", "--timeout", "60s"); r.code != 0 {
+		t.Fatalf("a sync request to the scoped agent: exit %d\n%s", r.code, r.output())
+	}
 	var app v1alpha1.Application
 	if err := a.client.Get(context.Background(), client.ObjectKey{Namespace: other, Name: "out-of-scope"}, &app); err != nil {
 		t.Fatal(err)

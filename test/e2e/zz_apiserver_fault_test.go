@@ -47,8 +47,8 @@ func TestFaults_ApiserverKilledMidSyncThenRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("killed the apiserver with %d of %d objects applied", at, n)
-	// Let the agent meet the outage before the apiserver comes back.
-	time.Sleep(2 * time.Second)
+	// The agent meets the outage before the apiserver comes back.
+	observe(t, 2*time.Second, "the agent without an apiserver")
 	up := exec.Command(filepath.Join(root, "bin", "localcluster"), "--dir", dir, "--module-dir", filepath.Join(root, "tools", "localcluster"), "up")
 	if out, err := up.CombinedOutput(); err != nil {
 		t.Fatalf("restarting the apiserver: %v\n%s", err, out)
