@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -90,15 +89,10 @@ func (c *Cache) FetchArtifact(ctx context.Context, req ArtifactRequest) (*Artifa
 	if err != nil {
 		return nil, fmt.Errorf("OCI artifact %s: %w", req.URL, err)
 	}
-	hc, err := c.client(Request{Auth: req.Auth})
+	opts, err := c.registryOptions(ctx, req.Auth)
 	if err != nil {
 		return nil, fmt.Errorf("OCI artifact %s: %w", req.URL, err)
 	}
-	var auth authn.Authenticator = authn.Anonymous
-	if req.Auth.has() {
-		auth = authn.FromConfig(authn.AuthConfig{Username: req.Auth.Username, Password: req.Auth.Password, RegistryToken: req.Auth.Token})
-	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(hc.Transport)}
 	ref, tag, err := c.artifactRef(repository, req, opts)
 	if err != nil {
 		return nil, err

@@ -412,15 +412,10 @@ func (c *Cache) fetchOCI(ctx context.Context, key string, u *neturl.URL, req Req
 	if err != nil {
 		return nil, fmt.Errorf("chart registry %s: %w", req.RepoURL, err)
 	}
-	hc, err := c.client(req)
+	opts, err := c.registryOptions(ctx, req.Auth)
 	if err != nil {
 		return nil, fmt.Errorf("chart registry %s: %w", req.RepoURL, err)
 	}
-	var auth authn.Authenticator = authn.Anonymous
-	if req.Auth.has() {
-		auth = authn.FromConfig(authn.AuthConfig{Username: req.Auth.Username, Password: req.Auth.Password, RegistryToken: req.Auth.Token})
-	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(hc.Transport)}
 
 	tag, err := c.ociTag(ctx, key, repository, req, opts)
 	if err != nil {
@@ -479,6 +474,19 @@ func (c *Cache) fetchOCI(ctx context.Context, key string, u *neturl.URL, req Req
 		return out, nil
 	}
 	return nil, fmt.Errorf("chart %s:%s: no Helm chart layer (%s) in the artifact", repoPath, tag, chartLayerMediaType)
+}
+
+// registryOptions reach a registry as auth, through the egress policy.
+func (c *Cache) registryOptions(ctx context.Context, auth *Auth) ([]remote.Option, error) {
+	hc, err := c.client(Request{Auth: auth})
+	if err != nil {
+		return nil, err
+	}
+	var a authn.Authenticator = authn.Anonymous
+	if auth.has() {
+		a = authn.FromConfig(authn.AuthConfig{Username: auth.Username, Password: auth.Password, RegistryToken: auth.Token})
+	}
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(a), remote.WithTransport(hc.Transport)}, nil
 }
 
 // ociTag picks the tag for req.Version: the version itself when exact,

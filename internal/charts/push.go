@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -72,15 +71,11 @@ func (c *Cache) PushArtifact(ctx context.Context, req PushRequest) (string, erro
 		ann["org.opencontainers.image.revision"] = req.Revision
 	}
 	img = mutate.Annotations(img, ann).(v1.Image)
-	hc, err := c.client(Request{Auth: req.Auth})
+	opts, err := c.registryOptions(ctx, req.Auth)
 	if err != nil {
 		return "", err
 	}
-	var auth authn.Authenticator = authn.Anonymous
-	if req.Auth.has() {
-		auth = authn.FromConfig(authn.AuthConfig{Username: req.Auth.Username, Password: req.Auth.Password, RegistryToken: req.Auth.Token})
-	}
-	if err := remote.Write(ref, img, remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(hc.Transport)); err != nil {
+	if err := remote.Write(ref, img, opts...); err != nil {
 		return "", fmt.Errorf("pushing %s: %w", ref, sanitized(err))
 	}
 	d, err := img.Digest()

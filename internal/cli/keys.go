@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -180,16 +179,7 @@ func (o *KeysOptions) Import(ctx context.Context, file string) error {
 
 // readKeySecrets reads key Secrets from file (- for stdin).
 func (o *KeysOptions) readKeySecrets(file string) ([]*corev1.Secret, error) {
-	var r io.Reader = o.In
-	if file != "-" {
-		f, err := os.Open(file)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r = f
-	}
-	data, err := io.ReadAll(io.LimitReader(r, 16<<20))
+	data, err := readFileOrStdin(o.In, file, 16<<20)
 	if err != nil {
 		return nil, err
 	}

@@ -227,15 +227,9 @@ func (o *SealOptions) printBitnami(pub *rsa.PublicKey, ss *v1alpha1.SealedSecret
 	return printObject(o.Out, format, obj)
 }
 
-func inputName(file string) string {
-	if file == "-" {
-		return "stdin"
-	}
-	return file
-}
-
-func (o *SealOptions) readInput(file string) ([]byte, error) {
-	var r io.Reader = o.In
+// readFileOrStdin reads file ("-": in), at most limit bytes.
+func readFileOrStdin(in io.Reader, file string, limit int64) ([]byte, error) {
+	r := in
 	if file != "-" {
 		f, err := os.Open(file)
 		if err != nil {
@@ -244,7 +238,18 @@ func (o *SealOptions) readInput(file string) ([]byte, error) {
 		defer f.Close()
 		r = f
 	}
-	data, err := io.ReadAll(io.LimitReader(r, 4<<20))
+	return io.ReadAll(io.LimitReader(r, limit))
+}
+
+func inputName(file string) string {
+	if file == "-" {
+		return "stdin"
+	}
+	return file
+}
+
+func (o *SealOptions) readInput(file string) ([]byte, error) {
+	data, err := readFileOrStdin(o.In, file, 4<<20)
 	if err != nil {
 		return nil, err
 	}

@@ -125,6 +125,20 @@ func (t *translator) argoKustomize(u *unstructured.Unstructured, k map[string]an
 		}
 		out.Replicas = append(out.Replicas, v1alpha1.KustomizeReplica{Name: strAt(m, "name"), Count: n})
 	}
+	out.Patches = t.kustomizePatches(u, k, field)
+	for _, f := range []string{"version", "forceCommonLabels", "forceCommonAnnotations", "commonAnnotationsEnvsubst", "labelWithoutSelector", "labelIncludeTemplates", "kubeVersion", "apiVersions"} {
+		if _, ok := k[f]; ok {
+			t.note(u, field+"."+f, "not supported; not carried over")
+		}
+	}
+	return out
+}
+
+// kustomizePatches carries the inline patches of an Argo CD or Flux
+// Kustomize block (k, at field) over, with their targets; a patch by file
+// is named.
+func (t *translator) kustomizePatches(u *unstructured.Unstructured, k map[string]any, field string) []v1alpha1.KustomizePatch {
+	var out []v1alpha1.KustomizePatch
 	patches, _, _ := unstructured.NestedSlice(k, "patches")
 	for i, p := range patches {
 		m, _ := p.(map[string]any)
@@ -137,12 +151,7 @@ func (t *translator) argoKustomize(u *unstructured.Unstructured, k map[string]an
 			kp.Target = &v1alpha1.KustomizeTarget{Group: strAt(tg, "group"), Version: strAt(tg, "version"), Kind: strAt(tg, "kind"), Name: strAt(tg, "name"),
 				Namespace: strAt(tg, "namespace"), LabelSelector: strAt(tg, "labelSelector"), AnnotationSelector: strAt(tg, "annotationSelector")}
 		}
-		out.Patches = append(out.Patches, kp)
-	}
-	for _, f := range []string{"version", "forceCommonLabels", "forceCommonAnnotations", "commonAnnotationsEnvsubst", "labelWithoutSelector", "labelIncludeTemplates", "kubeVersion", "apiVersions"} {
-		if _, ok := k[f]; ok {
-			t.note(u, field+"."+f, "not supported; not carried over")
-		}
+		out = append(out, kp)
 	}
 	return out
 }

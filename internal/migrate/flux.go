@@ -293,21 +293,7 @@ func (t *translator) fluxPostRenderers(u *unstructured.Unstructured, spec map[st
 			t.note(u, fmt.Sprintf("spec.postRenderers[%d]", i), "only kustomize post-renderers exist; not carried over")
 			continue
 		}
-		out := &v1alpha1.KustomizeOverrides{}
-		patches, _, _ := unstructured.NestedSlice(k, "patches")
-		for j, p := range patches {
-			m, _ := p.(map[string]any)
-			if strAt(m, "patch") == "" {
-				t.note(u, fmt.Sprintf("%s.patches[%d]", field, j), "no inline patch; not carried over")
-				continue
-			}
-			kp := v1alpha1.KustomizePatch{Patch: strAt(m, "patch")}
-			if tg := mapAt(m, "target"); tg != nil {
-				kp.Target = &v1alpha1.KustomizeTarget{Group: strAt(tg, "group"), Version: strAt(tg, "version"), Kind: strAt(tg, "kind"), Name: strAt(tg, "name"),
-					Namespace: strAt(tg, "namespace"), LabelSelector: strAt(tg, "labelSelector"), AnnotationSelector: strAt(tg, "annotationSelector")}
-			}
-			out.Patches = append(out.Patches, kp)
-		}
+		out := &v1alpha1.KustomizeOverrides{Patches: t.kustomizePatches(u, k, field)}
 		images, _, _ := unstructured.NestedSlice(k, "images")
 		for _, img := range images {
 			m, _ := img.(map[string]any)
