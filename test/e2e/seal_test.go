@@ -194,18 +194,26 @@ func TestSeal_SealedInGitSyncsAndPlaintextLeaksNowhere(t *testing.T) {
 
 	// Grep everywhere the plaintext could leak.
 	diff := converge(t, "diff", "sealed", "-n", ns)
+	status, _ := yaml.Marshal(got.Status)
+	noPlaintext(t, ns, value, map[string]string{"diff": diff.output(), "status": string(status)})
+}
+
+// noPlaintext fails when value (or its base64) appears in places, in the
+// events of ns or in the agent's log.
+func noPlaintext(t *testing.T, ns, value string, places map[string]string) {
+	t.Helper()
 	var events corev1.EventList
 	if err := cluster.Client.List(context.Background(), &events, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
 	evText, _ := yaml.Marshal(events)
-	status, _ := yaml.Marshal(got.Status)
 	logs, err := os.ReadFile(filepath.Join(os.TempDir(), "converge-e2e-agent.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	places["events"], places["agent log"] = string(evText), string(logs)
 	b64 := base64.StdEncoding.EncodeToString([]byte(value))
-	for where, text := range map[string]string{"diff": diff.output(), "events": string(evText), "status": string(status), "agent log": string(logs)} {
+	for where, text := range places {
 		if strings.Contains(text, value) || strings.Contains(text, b64) {
 			t.Errorf("the plaintext appears in the %s", where)
 		}
