@@ -1,0 +1,173 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"github.com/fluxcd/pkg/envsubst"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/testutil/kubetest"
+	"converge.dev/converge/internal/testutil/sopstest"
+)
+
+// A repository laid out as `flux bootstrap` writes it (clusters/prod with
+// flux-system/gotk-sync.yaml), whose apps Kustomization uses postBuild
+// (inline and from a ConfigMap), SOPS (age) and a targetNamespace:
+// `converge migrate clusters/prod` makes one Application of it (the
+// bootstrap Kustomization left out), and the agent syncs exactly the
+// objects that `kustomize build` plus Flux's envsubst make of the
+// plaintext tree.
+func TestCompat_FluxBootstrapTreeMigratesAndSyncsAsFluxWould(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	ctx := context.Background()
+	suffix := ns[strings.LastIndex(ns, "-")+1:]
+	flux := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "flux-system"}}
+	if err := cluster.Client.Create(ctx, flux); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	id, _ := age.GenerateX25519Identity()
+	secret := "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ntype: Opaque\nstringData:\n  password: pw-" + suffix + "\n  dsn: postgres://${cluster_name}.db\n"
+	enc, err := sopstest.Encrypt([]byte(secret), "yaml", sopstest.Options{Age: []string{id.Recipient().String()}, EncryptedRegex: "^(data|stringData)$"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := a.git.NewRepo(ns + "-fleet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := "apps-" + suffix
+	tree := map[string]string{
+		"clusters/prod/flux-system/kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [gotk-sync.yaml]\n",
+		"clusters/prod/flux-system/gotk-sync.yaml": fmt.Sprintf(`apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: flux-system, namespace: flux-system}
+spec: {interval: 1m0s, ref: {branch: main}, url: %s}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: flux-system, namespace: flux-system}
+spec: {interval: 10m0s, path: ./clusters/prod, prune: true, sourceRef: {kind: GitRepository, name: flux-system}}
+`, a.git.URL(repo.Name)),
+		"clusters/prod/apps.yaml": fmt.Sprintf(`apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: %s, namespace: flux-system}
+spec:
+  interval: 10m
+  path: ./apps/prod
+  prune: true
+  targetNamespace: %s
+  sourceRef: {kind: GitRepository, name: flux-system}
+  decryption: {provider: sops, secretRef: {name: sops-age-%s}}
+  postBuild:
+    substitute: {cluster_name: prod}
+    substituteFrom: [{kind: ConfigMap, name: cluster-vars-%s}]
+`, app, ns, suffix, suffix),
+		"apps/prod/kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [settings.yaml, db.enc.yaml]\ncommonLabels: {tier: apps}\n",
+		"apps/prod/settings.yaml":      "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  cluster: ${cluster_name}\n  region: ${region}\n  tier: ${tier:=gold}\n",
+		"apps/prod/db.enc.yaml":        string(enc),
+	}
+	if err := repo.Write(tree); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := repo.Commit("main", "flux bootstrap tree")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range []*unstructured.Unstructured{
+		{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "cluster-vars-" + suffix, "namespace": "flux-system"}, "data": map[string]any{"region": "eu-west-1"}}},
+		{Object: map[string]any{"apiVersion": "v1", "kind": "Secret", "metadata": map[string]any{"name": "sops-age-" + suffix, "namespace": "flux-system"}, "stringData": map[string]any{"age.agekey": id.String()}}},
+	} {
+		if err := cluster.Client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cluster.Client.Delete(context.Background(), obj) })
+	}
+
+	local := writeTree(t, ns, tree)
+	r := convergeOffline(t, "migrate", local+"/clusters/prod")
+	if r.code != 0 || !strings.Contains(r.stderr, "bootstrap Kustomization is not translated") {
+		t.Fatalf("migrate: exit %d\n%s", r.code, r.stderr)
+	}
+	var apps []v1alpha1.Application
+	for _, doc := range strings.Split(r.stdout, "\n---\n") {
+		var got v1alpha1.Application
+		if err := yaml.UnmarshalStrict([]byte(doc), &got); err != nil {
+			t.Fatalf("not an Application: %v\n%s", err, doc)
+		}
+		apps = append(apps, got)
+	}
+	if len(apps) != 1 || apps[0].Name != app || apps[0].Spec.Decryption == nil || apps[0].Spec.Source.PostBuild == nil {
+		t.Fatalf("migrated %d Application(s): %+v", len(apps), apps)
+	}
+	a.create(t, &apps[0])
+	a.waitApp(t, "flux-system", app, 60*time.Second, "synced and healthy", func(got *v1alpha1.Application) bool {
+		return strings.HasPrefix(got.Status.Sync.Revision, rev) && got.Status.Sync.Status == v1alpha1.SyncStatusSynced && got.Status.Health.Status == v1alpha1.HealthHealthy
+	})
+
+	// What Flux makes of it: kustomize build of the plaintext tree, then
+	// envsubst with the same variables.
+	plain := writeTree(t, ns, map[string]string{
+		"kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: " + ns + "\nresources: [settings.yaml, db.yaml]\ncommonLabels: {tier: apps}\n",
+		"settings.yaml":      tree["apps/prod/settings.yaml"],
+		"db.yaml":            secret,
+	})
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built, err := res.AsYaml()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"cluster_name": "prod", "region": "eu-west-1"}
+	want, err := envsubst.Eval(string(built), func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(want, "\n---\n") {
+		var w unstructured.Unstructured
+		if err := yaml.Unmarshal([]byte(doc), &w.Object); err != nil {
+			t.Fatal(err)
+		}
+		live := get(t, w.GetAPIVersion(), w.GetKind(), w.GetNamespace(), w.GetName())
+		if live == nil {
+			t.Errorf("%s %s/%s: kustomize and envsubst make it; the agent did not", w.GetKind(), w.GetNamespace(), w.GetName())
+			continue
+		}
+		if live.GetLabels()["tier"] != "apps" {
+			t.Errorf("%s %s: labels %v", w.GetKind(), w.GetName(), live.GetLabels())
+		}
+		wantData, _, _ := unstructured.NestedStringMap(w.Object, "data")
+		if sd, ok, _ := unstructured.NestedStringMap(w.Object, "stringData"); ok {
+			wantData = sd
+		}
+		gotData, _, _ := unstructured.NestedStringMap(live.Object, "data")
+		if w.GetKind() == "Secret" {
+			for k, v := range gotData {
+				dec, _ := base64.StdEncoding.DecodeString(v)
+				gotData[k] = string(dec)
+			}
+		}
+		for k, v := range wantData {
+			if gotData[k] != v {
+				t.Errorf("%s %s: data[%s] = %q, Flux's build makes %q", w.GetKind(), w.GetName(), k, gotData[k], v)
+			}
+		}
+	}
+}
