@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"converge.dev/converge/internal/redact"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -75,7 +77,7 @@ type Artifact struct {
 func (c *Cache) FetchArtifact(ctx context.Context, req ArtifactRequest) (*Artifact, error) {
 	u, err := neturl.Parse(req.URL)
 	if err != nil || u.Scheme != "oci" || u.Host == "" {
-		return nil, fmt.Errorf("OCI artifact %q: want oci://host/repository", redactURL(req.URL))
+		return nil, fmt.Errorf("OCI artifact %q: want oci://host/repository", redact.URL(req.URL))
 	}
 	if err := c.allowed(u.Host); err != nil {
 		return nil, err

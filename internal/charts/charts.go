@@ -161,7 +161,7 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Chart, error) {
 		return nil, fmt.Errorf("chart repository %s: %w", redact.Message(req.RepoURL), err)
 	}
 	if u.User != nil {
-		return nil, fmt.Errorf("chart repository %s: credentials go in the secretRef, not the URL", redactURL(req.RepoURL))
+		return nil, fmt.Errorf("chart repository %s: credentials go in the secretRef, not the URL", redact.URL(req.RepoURL))
 	}
 	if err := c.allowed(u.Host); err != nil {
 		return nil, err
@@ -190,7 +190,7 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Chart, error) {
 			return nil, fmt.Errorf("chart repository %s: refusing to send credentials over plain http (set insecure to allow it)", req.RepoURL)
 		}
 	default:
-		return nil, fmt.Errorf("chart repository %s: use https://, http:// or oci://", redactURL(req.RepoURL))
+		return nil, fmt.Errorf("chart repository %s: use https://, http:// or oci://", redact.URL(req.RepoURL))
 	}
 	return c.fetchHTTP(ctx, key, u, req)
 }
@@ -291,21 +291,21 @@ func (c *Cache) fetchHTTP(ctx context.Context, key string, u *neturl.URL, req Re
 		listed = "sha256:" + strings.TrimPrefix(cv.Digest, "sha256:")
 	}
 	if req.Digest != "" && listed != "" && listed != req.Digest {
-		return nil, fmt.Errorf("chart %s %s in %s: the index lists another digest than the %s asked for", req.Chart, cv.Version, redactURL(req.RepoURL), req.Digest)
+		return nil, fmt.Errorf("chart %s %s in %s: the index lists another digest than the %s asked for", req.Chart, cv.Version, redact.URL(req.RepoURL), req.Digest)
 	}
 	out := &Chart{Name: req.Chart, Version: cv.Version}
 	if listed != "" {
 		if path := c.path(listed, req.Auth); exists(path) {
-			out.Digest, out.Path, out.URL = listed, path, redactURL(cv.URLs[0])
+			out.Digest, out.Path, out.URL = listed, path, redact.URL(cv.URLs[0])
 			return out, nil
 		}
 	}
 	chartURL, err := u.Parse(cv.URLs[0])
 	if err != nil {
-		return nil, fmt.Errorf("chart %s %s: URL %s: %w", req.Chart, cv.Version, redactURL(cv.URLs[0]), err)
+		return nil, fmt.Errorf("chart %s %s: URL %s: %w", req.Chart, cv.Version, redact.URL(cv.URLs[0]), err)
 	}
 	if chartURL.Scheme != "https" && chartURL.Scheme != "http" {
-		return nil, fmt.Errorf("chart %s %s: URL %s: only http(s) is fetched", req.Chart, cv.Version, redactURL(chartURL.String()))
+		return nil, fmt.Errorf("chart %s %s: URL %s: only http(s) is fetched", req.Chart, cv.Version, redact.URL(chartURL.String()))
 	}
 	if err := c.allowed(chartURL.Host); err != nil {
 		return nil, err
@@ -325,16 +325,16 @@ func (c *Cache) fetchHTTP(ctx context.Context, key string, u *neturl.URL, req Re
 	// What answered is not named: its digest would tell of content the
 	// tenant should not learn from the agent.
 	if listed != "" && listed != got {
-		return nil, fmt.Errorf("chart %s %s from %s: the archive does not match the digest its index lists", req.Chart, cv.Version, redactURL(chartURL.String()))
+		return nil, fmt.Errorf("chart %s %s from %s: the archive does not match the digest its index lists", req.Chart, cv.Version, redact.URL(chartURL.String()))
 	}
 	if req.Digest != "" && req.Digest != got {
-		return nil, fmt.Errorf("chart %s %s from %s: the archive does not match the digest %s asked for", req.Chart, cv.Version, redactURL(chartURL.String()), req.Digest)
+		return nil, fmt.Errorf("chart %s %s from %s: the archive does not match the digest %s asked for", req.Chart, cv.Version, redact.URL(chartURL.String()), req.Digest)
 	}
 	path, err := c.store(got, req.Auth, data)
 	if err != nil {
 		return nil, err
 	}
-	out.Digest, out.Path, out.URL = got, path, redactURL(chartURL.String())
+	out.Digest, out.Path, out.URL = got, path, redact.URL(chartURL.String())
 	return out, nil
 }
 
@@ -386,15 +386,15 @@ func get(ctx context.Context, hc *http.Client, url, authHost string, auth *Auth,
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, &netError{msg: fmt.Sprintf("GET %s: %s", redactURL(url), resp.Status),
+		return nil, &netError{msg: fmt.Sprintf("GET %s: %s", redact.URL(url), resp.Status),
 			transient: resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests}
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", redactURL(url), err)
+		return nil, fmt.Errorf("GET %s: %w", redact.URL(url), err)
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("GET %s: over the %d byte limit", redactURL(url), limit)
+		return nil, fmt.Errorf("GET %s: over the %d byte limit", redact.URL(url), limit)
 	}
 	return data, nil
 }
@@ -572,16 +572,6 @@ func orNewest(v string) string {
 		return "(newest)"
 	}
 	return v
-}
-
-// redactURL removes credentials from a URL for messages.
-func redactURL(raw string) string {
-	u, err := neturl.Parse(raw)
-	if err != nil || u.User == nil {
-		return redact.Message(raw)
-	}
-	u.User = nil
-	return u.String()
 }
 
 // Render renders opts, first fetching into the cache the chart

@@ -7,6 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"converge.dev/converge/internal/redact"
+
 	"github.com/spf13/cobra"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -100,7 +102,7 @@ func (o *GetOptions) Run(ctx context.Context, name string) error {
 			if c := a.Status.Sync.Commit; c != nil {
 				author, subject = orDash(c.Author), orDash(firstLine(c.Subject))
 			}
-			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s\t%s\t%s", orLocal(a.Spec.Destination.Cluster), orDash(a.Status.Shard), source.RedactURL(a.Spec.Source.RepoURL), orDash(a.Spec.Source.Path), author, subject, msg)
+			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s\t%s\t%s", orLocal(a.Spec.Destination.Cluster), orDash(a.Status.Shard), redact.URL(a.Spec.Source.RepoURL), orDash(a.Spec.Source.Path), author, subject, msg)
 		}
 		fmt.Fprintln(tw, line)
 	}

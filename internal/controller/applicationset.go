@@ -37,7 +37,6 @@ import (
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/generate"
 	"converge.dev/converge/internal/redact"
-	"converge.dev/converge/internal/source"
 	"converge.dev/converge/internal/tenancy"
 )
 
@@ -350,9 +349,9 @@ func (r *ApplicationSetReconciler) clusters(ctx context.Context, namespace strin
 func (r *ApplicationSetReconciler) checkout(ctx context.Context, set *v1alpha1.ApplicationSet, g *v1alpha1.GitGenerator, interval time.Duration) (string, error) {
 	// The generator's repository is governed as an Application's would be.
 	if g.Verify == nil && templateVerifies(set) {
-		return "", fmt.Errorf("git %s: verify: the template's Applications require signed commits (spec.source.verify), so the Git generators that make them must verify too", source.RedactURL(g.RepoURL))
+		return "", fmt.Errorf("git %s: verify: the template's Applications require signed commits (spec.source.verify), so the Git generators that make them must verify too", redact.URL(g.RepoURL))
 	}
-	field := "git " + source.RedactURL(g.RepoURL)
+	field := "git " + redact.URL(g.RepoURL)
 	var tenants v1alpha1.TenantList
 	if err := r.Client.List(ctx, &tenants); err != nil {
 		return "", fmt.Errorf("listing Tenants: %w", err)

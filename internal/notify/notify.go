@@ -238,7 +238,7 @@ func (n *Notifier) post(ctx context.Context, recv Receiver, ev Event) error {
 	}
 	u, err := url.Parse(target)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return &permanentError{fmt.Errorf("receiver URL %s is not an http(s) URL", source.RedactURL(target))}
+		return &permanentError{fmt.Errorf("receiver URL %s is not an http(s) URL", redact.URL(target))}
 	}
 	if !source.HostAllowed(n.AllowedHosts, u.Host) {
 		return &permanentError{fmt.Errorf("host %s is not among the allowed notification hosts", u.Host)}

@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 
+	"converge.dev/converge/internal/redact"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -98,7 +100,7 @@ func (p *Previewer) SourceRequest(ctx context.Context, req Request, verify bool)
 
 // Fetch fetches sr through the source cache.
 func (p *Previewer) Fetch(ctx context.Context, sr source.Request) (*source.Artifact, error) {
-	p.progress("Fetching %s (%s)", source.RedactURL(sr.URL), sr.Ref)
+	p.progress("Fetching %s (%s)", redact.URL(sr.URL), sr.Ref)
 	return p.Builder.Fetch(ctx, sr)
 }
 
@@ -138,7 +140,7 @@ func (p *Previewer) Preview(ctx context.Context, req Request) (*Result, error) {
 		if breq.Source, err = p.SourceRequest(ctx, req, false); err != nil {
 			return nil, err
 		}
-		p.progress("Fetching %s (%s)", source.RedactURL(breq.Source.URL), breq.Source.Ref)
+		p.progress("Fetching %s (%s)", redact.URL(breq.Source.URL), breq.Source.Ref)
 	} else if req.Revision != "" {
 		return nil, fmt.Errorf("%s has no Git source: a revision has nothing to name", app.Name)
 	}

@@ -7,6 +7,7 @@
 package redact
 
 import (
+	neturl "net/url"
 	"regexp"
 	"strings"
 )
@@ -84,3 +85,14 @@ type redacted struct {
 
 func (r *redacted) Error() string { return r.msg }
 func (r *redacted) Unwrap() error { return r.err }
+
+// URL is raw without credentials (userinfo dropped), for messages; a
+// string that is no URL is redacted as a message.
+func URL(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil || u.User == nil {
+		return Message(raw)
+	}
+	u.User = nil
+	return u.String()
+}

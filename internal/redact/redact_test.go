@@ -51,3 +51,14 @@ func TestWrapKeepsChain(t *testing.T) {
 		t.Fatalf("Wrap = %q (Is base: %v)", err, errors.Is(err, base))
 	}
 }
+
+func TestURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://user:s3cret@git.example.com/org/app.git": "https://git.example.com/org/app.git",
+		"oci://registry.example.com/charts":               "oci://registry.example.com/charts",
+	} {
+		if got := URL(in); got != want {
+			t.Errorf("URL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"converge.dev/converge/internal/redact"
 )
 
 // Request asks for a revision of a repository.
@@ -146,7 +148,7 @@ func (c *Cache) Fetch(ctx context.Context, req Request) (*Artifact, error) {
 		return nil, err
 	}
 	defer done()
-	safeURL := RedactURL(req.URL)
+	safeURL := redact.URL(req.URL)
 	fail := func(err error) (*Artifact, error) {
 		return nil, fmt.Errorf("%s: %w", safeURL, err)
 	}
@@ -275,7 +277,7 @@ func (c *Cache) check(ctx context.Context, g *gitRunner, r *repo, v *Verify, res
 		}
 		raw, err := g.run(ctx, r.bare, "cat-file", "tag", res.tagObject)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", RedactURL(g.url), err)
+			return nil, fmt.Errorf("%s: %w", redact.URL(g.url), err)
 		}
 		signer, err := v.Trust.VerifyTag(raw)
 		if err != nil {
@@ -285,7 +287,7 @@ func (c *Cache) check(ctx context.Context, g *gitRunner, r *repo, v *Verify, res
 	case VerifyHead, "":
 		raw, err := g.run(ctx, r.bare, "cat-file", "commit", res.commit)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", RedactURL(g.url), err)
+			return nil, fmt.Errorf("%s: %w", redact.URL(g.url), err)
 		}
 		signer, err := v.Trust.VerifyCommit(raw)
 		if err != nil {
@@ -301,7 +303,7 @@ func (c *Cache) check(ctx context.Context, g *gitRunner, r *repo, v *Verify, res
 // runner with a scratch directory for this call; done unlocks and cleans up.
 func (c *Cache) open(ctx context.Context, url string, auth *Auth, insecure bool) (r *repo, g *gitRunner, done func(), err error) {
 	if err := c.allowed(url, auth, insecure); err != nil {
-		return nil, nil, nil, fmt.Errorf("%s: %w", RedactURL(url), err)
+		return nil, nil, nil, fmt.Errorf("%s: %w", redact.URL(url), err)
 	}
 	r = c.repo(url, auth)
 	r.mu.Lock()
@@ -318,7 +320,7 @@ func (c *Cache) open(ctx context.Context, url string, auth *Auth, insecure bool)
 	if _, err := os.Stat(filepath.Join(r.bare, "HEAD")); err != nil {
 		if _, err := g.run(ctx, "", "init", "--bare", "-q", r.bare); err != nil {
 			done()
-			return nil, nil, nil, fmt.Errorf("%s: %w", RedactURL(url), err)
+			return nil, nil, nil, fmt.Errorf("%s: %w", redact.URL(url), err)
 		}
 	}
 	return r, g, done, nil

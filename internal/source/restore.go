@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"converge.dev/converge/internal/redact"
 )
 
 // RestoreRequest asks for a commit on Branch that puts Path back as it was
@@ -50,7 +52,7 @@ func (c *Cache) Restore(ctx context.Context, req RestoreRequest) (*Restored, err
 		return nil, err
 	}
 	defer done()
-	safeURL := RedactURL(req.URL)
+	safeURL := redact.URL(req.URL)
 	var out *Restored
 	for attempt := 0; ; attempt++ {
 		out, err = c.restoreOnce(ctx, g, r, req, g.tmp)
@@ -191,7 +193,7 @@ func (c *Cache) CountBehind(ctx context.Context, url string, auth *Auth, insecur
 	}
 	defer done()
 	if _, err := g.run(ctx, r.bare, "fetch", "-q", "--depth="+strconv.Itoa(limit), "--no-tags", "--", url, "refs/heads/"+branch); err != nil {
-		return 0, "", fmt.Errorf("%s: %w", RedactURL(url), err)
+		return 0, "", fmt.Errorf("%s: %w", redact.URL(url), err)
 	}
 	out, err := g.run(ctx, r.bare, "rev-parse", "FETCH_HEAD^{commit}")
 	if err != nil {

@@ -7,16 +7,6 @@ import (
 	"converge.dev/converge/internal/redact"
 )
 
-// RedactURL removes the user and password from a URL.
-func RedactURL(raw string) string {
-	u, err := neturl.Parse(raw)
-	if err != nil || u.User == nil {
-		return redact.Message(raw)
-	}
-	u.User = nil
-	return u.String()
-}
-
 // sanitize removes credentials from a message: userinfo in any URL, and
 // each of the given secrets wherever it appears.
 func sanitize(msg string, secrets ...string) string {

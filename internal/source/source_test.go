@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"converge.dev/converge/internal/redact"
+
 	"converge.dev/converge/internal/testutil/gitserver"
 )
 
@@ -229,8 +231,8 @@ func TestRedactURL(t *testing.T) {
 		"https://git.example.com/a.git":           "https://git.example.com/a.git",
 		"git@github.com:org/repo.git":             "git@github.com:org/repo.git",
 	} {
-		if got := RedactURL(in); got != want {
-			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		if got := redact.URL(in); got != want {
+			t.Errorf("redact.URL(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 
+	"converge.dev/converge/internal/redact"
+
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/egress"
 	"converge.dev/converge/internal/engine"
@@ -60,7 +62,7 @@ func (t Tenancy) AllowChart() func(rawURL string) error {
 		if MatchRepo(t.ChartRepos, source.NormalizeURL(rawURL)) {
 			return nil
 		}
-		return &PolicyError{Err: fmt.Errorf("chart URL %s: Tenant %s allows chart repositories %s only", source.RedactURL(rawURL), t.Tenant, orNone(t.ChartRepos))}
+		return &PolicyError{Err: fmt.Errorf("chart URL %s: Tenant %s allows chart repositories %s only", redact.URL(rawURL), t.Tenant, orNone(t.ChartRepos))}
 	}
 }
 
@@ -80,7 +82,7 @@ func (t Tenancy) AllowNotify(rawURL string) error {
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("notify URL %s: not an http(s) URL", source.RedactURL(rawURL))
+		return fmt.Errorf("notify URL %s: not an http(s) URL", redact.URL(rawURL))
 	}
 	if len(t.NotifyHosts) == 0 || !(source.HostAllowed(t.NotifyHosts, u.Host) || source.HostAllowed(t.NotifyHosts, u.Hostname())) {
 		return &PolicyError{Err: fmt.Errorf("notify URL host %s: Tenant %s allows notifyHosts %s only", u.Host, t.Tenant, orNone(t.NotifyHosts))}
@@ -137,7 +139,7 @@ func Resolve(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts Options)
 		chartRepos = t.Spec.SourceRepos
 	}
 	if cs := app.Spec.Source.Chart; cs != nil && !MatchRepo(chartRepos, source.NormalizeURL(cs.RepoURL)) {
-		return Tenancy{}, fmt.Errorf("spec.source.chart.repoURL %s: Tenant %s allows chart repositories %s only", source.RedactURL(cs.RepoURL), t.Name, orNone(chartRepos))
+		return Tenancy{}, fmt.Errorf("spec.source.chart.repoURL %s: Tenant %s allows chart repositories %s only", redact.URL(cs.RepoURL), t.Name, orNone(chartRepos))
 	}
 	if c := app.Spec.Destination.Cluster; c != "" && !engine.MatchName(t.Spec.Clusters, c) {
 		return Tenancy{}, fmt.Errorf("spec.destination.cluster %s: Tenant %s allows clusters %s only", c, t.Name, orNone(t.Spec.Clusters))
@@ -204,7 +206,7 @@ func allowRepo(t *v1alpha1.Tenant, field, repoURL string) error {
 	if MatchRepo(t.Spec.SourceRepos, source.NormalizeURL(repoURL)) {
 		return nil
 	}
-	return fmt.Errorf("%s %s: Tenant %s allows repositories %s only", field, source.RedactURL(repoURL), t.Name, orNone(t.Spec.SourceRepos))
+	return fmt.Errorf("%s %s: Tenant %s allows repositories %s only", field, redact.URL(repoURL), t.Name, orNone(t.Spec.SourceRepos))
 }
 
 // Governor is the Tenant whose namespaces hold namespace: nil for none

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"converge.dev/converge/internal/redact"
+
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 
@@ -66,10 +68,10 @@ func sourceText(app *v1alpha1.Application) string {
 	s := app.Spec.Source
 	var parts []string
 	if s.RepoURL != "" {
-		parts = append(parts, source.RedactURL(s.RepoURL))
+		parts = append(parts, redact.URL(s.RepoURL))
 	}
 	if c := s.Chart; c != nil {
-		parts = append(parts, fmt.Sprintf("chart %s %s from %s", c.Name, c.Version, source.RedactURL(c.RepoURL)))
+		parts = append(parts, fmt.Sprintf("chart %s %s from %s", c.Name, c.Version, redact.URL(c.RepoURL)))
 	}
 	return strings.Join(parts, " + ")
 }
