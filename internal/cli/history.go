@@ -129,7 +129,7 @@ func (o *HistoryOptions) Run(ctx context.Context, name string) error {
 			}
 			hooks := make([]string, len(e.Hooks))
 			for i, h := range e.Hooks {
-				hooks[i] = fmt.Sprintf("%s %s %s", h.Phase, h.Ref, h.Status)
+				hooks[i] = h.String()
 			}
 			line += fmt.Sprintf("\t%s\t%s\t%s\t%s\t%s\t%s", committer, date, signer, e.Mode, orDash(objs), orDash(strings.Join(hooks, ", ")))
 		}

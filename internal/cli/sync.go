@@ -79,7 +79,7 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 		// Pull mode: the argument names an Application.
 		return requestAndWait(cmd.Context(), o.Streams, o.Kube, path, o.Wait, o.Timeout)
 	}
-	m, objs, opts, err := o.prepare(cmd.Context(), path, o.ErrOut)
+	m, opts, err := o.connect(o.ErrOut)
 	if err != nil {
 		return err
 	}
@@ -101,6 +101,16 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 		run.History, run.HistoryLimit = m.Client(), o.HistoryLimit
 		run.Events = &recordEvents{ctx: cmd.Context(), c: m.Client(), app: opts.App, warn: o.ErrOut}
 	}
+	objs, err := o.render(cmd.Context(), m, path, opts.DefaultNamespace, o.ErrOut)
+	if err != nil {
+		// Recorded as the agent records a render that fails.
+		if !o.DryRun {
+			if herr := engine.RecordFailure(cmd.Context(), run, err); herr != nil {
+				fmt.Fprintln(o.ErrOut, "warning:", herr)
+			}
+		}
+		return err
+	}
 	res, err := m.Run(cmd.Context(), objs, run)
 	if res.HistoryError != nil {
 		fmt.Fprintln(o.ErrOut, "warning:", res.HistoryError)
@@ -112,7 +122,7 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 		}
 		printChanges(o.ErrOut, cs, verb)
 		for _, h := range res.Hooks {
-			fmt.Fprintf(o.ErrOut, "hook %s %s: %s (%s)\n", h.Phase, h.Ref, h.Status, h.Message)
+			fmt.Fprintln(o.ErrOut, "hook", h)
 		}
 		if o.Output != OutputText {
 			if perr := printObject(o.Out, o.Output, cs); perr != nil && err == nil {

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -84,17 +83,10 @@ func (r *ApplicationReconciler) prune(ctx context.Context, app *v1alpha1.Applica
 	} else {
 		opts.Objects = objs
 	}
-	_, hooks, err := run.target.engine.Delete(ctx, engineApp, opts)
-	for _, h := range hooks {
-		typ := corev1.EventTypeNormal
-		if h.Status != engine.HookSucceeded {
-			typ = corev1.EventTypeWarning
-		}
-		r.Recorder.Event(app, typ, "Hook", fmt.Sprintf("%s hook %s: %s (%s)", h.Phase, h.Ref, h.Status, h.Message))
-	}
-	if err != nil {
-		r.Recorder.Event(app, corev1.EventTypeWarning, v1alpha1.ReasonPruneFailed, redact.Error(err))
-	}
+	// The deletion's outcome event (Deleted or PruneFailed) and history
+	// entry come from the engine, as a sync's do.
+	opts.Events = appEvents{recorder: r.Recorder, app: app}
+	_, err = run.target.engine.Delete(ctx, engineApp, opts)
 	return err
 }
 

@@ -34,9 +34,10 @@ func (r *ApplicationReconciler) runOptions(app *v1alpha1.Application, run *attem
 	return opts
 }
 
-// recordFailure writes the history entry of a sync that failed before
-// engine.Run (which records its own). A failure to write is logged, not
-// returned: the failure itself is in the status.
+// recordFailure concludes a sync that failed before engine.Run (which
+// concludes its own) as the engine does: SyncFailed and a history entry.
+// A failure to write is logged, not returned: the failure itself is in
+// the status.
 func (r *ApplicationReconciler) recordFailure(ctx context.Context, app *v1alpha1.Application, run *attempt, syncErr error) {
 	if run.recorded {
 		return
@@ -52,7 +53,8 @@ func (r *ApplicationReconciler) recordFailure(ctx context.Context, app *v1alpha1
 }
 
 // appEvents puts a sync's events on its Application and sends them to its
-// receivers; a sync that reverts drift is also DriftHealed.
+// receivers; a sync that reverts drift is also DriftHealed. A failure the
+// status already holds (the same failure retried) is announced once.
 type appEvents struct {
 	recorder record.EventRecorder
 	app      *v1alpha1.Application
@@ -60,6 +62,9 @@ type appEvents struct {
 }
 
 func (e appEvents) Event(typ, reason, msg string) {
+	if reason == engine.EventSyncFailed && msg == e.app.Status.LastError {
+		return
+	}
 	e.recorder.Event(e.app, typ, reason, msg)
 	ev, ok := notifyEvent(reason)
 	if !ok || e.run == nil {

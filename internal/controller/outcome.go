@@ -160,7 +160,6 @@ func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Applic
 	syncTotal.WithLabelValues("failed").Inc()
 	r.recordFailure(ctx, app, run, err)
 	msg := redact.Error(err)
-	changed := app.Status.LastError != msg
 	app.Status.LastError = msg
 	app.Status.Attempts++
 	r.noteFailure(client.ObjectKeyFromObject(app), app.Status.Attempts, msg)
@@ -170,17 +169,6 @@ func (r *ApplicationReconciler) failed(ctx context.Context, app *v1alpha1.Applic
 	}
 	setReady(app, metav1.ConditionFalse, reason, msg)
 	apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
-	if changed {
-		r.Recorder.Event(app, corev1.EventTypeWarning, reason, msg)
-		if !run.recorded {
-			// Failed before the sync itself (which sends its own).
-			rev := ""
-			if run.artifact != nil {
-				rev = run.artifact.Revision
-			}
-			run.notify.send(v1alpha1.NotifySyncFailed, rev, reason+": "+msg)
-		}
-	}
 	retry := app.Spec.SyncPolicy.Retry
 	limit := int32(0)
 	if retry != nil {
@@ -223,9 +211,6 @@ func (r *ApplicationReconciler) refused(ctx context.Context, app *v1alpha1.Appli
 	syncTotal.WithLabelValues("failed").Inc()
 	r.recordFailure(ctx, app, run, err)
 	msg := redact.Error(err)
-	if app.Status.LastError != msg {
-		r.Recorder.Event(app, corev1.EventTypeWarning, reason, msg)
-	}
 	app.Status.LastError = msg
 	app.Status.ObservedGeneration = app.Generation
 	if app.Status.Sync.Status == "" {

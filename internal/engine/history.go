@@ -196,16 +196,27 @@ func decodeHistory(app App, cm *corev1.ConfigMap) (*History, error) {
 // same failure retried: it is not recorded again, so retries neither flood
 // the record nor write to it.
 func AppendHistory(ctx context.Context, c client.Client, app App, e HistoryEntry, limit int) (HistoryEntry, error) {
-	return appendHistory(ctx, c, app, e, limit, false)
+	return appendHistory(ctx, c, app, e, limit, recordMayExist)
 }
 
-// appendHistory is AppendHistory; likelyNew says the record probably does
-// not exist yet (an app's first sync), so it is created without reading.
-func appendHistory(ctx context.Context, c client.Client, app App, e HistoryEntry, limit int, likelyNew bool) (HistoryEntry, error) {
+// recordState is what is known of an app's history record before it is
+// written.
+type recordState int
+
+const (
+	// recordMayExist: read it, then update or create it.
+	recordMayExist recordState = iota
+	// recordLikelyNew: the app's first sync; create it without reading
+	// (a conflict reads it after all).
+	recordLikelyNew
+)
+
+// appendHistory is AppendHistory, told what is known of the record.
+func appendHistory(ctx context.Context, c client.Client, app App, e HistoryEntry, limit int, state recordState) (HistoryEntry, error) {
 	if limit <= 0 {
 		limit = DefaultHistoryLimit
 	}
-	err := updateHistory(ctx, c, app, likelyNew, func(h *History) bool {
+	err := updateHistory(ctx, c, app, state, func(h *History) bool {
 		if len(h.Entries) > 0 {
 			last := &h.Entries[0]
 			if e.Result == ResultFailed && last.Result == ResultFailed && last.Revision == e.Revision && last.Error == e.Error {
@@ -233,7 +244,7 @@ func RecordAction(ctx context.Context, c client.Client, app App, a ActionEntry, 
 	if a.Time.IsZero() {
 		a.Time = time.Now().UTC()
 	}
-	return updateHistory(ctx, c, app, false, func(h *History) bool {
+	return updateHistory(ctx, c, app, recordMayExist, func(h *History) bool {
 		h.Actions = append([]ActionEntry{a}, h.Actions...)
 		sort.SliceStable(h.Actions, func(i, j int) bool { return h.Actions[i].Time.After(h.Actions[j].Time) })
 		if len(h.Actions) > limit {
@@ -245,17 +256,17 @@ func RecordAction(ctx context.Context, c client.Client, app App, a ActionEntry, 
 
 // updateHistory reads, changes and writes the record with optimistic
 // concurrency: the agent and CLI users write it concurrently. mutate says
-// whether it changed anything; if not, nothing is written. With likelyNew,
-// the first attempt creates the record without reading it; if it exists
-// after all, the next attempt reads it.
-func updateHistory(ctx context.Context, c client.Client, app App, likelyNew bool, mutate func(*History) bool) error {
+// whether it changed anything; if not, nothing is written. A record
+// likely new is created without reading it first; if it exists after all,
+// the next attempt reads it.
+func updateHistory(ctx context.Context, c client.Client, app App, state recordState, mutate func(*History) bool) error {
 	// Jittered, and patient enough for a dozen writers at once.
 	backoff := wait.Backoff{Steps: 30, Duration: 10 * time.Millisecond, Factor: 1.3, Jitter: 1, Cap: time.Second}
 	err := retry.RetryOnConflict(backoff, func() error {
 		var cm corev1.ConfigMap
 		var err error
-		if likelyNew {
-			likelyNew, err = false, apierrors.NewNotFound(corev1.Resource("configmaps"), HistoryName(app.Name))
+		if state == recordLikelyNew {
+			state, err = recordMayExist, apierrors.NewNotFound(corev1.Resource("configmaps"), HistoryName(app.Name))
 		} else {
 			err = c.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: HistoryName(app.Name)}, &cm)
 		}

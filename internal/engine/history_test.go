@@ -104,9 +104,9 @@ func TestHistory_FirstSyncKeepsARecordThatExists(t *testing.T) {
 	ctx := context.Background()
 	ns := kubetest.Namespace(t, env.Client)
 	app := App{Name: "again", Namespace: ns}
-	for i, likelyNew := range []bool{true, true} {
+	for i := range 2 {
 		e := HistoryEntry{Revision: fmt.Sprintf("%040d", i+1), Result: ResultSucceeded}
-		got, err := appendHistory(ctx, env.Client, app, e, 0, likelyNew)
+		got, err := appendHistory(ctx, env.Client, app, e, 0, recordLikelyNew)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -115,11 +116,12 @@ type Result struct {
 	Hooks []HookResult `json:"hooks,omitempty"`
 }
 
-// Run is the one sync path, for the agent and the CLI alike: plan; when
-// the plan changes the cluster, SyncStarted; apply and prune, which write
-// the inventory; Synced or SyncFailed; and the history entry, when the
-// sync is worth one. It returns the Result even when it fails, with as
-// much as is known.
+// Run is the one sync path, for the agent and the CLI alike: plan; decide
+// (decideRun) whether hooks run, whether the sync is announced and whether
+// it is recorded; SyncStarted; hooks, apply and prune, which write the
+// inventory; one outcome event (Synced or SyncFailed); and the history
+// entry. It returns the Result even when it fails, with as much as is
+// known.
 func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions) (*Result, error) {
 	if opts.Started.IsZero() {
 		opts.Started = time.Now()
@@ -127,35 +129,40 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 	res := &Result{Revision: opts.Revision}
 	plan, err := m.Plan(ctx, objs, opts.PlanOptions)
 	if err != nil {
-		finish(ctx, res, opts, err)
-		return res, err
+		return res, conclude(ctx, res, opts, runDecision{record: true}, err)
 	}
 	res.Changes, res.Health = &plan.ChangeSet, plan.Health()
 	res.PreviousRevision, res.Kinds, res.DryRuns = plan.PreviousRevision(), plan.Kinds(), plan.DryRuns()
 	res.firstSync = !plan.hadInventory
-	if !opts.Apply || opts.DryRun {
+	d := decideRun(runFacts{
+		apply: opts.Apply && !opts.DryRun, dryRun: opts.DryRun, record: opts.Record, hookMode: opts.Hooks,
+		changes: plan.ChangeSet.HasChanges(), hooks: plan.Hooks(),
+		revision: opts.Revision, previous: plan.PreviousRevision(),
+	})
+	if !d.apply {
 		res.Counts = res.Changes.Counts()
-		if !opts.DryRun {
-			finish(ctx, res, opts, nil)
-		}
-		return res, nil
+		return res, conclude(ctx, res, opts, d, nil)
 	}
-	hooks := plan.Hooks() > 0 && (opts.Hooks == HooksRun || (opts.Hooks == HooksOnChange &&
-		(plan.ChangeSet.HasChanges() || (opts.Revision != "" && opts.Revision != plan.PreviousRevision()))))
-	started := plan.ChangeSet.HasChanges() || hooks
-	if started {
+	if d.announce {
 		c := plan.ChangeSet.Counts()
 		opts.event("Normal", EventSyncStarted, fmt.Sprintf("syncing %s (%s, %s): %d to create, %d to configure, %d to delete",
 			shortRevision(opts.Revision), opts.Trigger, opts.Mode, c.Created, c.Configured, c.Deleted))
 	}
-	h := hookRun{m: m, plan: plan, opts: opts, res: res, enabled: hooks}
-	err = h.run(ctx, PhasePreSync)
+	err = m.carryOut(ctx, plan, opts, hookRun{m: m, plan: plan, opts: opts, res: res, enabled: d.hooks})
+	res.Counts = res.Changes.Counts()
+	return res, conclude(ctx, res, opts, d, err)
+}
+
+// carryOut runs the PreSync hooks, applies and prunes, then runs the Sync
+// and (once healthy) PostSync hooks; SyncFail hooks when any of it fails.
+func (m *Manager) carryOut(ctx context.Context, plan *Plan, opts RunOptions, h hookRun) error {
+	err := h.run(ctx, PhasePreSync)
 	if err == nil {
 		var cs *ChangeSet
 		cs, err = m.Apply(ctx, plan, opts.SyncOptions)
-		res.Applied = true
+		h.res.Applied = true
 		if cs != nil {
-			res.Changes, res.Health = cs, cs.Health
+			h.res.Changes, h.res.Health = cs, cs.Health
 		}
 	}
 	if err == nil {
@@ -172,17 +179,72 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 		// and does not replace the sync's error.
 		_ = h.run(ctx, PhaseSyncFail)
 	}
-	if res.Applied {
-		res.Counts = res.Changes.Counts()
+	return err
+}
+
+// runFacts are what Run's decision depends on: what was asked, and what
+// the plan found.
+type runFacts struct {
+	apply, dryRun, record bool
+	hookMode              HookMode
+	changes               bool // the plan changes the cluster
+	hooks                 int  // hooks in the desired set
+	revision, previous    string
+}
+
+// runDecision is what Run does with a plan.
+type runDecision struct {
+	// apply carries the plan out; without it the run only compares.
+	apply bool
+	// hooks run the desired set's hooks, phase by phase.
+	hooks bool
+	// announce sends SyncStarted: the sync is about to change the
+	// cluster or run hooks.
+	announce bool
+	// record writes a history entry even if the sync succeeds (a
+	// failure always has one, a dry run never).
+	record bool
+}
+
+// decideRun is Run's one decision: whether the plan is carried out,
+// whether hooks run, whether the sync is announced and recorded. A no-op
+// resync is neither announced nor recorded; a sync that changes the
+// cluster, applies a revision the record did not hold, runs hooks or was
+// asked to be recorded is both recorded and (if it does anything)
+// announced.
+func decideRun(f runFacts) runDecision {
+	if f.dryRun {
+		return runDecision{}
+	}
+	if !f.apply {
+		return runDecision{record: f.record}
+	}
+	newRevision := f.revision != "" && f.revision != f.previous
+	hooks := f.hooks > 0 && (f.hookMode == HooksRun || (f.hookMode == HooksOnChange && (f.changes || newRevision)))
+	return runDecision{
+		apply:    true,
+		hooks:    hooks,
+		announce: f.changes || hooks,
+		record:   f.record || f.changes || newRevision || hooks,
+	}
+}
+
+// conclude sends the run's one outcome event and writes its history entry
+// when the decision or a failure calls for one. It returns err.
+func conclude(ctx context.Context, res *Result, opts RunOptions, d runDecision, err error) error {
+	if opts.DryRun {
+		return err
 	}
 	switch {
-	case err != nil && started:
+	case err != nil:
 		opts.event("Warning", EventSyncFailed, redact.Error(err))
-	case err == nil && (res.Changes.HasChanges() || len(res.Hooks) > 0):
+	case res.Applied && (res.Changes.HasChanges() || len(res.Hooks) > 0):
 		opts.event("Normal", EventSynced, fmt.Sprintf("synced %s (%s, %s): %s%s", shortRevision(opts.Revision), opts.Trigger, opts.Mode, res.Counts, hookSummary(res.Hooks)))
 	}
-	finish(ctx, res, opts, err)
-	return res, err
+	if err != nil || d.record {
+		record(ctx, res, opts, err)
+	}
+	return err
 }
 
 // hookRun runs the hooks of one sync, phase by phase, into its result.
@@ -228,34 +290,38 @@ func (o RunOptions) timeout() time.Duration {
 	return 5 * time.Minute
 }
 
+// hookSummary names the hooks a sync or deletion ran, each as
+// HookResult.String says, or counts them when there are many.
 func hookSummary(hooks []HookResult) string {
 	if len(hooks) == 0 {
 		return ""
 	}
-	return fmt.Sprintf(", %d hook(s) run", len(hooks))
+	if len(hooks) > 5 {
+		failed := 0
+		for _, h := range hooks {
+			if h.Status != HookSucceeded {
+				failed++
+			}
+		}
+		return fmt.Sprintf("; %d hooks run, %d failed", len(hooks), failed)
+	}
+	names := make([]string, len(hooks))
+	for i, h := range hooks {
+		names[i] = h.String()
+	}
+	return "; hooks: " + strings.Join(names, ", ")
 }
 
-// RecordFailure records a sync that failed before it could plan (the
-// fetch, the render, a policy): its history entry and nothing else.
+// RecordFailure concludes a sync that failed before it could plan (the
+// fetch, the render, a policy) as Run concludes a failed one: SyncFailed,
+// and its history entry. It returns the error writing the entry met.
 func RecordFailure(ctx context.Context, opts RunOptions, syncErr error) error {
 	if opts.Started.IsZero() {
 		opts.Started = time.Now()
 	}
 	res := &Result{Revision: opts.Revision}
-	record(ctx, res, opts, syncErr)
+	_ = conclude(ctx, res, opts, runDecision{record: true}, syncErr)
 	return res.HistoryError
-}
-
-// finish writes the history entry of a run that is worth one.
-func finish(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
-	if opts.DryRun {
-		return
-	}
-	worth := syncErr != nil || opts.Record || len(res.Hooks) > 0 ||
-		(res.Applied && (res.Changes.HasChanges() || (res.Revision != "" && res.Revision != res.PreviousRevision)))
-	if worth {
-		record(ctx, res, opts, syncErr)
-	}
 }
 
 func record(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
@@ -282,7 +348,11 @@ func record(ctx context.Context, res *Result, opts RunOptions, syncErr error) {
 		e.Commit = &c
 	}
 	e.StartedAt, e.FinishedAt = opts.Started.UTC(), time.Now().UTC()
-	if _, err := appendHistory(ctx, opts.History, opts.App, e, opts.HistoryLimit, res.firstSync); err != nil {
+	state := recordMayExist
+	if res.firstSync {
+		state = recordLikelyNew
+	}
+	if _, err := appendHistory(ctx, opts.History, opts.App, e, opts.HistoryLimit, state); err != nil {
 		res.HistoryError = err
 		return
 	}

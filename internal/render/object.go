@@ -176,7 +176,15 @@ func validate(o Object) error {
 // HookAnnotations are the annotations that make an object a hook, which
 // runs at a phase of a sync instead of being kept in sync: converge's own,
 // Argo CD's and Helm's.
-var HookAnnotations = []string{"converge.dev/hook", "argocd.argoproj.io/hook", "helm.sh/hook"}
+// converge's wins over Argo CD's, which wins over Helm's.
+var HookAnnotations = []string{AnnotationHook, AnnotationArgoHook, AnnotationHelmHook}
+
+// The hook annotations.
+const (
+	AnnotationHook     = "converge.dev/hook"
+	AnnotationArgoHook = "argocd.argoproj.io/hook"
+	AnnotationHelmHook = "helm.sh/hook"
+)
 
 // IsHook reports whether u carries a hook annotation.
 func IsHook(u *unstructured.Unstructured) bool {

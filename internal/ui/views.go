@@ -174,7 +174,7 @@ func historyRows(app *v1alpha1.Application, h *engine.History, now time.Time) []
 			r.Signer = strings.TrimSpace(s.Identity + " " + s.Fingerprint)
 		}
 		for _, hk := range e.Hooks {
-			r.Hooks = append(r.Hooks, fmt.Sprintf("%s %s: %s", hk.Phase, hk.Ref, hk.Status))
+			r.Hooks = append(r.Hooks, hk.String())
 		}
 		out = append(out, r)
 	}

@@ -666,7 +666,7 @@ spec:
 		t.Fatal(err)
 	}
 	for _, e := range events.Items {
-		if e.InvolvedObject.Name == "good" && strings.Contains(e.Message, "PreDelete hook Job/"+ns+"/drain: Succeeded") {
+		if e.InvolvedObject.Name == "good" && strings.Contains(e.Message, "PreDelete Job/"+ns+"/drain: Succeeded") {
 			ran = true
 		}
 	}

@@ -10,10 +10,18 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/render"
 )
 
-// DeleteOptions say what deleting an app runs besides pruning.
+// Event reasons of an app's deletion.
+const (
+	EventDeleted      = "Deleted"
+	EventDeleteFailed = "PruneFailed"
+)
+
+// DeleteOptions say what deleting an app runs besides pruning, and how it
+// is recorded.
 type DeleteOptions struct {
 	// Objects is the app's rendered source, if it could be rendered: its
 	// PreDelete hooks run before anything is deleted (a failure stops the
@@ -32,20 +40,52 @@ type DeleteOptions struct {
 	History      client.Client
 	Mode         string
 	HistoryLimit int
+	// Events, if set, receives the deletion's one outcome event:
+	// Deleted or PruneFailed.
+	Events Events
 }
 
 // Delete removes everything app owns (as Sync with an empty desired set and
 // prune would, custom resources before CRDs, namespaces last) and then its
 // record. Objects marked to outlive a prune or the app (converge.dev/prune
 // or converge.dev/delete "false", Argo CD's Prune=false or Delete=false,
-// Flux's prune: disabled, Helm's keep) are left, and the deletion's history
-// entry names them.
-func (m *Manager) Delete(ctx context.Context, app App, opts DeleteOptions) (*ChangeSet, []HookResult, error) {
+// Flux's prune: disabled, Helm's keep) are left. The deletion is recorded
+// like a sync, its hooks and what was kept included (the history outlives
+// the app as its audit trail), and announced by one event.
+func (m *Manager) Delete(ctx context.Context, app App, opts DeleteOptions) (*Result, error) {
+	run := RunOptions{
+		SyncOptions: SyncOptions{PlanOptions: PlanOptions{App: app}},
+		Mode:        opts.Mode, Trigger: Trigger{Type: TriggerDeletion},
+		History: opts.History, HistoryLimit: opts.HistoryLimit, Started: time.Now(),
+	}
+	res := &Result{}
+	err := m.deleteApp(ctx, app, opts, res)
+	if res.Changes != nil {
+		res.Counts = res.Changes.Counts()
+	}
+	record(ctx, res, run, err)
+	if err == nil && res.HistoryError != nil {
+		err = res.HistoryError
+	}
+	switch {
+	case opts.Events == nil:
+	case err != nil:
+		opts.Events.Event("Warning", EventDeleteFailed, redact.Error(err))
+	default:
+		opts.Events.Event("Normal", EventDeleted, fmt.Sprintf("deleted what %s owned (%s, %s): %s%s%s",
+			app, run.Trigger, run.Mode, res.Counts, keptSummary(res.Changes), hookSummary(res.Hooks)))
+	}
+	return res, err
+}
+
+// deleteApp runs the PreDelete hooks, prunes, runs the PostDelete hooks
+// and deletes the inventory, into res.
+func (m *Manager) deleteApp(ctx context.Context, app App, opts DeleteOptions, res *Result) error {
 	var hooks []*hook
 	if len(opts.Objects) > 0 {
 		var err error
 		if _, hooks, err = m.splitHooks(app, opts.DefaultNamespace, opts.Policy, opts.Objects); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
 	timeout := opts.Timeout
@@ -53,36 +93,44 @@ func (m *Manager) Delete(ctx context.Context, app App, opts DeleteOptions) (*Cha
 		timeout = 5 * time.Minute
 	}
 	results, err := m.runHooks(ctx, app, hooks, PhasePreDelete, always, timeout, opts.Progress)
+	res.Hooks = append(res.Hooks, results...)
 	if err != nil {
-		return nil, results, fmt.Errorf("not deleted: %w", err)
+		return fmt.Errorf("not deleted: %w", err)
 	}
 	m.deleteLeftHooks(ctx, app, hooks)
-	start := time.Now()
-	cs, err := m.Sync(ctx, nil, SyncOptions{PlanOptions: PlanOptions{App: app, Prune: true, AppDeleted: true, AllowEmpty: true, Records: opts.Records}})
-	// The deletion is recorded like a sync, what was kept included: the
-	// history outlives the app as its audit trail.
-	e := NewHistoryEntry(cs, err, true)
-	e.Trigger, e.Mode, e.Hooks = Trigger{Type: TriggerDeletion}, opts.Mode, results
-	e.StartedAt, e.FinishedAt = start, time.Now()
-	if opts.History != nil {
-		if _, herr := AppendHistory(ctx, opts.History, app, e, opts.HistoryLimit); herr != nil && err == nil {
-			err = herr
-		}
-	}
+	res.Changes, err = m.Sync(ctx, nil, SyncOptions{PlanOptions: PlanOptions{App: app, Prune: true, AppDeleted: true, AllowEmpty: true, Records: opts.Records}})
+	res.Applied = true
 	if err != nil {
-		return cs, results, err
+		return err
 	}
-	post, err := m.runHooks(ctx, app, hooks, PhasePostDelete, always, timeout, opts.Progress)
-	results = append(results, post...)
+	results, err = m.runHooks(ctx, app, hooks, PhasePostDelete, always, timeout, opts.Progress)
+	res.Hooks = append(res.Hooks, results...)
 	if err != nil {
-		return cs, results, err
+		return err
 	}
 	rec := &corev1.ConfigMap{}
 	rec.Namespace, rec.Name = app.Namespace, InventoryName(app.Name)
 	if err := client.IgnoreNotFound(m.records(opts.Records).Delete(ctx, rec)); err != nil {
-		return cs, results, fmt.Errorf("deleting the record of %s: %w", app, err)
+		return fmt.Errorf("deleting the record of %s: %w", app, err)
 	}
-	return cs, results, nil
+	return nil
+}
+
+// keptSummary names how many objects a deletion left in place.
+func keptSummary(cs *ChangeSet) string {
+	if cs == nil {
+		return ""
+	}
+	kept := 0
+	for _, c := range cs.Changes {
+		if c.Action == ActionSkipped && c.Kept != "" {
+			kept++
+		}
+	}
+	if kept == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d kept", kept)
 }
 
 // deleteLeftHooks deletes what earlier syncs' hooks left (those whose
