@@ -3,7 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
-		"strings"
+	"strings"
 	"sync"
 	"testing"
 	"time"
