@@ -153,8 +153,8 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	return r.reconcile(ctx, app)
 }
 
-func (r *ApplicationReconciler) requeueAfter(app *v1alpha1.Application, interval time.Duration) time.Duration {
-	if app.Status.Health.Status == v1alpha1.HealthProgressing || app.Status.Health.Status == v1alpha1.HealthMissing {
+func requeueAfter(health v1alpha1.HealthStatusCode, interval time.Duration) time.Duration {
+	if health == v1alpha1.HealthProgressing || health == v1alpha1.HealthMissing {
 		if interval > 5*time.Second {
 			return 5 * time.Second
 		}

@@ -58,8 +58,24 @@ func (r *ApplicationReconciler) fingerprint(ctx context.Context, app *v1alpha1.A
 }
 
 // fingerprintOf hashes live (see ownedVersions) and app's inventory's
-// resourceVersion.
+// resourceVersion, as the cache holds it.
 func (r *ApplicationReconciler) fingerprintOf(ctx context.Context, app *v1alpha1.Application, kinds []schema.GroupVersionKind, live map[schema.GroupVersionKind]map[string]string) (uint64, error) {
+	inv := &metav1.PartialObjectMetadata{}
+	inv.SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"})
+	err := r.cache.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: engine.InventoryName(app.Name)}, inv)
+	switch {
+	case apierrors.IsNotFound(err):
+		return versionsHash(kinds, live, ""), nil
+	case err != nil:
+		return 0, err
+	}
+	return versionsHash(kinds, live, inv.ResourceVersion), nil
+}
+
+// versionsHash hashes the owned objects' resourceVersions of kinds (in
+// any order) and the inventory's ("": there is none). It is never zero,
+// which means "no fingerprint".
+func versionsHash(kinds []schema.GroupVersionKind, live map[schema.GroupVersionKind]map[string]string, inventory string) uint64 {
 	h := fnv.New64a()
 	for _, gvk := range kinds {
 		items := make([]string, 0, len(live[gvk]))
@@ -74,22 +90,15 @@ func (r *ApplicationReconciler) fingerprintOf(ctx context.Context, app *v1alpha1
 		}
 		h.Write([]byte{1})
 	}
-	inv := &metav1.PartialObjectMetadata{}
-	inv.SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"})
-	err := r.cache.Get(ctx, types.NamespacedName{Namespace: app.Namespace, Name: engine.InventoryName(app.Name)}, inv)
-	switch {
-	case apierrors.IsNotFound(err):
+	if inventory == "" {
 		h.Write([]byte("no inventory"))
-	case err != nil:
-		return 0, err
-	default:
-		h.Write([]byte("inventory@" + inv.ResourceVersion))
+	} else {
+		h.Write([]byte("inventory@" + inventory))
 	}
-	sum := h.Sum64()
-	if sum == 0 {
-		sum = 1 // zero means "none"
+	if sum := h.Sum64(); sum != 0 {
+		return sum
 	}
-	return sum, nil
+	return 1
 }
 
 // idleFromRecord reports whether app's objects are, by its own record,

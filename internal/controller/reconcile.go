@@ -192,7 +192,7 @@ func (r *ApplicationReconciler) quiet(ctx context.Context, run *attempt) (ctrl.R
 	if r.stalledOn(run.key, rev, app.Generation) {
 		return ctrl.Result{RequeueAfter: run.interval}, true
 	}
-	idle := ctrl.Result{RequeueAfter: r.requeueAfter(app, run.interval)}
+	idle := ctrl.Result{RequeueAfter: requeueAfter(app.Status.Health.Status, run.interval)}
 	last, ok := r.idleState(run.key)
 	if !ok {
 		// Never seen here since this replica started (a restart, a
@@ -351,5 +351,5 @@ func (r *ApplicationReconciler) observe(ctx context.Context, run *attempt, d syn
 		idle.fingerprint = run.fingerprint
 	}
 	r.setIdle(run.key, idle)
-	return ctrl.Result{RequeueAfter: r.requeueAfter(app, run.interval)}
+	return ctrl.Result{RequeueAfter: requeueAfter(app.Status.Health.Status, run.interval)}
 }

@@ -102,34 +102,18 @@ func setCondition(app *v1alpha1.Application, typ string, status metav1.Condition
 	})
 }
 
+// aggregateHealth is the app's health: its worst object's, with why.
 func aggregateHealth(hs []engine.ObjectHealth) v1alpha1.HealthStatus {
-	worst := v1alpha1.HealthHealthy
-	msg := ""
-	rank := map[v1alpha1.HealthStatusCode]int{v1alpha1.HealthHealthy: 0, v1alpha1.HealthUnknown: 1, v1alpha1.HealthProgressing: 2, v1alpha1.HealthMissing: 3, v1alpha1.HealthDegraded: 4}
+	worst, msg := engine.HealthHealthy, ""
 	for _, h := range hs {
-		code := healthCode(h.Status)
-		if rank[code] > rank[worst] {
-			worst, msg = code, h.Ref+": "+h.Status
+		if h.Health().Worse(worst) {
+			worst, msg = h.Health(), h.Ref+": "+h.Status
 			if h.Message != "" {
 				msg += ": " + h.Message
 			}
 		}
 	}
-	return v1alpha1.HealthStatus{Status: worst, Message: msg}
-}
-
-func healthCode(kstatus string) v1alpha1.HealthStatusCode {
-	switch kstatus {
-	case "Current":
-		return v1alpha1.HealthHealthy
-	case "InProgress", "Terminating":
-		return v1alpha1.HealthProgressing
-	case "Failed":
-		return v1alpha1.HealthDegraded
-	case "NotFound":
-		return v1alpha1.HealthMissing
-	}
-	return v1alpha1.HealthUnknown
+	return v1alpha1.HealthStatus{Status: v1alpha1.HealthStatusCode(worst), Message: msg}
 }
 
 func resourceStatuses(cs *engine.ChangeSet, health []engine.ObjectHealth, applied bool) []v1alpha1.ResourceStatus {
@@ -155,7 +139,7 @@ func resourceStatuses(cs *engine.ChangeSet, health []engine.ObjectHealth, applie
 			rs.Status, rs.Message = v1alpha1.SyncStatusOutOfSync, c.Reason
 		}
 		if h, ok := hs[c.Ref]; ok {
-			rs.Health = healthCode(h.Status)
+			rs.Health = v1alpha1.HealthStatusCode(h.Health())
 			if rs.Message == "" {
 				rs.Message = h.Message
 			}

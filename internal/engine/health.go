@@ -21,6 +21,43 @@ type ObjectHealth struct {
 	Message string `json:"message,omitempty"`
 }
 
+// Health is an object's health in the words converge shows everywhere
+// (an Application's status, its resources, the web UI): kstatus's verdict,
+// read one way.
+type Health string
+
+// Health words, from best to worst as an app's health takes the worst.
+const (
+	HealthHealthy     Health = "Healthy"
+	HealthUnknown     Health = "Unknown"
+	HealthProgressing Health = "Progressing"
+	HealthMissing     Health = "Missing"
+	HealthDegraded    Health = "Degraded"
+)
+
+// Health is o's health word: Current is Healthy, InProgress and
+// Terminating Progressing, Failed Degraded, NotFound Missing, anything
+// else Unknown.
+func (o ObjectHealth) Health() Health {
+	switch o.Status {
+	case "Current":
+		return HealthHealthy
+	case "InProgress", "Terminating":
+		return HealthProgressing
+	case "Failed":
+		return HealthDegraded
+	case "NotFound":
+		return HealthMissing
+	}
+	return HealthUnknown
+}
+
+// Worse says whether h is worse than other (an app's health is its worst
+// object's).
+func (h Health) Worse(other Health) bool { return healthRank[h] > healthRank[other] }
+
+var healthRank = map[Health]int{HealthHealthy: 0, HealthUnknown: 1, HealthProgressing: 2, HealthMissing: 3, HealthDegraded: 4}
+
 // HealthError lists the objects that were not healthy when a wait ended.
 type HealthError struct {
 	Objects []ObjectHealth

@@ -120,7 +120,7 @@ func (u *Server) children(ctx context.Context, ss *session, n *treeNode, gvk sch
 					continue
 				}
 				h := engine.HealthOf(obj)
-				kid := &treeNode{Kind: child.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName(), Health: healthWord(h.Status), Message: h.Message,
+				kid := &treeNode{Kind: child.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName(), Health: string(h.Health()), Message: h.Message,
 					Ref: ref(child.Kind, obj.GetNamespace(), obj.GetName()), Parent: p.Ref, uid: obj.GetUID()}
 				kids = append(kids, kid)
 			}
@@ -154,21 +154,6 @@ func idleReplicaSet(obj *unstructured.Unstructured) bool {
 	replicas, found, _ := unstructured.NestedInt64(obj.Object, "spec", "replicas")
 	current, _, _ := unstructured.NestedInt64(obj.Object, "status", "replicas")
 	return found && replicas == 0 && current == 0
-}
-
-// healthWord turns kstatus's status into the app's health words.
-func healthWord(kstatus string) string {
-	switch kstatus {
-	case "Current":
-		return string(v1alpha1.HealthHealthy)
-	case "InProgress":
-		return string(v1alpha1.HealthProgressing)
-	case "Failed":
-		return string(v1alpha1.HealthDegraded)
-	case "NotFound":
-		return string(v1alpha1.HealthMissing)
-	}
-	return string(v1alpha1.HealthUnknown)
 }
 
 func accessNote(err error, kind, ns string) error {
