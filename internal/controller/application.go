@@ -133,16 +133,15 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if equality.Semantic.DeepEqual(before, &app.Status) || r.wrote(req.NamespacedName, &app.Status) {
 			return
 		}
-		if err := r.Client.Status().Update(ctx, app); err != nil {
-			if apierrors.IsConflict(err) {
-				// Our copy was stale; look again at once.
-				result = ctrl.Result{Requeue: true}
-				return
-			}
+		requeue, err := writeStatus(ctx, r.Client, app)
+		switch {
+		case requeue:
+			result = ctrl.Result{Requeue: true}
+		case err != nil:
 			retErr = errors.Join(retErr, err)
-			return
+		default:
+			r.written(req.NamespacedName, &app.Status)
 		}
-		r.written(req.NamespacedName, &app.Status)
 	}()
 
 	if app.Spec.Suspend {

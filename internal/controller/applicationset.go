@@ -28,7 +28,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -137,7 +136,7 @@ func (r *ApplicationSetReconciler) setsWithClusterGenerators(ctx context.Context
 
 // Reconcile generates the set's Applications and brings the owned ones in
 // line, as far as its policy allows, then reports.
-func (r *ApplicationSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *ApplicationSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	set := &v1alpha1.ApplicationSet{}
 	if err := r.Client.Get(ctx, req.NamespacedName, set); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -154,9 +153,11 @@ func (r *ApplicationSetReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		if equality.Semantic.DeepEqual(before, &set.Status) {
 			return
 		}
-		if err := r.Client.Status().Update(ctx, set); err != nil && !apierrors.IsConflict(err) {
-			log.FromContext(ctx).Error(err, "writing the ApplicationSet's status")
+		requeue, err := writeStatus(ctx, r.Client, set)
+		if requeue {
+			result = ctrl.Result{Requeue: true}
 		}
+		retErr = errors.Join(retErr, err)
 	}()
 
 	var owned v1alpha1.ApplicationList

@@ -114,11 +114,8 @@ func (r *ClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		reachable = err == nil
 	}
 	if !equality.Semantic.DeepEqual(before, &cl.Status) {
-		if err := r.Client.Status().Update(ctx, cl); err != nil {
-			if apierrors.IsConflict(err) {
-				return ctrl.Result{Requeue: true}, nil
-			}
-			return ctrl.Result{}, err
+		if requeue, err := writeStatus(ctx, r.Client, cl); requeue || err != nil {
+			return ctrl.Result{Requeue: requeue}, err
 		}
 	}
 	if reachable {

@@ -113,8 +113,8 @@ func (r *SealedSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		setSSCondition(ss, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonUnsealed, msg)
 	}
 	if !equality.Semantic.DeepEqual(before, &ss.Status) {
-		if uerr := r.Client.Status().Update(ctx, ss); uerr != nil {
-			return ctrl.Result{}, uerr
+		if requeue, uerr := writeStatus(ctx, r.Client, ss); requeue || uerr != nil {
+			return ctrl.Result{Requeue: requeue}, uerr
 		}
 	}
 	if reason == v1alpha1.ReasonWriteFailed {

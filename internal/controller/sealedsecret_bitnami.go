@@ -26,7 +26,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -111,8 +110,8 @@ func (r *BitnamiSealedSecretReconciler) Reconcile(ctx context.Context, req ctrl.
 	for k := range data {
 		clear(data[k])
 	}
-	if serr := r.setStatus(ctx, u, reason, err); serr != nil {
-		return ctrl.Result{}, serr
+	if requeue, serr := r.setStatus(ctx, u, reason, err); requeue || serr != nil {
+		return ctrl.Result{Requeue: requeue}, serr
 	}
 	switch {
 	case reason == v1alpha1.ReasonWriteFailed:
@@ -314,8 +313,8 @@ func bitnamiDigest(spec []byte, annotations map[string]string, data map[string][
 }
 
 // setStatus writes Bitnami's status (a Synced condition) when it changed,
-// and an event for a new outcome.
-func (r *BitnamiSealedSecretReconciler) setStatus(ctx context.Context, u *unstructured.Unstructured, reason string, err error) error {
+// and an event for a new outcome, as writeStatus does.
+func (r *BitnamiSealedSecretReconciler) setStatus(ctx context.Context, u *unstructured.Unstructured, reason string, err error) (requeue bool, _ error) {
 	cond := metav1.Condition{Type: bitnamiConditionType, Status: metav1.ConditionTrue, Reason: bitnamiReasonUnsealed, Message: "Secret unsealed"}
 	if err != nil {
 		cond = metav1.Condition{Type: bitnamiConditionType, Status: metav1.ConditionFalse, Reason: reason, Message: err.Error()}
@@ -330,7 +329,7 @@ func (r *BitnamiSealedSecretReconciler) setStatus(ctx context.Context, u *unstru
 	}
 	old := bitnamiCondition(u)
 	if old != nil && old.Status == cond.Status && old.Message == cond.Message && u.GetGeneration() == observedGeneration(u) {
-		return nil
+		return false, nil
 	}
 	typ := corev1.EventTypeNormal
 	if err != nil {
@@ -346,10 +345,7 @@ func (r *BitnamiSealedSecretReconciler) setStatus(ctx context.Context, u *unstru
 	list := append([]any{c}, others...)
 	_ = unstructured.SetNestedSlice(u.Object, list, "status", "conditions")
 	_ = unstructured.SetNestedField(u.Object, u.GetGeneration(), "status", "observedGeneration")
-	if uerr := r.Client.Status().Update(ctx, u); uerr != nil && !apierrors.IsConflict(uerr) {
-		log.FromContext(ctx).Error(uerr, "writing the SealedSecret's status")
-	}
-	return nil
+	return writeStatus(ctx, r.Client, u)
 }
 
 func bitnamiCondition(u *unstructured.Unstructured) *metav1.Condition {

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"sort"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,6 +74,18 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 		setReady(app, metav1.ConditionTrue, v1alpha1.ReasonSynced, fmt.Sprintf("synced %s and healthy%s", source.ShortRevision(artifact.Revision), recovered))
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	}
+}
+
+// writeStatus writes obj's status: the one conflict policy of every
+// reconciler. A conflict means the copy reconciled was stale; the status is
+// derived from the world, so nothing is lost by reconciling again at once
+// (requeue) and recomputing it. Any other error is returned.
+func writeStatus(ctx context.Context, c client.Client, obj client.Object) (requeue bool, err error) {
+	err = c.Status().Update(ctx, obj)
+	if apierrors.IsConflict(err) {
+		return true, nil
+	}
+	return false, err
 }
 
 // backoff is the delay before retry number attempt (1-based).
