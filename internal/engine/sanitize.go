@@ -2,15 +2,16 @@ package engine
 
 import (
 	"encoding/base64"
-	"sort"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"converge.dev/converge/internal/redact"
 )
 
-// scrubSecret removes the values of a Secret from msg: both the base64 form
-// in data and the decoded value, so that no error about a Secret can carry
-// what it holds. Other objects are returned as they are.
+// scrubSecret removes the values of a Secret from msg (redact.Secrets):
+// both the base64 form in data and the decoded value, so that no error
+// about a Secret can carry what it holds. Other objects are returned as
+// they are.
 func scrubSecret(msg string, u *unstructured.Unstructured) string {
 	if u == nil || u.GetKind() != "Secret" || u.GroupVersionKind().Group != "" {
 		return msg
@@ -31,10 +32,5 @@ func scrubSecret(msg string, u *unstructured.Unstructured) string {
 			}
 		}
 	}
-	// Longest first, so a value containing another is removed whole.
-	sort.Slice(values, func(i, j int) bool { return len(values[i]) > len(values[j]) })
-	for _, v := range values {
-		msg = strings.ReplaceAll(msg, v, "***")
-	}
-	return msg
+	return redact.Secrets(msg, values...)
 }

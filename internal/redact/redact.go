@@ -9,6 +9,7 @@ package redact
 import (
 	neturl "net/url"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -54,9 +55,13 @@ func Error(err error) string {
 	return Message(err.Error())
 }
 
-// Secrets removes each of values from msg (values shorter than 3 bytes are
-// too likely to be ordinary text and are left).
+// Secrets removes each of values from msg, longest first so that a value
+// containing another is removed whole (values shorter than 3 bytes are too
+// likely to be ordinary text and are left). It is the one place secret
+// values are taken out of messages: Git passwords, tokens, a Secret's data.
 func Secrets(msg string, values ...string) string {
+	values = slices.Clone(values)
+	slices.SortFunc(values, func(a, b string) int { return len(b) - len(a) })
 	for _, v := range values {
 		if len(v) >= 3 {
 			msg = strings.ReplaceAll(msg, v, "***")
