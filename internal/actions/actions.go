@@ -264,10 +264,7 @@ func (a *Actor) Record(ctx context.Context, app *v1alpha1.Application, action, d
 	if user == "" {
 		user = "unknown"
 	}
-	limit := 0
-	if app.Spec.HistoryLimit != nil {
-		limit = int(*app.Spec.HistoryLimit)
-	}
+	limit := app.Spec.GetHistoryLimit()
 	records := a.client
 	if a.Records != nil {
 		records = a.Records

@@ -78,7 +78,7 @@ func newAppCreateCommand(streams Streams) *cobra.Command {
 	f.BoolVar(&o.AutoSync, "auto-sync", false, "sync new revisions automatically")
 	f.BoolVar(&o.Prune, "prune", false, "with --auto-sync, delete what leaves Git")
 	f.BoolVar(&o.SelfHeal, "self-heal", false, "with --auto-sync, revert live changes at once")
-	f.DurationVar(&o.Interval, "interval", 3*time.Minute, "how often to check the repository")
+	f.DurationVar(&o.Interval, "interval", v1alpha1.DefaultInterval, "how often to check the repository")
 	f.StringVar(&o.ChartRepo, "chart-repo", "", "a Helm repository (https://) or OCI registry (oci://) to take --chart from")
 	f.StringVar(&o.Chart, "chart", "", "with --chart-repo: the chart's name")
 	f.StringVar(&o.ChartVersion, "chart-version", "", "with --chart-repo: an exact version or a semver range (default: the newest)")

@@ -188,13 +188,6 @@ func nextPoll(app *v1alpha1.Application, checked time.Time, interval time.Durati
 // source holds: its chart, fetched (answers younger than maxAge reused),
 // and its values from ConfigMaps and Secrets, read as the app's account. A
 
-func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
-	if d == nil || d.Duration <= 0 {
-		return def
-	}
-	return d.Duration
-}
-
 func commitInfo(a *source.Artifact) *v1alpha1.CommitInfo {
 	c := &v1alpha1.CommitInfo{Author: a.Commit.Author, Subject: a.Commit.Subject}
 	if !a.Commit.Date.IsZero() {

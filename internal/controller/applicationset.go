@@ -146,7 +146,7 @@ func (r *ApplicationSetReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		// its objects on the way.
 		return ctrl.Result{}, nil
 	}
-	interval := durationOr(set.Spec.Interval, 3*time.Minute)
+	interval := set.Spec.GetInterval()
 	before := set.Status.DeepCopy()
 	defer func() {
 		set.Status.ObservedGeneration = set.Generation

@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"errors"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,7 +41,7 @@ func (r *ApplicationReconciler) letGo(ctx context.Context, app *v1alpha1.Applica
 // the app, its Cluster is gone), the objects are left, the event says so,
 // and prune succeeds: the app must be able to go.
 func (r *ApplicationReconciler) prune(ctx context.Context, app *v1alpha1.Application, engineApp engine.App) error {
-	run := &attempt{app: app, interval: durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)}
+	run := &attempt{app: app, interval: app.Spec.SyncPolicy.GetInterval()}
 	var err error
 	if run.ten, err = r.tenancy(ctx, app); err != nil {
 		// Pruning with the agent's own rights is what tenancy rules
@@ -66,13 +65,11 @@ func (r *ApplicationReconciler) prune(ctx context.Context, app *v1alpha1.Applica
 	opts := engine.DeleteOptions{
 		DefaultNamespace: appspec.Destination(app),
 		Policy:           run.ten.Policy,
-		Timeout:          durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute),
+		Timeout:          app.Spec.SyncPolicy.GetTimeout(),
 		Records:          run.target.records(run.local),
 		History:          r.Engine.Client(),
 		Mode:             engine.ModePull,
-	}
-	if app.Spec.HistoryLimit != nil {
-		opts.HistoryLimit = int(*app.Spec.HistoryLimit)
+		HistoryLimit:     app.Spec.GetHistoryLimit(),
 	}
 	// PreDelete and PostDelete hooks come from the source as it is now;
 	// one that cannot be rendered does not hold the deletion.

@@ -24,9 +24,7 @@ func (r *ApplicationReconciler) runOptions(app *v1alpha1.Application, run *attem
 		Started: run.start,
 	}
 	opts.App = engine.App{Name: app.Name, Namespace: app.Namespace}
-	if app.Spec.HistoryLimit != nil {
-		opts.HistoryLimit = int(*app.Spec.HistoryLimit)
-	}
+	opts.HistoryLimit = app.Spec.GetHistoryLimit()
 	if a := run.artifact; a != nil {
 		commit := a.Commit
 		opts.Revision, opts.Ref, opts.Commit, opts.Signer = a.Revision, a.RefName, &commit, a.Signer

@@ -60,7 +60,7 @@ type attempt struct {
 // ends it; settle writes the outcome.
 func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.Application) (ctrl.Result, error) {
 	run := &attempt{app: app, key: client.ObjectKeyFromObject(app), start: r.now(), request: pendingRequest(app),
-		interval: durationOr(app.Spec.SyncPolicy.Interval, 3*time.Minute)}
+		interval: app.Spec.SyncPolicy.GetInterval()}
 	run.trigger, run.forced = run.request.trigger, run.request.at != ""
 	if run.forced {
 		// This reconcile handles the request, whatever its outcome: a
@@ -295,7 +295,7 @@ func (r *ApplicationReconciler) decide(ctx context.Context, run *attempt) (syncD
 	if d.apply && d.record {
 		opts.Hooks = engine.HooksRun
 	}
-	opts.Timeout = durationOr(app.Spec.SyncPolicy.Timeout, 5*time.Minute)
+	opts.Timeout = app.Spec.SyncPolicy.GetTimeout()
 	return d, opts, nil
 }
 

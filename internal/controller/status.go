@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 	"time"
@@ -90,19 +89,11 @@ func writeStatus(ctx context.Context, c client.Client, obj client.Object) (reque
 
 // backoff is the delay before retry number attempt (1-based).
 func backoff(p *v1alpha1.RetryPolicy, attempt int32) time.Duration {
-	base, factor, maxDelay := 5*time.Second, 2.0, 3*time.Minute
-	if p != nil && p.Backoff != nil {
-		base = durationOr(p.Backoff.Duration, base)
-		if p.Backoff.Factor != nil {
-			factor = float64(*p.Backoff.Factor)
-		}
-		maxDelay = durationOr(p.Backoff.MaxDuration, maxDelay)
+	var b *v1alpha1.Backoff
+	if p != nil {
+		b = p.Backoff
 	}
-	d := time.Duration(float64(base) * math.Pow(factor, float64(attempt-1)))
-	if d > maxDelay || d <= 0 {
-		d = maxDelay
-	}
-	return d
+	return b.Delay(attempt)
 }
 
 func setReady(app *v1alpha1.Application, status metav1.ConditionStatus, reason, msg string) {
