@@ -121,12 +121,23 @@ func (a *Actor) Unpin(ctx context.Context, ns, name string) (Done, error) {
 	return d, err
 }
 
+// RollbackMode is how a rollback holds: a commit restoring the target in
+// Git, or a pin of the Application to it.
+type RollbackMode int
+
+const (
+	// RollbackGit commits the target's content to the branch.
+	RollbackGit RollbackMode = iota
+	// RollbackPin pins the Application to the target until unpinned.
+	RollbackPin
+)
+
 // Rollback asks the agent to roll ns/name back to target (a history entry
 // id, a revision in the history, a full commit SHA, or "" for the newest
-// successful sync of another revision): Git-native, or with pin by
-// pinning the Application to it.
-func (a *Actor) Rollback(ctx context.Context, ns, name, target string, pin bool) (Done, error) {
+// successful sync of another revision), as mode says.
+func (a *Actor) Rollback(ctx context.Context, ns, name, target string, mode RollbackMode) (Done, error) {
 	var req v1alpha1.RollbackRequest
+	pin := mode == RollbackPin
 	action, how := "rollback", "git-native"
 	if pin {
 		action, how = "pin", "pin"

@@ -17,22 +17,30 @@ import (
 // SuspendOptions holds the flags of `converge suspend` and `converge resume`.
 type SuspendOptions struct {
 	Streams
-	Kube    KubeFlags
-	suspend bool
+	Kube KubeFlags
+	verb suspension
 }
+
+// suspension is what `converge suspend` or `converge resume` does.
+type suspension int
+
+const (
+	suspendSyncing suspension = iota
+	resumeSyncing
+)
 
 // NewSuspendCommand returns `converge suspend APP`.
 func NewSuspendCommand(streams Streams) *cobra.Command {
-	return newSuspendCommand(streams, true, "suspend APP", "Stop syncing an Application (and correcting drift) until resumed")
+	return newSuspendCommand(streams, suspendSyncing, "suspend APP", "Stop syncing an Application (and correcting drift) until resumed")
 }
 
 // NewResumeCommand returns `converge resume APP`.
 func NewResumeCommand(streams Streams) *cobra.Command {
-	return newSuspendCommand(streams, false, "resume APP", "Resume syncing a suspended Application")
+	return newSuspendCommand(streams, resumeSyncing, "resume APP", "Resume syncing a suspended Application")
 }
 
-func newSuspendCommand(streams Streams, suspend bool, use, short string) *cobra.Command {
-	o := &SuspendOptions{Streams: streams, suspend: suspend}
+func newSuspendCommand(streams Streams, verb suspension, use, short string) *cobra.Command {
+	o := &SuspendOptions{Streams: streams, verb: verb}
 	cmd := &cobra.Command{
 		Use: use, Short: short, Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return o.Run(cmd.Context(), args[0]) },
@@ -48,7 +56,7 @@ func (o *SuspendOptions) Run(ctx context.Context, name string) error {
 		return err
 	}
 	act, verb := newActor(ctx, c).Resume, "resumed"
-	if o.suspend {
+	if o.verb == suspendSyncing {
 		act, verb = newActor(ctx, c).Suspend, "suspended"
 	}
 	d, err := act(ctx, ns, name)
@@ -134,22 +142,25 @@ func (o *WaitOptions) Run(ctx context.Context, name, handled string) error {
 	return err
 }
 
-// requestAndWait asks the agent to sync name now and, with wait, waits for
-// the result.
-func requestAndWait(ctx context.Context, streams Streams, kube KubeFlags, name string, wait bool, timeout time.Duration) error {
+// requestSync asks the agent to sync name now; it returns the request's
+// mark, which `waitForRequest` waits on.
+func requestSync(ctx context.Context, streams Streams, kube KubeFlags, name string) (string, error) {
 	c, ns, err := appClient(&kube)
 	if err != nil {
-		return err
+		return "", err
 	}
 	d, err := newActor(ctx, c).Sync(ctx, ns, name)
 	if err != nil {
-		return err
+		return "", err
 	}
 	warnRecord(streams, d)
 	fmt.Fprintf(streams.ErrOut, "Sync of %s/%s requested\n", ns, name)
-	if !wait {
-		return nil
-	}
+	return d.Request, nil
+}
+
+// waitForRequest waits until the agent has handled request and the app
+// is synced and healthy, or says why not.
+func waitForRequest(ctx context.Context, streams Streams, kube KubeFlags, name, request string, timeout time.Duration) error {
 	w := &WaitOptions{Streams: streams, Kube: kube, Sync: true, Timeout: timeout}
-	return w.Run(ctx, name, d.Request)
+	return w.Run(ctx, name, request)
 }

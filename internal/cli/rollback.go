@@ -94,7 +94,11 @@ func (o *RollbackOptions) Run(ctx context.Context, name, target string) error {
 		w := &WaitOptions{Streams: o.Streams, Kube: o.Kube, Timeout: o.Timeout}
 		return w.Run(ctx, name, d.Request)
 	}
-	d, err := actor.Rollback(ctx, ns, name, target, o.Pin)
+	mode := actions.RollbackGit
+	if o.Pin {
+		mode = actions.RollbackPin
+	}
+	d, err := actor.Rollback(ctx, ns, name, target, mode)
 	if err != nil {
 		return err
 	}

@@ -77,7 +77,11 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	}
 	if o.App == "" {
 		// Pull mode: the argument names an Application.
-		return requestAndWait(cmd.Context(), o.Streams, o.Kube, path, o.Wait, o.Timeout)
+		request, err := requestSync(cmd.Context(), o.Streams, o.Kube, path)
+		if err != nil || !o.Wait {
+			return err
+		}
+		return waitForRequest(cmd.Context(), o.Streams, o.Kube, path, request, o.Timeout)
 	}
 	m, opts, err := o.connect(o.ErrOut)
 	if err != nil {

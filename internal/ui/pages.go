@@ -250,11 +250,14 @@ func (u *Server) act(w http.ResponseWriter, r *http.Request, ss *session) {
 		d, err = a.Unpin(ctx, ns, name)
 		msg = "Unpinned: following the branch again."
 	case "rollback":
-		pin := r.PostFormValue("mode") == "pin"
-		d, err = a.Rollback(ctx, ns, name, r.PostFormValue("target"), pin)
+		mode := actions.RollbackGit
+		if r.PostFormValue("mode") == "pin" {
+			mode = actions.RollbackPin
+		}
+		d, err = a.Rollback(ctx, ns, name, r.PostFormValue("target"), mode)
 		if err == nil {
 			msg = "Rollback to " + source.ShortRevision(d.Rollback.Target) + " requested: the agent commits it to Git and syncs it."
-			if pin {
+			if mode == actions.RollbackPin {
 				msg = "Pinning to " + source.ShortRevision(d.Rollback.Target) + " requested."
 			}
 		}
