@@ -2,9 +2,11 @@
 // list of Kubernetes objects, each remembering the file (and document) it
 // came from.
 //
-// Three kinds of source are understood, chosen by what the path holds:
-// a Helm chart (Chart.yaml), a Kustomize root (kustomization.yaml), or a
-// directory of plain YAML and JSON manifests, read recursively.
+// Four kinds of source are understood, chosen by what the path holds: a
+// Helm chart (Chart.yaml), a Kustomize root (kustomization.yaml), Jsonnet
+// (.jsonnet files), or a directory of plain YAML and JSON manifests, read
+// recursively. Helm post-renderers and the Application's Kustomize
+// overrides apply to what those make.
 //
 // Rendering is sandboxed. Every file is read through an os.Root opened on the
 // repository root, so neither a path nor a symlink can reach outside it; file
@@ -20,4 +22,8 @@
 // (sops.go); postBuild variables are substituted after rendering
 // (substitute.go). An object still carrying SOPS metadata is refused: the
 // render never yields ciphertext to apply.
+//
+// render knows nothing of Applications, Tenants or clusters: it is given a
+// root and options (appspec makes them) and returns objects or an error
+// naming the file. It must not fetch, and must not read outside the root.
 package render
