@@ -269,9 +269,12 @@ type ApplicationSource struct {
 	// +optional
 	Jsonnet *JsonnetSource `json:"jsonnet,omitempty"`
 
-	// Kustomize overrides the Kustomize root at Path, as Argo CD's
-	// source.kustomize does: they apply over what the root builds, as an
-	// overlay would. A Path that is no Kustomize root is refused.
+	// Kustomize overrides what Path builds, as Argo CD's source.kustomize
+	// and Flux's Kustomization (patches, images, components, namePrefix,
+	// nameSuffix, commonMetadata) do: over a Kustomize root, as an overlay
+	// would; over a directory of manifests or Jsonnet, as an overlay of
+	// what they render (Flux builds every path with Kustomize), where
+	// components are refused by name. A chart is refused.
 	// +optional
 	Kustomize *KustomizeOverrides `json:"kustomize,omitempty"`
 
@@ -404,8 +407,8 @@ type ResourceIgnoreDifferences struct {
 	ManagedFieldsManagers []string `json:"managedFieldsManagers,omitempty"`
 }
 
-// KustomizeOverrides change what a Kustomize root builds, without a
-// commit: Argo CD's source.kustomize.
+// KustomizeOverrides change what a path builds, without a commit: Argo
+// CD's source.kustomize, Flux's Kustomization overrides.
 type KustomizeOverrides struct {
 	// Images set image names, tags or digests, as `kustomize edit set
 	// image` takes them: "nginx=registry.example.com/nginx:1.27",
@@ -420,9 +423,23 @@ type KustomizeOverrides struct {
 	// Namespace sets every namespaced object's namespace.
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
-	// CommonLabels are added to every object and selector.
+	// CommonLabels are added to every object and, unless
+	// LabelWithoutSelector, to selectors and templates.
 	// +optional
 	CommonLabels map[string]string `json:"commonLabels,omitempty"`
+	// LabelWithoutSelector adds CommonLabels to objects only, not to
+	// selectors (which are immutable in Deployments) nor, unless
+	// LabelIncludeTemplates, to pod templates (Argo CD's options).
+	// +optional
+	LabelWithoutSelector bool `json:"labelWithoutSelector,omitempty"`
+	// +optional
+	LabelIncludeTemplates bool `json:"labelIncludeTemplates,omitempty"`
+	// CommonMetadata sets labels and annotations on every object's own
+	// metadata after the build, replacing values of the same keys, and
+	// touches nothing else: no selector, no template (Flux's
+	// Kustomization commonMetadata).
+	// +optional
+	CommonMetadata *CommonMetadata `json:"commonMetadata,omitempty"`
 	// CommonAnnotations are added to every object.
 	// +optional
 	CommonAnnotations map[string]string `json:"commonAnnotations,omitempty"`
@@ -439,6 +456,14 @@ type KustomizeOverrides struct {
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Components []string `json:"components,omitempty"`
+}
+
+// CommonMetadata is metadata set on every object of a build.
+type CommonMetadata struct {
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // KustomizeReplica sets the replicas of the workloads named Name.

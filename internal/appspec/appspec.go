@@ -112,7 +112,14 @@ func RenderOptions(app *v1alpha1.Application, root string) (render.Options, erro
 // kustomize's terms.
 func kustomizeOverrides(k *v1alpha1.KustomizeOverrides, field string) (*render.KustomizeOverrides, error) {
 	out := &render.KustomizeOverrides{NamePrefix: k.NamePrefix, NameSuffix: k.NameSuffix, Namespace: k.Namespace,
-		CommonLabels: k.CommonLabels, CommonAnnotations: k.CommonAnnotations, Components: k.Components}
+		CommonLabels: k.CommonLabels, LabelWithoutSelector: k.LabelWithoutSelector, LabelIncludeTemplates: k.LabelIncludeTemplates,
+		CommonAnnotations: k.CommonAnnotations, Components: k.Components}
+	if k.LabelIncludeTemplates && !k.LabelWithoutSelector {
+		return nil, fmt.Errorf("%s.labelIncludeTemplates: goes with labelWithoutSelector (commonLabels reach templates anyway)", field)
+	}
+	if m := k.CommonMetadata; m != nil {
+		out.MetadataLabels, out.MetadataAnnotations = m.Labels, m.Annotations
+	}
 	for i, img := range k.Images {
 		parsed, err := parseImage(img)
 		if err != nil {

@@ -109,6 +109,8 @@ func (t *translator) argoKustomize(u *unstructured.Unstructured, k map[string]an
 	out.Images, _, _ = unstructured.NestedStringSlice(k, "images")
 	out.Components, _, _ = unstructured.NestedStringSlice(k, "components")
 	out.CommonLabels, _, _ = unstructured.NestedStringMap(k, "commonLabels")
+	out.LabelWithoutSelector, _ = k["labelWithoutSelector"].(bool)
+	out.LabelIncludeTemplates, _ = k["labelIncludeTemplates"].(bool)
 	out.CommonAnnotations, _, _ = unstructured.NestedStringMap(k, "commonAnnotations")
 	reps, _, _ := unstructured.NestedSlice(k, "replicas")
 	for i, r := range reps {
@@ -126,7 +128,7 @@ func (t *translator) argoKustomize(u *unstructured.Unstructured, k map[string]an
 		out.Replicas = append(out.Replicas, v1alpha1.KustomizeReplica{Name: strAt(m, "name"), Count: n})
 	}
 	out.Patches = t.kustomizePatches(u, k, field)
-	for _, f := range []string{"version", "forceCommonLabels", "forceCommonAnnotations", "commonAnnotationsEnvsubst", "labelWithoutSelector", "labelIncludeTemplates", "kubeVersion", "apiVersions"} {
+	for _, f := range []string{"version", "forceCommonLabels", "forceCommonAnnotations", "commonAnnotationsEnvsubst", "kubeVersion", "apiVersions"} {
 		if _, ok := k[f]; ok {
 			t.note(u, field+"."+f, "not supported; not carried over")
 		}

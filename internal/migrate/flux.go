@@ -144,22 +144,51 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 	if force, _ := spec["force"].(bool); force {
 		t.note(u, "spec.force", "annotate the objects converge.dev/force: \"true\" (or kustomize.toolkit.fluxcd.io/force: enabled) instead")
 	}
-	for _, f := range []string{"postBuild", "patches", "images", "components", "namePrefix", "nameSuffix", "commonMetadata", "decryption", "healthChecks"} {
-		if _, ok := spec[f]; !ok {
-			continue
-		}
-		switch f {
-		case "decryption":
-			t.fluxDecryption(u, &app, mapAt(spec, "decryption"))
-		case "postBuild":
-			t.fluxPostBuild(u, &app, mapAt(spec, "postBuild"))
-		case "healthChecks":
-			t.note(u, "spec.healthChecks", "converge checks the health of every object it applies")
-		default:
-			t.note(u, "spec."+f, "not supported: put it in the kustomization.yaml")
+	if _, ok := spec["decryption"]; ok {
+		t.fluxDecryption(u, &app, mapAt(spec, "decryption"))
+	}
+	if _, ok := spec["postBuild"]; ok {
+		t.fluxPostBuild(u, &app, mapAt(spec, "postBuild"))
+	}
+	if _, ok := spec["healthChecks"]; ok {
+		t.note(u, "spec.healthChecks", "converge checks the health of every object it applies")
+	}
+	app.Spec.Source.Kustomize = t.fluxOverrides(u, spec)
+	t.res.Applications = append(t.res.Applications, app)
+}
+
+// fluxOverrides carries a Kustomization's overrides over: patches (inline,
+// with targets), images, components, namePrefix, nameSuffix and
+// commonMetadata mean the same in spec.source.kustomize (Flux builds every
+// path with Kustomize, and so does converge when they are set).
+func (t *translator) fluxOverrides(u *unstructured.Unstructured, spec map[string]any) *v1alpha1.KustomizeOverrides {
+	out := &v1alpha1.KustomizeOverrides{NamePrefix: strAt(spec, "namePrefix"), NameSuffix: strAt(spec, "nameSuffix")}
+	out.Patches = t.kustomizePatches(u, spec, "spec")
+	out.Images = fluxImages(spec)
+	out.Components, _, _ = unstructured.NestedStringSlice(spec, "components")
+	if cm := mapAt(spec, "commonMetadata"); cm != nil {
+		labels, _, _ := unstructured.NestedStringMap(cm, "labels")
+		ann, _, _ := unstructured.NestedStringMap(cm, "annotations")
+		if len(labels) > 0 || len(ann) > 0 {
+			out.CommonMetadata = &v1alpha1.CommonMetadata{Labels: labels, Annotations: ann}
 		}
 	}
-	t.res.Applications = append(t.res.Applications, app)
+	if out.NamePrefix == "" && out.NameSuffix == "" && len(out.Patches) == 0 && len(out.Images) == 0 && len(out.Components) == 0 && out.CommonMetadata == nil {
+		return nil
+	}
+	return out
+}
+
+// fluxImages spells a Flux images list (name, newName, newTag, digest) as
+// converge's image overrides.
+func fluxImages(k map[string]any) []string {
+	var out []string
+	images, _, _ := unstructured.NestedSlice(k, "images")
+	for _, img := range images {
+		m, _ := img.(map[string]any)
+		out = append(out, imageString(strAt(m, "name"), strAt(m, "newName"), strAt(m, "newTag"), strAt(m, "digest")))
+	}
+	return out
 }
 
 // fluxOCI makes an OCIRepository (of manifests) the app's source: its
@@ -293,12 +322,7 @@ func (t *translator) fluxPostRenderers(u *unstructured.Unstructured, spec map[st
 			t.note(u, fmt.Sprintf("spec.postRenderers[%d]", i), "only kustomize post-renderers exist; not carried over")
 			continue
 		}
-		out := &v1alpha1.KustomizeOverrides{Patches: t.kustomizePatches(u, k, field)}
-		images, _, _ := unstructured.NestedSlice(k, "images")
-		for _, img := range images {
-			m, _ := img.(map[string]any)
-			out.Images = append(out.Images, imageString(strAt(m, "name"), strAt(m, "newName"), strAt(m, "newTag"), strAt(m, "digest")))
-		}
+		out := &v1alpha1.KustomizeOverrides{Patches: t.kustomizePatches(u, k, field), Images: fluxImages(k)}
 		for _, f := range []string{"patchesStrategicMerge", "patchesJson6902"} {
 			if _, ok := k[f]; ok {
 				t.note(u, field+"."+f, "deprecated by Flux and not supported: write it as a patch in patches; not carried over")

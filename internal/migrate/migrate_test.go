@@ -190,6 +190,11 @@ spec:
   postBuild: {substitute: {cluster: prod}}
   dependsOn: [{name: infra}]
   decryption: {provider: sops, secretRef: {name: sops-age}}
+  namePrefix: prod-
+  components: [../components/ha]
+  images: [{name: podinfo, newTag: 6.7.1}, {name: redis, newName: mirror.example.com/redis, digest: "sha256:0123"}]
+  patches: [{target: {kind: Deployment, labelSelector: "tier=web"}, patch: "- op: replace\n  path: /spec/replicas\n  value: 3\n"}]
+  commonMetadata: {labels: {app.kubernetes.io/part-of: shop}, annotations: {team: web}}
 `, `
 apiVersion: source.toolkit.fluxcd.io/v1
 kind: HelmRepository
@@ -273,6 +278,22 @@ spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, 
 	}
 	if d := find(t, res, "apps").Spec.Decryption; d == nil || d.Provider != "sops" || d.SecretRef.Name != "sops-age" {
 		t.Errorf("apps decryption = %+v, want sops with Secret sops-age", d)
+	}
+	wantOver := &v1alpha1.KustomizeOverrides{
+		NamePrefix: "prod-",
+		Components: []string{"../components/ha"},
+		Images:     []string{"podinfo:6.7.1", "redis=mirror.example.com/redis@sha256:0123"},
+		Patches: []v1alpha1.KustomizePatch{{Patch: "- op: replace\n  path: /spec/replicas\n  value: 3\n",
+			Target: &v1alpha1.KustomizeTarget{Kind: "Deployment", LabelSelector: "tier=web"}}},
+		CommonMetadata: &v1alpha1.CommonMetadata{Labels: map[string]string{"app.kubernetes.io/part-of": "shop"}, Annotations: map[string]string{"team": "web"}},
+	}
+	if diff := cmp.Diff(wantOver, find(t, res, "apps").Spec.Source.Kustomize); diff != "" {
+		t.Errorf("apps overrides (-want +got):\n%s", diff)
+	}
+	for _, f := range []string{"patches", "images", "components", "namePrefix", "commonMetadata"} {
+		if strings.Contains(findings(res), "Kustomization/flux-system/apps: spec."+f) {
+			t.Errorf("spec.%s is carried over, yet named", f)
+		}
 	}
 	if strings.Contains(f, "decryption") {
 		t.Errorf("decryption is carried over, yet named as not:\n%s", f)

@@ -175,7 +175,7 @@ func renderChart(ctx context.Context, sb *sandbox, ch *chart.Chart, dir, valuesD
 		}
 	}
 	for i := range opts.PostRenderers {
-		if objs, err = postRender(objs, &opts.PostRenderers[i], i); err != nil {
+		if objs, err = postRender(objs, &opts.PostRenderers[i], fmt.Sprintf("spec.source.helm.postRenderers[%d]", i)); err != nil {
 			return nil, err
 		}
 	}

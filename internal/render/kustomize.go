@@ -3,7 +3,9 @@ package render
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -52,6 +54,7 @@ func renderKustomize(sb *sandbox, dir string, over *KustomizeOverrides) ([]Objec
 			objs = append(objs, Object{Unstructured: o, Source: source})
 		}
 	}
+	over.setMetadata(objs)
 	return objs, nil
 }
 
@@ -64,34 +67,85 @@ type KustomizeOverrides struct {
 	NameSuffix        string            `json:"nameSuffix,omitempty"`
 	Namespace         string            `json:"namespace,omitempty"`
 	CommonLabels      map[string]string `json:"commonLabels,omitempty"`
-	CommonAnnotations map[string]string `json:"commonAnnotations,omitempty"`
-	Replicas          []types.Replica   `json:"replicas,omitempty"`
-	Patches           []types.Patch     `json:"patches,omitempty"`
+	// LabelWithoutSelector puts CommonLabels on objects only (templates
+	// too with LabelIncludeTemplates), never on selectors.
+	LabelWithoutSelector  bool              `json:"labelWithoutSelector,omitempty"`
+	LabelIncludeTemplates bool              `json:"labelIncludeTemplates,omitempty"`
+	CommonAnnotations     map[string]string `json:"commonAnnotations,omitempty"`
+	Replicas              []types.Replica   `json:"replicas,omitempty"`
+	Patches               []types.Patch     `json:"patches,omitempty"`
 	// Components are relative to the root.
 	Components []string `json:"components,omitempty"`
+	// MetadataLabels and MetadataAnnotations are set on each object's own
+	// metadata after the build (Flux's commonMetadata): no selector or
+	// template is touched.
+	MetadataLabels      map[string]string `json:"metadataLabels,omitempty"`
+	MetadataAnnotations map[string]string `json:"metadataAnnotations,omitempty"`
+}
+
+// kustomization is the part of the overlay that does not depend on where
+// it is built: everything but its resources and components.
+func (o *KustomizeOverrides) kustomization(field string) (types.Kustomization, error) {
+	k := types.Kustomization{
+		TypeMeta:          types.TypeMeta{APIVersion: types.KustomizationVersion, Kind: types.KustomizationKind},
+		NamePrefix:        o.NamePrefix,
+		NameSuffix:        o.NameSuffix,
+		Namespace:         o.Namespace,
+		CommonAnnotations: o.CommonAnnotations,
+		Images:            o.Images,
+		Replicas:          o.Replicas,
+	}
+	if o.LabelWithoutSelector {
+		if len(o.CommonLabels) > 0 {
+			k.Labels = []types.Label{{Pairs: o.CommonLabels, IncludeTemplates: o.LabelIncludeTemplates}}
+		}
+	} else {
+		k.CommonLabels = o.CommonLabels
+	}
+	for i, p := range o.Patches {
+		if p.Path != "" || p.Patch == "" {
+			return k, fmt.Errorf("%s.patches[%d]: give the patch inline (patch), not a path", field, i)
+		}
+		k.Patches = append(k.Patches, p)
+	}
+	return k, nil
+}
+
+// setMetadata sets o's MetadataLabels and MetadataAnnotations on each
+// object, replacing values of the same keys.
+func (o *KustomizeOverrides) setMetadata(objs []Object) {
+	if o == nil || (len(o.MetadataLabels) == 0 && len(o.MetadataAnnotations) == 0) {
+		return
+	}
+	for _, obj := range objs {
+		if len(o.MetadataLabels) > 0 {
+			labels := obj.GetLabels()
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			maps.Copy(labels, o.MetadataLabels)
+			obj.SetLabels(labels)
+		}
+		if len(o.MetadataAnnotations) > 0 {
+			ann := obj.GetAnnotations()
+			if ann == nil {
+				ann = map[string]string{}
+			}
+			maps.Copy(ann, o.MetadataAnnotations)
+			obj.SetAnnotations(ann)
+		}
+	}
 }
 
 // overlay is the kustomization that applies o over the root at dir. Its
 // components must be below the repository root and refer to nothing
 // remote; patches are inline only.
 func (o *KustomizeOverrides) overlay(sb *sandbox, dir string, seen map[string]bool) ([]byte, error) {
-	k := types.Kustomization{
-		TypeMeta:          types.TypeMeta{APIVersion: types.KustomizationVersion, Kind: types.KustomizationKind},
-		Resources:         []string{".." + path.Clean("/"+dir)},
-		NamePrefix:        o.NamePrefix,
-		NameSuffix:        o.NameSuffix,
-		Namespace:         o.Namespace,
-		CommonLabels:      o.CommonLabels,
-		CommonAnnotations: o.CommonAnnotations,
-		Images:            o.Images,
-		Replicas:          o.Replicas,
+	k, err := o.kustomization("spec.source.kustomize")
+	if err != nil {
+		return nil, err
 	}
-	for i, p := range o.Patches {
-		if p.Path != "" || p.Patch == "" {
-			return nil, fmt.Errorf("spec.source.kustomize.patches[%d]: give the patch inline (patch), not a path", i)
-		}
-		k.Patches = append(k.Patches, p)
-	}
+	k.Resources = []string{".." + path.Clean("/"+dir)}
 	for i, c := range o.Components {
 		p, err := clean(path.Join(dir, c))
 		if err != nil {
@@ -110,39 +164,37 @@ func (o *KustomizeOverrides) overlay(sb *sandbox, dir string, seen map[string]bo
 
 // postRender runs a post-renderer over objs: a Kustomize overlay over
 // them, built in memory (no repository file is read), components refused.
-// Objects keep the source they came from when their kind and name say
-// which it was.
-func postRender(objs []Object, o *KustomizeOverrides, n int) ([]Object, error) {
-	field := fmt.Sprintf("spec.source.helm.postRenderers[%d]", n)
+// Each object keeps the source it came from (an annotation carries it
+// through the build, whatever the overlay renames).
+func postRender(objs []Object, o *KustomizeOverrides, field string) ([]Object, error) {
 	if len(o.Components) > 0 {
-		return nil, fmt.Errorf("%s: components are not supported in a post-renderer", field)
+		return nil, fmt.Errorf("%s.components: components apply to a Kustomize root only", field)
 	}
 	mem := filesys.MakeFsInMemory()
 	var buf strings.Builder
-	sources := map[string]string{}
-	for _, obj := range objs {
-		data, err := yaml.Marshal(obj.Object)
+	for i, obj := range objs {
+		marked := obj.DeepCopy()
+		ann := marked.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		ann[sourceMark] = strconv.Itoa(i)
+		marked.SetAnnotations(ann)
+		data, err := yaml.Marshal(marked.Object)
 		if err != nil {
 			return nil, err
 		}
 		buf.WriteString("---\n")
 		buf.Write(data)
-		sources[obj.GetKind()+"/"+obj.GetName()] = obj.Source
 	}
 	if err := mem.WriteFile("/rendered.yaml", []byte(buf.String())); err != nil {
 		return nil, err
 	}
-	k := types.Kustomization{
-		TypeMeta:  types.TypeMeta{APIVersion: types.KustomizationVersion, Kind: types.KustomizationKind},
-		Resources: []string{"rendered.yaml"}, NamePrefix: o.NamePrefix, NameSuffix: o.NameSuffix, Namespace: o.Namespace,
-		CommonLabels: o.CommonLabels, CommonAnnotations: o.CommonAnnotations, Images: o.Images, Replicas: o.Replicas,
+	k, err := o.kustomization(field)
+	if err != nil {
+		return nil, err
 	}
-	for i, p := range o.Patches {
-		if p.Path != "" || p.Patch == "" {
-			return nil, fmt.Errorf("%s.patches[%d]: give the patch inline (patch), not a path", field, i)
-		}
-		k.Patches = append(k.Patches, p)
-	}
+	k.Resources = []string{"rendered.yaml"}
 	data, err := yaml.Marshal(k)
 	if err != nil {
 		return nil, err
@@ -168,15 +220,25 @@ func postRender(objs []Object, o *KustomizeOverrides, n int) ([]Object, error) {
 			return nil, fmt.Errorf("%s: %w", field, err)
 		}
 		for _, u := range us {
-			src := sources[u.GetKind()+"/"+r.OrgId().Name]
-			if src == "" {
-				src = field
+			src := field
+			ann := u.GetAnnotations()
+			if i, err := strconv.Atoi(ann[sourceMark]); err == nil && i >= 0 && i < len(objs) {
+				src = objs[i].Source
 			}
+			delete(ann, sourceMark)
+			if len(ann) == 0 {
+				ann = nil
+			}
+			u.SetAnnotations(ann)
 			out = append(out, Object{Unstructured: u, Source: src})
 		}
 	}
+	o.setMetadata(out)
 	return out, nil
 }
+
+// sourceMark carries an object's index through a post-render.
+const sourceMark = "render.converge.dev/source-index"
 
 func mustJSON(v any) []byte {
 	data, err := yaml.Marshal(v)

@@ -166,7 +166,9 @@ func renderInProcess(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 	if err == nil && opts.Kustomize != nil && res.Kind != KindKustomize {
-		err = fmt.Errorf("spec.source.kustomize: %s is a %s source, not a Kustomize root (no kustomization.yaml)", orDot(p), res.Kind)
+		// Flux builds every path with Kustomize: the overrides apply to
+		// what the manifests or Jsonnet render.
+		objs, err = postRender(objs, opts.Kustomize, "spec.source.kustomize")
 	}
 	if err == nil {
 		err = substitute(objs, opts.Substitute)

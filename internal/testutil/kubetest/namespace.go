@@ -9,6 +9,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -44,9 +47,31 @@ func Namespace(t testing.TB, c client.Client) string {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		releaseApplications(ctx, t, c, ns.Name)
 		if err := client.IgnoreNotFound(c.Delete(ctx, ns)); err != nil {
 			t.Errorf("deleting test namespace %s: %v", ns.Name, err)
 		}
 	})
 	return ns.Name
+}
+
+// releaseApplications removes the finalizers of the Applications left in
+// ns: the test's agent has stopped by now, and nothing else would let them
+// (and so the namespace) go. A cluster without converge's API has none.
+func releaseApplications(ctx context.Context, t testing.TB, c client.Client, ns string) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(schema.GroupVersionKind{Group: "converge.dev", Version: "v1alpha1", Kind: "ApplicationList"})
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return // no such API, or nothing to list
+	}
+	for i := range list.Items {
+		app := &list.Items[i]
+		if len(app.GetFinalizers()) == 0 {
+			continue
+		}
+		patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))
+		if err := client.IgnoreNotFound(c.Patch(ctx, app, patch)); err != nil {
+			t.Logf("releasing Application %s/%s: %v", ns, app.GetName(), err)
+		}
+	}
 }
