@@ -400,9 +400,11 @@ type ResourceIgnoreDifferences struct {
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	JQPathExpressions []string `json:"jqPathExpressions,omitempty"`
-	// ManagedFieldsManagers (Argo CD's: ignore what these field managers
-	// own) is not supported yet: an Application that sets it is refused,
-	// naming it, rather than silently comparing those fields.
+	// ManagedFieldsManagers leave the fields these field managers own
+	// (by the live object's managedFields) to them, as Argo CD does: an
+	// HPA's replicas ("kube-controller-manager"), an operator's defaults.
+	// converge's own managers cannot be named.
+	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	ManagedFieldsManagers []string `json:"managedFieldsManagers,omitempty"`
 }

@@ -430,11 +430,8 @@ func DefaultIgnoreRules(data []byte, name string) ([]engine.IgnoreRule, error) {
 	rules := make([]engine.IgnoreRule, 0, len(list))
 	for i, d := range list {
 		field := fmt.Sprintf("%s[%d]", name, i)
-		if len(d.ManagedFieldsManagers) > 0 {
-			return nil, fmt.Errorf("%s.managedFieldsManagers: not supported yet", field)
-		}
 		r := engine.IgnoreRule{Group: d.Group, Kind: d.Kind, Name: d.Name, Namespace: d.Namespace,
-			JSONPointers: d.JSONPointers, JQPathExpressions: d.JQPathExpressions, Field: field}
+			JSONPointers: d.JSONPointers, JQPathExpressions: d.JQPathExpressions, ManagedFieldsManagers: d.ManagedFieldsManagers, Field: field}
 		if err := r.Compile(); err != nil {
 			return nil, err
 		}
@@ -449,11 +446,8 @@ func IgnoreRules(app *v1alpha1.Application, defaults []engine.IgnoreRule) ([]eng
 	rules := append([]engine.IgnoreRule(nil), defaults...)
 	for i, d := range app.Spec.IgnoreDifferences {
 		field := fmt.Sprintf("spec.ignoreDifferences[%d]", i)
-		if len(d.ManagedFieldsManagers) > 0 {
-			return nil, fmt.Errorf("%s.managedFieldsManagers: not supported yet; select the fields with jsonPointers or jqPathExpressions", field)
-		}
 		rules = append(rules, engine.IgnoreRule{Group: d.Group, Kind: d.Kind, Name: d.Name, Namespace: d.Namespace,
-			JSONPointers: d.JSONPointers, JQPathExpressions: d.JQPathExpressions, Field: field})
+			JSONPointers: d.JSONPointers, JQPathExpressions: d.JQPathExpressions, ManagedFieldsManagers: d.ManagedFieldsManagers, Field: field})
 	}
 	for i := range rules {
 		if err := rules[i].Compile(); err != nil {

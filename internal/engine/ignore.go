@@ -1,13 +1,18 @@
 package engine
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/itchyny/gojq"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 )
 
 // IgnoreRule is one of an app's ignoreDifferences (Argo CD's shape): for
@@ -24,6 +29,12 @@ type IgnoreRule struct {
 	Group, Kind, Name, Namespace string
 	JSONPointers                 []string
 	JQPathExpressions            []string
+	// ManagedFieldsManagers leave the fields these field managers own in
+	// the live object's managedFields to them (Argo CD's): an operator's
+	// defaulting, an HPA's replicas, whoever writes them. Their own
+	// metadata labels and annotations included; other metadata and status
+	// never count.
+	ManagedFieldsManagers []string
 	// Field names the rule for errors ("spec.ignoreDifferences[0]").
 	Field string
 
@@ -41,6 +52,11 @@ func (r *IgnoreRule) Compile() error {
 			return fmt.Errorf("%s.jsonPointers[%d] %q: %w", r.Field, i, p, err)
 		}
 	}
+	for i, m := range r.ManagedFieldsManagers {
+		if m == "" || strings.HasPrefix(m, FieldManager) {
+			return fmt.Errorf("%s.managedFieldsManagers[%d] %q: name another tool's field manager (converge's own fields are what it syncs)", r.Field, i, m)
+		}
+	}
 	r.queries = r.queries[:0]
 	for i, expr := range r.JQPathExpressions {
 		q, err := gojq.Parse("path(" + expr + ")")
@@ -54,6 +70,21 @@ func (r *IgnoreRule) Compile() error {
 		r.queries = append(r.queries, code)
 	}
 	return nil
+}
+
+// digest names what the rule selects.
+func (r *IgnoreRule) digest() string {
+	return digestStrings([]string{r.Group, r.Kind, r.Name, r.Namespace, strings.Join(r.JSONPointers, "\x00"),
+		strings.Join(r.JQPathExpressions, "\x00"), strings.Join(r.ManagedFieldsManagers, "\x00")})
+}
+
+// digestStrings hashes a list of strings, each told apart from the next.
+func digestStrings(parts []string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s;", len(p), p)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
 func (r *IgnoreRule) matches(u *unstructured.Unstructured) bool {
@@ -79,6 +110,13 @@ func respectIgnored(desired, live *unstructured.Unstructured, rules []IgnoreRule
 		for _, p := range r.JSONPointers {
 			path, _ := parsePointer(p)
 			paths = append(paths, path)
+		}
+		if len(r.ManagedFieldsManagers) > 0 {
+			managed, err := managedPaths(live, r.ManagedFieldsManagers, maxIgnoredPaths-len(paths))
+			if err != nil {
+				return nil, fmt.Errorf("%s.managedFieldsManagers: %w", r.Field, err)
+			}
+			paths = append(paths, managed...)
 		}
 		if len(r.queries) > 0 {
 			var doc any
@@ -128,6 +166,117 @@ func respectIgnored(desired, live *unstructured.Unstructured, rules []IgnoreRule
 	return out, nil
 }
 
+// managedPaths are the leaf fields of live that managers own, by its
+// managedFields, as paths that select list items by their keys (at most
+// limit). Status and metadata other than labels and annotations are left
+// out: they are not the desired object's to say.
+func managedPaths(live *unstructured.Unstructured, managers []string, limit int) ([][]any, error) {
+	var out [][]any
+	for _, e := range live.GetManagedFields() {
+		if !slices.Contains(managers, e.Manager) || e.FieldsV1 == nil {
+			continue
+		}
+		set := &fieldpath.Set{}
+		if err := set.FromJSON(bytes.NewReader(e.FieldsV1.Raw)); err != nil {
+			return nil, fmt.Errorf("the fields %s owns: %w", e.Manager, err)
+		}
+		var err error
+		set.Leaves().Iterate(func(p fieldpath.Path) {
+			path := fieldPath(p)
+			if path == nil || err != nil {
+				return
+			}
+			if len(out) >= limit {
+				err = fmt.Errorf("%s owns more than %d fields", e.Manager, maxIgnoredPaths)
+				return
+			}
+			out = append(out, path)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// fieldPath turns a managedFields path into one getPath and setPath
+// follow; nil for what is not the desired object's to say.
+func fieldPath(p fieldpath.Path) []any {
+	out := make([]any, 0, len(p))
+	for _, e := range p {
+		switch {
+		case e.FieldName != nil:
+			out = append(out, *e.FieldName)
+		case e.Key != nil:
+			k := keyElem{}
+			for _, f := range *e.Key {
+				k[f.Name] = f.Value.Unstructured()
+			}
+			out = append(out, k)
+		case e.Value != nil:
+			out = append(out, valueElem{(*e.Value).Unstructured()})
+		case e.Index != nil:
+			out = append(out, *e.Index)
+		}
+	}
+	if len(out) == 0 || out[0] == "status" || out[0] == "apiVersion" || out[0] == "kind" {
+		return nil
+	}
+	if out[0] == "metadata" && (len(out) < 3 || (out[1] != "labels" && out[1] != "annotations")) {
+		return nil
+	}
+	return out
+}
+
+// keyElem selects the item of a list of maps whose fields have these
+// values (a container by its name, a port by port and protocol).
+type keyElem map[string]any
+
+// valueElem selects the item of a list of scalars equal to v.
+type valueElem struct{ v any }
+
+// listIndex finds the item e selects in list.
+func listIndex(list []any, e any) (int, bool) {
+	switch k := e.(type) {
+	case keyElem:
+		for i, item := range list {
+			m, ok := item.(map[string]any)
+			if !ok {
+				continue
+			}
+			match := true
+			for name, want := range k {
+				if !sameScalar(m[name], want) {
+					match = false
+					break
+				}
+			}
+			if match {
+				return i, true
+			}
+		}
+		return 0, false
+	case valueElem:
+		for i, item := range list {
+			if sameScalar(item, k.v) {
+				return i, true
+			}
+		}
+		return 0, false
+	}
+	i, ok := index(e)
+	return i, ok && i < len(list)
+}
+
+// sameScalar compares scalars as JSON would (an int64 and a float64 of
+// the same number are the same).
+func sameScalar(a, b any) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return fmt.Sprint(a) == fmt.Sprint(b)
+}
+
 // parsePointer splits an RFC 6901 JSON pointer into its tokens; numbers
 // index lists where the document has one.
 func parsePointer(p string) ([]any, error) {
@@ -169,8 +318,8 @@ func getPath(doc any, path []any) (any, bool) {
 				return nil, false
 			}
 		case []any:
-			i, ok := index(e)
-			if !ok || i >= len(node) {
+			i, ok := listIndex(node, e)
+			if !ok {
 				return nil, false
 			}
 			doc = node[i]
@@ -199,7 +348,7 @@ func setPath(doc map[string]any, path []any, v any) {
 			}
 			next, ok := n[k]
 			if !ok {
-				if _, isIndex := index(path[i+1]); isIndex {
+				if isListElem(path[i+1]) {
 					return
 				}
 				next = map[string]any{}
@@ -207,8 +356,8 @@ func setPath(doc map[string]any, path []any, v any) {
 			}
 			node = next
 		case []any:
-			j, ok := index(e)
-			if !ok || j >= len(n) {
+			j, ok := listIndex(n, e)
+			if !ok {
 				return
 			}
 			if last {
@@ -220,6 +369,16 @@ func setPath(doc map[string]any, path []any, v any) {
 			return
 		}
 	}
+}
+
+// isListElem says whether e can only select a list item.
+func isListElem(e any) bool {
+	switch e.(type) {
+	case keyElem, valueElem:
+		return true
+	}
+	_, ok := index(e)
+	return ok
 }
 
 func deletePath(doc map[string]any, path []any) {

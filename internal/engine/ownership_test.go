@@ -7,10 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	kptr "k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/internal/render"
@@ -277,5 +279,86 @@ func TestSync_IgnoredFieldsStayAsTheClusterHasThem(t *testing.T) {
 	bad := IgnoreRule{Kind: "ConfigMap", JQPathExpressions: []string{".data["}, Field: "spec.ignoreDifferences[2]"}
 	if err := bad.Compile(); err == nil || !strings.Contains(err.Error(), "spec.ignoreDifferences[2].jqPathExpressions[0]") {
 		t.Fatalf("bad jq: %v", err)
+	}
+}
+
+// Fields another manager owns by the live object's managedFields (an HPA's
+// replicas, a container's image an injector set, found by the container's
+// name) are left to it when a rule names that manager: no diff, and a sync
+// of a change elsewhere leaves them as the cluster has them. A field that
+// manager does not own still syncs; converge's own manager cannot be named.
+func TestSync_FieldsOfNamedManagersStayTheirs(t *testing.T) {
+	ctx := context.Background()
+	ns := kubetest.Namespace(t, env.Client)
+	m := newManager(t)
+	app := App{Name: "web", Namespace: ns}
+	rules := []IgnoreRule{{Group: "apps", Kind: "Deployment", ManagedFieldsManagers: []string{"kube-controller-manager", "injector"}, Field: "spec.ignoreDifferences[0]"}}
+	if err := rules[0].Compile(); err != nil {
+		t.Fatal(err)
+	}
+	opts := SyncOptions{PlanOptions: PlanOptions{App: app, DefaultNamespace: ns, IgnoreDifferences: rules}}
+	doc := func(image, tier string) []render.Object {
+		return objects(t, fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {tier: %s}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: sidecar, image: "busybox:1"}
+      - {name: web, image: %q}
+`, tier, image))
+	}
+	if _, err := m.Sync(ctx, doc("nginx:1.25", "a"), opts); err != nil {
+		t.Fatal(err)
+	}
+	update := func(manager string, mutate func(*appsv1.Deployment)) {
+		t.Helper()
+		var d appsv1.Deployment
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &d); err != nil {
+			t.Fatal(err)
+		}
+		mutate(&d)
+		if err := env.Client.Update(ctx, &d, client.FieldOwner(manager)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update("kube-controller-manager", func(d *appsv1.Deployment) { d.Spec.Replicas = kptr.To(int32(7)) })
+	update("injector", func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[1].Image = "nginx:1.27-patched" })
+	plan, err := m.Plan(ctx, doc("nginx:1.25", "a"), opts.PlanOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := plan.ChangeSet.Changes[0]; c.Action != ActionUnchanged {
+		t.Fatalf("fields other managers own show as %s:\n%s", c.Action, c.Diff)
+	}
+	if _, err := m.Sync(ctx, doc("nginx:1.25", "b"), opts); err != nil {
+		t.Fatal(err)
+	}
+	var d appsv1.Deployment
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &d); err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != 7 || d.Spec.Template.Spec.Containers[1].Image != "nginx:1.27-patched" || d.Labels["tier"] != "b" || d.Spec.Template.Spec.Containers[0].Image != "busybox:1" {
+		t.Errorf("after a sync: replicas %d, images %s and %s, tier %s: want 7, busybox:1, the injector's, b",
+			*d.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Image, d.Spec.Template.Spec.Containers[1].Image, d.Labels["tier"])
+	}
+	// Without the rule, Git's values come back.
+	opts.IgnoreDifferences = nil
+	if _, err := m.Sync(ctx, doc("nginx:1.25", "b"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &d); err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != 2 || d.Spec.Template.Spec.Containers[1].Image != "nginx:1.25" {
+		t.Errorf("without the rule: replicas %d, image %s: want Git's", *d.Spec.Replicas, d.Spec.Template.Spec.Containers[1].Image)
+	}
+	own := IgnoreRule{Kind: "ConfigMap", ManagedFieldsManagers: []string{"converge.dev/" + ns + "/web"}, Field: "spec.ignoreDifferences[1]"}
+	if err := own.Compile(); err == nil || !strings.Contains(err.Error(), "spec.ignoreDifferences[1].managedFieldsManagers[0]") {
+		t.Errorf("naming converge's own manager: %v", err)
 	}
 }

@@ -227,6 +227,17 @@ func (d *desired) respectIgnored(rules []IgnoreRule) error {
 	if d.live == nil || len(rules) == 0 {
 		return nil
 	}
+	// The rules that apply are part of what was applied: adding or
+	// removing one makes the object worth a dry-run again.
+	var matched []string
+	for i := range rules {
+		if rules[i].matches(d.obj) {
+			matched = append(matched, rules[i].digest())
+		}
+	}
+	if len(matched) > 0 {
+		d.hash = digestStrings(append([]string{d.hash}, matched...))
+	}
 	obj, err := respectIgnored(d.obj, d.live, rules)
 	if err != nil {
 		return objectErrorf(d.obj, d.source, "ignoreDifferences: %w", err)

@@ -90,11 +90,9 @@ func (t *translator) argoApp(u *unstructured.Unstructured, spec map[string]any, 
 		rule := v1alpha1.ResourceIgnoreDifferences{Group: strAt(m, "group"), Kind: strAt(m, "kind"), Name: strAt(m, "name"), Namespace: strAt(m, "namespace")}
 		rule.JSONPointers, _, _ = unstructured.NestedStringSlice(m, "jsonPointers")
 		rule.JQPathExpressions, _, _ = unstructured.NestedStringSlice(m, "jqPathExpressions")
-		if managers, _, _ := unstructured.NestedStringSlice(m, "managedFieldsManagers"); len(managers) > 0 {
-			t.note(u, field+".managedFieldsManagers", "not supported yet: name the fields with jsonPointers or jqPathExpressions")
-		}
-		if rule.Kind == "" || len(rule.JSONPointers)+len(rule.JQPathExpressions) == 0 {
-			t.note(u, field, "no kind, or no jsonPointers or jqPathExpressions: not carried over")
+		rule.ManagedFieldsManagers, _, _ = unstructured.NestedStringSlice(m, "managedFieldsManagers")
+		if rule.Kind == "" || len(rule.JSONPointers)+len(rule.JQPathExpressions)+len(rule.ManagedFieldsManagers) == 0 {
+			t.note(u, field, "no kind, or no jsonPointers, jqPathExpressions or managedFieldsManagers: not carried over")
 			continue
 		}
 		app.Spec.IgnoreDifferences = append(app.Spec.IgnoreDifferences, rule)
