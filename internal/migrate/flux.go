@@ -109,13 +109,26 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 		t.note(u, "metadata.name", "Flux's bootstrap Kustomization is not translated: it deploys Flux itself and the Kustomizations translated here")
 		return
 	}
+	spec := mapAt(u.Object, "spec")
+	srcPath := cleanDir(strAt(spec, "path"))
 	repo, key := t.source(u, "spec", "sourceRef")
+	if sr := mapAt(spec, "sourceRef"); strAt(sr, "kind") == "ExternalArtifact" {
+		ns := strAt(sr, "namespace")
+		if ns == "" {
+			ns = u.GetNamespace()
+		}
+		var ok bool
+		if repo, srcPath, ok = t.artifactSource(u, "spec.sourceRef", ns, strAt(sr, "name"), srcPath); !ok {
+			return
+		}
+		key = repo.GetKind() + "/" + repo.GetNamespace() + "/" + repo.GetName()
+	}
 	switch {
 	case repo == nil:
 		t.note(u, "spec.sourceRef", "%s is not among the manifests; not translated", key)
 		return
 	case repo.GetKind() != "GitRepository" && repo.GetKind() != "OCIRepository":
-		t.note(u, "spec.sourceRef", "%s: %s sources are not translated yet (GitRepository and OCIRepository sources are); not translated", key, repo.GetKind())
+		t.note(u, "spec.sourceRef", "%s: %s sources are not translated (GitRepository, OCIRepository and ExternalArtifacts of an ArtifactGenerator are); not translated", key, repo.GetKind())
 		return
 	}
 	app := newApp(u.GetName(), u.GetNamespace())
@@ -126,11 +139,7 @@ func (t *translator) fluxKustomization(u *unstructured.Unstructured) {
 	} else {
 		t.fluxGit(u, &app, repo)
 	}
-	spec := mapAt(u.Object, "spec")
-	app.Spec.Source.Path = strings.Trim(strings.TrimPrefix(strAt(spec, "path"), "./"), "/")
-	if app.Spec.Source.Path == "." {
-		app.Spec.Source.Path = ""
-	}
+	app.Spec.Source.Path = srcPath
 	if ns := strAt(spec, "targetNamespace"); ns != "" {
 		app.Spec.Destination.Namespace = ns
 		t.note(u, "spec.targetNamespace", "converge gives %s to objects that name no namespace; Flux also moves those that name another", ns)
@@ -356,7 +365,8 @@ func helmOf(app *v1alpha1.Application) *v1alpha1.HelmSource {
 }
 
 // fluxChart translates a HelmRelease's chart (from a HelmRepository, a
-// GitRepository or an OCIRepository chartRef) into app's source; false
+// GitRepository, or a chartRef to an OCIRepository or to an
+// ArtifactGenerator's ExternalArtifact) into app's source; false
 // when it cannot (named).
 func (t *translator) fluxChart(u *unstructured.Unstructured, spec map[string]any, app *v1alpha1.Application) bool {
 	chartSpec := mapAt(spec, "chart", "spec")
@@ -375,10 +385,30 @@ func (t *translator) fluxChart(u *unstructured.Unstructured, spec map[string]any
 			t.note(u, "spec.chart.spec.sourceRef", "a %s source is not supported; not translated", src.GetKind())
 			return false
 		}
+	case strAt(mapAt(spec, "chartRef"), "kind") == "ExternalArtifact":
+		// A chart directory an ArtifactGenerator copies from a Git or
+		// OCI source: that directory of that source.
+		ref := mapAt(spec, "chartRef")
+		ns := strAt(ref, "namespace")
+		if ns == "" {
+			ns = u.GetNamespace()
+		}
+		repo, chartPath, ok := t.artifactSource(u, "spec.chartRef", ns, strAt(ref, "name"), "")
+		if !ok {
+			return false
+		}
+		if repo.GetKind() == "OCIRepository" {
+			if !t.fluxOCI(u, app, repo) {
+				return false
+			}
+		} else {
+			t.fluxGit(u, app, repo)
+		}
+		app.Spec.Source.Path = chartPath
 	case mapAt(spec, "chartRef") != nil:
 		src, key := t.source(u, "spec", "chartRef")
 		if src == nil || src.GetKind() != "OCIRepository" {
-			t.note(u, "spec.chartRef", "%s is not among the manifests (only OCIRepository chart references are translated); not translated", key)
+			t.note(u, "spec.chartRef", "%s is not among the manifests (OCIRepository and ArtifactGenerator chart references are translated); not translated", key)
 			return false
 		}
 		url := strings.TrimSuffix(str(src, "spec", "url"), "/")

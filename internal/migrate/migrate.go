@@ -62,7 +62,7 @@ type Options struct {
 // Kustomizations and HelmReleases find their sources among objs by kind,
 // namespace and name.
 func Translate(objs []render.Object, opts Options) *Result {
-	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}, opts: opts,
+	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}, artifacts: map[string]generated{}, opts: opts,
 		projects: map[string]*unstructured.Unstructured{}, appProjects: map[string]string{}}
 	// The caller's map stays as it was: clusters found below are added.
 	t.opts.Clusters = map[string]string{}
@@ -72,6 +72,8 @@ func Translate(objs []render.Object, opts Options) *Result {
 	for _, o := range objs {
 		gk := o.GroupVersionKind().GroupKind()
 		switch {
+		case gk.Group == "source.extensions.fluxcd.io" && gk.Kind == "ArtifactGenerator":
+			t.indexGenerators(o.Unstructured)
 		case gk.Group == "source.toolkit.fluxcd.io" || gk.Group == "source.extensions.fluxcd.io":
 			t.sources[gk.Kind+"/"+o.GetNamespace()+"/"+o.GetName()] = o.Unstructured
 		case gk.Group == "argoproj.io" && gk.Kind == "AppProject":
@@ -99,8 +101,11 @@ func Translate(objs []render.Object, opts Options) *Result {
 		case gk.Group == "source.toolkit.fluxcd.io" || gk.Group == "source.extensions.fluxcd.io":
 			// Translated with what refers to them; a kind no Kustomization
 			// or HelmRelease can use here is named.
-			if gk.Kind == "ArtifactGenerator" || gk.Kind == "ExternalArtifact" || gk.Kind == "Bucket" {
-				t.note(o.Unstructured, "kind", "%s is not translated yet: what refers to it is named too", gk.Kind)
+			switch gk.Kind {
+			case "ArtifactGenerator":
+				// Translated as the sources of what uses its artifacts.
+			case "ExternalArtifact", "Bucket":
+				t.note(o.Unstructured, "kind", "%s is not translated (converge syncs Git and OCI sources): what refers to it is named too", gk.Kind)
 			}
 		case strings.HasSuffix(gk.Group, ".fluxcd.io"):
 			t.note(o.Unstructured, "kind", "%s (%s) is not translated", gk.Kind, gk.Group)
@@ -120,7 +125,10 @@ func Translate(objs []render.Object, opts Options) *Result {
 type translator struct {
 	res     *Result
 	sources map[string]*unstructured.Unstructured
-	opts    Options
+	// artifacts are the ExternalArtifacts ArtifactGenerators make, by
+	// namespace and name.
+	artifacts map[string]generated
+	opts      Options
 	// projects are the AppProjects by name; appProjects the project of
 	// each translated Application ("namespace/name").
 	projects    map[string]*unstructured.Unstructured

@@ -313,40 +313,110 @@ spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, 
 	}
 }
 
-// Flux 2.7's ArtifactGenerator and ExternalArtifact, and Bucket sources,
-// are named, with the Kustomizations that use them: nothing is dropped
+// Flux 2.7's ArtifactGenerator: an ExternalArtifact that is one subtree of
+// one Git source becomes that directory of that source, for a
+// Kustomization (its path within the artifact followed) and a HelmRelease's
+// chartRef; an artifact composed of several rules, a single file, a
+// generator that is missing, an ExternalArtifact of another controller and
+// a Bucket are named with the rule that stops them: nothing is dropped
 // silently.
-func TestTranslate_FluxSourcesNotTranslatedAreNamed(t *testing.T) {
+func TestTranslate_FluxArtifactGenerators(t *testing.T) {
 	res := Translate(objects(t, `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: fleet, namespace: apps}
+spec: {url: https://git.example.com/org/fleet.git, ref: {branch: main}}
+`, `
 apiVersion: source.extensions.fluxcd.io/v1beta1
 kind: ArtifactGenerator
-metadata: {name: podinfo, namespace: flux-system}
-spec: {sources: [{alias: repo, kind: GitRepository, name: podinfo}]}
-`, `
-apiVersion: source.toolkit.fluxcd.io/v1
-kind: ExternalArtifact
-metadata: {name: podinfo-manifests, namespace: flux-system}
+metadata: {name: podinfo, namespace: apps}
+spec:
+  sources: [{alias: repo, kind: GitRepository, name: fleet}]
+  artifacts:
+  - name: podinfo-manifests
+    originRevision: "@repo"
+    copy: [{from: "@repo/apps/podinfo/**", to: "@artifact/"}]
+  - name: podinfo-chart
+    copy: [{from: "@repo/charts/podinfo/", to: "@artifact/"}]
+  - name: nested
+    copy: [{from: "@repo/deploy/**", to: "@artifact/my-app/backend/", exclude: ["*.md"]}]
+  - name: composite
+    copy: [{from: "@repo/a/**", to: "@artifact/a/"}, {from: "@repo/b/**", to: "@artifact/b/"}]
+  - name: one-file
+    copy: [{from: "@repo/envs/prod/cm.yaml", to: "@artifact/cm.yaml"}]
 `, `
 apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
-metadata: {name: podinfo, namespace: flux-system}
+metadata: {name: podinfo, namespace: apps}
+spec: {sourceRef: {kind: ExternalArtifact, name: podinfo-manifests}, path: ./overlays/prod, prune: true}
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: backend, namespace: apps}
+spec: {sourceRef: {kind: ExternalArtifact, name: nested}, path: ./}
+`, `
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: podinfo-release, namespace: apps}
 spec:
-  sourceRef: {kind: ExternalArtifact, name: podinfo-manifests}
-  path: ./
+  chartRef: {kind: ExternalArtifact, name: podinfo-chart}
+  values: {replicaCount: 2}
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: composite, namespace: apps}
+spec: {sourceRef: {kind: ExternalArtifact, name: composite}, path: ./}
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: one-file, namespace: apps}
+spec: {sourceRef: {kind: ExternalArtifact, name: one-file}, path: ./}
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: orphan, namespace: apps}
+spec: {sourceRef: {kind: ExternalArtifact, name: made-elsewhere}, path: ./}
+`, `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: ExternalArtifact
+metadata: {name: made-elsewhere, namespace: apps}
+`, `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: Bucket
+metadata: {name: configs, namespace: apps}
 `, `
 apiVersion: notification.toolkit.fluxcd.io/v1beta3
 kind: Alert
-metadata: {name: slack, namespace: flux-system}
+metadata: {name: slack, namespace: apps}
 `), Options{})
-	if len(res.Applications) != 0 {
-		t.Fatalf("%d Applications from sources converge does not translate", len(res.Applications))
+	got := map[string]string{}
+	for _, a := range res.Applications {
+		got[a.Name] = a.Spec.Source.RepoURL + " " + a.Spec.Source.Path
+	}
+	want := map[string]string{
+		"podinfo":         "https://git.example.com/org/fleet.git apps/podinfo/overlays/prod",
+		"backend":         "https://git.example.com/org/fleet.git deploy",
+		"podinfo-release": "https://git.example.com/org/fleet.git charts/podinfo",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Applications (-want +got):\n%s", diff)
+	}
+	if v := values(t, find(t, res, "podinfo-release")); v["replicaCount"] != float64(2) {
+		t.Errorf("podinfo-release values %v", v)
 	}
 	f := findings(res)
-	for _, want := range []string{"ArtifactGenerator/flux-system/podinfo: kind: ArtifactGenerator is not translated yet",
-		"ExternalArtifact/flux-system/podinfo-manifests: kind", "Kustomization/flux-system/podinfo: spec.sourceRef: ExternalArtifact/flux-system/podinfo-manifests: ExternalArtifact sources are not translated yet",
-		"Alert/flux-system/slack: kind: Alert (notification.toolkit.fluxcd.io) is not translated"} {
+	for _, want := range []string{
+		"Kustomization/apps/composite: spec.sourceRef: ExternalArtifact/apps/composite: ArtifactGenerator/apps/podinfo spec.artifacts[3]: 2 copy rules",
+		"Kustomization/apps/one-file: spec.sourceRef: ExternalArtifact/apps/one-file: ArtifactGenerator/apps/podinfo spec.artifacts[4]: copy from \"@repo/envs/prod/cm.yaml\"",
+		"Kustomization/apps/orphan: spec.sourceRef: ExternalArtifact/apps/made-elsewhere: no ArtifactGenerator among the manifests makes it",
+		"ExternalArtifact/apps/made-elsewhere: kind", "Bucket/apps/configs: kind",
+		"Alert/apps/slack: kind: Alert (notification.toolkit.fluxcd.io) is not translated",
+	} {
 		if !strings.Contains(f, want) {
 			t.Errorf("findings lack %q:\n%s", want, f)
 		}
+	}
+	if strings.Contains(f, "ArtifactGenerator/apps/podinfo: kind") || strings.Contains(f, "Kustomization/apps/podinfo:") {
+		t.Errorf("a translated generator or Kustomization is named:\n%s", f)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"maps"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -78,7 +80,40 @@ spec:
     substitute: {cluster_name: prod}
     substituteFrom: [{kind: ConfigMap, name: cluster-vars-%s}]
 `, app, ns, suffix, suffix),
-		"apps/prod/kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [settings.yaml, db.enc.yaml]\ncommonLabels: {tier: apps}\n",
+		// Flux 2.7: an ArtifactGenerator cuts infrastructure/ out of the
+		// fleet repository; a Kustomization builds a plain directory of
+		// it (no kustomization.yaml) with a prefix, a patch and common
+		// metadata.
+		"clusters/prod/infra.yaml": fmt.Sprintf(`apiVersion: source.extensions.fluxcd.io/v1beta1
+kind: ArtifactGenerator
+metadata: {name: infra-%[1]s, namespace: flux-system}
+spec:
+  sources: [{alias: fleet, kind: GitRepository, name: flux-system}]
+  artifacts:
+  - name: infra-%[1]s
+    originRevision: "@fleet"
+    copy: [{from: "@fleet/infrastructure/**", to: "@artifact/"}]
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: infra-%[1]s, namespace: flux-system}
+spec:
+  interval: 10m
+  path: ./prod
+  prune: true
+  targetNamespace: %[2]s
+  sourceRef: {kind: ExternalArtifact, name: infra-%[1]s}
+  namePrefix: infra-
+  commonMetadata: {labels: {app.kubernetes.io/part-of: fleet}}
+  patches:
+  - target: {kind: ConfigMap, name: limits}
+    patch: |
+      - op: add
+        path: /data/burst
+        value: "20"
+`, suffix, ns),
+		"infrastructure/prod/limits.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: limits\n  labels: {app: limits}\ndata:\n  max: \"10\"\n",
+		"apps/prod/kustomization.yaml":    "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [settings.yaml, db.enc.yaml]\ncommonLabels: {tier: apps}\n",
 		"apps/prod/settings.yaml":      "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  cluster: ${cluster_name}\n  region: ${region}\n  tier: ${tier:=gold}\n",
 		"apps/prod/db.enc.yaml":        string(enc),
 	}
@@ -112,13 +147,42 @@ spec:
 		}
 		apps = append(apps, got)
 	}
-	if len(apps) != 1 || apps[0].Name != app || apps[0].Spec.Decryption == nil || apps[0].Spec.Source.PostBuild == nil {
+	sort.Slice(apps, func(i, j int) bool { return apps[i].Name < apps[j].Name })
+	if len(apps) != 2 || apps[0].Name != app || apps[0].Spec.Decryption == nil || apps[0].Spec.Source.PostBuild == nil ||
+		apps[1].Name != "infra-"+suffix || apps[1].Spec.Source.Path != "infrastructure/prod" || apps[1].Spec.Source.Kustomize == nil {
 		t.Fatalf("migrated %d Application(s): %+v", len(apps), apps)
 	}
-	a.create(t, &apps[0])
-	a.waitApp(t, "flux-system", app, 60*time.Second, "synced and healthy", func(got *v1alpha1.Application) bool {
-		return strings.HasPrefix(got.Status.Sync.Revision, rev) && got.Status.Sync.Status == v1alpha1.SyncStatusSynced && got.Status.Health.Status == v1alpha1.HealthHealthy
+	for i := range apps {
+		a.create(t, &apps[i])
+		a.waitApp(t, "flux-system", apps[i].Name, 60*time.Second, "synced and healthy", func(got *v1alpha1.Application) bool {
+			return strings.HasPrefix(got.Status.Sync.Revision, rev) && got.Status.Sync.Status == v1alpha1.SyncStatusSynced && got.Status.Health.Status == v1alpha1.HealthHealthy
+		})
+	}
+
+	// What Flux makes of the generated artifact: a kustomization it
+	// generates over the plain directory, with the Kustomization's
+	// overrides; then its common metadata on every object.
+	infra := writeTree(t, ns, map[string]string{
+		"kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: " + ns + "\nnamePrefix: infra-\nresources: [limits.yaml]\n" +
+			"patches:\n- target: {kind: ConfigMap, name: limits}\n  patch: |\n    - op: add\n      path: /data/burst\n      value: \"20\"\n",
+		"limits.yaml": tree["infrastructure/prod/limits.yaml"],
 	})
+	built, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), infra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range built.Resources() {
+		live := get(t, "v1", r.GetKind(), r.GetNamespace(), r.GetName())
+		if live == nil {
+			t.Errorf("%s %s/%s: Flux's build makes it; the agent did not", r.GetKind(), r.GetNamespace(), r.GetName())
+			continue
+		}
+		wantData := r.GetDataMap()
+		gotData, _, _ := unstructured.NestedStringMap(live.Object, "data")
+		if !maps.Equal(wantData, gotData) || live.GetLabels()["app.kubernetes.io/part-of"] != "fleet" || live.GetLabels()["app"] != "limits" {
+			t.Errorf("%s %s: data %v, labels %v; Flux makes data %v and adds the common label", r.GetKind(), r.GetName(), gotData, live.GetLabels(), wantData)
+		}
+	}
 
 	// What Flux makes of it: kustomize build of the plaintext tree, then
 	// envsubst with the same variables.
@@ -131,12 +195,12 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	built, err := res.AsYaml()
+	builtYAML, err := res.AsYaml()
 	if err != nil {
 		t.Fatal(err)
 	}
 	vars := map[string]string{"cluster_name": "prod", "region": "eu-west-1"}
-	want, err := envsubst.Eval(string(built), func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
+	want, err := envsubst.Eval(string(builtYAML), func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
 	}
