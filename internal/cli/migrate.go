@@ -88,6 +88,19 @@ func (o *MigrateOptions) collect(ctx context.Context, root, rel string, budget *
 	return objs, nil
 }
 
+// workTree is the Git work tree dir is in ("" if none): the nearest
+// directory up from dir that holds .git.
+func workTree(dir string) string {
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, ".git")); err == nil {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return ""
+		}
+	}
+}
+
 // printItems prints items as a JSON List, or as YAML documents.
 func printItems(w io.Writer, format OutputFormat, items []any) error {
 	if format == OutputJSON {
@@ -124,6 +137,12 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 			return err
 		} else if !fi.IsDir() {
 			root = filepath.Dir(abs)
+		}
+		// Within a Git work tree, objects are named by their path in the
+		// repository, as Applications name theirs (an app of apps is
+		// found by its path).
+		if top := workTree(root); top != "" {
+			root = top
 		}
 		rel, _ := filepath.Rel(root, abs)
 		budget := maxMigrateRenders
@@ -165,5 +184,10 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 		return err
 	}
 	fmt.Fprintf(o.ErrOut, "Translated %d Application(s), %d ApplicationSet(s), %d Tenant(s), %d Cluster(s); %d finding(s) above\n", len(res.Applications), len(res.ApplicationSets), len(res.Tenants), len(res.Clusters), len(res.Findings))
+	if len(res.Findings) > 0 {
+		// Printed, but not all of it: scripts must not take it for a
+		// complete translation.
+		return &ExitError{Code: ExitChanges}
+	}
 	return nil
 }

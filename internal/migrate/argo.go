@@ -16,9 +16,58 @@ import (
 
 // argo translates an Argo CD Application.
 func (t *translator) argo(u *unstructured.Unstructured) {
+	if dir, ok := t.parentOf(mapAt(u.Object, "spec")); ok {
+		// An app of apps: a converge Application of it would apply Argo
+		// CD Applications. Its children, found among the inputs, are
+		// translated instead.
+		t.note(u, "spec.source.path", "it deploys the Argo CD Applications of %s (an app of apps), which are translated here in its place; not translated", dir)
+		return
+	}
 	if app, ok := t.argoApp(u, mapAt(u.Object, "spec"), false); ok {
 		t.res.Applications = append(t.res.Applications, app)
 	}
+}
+
+// parentOf says whether an Application's source path (or one of its
+// sources') is a directory among the inputs that holds Argo CD
+// Applications or ApplicationSets: the root of an app of apps. Paths
+// compare by their ends, as the inputs may be any directory of the
+// repository.
+func (t *translator) parentOf(spec map[string]any) (string, bool) {
+	var paths []string
+	if p := strAt(mapAt(spec, "source"), "path"); p != "" {
+		paths = append(paths, p)
+	}
+	srcs, _, _ := unstructured.NestedSlice(spec, "sources")
+	for _, s := range srcs {
+		if m, ok := s.(map[string]any); ok && strAt(m, "path") != "" {
+			paths = append(paths, strAt(m, "path"))
+		}
+	}
+	for _, p := range paths {
+		p = cleanDir(p)
+		for dir := range t.appDirs {
+			// Inputs outside a Git work tree are named from the input
+			// directory: then a path of two or more directories may match
+			// by its end.
+			tail := strings.Contains(dir, "/") && (strings.HasSuffix(p, "/"+dir) || strings.HasSuffix(dir, "/"+p) && strings.Contains(p, "/"))
+			if p != "" && dir != "" && (p == dir || tail) {
+				return dir, true
+			}
+		}
+	}
+	return "", false
+}
+
+// sourceDir is the directory an object came from, by its render source:
+// a chart's root for its templates, a Kustomize root, a manifest's
+// directory.
+func sourceDir(src string) string {
+	src, _, _ = strings.Cut(src, "#")
+	if i := strings.Index(src, "/templates/"); i >= 0 || strings.HasPrefix(src, "templates/") {
+		return cleanDir(src[:max(i, 0)])
+	}
+	return cleanDir(path.Dir(src))
 }
 
 // argoApp translates an Argo CD Application's spec (of u, or of an

@@ -62,7 +62,7 @@ type Options struct {
 // Kustomizations and HelmReleases find their sources among objs by kind,
 // namespace and name.
 func Translate(objs []render.Object, opts Options) *Result {
-	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}, artifacts: map[string]generated{}, opts: opts,
+	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}, artifacts: map[string]generated{}, appDirs: map[string]bool{}, opts: opts,
 		projects: map[string]*unstructured.Unstructured{}, appProjects: map[string]string{}}
 	// The caller's map stays as it was: clusters found below are added.
 	t.opts.Clusters = map[string]string{}
@@ -78,6 +78,8 @@ func Translate(objs []render.Object, opts Options) *Result {
 			t.sources[gk.Kind+"/"+o.GetNamespace()+"/"+o.GetName()] = o.Unstructured
 		case gk.Group == "argoproj.io" && gk.Kind == "AppProject":
 			t.projects[o.GetName()] = o.Unstructured
+		case gk.Group == "argoproj.io" && (gk.Kind == "Application" || gk.Kind == "ApplicationSet") && o.Source != "":
+			t.appDirs[sourceDir(o.Source)] = true
 		case gk.Group == "" && gk.Kind == "Secret" && o.GetLabels()[argoSecretType] != "":
 			// Clusters first: the Applications aimed at them map to them.
 			t.argoSecret(o.Unstructured)
@@ -128,7 +130,10 @@ type translator struct {
 	// artifacts are the ExternalArtifacts ArtifactGenerators make, by
 	// namespace and name.
 	artifacts map[string]generated
-	opts      Options
+	// appDirs are the directories (by render source) that hold Argo CD
+	// Applications: an app of apps points at one.
+	appDirs map[string]bool
+	opts    Options
 	// projects are the AppProjects by name; appProjects the project of
 	// each translated Application ("namespace/name").
 	projects    map[string]*unstructured.Unstructured

@@ -420,3 +420,46 @@ metadata: {name: slack, namespace: apps}
 		t.Errorf("a translated generator or Kustomization is named:\n%s", f)
 	}
 }
+
+// An app of apps: the Application that deploys a directory of Argo CD
+// Applications (here a chart's templates) is named and left out, its
+// children translated in its place; an app whose path only resembles it
+// is translated.
+func TestTranslate_AppOfAppsParentIsNotTranslated(t *testing.T) {
+	objs := objects(t, `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: root, namespace: argocd}
+spec:
+  source: {repoURL: https://git.example.com/org/gitops.git, path: argocd/root, targetRevision: main}
+  destination: {server: https://kubernetes.default.svc, namespace: argocd}
+`, `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: child, namespace: argocd}
+spec:
+  source: {repoURL: https://git.example.com/org/gitops.git, path: apps/child, targetRevision: main}
+  destination: {server: https://kubernetes.default.svc, namespace: shop}
+`, `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: lookalike, namespace: argocd}
+spec:
+  source: {repoURL: https://git.example.com/org/gitops.git, path: apps/root, targetRevision: main}
+  destination: {server: https://kubernetes.default.svc, namespace: shop}
+`)
+	objs[0].Source = "argocd/root.yaml#1"
+	objs[1].Source = "argocd/root/templates/apps.yaml#1"
+	objs[2].Source = "argocd/root/templates/apps.yaml#2"
+	res := Translate(objs, Options{})
+	var names []string
+	for _, a := range res.Applications {
+		names = append(names, a.Name)
+	}
+	if strings.Join(names, ",") != "child,lookalike" {
+		t.Errorf("translated %v, want the children only", names)
+	}
+	if f := findings(res); !strings.Contains(f, "Application/argocd/root: spec.source.path: it deploys the Argo CD Applications of argocd/root") {
+		t.Errorf("the parent is not named:\n%s", f)
+	}
+}

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -27,8 +29,12 @@ import (
 // ServiceAccount), the image override applies, and replicas scaled by
 // someone else (an HPA) are neither drift nor diff.
 func TestCompat_ArgoCDProjectAppsAndSetMigrateAndSync(t *testing.T) {
+	b := startClusterB(t)
 	a := startAgent(t)
 	ns := kubetest.Namespace(t, cluster.Client)
+	// The remote app's namespace: no Tenant governs it (its project is
+	// Argo CD's default).
+	remoteNS := kubetest.Namespace(t, cluster.Client)
 	ctx := context.Background()
 	suffix := ns[strings.LastIndex(ns, "-")+1:]
 	repo, _ := a.repoWith(t, ns+"-argo", map[string]string{
@@ -36,7 +42,9 @@ func TestCompat_ArgoCDProjectAppsAndSetMigrateAndSync(t *testing.T) {
 		"apps/web/kustomization.yaml": "resources: [deploy.yaml]\n",
 		"apps/web/deploy.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n" +
 			"  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx:1.25}]\n",
-		"apps/env/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: env-settings\ndata:\n  env: dev\n",
+		"apps/env/cm.yaml":    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: env-settings\ndata:\n  env: dev\n",
+		"apps/child/cm.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: child-settings\ndata:\n  from: app-of-apps\n",
+		"apps/remote/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote-settings\ndata:\n  where: staging\n",
 	}, "apps")
 	url := a.git.URL(repo.Name)
 	project := "team-" + suffix
@@ -72,6 +80,42 @@ spec:
   syncPolicy: {automated: {prune: true, selfHeal: true}}
   ignoreDifferences: [{group: apps, kind: Deployment, jsonPointers: [/spec/replicas]}]
 `, project, url, ns),
+		// An app of apps: the root Application and its chart of
+		// Applications.
+		"argocd/root.yaml": fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: root, namespace: argocd}
+spec:
+  project: default
+  source: {repoURL: %q, targetRevision: main, path: argocd/root}
+  destination: {server: https://kubernetes.default.svc, namespace: argocd}
+  syncPolicy: {automated: {prune: true}}
+`, url),
+		"argocd/root/Chart.yaml":  "apiVersion: v2\nname: root\nversion: 1.0.0\n",
+		"argocd/root/values.yaml": fmt.Sprintf("repoURL: %q\nproject: %s\nnamespace: %s\nchildren: [child]\n", url, project, ns),
+		"argocd/root/templates/apps.yaml": `{{- range .Values.children }}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: {{ . }}, namespace: argocd}
+spec:
+  project: {{ $.Values.project }}
+  source: {repoURL: {{ $.Values.repoURL | quote }}, targetRevision: main, path: apps/{{ . }}}
+  destination: {server: https://kubernetes.default.svc, namespace: {{ $.Values.namespace }}}
+  syncPolicy: {automated: {prune: true, selfHeal: true}}
+{{- end }}
+`,
+		// Another cluster, as Argo CD keeps it, and an app aimed at it.
+		"argocd/cluster-staging.yaml": argoClusterSecret(t, b, "staging-"+suffix),
+		"argocd/remote.yaml": fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: remote, namespace: argocd}
+spec:
+  project: default
+  source: {repoURL: %q, targetRevision: main, path: apps/remote}
+  destination: {name: staging-%s, namespace: %s}
+  syncPolicy: {automated: {prune: true, selfHeal: true}, syncOptions: [CreateNamespace=true]}
+`, url, suffix, remoteNS),
 		"argocd/envs.yaml": fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
 kind: ApplicationSet
 metadata: {name: envs, namespace: argocd}
@@ -87,8 +131,8 @@ spec:
 `, project, url, ns),
 	})
 	r := convergeOffline(t, "migrate", manifests)
-	if r.code != 0 {
-		t.Fatalf("migrate: exit %d\n%s", r.code, r.stderr)
+	if r.code != 1 || !strings.Contains(r.stderr, "Application/argocd/root: spec.source.path: it deploys the Argo CD Applications of argocd/root") {
+		t.Fatalf("migrate: exit %d, want 1 with the app of apps' root named\n%s", r.code, r.stderr)
 	}
 	// The project's account, with the rights its apps need here.
 	for _, obj := range []client.Object{
@@ -113,13 +157,28 @@ spec:
 		}
 		t.Cleanup(func() { _ = a.client.Delete(context.Background(), u) })
 	}
-	if kinds["Tenant"] != 1 || kinds["Application"] != 2 || kinds["ApplicationSet"] != 1 {
-		t.Fatalf("migrated %v, want a Tenant, two Applications and an ApplicationSet", kinds)
+	if kinds["Tenant"] != 1 || kinds["Application"] != 4 || kinds["ApplicationSet"] != 1 || kinds["Cluster"] != 1 || kinds["Secret"] != 1 {
+		t.Fatalf("migrated %v, want a Tenant, four Applications (the app of apps' child, not its root), an ApplicationSet, a Cluster and its Secret", kinds)
 	}
-	for _, name := range []string{"guestbook", "web", "envs-dev"} {
+	for _, name := range []string{"guestbook", "web", "envs-dev", "child"} {
 		a.waitApp(t, ns, name, 60*time.Second, name+" synced under the Tenant", func(app *v1alpha1.Application) bool {
 			return app.Status.Sync.Status == v1alpha1.SyncStatusSynced
 		})
+	}
+	if cm := get(t, "v1", "ConfigMap", ns, "child-settings"); cm == nil {
+		t.Error("the app of apps' child applied nothing")
+	}
+	// The cluster Secret became a Cluster, and the app aimed at it syncs
+	// there.
+	a.waitApp(t, remoteNS, "remote", 60*time.Second, "remote synced to the staging cluster", func(app *v1alpha1.Application) bool {
+		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced && app.Spec.Destination.Cluster == "staging-"+suffix
+	})
+	var remoteCM corev1.ConfigMap
+	if err := b.client.Get(ctx, client.ObjectKey{Namespace: remoteNS, Name: "remote-settings"}, &remoteCM); err != nil || remoteCM.Data["where"] != "staging" {
+		t.Errorf("the remote app's ConfigMap in cluster B: %v %v", err, remoteCM.Data)
+	}
+	if get(t, "v1", "ConfigMap", remoteNS, "remote-settings") != nil {
+		t.Error("the remote app's ConfigMap was applied to the agent's own cluster")
 	}
 	web := get(t, "apps/v1", "Deployment", ns, "web")
 	if web == nil {
@@ -149,4 +208,30 @@ spec:
 	if r := converge(t, "diff", "web", "-n", ns); r.code != 0 {
 		t.Errorf("diff with replicas ignored: exit %d\n%s", r.code, r.output())
 	}
+}
+
+// argoClusterSecret is the Secret Argo CD keeps for cluster B (`argocd
+// cluster add`): its server, CA and the client certificate of B's
+// kubeconfig.
+func argoClusterSecret(t *testing.T, b *clusterB, name string) string {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(b.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := cfg.Contexts[cfg.CurrentContext]
+	c, user := cfg.Clusters[ctx.Cluster], cfg.AuthInfos[ctx.AuthInfo]
+	conf := map[string]any{"tlsClientConfig": map[string]any{"caData": c.CertificateAuthorityData, "certData": user.ClientCertificateData, "keyData": user.ClientKeyData}}
+	raw, err := json.Marshal(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := map[string]any{"apiVersion": "v1", "kind": "Secret",
+		"metadata":   map[string]any{"name": "cluster-" + name, "namespace": "argocd", "labels": map[string]any{"argocd.argoproj.io/secret-type": "cluster"}},
+		"stringData": map[string]any{"name": name, "server": c.Server, "config": string(raw)}}
+	out, err := yaml.Marshal(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
 }

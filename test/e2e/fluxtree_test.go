@@ -114,8 +114,8 @@ spec:
 `, suffix, ns),
 		"infrastructure/prod/limits.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: limits\n  labels: {app: limits}\ndata:\n  max: \"10\"\n",
 		"apps/prod/kustomization.yaml":    "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [settings.yaml, db.enc.yaml]\ncommonLabels: {tier: apps}\n",
-		"apps/prod/settings.yaml":      "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  cluster: ${cluster_name}\n  region: ${region}\n  tier: ${tier:=gold}\n",
-		"apps/prod/db.enc.yaml":        string(enc),
+		"apps/prod/settings.yaml":         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  cluster: ${cluster_name}\n  region: ${region}\n  tier: ${tier:=gold}\n",
+		"apps/prod/db.enc.yaml":           string(enc),
 	}
 	if err := repo.Write(tree); err != nil {
 		t.Fatal(err)
@@ -136,7 +136,7 @@ spec:
 
 	local := writeTree(t, ns, tree)
 	r := convergeOffline(t, "migrate", local+"/clusters/prod")
-	if r.code != 0 || !strings.Contains(r.stderr, "bootstrap Kustomization is not translated") {
+	if r.code != 1 || !strings.Contains(r.stderr, "bootstrap Kustomization is not translated") {
 		t.Fatalf("migrate: exit %d\n%s", r.code, r.stderr)
 	}
 	var apps []v1alpha1.Application

@@ -75,8 +75,10 @@ spec:
 `,
 	})
 	r := convergeOffline(t, "migrate", manifests)
-	if r.code != 0 {
-		t.Fatalf("migrate exited %d:\n%s", r.code, r.stderr)
+	// Printed, with two things carried with a difference (HEAD, the
+	// target namespace): exit 1, each named.
+	if r.code != 1 || strings.Count(r.stderr, "not carried over:") != 2 {
+		t.Fatalf("migrate exited %d, want 1 with two findings:\n%s", r.code, r.stderr)
 	}
 	if strings.Contains(r.stderr, "spec.postRenderers") {
 		t.Errorf("the post-renderer is carried over, yet listed as not:\n%s", r.stderr)
