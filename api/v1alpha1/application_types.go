@@ -688,6 +688,12 @@ type SyncPolicy struct {
 	// exists already is never taken over.
 	// +optional
 	CreateNamespace bool `json:"createNamespace,omitempty"`
+	// PruneLast prunes only once everything the sync applied is healthy
+	// (Argo CD's PruneLast=true); an object carrying
+	// argocd.argoproj.io/sync-options: PruneLast=true asks the same of
+	// the sync that prunes it.
+	// +optional
+	PruneLast bool `json:"pruneLast,omitempty"`
 	// NamespaceMetadata are labels and annotations for a namespace
 	// created by CreateNamespace.
 	// +optional

@@ -26,6 +26,7 @@ type SyncOptions struct {
 	DryRun     bool
 	AllowEmpty bool
 	Wait       bool
+	PruneLast  bool
 	Timeout    time.Duration
 	Output     OutputFormat
 	// HistoryLimit bounds the app's history record.
@@ -64,6 +65,7 @@ to stdout. Exit status: 0 success, 2 error.`,
 	f.BoolVar(&o.DryRun, "dry-run", false, "plan with server-side dry-runs and write nothing")
 	f.BoolVar(&o.AllowEmpty, "allow-empty", false, "accept an empty render (with --prune, it deletes everything the app owns)")
 	f.BoolVar(&o.Wait, "wait", false, "wait until every object is healthy (kstatus Current)")
+	f.BoolVar(&o.PruneLast, "prune-last", false, "prune only once everything applied is healthy (Argo CD's PruneLast)")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "bound for --wait and for waits between waves")
 	f.IntVar(&o.HistoryLimit, "history-limit", engine.DefaultHistoryLimit, "push mode: syncs and actions the app's history keeps")
 	bindOutput(cmd, &o.Output)
@@ -92,7 +94,7 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	rev, commit := localCommit(cmd.Context(), path)
 	opts.Revision = rev
 	run := engine.RunOptions{
-		SyncOptions: engine.SyncOptions{PlanOptions: opts, DryRun: o.DryRun, Wait: o.Wait, Timeout: o.Timeout},
+		SyncOptions: engine.SyncOptions{PlanOptions: opts, DryRun: o.DryRun, Wait: o.Wait, Timeout: o.Timeout, PruneLast: o.PruneLast},
 		Apply:       true,
 		Mode:        engine.ModePush,
 		Commit:      commit,

@@ -296,6 +296,7 @@ func (r *ApplicationReconciler) decide(ctx context.Context, run *attempt) (syncD
 		opts.Hooks = engine.HooksRun
 	}
 	opts.Timeout = app.Spec.SyncPolicy.GetTimeout()
+	opts.PruneLast = app.Spec.SyncPolicy.PruneLast
 	return d, opts, nil
 }
 

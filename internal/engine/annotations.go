@@ -57,6 +57,10 @@ func keepOnPrune(ann map[string]string) string {
 		return AnnotationPrune + `: "false"`
 	case argoSyncOption(ann, "Prune", "false"):
 		return argoSyncOptions + ": Prune=false"
+	case argoSyncOption(ann, "Prune", "confirm"):
+		// Argo CD waits for a person's confirmation; converge has none
+		// to wait for, so it keeps the object and says so.
+		return argoSyncOptions + ": Prune=confirm (delete it by hand once confirmed)"
 	case strings.EqualFold(ann[fluxPrune], "disabled"):
 		return fluxPrune + ": disabled"
 	case ann[helmResourcePolicy] == "keep":
@@ -75,6 +79,8 @@ func keepOnDelete(ann map[string]string) string {
 		return AnnotationDelete + `: "false"`
 	case argoSyncOption(ann, "Delete", "false"):
 		return argoSyncOptions + ": Delete=false"
+	case argoSyncOption(ann, "Delete", "confirm"):
+		return argoSyncOptions + ": Delete=confirm (delete it by hand once confirmed)"
 	}
 	return keepOnPrune(ann)
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +28,10 @@ type SyncOptions struct {
 	// Timeout bounds the waits: for CRDs to be Established, for each wave
 	// to be healthy before the next, and for health at the end.
 	Timeout time.Duration
+	// PruneLast prunes only once everything applied is healthy (Argo
+	// CD's PruneLast=true); an object to prune that carries the option
+	// itself asks for the same.
+	PruneLast bool
 }
 
 // Sync plans objs and carries the plan out: see Plan and Apply.
@@ -137,6 +144,12 @@ func (m *Manager) Apply(ctx context.Context, p *Plan, opts SyncOptions) (cs *Cha
 		}
 		lastWave = append(lastWave, b...)
 	}
+	if len(p.prune) > 0 && (opts.PruneLast || prunesLast(p.prune)) {
+		p.progress("waiting for what was applied to be healthy before pruning (PruneLast)")
+		if err := m.waitHealthy(ctx, p.opts.App, p.objects, timeout, p.opts.Progress); err != nil {
+			return nil, fmt.Errorf("before pruning: %w", err)
+		}
+	}
 	if deleted, err = m.prune(ctx, p); err != nil {
 		return nil, err
 	}
@@ -202,13 +215,79 @@ func (m *Manager) applyOne(ctx context.Context, d *desired, applied *appliedSet)
 		return objectErrorf(d.obj, d.source, "taking over the fields of earlier managers: %w", apiError(err, d.obj))
 	}
 	obj := d.obj.DeepCopy()
-	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj),
-		client.FieldOwner(d.manager), client.ForceOwnership)
-	if err != nil {
+	if err := m.serverSideApply(ctx, obj, d.manager, d.lenient, false); err != nil {
 		return objectErrorf(d.obj, d.source, "apply failed: %w", apiError(err, d.obj))
 	}
 	applied.set(d.key, obj)
 	return nil
+}
+
+// serverSideApply applies obj as manager, forcing ownership, and leaves
+// what the server answered in obj. Fields the schema does not declare fail
+// the apply, unless lenient (Argo CD's Validate=false): then each field
+// the server names is dropped and the apply tried again, as kubectl's
+// --validate=false would leave them out.
+func (m *Manager) serverSideApply(ctx context.Context, obj *unstructured.Unstructured, manager string, lenient, dryRun bool) error {
+	opts := []client.ApplyOption{client.FieldOwner(manager), client.ForceOwnership}
+	if dryRun {
+		opts = append(opts, client.DryRunAll)
+	}
+	for range maxDroppedFields {
+		err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), opts...)
+		if err == nil || !lenient || !dropUndeclared(obj, err) {
+			return err
+		}
+	}
+	return fmt.Errorf("more than %d fields the schema does not declare", maxDroppedFields)
+}
+
+// maxDroppedFields bounds the fields a lenient apply drops.
+const maxDroppedFields = 32
+
+// undeclared finds the field an apply names as not in the schema:
+// `.spec.replica: field not declared in schema`.
+var undeclared = regexp.MustCompile(`(\.[^\s:]+): field not declared in schema`)
+
+// dropUndeclared removes from obj the fields err names as not declared in
+// the schema; false when it names none it could remove.
+func dropUndeclared(obj *unstructured.Unstructured, err error) bool {
+	dropped := false
+	for _, m := range undeclared.FindAllStringSubmatch(err.Error(), -1) {
+		path, ok := schemaPath(m[1])
+		if !ok {
+			continue
+		}
+		if _, found := getPath(obj.Object, path); found {
+			deletePath(obj.Object, path)
+			dropped = true
+		}
+	}
+	return dropped
+}
+
+// schemaPath reads a structured-merge-diff path (`.spec.containers[name="web"].x`)
+// as a path getPath follows.
+func schemaPath(s string) ([]any, bool) {
+	var out []any
+	for _, tok := range strings.Split(strings.TrimPrefix(s, "."), ".") {
+		name, sel, hasSel := strings.Cut(tok, "[")
+		if name != "" {
+			out = append(out, name)
+		}
+		if !hasSel {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimSuffix(sel, "]"), "=")
+		if !ok {
+			return nil, false
+		}
+		unq, err := strconv.Unquote(v)
+		if err != nil {
+			return nil, false
+		}
+		out = append(out, keyElem{k: unq})
+	}
+	return out, len(out) > 0
 }
 
 // deleteAndWait deletes u and waits until it is gone.

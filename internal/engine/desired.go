@@ -51,6 +51,9 @@ type desired struct {
 	wave       int
 	force      bool
 	mode       applyMode
+	// lenient: Argo CD's Validate=false; fields the schema does not
+	// declare are dropped instead of failing the object.
+	lenient bool
 	// manager is the app's field manager.
 	manager string
 
@@ -145,6 +148,7 @@ func (m *Manager) prepareOne(app App, defaultNamespace string, policy *Policy, o
 		return nil, objectError(u, o.Source, err)
 	}
 	d.force = forceReplace(ann)
+	d.lenient = argoSyncOption(ann, "Validate", "false")
 	if d.mode, err = applyModeOf(ann); err != nil {
 		return nil, objectError(u, o.Source, err)
 	}

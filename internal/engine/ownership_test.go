@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -360,5 +361,72 @@ spec:
 	own := IgnoreRule{Kind: "ConfigMap", ManagedFieldsManagers: []string{"converge.dev/" + ns + "/web"}, Field: "spec.ignoreDifferences[1]"}
 	if err := own.Compile(); err == nil || !strings.Contains(err.Error(), "spec.ignoreDifferences[1].managedFieldsManagers[0]") {
 		t.Errorf("naming converge's own manager: %v", err)
+	}
+}
+
+// Argo CD's sync options on objects: Validate=false lets the server drop
+// fields the schema does not declare (without it the object fails, naming
+// them); Prune=confirm keeps an object that left Git, and says why (there
+// is no one to confirm); PruneLast waits for what was applied to be
+// healthy before pruning.
+func TestSync_ArgoSyncOptionsOnObjects(t *testing.T) {
+	ctx := context.Background()
+	ns := kubetest.Namespace(t, env.Client)
+	m := newManager(t)
+	app := App{Name: "opts", Namespace: ns}
+	opts := SyncOptions{PlanOptions: PlanOptions{App: app, DefaultNamespace: ns, Prune: true}, Timeout: 2 * time.Second}
+	deploy := func(ann string) string {
+		return "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, annotations: {" + ann + "}}\nspec:\n  replica: 3\n  selector: {matchLabels: {a: b}}\n" +
+			"  template:\n    metadata: {labels: {a: b}}\n    spec: {containers: [{name: c, image: x}]}\n"
+	}
+	kept := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept, annotations: {argocd.argoproj.io/sync-options: Prune=confirm}}\n"
+	last := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: last, annotations: {argocd.argoproj.io/sync-options: PruneLast=true}}\n"
+	if _, err := m.Sync(ctx, objects(t, deploy(""), kept, last), opts); err == nil || !strings.Contains(err.Error(), "replica") {
+		t.Fatalf("an undeclared field without Validate=false: %v, want a failure naming it", err)
+	}
+	lenient := deploy("argocd.argoproj.io/sync-options: Validate=false")
+	if _, err := m.Sync(ctx, objects(t, lenient, kept, last), opts); err != nil {
+		t.Fatalf("with Validate=false: %v", err)
+	}
+	var d appsv1.Deployment
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &d); err != nil {
+		t.Fatal(err)
+	}
+	// kept and last leave Git: kept is kept, named (it then leaves the
+	// record, as Prune=false objects do).
+	plan, err := m.Plan(ctx, objects(t, lenient), opts.PlanOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var why string
+	for _, c := range plan.ChangeSet.Changes {
+		if c.Name == "kept" {
+			why = c.Kept
+		}
+	}
+	if !strings.Contains(why, "Prune=confirm") {
+		t.Errorf("kept's change says %q, want Prune=confirm named", why)
+	}
+	// last asks to be pruned last: the Deployment never becomes healthy
+	// here (no controller runs it), so nothing is pruned.
+	_, err = m.Sync(ctx, objects(t, lenient), opts)
+	if err == nil || !strings.Contains(err.Error(), "before pruning") {
+		t.Fatalf("PruneLast with an unhealthy Deployment: %v, want the wait to fail before pruning", err)
+	}
+	for _, name := range []string{"kept", "last"} {
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.ConfigMap{}); err != nil {
+			t.Errorf("ConfigMap %s: %v, want it still there", name, err)
+		}
+	}
+	// Without the Deployment, everything applied is healthy: last goes,
+	// kept stays, named.
+	if _, err := m.Sync(ctx, objects(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\n"), opts); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "last"}, &corev1.ConfigMap{}); err == nil {
+		t.Error("last was not pruned once everything was healthy")
+	}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "kept"}, &corev1.ConfigMap{}); err != nil {
+		t.Errorf("kept: %v, want it kept", err)
 	}
 }

@@ -292,8 +292,7 @@ func (m *Manager) dryRun(ctx context.Context, d *desired, opts PlanOptions) erro
 	// is dry-run as that peer: the answer then shows what the apply, once
 	// the fields are handed over (takeOver), will really do.
 	manager := handoverDryRunManager(d.live, d.manager)
-	err := m.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(result),
-		client.FieldOwner(manager), client.ForceOwnership, client.DryRunAll)
+	err := m.serverSideApply(ctx, result, manager, d.lenient, true)
 	if err != nil {
 		if isImmutable(err) {
 			if d.force {

@@ -45,6 +45,17 @@ func (m *Manager) prune(ctx context.Context, p *Plan) ([]*unstructured.Unstructu
 	return deleted, nil
 }
 
+// prunesLast says whether an object to prune asks to go last (Argo CD's
+// PruneLast=true on it).
+func prunesLast(objs []*unstructured.Unstructured) bool {
+	for _, u := range objs {
+		if argoSyncOption(u.GetAnnotations(), "PruneLast", "true") {
+			return true
+		}
+	}
+	return false
+}
+
 func ownedBy(u *unstructured.Unstructured, app App) bool {
 	return u.GetLabels()[LabelApp] == app.Name && u.GetAnnotations()[AnnotationOwner] == app.String()
 }

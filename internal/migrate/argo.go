@@ -432,8 +432,12 @@ func (t *translator) argoSyncPolicy(u *unstructured.Unstructured, app *v1alpha1.
 		switch {
 		case k == "CreateNamespace" && strings.EqualFold(v, "true"):
 			app.Spec.SyncPolicy.CreateNamespace = true
-		case k == "ServerSideApply" || k == "ApplyOutOfSyncOnly" || k == "PruneLast" || k == "RespectIgnoreDifferences":
+		case k == "PruneLast" && strings.EqualFold(v, "true"):
+			app.Spec.SyncPolicy.PruneLast = true
+		case k == "ServerSideApply" || k == "ApplyOutOfSyncOnly" || k == "RespectIgnoreDifferences":
 			// What converge always does.
+		case k == "Validate" && strings.EqualFold(v, "false"):
+			t.note(u, "spec.syncPolicy.syncOptions", "Validate=false is honoured per object: annotate the objects whose unknown fields may be dropped argocd.argoproj.io/sync-options: Validate=false")
 		default:
 			t.note(u, "spec.syncPolicy.syncOptions", "%s is not carried over (per-object options are: docs/compat.md)", o)
 		}
