@@ -62,7 +62,7 @@ type Options struct {
 // Kustomizations and HelmReleases find their sources among objs by kind,
 // namespace and name.
 func Translate(objs []render.Object, opts Options) *Result {
-	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}, artifacts: map[string]generated{}, appDirs: map[string]bool{}, opts: opts,
+	t := &translator{res: &Result{}, sources: map[string]*unstructured.Unstructured{}, artifacts: map[string]generated{}, appDirs: map[string]bool{}, fluxTenants: map[string]*fluxTenant{}, opts: opts,
 		projects: map[string]*unstructured.Unstructured{}, appProjects: map[string]string{}}
 	// The caller's map stays as it was: clusters found below are added.
 	t.opts.Clusters = map[string]string{}
@@ -83,6 +83,8 @@ func Translate(objs []render.Object, opts Options) *Result {
 		case gk.Group == "" && gk.Kind == "Secret" && o.GetLabels()[argoSecretType] != "":
 			// Clusters first: the Applications aimed at them map to them.
 			t.argoSecret(o.Unstructured)
+		case o.GetLabels()[fluxTenantLabel] != "":
+			t.indexFluxTenant(o.Unstructured)
 		}
 	}
 	for _, o := range objs {
@@ -116,6 +118,7 @@ func Translate(objs []render.Object, opts Options) *Result {
 		}
 	}
 	t.argoProjects()
+	t.makeFluxTenants()
 	t.applyRepoCreds()
 	sort.Slice(t.res.Applications, func(i, j int) bool {
 		a, b := t.res.Applications[i], t.res.Applications[j]
@@ -133,7 +136,9 @@ type translator struct {
 	// appDirs are the directories (by render source) that hold Argo CD
 	// Applications: an app of apps points at one.
 	appDirs map[string]bool
-	opts    Options
+	// fluxTenants are Flux's tenants, by the tenant label.
+	fluxTenants map[string]*fluxTenant
+	opts        Options
 	// projects are the AppProjects by name; appProjects the project of
 	// each translated Application ("namespace/name").
 	projects    map[string]*unstructured.Unstructured

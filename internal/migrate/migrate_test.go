@@ -463,3 +463,56 @@ spec:
 		t.Errorf("the parent is not named:\n%s", f)
 	}
 }
+
+// Flux multi-tenancy as `flux create tenant` writes it (a labelled
+// Namespace, ServiceAccount and RoleBinding) and the tenant's
+// GitRepository and Kustomization in its namespace: a Tenant governing the
+// namespace, running its apps as the bound account, allowing the
+// tenant's repository; a tenant without a namespace among the inputs is
+// named.
+func TestTranslate_FluxTenantsBecomeTenants(t *testing.T) {
+	res := Translate(objects(t, `
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps, labels: {toolkit.fluxcd.io/tenant: dev-team}}
+`, `
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: dev-team, namespace: apps, labels: {toolkit.fluxcd.io/tenant: dev-team}}
+`, `
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: gotk-reconciler, namespace: apps, labels: {toolkit.fluxcd.io/tenant: dev-team}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "gotk:apps:reconciler"}
+- {kind: ServiceAccount, name: dev-team, namespace: apps}
+`, `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: dev-team, namespace: apps}
+spec: {url: "https://github.com/org/dev-team.git", ref: {branch: main}}
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: dev-team, namespace: apps}
+spec: {serviceAccountName: dev-team, sourceRef: {kind: GitRepository, name: dev-team}, path: ./deploy, prune: true, targetNamespace: apps}
+`, `
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: ghost, namespace: nowhere, labels: {toolkit.fluxcd.io/tenant: ghost-team}}
+`), Options{})
+	if len(res.Tenants) != 1 {
+		t.Fatalf("%d Tenants, want dev-team's\n%s", len(res.Tenants), findings(res))
+	}
+	want := v1alpha1.TenantSpec{Namespaces: []string{"apps"}, ServiceAccountName: "dev-team", SourceRepos: []string{"github.com/org/dev-team"}}
+	if diff := cmp.Diff(want, res.Tenants[0].Spec); diff != "" || res.Tenants[0].Name != "dev-team" {
+		t.Errorf("Tenant %s (-want +got):\n%s", res.Tenants[0].Name, diff)
+	}
+	if app := find(t, res, "dev-team"); app.Namespace != "apps" || app.Spec.ServiceAccountName != "" {
+		t.Errorf("the tenant's app: namespace %s, serviceAccountName %q: want apps, and the Tenant's account", app.Namespace, app.Spec.ServiceAccountName)
+	}
+	if f := findings(res); !strings.Contains(f, "Flux tenant ghost-team has no Namespace among the inputs") {
+		t.Errorf("the tenant without a namespace is not named:\n%s", f)
+	}
+}
