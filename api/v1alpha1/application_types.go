@@ -14,6 +14,18 @@ const AnnotationRequestedAt = "converge.dev/requested-at"
 // or "webhook". It is recorded in the sync history.
 const AnnotationRequestedBy = "converge.dev/requested-by"
 
+// AnnotationSyncResources makes the sync requested with
+// AnnotationRequestedAt selective (`converge sync APP --resource ...`):
+// JSON {"at": <the request's stamp>, "resources": ["GROUP:KIND:NAME" or
+// "GROUP:KIND:NAMESPACE/NAME", ...]}. It applies to that request only.
+const AnnotationSyncResources = "converge.dev/sync-resources"
+
+// SyncResources is the value of AnnotationSyncResources.
+type SyncResources struct {
+	At        string   `json:"at"`
+	Resources []string `json:"resources"`
+}
+
 // RequestedByWebhook is the AnnotationRequestedBy of a webhook delivery.
 const RequestedByWebhook = "webhook"
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -71,10 +72,34 @@ type Done struct {
 }
 
 // Sync asks the agent to fetch and sync ns/name now.
-func (a *Actor) Sync(ctx context.Context, ns, name string) (Done, error) {
+func (a *Actor) Sync(ctx context.Context, ns, name string, only ...engine.ResourceSelector) (Done, error) {
 	var stamp string
-	d, err := a.patch(ctx, ns, name, "sync-request", "", func(app *v1alpha1.Application) error {
+	detail := ""
+	if len(only) > engine.MaxResourceSelectors {
+		return Done{}, fmt.Errorf("%d resources: at most %d in one selective sync", len(only), engine.MaxResourceSelectors)
+	}
+	if len(only) > 0 {
+		names := make([]string, len(only))
+		for i, s := range only {
+			names[i] = s.String()
+		}
+		detail = "only " + strings.Join(names, ", ")
+	}
+	d, err := a.patch(ctx, ns, name, "sync-request", detail, func(app *v1alpha1.Application) error {
 		stamp = a.requestSync(app)
+		delete(app.Annotations, v1alpha1.AnnotationSyncResources)
+		if len(only) == 0 {
+			return nil
+		}
+		sel := v1alpha1.SyncResources{At: stamp}
+		for _, s := range only {
+			sel.Resources = append(sel.Resources, s.String())
+		}
+		raw, err := json.Marshal(sel)
+		if err != nil {
+			return err
+		}
+		app.Annotations[v1alpha1.AnnotationSyncResources] = string(raw)
 		return nil
 	})
 	d.Request = stamp

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/poll"
 )
 
@@ -142,14 +143,15 @@ func (o *WaitOptions) Run(ctx context.Context, name, handled string) error {
 	return err
 }
 
-// requestSync asks the agent to sync name now; it returns the request's
+// requestSync asks the agent to sync name now (only the selected objects,
+// if any are); it returns the request's
 // mark, which `waitForRequest` waits on.
-func requestSync(ctx context.Context, streams Streams, kube KubeFlags, name string) (string, error) {
+func requestSync(ctx context.Context, streams Streams, kube KubeFlags, name string, only ...engine.ResourceSelector) (string, error) {
 	c, ns, err := appClient(&kube)
 	if err != nil {
 		return "", err
 	}
-	d, err := newActor(ctx, c).Sync(ctx, ns, name)
+	d, err := newActor(ctx, c).Sync(ctx, ns, name, only...)
 	if err != nil {
 		return "", err
 	}

@@ -27,6 +27,7 @@ type SyncOptions struct {
 	AllowEmpty bool
 	Wait       bool
 	PruneLast  bool
+	Resources  []string
 	Timeout    time.Duration
 	Output     OutputFormat
 	// HistoryLimit bounds the app's history record.
@@ -66,6 +67,7 @@ to stdout. Exit status: 0 success, 2 error.`,
 	f.BoolVar(&o.AllowEmpty, "allow-empty", false, "accept an empty render (with --prune, it deletes everything the app owns)")
 	f.BoolVar(&o.Wait, "wait", false, "wait until every object is healthy (kstatus Current)")
 	f.BoolVar(&o.PruneLast, "prune-last", false, "prune only once everything applied is healthy (Argo CD's PruneLast)")
+	f.StringArrayVar(&o.Resources, "resource", nil, "sync only this object, GROUP:KIND:NAME or GROUP:KIND:NAMESPACE/NAME (the core group empty: :ConfigMap:settings); repeatable; no hook runs")
 	f.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "bound for --wait and for waits between waves")
 	f.IntVar(&o.HistoryLimit, "history-limit", engine.DefaultHistoryLimit, "push mode: syncs and actions the app's history keeps")
 	bindOutput(cmd, &o.Output)
@@ -77,9 +79,13 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	if err := o.Output.validate(); err != nil {
 		return err
 	}
+	only, err := parseSelectors(o.Resources)
+	if err != nil {
+		return err
+	}
 	if o.App == "" {
 		// Pull mode: the argument names an Application.
-		request, err := requestSync(cmd.Context(), o.Streams, o.Kube, path)
+		request, err := requestSync(cmd.Context(), o.Streams, o.Kube, path, only...)
 		if err != nil || !o.Wait {
 			return err
 		}
@@ -89,7 +95,7 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	if err != nil {
 		return err
 	}
-	opts.Prune, opts.AllowEmpty = o.Prune, o.AllowEmpty
+	opts.Prune, opts.AllowEmpty, opts.Only = o.Prune, o.AllowEmpty, only
 	start := time.Now()
 	rev, commit := localCommit(cmd.Context(), path)
 	opts.Revision = rev
@@ -141,6 +147,22 @@ func (o *SyncOptions) Run(cmd *cobra.Command, path string) error {
 	}
 	o.ErrOut.Write([]byte("Synced in " + time.Since(start).Round(time.Millisecond).String() + "\n"))
 	return nil
+}
+
+// parseSelectors reads --resource flags.
+func parseSelectors(flags []string) ([]engine.ResourceSelector, error) {
+	if len(flags) > engine.MaxResourceSelectors {
+		return nil, fmt.Errorf("--resource: %d given, at most %d", len(flags), engine.MaxResourceSelectors)
+	}
+	out := make([]engine.ResourceSelector, 0, len(flags))
+	for _, f := range flags {
+		s, err := engine.ParseResourceSelector(f)
+		if err != nil {
+			return nil, fmt.Errorf("--resource: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // recordEvents puts a push-mode sync's events on the app's record (there

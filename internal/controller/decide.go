@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -12,6 +14,10 @@ type request struct {
 	// at is the unhandled converge.dev/requested-at stamp ("" if none).
 	at      string
 	trigger engine.Trigger
+	// only makes the requested sync selective; invalid says why the
+	// selection cannot be read.
+	only    []engine.ResourceSelector
+	invalid error
 }
 
 // pendingRequest reads a sync request the agent has not handled yet.
@@ -24,7 +30,36 @@ func pendingRequest(app *v1alpha1.Application) request {
 	if t.User == v1alpha1.RequestedByWebhook {
 		t = engine.Trigger{Type: engine.TriggerWebhook}
 	}
-	return request{at: at, trigger: t}
+	q := request{at: at, trigger: t}
+	q.only, q.invalid = requestedResources(app, at)
+	return q
+}
+
+// requestedResources reads the selection of the request at, if it has one.
+func requestedResources(app *v1alpha1.Application, at string) ([]engine.ResourceSelector, error) {
+	raw, ok := app.Annotations[v1alpha1.AnnotationSyncResources]
+	if !ok {
+		return nil, nil
+	}
+	var sel v1alpha1.SyncResources
+	if err := json.Unmarshal([]byte(raw), &sel); err != nil {
+		return nil, fmt.Errorf("annotation %s: %w", v1alpha1.AnnotationSyncResources, err)
+	}
+	if sel.At != at {
+		return nil, nil // an earlier request's
+	}
+	if len(sel.Resources) > engine.MaxResourceSelectors {
+		return nil, fmt.Errorf("annotation %s: %d resources, more than %d", v1alpha1.AnnotationSyncResources, len(sel.Resources), engine.MaxResourceSelectors)
+	}
+	out := make([]engine.ResourceSelector, 0, len(sel.Resources))
+	for i, r := range sel.Resources {
+		s, err := engine.ParseResourceSelector(r)
+		if err != nil {
+			return nil, fmt.Errorf("annotation %s: resources[%d]: %w", v1alpha1.AnnotationSyncResources, i, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // webhookStamp is when a webhook delivery asked for a sync: any ls-remote

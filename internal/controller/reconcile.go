@@ -288,6 +288,12 @@ func (r *ApplicationReconciler) decide(ctx context.Context, run *attempt) (syncD
 		Records:           run.target.records(run.local),
 		IgnoreDifferences: ignore,
 	}
+	if run.forced {
+		if run.request.invalid != nil {
+			return syncDecision{}, engine.RunOptions{}, refuseAs(v1alpha1.ReasonValidationFailed, run.request.invalid)
+		}
+		opts.Only = run.request.only
+	}
 	opts.Apply, opts.Record = d.apply, d.record
 	// Hooks run once per new revision or spec, a retry of a failed sync
 	// or a person's request; never to correct drift.

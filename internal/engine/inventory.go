@@ -204,7 +204,9 @@ func decodeInventory(data []byte) (*Inventory, error) {
 func (m *Manager) recordSync(ctx context.Context, p *Plan, applied *appliedSet, deleted []*unstructured.Unstructured) error {
 	prev := p.inventory
 	next := &Inventory{Revision: prev.Revision, Entries: make(map[render.Key]Entry, len(p.objects))}
-	if p.opts.Revision != "" {
+	if p.opts.Revision != "" && len(p.opts.Only) == 0 {
+		// A selective sync applied part of the revision: the record
+		// keeps the one it had.
 		next.Revision = p.opts.Revision
 	}
 	desiredKeys := make(map[render.Key]bool, len(p.objects))

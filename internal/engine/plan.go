@@ -50,6 +50,11 @@ type PlanOptions struct {
 	// it): the app then owns it, with these labels and annotations. A
 	// namespace that exists and is not the app's is left alone.
 	CreateNamespace *NamespaceSpec
+	// Only, when set, makes the sync selective (Argo CD's): only the
+	// objects it selects are applied or pruned, the rest are left as the
+	// cluster has them ("not selected"), no hook runs, and the record
+	// keeps the revision it had.
+	Only []ResourceSelector
 	// Records, if set, is where the app's inventory is kept: the
 	// Application's own cluster when its objects go to another. Nil: the
 	// cluster the Manager acts on.
@@ -213,6 +218,14 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 	p.dryRuns += len(check)
 	if err := m.dryRunAll(ctx, opts, check); err != nil {
 		return nil, err
+	}
+	for _, d := range p.objects {
+		// A selective sync compares everything and changes only what
+		// it selects.
+		if !selected(opts.Only, d.obj) && (d.action == ActionCreated || d.action == ActionConfigured) {
+			d.reason = fmt.Sprintf("not selected (would be %s)", d.action)
+			d.action = ActionSkipped
+		}
 	}
 	if err := m.planPrune(ctx, p); err != nil {
 		return nil, err
@@ -454,6 +467,8 @@ func (m *Manager) planPrune(ctx context.Context, p *Plan) error {
 			// Gone already, or no longer carries this app's ownership
 			// labels: either way it is not ours to delete.
 			continue
+		case !selected(p.opts.Only, live):
+			continue // a selective sync leaves it, and the record keeps it
 		case keep(live.GetAnnotations(), p.opts.AppDeleted) != "":
 			c.Kept = keep(live.GetAnnotations(), p.opts.AppDeleted)
 			c.Action, c.Reason = ActionSkipped, "kept: "+c.Kept

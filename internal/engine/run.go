@@ -134,8 +134,12 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 	res.Changes, res.Health = &plan.ChangeSet, plan.Health()
 	res.PreviousRevision, res.Kinds, res.DryRuns = plan.PreviousRevision(), plan.Kinds(), plan.DryRuns()
 	res.firstSync = !plan.hadInventory
+	hookMode := opts.Hooks
+	if len(opts.Only) > 0 {
+		hookMode = HooksSkip // a selective sync runs no hook, as in Argo CD
+	}
 	d := decideRun(runFacts{
-		apply: opts.Apply && !opts.DryRun, dryRun: opts.DryRun, record: opts.Record, hookMode: opts.Hooks,
+		apply: opts.Apply && !opts.DryRun, dryRun: opts.DryRun, record: opts.Record || len(opts.Only) > 0, hookMode: hookMode,
 		changes: plan.ChangeSet.HasChanges(), hooks: plan.Hooks(),
 		revision: opts.Revision, previous: plan.PreviousRevision(),
 	})

@@ -278,3 +278,77 @@ func TestDelete_RecordsAndAnnouncesOnce(t *testing.T) {
 		}
 	}
 }
+
+// A selective sync (Argo CD's --resource) compares everything and changes
+// only what it selects: another changed object is "not selected", an
+// object that left Git is pruned only when selected, no hook runs, the
+// record keeps its revision, and the sync is recorded.
+func TestRun_SelectiveSyncChangesOnlyWhatItSelects(t *testing.T) {
+	ctx := context.Background()
+	ns := kubetest.Namespace(t, env.Client)
+	m := newManager(t)
+	app := App{Name: "partial", Namespace: ns}
+	cm := func(name, v string) string {
+		return "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: " + name + "}\ndata: {v: \"" + v + "\"}\n"
+	}
+	hook := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: migrate, annotations: {converge.dev/hook: PreSync}}\n"
+	run := func(rev string, only []ResourceSelector, docs ...string) *Result {
+		t.Helper()
+		res, err := m.Run(ctx, objects(t, docs...), RunOptions{
+			SyncOptions: SyncOptions{PlanOptions: PlanOptions{App: app, DefaultNamespace: ns, Prune: true, Revision: rev, Only: only}},
+			Apply:       true, History: env.Client, Hooks: HooksRun,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	run("r1", nil, cm("a", "1"), cm("b", "1"), cm("c", "1"))
+	sel, err := ParseResourceSelector(":ConfigMap:" + ns + "/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := run("r2", []ResourceSelector{sel}, cm("a", "2"), cm("b", "2"), hook)
+	got := map[string]string{}
+	for _, c := range res.Changes.Changes {
+		got[c.Name] = string(c.Action) + " " + c.Reason
+	}
+	want := map[string]string{"a": "configured ", "b": "skipped not selected (would be configured)"}
+	if got["a"] != want["a"] || got["b"] != want["b"] {
+		t.Errorf("changes %v, want a configured and b not selected", got)
+	}
+	if len(res.Hooks) != 0 {
+		t.Errorf("hooks ran in a selective sync: %v", res.Hooks)
+	}
+	read := func(name string) string {
+		var c corev1.ConfigMap
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &c); err != nil {
+			return "gone"
+		}
+		return c.Data["v"]
+	}
+	if read("a") != "2" || read("b") != "1" || read("c") != "1" {
+		t.Errorf("a=%s b=%s c=%s: want 2, 1 (not selected), 1 (left Git, not selected: not pruned)", read("a"), read("b"), read("c"))
+	}
+	inv, err := m.InventoryIn(ctx, env.Client, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.Revision != "r1" || len(inv.Entries) != 3 {
+		t.Errorf("inventory at %s with %d entries, want r1 and a, b, c", inv.Revision, len(inv.Entries))
+	}
+	if e := historyOf(t, app)[0]; e.Revision != "r2" || e.ChangedTotal != 1 {
+		t.Errorf("history entry %+v, want r2 with one change", e)
+	}
+	// Selecting c prunes it.
+	selC, _ := ParseResourceSelector(":ConfigMap:c")
+	run("r2", []ResourceSelector{selC}, cm("a", "2"), cm("b", "2"))
+	if read("c") != "gone" || read("b") != "1" {
+		t.Errorf("c=%s b=%s: want c pruned (selected), b untouched", read("c"), read("b"))
+	}
+	for _, bad := range []string{"ConfigMap/a", "apps:Deployment", ":ConfigMap:ns/", "::a"} {
+		if _, err := ParseResourceSelector(bad); err == nil {
+			t.Errorf("ParseResourceSelector(%q) accepted it", bad)
+		}
+	}
+}

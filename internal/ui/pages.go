@@ -238,8 +238,23 @@ func (u *Server) act(w http.ResponseWriter, r *http.Request, ss *session) {
 	)
 	switch action {
 	case "sync":
-		d, err = a.Sync(ctx, ns, name)
+		var only []engine.ResourceSelector
+		_ = r.ParseForm() // the CSRF check parsed it already
+		for _, raw := range r.PostForm["resource"] {
+			sel, perr := engine.ParseResourceSelector(raw)
+			if perr != nil {
+				err = perr
+				break
+			}
+			only = append(only, sel)
+		}
+		if err == nil {
+			d, err = a.Sync(ctx, ns, name, only...)
+		}
 		msg = "Sync requested."
+		if len(only) > 0 {
+			msg = fmt.Sprintf("Sync of %d selected object(s) requested; no hook runs.", len(only))
+		}
 	case "suspend":
 		d, err = a.Suspend(ctx, ns, name)
 		msg = "Suspended: nothing is synced until you resume."

@@ -26,9 +26,12 @@ type treeNode struct {
 	Health, Sync, Message string
 	// Ref is Kind/namespace/name; Parent is the parent's Ref.
 	Ref, Parent string
-	Children    []*treeNode
-	More        int
-	uid         types.UID
+	// Select is the selective sync selector of an object from Git
+	// (GROUP:KIND:NAMESPACE/NAME); empty for what the cluster made.
+	Select   string
+	Children []*treeNode
+	More     int
+	uid      types.UID
 }
 
 // maxChildren bounds the objects shown under one parent.
@@ -66,6 +69,7 @@ func (u *Server) tree(ctx context.Context, ss *session, app *v1alpha1.Applicatio
 	for _, r := range res {
 		n := &treeNode{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Health: string(r.Health), Sync: string(r.Status), Message: r.Message}
 		n.Ref = ref(r.Kind, r.Namespace, r.Name)
+		n.Select = engine.ResourceSelector{Group: r.Group, Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}.String()
 		nodes = append(nodes, n)
 		owns, ok := workloadKinds[schema.GroupKind{Group: r.Group, Kind: r.Kind}]
 		if !ok || r.Namespace == "" {

@@ -126,6 +126,9 @@
           const now = fresh.querySelector("#" + CSS.escape(sel.id));
           if (now && [...now.options].some((o) => o.value === sel.value)) now.value = sel.value;
         }
+        // Keep the objects checked for a selective sync checked.
+        const checked = new Set([...old.querySelectorAll("input[type=checkbox][name=resource]:checked")].map((c) => c.value));
+        for (const c of fresh.querySelectorAll("input[type=checkbox][name=resource]")) if (checked.has(c.value)) c.checked = true;
         // Keep open <details> open.
         const open = new Set([...old.querySelectorAll("details[open]")].map((d) => d.closest("[data-entry]")?.dataset.entry));
         for (const d of fresh.querySelectorAll("details")) if (open.has(d.closest("[data-entry]")?.dataset.entry)) d.open = true;
