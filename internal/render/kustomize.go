@@ -62,11 +62,11 @@ func renderKustomize(sb *sandbox, dir string, over *KustomizeOverrides) ([]Objec
 // source.kustomize), applied as an overlay over it that the repository
 // does not have; in kustomize's own types.
 type KustomizeOverrides struct {
-	Images            []types.Image     `json:"images,omitempty"`
-	NamePrefix        string            `json:"namePrefix,omitempty"`
-	NameSuffix        string            `json:"nameSuffix,omitempty"`
-	Namespace         string            `json:"namespace,omitempty"`
-	CommonLabels      map[string]string `json:"commonLabels,omitempty"`
+	Images       []types.Image     `json:"images,omitempty"`
+	NamePrefix   string            `json:"namePrefix,omitempty"`
+	NameSuffix   string            `json:"nameSuffix,omitempty"`
+	Namespace    string            `json:"namespace,omitempty"`
+	CommonLabels map[string]string `json:"commonLabels,omitempty"`
 	// LabelWithoutSelector puts CommonLabels on objects only (templates
 	// too with LabelIncludeTemplates), never on selectors.
 	LabelWithoutSelector  bool              `json:"labelWithoutSelector,omitempty"`
