@@ -70,6 +70,11 @@ func (t *translator) fluxCommon(u *unstructured.Unstructured, app *v1alpha1.Appl
 	if app.Spec.SyncPolicy.Interval == nil {
 		app.Spec.SyncPolicy.Interval = duration(strAt(spec, "interval"))
 	}
+	if ri := duration(strAt(spec, "retryInterval")); ri != nil {
+		// Flux retries a failure every retryInterval, for ever.
+		one := int32(1)
+		app.Spec.SyncPolicy.Retry = &v1alpha1.RetryPolicy{Backoff: &v1alpha1.Backoff{Duration: ri, Factor: &one, MaxDuration: ri}}
+	}
 	// Flux's dependsOn names Kustomizations (HelmReleases): each becomes
 	// the Application migrate makes of it, of the same name.
 	deps, _, _ := unstructured.NestedSlice(spec, "dependsOn")

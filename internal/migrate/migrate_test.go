@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -191,6 +192,7 @@ spec:
   postBuild: {substitute: {cluster: prod}}
   dependsOn: [{name: infra}]
   decryption: {provider: sops, secretRef: {name: sops-age}}
+  retryInterval: 2m
   namePrefix: prod-
   components: [../components/ha]
   images: [{name: podinfo, newTag: 6.7.1}, {name: redis, newName: mirror.example.com/redis, digest: "sha256:0123"}]
@@ -290,6 +292,9 @@ spec: {sourceRef: {kind: GitRepository, name: missing}, path: ./x, prune: true, 
 	}
 	if diff := cmp.Diff(wantOver, find(t, res, "apps").Spec.Source.Kustomize); diff != "" {
 		t.Errorf("apps overrides (-want +got):\n%s", diff)
+	}
+	if r := find(t, res, "apps").Spec.SyncPolicy.Retry; r == nil || r.Backoff.Duration.Duration != 2*time.Minute || *r.Backoff.Factor != 1 || r.Backoff.MaxDuration.Duration != 2*time.Minute {
+		t.Errorf("apps retry = %+v, want every 2m (Flux's retryInterval)", r)
 	}
 	for _, f := range []string{"patches", "images", "components", "namePrefix", "commonMetadata"} {
 		if strings.Contains(findings(res), "Kustomization/flux-system/apps: spec."+f) {
