@@ -602,6 +602,23 @@ type OCISource struct {
 	// extracted or rendered (Flux's OCIRepository verify).
 	// +optional
 	Verify *OCIVerification `json:"verify,omitempty"`
+	// LayerSelector picks the layer that holds the content by its media
+	// type (Flux's layerSelector); it must be a gzipped tar, extracted.
+	// Default: the first layer of Flux's content type or a plain image
+	// layer.
+	// +optional
+	LayerSelector *OCILayerSelector `json:"layerSelector,omitempty"`
+}
+
+// OCILayerSelector picks an artifact's content layer.
+type OCILayerSelector struct {
+	// +kubebuilder:validation:MinLength=1
+	MediaType string `json:"mediaType"`
+	// Operation is extract (the only one: the layer is a gzipped tar).
+	// Flux's copy (the layer kept as one file) is refused by name.
+	// +kubebuilder:validation:Enum=extract;copy
+	// +optional
+	Operation string `json:"operation,omitempty"`
 }
 
 // OCIVerification says which cosign signatures an artifact needs.

@@ -216,6 +216,12 @@ func ArtifactRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.A
 		return req, false, nil
 	}
 	req = charts.ArtifactRequest{URL: o.URL, Tag: o.Tag, Semver: o.Semver, Digest: o.Digest, Insecure: o.Insecure}
+	if ls := o.LayerSelector; ls != nil {
+		if ls.Operation != "" && ls.Operation != "extract" {
+			return req, true, fmt.Errorf("spec.source.oci.layerSelector.operation %q: only extract is supported (the layer a gzipped tar of manifests)", ls.Operation)
+		}
+		req.LayerMediaType = ls.MediaType
+	}
 	if sr := o.SecretRef; sr != nil {
 		var s corev1.Secret
 		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: sr.Name}, &s); err != nil {

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +54,11 @@ type ArtifactRequest struct {
 	// Verify, when set, refuses an artifact without a cosign signature by
 	// one of these keys, before anything of it is extracted.
 	Verify CosignKeys
+	// LayerMediaType, when set, picks the layer of that media type (a
+	// gzipped tar) as the content, as Flux's layerSelector does;
+	// otherwise the first layer of Flux's content type or a plain image
+	// layer.
+	LayerMediaType string
 }
 
 // Artifact is an extracted artifact.
@@ -132,9 +139,13 @@ func (c *Cache) FetchArtifact(ctx context.Context, req ArtifactRequest) (*Artifa
 		out.Created, _ = time.Parse(time.RFC3339, m.Annotations["org.opencontainers.image.created"])
 	}
 	dir := strings.TrimSuffix(c.path(digest, req.Auth), ".tgz") + ".d"
+	if req.LayerMediaType != "" {
+		sum := sha256.Sum256([]byte(req.LayerMediaType))
+		dir = strings.TrimSuffix(dir, ".d") + "-" + hex.EncodeToString(sum[:6]) + ".d"
+	}
 	if exists(dir) {
 		out.Dir = dir
-	} else if out.Dir, err = c.extractArtifact(img, ref.String(), dir); err != nil {
+	} else if out.Dir, err = c.extractArtifact(img, ref.String(), dir, req.LayerMediaType); err != nil {
 		return nil, err
 	}
 	c.remember(key, listing{at: time.Now(), artifact: out})
@@ -161,7 +172,7 @@ func (c *Cache) artifactRef(repository name.Repository, req ArtifactRequest, opt
 }
 
 // extractArtifact writes the content layer of img into dir, atomically.
-func (c *Cache) extractArtifact(img v1.Image, ref, dir string) (string, error) {
+func (c *Cache) extractArtifact(img v1.Image, ref, dir, mediaType string) (string, error) {
 	layers, err := img.Layers()
 	if err != nil {
 		return "", fmt.Errorf("OCI artifact %s: %w", ref, err)
@@ -171,8 +182,11 @@ func (c *Cache) extractArtifact(img v1.Image, ref, dir string) (string, error) {
 		if err != nil {
 			continue
 		}
-		switch string(mt) {
-		case FluxContentMediaType, ociLayerMediaType, dockerLayerMediaType:
+		switch {
+		case mediaType != "" && string(mt) != mediaType:
+			continue
+		case mediaType != "":
+		case string(mt) == FluxContentMediaType, string(mt) == ociLayerMediaType, string(mt) == dockerLayerMediaType:
 		default:
 			continue
 		}
@@ -201,6 +215,9 @@ func (c *Cache) extractArtifact(img v1.Image, ref, dir string) (string, error) {
 			return "", err
 		}
 		return dir, nil
+	}
+	if mediaType != "" {
+		return "", fmt.Errorf("OCI artifact %s: no layer of media type %s (layerSelector)", ref, mediaType)
 	}
 	return "", fmt.Errorf("OCI artifact %s: no content layer (%s or %s)", ref, FluxContentMediaType, ociLayerMediaType)
 }

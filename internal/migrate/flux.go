@@ -206,10 +206,11 @@ func fluxImages(k map[string]any) []string {
 }
 
 // fluxOCI makes an OCIRepository (of manifests) the app's source: its
-// URL, tag, semver or digest, credentials and insecure flag mean the
-// same; signature verification, a layer selector and a cert Secret are
-// named. Verification with cosign keys is carried over (the keys' Secret
-// is Flux's: *.pub); keyless verification is not, and nor is the app.
+// URL, tag, semver or digest, credentials, insecure flag and layer
+// selector (extract) mean the same; a cert Secret is named. Verification
+// with cosign keys is carried over (the keys' Secret is Flux's: *.pub);
+// keyless verification and a layer copied whole are not, and nor is the
+// app.
 func (t *translator) fluxOCI(u *unstructured.Unstructured, app *v1alpha1.Application, repo *unstructured.Unstructured) bool {
 	var verify *v1alpha1.OCIVerification
 	if v := mapAt(repo.Object, "spec", "verify"); v != nil {
@@ -230,7 +231,20 @@ func (t *translator) fluxOCI(u *unstructured.Unstructured, app *v1alpha1.Applica
 		o.SecretRef = &v1alpha1.LocalObjectReference{Name: s}
 	}
 	o.Insecure, _ = mapAt(repo.Object, "spec")["insecure"].(bool)
-	for _, f := range []string{"layerSelector", "certSecretRef", "provider", "serviceAccountName"} {
+	if ls := mapAt(repo.Object, "spec", "layerSelector"); ls != nil {
+		switch op := strAt(ls, "operation"); {
+		case strAt(ls, "mediaType") == "":
+			t.note(repo, "spec.layerSelector", "no mediaType; not carried over")
+		case op != "" && op != "extract":
+			// The copied layer is a file converge cannot sync from:
+			// nothing would render in its place.
+			t.note(repo, "spec.layerSelector.operation", "%s is not supported (converge extracts the selected layer); not translated", op)
+			return false
+		default:
+			o.LayerSelector = &v1alpha1.OCILayerSelector{MediaType: strAt(ls, "mediaType"), Operation: op}
+		}
+	}
+	for _, f := range []string{"certSecretRef", "provider", "serviceAccountName"} {
 		if _, ok := mapAt(repo.Object, "spec")[f]; ok {
 			t.note(repo, "spec."+f, "not supported; not carried over")
 		}

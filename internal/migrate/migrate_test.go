@@ -521,3 +521,38 @@ metadata: {name: ghost, namespace: nowhere, labels: {toolkit.fluxcd.io/tenant: g
 		t.Errorf("the tenant without a namespace is not named:\n%s", f)
 	}
 }
+
+// An OCIRepository's layerSelector: extract is carried over; copy (the
+// layer kept whole, a file converge cannot sync from) is named and the
+// Kustomization not translated.
+func TestTranslate_FluxOCILayerSelector(t *testing.T) {
+	oci := func(name, op string) string {
+		return `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: OCIRepository
+metadata: {name: ` + name + `, namespace: flux-system}
+spec:
+  url: oci://ghcr.io/org/manifests
+  ref: {tag: v1}
+  layerSelector: {mediaType: "application/vnd.acme.manifests.v1.tar+gzip", operation: ` + op + `}
+`
+	}
+	ks := func(name string) string {
+		return `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: ` + name + `, namespace: flux-system}
+spec: {sourceRef: {kind: OCIRepository, name: ` + name + `}, path: ./}
+`
+	}
+	res := Translate(objects(t, oci("extracted", "extract"), ks("extracted"), oci("copied", "copy"), ks("copied")), Options{})
+	if len(res.Applications) != 1 {
+		t.Fatalf("%d Applications, want the extracted one\n%s", len(res.Applications), findings(res))
+	}
+	if ls := find(t, res, "extracted").Spec.Source.OCI.LayerSelector; ls == nil || ls.MediaType != "application/vnd.acme.manifests.v1.tar+gzip" || ls.Operation != "extract" {
+		t.Errorf("layer selector %+v", ls)
+	}
+	if f := findings(res); !strings.Contains(f, "OCIRepository/flux-system/copied: spec.layerSelector.operation: copy is not supported") {
+		t.Errorf("copy is not named:\n%s", f)
+	}
+}
