@@ -83,6 +83,18 @@ type KustomizeOverrides struct {
 	MetadataAnnotations map[string]string `json:"metadataAnnotations,omitempty"`
 }
 
+// withAll is m with add's keys set (m itself when add is empty).
+func withAll(m, add map[string]string) map[string]string {
+	if len(add) == 0 {
+		return m
+	}
+	if m == nil {
+		m = make(map[string]string, len(add))
+	}
+	maps.Copy(m, add)
+	return m
+}
+
 // kustomization is the part of the overlay that does not depend on where
 // it is built: everything but its resources and components.
 func (o *KustomizeOverrides) kustomization(field string) (types.Kustomization, error) {
@@ -118,22 +130,8 @@ func (o *KustomizeOverrides) setMetadata(objs []Object) {
 		return
 	}
 	for _, obj := range objs {
-		if len(o.MetadataLabels) > 0 {
-			labels := obj.GetLabels()
-			if labels == nil {
-				labels = map[string]string{}
-			}
-			maps.Copy(labels, o.MetadataLabels)
-			obj.SetLabels(labels)
-		}
-		if len(o.MetadataAnnotations) > 0 {
-			ann := obj.GetAnnotations()
-			if ann == nil {
-				ann = map[string]string{}
-			}
-			maps.Copy(ann, o.MetadataAnnotations)
-			obj.SetAnnotations(ann)
-		}
+		obj.SetLabels(withAll(obj.GetLabels(), o.MetadataLabels))
+		obj.SetAnnotations(withAll(obj.GetAnnotations(), o.MetadataAnnotations))
 	}
 }
 
