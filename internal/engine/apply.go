@@ -238,11 +238,13 @@ func (m *Manager) serverSideApply(ctx context.Context, obj *unstructured.Unstruc
 			return err
 		}
 	}
-	return fmt.Errorf("more than %d fields the schema does not declare", maxDroppedFields)
+	return fmt.Errorf("still fields the schema does not declare after %d tries", maxDroppedFields)
 }
 
-// maxDroppedFields bounds the fields a lenient apply drops.
-const maxDroppedFields = 32
+// maxDroppedFields bounds the tries of a lenient apply: each answer names
+// every undeclared field it found, so a few suffice, and a tenant's
+// object cannot turn one apply into many requests.
+const maxDroppedFields = 8
 
 // undeclared finds the field an apply names as not in the schema:
 // `.spec.replica: field not declared in schema`.
