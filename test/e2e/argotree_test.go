@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -37,99 +36,19 @@ func TestCompat_ArgoCDProjectAppsAndSetMigrateAndSync(t *testing.T) {
 	remoteNS := kubetest.Namespace(t, cluster.Client)
 	ctx := context.Background()
 	suffix := ns[strings.LastIndex(ns, "-")+1:]
-	repo, _ := a.repoWith(t, ns+"-argo", map[string]string{
-		"apps/guestbook/cm.yaml":      "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: guestbook-ui\ndata:\n  tier: frontend\n",
-		"apps/web/kustomization.yaml": "resources: [deploy.yaml]\n",
-		"apps/web/deploy.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n" +
-			"  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx:1.25}]\n",
-		"apps/env/cm.yaml":    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: env-settings\ndata:\n  env: dev\n",
-		"apps/child/cm.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: child-settings\ndata:\n  from: app-of-apps\n",
-		"apps/remote/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: remote-settings\ndata:\n  where: staging\n",
-	}, "apps")
+	// test/e2e/compat/argocd-tree: the workload repository, and the
+	// Argo CD manifests that point at it.
+	repo, _ := a.repoWith(t, ns+"-argo", corpusRepo(t, "argocd-tree/repo", nil), "apps")
 	url := a.git.URL(repo.Name)
 	project := "team-" + suffix
-	manifests := writeTree(t, ns, map[string]string{
-		"argocd/project.yaml": fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
-kind: AppProject
-metadata: {name: %s, namespace: argocd}
-spec:
-  sourceRepos: [%q]
-  destinations: [{server: https://kubernetes.default.svc, namespace: %s}]
-  destinationServiceAccounts: [{server: https://kubernetes.default.svc, namespace: %s, defaultServiceAccount: deployer}]
-`, project, url, ns, ns),
-		"argocd/apps.yaml": fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata: {name: guestbook, namespace: argocd}
-spec:
-  project: %[1]s
-  source: {repoURL: %[2]q, targetRevision: main, path: apps/guestbook}
-  destination: {server: https://kubernetes.default.svc, namespace: %[3]s}
-  syncPolicy: {automated: {prune: true, selfHeal: true}}
----
-apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata: {name: web, namespace: argocd}
-spec:
-  project: %[1]s
-  source:
-    repoURL: %[2]q
-    targetRevision: main
-    path: apps/web
-    kustomize: {images: ["nginx=registry.example.com/nginx:1.27"]}
-  destination: {server: https://kubernetes.default.svc, namespace: %[3]s}
-  syncPolicy: {automated: {prune: true, selfHeal: true}}
-  ignoreDifferences: [{group: apps, kind: Deployment, jsonPointers: [/spec/replicas]}]
-`, project, url, ns),
-		// An app of apps: the root Application and its chart of
-		// Applications.
-		"argocd/root.yaml": fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata: {name: root, namespace: argocd}
-spec:
-  project: default
-  source: {repoURL: %q, targetRevision: main, path: argocd/root}
-  destination: {server: https://kubernetes.default.svc, namespace: argocd}
-  syncPolicy: {automated: {prune: true}}
-`, url),
-		"argocd/root/Chart.yaml":  "apiVersion: v2\nname: root\nversion: 1.0.0\n",
-		"argocd/root/values.yaml": fmt.Sprintf("repoURL: %q\nproject: %s\nnamespace: %s\nchildren: [child]\n", url, project, ns),
-		"argocd/root/templates/apps.yaml": `{{- range .Values.children }}
----
-apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata: {name: {{ . }}, namespace: argocd}
-spec:
-  project: {{ $.Values.project }}
-  source: {repoURL: {{ $.Values.repoURL | quote }}, targetRevision: main, path: apps/{{ . }}}
-  destination: {server: https://kubernetes.default.svc, namespace: {{ $.Values.namespace }}}
-  syncPolicy: {automated: {prune: true, selfHeal: true}}
-{{- end }}
-`,
-		// Another cluster, as Argo CD keeps it, and an app aimed at it.
-		"argocd/cluster-staging.yaml": argoClusterSecret(t, b, "staging-"+suffix),
-		"argocd/remote.yaml": fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata: {name: remote, namespace: argocd}
-spec:
-  project: default
-  source: {repoURL: %q, targetRevision: main, path: apps/remote}
-  destination: {name: staging-%s, namespace: %s}
-  syncPolicy: {automated: {prune: true, selfHeal: true}, syncOptions: [CreateNamespace=true]}
-`, url, suffix, remoteNS),
-		"argocd/envs.yaml": fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
-kind: ApplicationSet
-metadata: {name: envs, namespace: argocd}
-spec:
-  generators: [{list: {elements: [{env: dev}]}}]
-  template:
-    metadata: {name: "envs-{{env}}"}
-    spec:
-      project: %s
-      source: {repoURL: %q, targetRevision: main, path: apps/env}
-      destination: {server: https://kubernetes.default.svc, namespace: %s}
-      syncPolicy: {automated: {prune: true, selfHeal: true}}
-`, project, url, ns),
-	})
+	files := corpusRepo(t, "argocd-tree/argocd", map[string]string{"URL": url, "PROJECT": project, "NS": ns, "REMOTE_NS": remoteNS, "SUFFIX": suffix})
+	tree := map[string]string{}
+	for p, content := range files {
+		tree["argocd/"+p] = content
+	}
+	// Another cluster, as Argo CD keeps it: its credentials are made here.
+	tree["argocd/cluster-staging.yaml"] = argoClusterSecret(t, b, "staging-"+suffix)
+	manifests := writeTree(t, ns, tree)
 	r := convergeOffline(t, "migrate", manifests)
 	if r.code != 1 || !strings.Contains(r.stderr, "Application/argocd/root: spec.source.path: it deploys the Argo CD Applications of argocd/root") {
 		t.Fatalf("migrate: exit %d, want 1 with the app of apps' root named\n%s", r.code, r.stderr)

@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
-	"fmt"
 	"maps"
 	"sort"
 	"strings"
@@ -43,80 +42,22 @@ func TestCompat_FluxBootstrapTreeMigratesAndSyncsAsFluxWould(t *testing.T) {
 	if err := cluster.Client.Create(ctx, flux); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	id, _ := age.GenerateX25519Identity()
-	secret := "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\ntype: Opaque\nstringData:\n  password: pw-" + suffix + "\n  dsn: postgres://${cluster_name}.db\n"
-	enc, err := sopstest.Encrypt([]byte(secret), "yaml", sopstest.Options{Age: []string{id.Recipient().String()}, EncryptedRegex: "^(data|stringData)$"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	repo, err := a.git.NewRepo(ns + "-fleet")
 	if err != nil {
 		t.Fatal(err)
 	}
 	app := "apps-" + suffix
-	tree := map[string]string{
-		"clusters/prod/flux-system/kustomization.yaml": "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [gotk-sync.yaml]\n",
-		"clusters/prod/flux-system/gotk-sync.yaml": fmt.Sprintf(`apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata: {name: flux-system, namespace: flux-system}
-spec: {interval: 1m0s, ref: {branch: main}, url: %s}
----
-apiVersion: kustomize.toolkit.fluxcd.io/v1
-kind: Kustomization
-metadata: {name: flux-system, namespace: flux-system}
-spec: {interval: 10m0s, path: ./clusters/prod, prune: true, sourceRef: {kind: GitRepository, name: flux-system}}
-`, a.git.URL(repo.Name)),
-		"clusters/prod/apps.yaml": fmt.Sprintf(`apiVersion: kustomize.toolkit.fluxcd.io/v1
-kind: Kustomization
-metadata: {name: %s, namespace: flux-system}
-spec:
-  interval: 10m
-  path: ./apps/prod
-  prune: true
-  targetNamespace: %s
-  sourceRef: {kind: GitRepository, name: flux-system}
-  decryption: {provider: sops, secretRef: {name: sops-age-%s}}
-  postBuild:
-    substitute: {cluster_name: prod}
-    substituteFrom: [{kind: ConfigMap, name: cluster-vars-%s}]
-`, app, ns, suffix, suffix),
-		// Flux 2.7: an ArtifactGenerator cuts infrastructure/ out of the
-		// fleet repository; a Kustomization builds a plain directory of
-		// it (no kustomization.yaml) with a prefix, a patch and common
-		// metadata.
-		"clusters/prod/infra.yaml": fmt.Sprintf(`apiVersion: source.extensions.fluxcd.io/v1beta1
-kind: ArtifactGenerator
-metadata: {name: infra-%[1]s, namespace: flux-system}
-spec:
-  sources: [{alias: fleet, kind: GitRepository, name: flux-system}]
-  artifacts:
-  - name: infra-%[1]s
-    originRevision: "@fleet"
-    copy: [{from: "@fleet/infrastructure/**", to: "@artifact/"}]
----
-apiVersion: kustomize.toolkit.fluxcd.io/v1
-kind: Kustomization
-metadata: {name: infra-%[1]s, namespace: flux-system}
-spec:
-  interval: 10m
-  path: ./prod
-  prune: true
-  targetNamespace: %[2]s
-  sourceRef: {kind: ExternalArtifact, name: infra-%[1]s}
-  namePrefix: infra-
-  commonMetadata: {labels: {app.kubernetes.io/part-of: fleet}}
-  patches:
-  - target: {kind: ConfigMap, name: limits}
-    patch: |
-      - op: add
-        path: /data/burst
-        value: "20"
-`, suffix, ns),
-		"infrastructure/prod/limits.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: limits\n  labels: {app: limits}\ndata:\n  max: \"10\"\n",
-		"apps/prod/kustomization.yaml":    "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [settings.yaml, db.enc.yaml]\ncommonLabels: {tier: apps}\n",
-		"apps/prod/settings.yaml":         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  cluster: ${cluster_name}\n  region: ${region}\n  tier: ${tier:=gold}\n",
-		"apps/prod/db.enc.yaml":           string(enc),
+	// The repository of test/e2e/compat/flux-bootstrap-tree, its Secret
+	// encrypted with a fresh age key.
+	tree := corpusRepo(t, "flux-bootstrap-tree", map[string]string{"URL": a.git.URL(repo.Name), "NS": ns, "SUFFIX": suffix})
+	secret := tree["apps/prod/db.yaml"]
+	delete(tree, "apps/prod/db.yaml")
+	id, _ := age.GenerateX25519Identity()
+	enc, err := sopstest.Encrypt([]byte(secret), "yaml", sopstest.Options{Age: []string{id.Recipient().String()}, EncryptedRegex: "^(data|stringData)$"})
+	if err != nil {
+		t.Fatal(err)
 	}
+	tree["apps/prod/db.enc.yaml"] = string(enc)
 	if err := repo.Write(tree); err != nil {
 		t.Fatal(err)
 	}

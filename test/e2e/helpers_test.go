@@ -113,3 +113,24 @@ func observe(t *testing.T, d time.Duration, what string) {
 	t.Logf("observing %s for %s", what, d)
 	time.Sleep(d)
 }
+
+// corpusRepo is a repository of the corpus (test/e2e/compat/name) as it
+// is, with each @@KEY@@ of vars replaced; its README.md is left out.
+func corpusRepo(t *testing.T, name string, vars map[string]string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	for p, s := range corpus(t, name, ".") {
+		p = strings.TrimPrefix(p, "./")
+		if p == "README.md" {
+			continue
+		}
+		for k, v := range vars {
+			s = strings.ReplaceAll(s, "@@"+k+"@@", v)
+		}
+		if i := strings.Index(s, "@@"); i >= 0 {
+			t.Fatalf("%s/%s: a placeholder is left: %.40s", name, p, s[i:])
+		}
+		files[p] = s
+	}
+	return files
+}
