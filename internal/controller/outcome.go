@@ -137,6 +137,9 @@ func dependsOnCluster(err error) bool {
 // state keeps running: nothing is pruned when a step fails.
 func (r *ApplicationReconciler) settle(ctx context.Context, app *v1alpha1.Application, run *attempt, err error, interval time.Duration) (ctrl.Result, error) {
 	o := classify(err)
+	if o.kind != outcomeBusy {
+		reconcileErrors.WithLabelValues(o.reason).Inc()
+	}
 	switch o.kind {
 	case outcomeBusy:
 		return ctrl.Result{RequeueAfter: time.Second}, nil

@@ -85,6 +85,7 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		return r.settle(ctx, app, run, err, run.interval)
 	}
 	res, err := run.target.engine.Run(ctx, objs, opts)
+	countSync(res, r.now().Sub(run.start), err)
 	run.recorded = true // Run wrote the entry the sync deserved
 	r.setIdle(run.key, nil)
 	if res != nil && res.HistoryError != nil {

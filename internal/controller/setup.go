@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	crsource "sigs.k8s.io/controller-runtime/pkg/source"
@@ -20,6 +21,9 @@ import (
 // SetupWithManager registers the reconciler and its watches.
 func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.cache = mgr.GetCache()
+	// One registry per process: a second reconciler (tests) keeps the
+	// first collector.
+	_ = metrics.Registry.Register(appCollector{cache: r.cache, shards: r.Shards})
 	if r.Concurrency <= 0 {
 		r.Concurrency = 8
 	}

@@ -47,6 +47,26 @@ func metric(addr, name string) (float64, error) {
 	return 0, fmt.Errorf("no %s", name)
 }
 
+// appSeries counts the converge_application_info series of namespace ns
+// at addr that say Synced and Healthy.
+func appSeries(addr, ns string) (int, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	n := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "converge_application_info{") && strings.Contains(line, `namespace="`+ns+`"`) &&
+			strings.Contains(line, `sync="Synced"`) && strings.Contains(line, `health="Healthy"`) && strings.HasSuffix(line, " 1") {
+			n++
+		}
+	}
+	return n, sc.Err()
+}
+
 func TestShards_ThreeReplicasSplitTheAppsAndTakeOverFromOneKilled(t *testing.T) {
 	a := startAgent(t)
 	ns := kubetest.Namespace(t, cluster.Client)
@@ -124,6 +144,10 @@ func TestShards_ThreeReplicasSplitTheAppsAndTakeOverFromOneKilled(t *testing.T) 
 		owned, err := metric(metrics[id], "converge_shard_applications")
 		if err != nil || int(owned) != counts[id] {
 			t.Errorf("%s's converge_shard_applications = %v (%v), its apps' status says %d", id, owned, err, counts[id])
+		}
+		// Each replica reports its own apps, one series each.
+		if series, err := appSeries(metrics[id], ns); err != nil || series != counts[id] {
+			t.Errorf("%s reports %d Synced/Healthy converge_application_info series (%v), its apps' status says %d", id, series, err, counts[id])
 		}
 	}
 
