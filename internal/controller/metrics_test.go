@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -74,5 +76,41 @@ func TestMetrics_ApplicationInfoPerApp(t *testing.T) {
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", err, problems)
+	}
+}
+
+// The alerts and the dashboard in config/monitoring name only metrics the
+// agent exports.
+func TestMetrics_MonitoringConfigNamesExportedMetrics(t *testing.T) {
+	exported := map[string]bool{}
+	descs := make(chan *prometheus.Desc, 64)
+	for _, c := range []prometheus.Collector{syncTotal, driftEvents, gitFetches, reconcileSeconds, shardMembers, shardApplications,
+		syncSeconds, syncObjects, reconcileErrors, appCollector{}} {
+		c.Describe(descs)
+	}
+	close(descs)
+	fqName := regexp.MustCompile(`fqName: "([a-z_]+)"`)
+	for d := range descs {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			exported[m[1]] = true
+		}
+	}
+	named := regexp.MustCompile(`converge_[a-z_]+`)
+	for _, file := range []string{"../../config/monitoring/prometheusrule.yaml", "../../config/monitoring/dashboard.json"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := 0
+		for _, n := range named.FindAllString(string(data), -1) {
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_count"), "_sum")
+			if !exported[base] {
+				t.Errorf("%s names %s, which the agent does not export", file, n)
+			}
+			seen++
+		}
+		if seen == 0 {
+			t.Errorf("%s names no converge metric", file)
+		}
 	}
 }
