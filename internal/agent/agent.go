@@ -44,6 +44,7 @@ import (
 	"converge.dev/converge/internal/server"
 	"converge.dev/converge/internal/source"
 	"converge.dev/converge/internal/tenancy"
+	"converge.dev/converge/internal/tracing"
 	"converge.dev/converge/internal/ui"
 )
 
@@ -55,7 +56,10 @@ type Options struct {
 	MetricsAddr string
 	ProbeAddr   string
 	// PprofAddr serves Go's profiles (/debug/pprof); empty disables.
-	PprofAddr         string
+	PprofAddr string
+	// OTLPEndpoint, when set, receives a trace of each reconcile over
+	// OTLP/HTTP (internal/tracing).
+	OTLPEndpoint      string
 	WebhookAddr       string
 	SealingAddr       string
 	WebhookSecretFile string
@@ -168,6 +172,13 @@ func ignoreRules(file string) ([]engine.IgnoreRule, error) {
 func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error {
 	logger := funcr.NewJSON(func(obj string) { fmt.Fprintln(logs, obj) }, funcr.Options{Verbosity: verbosity(o.Verbose)})
 	ctrllog.SetLogger(logger)
+	if o.OTLPEndpoint != "" {
+		stop, err := tracing.Setup(ctx, o.OTLPEndpoint, "converge-agent")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = stop(context.Background()) }()
+	}
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "converge-agent"
 	shards, err := sharding(cfg, &o, logger)

@@ -39,6 +39,7 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.Agent.MetricsAddr, "metrics-bind-address", ":8080", "where /metrics is served; 0 disables")
 	f.StringVar(&o.Agent.ProbeAddr, "health-probe-bind-address", ":8081", "where /healthz and /readyz are served")
+	f.StringVar(&o.Agent.OTLPEndpoint, "otlp-endpoint", "", "send a trace of each reconcile (source, render, plan, apply, hooks, health) to this OTLP/HTTP collector, http(s)://host:4318; empty sends none")
 	f.StringVar(&o.Agent.PprofAddr, "pprof-bind-address", "", "where Go's profiles (/debug/pprof) are served, for diagnosing the agent; empty disables (keep it on loopback)")
 	f.StringVar(&o.Agent.WebhookAddr, "webhook-bind-address", ":9292", "where POST /hooks/git is served; empty disables")
 	f.StringVar(&o.Agent.SealingAddr, "sealing-bind-address", ":9393", "where GET /v1/cert.pem and POST /v1/reseal are served, apart from the webhook (which is often exposed to the internet); empty disables")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -14,9 +15,11 @@ import (
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/engine"
+	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
 	"converge.dev/converge/internal/tenancy"
+	"converge.dev/converge/internal/tracing"
 )
 
 // attempt is one reconcile of one app: what its steps have learnt so far.
@@ -67,16 +70,25 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		// waiting `converge sync --wait` then sees the result or the error.
 		app.Status.LastHandledRequest = run.request.at
 	}
-	if err := r.govern(ctx, run); err != nil {
+	ctx, span := tracing.Start(ctx, "reconcile", attribute.String("app.namespace", app.Namespace), attribute.String("app.name", app.Name),
+		attribute.String("trigger", string(run.trigger.Type)))
+	defer span.End()
+	if err := traced(ctx, "govern", func(ctx context.Context) error { return r.govern(ctx, run) }); err != nil {
 		return r.settle(ctx, app, run, err, run.interval)
 	}
-	if err := r.source(ctx, run); err != nil {
+	if err := traced(ctx, "source", func(ctx context.Context) error { return r.source(ctx, run) }); err != nil {
 		return r.settle(ctx, app, run, err, run.interval)
 	}
+	span.SetAttributes(attribute.String("revision", run.artifact.Revision))
 	if result, quiet := r.quiet(ctx, run); quiet {
+		span.SetAttributes(attribute.Bool("idle", true))
 		return result, nil
 	}
-	objs, err := r.render(ctx, run.target, run.build)
+	var objs []render.Object
+	err := traced(ctx, "render", func(ctx context.Context) (err error) {
+		objs, err = r.render(ctx, run.target, run.build)
+		return err
+	})
 	if err != nil {
 		return r.settle(ctx, app, run, err, run.interval)
 	}
@@ -95,6 +107,14 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		return r.syncFailed(ctx, run, res, err)
 	}
 	return r.observe(ctx, run, d, res), nil
+}
+
+// traced runs step in a span of its name.
+func traced(ctx context.Context, name string, step func(context.Context) error) error {
+	ctx, span := tracing.Start(ctx, name)
+	err := step(ctx)
+	tracing.End(span, err, redact.Error(err))
+	return err
 }
 
 // govern decides what governs the app (its Tenant's rules and the account

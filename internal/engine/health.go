@@ -7,11 +7,14 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
+	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/render"
+	"converge.dev/converge/internal/tracing"
 )
 
 // ObjectHealth is the kstatus verdict on one object.
@@ -178,10 +181,12 @@ func objectHealth(ref string, u *unstructured.Unstructured) ObjectHealth {
 // waitHealthy waits until every object is Current. An object that turns
 // Failed ends the wait at once; at the timeout the error lists every object
 // not Current, with kstatus's reason.
-func (m *Manager) waitHealthy(ctx context.Context, app App, objs []*desired, timeout time.Duration, progress func(string)) error {
+func (m *Manager) waitHealthy(ctx context.Context, app App, objs []*desired, timeout time.Duration, progress func(string)) (err error) {
 	if len(objs) == 0 {
 		return nil
 	}
+	ctx, span := tracing.Start(ctx, "health", attribute.Int("objects", len(objs)))
+	defer func() { tracing.End(span, err, redact.Error(err)) }()
 	deadline := time.Now().Add(timeout)
 	lastReport := time.Now()
 	tick := time.NewTicker(250 * time.Millisecond)

@@ -6,12 +6,14 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
+	"converge.dev/converge/internal/tracing"
 )
 
 // Event reasons of a sync, the same in push and pull mode.
@@ -127,7 +129,12 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 		opts.Started = time.Now()
 	}
 	res := &Result{Revision: opts.Revision}
-	plan, err := m.Plan(ctx, objs, opts.PlanOptions)
+	pctx, span := tracing.Start(ctx, "plan", attribute.Int("objects", len(objs)))
+	plan, err := m.Plan(pctx, objs, opts.PlanOptions)
+	if plan != nil {
+		span.SetAttributes(attribute.Int("dryRuns", plan.DryRuns()), attribute.Bool("changes", plan.ChangeSet.HasChanges()))
+	}
+	tracing.End(span, err, redact.Error(err))
 	if err != nil {
 		return res, conclude(ctx, res, opts, runDecision{record: true}, err)
 	}
@@ -152,7 +159,9 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 		opts.event("Normal", EventSyncStarted, fmt.Sprintf("syncing %s (%s, %s): %d to create, %d to configure, %d to delete",
 			shortRevision(opts.Revision), opts.Trigger, opts.Mode, c.Created, c.Configured, c.Deleted))
 	}
-	err = m.carryOut(ctx, plan, opts, hookRun{m: m, plan: plan, opts: opts, res: res, enabled: d.hooks})
+	actx, span := tracing.Start(ctx, "apply", attribute.Bool("hooks", d.hooks))
+	err = m.carryOut(actx, plan, opts, hookRun{m: m, plan: plan, opts: opts, res: res, enabled: d.hooks})
+	tracing.End(span, err, redact.Error(err))
 	res.Counts = res.Changes.Counts()
 	return res, conclude(ctx, res, opts, d, err)
 }
@@ -282,7 +291,9 @@ func (h hookRun) run(ctx context.Context, phase HookPhase) error {
 			return err
 		}
 	}
+	ctx, span := tracing.Start(ctx, "hooks", attribute.String("phase", string(phase)))
 	got, err := h.m.runHooks(ctx, h.opts.App, h.plan.hooks, phase, h.when(), h.opts.timeout(), h.opts.Progress)
+	tracing.End(span, err, redact.Error(err))
 	h.res.Hooks = append(h.res.Hooks, got...)
 	return err
 }
