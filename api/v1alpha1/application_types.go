@@ -626,10 +626,33 @@ type OCIVerification struct {
 	// Provider is cosign.
 	// +kubebuilder:validation:Enum=cosign
 	Provider string `json:"provider"`
-	// SecretRef names a Secret in the Application's namespace whose keys
-	// ending in .pub hold cosign public keys (PEM). Keyless verification
-	// (Fulcio identities) is not supported: name the keys.
+	// SecretRef names a Secret in the Application's namespace. With keys:
+	// its keys ending in .pub hold cosign public keys (PEM). Keyless
+	// (MatchOIDCIdentity): it holds the Sigstore trust material,
+	// fulcio.crt.pem (the Fulcio root and intermediate certificates),
+	// rekor.pub (the Rekor log's public key: a signature's Rekor bundle is
+	// required and checked offline) and, optionally, ctfe.pub (the
+	// certificate transparency log's key: the certificate's SCT is then
+	// required). Sigstore's public-good instance publishes these; nothing
+	// is fetched at verification time.
 	SecretRef LocalObjectReference `json:"secretRef"`
+	// MatchOIDCIdentity makes the verification keyless, as Flux's: the
+	// signature's certificate, issued by the Fulcio roots of SecretRef,
+	// must name an OIDC issuer and subject that one entry matches (regular
+	// expressions, anchored).
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	MatchOIDCIdentity []OIDCIdentityMatch `json:"matchOIDCIdentity,omitempty"`
+}
+
+// OIDCIdentityMatch is a keyless signer's identity: regular expressions
+// over the certificate's OIDC issuer and subject (an email, a workflow's
+// URL).
+type OIDCIdentityMatch struct {
+	// +kubebuilder:validation:MinLength=1
+	Issuer string `json:"issuer"`
+	// +kubebuilder:validation:MinLength=1
+	Subject string `json:"subject"`
 }
 
 // ChartSource is a chart in a Helm repository or an OCI registry.

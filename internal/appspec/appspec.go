@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -207,6 +208,28 @@ func ChartRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Appl
 	return req, true, nil
 }
 
+// keyless reads keyless verification: the identities, each a valid
+// regular expression, and the Sigstore trust material of s.
+func keyless(v *v1alpha1.OCIVerification, s *corev1.Secret) (*charts.CosignKeyless, error) {
+	k := &charts.CosignKeyless{Roots: s.Data["fulcio.crt.pem"], RekorKeys: s.Data["rekor.pub"], CTLogKeys: s.Data["ctfe.pub"]}
+	for name, v := range map[string][]byte{"fulcio.crt.pem": k.Roots, "rekor.pub": k.RekorKeys} {
+		if len(v) == 0 {
+			// Never verify without a root or without the log: a
+			// certificate anyone can make, or one past its few minutes.
+			return nil, fmt.Errorf("spec.source.oci.verify.secretRef: Secret %s has no %s (keyless verification needs Fulcio's certificates and Rekor's key)", s.Name, name)
+		}
+	}
+	for i, id := range v.MatchOIDCIdentity {
+		for field, re := range map[string]string{"issuer": id.Issuer, "subject": id.Subject} {
+			if _, err := regexp.Compile(re); err != nil {
+				return nil, fmt.Errorf("spec.source.oci.verify.matchOIDCIdentity[%d].%s: %w", i, field, err)
+			}
+		}
+		k.Identities = append(k.Identities, charts.KeylessIdentity{Issuer: id.Issuer, Subject: id.Subject})
+	}
+	return k, nil
+}
+
 // ArtifactRequest builds the fetch request for app's OCI artifact source,
 // with its credentials and CA from the Secret it names. ok is false when
 // app has no OCI source.
@@ -241,6 +264,12 @@ func ArtifactRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.A
 		var s corev1.Secret
 		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: v.SecretRef.Name}, &s); err != nil {
 			return req, true, fmt.Errorf("spec.source.oci.verify.secretRef: reading Secret %s: %w", v.SecretRef.Name, err)
+		}
+		if len(v.MatchOIDCIdentity) > 0 {
+			if req.Keyless, err = keyless(v, &s); err != nil {
+				return req, true, err
+			}
+			return req, true, nil
 		}
 		names := make([]string, 0, len(s.Data))
 		for k := range s.Data {

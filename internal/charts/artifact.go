@@ -52,8 +52,10 @@ type ArtifactRequest struct {
 	// MaxAge: a tag listing younger than this is reused.
 	MaxAge time.Duration
 	// Verify, when set, refuses an artifact without a cosign signature by
-	// one of these keys, before anything of it is extracted.
-	Verify CosignKeys
+	// one of these keys, before anything of it is extracted; Keyless,
+	// when set, without a keyless signature that meets it.
+	Verify  CosignKeys
+	Keyless *CosignKeyless
 	// LayerMediaType, when set, picks the layer of that media type (a
 	// gzipped tar) as the content, as Flux's layerSelector does;
 	// otherwise the first layer of Flux's content type or a plain image
@@ -108,7 +110,7 @@ func (c *Cache) FetchArtifact(ctx context.Context, req ArtifactRequest) (*Artifa
 	}
 	// A recent resolution of the same reference (with the same
 	// credentials) answers: drift reconciles cost no registry request.
-	key := "artifact:" + ref.String() + "|" + req.Auth.identity() + "|" + req.Verify.identity()
+	key := "artifact:" + ref.String() + "|" + req.Auth.identity() + "|" + req.Verify.identity() + "|" + req.Keyless.identity()
 	if l, fresh := c.listing(key, req.MaxAge); fresh && l.artifact != nil && exists(l.artifact.Dir) {
 		a := *l.artifact
 		return &a, nil
@@ -123,6 +125,11 @@ func (c *Cache) FetchArtifact(ctx context.Context, req ArtifactRequest) (*Artifa
 	}
 	if len(req.Verify) > 0 {
 		if err := req.Verify.verify(ctx, repository, digest, opts); err != nil {
+			return nil, err
+		}
+	}
+	if req.Keyless != nil {
+		if err := req.Keyless.verify(ctx, repository, digest, opts); err != nil {
 			return nil, err
 		}
 	}

@@ -5,6 +5,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
+	"fmt"
+	"regexp"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +20,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"converge.dev/converge/internal/source"
 	"converge.dev/converge/internal/testutil/chartrepo"
+	"converge.dev/converge/internal/testutil/sigstoretest"
 )
 
 func tarGz(t *testing.T, files map[string]string) []byte {
@@ -83,5 +88,72 @@ func TestFetchArtifact_LayerSelectorPicksTheContentLayer(t *testing.T) {
 	req.LayerMediaType = "application/vnd.acme.other.v1.tar+gzip"
 	if _, err := c.FetchArtifact(ctx, req); err == nil || !strings.Contains(err.Error(), "no layer of media type application/vnd.acme.other.v1.tar+gzip") {
 		t.Errorf("a selector no layer matches: %v", err)
+	}
+}
+
+// Keyless cosign verification: a signature whose certificate chains to the
+// trusted Fulcio roots, names a matching OIDC identity and carries a Rekor
+// bundle signed by the trusted log key passes; an unsigned artifact, a
+// signer of another identity, a certificate of another authority and a
+// bundle of another log are refused as VerificationErrors, before anything
+// is extracted.
+func TestFetchArtifact_KeylessCosign(t *testing.T) {
+	reg := chartrepo.NewRegistry()
+	defer reg.Close()
+	trusted, err := sigstoretest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := sigstoretest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	push := func(repo string) string {
+		t.Helper()
+		img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: static.NewLayer(tarGz(t, map[string]string{"cm.yaml": "kind: ConfigMap"}), types.MediaType(FluxContentMediaType))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, err := name.ParseReference(reg.Host + "/" + repo + ":v1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(ref, img); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := img.Digest()
+		return d.String()
+	}
+	const issuer, subject = "https://token.actions.githubusercontent.com", "https://github.com/acme/app/.github/workflows/release.yaml@refs/heads/main"
+	cases := []struct {
+		name string
+		sign func(repo, digest string) error
+		ok   bool
+		why  string
+	}{
+		{"signed by the trusted identity", func(r, d string) error { return trusted.Sign(reg.Host, r, d, issuer, subject) }, true, ""},
+		{"unsigned", func(string, string) error { return nil }, false, "it is not signed"},
+		{"another identity", func(r, d string) error { return trusted.Sign(reg.Host, r, d, issuer, "https://github.com/mallory/app/.github/workflows/x.yaml@refs/heads/main") }, false, "none of the expected identities"},
+		{"another issuer", func(r, d string) error { return trusted.Sign(reg.Host, r, d, "https://accounts.example.com", subject) }, false, "none of the expected identities"},
+		{"another authority and log", func(r, d string) error { return other.Sign(reg.Host, r, d, issuer, subject) }, false, "no keyless signature"},
+		{"the trusted authority, another log", func(r, d string) error { return trusted.WithLogOf(other).Sign(reg.Host, r, d, issuer, subject) }, false, "no keyless signature"},
+	}
+	c := newCache(t)
+	for i, tc := range cases {
+		repo := fmt.Sprintf("acme/keyless-%d", i)
+		digest := push(repo)
+		if err := tc.sign(repo, digest); err != nil {
+			t.Fatalf("%s: signing: %v", tc.name, err)
+		}
+		_, err := c.FetchArtifact(context.Background(), ArtifactRequest{URL: "oci://" + reg.Host + "/" + repo, Tag: "v1", Insecure: true,
+			Keyless: &CosignKeyless{Roots: trusted.FulcioPEM, RekorKeys: trusted.RekorPub,
+				Identities: []KeylessIdentity{{Issuer: regexp.QuoteMeta(issuer), Subject: `https://github\.com/acme/app/\.github/workflows/.*`}}}})
+		var verr *source.VerificationError
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case !tc.ok && (!errors.As(err, &verr) || !strings.Contains(err.Error(), tc.why)):
+			t.Errorf("%s: %v, want a VerificationError saying %q", tc.name, err, tc.why)
+		}
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 
@@ -14,15 +16,116 @@ import (
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/tuf"
 
+	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/source"
 )
 
 // CosignKeys are the public keys (PEM) an artifact must be signed with,
 // by cosign (key-based signatures, stored beside the artifact in its
-// registry). Keyless signatures need Sigstore's public services, which a
-// verification here never calls: they are not supported.
+// registry).
 type CosignKeys [][]byte
+
+// CosignKeyless is what a keyless cosign signature must meet: a
+// certificate chaining to Roots that names one of Identities, a Rekor
+// bundle signed by one of RekorKeys (checked offline: no Sigstore service
+// is called) within the certificate's validity, and, when CTLogKeys are
+// given, the certificate's SCT.
+type CosignKeyless struct {
+	// Roots are PEM certificates: self-signed ones are roots, the others
+	// intermediates.
+	Roots, RekorKeys, CTLogKeys []byte
+	Identities                  []KeylessIdentity
+}
+
+// KeylessIdentity is a signer's identity, as anchored regular expressions
+// over the certificate's OIDC issuer and subject.
+type KeylessIdentity struct{ Issuer, Subject string }
+
+func (k *CosignKeyless) identity() string {
+	if k == nil {
+		return ""
+	}
+	h := sha256.New()
+	for _, part := range [][]byte{k.Roots, k.RekorKeys, k.CTLogKeys} {
+		h.Write(part)
+		h.Write([]byte{0})
+	}
+	for _, id := range k.Identities {
+		fmt.Fprintf(h, "%s\x00%s\x00", id.Issuer, id.Subject)
+	}
+	return "keyless:" + hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// verify checks digest's keyless signatures, as CosignKeys.verify does
+// keyed ones.
+func (k *CosignKeyless) verify(ctx context.Context, repository name.Repository, digest string, opts []remote.Option) error {
+	refuse := func(reason string) error {
+		return &source.VerificationError{Revision: digest, Object: "OCI artifact", Reason: reason}
+	}
+	certs, err := cryptoutils.UnmarshalCertificatesFromPEM(k.Roots)
+	if err != nil || len(certs) == 0 {
+		return refuse("fulcio.crt.pem: no PEM certificates")
+	}
+	roots, intermediates := x509.NewCertPool(), x509.NewCertPool()
+	for _, c := range certs {
+		if c.CheckSignatureFrom(c) == nil {
+			roots.AddCert(c)
+		} else {
+			intermediates.AddCert(c)
+		}
+	}
+	rekor, err := transparencyKeys(k.RekorKeys)
+	if err != nil || len(rekor.Keys) == 0 {
+		return refuse("rekor.pub: no PEM public key")
+	}
+	co := &cosign.CheckOpts{
+		RootCerts: roots, IntermediateCerts: intermediates,
+		RekorPubKeys: &rekor, IgnoreSCT: len(k.CTLogKeys) == 0,
+		ClaimVerifier:      cosign.SimpleClaimVerifier,
+		Offline:            true,
+		RegistryClientOpts: []ociremote.Option{ociremote.WithRemoteOptions(opts...)},
+	}
+	if len(k.CTLogKeys) > 0 {
+		ct, err := transparencyKeys(k.CTLogKeys)
+		if err != nil || len(ct.Keys) == 0 {
+			return refuse("ctfe.pub: no PEM public key")
+		}
+		co.CTLogPubKeys = &ct
+	}
+	for _, id := range k.Identities {
+		co.Identities = append(co.Identities, cosign.Identity{IssuerRegExp: anchored(id.Issuer), SubjectRegExp: anchored(id.Subject)})
+	}
+	_, _, err = cosign.VerifyImageSignatures(ctx, repository.Digest(digest), co)
+	if err == nil {
+		return nil
+	}
+	var noSig *cosign.ErrNoSignaturesFound
+	if errors.As(err, &noSig) {
+		return refuse("it is not signed")
+	}
+	return refuse("no keyless signature by a trusted identity: " + redact.Error(err))
+}
+
+// anchored makes a pattern match whole values.
+func anchored(re string) string { return "^(?:" + re + ")$" }
+
+// transparencyKeys reads PEM public keys of transparency logs.
+func transparencyKeys(data []byte) (cosign.TrustedTransparencyLogPubKeys, error) {
+	keys := cosign.NewTrustedTransparencyLogPubKeys()
+	for len(data) > 0 {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if err := keys.AddTransparencyLogPubKey(pem.EncodeToMemory(block), tuf.Active); err != nil {
+			return keys, err
+		}
+	}
+	return keys, nil
+}
 
 // identity names the keys in cache keys.
 func (k CosignKeys) identity() string {

@@ -205,21 +205,51 @@ func fluxImages(k map[string]any) []string {
 	return out
 }
 
+// sigstoreTrustSecret is the Secret a keyless verification Flux made
+// against Sigstore's public-good instance is translated to name: converge
+// fetches no trust root, so the user puts Fulcio's and Rekor's there.
+const sigstoreTrustSecret = "sigstore-trust"
+
+// fluxVerify translates an OCIRepository's verify: cosign with keys, or
+// keyless with matchOIDCIdentity (its trust material in a Secret, named);
+// notation is named and the app not translated, so that nothing
+// unverified syncs in its place.
+func (t *translator) fluxVerify(repo *unstructured.Unstructured) (*v1alpha1.OCIVerification, bool) {
+	v := mapAt(repo.Object, "spec", "verify")
+	if v == nil {
+		return nil, true
+	}
+	if strAt(v, "provider") != "cosign" {
+		t.note(repo, "spec.verify.provider", "%s is not supported (cosign is); not translated, so that nothing unverified syncs in its place", strAt(v, "provider"))
+		return nil, false
+	}
+	secret := strAt(v, "secretRef", "name")
+	ids, _, _ := unstructured.NestedSlice(v, "matchOIDCIdentity")
+	if len(ids) == 0 {
+		if secret == "" {
+			t.note(repo, "spec.verify", "cosign without keys nor matchOIDCIdentity; not translated, so that nothing unverified syncs in its place")
+			return nil, false
+		}
+		return &v1alpha1.OCIVerification{Provider: "cosign", SecretRef: v1alpha1.LocalObjectReference{Name: secret}}, true
+	}
+	out := &v1alpha1.OCIVerification{Provider: "cosign", SecretRef: v1alpha1.LocalObjectReference{Name: sigstoreTrustSecret}}
+	for _, id := range ids {
+		m, _ := id.(map[string]any)
+		out.MatchOIDCIdentity = append(out.MatchOIDCIdentity, v1alpha1.OIDCIdentityMatch{Issuer: strAt(m, "issuer"), Subject: strAt(m, "subject")})
+	}
+	t.note(repo, "spec.verify.matchOIDCIdentity", "carried over as keyless verification against Secret %s, which you create with Sigstore's fulcio.crt.pem and rekor.pub (converge fetches no trust root; until it exists the app is refused, never unverified)", sigstoreTrustSecret)
+	return out, true
+}
+
 // fluxOCI makes an OCIRepository (of manifests) the app's source: its
 // URL, tag, semver or digest, credentials, insecure flag and layer
 // selector (extract) mean the same; a cert Secret is named. Verification
-// with cosign keys is carried over (the keys' Secret is Flux's: *.pub);
-// keyless verification and a layer copied whole are not, and nor is the
-// app.
+// with cosign keys or keyless identities is carried over (fluxVerify); a
+// layer copied whole is not, and nor is the app.
 func (t *translator) fluxOCI(u *unstructured.Unstructured, app *v1alpha1.Application, repo *unstructured.Unstructured) bool {
-	var verify *v1alpha1.OCIVerification
-	if v := mapAt(repo.Object, "spec", "verify"); v != nil {
-		secret := strAt(v, "secretRef", "name")
-		if strAt(v, "provider") != "cosign" || secret == "" {
-			t.note(repo, "spec.verify", "only cosign verification with public keys (secretRef) is supported, not keyless (matchOIDCIdentity) or notation; not translated, so that nothing unverified syncs in its place")
-			return false
-		}
-		verify = &v1alpha1.OCIVerification{Provider: "cosign", SecretRef: v1alpha1.LocalObjectReference{Name: secret}}
+	verify, ok := t.fluxVerify(repo)
+	if !ok {
+		return false
 	}
 	o := &v1alpha1.OCISource{Verify: verify, URL: str(repo, "spec", "url"), Tag: str(repo, "spec", "ref", "tag"), Semver: str(repo, "spec", "ref", "semver"), Digest: str(repo, "spec", "ref", "digest")}
 	if o.Digest != "" {

@@ -556,3 +556,51 @@ spec: {sourceRef: {kind: OCIRepository, name: ` + name + `}, path: ./}
 		t.Errorf("copy is not named:\n%s", f)
 	}
 }
+
+// Flux's keyless verification is carried over against a trust Secret the
+// user makes (named); notation is named and its app not translated.
+func TestTranslate_FluxOCIKeylessAndNotation(t *testing.T) {
+	res := Translate(objects(t, `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: OCIRepository
+metadata: {name: keyless, namespace: flux-system}
+spec:
+  url: oci://ghcr.io/org/manifests
+  ref: {semver: ">=1.0.0"}
+  verify:
+    provider: cosign
+    matchOIDCIdentity: [{issuer: "^https://token.actions.githubusercontent.com$", subject: "^https://github.com/org/app.*$"}]
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: keyless, namespace: flux-system}
+spec: {sourceRef: {kind: OCIRepository, name: keyless}, path: ./}
+`, `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: OCIRepository
+metadata: {name: notary, namespace: flux-system}
+spec:
+  url: oci://ghcr.io/org/other
+  ref: {tag: v1}
+  verify: {provider: notation, secretRef: {name: trust}}
+`, `
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: notary, namespace: flux-system}
+spec: {sourceRef: {kind: OCIRepository, name: notary}, path: ./}
+`), Options{})
+	if len(res.Applications) != 1 {
+		t.Fatalf("%d Applications, want the keyless one\n%s", len(res.Applications), findings(res))
+	}
+	v := find(t, res, "keyless").Spec.Source.OCI.Verify
+	if v == nil || v.SecretRef.Name != "sigstore-trust" || len(v.MatchOIDCIdentity) != 1 || v.MatchOIDCIdentity[0].Subject != "^https://github.com/org/app.*$" {
+		t.Errorf("keyless verify = %+v", v)
+	}
+	f := findings(res)
+	for _, want := range []string{"OCIRepository/flux-system/keyless: spec.verify.matchOIDCIdentity: carried over as keyless verification against Secret sigstore-trust",
+		"OCIRepository/flux-system/notary: spec.verify.provider: notation is not supported"} {
+		if !strings.Contains(f, want) {
+			t.Errorf("findings lack %q:\n%s", want, f)
+		}
+	}
+}

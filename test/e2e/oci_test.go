@@ -12,6 +12,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +37,7 @@ import (
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/testutil/chartrepo"
 	"converge.dev/converge/internal/testutil/kubetest"
+	"converge.dev/converge/internal/testutil/sigstoretest"
 )
 
 // Manifests shipped as an OCI artifact: `converge push artifact` (Flux's
@@ -206,6 +208,75 @@ func TestOCI_VerificationRefusesUnsignedAndWronglySignedArtifacts(t *testing.T) 
 		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced && strings.HasSuffix(app.Status.Sync.Revision, digest)
 	})
 	if get(t, "v1", "ConfigMap", ns, "signed") == nil {
+		t.Error("the signed artifact's ConfigMap is missing")
+	}
+}
+
+// Keyless cosign (Flux's matchOIDCIdentity): an artifact signed by another
+// workflow, or by another Sigstore, is refused before anything is applied;
+// once signed keylessly by the trusted workflow, with a bundle of the
+// trusted log, it syncs.
+func TestOCI_KeylessVerificationAcceptsOnlyTheTrustedIdentity(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	ctx := context.Background()
+	reg := chartrepo.NewRegistry()
+	defer reg.Close()
+	dir := writeTree(t, ns, map[string]string{"deploy/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keyless\ndata: {k: v}\n"})
+	r := convergeOffline(t, "push", "artifact", dir, "oci://"+reg.Host+"/apps/keyless:1.0.0", "--insecure")
+	if r.code != 0 {
+		t.Fatalf("push: %s", r.output())
+	}
+	digest := strings.TrimSpace(r.stdout)
+	trusted, err := sigstoretest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := sigstoretest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "sigstore-trust", Namespace: ns},
+		Data: map[string][]byte{"fulcio.crt.pem": trusted.FulcioPEM, "rekor.pub": trusted.RekorPub}}
+	if err := cluster.Client.Create(ctx, trust); err != nil {
+		t.Fatal(err)
+	}
+	const issuer = "https://token.actions.githubusercontent.com"
+	policy := automated(true, true)
+	policy.Interval = &metav1.Duration{Duration: 2 * time.Second}
+	a.create(t, &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "keyless", Namespace: ns}, Spec: v1alpha1.ApplicationSpec{
+		Source: v1alpha1.ApplicationSource{Path: "deploy", OCI: &v1alpha1.OCISource{URL: "oci://" + reg.Host + "/apps/keyless", Tag: "1.0.0", Insecure: true,
+			Verify: &v1alpha1.OCIVerification{Provider: "cosign", SecretRef: v1alpha1.LocalObjectReference{Name: "sigstore-trust"},
+				MatchOIDCIdentity: []v1alpha1.OIDCIdentityMatch{{Issuer: regexp.QuoteMeta(issuer), Subject: `https://github\.com/acme/app/\.github/workflows/release\.yaml@refs/tags/.*`}}}}},
+		SyncPolicy: policy,
+	}})
+	refused := func(why string) {
+		t.Helper()
+		a.waitApp(t, ns, "keyless", 30*time.Second, "VerificationFailed: "+why, func(app *v1alpha1.Application) bool {
+			c := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+			return c != nil && c.Reason == v1alpha1.ReasonVerificationFailed && strings.Contains(c.Message, why)
+		})
+		if get(t, "v1", "ConfigMap", ns, "keyless") != nil {
+			t.Fatal("an artifact that failed verification was applied")
+		}
+	}
+	refused("it is not signed")
+	if err := trusted.Sign(reg.Host, "apps/keyless", digest, issuer, "https://github.com/mallory/app/.github/workflows/release.yaml@refs/tags/v1"); err != nil {
+		t.Fatal(err)
+	}
+	refused("none of the expected identities")
+	good := "https://github.com/acme/app/.github/workflows/release.yaml@refs/tags/v1.0.0"
+	if err := other.Sign(reg.Host, "apps/keyless", digest, issuer, good); err != nil {
+		t.Fatal(err)
+	}
+	refused("no keyless signature by a trusted identity")
+	if err := trusted.Sign(reg.Host, "apps/keyless", digest, issuer, good); err != nil {
+		t.Fatal(err)
+	}
+	a.waitApp(t, ns, "keyless", 30*time.Second, "synced once signed by the trusted workflow", func(app *v1alpha1.Application) bool {
+		return app.Status.Sync.Status == v1alpha1.SyncStatusSynced && strings.HasSuffix(app.Status.Sync.Revision, digest)
+	})
+	if get(t, "v1", "ConfigMap", ns, "keyless") == nil {
 		t.Error("the signed artifact's ConfigMap is missing")
 	}
 }
