@@ -7,9 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -133,7 +133,9 @@ func TestFetchArtifact_KeylessCosign(t *testing.T) {
 	}{
 		{"signed by the trusted identity", func(r, d string) error { return trusted.Sign(reg.Host, r, d, issuer, subject) }, true, ""},
 		{"unsigned", func(string, string) error { return nil }, false, "it is not signed"},
-		{"another identity", func(r, d string) error { return trusted.Sign(reg.Host, r, d, issuer, "https://github.com/mallory/app/.github/workflows/x.yaml@refs/heads/main") }, false, "none of the expected identities"},
+		{"another identity", func(r, d string) error {
+			return trusted.Sign(reg.Host, r, d, issuer, "https://github.com/mallory/app/.github/workflows/x.yaml@refs/heads/main")
+		}, false, "none of the expected identities"},
 		{"another issuer", func(r, d string) error { return trusted.Sign(reg.Host, r, d, "https://accounts.example.com", subject) }, false, "none of the expected identities"},
 		{"another authority and log", func(r, d string) error { return other.Sign(reg.Host, r, d, issuer, subject) }, false, "no keyless signature"},
 		{"the trusted authority, another log", func(r, d string) error { return trusted.WithLogOf(other).Sign(reg.Host, r, d, issuer, subject) }, false, "no keyless signature"},
