@@ -940,8 +940,9 @@ func TestCompat_PostBuildSubstitutesFromConfigMapsSecretsAndTheSpec(t *testing.T
 }
 
 // An HPA-managed replicas under ignoreDifferences: scaling is no
-// difference (diff exits 0), and a sync for another change leaves the
-// scaled replicas as they are.
+// difference (diff exits 0), two minutes of scaling make the agent write
+// nothing (audit log), and a sync for another change leaves the scaled
+// replicas as they are.
 func TestCompat_IgnoreDifferencesLeavesScaledReplicasAlone(t *testing.T) {
 	a := startAgent(t)
 	ns := kubetest.Namespace(t, cluster.Client)
@@ -987,10 +988,41 @@ spec:
 	if r := converge(t, "diff", "web", "-n", ns); r.code != 0 {
 		t.Errorf("diff after scaling: exit %d, want 0 (replicas ignored)\n%s", r.code, r.output())
 	}
+	// Two minutes of an HPA at work: each scale is a drift event the agent
+	// looks at, and none makes it write the Deployment (no self-heal, no
+	// flapping), as the apiserver's audit log shows.
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int32{6, 4, 5} {
+		var target appsv1.Deployment
+		target.Namespace, target.Name = ns, "web"
+		body := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: n}}
+		if err := cluster.Client.SubResource("scale").Update(ctx, &target, client.WithSubResourceBody(body), client.FieldOwner("horizontal-pod-autoscaler")); err != nil {
+			t.Fatal(err)
+		}
+		observe(t, 40*time.Second, fmt.Sprintf("the agent after the HPA scaled web to %d", n))
+	}
+	writes, err := audit.Since(func(e kubetest.AuditEvent) bool {
+		return e.Write() && e.ObjectRef != nil && e.ObjectRef.Namespace == ns && e.ObjectRef.Resource == "deployments" && strings.HasPrefix(e.UserAgent, "converge")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range writes {
+		t.Errorf("the agent wrote the scaled Deployment: %s %s", e.Verb, e.RequestURI)
+	}
+	if got := replicas(); got != 5 {
+		t.Errorf("replicas %d after the HPA's last scale to 5", got)
+	}
 	if err := repo.Write(map[string]string{"deploy/web.yaml": deploy("b")}); err != nil {
 		t.Fatal(err)
 	}
-	rev, err := repo.Commit("main", "team b")
+	rev, err = repo.Commit("main", "team b")
 	if err != nil {
 		t.Fatal(err)
 	}
