@@ -2,10 +2,12 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -64,7 +66,13 @@ func (m *Manager) Delete(ctx context.Context, app App, opts DeleteOptions) (*Res
 		res.Counts = res.Changes.Counts()
 	}
 	record(ctx, res, run, err)
-	if err == nil && res.HistoryError != nil {
+	switch {
+	case err != nil || res.HistoryError == nil:
+	case namespaceGoing(res.HistoryError):
+		// The app's namespace is being deleted, its record with it: the
+		// deletion must not wait for a record that can no longer be
+		// written (the namespace would wait for the app for ever).
+	default:
 		err = res.HistoryError
 	}
 	switch {
@@ -76,6 +84,16 @@ func (m *Manager) Delete(ctx context.Context, app App, opts DeleteOptions) (*Res
 			app, run.Trigger, run.Mode, res.Counts, keptSummary(res.Changes), hookSummary(res.Hooks)))
 	}
 	return res, err
+}
+
+// namespaceGoing says err is a write refused because its namespace is
+// being deleted, or is gone.
+func namespaceGoing(err error) bool {
+	var status apierrors.APIStatus
+	if apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) {
+		return true
+	}
+	return apierrors.IsNotFound(err) && errors.As(err, &status) && status.Status().Details != nil && status.Status().Details.Kind == "namespaces"
 }
 
 // deleteApp runs the PreDelete hooks, prunes, runs the PostDelete hooks

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -350,5 +351,41 @@ func TestRun_SelectiveSyncChangesOnlyWhatItSelects(t *testing.T) {
 		if _, err := ParseResourceSelector(bad); err == nil {
 			t.Errorf("ParseResourceSelector(%q) accepted it", bad)
 		}
+	}
+}
+
+// Deleting an app whose namespace is being deleted (its history record
+// already gone with it) completes: a record that can no longer be written
+// must not hold the deletion, or the namespace would wait for ever.
+func TestDelete_InATerminatingNamespaceCompletes(t *testing.T) {
+	ctx := context.Background()
+	ns := kubetest.Namespace(t, env.Client)
+	m := newManager(t)
+	app := App{Name: "leaving", Namespace: ns}
+	if _, err := m.Run(ctx, objects(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\n"), RunOptions{
+		SyncOptions: SyncOptions{PlanOptions: PlanOptions{App: app, DefaultNamespace: ns}}, Apply: true, History: env.Client}); err != nil {
+		t.Fatal(err)
+	}
+	// What the namespace controller does first: the ConfigMaps go. Here
+	// only the history record, then the namespace is marked deleted.
+	if err := env.Client.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: HistoryName(app.Name)}}); err != nil {
+		t.Fatal(err)
+	}
+	var nsObj corev1.Namespace
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: ns}, &nsObj); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Delete(ctx, &nsObj); err != nil {
+		t.Fatal(err)
+	}
+	ev := &events{}
+	if _, err := m.Delete(ctx, app, DeleteOptions{History: env.Client, Mode: ModePull, Events: ev}); err != nil {
+		t.Fatalf("deleting in a terminating namespace: %v", err)
+	}
+	if got := ev.take(); got != "Normal "+EventDeleted {
+		t.Errorf("events %q, want Deleted", got)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, &corev1.ConfigMap{}); err == nil {
+		t.Error("the app's ConfigMap is still there")
 	}
 }
