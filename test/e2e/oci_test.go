@@ -190,16 +190,7 @@ func TestOCI_VerificationRefusesUnsignedAndWronglySignedArtifacts(t *testing.T) 
 			Verify: &v1alpha1.OCIVerification{Provider: "cosign", SecretRef: v1alpha1.LocalObjectReference{Name: "cosign-keys"}}}},
 		SyncPolicy: policy,
 	}})
-	refused := func(why string) {
-		t.Helper()
-		a.waitApp(t, ns, "signed", 30*time.Second, "VerificationFailed: "+why, func(app *v1alpha1.Application) bool {
-			c := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
-			return c != nil && c.Reason == v1alpha1.ReasonVerificationFailed && strings.Contains(c.Message, why)
-		})
-		if get(t, "v1", "ConfigMap", ns, "signed") != nil {
-			t.Fatal("an artifact that failed verification was applied")
-		}
-	}
+	refused := func(why string) { t.Helper(); verificationRefused(t, a, ns, "signed", why) }
 	refused("it is not signed")
 	cosignSign(t, reg.Host, "apps/signed", digest, other)
 	refused("no signature made by a trusted key")
@@ -250,16 +241,7 @@ func TestOCI_KeylessVerificationAcceptsOnlyTheTrustedIdentity(t *testing.T) {
 				MatchOIDCIdentity: []v1alpha1.OIDCIdentityMatch{{Issuer: regexp.QuoteMeta(issuer), Subject: `https://github\.com/acme/app/\.github/workflows/release\.yaml@refs/tags/.*`}}}}},
 		SyncPolicy: policy,
 	}})
-	refused := func(why string) {
-		t.Helper()
-		a.waitApp(t, ns, "keyless", 30*time.Second, "VerificationFailed: "+why, func(app *v1alpha1.Application) bool {
-			c := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
-			return c != nil && c.Reason == v1alpha1.ReasonVerificationFailed && strings.Contains(c.Message, why)
-		})
-		if get(t, "v1", "ConfigMap", ns, "keyless") != nil {
-			t.Fatal("an artifact that failed verification was applied")
-		}
-	}
+	refused := func(why string) { t.Helper(); verificationRefused(t, a, ns, "keyless", why) }
 	refused("it is not signed")
 	if err := trusted.Sign(reg.Host, "apps/keyless", digest, issuer, "https://github.com/mallory/app/.github/workflows/release.yaml@refs/tags/v1"); err != nil {
 		t.Fatal(err)
@@ -278,5 +260,19 @@ func TestOCI_KeylessVerificationAcceptsOnlyTheTrustedIdentity(t *testing.T) {
 	})
 	if get(t, "v1", "ConfigMap", ns, "keyless") == nil {
 		t.Error("the signed artifact's ConfigMap is missing")
+	}
+}
+
+// verificationRefused waits until app (whose artifact holds a ConfigMap of
+// the same name) is refused with VerificationFailed saying why, and checks
+// that nothing of it was applied.
+func verificationRefused(t *testing.T, a *agentEnv, ns, app, why string) {
+	t.Helper()
+	a.waitApp(t, ns, app, 30*time.Second, "VerificationFailed: "+why, func(got *v1alpha1.Application) bool {
+		c := apimeta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionReady)
+		return c != nil && c.Reason == v1alpha1.ReasonVerificationFailed && strings.Contains(c.Message, why)
+	})
+	if get(t, "v1", "ConfigMap", ns, app) != nil {
+		t.Fatal("an artifact that failed verification was applied")
 	}
 }
