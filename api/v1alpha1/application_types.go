@@ -439,6 +439,7 @@ type KustomizeOverrides struct {
 	Namespace string `json:"namespace,omitempty"`
 	// CommonLabels are added to every object and, unless
 	// LabelWithoutSelector, to selectors and templates.
+	// +kubebuilder:validation:MaxProperties=64
 	// +optional
 	CommonLabels map[string]string `json:"commonLabels,omitempty"`
 	// LabelWithoutSelector adds CommonLabels to objects only, not to
@@ -455,6 +456,7 @@ type KustomizeOverrides struct {
 	// +optional
 	CommonMetadata *CommonMetadata `json:"commonMetadata,omitempty"`
 	// CommonAnnotations are added to every object.
+	// +kubebuilder:validation:MaxProperties=64
 	// +optional
 	CommonAnnotations map[string]string `json:"commonAnnotations,omitempty"`
 	// Replicas set workloads' replica counts by name.
@@ -474,8 +476,10 @@ type KustomizeOverrides struct {
 
 // CommonMetadata is metadata set on every object of a build.
 type CommonMetadata struct {
+	// +kubebuilder:validation:MaxProperties=64
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
+	// +kubebuilder:validation:MaxProperties=64
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
@@ -613,6 +617,7 @@ type OCISource struct {
 // OCILayerSelector picks an artifact's content layer.
 type OCILayerSelector struct {
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
 	MediaType string `json:"mediaType"`
 	// Operation is extract (the only one: the layer is a gzipped tar).
 	// Flux's copy (the layer kept as one file) is refused by name.
@@ -650,8 +655,10 @@ type OCIVerification struct {
 // URL).
 type OIDCIdentityMatch struct {
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
 	Issuer string `json:"issuer"`
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
 	Subject string `json:"subject"`
 }
 
