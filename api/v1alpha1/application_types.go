@@ -168,10 +168,14 @@ type ApplicationSpec struct {
 // NotifyTarget is one receiver of an Application's events.
 type NotifyTarget struct {
 	// Type is webhook (JSON, signed with HMAC-SHA256 when the Secret has
-	// an "hmac" key), slack (a Slack-compatible incoming webhook), or
+	// an "hmac" key), slack (a Slack-compatible incoming webhook), msteams
+	// (a Microsoft Teams incoming webhook's MessageCard), discord (a
+	// Discord webhook), alertmanager (alerts posted to Alertmanager's
+	// /api/v2/alerts: SyncFailed and HealthDegraded fire, the next
+	// SyncSucceeded resolves; a "token" is sent as a bearer token), or
 	// github, gitlab, gitea (a commit status on the synced commit, with
 	// the Secret's "token").
-	// +kubebuilder:validation:Enum=webhook;slack;github;gitlab;gitea
+	// +kubebuilder:validation:Enum=webhook;slack;msteams;discord;alertmanager;github;gitlab;gitea
 	Type string `json:"type"`
 	// URL is the webhook's address or, for commit statuses, the forge's
 	// base URL (default https://api.github.com for github). A Secret's

@@ -43,7 +43,8 @@ type Event struct {
 // Receiver is where events go, resolved from an Application's spec and
 // Secret.
 type Receiver struct {
-	// Type is webhook, slack, github, gitlab or gitea.
+	// Type is webhook, slack, msteams, discord, alertmanager, github,
+	// gitlab or gitea.
 	Type string
 	URL  string
 	// Repository is owner/repo (GitLab: the project path) for commit
@@ -233,6 +234,9 @@ func host(raw string) string {
 // post makes the request recv's type calls for.
 func (n *Notifier) post(ctx context.Context, recv Receiver, ev Event) error {
 	target, body, header, err := request(recv, ev)
+	if errors.Is(err, errSkip) {
+		return nil // nothing this receiver reports
+	}
 	if err != nil {
 		return &permanentError{err}
 	}
@@ -295,6 +299,20 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 		}
 		body, err := json.Marshal(map[string]string{"text": text})
 		return recv.URL, body, header, err
+	case "msteams":
+		// An incoming webhook's MessageCard.
+		color := "2DC72D"
+		if failure(ev) {
+			color = "D93F0B"
+		}
+		body, err := json.Marshal(map[string]any{"@type": "MessageCard", "@context": "https://schema.org/extensions",
+			"summary": summary(ev), "themeColor": color, "title": fmt.Sprintf("converge: %s/%s %s", ev.Namespace, ev.Name, ev.Type), "text": detail(ev)})
+		return recv.URL, body, header, err
+	case "discord":
+		body, err := json.Marshal(map[string]any{"username": "converge", "content": summary(ev), "allowed_mentions": map[string]any{"parse": []string{}}})
+		return recv.URL, body, header, err
+	case "alertmanager":
+		return alertmanager(recv, ev)
 	case "github", "gitea", "gitlab":
 		sha := commitSHA.FindString(ev.Revision)
 		if sha == "" {
@@ -333,6 +351,80 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 		return target, body, header, err
 	}
 	return "", nil, nil, fmt.Errorf("unknown receiver type %q", recv.Type)
+}
+
+// errSkip says a receiver has nothing to say of an event (Alertmanager of
+// a SyncStarted).
+var errSkip = errors.New("not for this receiver")
+
+// failure says the event reports something wrong.
+func failure(ev Event) bool { return ev.Type == "SyncFailed" || ev.Type == "HealthDegraded" }
+
+// summary is the event in one line: app, event, revision and message.
+func summary(ev Event) string {
+	text := fmt.Sprintf("converge: %s/%s %s", ev.Namespace, ev.Name, ev.Type)
+	if ev.Revision != "" {
+		text += " at " + source.ShortRevision(ev.Revision)
+	}
+	if ev.Message != "" {
+		text += ": " + ev.Message
+	}
+	if len(text) > 1900 { // Discord's limit is 2,000 characters
+		text = text[:1897] + "..."
+	}
+	return text
+}
+
+// detail is the revision and message, for receivers with a title.
+func detail(ev Event) string {
+	parts := []string{}
+	if ev.Revision != "" {
+		parts = append(parts, "Revision "+source.ShortRevision(ev.Revision))
+	}
+	if ev.Message != "" {
+		parts = append(parts, ev.Message)
+	}
+	return strings.Join(parts, ": ")
+}
+
+// alertmanager posts ev as an alert to Alertmanager's API (URL: its base,
+// or its /api/v2/alerts): SyncFailed and HealthDegraded fire
+// ConvergeSyncFailed and ConvergeHealthDegraded for the app; the app's
+// next SyncSucceeded resolves both.
+func alertmanager(recv Receiver, ev Event) (string, []byte, http.Header, error) {
+	target := strings.TrimSuffix(recv.URL, "/")
+	if !strings.HasSuffix(target, "/api/v2/alerts") {
+		target += "/api/v2/alerts"
+	}
+	header := http.Header{}
+	if recv.Token != "" {
+		header.Set("Authorization", "Bearer "+recv.Token)
+	}
+	alert := func(name, severity string) map[string]any {
+		return map[string]any{
+			"labels":      map[string]string{"alertname": name, "namespace": ev.Namespace, "application": ev.Name, "severity": severity, "source": "converge"},
+			"annotations": map[string]string{"summary": summary(ev), "revision": ev.Revision},
+			"startsAt":    ev.Time.UTC().Format(time.RFC3339),
+		}
+	}
+	var alerts []map[string]any
+	switch ev.Type {
+	case "SyncFailed":
+		alerts = append(alerts, alert("ConvergeSyncFailed", "warning"))
+	case "HealthDegraded":
+		alerts = append(alerts, alert("ConvergeHealthDegraded", "warning"))
+	case "SyncSucceeded":
+		// Resolve what a failure fired: same labels, ended now.
+		for _, name := range []string{"ConvergeSyncFailed", "ConvergeHealthDegraded"} {
+			a := alert(name, "warning")
+			a["endsAt"] = ev.Time.UTC().Format(time.RFC3339)
+			alerts = append(alerts, a)
+		}
+	default:
+		return "", nil, nil, errSkip
+	}
+	body, err := json.Marshal(alerts)
+	return target, body, header, err
 }
 
 // statusOf maps an event to a forge's commit status state.

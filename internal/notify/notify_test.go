@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -150,5 +151,54 @@ func TestNotifier_QueuesDoNotOutliveTheirEvents(t *testing.T) {
 	}
 	if q := n.Queues(); q != MaxQueuesPerNamespace {
 		t.Fatalf("%d queues for one namespace, want %d", q, MaxQueuesPerNamespace)
+	}
+}
+
+// Teams, Discord and Alertmanager receivers get their own shapes: a
+// MessageCard, a message with no mentions, and alerts that a failure fires
+// and the next success resolves (a start is not for Alertmanager).
+func TestRequest_TeamsDiscordAndAlertmanager(t *testing.T) {
+	at := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	failed := Event{Type: "SyncFailed", Namespace: "team", Name: "web", Revision: sha, Message: "deploy/x.yaml: bad", Time: at}
+
+	_, body, _, err := request(Receiver{Type: "msteams", URL: "https://example.webhook.office.com/x"}, failed)
+	var card map[string]any
+	if err != nil || json.Unmarshal(body, &card) != nil || card["@type"] != "MessageCard" || card["themeColor"] != "D93F0B" ||
+		card["title"] != "converge: team/web SyncFailed" || card["text"] != "Revision 0123456789ab: deploy/x.yaml: bad" {
+		t.Errorf("teams: %v %s", err, body)
+	}
+
+	_, body, _, err = request(Receiver{Type: "discord", URL: "https://discord.com/api/webhooks/1/x"}, failed)
+	var msg struct {
+		Content  string `json:"content"`
+		Mentions struct {
+			Parse []string `json:"parse"`
+		} `json:"allowed_mentions"`
+	}
+	if err != nil || json.Unmarshal(body, &msg) != nil || msg.Content != "converge: team/web SyncFailed at 0123456789ab: deploy/x.yaml: bad" || msg.Mentions.Parse == nil {
+		t.Errorf("discord: %v %s", err, body)
+	}
+
+	am := Receiver{Type: "alertmanager", URL: "https://alertmanager.example.com/", Token: "tok"}
+	target, body, header, err := request(am, failed)
+	var alerts []struct {
+		Labels   map[string]string `json:"labels"`
+		StartsAt string            `json:"startsAt"`
+		EndsAt   string            `json:"endsAt"`
+	}
+	if err != nil || target != "https://alertmanager.example.com/api/v2/alerts" || header.Get("Authorization") != "Bearer tok" ||
+		json.Unmarshal(body, &alerts) != nil || len(alerts) != 1 || alerts[0].Labels["alertname"] != "ConvergeSyncFailed" ||
+		alerts[0].Labels["application"] != "web" || alerts[0].EndsAt != "" {
+		t.Errorf("alertmanager firing: %v %s %s", err, target, body)
+	}
+	ok := failed
+	ok.Type = "SyncSucceeded"
+	if _, body, _, err = request(am, ok); err != nil || json.Unmarshal(body, &alerts) != nil || len(alerts) != 2 || alerts[0].EndsAt != "2026-12-07T10:00:00Z" {
+		t.Errorf("alertmanager resolving: %v %s", err, body)
+	}
+	start := failed
+	start.Type = "SyncStarted"
+	if _, _, _, err := request(am, start); !errors.Is(err, errSkip) {
+		t.Errorf("alertmanager of a start: %v, want skipped", err)
 	}
 }
