@@ -194,6 +194,14 @@ type NotifyTarget struct {
 	// SyncSucceeded, SyncFailed, HealthDegraded, DriftHealed.
 	// +optional
 	Events []NotifyEvent `json:"events,omitempty"`
+	// Template writes the message of slack, msteams and discord receivers
+	// (Go's text/template) from {{.Event}}, {{.Namespace}}, {{.Name}},
+	// {{.Revision}}, {{.ShortRevision}}, {{.Message}} and {{.Time}}, with
+	// if, with and the built-in functions (printf, len, eq, ...); range
+	// and define are refused, and a message is at most 16 KiB.
+	// +kubebuilder:validation:MaxLength=4096
+	// +optional
+	Template string `json:"template,omitempty"`
 }
 
 // NotifyEvent is an event a NotifyTarget can receive.

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -54,6 +55,13 @@ func (s *notifier) send(ev v1alpha1.NotifyEvent, revision, msg string) {
 // receiver resolves t: its URL, repository and Secret.
 func (s *notifier) receiver(t v1alpha1.NotifyTarget) (notify.Receiver, error) {
 	recv := notify.Receiver{Type: t.Type, URL: t.URL, Repository: t.Repository}
+	if t.Template != "" {
+		tmpl, err := notify.ParseTemplate(t.Template)
+		if err != nil {
+			return recv, fmt.Errorf("notify template: %w", err)
+		}
+		recv.Template = tmpl
+	}
 	if recv.Repository == "" {
 		recv.Repository = repositoryPath(s.app.Spec.Source.RepoURL)
 	}

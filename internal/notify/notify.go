@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"text/template"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -52,9 +53,18 @@ type Receiver struct {
 	Repository string
 	Token      string
 	HMACKey    []byte
+	// Template, when set, writes the message of text receivers (slack,
+	// msteams, discord) instead of the default line (ParseTemplate).
+	Template *template.Template
 }
 
-func (r Receiver) key() string { return r.Type + " " + r.URL + " " + r.Repository }
+func (r Receiver) key() string {
+	k := r.Type + " " + r.URL + " " + r.Repository
+	if r.Template != nil {
+		k += " " + r.Template.Root.String()
+	}
+	return k
+}
 
 // DefaultURL is where a receiver of type sends when it names no URL:
 // GitHub's API for github, nothing for the others.
@@ -290,12 +300,9 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 		}
 		return recv.URL, body, header, nil
 	case "slack":
-		text := fmt.Sprintf("converge: %s/%s %s", ev.Namespace, ev.Name, ev.Type)
-		if ev.Revision != "" {
-			text += " at " + source.ShortRevision(ev.Revision)
-		}
-		if ev.Message != "" {
-			text += ": " + ev.Message
+		text, err := message(recv, ev, summary(ev))
+		if err != nil {
+			return "", nil, nil, err
 		}
 		body, err := json.Marshal(map[string]string{"text": text})
 		return recv.URL, body, header, err
@@ -305,11 +312,22 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 		if failure(ev) {
 			color = "D93F0B"
 		}
+		text, err := message(recv, ev, detail(ev))
+		if err != nil {
+			return "", nil, nil, err
+		}
 		body, err := json.Marshal(map[string]any{"@type": "MessageCard", "@context": "https://schema.org/extensions",
-			"summary": summary(ev), "themeColor": color, "title": fmt.Sprintf("converge: %s/%s %s", ev.Namespace, ev.Name, ev.Type), "text": detail(ev)})
+			"summary": summary(ev), "themeColor": color, "title": fmt.Sprintf("converge: %s/%s %s", ev.Namespace, ev.Name, ev.Type), "text": text})
 		return recv.URL, body, header, err
 	case "discord":
-		body, err := json.Marshal(map[string]any{"username": "converge", "content": summary(ev), "allowed_mentions": map[string]any{"parse": []string{}}})
+		text, err := message(recv, ev, summary(ev))
+		if err != nil {
+			return "", nil, nil, err
+		}
+		if len(text) > 2000 {
+			text = text[:1997] + "..."
+		}
+		body, err := json.Marshal(map[string]any{"username": "converge", "content": text, "allowed_mentions": map[string]any{"parse": []string{}}})
 		return recv.URL, body, header, err
 	case "alertmanager":
 		return alertmanager(recv, ev)
@@ -373,6 +391,14 @@ func summary(ev Event) string {
 		text = text[:1897] + "..."
 	}
 	return text
+}
+
+// message is recv's template filled with ev, or def without one.
+func message(recv Receiver, ev Event, def string) (string, error) {
+	if recv.Template == nil {
+		return def, nil
+	}
+	return render(recv.Template, ev)
 }
 
 // detail is the revision and message, for receivers with a title.

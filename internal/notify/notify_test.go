@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -200,5 +201,53 @@ func TestRequest_TeamsDiscordAndAlertmanager(t *testing.T) {
 	start.Type = "SyncStarted"
 	if _, _, _, err := request(am, start); !errors.Is(err, errSkip) {
 		t.Errorf("alertmanager of a start: %v, want skipped", err)
+	}
+}
+
+// A message template writes text receivers' messages from the documented
+// data model; loops, definitions and other templates are refused (a
+// tenant's template must not spend the agent's CPU), and a message is
+// bounded.
+func TestTemplate_RestrictedAndBounded(t *testing.T) {
+	tmpl, err := ParseTemplate(`{{if eq .Event "SyncFailed"}}:red_circle:{{else}}:green_circle:{{end}} {{.Namespace}}/{{.Name}} {{printf "%.7s" .ShortRevision}}{{with .Message}}: {{.}}{{end}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := Event{Type: "SyncFailed", Namespace: "team", Name: "web", Revision: sha, Message: "bad"}
+	_, body, _, err := request(Receiver{Type: "slack", URL: "https://hooks.slack.com/x", Template: tmpl}, ev)
+	var got map[string]string
+	if err != nil || json.Unmarshal(body, &got) != nil || got["text"] != ":red_circle: team/web 0123456: bad" {
+		t.Errorf("slack with a template: %v %s", err, body)
+	}
+	for text, want := range map[string]string{
+		`{{range 1000000000}}x{{end}}`:            "range is not allowed",
+		`{{if true}}{{range .Name}}{{end}}{{end}}`: "range is not allowed",
+		`{{define "x"}}y{{end}}{{template "x"}}`:   "not allowed",
+		`{{.Secret}}`:                              "",
+		strings.Repeat("x", MaxTemplate+1):         "more than",
+	} {
+		_, err := ParseTemplate(text)
+		if want == "" {
+			// Parses; fails when filled, naming the field.
+			tmpl, perr := ParseTemplate(text)
+			if perr != nil {
+				t.Errorf("%.30s: %v", text, perr)
+				continue
+			}
+			if _, err := render(tmpl, ev); err == nil || !strings.Contains(err.Error(), "Secret") {
+				t.Errorf("%.30s: %v, want an error naming the field", text, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%.30s: %v, want %q", text, err, want)
+		}
+	}
+	big, err := ParseTemplate(`{{printf "%999999d" 1}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := render(big, ev); err == nil || !strings.Contains(err.Error(), "over") {
+		t.Errorf("a 1 MB message: %v, want it refused", err)
 	}
 }
