@@ -220,7 +220,7 @@ func TestTemplate_RestrictedAndBounded(t *testing.T) {
 		t.Errorf("slack with a template: %v %s", err, body)
 	}
 	for text, want := range map[string]string{
-		`{{range 1000000000}}x{{end}}`:            "range is not allowed",
+		`{{range 1000000000}}x{{end}}`:             "range is not allowed",
 		`{{if true}}{{range .Name}}{{end}}{{end}}`: "range is not allowed",
 		`{{define "x"}}y{{end}}{{template "x"}}`:   "not allowed",
 		`{{.Secret}}`:                              "",
