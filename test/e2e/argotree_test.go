@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -111,11 +113,13 @@ func TestCompat_ArgoCDProjectAppsAndSetMigrateAndSync(t *testing.T) {
 		t.Error("the ApplicationSet's app applied nothing")
 	}
 
-	// An HPA scales web: neither drift nor diff.
-	if err := unstructured.SetNestedField(web.Object, int64(3), "spec", "replicas"); err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.Client.Update(ctx, web, client.FieldOwner("horizontal-pod-autoscaler")); err != nil {
+	// An HPA scales web (through the scale subresource, as an HPA does:
+	// no resourceVersion to race the Deployment's status writes): neither
+	// drift nor diff.
+	var target appsv1.Deployment
+	target.Namespace, target.Name = ns, "web"
+	scale := &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 3}}
+	if err := cluster.Client.SubResource("scale").Update(ctx, &target, client.WithSubResourceBody(scale), client.FieldOwner("horizontal-pod-autoscaler")); err != nil {
 		t.Fatal(err)
 	}
 	if r := converge(t, "sync", "web", "-n", ns, "--wait", "--timeout", "60s"); r.code != 0 {
