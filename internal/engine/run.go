@@ -141,12 +141,8 @@ func (m *Manager) Run(ctx context.Context, objs []render.Object, opts RunOptions
 	res.Changes, res.Health = &plan.ChangeSet, plan.Health()
 	res.PreviousRevision, res.Kinds, res.DryRuns = plan.PreviousRevision(), plan.Kinds(), plan.DryRuns()
 	res.firstSync = !plan.hadInventory
-	hookMode := opts.Hooks
-	if len(opts.Only) > 0 {
-		hookMode = HooksSkip // a selective sync runs no hook, as in Argo CD
-	}
 	d := decideRun(runFacts{
-		apply: opts.Apply && !opts.DryRun, dryRun: opts.DryRun, record: opts.Record || len(opts.Only) > 0, hookMode: hookMode,
+		apply: opts.Apply && !opts.DryRun, dryRun: opts.DryRun, record: opts.Record, hookMode: opts.Hooks, selective: len(opts.Only) > 0,
 		changes: plan.ChangeSet.HasChanges(), hooks: plan.Hooks(),
 		revision: opts.Revision, previous: plan.PreviousRevision(),
 	})
@@ -200,9 +196,11 @@ func (m *Manager) carryOut(ctx context.Context, plan *Plan, opts RunOptions, h h
 type runFacts struct {
 	apply, dryRun, record bool
 	hookMode              HookMode
-	changes               bool // the plan changes the cluster
-	hooks                 int  // hooks in the desired set
-	revision, previous    string
+	// selective: only some objects are synced (PlanOptions.Only).
+	selective          bool
+	changes            bool // the plan changes the cluster
+	hooks              int  // hooks in the desired set
+	revision, previous string
 }
 
 // runDecision is what Run does with a plan.
@@ -233,12 +231,14 @@ func decideRun(f runFacts) runDecision {
 		return runDecision{record: f.record}
 	}
 	newRevision := f.revision != "" && f.revision != f.previous
-	hooks := f.hooks > 0 && (f.hookMode == HooksRun || (f.hookMode == HooksOnChange && (f.changes || newRevision)))
+	// A selective sync runs no hook (as in Argo CD) and is always a
+	// person's request, so always recorded.
+	hooks := !f.selective && f.hooks > 0 && (f.hookMode == HooksRun || (f.hookMode == HooksOnChange && (f.changes || newRevision)))
 	return runDecision{
 		apply:    true,
 		hooks:    hooks,
 		announce: f.changes || hooks,
-		record:   f.record || f.changes || newRevision || hooks,
+		record:   f.record || f.selective || f.changes || newRevision || hooks,
 	}
 }
 

@@ -37,6 +37,8 @@ func TestDecideRun(t *testing.T) {
 		{"hooks asked for, none there", runFacts{apply: true, hookMode: HooksRun, revision: r1, previous: r1}, runDecision{apply: true}},
 		{"drift correction skips hooks", runFacts{apply: true, hookMode: HooksSkip, changes: true, hooks: 1, revision: r1, previous: r1}, runDecision{apply: true, announce: true, record: true}},
 		{"push without a revision", runFacts{apply: true, hooks: 1}, runDecision{apply: true}},
+		{"selective: no hooks, recorded", runFacts{apply: true, selective: true, hookMode: HooksRun, hooks: 1, changes: true, revision: r2, previous: r1}, runDecision{apply: true, announce: true, record: true}},
+		{"selective, nothing to change", runFacts{apply: true, selective: true, revision: r1, previous: r1}, runDecision{apply: true, record: true}},
 	}
 	for _, tc := range cases {
 		if got := decideRun(tc.f); got != tc.want {
