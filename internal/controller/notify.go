@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"text/template"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,29 @@ type notifier struct {
 	// allow is the Tenant's rule for receiver URLs (one from a Secret
 	// included).
 	allow func(rawURL string) error
+	// templates are the targets' message templates, by index, parsed
+	// once per reconcile (notifyTemplates).
+	templates map[int]*template.Template
+}
+
+// notifyTemplates parses app's notify templates; an error names the
+// target's field.
+func notifyTemplates(app *v1alpha1.Application) (map[int]*template.Template, error) {
+	var out map[int]*template.Template
+	for i, t := range app.Spec.Notify {
+		if t.Template == "" {
+			continue
+		}
+		tmpl, err := notify.ParseTemplate(t.Template)
+		if err != nil {
+			return nil, fmt.Errorf("spec.notify[%d].template: %w", i, err)
+		}
+		if out == nil {
+			out = map[int]*template.Template{}
+		}
+		out[i] = tmpl
+	}
+	return out, nil
 }
 
 // send queues ev (with revision and message) for every receiver that
@@ -39,11 +63,12 @@ func (s *notifier) send(ev v1alpha1.NotifyEvent, revision, msg string) {
 	}
 	event := notify.Event{Type: string(ev), Namespace: s.app.Namespace, Name: s.app.Name, Revision: revision,
 		Message: redact.Message(msg), Time: time.Now().UTC()}
-	for _, t := range s.app.Spec.Notify {
+	for i, t := range s.app.Spec.Notify {
 		if len(t.Events) > 0 && !slices.Contains(t.Events, ev) {
 			continue
 		}
 		recv, err := s.receiver(t)
+		recv.Template = s.templates[i]
 		if err != nil {
 			log.FromContext(s.ctx).Info("notification not sent", "receiver", t.Type, "event", ev, "error", redact.Error(err))
 			continue
@@ -55,13 +80,6 @@ func (s *notifier) send(ev v1alpha1.NotifyEvent, revision, msg string) {
 // receiver resolves t: its URL, repository and Secret.
 func (s *notifier) receiver(t v1alpha1.NotifyTarget) (notify.Receiver, error) {
 	recv := notify.Receiver{Type: t.Type, URL: t.URL, Repository: t.Repository}
-	if t.Template != "" {
-		tmpl, err := notify.ParseTemplate(t.Template)
-		if err != nil {
-			return recv, fmt.Errorf("notify template: %w", err)
-		}
-		recv.Template = tmpl
-	}
 	if recv.Repository == "" {
 		recv.Repository = repositoryPath(s.app.Spec.Source.RepoURL)
 	}

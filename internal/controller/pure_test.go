@@ -178,3 +178,19 @@ func TestRolloutSteps(t *testing.T) {
 		t.Errorf("65 apps before a step: %v, want a LimitError on strategy.steps[0]", err)
 	}
 }
+
+// notifyTemplates parses each target's template once, by its index, and
+// names the field of a bad one.
+func TestNotifyTemplates(t *testing.T) {
+	app := &v1alpha1.Application{Spec: v1alpha1.ApplicationSpec{Notify: []v1alpha1.NotifyTarget{
+		{Type: "slack"}, {Type: "discord", Template: "{{.Name}} {{.Event}}"},
+	}}}
+	got, err := notifyTemplates(app)
+	if err != nil || len(got) != 1 || got[1] == nil || got[0] != nil {
+		t.Fatalf("templates %v, %v: want target 1's alone", got, err)
+	}
+	app.Spec.Notify = append(app.Spec.Notify, v1alpha1.NotifyTarget{Type: "slack", Template: "{{range 9}}x{{end}}"})
+	if _, err := notifyTemplates(app); err == nil || !strings.Contains(err.Error(), "spec.notify[2].template: range is not allowed") {
+		t.Errorf("a looping template: %v", err)
+	}
+}

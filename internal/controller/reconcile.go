@@ -15,7 +15,6 @@ import (
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/engine"
-	"converge.dev/converge/internal/notify"
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/render"
 	"converge.dev/converge/internal/source"
@@ -141,15 +140,11 @@ func (r *ApplicationReconciler) govern(ctx context.Context, run *attempt) error 
 		return failAs(v1alpha1.ReasonApplyFailed, err)
 	}
 	run.secrets = r.secretsReader(app.Namespace, run.local, ten.ServiceAccount)
-	for i, t := range app.Spec.Notify {
-		if t.Template == "" {
-			continue
-		}
-		if _, err := notify.ParseTemplate(t.Template); err != nil {
-			return refuseAs(v1alpha1.ReasonValidationFailed, fmt.Errorf("spec.notify[%d].template: %w", i, err))
-		}
+	templates, err := notifyTemplates(app)
+	if err != nil {
+		return refuseAs(v1alpha1.ReasonValidationFailed, err)
 	}
-	run.notify = &notifier{ctx: ctx, n: r.Notifier, app: app, secrets: run.secrets, allow: ten.AllowNotify}
+	run.notify = &notifier{ctx: ctx, n: r.Notifier, app: app, secrets: run.secrets, allow: ten.AllowNotify, templates: templates}
 	// The source, its credentials and trusted keys: read once, used by the
 	// rollback, the fetch and the pin check alike.
 	if run.src, err = appspec.SourceRequest(ctx, run.secrets, app.Namespace, &app.Spec.Source); err != nil {
