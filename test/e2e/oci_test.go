@@ -167,12 +167,7 @@ func TestOCI_VerificationRefusesUnsignedAndWronglySignedArtifacts(t *testing.T) 
 	ctx := context.Background()
 	reg := chartrepo.NewRegistry()
 	defer reg.Close()
-	dir := writeTree(t, ns, map[string]string{"deploy/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: signed\ndata: {k: v}\n"})
-	r := convergeOffline(t, "push", "artifact", dir, "oci://"+reg.Host+"/apps/signed:1.0.0", "--insecure")
-	if r.code != 0 {
-		t.Fatalf("push: %s", r.output())
-	}
-	digest := strings.TrimSpace(r.stdout)
+	digest := pushConfigMapArtifact(t, reg, ns, "signed")
 	trusted, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pub, err := cryptoutils.MarshalPublicKeyToPEM(&trusted.PublicKey)
@@ -213,12 +208,7 @@ func TestOCI_KeylessVerificationAcceptsOnlyTheTrustedIdentity(t *testing.T) {
 	ctx := context.Background()
 	reg := chartrepo.NewRegistry()
 	defer reg.Close()
-	dir := writeTree(t, ns, map[string]string{"deploy/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keyless\ndata: {k: v}\n"})
-	r := convergeOffline(t, "push", "artifact", dir, "oci://"+reg.Host+"/apps/keyless:1.0.0", "--insecure")
-	if r.code != 0 {
-		t.Fatalf("push: %s", r.output())
-	}
-	digest := strings.TrimSpace(r.stdout)
+	digest := pushConfigMapArtifact(t, reg, ns, "keyless")
 	trusted, err := sigstoretest.New()
 	if err != nil {
 		t.Fatal(err)
@@ -275,4 +265,17 @@ func verificationRefused(t *testing.T, a *agentEnv, ns, app, why string) {
 	if get(t, "v1", "ConfigMap", ns, app) != nil {
 		t.Fatal("an artifact that failed verification was applied")
 	}
+}
+
+// pushConfigMapArtifact pushes, with `converge push artifact`, an artifact
+// holding deploy/cm.yaml, a ConfigMap named name, to reg's apps/name:1.0.0,
+// and returns its digest.
+func pushConfigMapArtifact(t *testing.T, reg *chartrepo.Registry, ns, name string) string {
+	t.Helper()
+	dir := writeTree(t, ns, map[string]string{"deploy/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: " + name + "\ndata: {k: v}\n"})
+	r := convergeOffline(t, "push", "artifact", dir, "oci://"+reg.Host+"/apps/"+name+":1.0.0", "--insecure")
+	if r.code != 0 {
+		t.Fatalf("push: %s", r.output())
+	}
+	return strings.TrimSpace(r.stdout)
 }
