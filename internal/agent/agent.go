@@ -103,6 +103,12 @@ type Options struct {
 	WatchNamespaces []string
 	// GitTimeout bounds each git command.
 	GitTimeout time.Duration
+	// KubeAPIQPS and KubeAPIBurst limit the agent's requests to the
+	// apiserver on the client side; a QPS of 0 sets no such limit (the
+	// default): --concurrency bounds requests in flight, and the
+	// apiserver's priority and fairness queues them.
+	KubeAPIQPS   float32
+	KubeAPIBurst int
 	// UIAddr, when set, serves the web UI there; UITLSCertFile and
 	// UITLSKeyFile serve it over TLS (and mark its cookies Secure).
 	UIAddr, UITLSCertFile, UITLSKeyFile string
@@ -185,13 +191,11 @@ func Run(ctx context.Context, cfg *rest.Config, o Options, logs io.Writer) error
 	if err != nil {
 		return err
 	}
-	if cfg.QPS == 0 {
-		// client-go's default, 5 requests a second, made the agent's own
-		// writes (finalizers, status, events) the limit: 2.5 apps/s from
-		// cold. The apiserver's priority and fairness is the limit now,
-		// as for the engine.
-		cfg.QPS, cfg.Burst = 500, 1000
-	}
+	// client-go's default, 5 requests a second, made the agent's own
+	// writes the limit (2.5 apps/s from cold), and 500 a second did the
+	// same for a fleet (docs/benchmarks.md): without --kube-api-qps the
+	// apiserver is the limit.
+	cfg.QPS, cfg.Burst = engine.ClientRate(o.KubeAPIQPS, o.KubeAPIBurst)
 	scheme, err := v1alpha1.NewScheme()
 	if err != nil {
 		return err

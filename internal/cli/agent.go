@@ -56,6 +56,8 @@ func NewAgentCommand(streams Streams) *cobra.Command {
 	f.BoolVar(&o.Agent.AllowFileRepos, "allow-file-repos", false, "allow file:// repositories (tests)")
 	f.BoolVar(&o.Agent.Verbose, "verbose", false, "log every reconcile")
 	f.IntVar(&o.Agent.Concurrency, "concurrency", 8, "Applications reconciled at once")
+	f.Float32Var(&o.Agent.KubeAPIQPS, "kube-api-qps", 0, "limit the agent's requests to the apiserver to this many a second on the client side; 0 sets no such limit (--concurrency bounds requests in flight, and the apiserver's priority and fairness queues them)")
+	f.IntVar(&o.Agent.KubeAPIBurst, "kube-api-burst", 0, "with --kube-api-qps: the burst allowed above it (at least the QPS)")
 	ns := os.Getenv("POD_NAMESPACE")
 	if ns == "" {
 		ns = DefaultSystemNamespace

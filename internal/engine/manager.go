@@ -47,6 +47,16 @@ type Options struct {
 	Concurrency int
 }
 
+// ClientRate is the client-side rate limit for a QPS and burst asked for:
+// none for a QPS of 0 (client-go's way of saying so is a negative QPS),
+// and a burst of at least the QPS otherwise.
+func ClientRate(qps float32, burst int) (float32, int) {
+	if qps <= 0 {
+		return -1, 0
+	}
+	return qps, max(burst, int(qps))
+}
+
 // DefaultOptions returns the options converge runs with.
 func DefaultOptions() Options {
 	return Options{FieldManager: FieldManager, Concurrency: 32}
@@ -64,12 +74,15 @@ type Manager struct {
 	opts      Options
 }
 
-// New returns a Manager for the cluster cfg points at. The client's rate
-// limit is raised so that the apiserver, not converge, is the bottleneck.
+// New returns a Manager for the cluster cfg points at. A config with no
+// rate limit of its own (QPS 0, as a kubeconfig gives) gets none on the
+// client side, rather than client-go's 5 a second: Concurrency bounds
+// requests in flight, and the apiserver's priority and fairness queues
+// them, so that the apiserver, not converge, is the bottleneck.
 func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	cfg = rest.CopyConfig(cfg)
-	if cfg.QPS < 500 {
-		cfg.QPS, cfg.Burst = 500, 1000
+	if cfg.RateLimiter == nil {
+		cfg.QPS, cfg.Burst = ClientRate(cfg.QPS, cfg.Burst)
 	}
 	if opts.FieldManager == "" {
 		opts.FieldManager = FieldManager

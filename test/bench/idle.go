@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -40,6 +42,14 @@ type IdleMeasurement struct {
 	CPUPerIdleReconcileMs float64 `json:"cpuMsPerIdleReconcile"`
 	RSSMiB                float64 `json:"rssMiB"`
 	PeakRSSMiB            float64 `json:"peakRssMiB"`
+	// Floor is the same objects applied by a plain loop in the same run
+	// (fleets only), and FloorRatio the cold sync's time over the floor's
+	// dry-run-and-apply time.
+	Floor      *FleetFloor `json:"floor,omitempty"`
+	FloorRatio float64     `json:"floorRatio,omitempty"`
+	// ColdCPU is the CPU seconds of the agent, kube-apiserver and etcd
+	// from the Applications' creation to all Synced.
+	ColdCPU map[string]float64 `json:"coldCpuSeconds,omitempty"`
 }
 
 // idleBench runs one agent process for apps Applications of perApp
@@ -125,6 +135,20 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 		})
 	}()
 
+	if apps >= 100 {
+		// The floor first, on the same warm apiserver the agent meets
+		// next; its namespaces go at the very end.
+		floor, cleanup, err := b.fleetFloor(ctx, ns, apps, perApp, agentConcurrency())
+		defer cleanup()
+		if err != nil {
+			return m, err
+		}
+		m.Floor = &floor
+	}
+
+	meter := kubetest.NewCPUMeter("kube-apiserver", "etcd")
+	meter["agent"] = agent.Process.Pid
+	cpu := meter.Read()
 	start := time.Now()
 	for a := range apps {
 		app := &v1alpha1.Application{
@@ -149,8 +173,13 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 		return m, err
 	}
 	m.SyncSeconds = time.Since(start).Seconds()
+	m.ColdCPU = meter.CPUSince(cpu)
 	m.AppsPerSecond = float64(apps) / m.SyncSeconds
-	progress("%s: %d apps synced in %.1f s (%.1f apps/s)", name, apps, m.SyncSeconds, m.AppsPerSecond)
+	progress("%s: %d apps synced in %.1f s (%.1f apps/s), CPU s: %s", name, apps, m.SyncSeconds, m.AppsPerSecond, cpuString(m.ColdCPU))
+	if m.Floor != nil {
+		m.FloorRatio = m.SyncSeconds / m.Floor.DryRunApplySeconds
+		progress("%s: %.2fx the floor (dry-run+apply %.1f s, apply only %.1f s, %d workers)", name, m.FloorRatio, m.Floor.DryRunApplySeconds, m.Floor.ApplySeconds, m.Floor.Workers)
+	}
 	requests := func() (int, error) {
 		events, err := b.audit.Since(func(e kubetest.AuditEvent) bool { return e.User.Username == user && e.Verb != "watch" })
 		return len(events), err
@@ -204,6 +233,44 @@ func printIdle(w io.Writer, ms []IdleMeasurement) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%d\t%.3f\t%.0f\t%.0f\n", m.Name, m.Interval, m.Window, m.SyncSeconds, m.AppsPerSecond, m.RequestsPerMin, m.GitRequests, m.CPUPerIdleReconcileMs, m.RSSMiB, m.PeakRSSMiB)
 	}
 	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "fleet floor\tworkers\tapply only s\tdry-run+apply s\tits CPU s\tconverge cold s\tits CPU s\tconverge / dry-run+apply floor")
+	for _, m := range ms {
+		if m.Floor != nil {
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%s\t%.1f\t%s\t%.2f\n", m.Name, m.Floor.Workers, m.Floor.ApplySeconds, m.Floor.DryRunApplySeconds, cpuString(m.Floor.DryRunApplyCPU), m.SyncSeconds, cpuString(m.ColdCPU), m.FloorRatio)
+		}
+	}
+	tw.Flush()
+}
+
+// cpuString writes CPU seconds by process, in name order.
+func cpuString(cpu map[string]float64) string {
+	names := make([]string, 0, len(cpu))
+	for n := range cpu {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s %.1f", n, cpu[n])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// agentConcurrency is the agent's --concurrency in this run.
+func agentConcurrency() int {
+	args := strings.Fields(agentArgs)
+	for i, a := range args {
+		v, ok := strings.CutPrefix(a, "--concurrency=")
+		if !ok && a == "--concurrency" && i+1 < len(args) {
+			v, ok = args[i+1], true
+		}
+		if n, err := strconv.Atoi(v); ok && err == nil {
+			return n
+		}
+	}
+	return 8
 }
 
 // waitSynced waits until want Applications in ns are Synced at rev,

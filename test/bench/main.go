@@ -124,6 +124,9 @@ func run(out string, namespaces, perNS, runs int, kubectl string) error {
 		Concurrency: 32,
 	}
 	ctx := context.Background()
+	if err := b.waitForDeletions(ctx); err != nil {
+		return err
+	}
 	defer b.cleanup(ctx)
 	// Namespaces of earlier runs may still be terminating: use fresh names.
 	id := fmt.Sprintf("b%04x", time.Now().UnixNano()&0xffff)
@@ -455,6 +458,29 @@ func writeManifests(path string, objs []*unstructured.Unstructured) error {
 		buf.Write(data)
 	}
 	return os.WriteFile(path, buf.Bytes(), 0o644)
+}
+
+// waitForDeletions waits until the namespaces an earlier run deleted are
+// gone: deleting their objects would compete with what is measured.
+func (b *bench) waitForDeletions(ctx context.Context) error {
+	said := false
+	return kubetest.WaitFor(ctx, 10*time.Minute, func(ctx context.Context) (bool, error) {
+		var list corev1.NamespaceList
+		if err := b.env.Client.List(ctx, &list); err != nil {
+			return false, err
+		}
+		going := 0
+		for _, ns := range list.Items {
+			if ns.DeletionTimestamp != nil {
+				going++
+			}
+		}
+		if going > 0 && !said {
+			progress("waiting for %d namespace(s) being deleted", going)
+			said = true
+		}
+		return going == 0, fmt.Errorf("%d namespace(s) still being deleted", going)
+	})
 }
 
 // cleanup deletes every namespace the benchmark created.

@@ -47,3 +47,57 @@ func ProcessCPU(pid int) (float64, error) {
 	stime, _ := strconv.ParseFloat(fields[12], 64)
 	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
 }
+
+// FindProcess returns the ID of a process whose command name (at most 15
+// bytes, as /proc/PID/comm holds it) is comm (Linux).
+func FindProcess(comm string) (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err == nil && strings.TrimSpace(string(data)) == comm {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no process named %q", comm)
+}
+
+// CPUMeter reads the CPU time of a set of processes by name.
+type CPUMeter map[string]int
+
+// NewCPUMeter finds the processes named; those not running are left out.
+func NewCPUMeter(names ...string) CPUMeter {
+	m := CPUMeter{}
+	for _, n := range names {
+		if pid, err := FindProcess(n); err == nil {
+			m[n] = pid
+		}
+	}
+	return m
+}
+
+// Read returns each process's CPU seconds so far.
+func (m CPUMeter) Read() map[string]float64 {
+	out := map[string]float64{}
+	for n, pid := range m {
+		if s, err := ProcessCPU(pid); err == nil {
+			out[n] = s
+		}
+	}
+	return out
+}
+
+// CPUSince is the CPU seconds each process spent since before, a Read.
+func (m CPUMeter) CPUSince(before map[string]float64) map[string]float64 {
+	now := m.Read()
+	for n, s := range now {
+		now[n] = s - before[n]
+	}
+	return now
+}
