@@ -96,3 +96,21 @@ func TestInventory_EncodesDeterministicallyAndRoundTrips(t *testing.T) {
 		t.Errorf("round trip (-want +got):\n%s", diff)
 	}
 }
+
+func TestClientRate(t *testing.T) {
+	for _, c := range []struct {
+		qps       float32
+		burst     int
+		wantQPS   float32
+		wantBurst int
+	}{
+		{0, 0, -1, 0},      // unset: no client-side limit
+		{-1, 0, -1, 0},     // already none
+		{50, 0, 50, 50},    // a burst of at least the QPS
+		{50, 300, 50, 300}, // as asked
+	} {
+		if q, b := ClientRate(c.qps, c.burst); q != c.wantQPS || b != c.wantBurst {
+			t.Errorf("ClientRate(%v, %d) = %v, %d; want %v, %d", c.qps, c.burst, q, b, c.wantQPS, c.wantBurst)
+		}
+	}
+}
