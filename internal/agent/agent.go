@@ -278,6 +278,7 @@ func newManager(cfg *rest.Config, scheme *runtime.Scheme, o Options) (ctrl.Manag
 		// agents in one process, whose controllers share names.
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)},
 		Cache: cache.Options{
+			DefaultTransform:     slimForCache,
 			DefaultLabelSelector: labels.NewSelector().Add(*owned),
 			DefaultNamespaces:    namespaces(o.WatchNamespaces),
 			ByObject: map[client.Object]cache.ByObject{
@@ -291,6 +292,13 @@ func newManager(cfg *rest.Config, scheme *runtime.Scheme, o Options) (ctrl.Manag
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
 	})
 }
+
+// slimForCache drops managed fields before an object is stored in the
+// agent's caches: a quarter of a cached object's metadata, which no
+// reader there uses (the engine reads live objects uncached when it needs
+// them). Applications written back from the cache (their status) keep
+// theirs: a request without managed fields leaves them as they are.
+var slimForCache = cache.TransformStripManagedFields()
 
 // parts are what the reconcilers share with the servers beside them.
 type parts struct {
@@ -465,7 +473,7 @@ func setupSealing(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o 
 	if err != nil {
 		return err
 	}
-	secrets, err := cache.New(cfg, cache.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper(), DefaultLabelSelector: labels.NewSelector().Add(*produced)})
+	secrets, err := cache.New(cfg, cache.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper(), DefaultTransform: slimForCache, DefaultLabelSelector: labels.NewSelector().Add(*produced)})
 	if err != nil {
 		return err
 	}
@@ -489,7 +497,7 @@ func setupBitnami(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, re
 		logger.V(1).Info("Bitnami's SealedSecret kind is not served: not opening them", "kind", controller.BitnamiSealedSecret.String())
 		return nil
 	}
-	objects, err := cache.New(cfg, cache.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})
+	objects, err := cache.New(cfg, cache.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper(), DefaultTransform: slimForCache})
 	if err != nil {
 		return err
 	}

@@ -312,6 +312,8 @@ func (r *ApplicationReconciler) decide(ctx context.Context, run *attempt) (syncD
 		CreateNamespace:   appspec.Namespace(app),
 		Records:           run.target.records(run.local),
 		IgnoreDifferences: ignore,
+		// Nobody reads a diff here: the UI's come from previews.
+		NoDiffs: true,
 	}
 	if run.forced {
 		if run.request.invalid != nil {

@@ -83,6 +83,31 @@ func TestPlan_ClassifiesCreatedConfiguredUnchangedAndDeleted(t *testing.T) {
 	if plan.DryRuns() != 2 {
 		t.Errorf("plan made %d dry-runs, want 2 (edited and added only)", plan.DryRuns())
 	}
+	diffs := func(cs *ChangeSet) map[string]bool {
+		out := map[string]bool{}
+		for _, c := range cs.Changes {
+			out[c.Ref] = c.Diff != ""
+		}
+		return out
+	}
+	if got := diffs(&plan.ChangeSet); !got["ConfigMap/"+ns+"/edited"] || !got["ConfigMap/"+ns+"/added"] || !got["ConfigMap/"+ns+"/removed"] || got["ConfigMap/"+ns+"/same"] {
+		t.Errorf("changes with a diff: %v, want the edited, added and removed ones", got)
+	}
+	// The agent shows no diff and asks for none: the same plan, less work.
+	quiet := opts.PlanOptions
+	quiet.NoDiffs = true
+	plan, err = m.Plan(ctx, second, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := actions(&plan.ChangeSet); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("with NoDiffs, actions = %v\nwant                %v", got, want)
+	}
+	for ref, has := range diffs(&plan.ChangeSet) {
+		if has {
+			t.Errorf("with NoDiffs, %s has a diff", ref)
+		}
+	}
 }
 
 func TestApply_ImmutableChangeFailsClearlyWithoutForce(t *testing.T) {

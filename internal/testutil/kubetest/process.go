@@ -10,9 +10,22 @@ import (
 // ProcessMemory returns the resident and peak resident memory of process
 // pid, in MiB (Linux).
 func ProcessMemory(pid int) (rss, peak float64, err error) {
+	rss, peak, _, err = processMemory(pid)
+	return rss, peak, err
+}
+
+// ProcessAnonMemory returns the part of process pid's resident memory that
+// is its own (heap, stacks), in MiB: the rest are pages of its executable
+// and libraries, shared with the page cache (Linux).
+func ProcessAnonMemory(pid int) (float64, error) {
+	_, _, anon, err := processMemory(pid)
+	return anon, err
+}
+
+func processMemory(pid int) (rss, peak, anon float64, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
@@ -25,9 +38,11 @@ func ProcessMemory(pid int) (rss, peak float64, err error) {
 			rss = kb / 1024
 		case "VmHWM:":
 			peak = kb / 1024
+		case "RssAnon:":
+			anon = kb / 1024
 		}
 	}
-	return rss, peak, nil
+	return rss, peak, anon, nil
 }
 
 // ProcessCPU returns the user and system CPU time of process pid, in
