@@ -125,7 +125,8 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		}
 	}
 
-	before := app.Status.DeepCopy()
+	base := app.DeepCopy()
+	before := &base.Status
 	if r.Shards != nil {
 		app.Status.Shard = r.Shards.ID
 	}
@@ -133,7 +134,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if equality.Semantic.DeepEqual(before, &app.Status) || r.wrote(req.NamespacedName, &app.Status) {
 			return
 		}
-		requeue, err := writeStatus(ctx, r.Client, app)
+		requeue, err := writeStatus(ctx, r.Client, app, base)
 		switch {
 		case requeue:
 			result = ctrl.Result{Requeue: true}

@@ -153,7 +153,7 @@ func (r *ApplicationSetReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		if equality.Semantic.DeepEqual(before, &set.Status) {
 			return
 		}
-		requeue, err := writeStatus(ctx, r.Client, set)
+		requeue, err := writeStatus(ctx, r.Client, set, nil)
 		if requeue {
 			result = ctrl.Result{Requeue: true}
 		}

@@ -114,7 +114,7 @@ func (r *ClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		reachable = err == nil
 	}
 	if !equality.Semantic.DeepEqual(before, &cl.Status) {
-		if requeue, err := writeStatus(ctx, r.Client, cl); requeue || err != nil {
+		if requeue, err := writeStatus(ctx, r.Client, cl, nil); requeue || err != nil {
 			return ctrl.Result{Requeue: requeue}, err
 		}
 	}

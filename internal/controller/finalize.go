@@ -70,6 +70,7 @@ func (r *ApplicationReconciler) prune(ctx context.Context, app *v1alpha1.Applica
 		History:          r.Engine.Client(),
 		Mode:             engine.ModePull,
 		HistoryLimit:     app.Spec.GetHistoryLimit(),
+		NoDiffs:          true,
 	}
 	// PreDelete and PostDelete hooks come from the source as it is now;
 	// one that cannot be rendered does not hold the deletion.

@@ -113,7 +113,7 @@ func (r *SealedSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		setSSCondition(ss, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonUnsealed, msg)
 	}
 	if !equality.Semantic.DeepEqual(before, &ss.Status) {
-		if requeue, uerr := writeStatus(ctx, r.Client, ss); requeue || uerr != nil {
+		if requeue, uerr := writeStatus(ctx, r.Client, ss, nil); requeue || uerr != nil {
 			return ctrl.Result{Requeue: requeue}, uerr
 		}
 	}

@@ -345,7 +345,7 @@ func (r *BitnamiSealedSecretReconciler) setStatus(ctx context.Context, u *unstru
 	list := append([]any{c}, others...)
 	_ = unstructured.SetNestedSlice(u.Object, list, "status", "conditions")
 	_ = unstructured.SetNestedField(u.Object, u.GetGeneration(), "status", "observedGeneration")
-	return writeStatus(ctx, r.Client, u)
+	return writeStatus(ctx, r.Client, u, nil)
 }
 
 func bitnamiCondition(u *unstructured.Unstructured) *metav1.Condition {

@@ -79,8 +79,17 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 // reconciler. A conflict means the copy reconciled was stale; the status is
 // derived from the world, so nothing is lost by reconciling again at once
 // (requeue) and recomputing it. Any other error is returned.
-func writeStatus(ctx context.Context, c client.Client, obj client.Object) (requeue bool, err error) {
-	err = c.Status().Update(ctx, obj)
+//
+// With base, obj as it was read, only what changed is sent (a merge patch
+// that still fails on a stale copy): an app's status lists every object it
+// owns, so a request that changes one condition of an app of 1,000 objects
+// stays small. Without base, the whole status is sent.
+func writeStatus(ctx context.Context, c client.Client, obj, base client.Object) (requeue bool, err error) {
+	if base != nil {
+		err = c.Status().Patch(ctx, obj, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+	} else {
+		err = c.Status().Update(ctx, obj)
+	}
 	if apierrors.IsConflict(err) {
 		return true, nil
 	}

@@ -45,6 +45,8 @@ type DeleteOptions struct {
 	// Events, if set, receives the deletion's one outcome event:
 	// Deleted or PruneFailed.
 	Events Events
+	// NoDiffs is as for a plan (PlanOptions.NoDiffs).
+	NoDiffs bool
 }
 
 // Delete removes everything app owns (as Sync with an empty desired set and
@@ -116,7 +118,7 @@ func (m *Manager) deleteApp(ctx context.Context, app App, opts DeleteOptions, re
 		return fmt.Errorf("not deleted: %w", err)
 	}
 	m.deleteLeftHooks(ctx, app, hooks)
-	res.Changes, err = m.Sync(ctx, nil, SyncOptions{PlanOptions: PlanOptions{App: app, Prune: true, AppDeleted: true, AllowEmpty: true, Records: opts.Records}})
+	res.Changes, err = m.Sync(ctx, nil, SyncOptions{PlanOptions: PlanOptions{App: app, Prune: true, AppDeleted: true, AllowEmpty: true, Records: opts.Records, NoDiffs: opts.NoDiffs}})
 	res.Applied = true
 	if err != nil {
 		return err

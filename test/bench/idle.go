@@ -50,6 +50,13 @@ type IdleMeasurement struct {
 	// dry-run-and-apply time.
 	Floor      *FleetFloor `json:"floor,omitempty"`
 	FloorRatio float64     `json:"floorRatio,omitempty"`
+	// NoopRequestSeconds is the median time from a sync request (the
+	// annotation) on the one app of a single-app workload to the agent
+	// having handled it with nothing to change; PushPlanSeconds is the
+	// median `converge diff` of the same files against the same app (push
+	// mode's plan, from the same machine).
+	NoopRequestSeconds float64 `json:"noopRequestSeconds,omitempty"`
+	PushPlanSeconds    float64 `json:"pushPlanSeconds,omitempty"`
 	// ColdCPU is the CPU seconds of the agent, kube-apiserver and etcd
 	// from the Applications' creation to all Synced.
 	ColdCPU map[string]float64 `json:"coldCpuSeconds,omitempty"`
@@ -224,7 +231,13 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	if m.RSSMiB, m.PeakRSSMiB, err = kubetest.ProcessMemory(agent.Process.Pid); err != nil {
 		return m, err
 	}
-	m.AnonMiB, err = kubetest.ProcessAnonMemory(agent.Process.Pid)
+	if m.AnonMiB, err = kubetest.ProcessAnonMemory(agent.Process.Pid); err != nil {
+		return m, err
+	}
+	// After the idle window, whose requests it would count.
+	if apps == 1 {
+		m.NoopRequestSeconds, m.PushPlanSeconds, err = b.noopRequest(ctx, ns, bin, kubeconfig, files)
+	}
 	return m, err
 }
 
@@ -248,6 +261,56 @@ func printIdle(w io.Writer, ms []IdleMeasurement) {
 		}
 	}
 	tw.Flush()
+}
+
+// noopRequest times, five times each, a sync request on app-000 that has
+// nothing to change, and push mode's plan of the same files.
+func (b *bench) noopRequest(ctx context.Context, ns, bin, kubeconfig string, files map[string]string) (agent, push float64, err error) {
+	dir, err := os.MkdirTemp("", "converge-bench-noop-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.RemoveAll(dir)
+	for name, content := range files {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
+			return 0, 0, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return 0, 0, err
+		}
+	}
+	var requests, plans []float64
+	for i := range 5 {
+		stamp := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), i)
+		app := &v1alpha1.Application{}
+		key := client.ObjectKey{Namespace: ns, Name: "app-000"}
+		if err := b.env.Client.Get(ctx, key, app); err != nil {
+			return 0, 0, err
+		}
+		patch := client.MergeFrom(app.DeepCopy())
+		metav1.SetMetaDataAnnotation(&app.ObjectMeta, v1alpha1.AnnotationRequestedAt, stamp)
+		start := time.Now()
+		if err := b.env.Client.Patch(ctx, app, patch); err != nil {
+			return 0, 0, err
+		}
+		if err := kubetest.WaitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
+			err := b.env.Client.Get(ctx, key, app)
+			return err == nil && app.Status.LastHandledRequest == stamp, err
+		}); err != nil {
+			return 0, 0, fmt.Errorf("sync request: %w", err)
+		}
+		requests = append(requests, time.Since(start).Seconds())
+
+		diff := exec.CommandContext(ctx, bin, "diff", filepath.Join(dir, "apps", "app-000"), "--app", "app-000", "-n", ns, "--kubeconfig", kubeconfig)
+		start = time.Now()
+		if out, err := diff.CombinedOutput(); err != nil {
+			return 0, 0, fmt.Errorf("converge diff (want no differences): %v\n%s", err, out)
+		}
+		plans = append(plans, time.Since(start).Seconds())
+	}
+	agent, push = median(requests), median(plans)
+	progress("no-op: sync request %.2f s, push mode's plan %.2f s (medians of 5; %.2fx)", agent, push, agent/push)
+	return agent, push, nil
 }
 
 // cpuString writes CPU seconds by process, in name order.
