@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -23,6 +24,7 @@ import (
 	"converge.dev/converge/internal/notify"
 	"converge.dev/converge/internal/source"
 	"converge.dev/converge/internal/tenancy"
+	"converge.dev/converge/internal/tracing"
 )
 
 // ApplicationReconciler converges Applications. Its steps are in
@@ -96,6 +98,10 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	start := r.now()
 	defer func() { reconcileSeconds.Observe(r.now().Sub(start).Seconds()) }()
+	// One trace per reconcile, the status write included (reconcile adds
+	// its steps and attributes).
+	ctx, span := tracing.Start(ctx, "reconcile", attribute.String("app.namespace", req.Namespace), attribute.String("app.name", req.Name))
+	defer span.End()
 	app := &v1alpha1.Application{}
 	if err := r.Client.Get(ctx, req.NamespacedName, app); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -134,7 +140,11 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		if equality.Semantic.DeepEqual(before, &app.Status) || r.wrote(req.NamespacedName, &app.Status) {
 			return
 		}
-		requeue, err := writeStatus(ctx, r.Client, app, base)
+		var requeue bool
+		err := traced(ctx, "status", func(ctx context.Context) (err error) {
+			requeue, err = writeStatus(ctx, r.Client, app, base)
+			return err
+		})
 		switch {
 		case requeue:
 			result = ctrl.Result{Requeue: true}

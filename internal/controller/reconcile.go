@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -70,9 +71,8 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 		// waiting `converge sync --wait` then sees the result or the error.
 		app.Status.LastHandledRequest = run.request.at
 	}
-	ctx, span := tracing.Start(ctx, "reconcile", attribute.String("app.namespace", app.Namespace), attribute.String("app.name", app.Name),
-		attribute.String("trigger", string(run.trigger.Type)))
-	defer span.End()
+	span := trace.SpanFromContext(ctx) // Reconcile's
+	span.SetAttributes(attribute.String("trigger", string(run.trigger.Type)))
 	if err := traced(ctx, "govern", func(ctx context.Context) error { return r.govern(ctx, run) }); err != nil {
 		return r.settle(ctx, app, run, err, run.interval)
 	}

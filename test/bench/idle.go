@@ -21,6 +21,7 @@ import (
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/testutil/gitserver"
 	"converge.dev/converge/internal/testutil/kubetest"
+	"converge.dev/converge/internal/testutil/otlptest"
 )
 
 // IdleMeasurement is an agent's cost while nothing changes: API requests
@@ -57,6 +58,9 @@ type IdleMeasurement struct {
 	// mode's plan, from the same machine).
 	NoopRequestSeconds float64 `json:"noopRequestSeconds,omitempty"`
 	PushPlanSeconds    float64 `json:"pushPlanSeconds,omitempty"`
+	// NoopSpans are the median seconds of each step of those requests'
+	// reconciles, from the agent's traces.
+	NoopSpans map[string]float64 `json:"noopSpanSeconds,omitempty"`
 	// ColdCPU is the CPU seconds of the agent, kube-apiserver and etcd
 	// from the Applications' creation to all Synced.
 	ColdCPU map[string]float64 `json:"coldCpuSeconds,omitempty"`
@@ -128,6 +132,13 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	agent := exec.Command(bin, "agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
 		"--webhook-bind-address", "", "--sealing-bind-address", "", "--cache-dir", filepath.Join(dir, "cache"),
 		"--system-namespace", ns, "--key-bits", "2048", "--watch-label-selector", "converge.dev/bench="+id, "--pprof-bind-address", agentPprof)
+	var traces *otlptest.Receiver
+	if apps == 1 {
+		// The no-op request's reconciles are traced: where its time goes.
+		traces = otlptest.New()
+		defer traces.Close()
+		agent.Args = append(agent.Args, "--otlp-endpoint", traces.URL)
+	}
 	agent.Args = append(agent.Args, strings.Fields(agentArgs)...)
 	agent.Stdout, agent.Stderr = logs, logs
 	if err := agent.Start(); err != nil {
@@ -236,7 +247,7 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	}
 	// After the idle window, whose requests it would count.
 	if apps == 1 {
-		m.NoopRequestSeconds, m.PushPlanSeconds, err = b.noopRequest(ctx, ns, bin, kubeconfig, files)
+		m.NoopRequestSeconds, m.PushPlanSeconds, m.NoopSpans, err = b.noopRequest(ctx, ns, bin, kubeconfig, files, traces)
 	}
 	return m, err
 }
@@ -265,52 +276,83 @@ func printIdle(w io.Writer, ms []IdleMeasurement) {
 
 // noopRequest times, five times each, a sync request on app-000 that has
 // nothing to change, and push mode's plan of the same files.
-func (b *bench) noopRequest(ctx context.Context, ns, bin, kubeconfig string, files map[string]string) (agent, push float64, err error) {
+func (b *bench) noopRequest(ctx context.Context, ns, bin, kubeconfig string, files map[string]string, traces *otlptest.Receiver) (agent, push float64, spans map[string]float64, err error) {
 	dir, err := os.MkdirTemp("", "converge-bench-noop-")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	defer os.RemoveAll(dir)
 	for name, content := range files {
 		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 	}
 	var requests, plans []float64
+	first := time.Now()
 	for i := range 5 {
 		stamp := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), i)
 		app := &v1alpha1.Application{}
 		key := client.ObjectKey{Namespace: ns, Name: "app-000"}
 		if err := b.env.Client.Get(ctx, key, app); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 		patch := client.MergeFrom(app.DeepCopy())
 		metav1.SetMetaDataAnnotation(&app.ObjectMeta, v1alpha1.AnnotationRequestedAt, stamp)
 		start := time.Now()
 		if err := b.env.Client.Patch(ctx, app, patch); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
 		if err := kubetest.WaitFor(ctx, time.Minute, func(ctx context.Context) (bool, error) {
 			err := b.env.Client.Get(ctx, key, app)
 			return err == nil && app.Status.LastHandledRequest == stamp, err
 		}); err != nil {
-			return 0, 0, fmt.Errorf("sync request: %w", err)
+			return 0, 0, nil, fmt.Errorf("sync request: %w", err)
 		}
 		requests = append(requests, time.Since(start).Seconds())
 
 		diff := exec.CommandContext(ctx, bin, "diff", filepath.Join(dir, "apps", "app-000"), "--app", "app-000", "-n", ns, "--kubeconfig", kubeconfig)
 		start = time.Now()
 		if out, err := diff.CombinedOutput(); err != nil {
-			return 0, 0, fmt.Errorf("converge diff (want no differences): %v\n%s", err, out)
+			return 0, 0, nil, fmt.Errorf("converge diff (want no differences): %v\n%s", err, out)
 		}
 		plans = append(plans, time.Since(start).Seconds())
 	}
 	agent, push = median(requests), median(plans)
 	progress("no-op: sync request %.2f s, push mode's plan %.2f s (medians of 5; %.2fx)", agent, push, agent/push)
-	return agent, push, nil
+	spans, err = stepTimes(ctx, traces, first, len(requests))
+	return agent, push, spans, err
+}
+
+// stepTimes waits for the traces of n reconciles that started after
+// since, and returns the median seconds of each step (span name).
+func stepTimes(ctx context.Context, traces *otlptest.Receiver, since time.Time, n int) (map[string]float64, error) {
+	var roots map[string]bool
+	if err := kubetest.WaitFor(ctx, 30*time.Second, func(context.Context) (bool, error) {
+		roots = map[string]bool{}
+		for _, s := range traces.Spans() {
+			if s.Name == "reconcile" && !s.Start.Before(since) {
+				roots[s.TraceID] = true
+			}
+		}
+		return len(roots) >= n, fmt.Errorf("%d of %d reconciles traced", len(roots), n)
+	}); err != nil {
+		return nil, err
+	}
+	byName := map[string][]float64{}
+	for _, s := range traces.Spans() {
+		if roots[s.TraceID] {
+			byName[s.Name] = append(byName[s.Name], s.Duration.Seconds())
+		}
+	}
+	out := map[string]float64{}
+	for name, ds := range byName {
+		out[name] = median(ds)
+	}
+	progress("no-op: its reconciles' steps, median seconds: %s", cpuString(out))
+	return out, nil
 }
 
 // cpuString writes CPU seconds by process, in name order.
@@ -322,7 +364,7 @@ func cpuString(cpu map[string]float64) string {
 	sort.Strings(names)
 	parts := make([]string, len(names))
 	for i, n := range names {
-		parts[i] = fmt.Sprintf("%s %.1f", n, cpu[n])
+		parts[i] = fmt.Sprintf("%s %.3g", n, cpu[n])
 	}
 	return strings.Join(parts, ", ")
 }

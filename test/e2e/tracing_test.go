@@ -18,7 +18,8 @@ import (
 )
 
 // With --otlp-endpoint, each reconcile is a trace: a reconcile span named
-// for the app, with govern, source, render, plan and apply under it, sent
+// for the app, with govern, source, render, plan, apply and the status
+// write under it, sent
 // to an OTLP/HTTP collector (here one on loopback).
 func TestTracing_AReconcileIsATraceOfItsSteps(t *testing.T) {
 	a := startAgent(t)
@@ -33,7 +34,7 @@ func TestTracing_AReconcileIsATraceOfItsSteps(t *testing.T) {
 		Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: a.git.URL(repo.Name), Path: "deploy"}, SyncPolicy: automated(true, true)}})
 	a.waitApp(t, ns, "traced", 60*time.Second, "synced by the traced agent", synced(rev))
 
-	want := []string{"apply", "govern", "plan", "render", "source"}
+	want := []string{"apply", "govern", "plan", "render", "source", "status"}
 	kubetest.Eventually(t, 30*time.Second, "the sync's trace received", func(context.Context) (bool, error) {
 		spans := rcv.Spans()
 		for _, root := range spans {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"time"
 
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -21,6 +22,9 @@ type Span struct {
 	Attributes            map[string]string
 	Failed                bool
 	Service               string
+	// Start and Duration are when the span started and how long it took.
+	Start    time.Time
+	Duration time.Duration
 }
 
 // Receiver serves POST /v1/traces.
@@ -74,7 +78,8 @@ func (r *Receiver) serve(w http.ResponseWriter, req *http.Request) {
 
 func flatten(s *tracepb.Span, service string) Span {
 	out := Span{Name: s.Name, TraceID: string(s.TraceId), ID: string(s.SpanId), ParentID: string(s.ParentSpanId),
-		Attributes: map[string]string{}, Failed: s.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR, Service: service}
+		Attributes: map[string]string{}, Failed: s.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR, Service: service,
+		Start: time.Unix(0, int64(s.StartTimeUnixNano)), Duration: time.Duration(s.EndTimeUnixNano - s.StartTimeUnixNano)}
 	for _, kv := range s.Attributes {
 		v := kv.GetValue()
 		switch {
