@@ -61,6 +61,7 @@ type Results struct {
 	Concurrency  int               `json:"concurrency"`
 	Measurements []Measurement     `json:"measurements"`
 	Idle         []IdleMeasurement `json:"idle,omitempty"`
+	RequestCosts []RequestCost     `json:"requestCosts,omitempty"`
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	flag.BoolVar(&idleOnly, "idle-only", false, "run only the agent idle benchmarks")
 	flag.StringVar(&agentArgs, "agent-args", "", "with the idle benchmarks: more flags for the agent (e.g. \"--concurrency 16\")")
 	flag.StringVar(&agentPprof, "agent-pprof", "", "with the idle benchmarks: serve the agent's Go profiles here (e.g. 127.0.0.1:6061)")
+	flag.IntVar(&requestCostsN, "request-costs", 1000, "with the idle benchmarks: measure alone each kind of request a cold app makes, this many of each (0: skip)")
 	flag.StringVar(&idleApps, "idle-apps", "", "with the idle benchmarks: only the workload of this many apps (1, 100 or 1000; another number: that many apps of 10 objects)")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
@@ -89,6 +91,7 @@ var (
 	idleWindow, idleInterval time.Duration
 	idleOnly                 bool
 	idleApps                 string
+	requestCostsN            int
 	agentPprof               string
 	agentArgs                string
 )
@@ -241,8 +244,16 @@ func (b *bench) idle(ctx context.Context, id string, res Results, out string) er
 			res.Idle = append(res.Idle, m)
 		}
 	}
+	if idleWindow > 0 && requestCostsN > 0 {
+		costs, err := b.requestCosts(ctx, id, requestCostsN)
+		if err != nil {
+			return fmt.Errorf("request costs: %w", err)
+		}
+		res.RequestCosts = costs
+	}
 	printTable(os.Stdout, res)
 	printIdle(os.Stdout, res.Idle)
+	printCosts(os.Stdout, res.RequestCosts)
 	data, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
