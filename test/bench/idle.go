@@ -61,6 +61,9 @@ type IdleMeasurement struct {
 	// NoopSpans are the median seconds of each step of those requests'
 	// reconciles, from the agent's traces.
 	NoopSpans map[string]float64 `json:"noopSpanSeconds,omitempty"`
+	// Replicas is how many agent processes share the apps (-replicas,
+	// with --shards=auto); memory figures are the largest replica's.
+	Replicas int `json:"replicas"`
 	// ColdCPU is the CPU seconds of the agent, kube-apiserver and etcd
 	// from the Applications' creation to all Synced.
 	ColdCPU map[string]float64 `json:"coldCpuSeconds,omitempty"`
@@ -124,27 +127,23 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	if out, err := crds.CombinedOutput(); err != nil {
 		return m, fmt.Errorf("installing the CRDs: %v\n%s", err, out)
 	}
-	logs, err := os.Create(filepath.Join(dir, "agent.log"))
-	if err != nil {
-		return m, err
-	}
-	defer logs.Close()
-	agent := exec.Command(bin, "agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
-		"--webhook-bind-address", "", "--sealing-bind-address", "", "--cache-dir", filepath.Join(dir, "cache"),
-		"--system-namespace", ns, "--key-bits", "2048", "--watch-label-selector", "converge.dev/bench="+id, "--pprof-bind-address", agentPprof)
 	var traces *otlptest.Receiver
 	if apps == 1 {
 		// The no-op request's reconciles are traced: where its time goes.
 		traces = otlptest.New()
 		defer traces.Close()
-		agent.Args = append(agent.Args, "--otlp-endpoint", traces.URL)
 	}
-	agent.Args = append(agent.Args, strings.Fields(agentArgs)...)
-	agent.Stdout, agent.Stderr = logs, logs
-	if err := agent.Start(); err != nil {
+	agents, logName, err := startAgents(bin, dir, kubeconfig, ns, id, traces)
+	defer func() {
+		for _, a := range agents {
+			_ = a.Process.Kill()
+			_ = a.Wait()
+		}
+	}()
+	if err != nil {
 		return m, err
 	}
-	defer func() { _ = agent.Process.Kill(); _ = agent.Wait() }()
+	m.Replicas = len(agents)
 	// Deleted while the agent runs, which prunes their objects and lets
 	// them go.
 	defer func() {
@@ -168,7 +167,9 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	}
 
 	meter := kubetest.NewCPUMeter("kube-apiserver", "etcd")
-	meter["agent"] = agent.Process.Pid
+	for i, a := range agents {
+		meter[fmt.Sprintf("agent-%d", i)] = a.Process.Pid
+	}
 	cpu := meter.Read()
 	start := time.Now()
 	for a := range apps {
@@ -190,7 +191,7 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	// Watched, not listed: listing 1,000 Applications over and over made
 	// this observer one of the apiserver's busiest clients, slowing what it
 	// measures.
-	if err := b.waitSynced(ctx, ns, rev, apps, 15*time.Minute, logs.Name()); err != nil {
+	if err := b.waitSynced(ctx, ns, rev, apps, 15*time.Minute, logName); err != nil {
 		return m, err
 	}
 	m.SyncSeconds = time.Since(start).Seconds()
@@ -220,30 +221,32 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	if err := b.audit.Mark(); err != nil {
 		return m, err
 	}
-	cpu0, err := kubetest.ProcessCPU(agent.Process.Pid)
-	if err != nil {
-		return m, err
-	}
+	cpu0 := meter.Read()
 	fetches0 := git.Fetches(repo.Name)
 	time.Sleep(window)
-	cpu1, err := kubetest.ProcessCPU(agent.Process.Pid)
-	if err != nil {
-		return m, err
-	}
+	idleCPU := meter.CPUSince(cpu0)
 	n, err := requests()
 	if err != nil {
 		return m, err
 	}
 	m.GitRequests = git.Fetches(repo.Name) - fetches0
 	m.RequestsPerMin = float64(n) / window.Minutes()
-	m.CPUSecondsTotal = cpu1 - cpu0
+	for i := range agents {
+		m.CPUSecondsTotal += idleCPU[fmt.Sprintf("agent-%d", i)]
+	}
 	reconciles := float64(apps) * window.Seconds() / interval.Seconds()
 	m.CPUPerIdleReconcileMs = m.CPUSecondsTotal / reconciles * 1000
-	if m.RSSMiB, m.PeakRSSMiB, err = kubetest.ProcessMemory(agent.Process.Pid); err != nil {
-		return m, err
-	}
-	if m.AnonMiB, err = kubetest.ProcessAnonMemory(agent.Process.Pid); err != nil {
-		return m, err
+	// Per replica: the largest.
+	for _, a := range agents {
+		rss, peak, err := kubetest.ProcessMemory(a.Process.Pid)
+		if err != nil {
+			return m, err
+		}
+		anon, err := kubetest.ProcessAnonMemory(a.Process.Pid)
+		if err != nil {
+			return m, err
+		}
+		m.RSSMiB, m.PeakRSSMiB, m.AnonMiB = max(m.RSSMiB, rss), max(m.PeakRSSMiB, peak), max(m.AnonMiB, anon)
 	}
 	// After the idle window, whose requests it would count.
 	if apps == 1 {
@@ -258,9 +261,9 @@ func printIdle(w io.Writer, ms []IdleMeasurement) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "agent idle\tinterval\twindow\tsync s (cold)\tapps/s\tAPI requests/min\tgit requests\tCPU ms per idle reconcile\tRSS MiB\tof which anon MiB\tpeak RSS MiB")
+	fmt.Fprintln(tw, "agent idle\treplicas\tinterval\twindow\tsync s (cold)\tapps/s\tAPI requests/min\tgit requests\tCPU ms per idle reconcile\tRSS MiB\tof which anon MiB\tpeak RSS MiB")
 	for _, m := range ms {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%d\t%.3f\t%.0f\t%.0f\t%.0f\n", m.Name, m.Interval, m.Window, m.SyncSeconds, m.AppsPerSecond, m.RequestsPerMin, m.GitRequests, m.CPUPerIdleReconcileMs, m.RSSMiB, m.AnonMiB, m.PeakRSSMiB)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%.1f\t%.1f\t%.1f\t%d\t%.3f\t%.0f\t%.0f\t%.0f\n", m.Name, m.Replicas, m.Interval, m.Window, m.SyncSeconds, m.AppsPerSecond, m.RequestsPerMin, m.GitRequests, m.CPUPerIdleReconcileMs, m.RSSMiB, m.AnonMiB, m.PeakRSSMiB)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -272,6 +275,45 @@ func printIdle(w io.Writer, ms []IdleMeasurement) {
 		}
 	}
 	tw.Flush()
+}
+
+// startAgents starts -replicas agent processes for the apps labelled id
+// (with --shards=auto when more than one), logging to dir; the first
+// serves -agent-pprof and sends traces to traces, if set.
+func startAgents(bin, dir, kubeconfig, ns, id string, traces *otlptest.Receiver) ([]*exec.Cmd, string, error) {
+	var agents []*exec.Cmd
+	first := ""
+	for i := range max(replicas, 1) {
+		logName := filepath.Join(dir, fmt.Sprintf("agent-%d.log", i))
+		if i == 0 {
+			first = logName
+		}
+		logs, err := os.Create(logName)
+		if err != nil {
+			return agents, first, err
+		}
+		agent := exec.Command(bin, "agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+			"--webhook-bind-address", "", "--sealing-bind-address", "", "--cache-dir", filepath.Join(dir, fmt.Sprintf("cache-%d", i)),
+			"--system-namespace", ns, "--key-bits", "2048", "--watch-label-selector", "converge.dev/bench="+id)
+		if i == 0 {
+			agent.Args = append(agent.Args, "--pprof-bind-address", agentPprof)
+			if traces != nil {
+				agent.Args = append(agent.Args, "--otlp-endpoint", traces.URL)
+			}
+		}
+		if replicas > 1 {
+			agent.Args = append(agent.Args, "--shards", "auto", "--shard-id", fmt.Sprintf("bench-%d", i))
+		}
+		agent.Args = append(agent.Args, strings.Fields(agentArgs)...)
+		agent.Stdout, agent.Stderr = logs, logs
+		err = agent.Start()
+		logs.Close() // the child has it
+		if err != nil {
+			return agents, first, err
+		}
+		agents = append(agents, agent)
+	}
+	return agents, first, nil
 }
 
 // noopRequest times, five times each, a sync request on app-000 that has

@@ -77,6 +77,7 @@ func main() {
 	flag.BoolVar(&idleOnly, "idle-only", false, "run only the agent idle benchmarks")
 	flag.StringVar(&agentArgs, "agent-args", "", "with the idle benchmarks: more flags for the agent (e.g. \"--concurrency 16\")")
 	flag.StringVar(&agentPprof, "agent-pprof", "", "with the idle benchmarks: serve the agent's Go profiles here (e.g. 127.0.0.1:6061)")
+	flag.IntVar(&replicas, "replicas", 1, "with the idle benchmarks: agent processes sharing the apps (--shards=auto when more than one)")
 	flag.IntVar(&requestCostsN, "request-costs", 1000, "with the idle benchmarks: measure alone each kind of request a cold app makes, this many of each (0: skip)")
 	flag.StringVar(&idleApps, "idle-apps", "", "with the idle benchmarks: only the workload of this many apps (1, 100 or 1000; another number: that many apps of 10 objects)")
 	flag.Parse()
@@ -92,6 +93,7 @@ var (
 	idleOnly                 bool
 	idleApps                 string
 	requestCostsN            int
+	replicas                 int
 	agentPprof               string
 	agentArgs                string
 )
