@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -98,47 +97,18 @@ func (b *bench) fleetFloor(ctx context.Context, ns string, apps, perApp, workers
 // the app's dry-runs at once, then, when all have answered, its applies
 // at once.
 func floorLoop(ctx context.Context, c client.Client, ns string, apps, perApp, workers int, dryRun bool) (time.Duration, error) {
-	next := make(chan int)
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
 	start := time.Now()
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for a := range next {
-				if dryRun {
-					if err := applyAll(ctx, c, fleetObjects(ns, a, perApp), client.DryRunAll); err != nil {
-						errs <- err
-						return
-					}
-				}
-				// Fresh objects: an apply writes its answer into the
-				// object it sent.
-				if err := applyAll(ctx, c, fleetObjects(ns, a, perApp)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	go func() {
-		defer close(next)
-		for a := range apps {
-			select {
-			case next <- a:
-			case <-ctx.Done():
-				return
+	err := parallel(apps, workers, func(a int) error {
+		if dryRun {
+			if err := applyAll(ctx, c, fleetObjects(ns, a, perApp), client.DryRunAll); err != nil {
+				return err
 			}
 		}
-	}()
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return 0, err
-	default:
-		return time.Since(start), ctx.Err()
-	}
+		// Fresh objects: an apply writes its answer into the object it
+		// sent.
+		return applyAll(ctx, c, fleetObjects(ns, a, perApp))
+	})
+	return time.Since(start), err
 }
 
 // applyAll server-side applies objs at once and waits for every answer.
