@@ -45,6 +45,11 @@ var (
 	kustBin    = flag.String("kustomize-controller", "bin/peers/kustomize-controller", "Flux kustomize-controller binary")
 	crdDirs    = flag.String("flux-crds", "", "comma-separated directories of Flux CRD manifests")
 	out        = flag.String("out", ".cluster/peers.json", "where to write the JSON results")
+	workloads  = flag.String("workloads", "single,fleet", "which workloads: single (one app of 1,000 objects), fleet (-fleet apps of 10 objects)")
+	fleetSize  = flag.Int("fleet", 1000, "apps in the fleet workload")
+	// Flux's guide to running hundreds of apps ("vertical scaling")
+	// raises kustomize-controller's workers from 4 to 10.
+	fluxConcurrent = flag.Int("flux-concurrent", 10, "kustomize-controller's --concurrent")
 )
 
 const objects = 1000
@@ -128,25 +133,40 @@ func run() (err error) {
 	if err := p.installFluxCRDs(ctx); err != nil {
 		return err
 	}
-	tools := []tool{&convergeTool{}, &fluxTool{}}
+	tools := []fleetTool{&convergeTool{}, &fluxTool{}}
 	results := map[string][]figures{}
+	fleet := map[string][]fleetFigures{}
 	id := fmt.Sprintf("p%04x", time.Now().UnixNano()&0xffff)
 	for r := range *rounds {
 		order := tools
 		if r%2 == 1 {
-			order = []tool{tools[1], tools[0]}
+			order = []fleetTool{tools[1], tools[0]}
 		}
 		for _, t := range order {
-			f, err := p.round(ctx, t, fmt.Sprintf("%s-%d-%s", id, r, t.name()))
-			if err != nil {
-				return fmt.Errorf("round %d, %s: %w", r+1, t.name(), err)
+			if hasWorkload("single") {
+				f, err := p.round(ctx, t, fmt.Sprintf("%s-%d-%s", id, r, t.name()))
+				if err != nil {
+					return fmt.Errorf("round %d, %s: %w", r+1, t.name(), err)
+				}
+				results[t.name()] = append(results[t.name()], f)
+				progress("round %d %s: %+v", r+1, t.name(), f)
 			}
-			results[t.name()] = append(results[t.name()], f)
-			progress("round %d %s: %+v", r+1, t.name(), f)
+			if hasWorkload("fleet") {
+				f, err := p.fleetRound(ctx, t, fmt.Sprintf("%s-%d-%s-fleet", id, r, t.name()), *fleetSize)
+				if err != nil {
+					return fmt.Errorf("round %d, %s, fleet: %w", r+1, t.name(), err)
+				}
+				fleet[t.name()] = append(fleet[t.name()], f)
+				progress("round %d %s, fleet: %+v", r+1, t.name(), f)
+			}
 		}
 	}
-	print(results)
-	data, err := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "interval": interval.String(), "idle": idleWindow.String(), "results": results}, "", "  ")
+	if len(results) > 0 {
+		print(results)
+	}
+	printFleet(fleet)
+	data, err := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "interval": interval.String(), "idle": idleWindow.String(),
+		"fluxConcurrent": *fluxConcurrent, "results": results, "fleet": fleet}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -157,65 +177,104 @@ func run() (err error) {
 	return nil
 }
 
+// teardown deletes ns once t is stopped (deferred calls run in reverse,
+// so the tool stops first): the tools' objects lose their finalizers, and
+// the next round does not start until ns is gone, so that it does not pay
+// for this one's deletion.
+func (p *peers) teardown(t tool, ns string) {
+	c := p.env.Client
+	ctx := context.Background()
+	for _, gvk := range []string{"converge.dev/v1alpha1/Application", "source.toolkit.fluxcd.io/v1/GitRepository", "kustomize.toolkit.fluxcd.io/v1/Kustomization"} {
+		i := strings.LastIndex(gvk, "/")
+		list := &unstructured.UnstructuredList{}
+		list.SetAPIVersion(gvk[:i])
+		list.SetKind(gvk[i+1:] + "List")
+		if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+			continue
+		}
+		for j := range list.Items {
+			u := &list.Items[j]
+			patch := client.MergeFrom(u.DeepCopy())
+			u.SetFinalizers(nil)
+			_ = c.Patch(ctx, u, patch)
+		}
+	}
+	_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	progress("%s: waiting for namespace %s to go", t.name(), ns)
+	_ = kubetest.WaitFor(ctx, 10*time.Minute, func(ctx context.Context) (bool, error) {
+		err := c.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{})
+		return apierrors.IsNotFound(err), err
+	})
+}
+
+// stage is a round's namespace, its repository at its first revision, and
+// the tool running.
+type stage struct {
+	repo *gitserver.Repo
+	rev  string
+	// requests counts the tool's requests since the audit log's mark,
+	// watches excluded.
+	requests func() (int, error)
+	// close stops the tool and deletes the namespace.
+	close func()
+}
+
+// setUp makes ns, an account for t in it, a repository holding files, and
+// starts t with a moment for its caches to fill.
+func (p *peers) setUp(ctx context.Context, t tool, ns string, files map[string]string) (_ *stage, err error) {
+	c := p.env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return nil, err
+	}
+	var undo []func()
+	st := &stage{close: func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}}
+	defer func() {
+		if err != nil {
+			st.close()
+		}
+	}()
+	undo = append(undo, func() { p.teardown(t, ns) })
+	user, unbind, err := kubetest.AdminKubeconfig(ctx, c, p.env.Config, ns, "tool", p.kubeconfig(ns))
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, unbind)
+	if st.repo, err = p.git.NewRepo(ns); err != nil {
+		return nil, err
+	}
+	if err := st.repo.Write(files); err != nil {
+		return nil, err
+	}
+	if st.rev, err = st.repo.Commit("main", "first"); err != nil {
+		return nil, err
+	}
+	if err := t.start(ctx, p, ns); err != nil {
+		return nil, err
+	}
+	undo = append(undo, t.stop)
+	// Let the tool's caches fill before the clock starts.
+	time.Sleep(3 * time.Second)
+	st.requests = func() (int, error) {
+		ev, err := p.audit.Since(func(e kubetest.AuditEvent) bool { return e.User.Username == user && e.Verb != "watch" })
+		return len(ev), err
+	}
+	return st, nil
+}
+
 // round runs every workload once for t in a fresh namespace.
 func (p *peers) round(ctx context.Context, t tool, ns string) (figures, error) {
 	var f figures
 	c := p.env.Client
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		return f, err
-	}
-	defer func() {
-		// The tool is stopped by now: let its objects go without it.
-		ctx := context.Background()
-		for _, gvk := range []string{"converge.dev/v1alpha1/Application", "source.toolkit.fluxcd.io/v1/GitRepository", "kustomize.toolkit.fluxcd.io/v1/Kustomization"} {
-			i := strings.LastIndex(gvk, "/")
-			list := &unstructured.UnstructuredList{}
-			list.SetAPIVersion(gvk[:i])
-			list.SetKind(gvk[i+1:] + "List")
-			if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
-				continue
-			}
-			for j := range list.Items {
-				u := &list.Items[j]
-				patch := client.MergeFrom(u.DeepCopy())
-				u.SetFinalizers(nil)
-				_ = c.Patch(ctx, u, patch)
-			}
-		}
-		_ = c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-		// The next round does not pay for this one's teardown.
-		progress("%s: waiting for namespace %s to go", t.name(), ns)
-		_ = kubetest.WaitFor(ctx, 5*time.Minute, func(ctx context.Context) (bool, error) {
-			err := c.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{})
-			return apierrors.IsNotFound(err), err
-		})
-	}()
-	user, unbind, err := kubetest.AdminKubeconfig(ctx, c, p.env.Config, ns, "tool", p.kubeconfig(ns))
+	st, err := p.setUp(ctx, t, ns, manifests(ns, 0))
 	if err != nil {
 		return f, err
 	}
-	defer unbind()
-	repo, err := p.git.NewRepo(ns)
-	if err != nil {
-		return f, err
-	}
-	if err := repo.Write(manifests(ns, 0)); err != nil {
-		return f, err
-	}
-	rev, err := repo.Commit("main", "1,000 objects")
-	if err != nil {
-		return f, err
-	}
-	if err := t.start(ctx, p, ns); err != nil {
-		return f, err
-	}
-	defer t.stop()
-	// Let the tool's caches fill before the clock starts.
-	time.Sleep(3 * time.Second)
-	requests := func() (int, error) {
-		ev, err := p.audit.Since(func(e kubetest.AuditEvent) bool { return e.User.Username == user && e.Verb != "watch" })
-		return len(ev), err
-	}
+	defer st.close()
+	repo, rev, requests := st.repo, st.rev, st.requests
 	measure := func(what string, act func() error, done func(context.Context) (bool, error)) (float64, int, error) {
 		progress("%s: %s", t.name(), what)
 		if err := p.audit.Mark(); err != nil {
@@ -269,25 +328,30 @@ func (p *peers) round(ctx context.Context, t tool, ns string) (figures, error) {
 		f.DriftSeconds = time.Since(start).Seconds()
 	}
 	time.Sleep(10 * time.Second) // let the drift's aftermath settle
+	f.IdlePerMinute, f.RSSMiB, f.PeakRSSMiB, err = p.idle(t, requests)
+	return f, err
+}
+
+// idle watches t idling for -idle: its requests per minute, then its
+// processes' resident and peak memory, summed.
+func (p *peers) idle(t tool, requests func() (int, error)) (perMinute, rss, peak float64, err error) {
 	progress("%s: idle for %s", t.name(), *idleWindow)
 	if err := p.audit.Mark(); err != nil {
-		return f, err
+		return 0, 0, 0, err
 	}
 	time.Sleep(*idleWindow)
 	n, err := requests()
 	if err != nil {
-		return f, err
+		return 0, 0, 0, err
 	}
-	f.IdlePerMinute = float64(n) / idleWindow.Minutes()
 	for _, pid := range t.pids() {
-		rss, peak, err := kubetest.ProcessMemory(pid)
+		r, pk, err := kubetest.ProcessMemory(pid)
 		if err != nil {
-			return f, err
+			return 0, 0, 0, err
 		}
-		f.RSSMiB += rss
-		f.PeakRSSMiB += peak
+		rss, peak = rss+r, peak+pk
 	}
-	return f, nil
+	return float64(n) / idleWindow.Minutes(), rss, peak, nil
 }
 
 // manifests is a namespace's worth of objects: 500 ConfigMaps, 300
@@ -388,10 +452,7 @@ func median(xs []float64) float64 {
 }
 
 func print(results map[string][]figures) {
-	rows := []struct {
-		name string
-		get  func(figures) float64
-	}{
+	printRows(results, []row[figures]{
 		{"cold sync, 1,000 objects (s)", func(f figures) float64 { return f.ColdSeconds }},
 		{"cold sync (requests)", func(f figures) float64 { return float64(f.ColdRequests) }},
 		{"10 changed (s)", func(f figures) float64 { return f.ChangeSeconds }},
@@ -402,11 +463,22 @@ func print(results map[string][]figures) {
 		{"idle (requests/min)", func(f figures) float64 { return f.IdlePerMinute }},
 		{"RSS (MiB)", func(f figures) float64 { return f.RSSMiB }},
 		{"peak RSS (MiB)", func(f figures) float64 { return f.PeakRSSMiB }},
-	}
+	})
+}
+
+// row is one line of a results table: a name, and how to read its figure.
+type row[T any] struct {
+	name string
+	get  func(T) float64
+}
+
+// printRows prints each row's median and range for converge and Flux,
+// and their ratio.
+func printRows[T any](results map[string][]T, rows []row[T]) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "workload\tconverge median [range]\tFlux median [range]\tFlux / converge")
 	for _, r := range rows {
-		cell := func(fs []figures) (float64, string) {
+		cell := func(fs []T) (float64, string) {
 			var xs []float64
 			for _, f := range fs {
 				xs = append(xs, r.get(f))

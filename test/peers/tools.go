@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,13 +21,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/poll"
 )
 
 // convergeTool is converge's agent, one process.
 type convergeTool struct {
 	p    *peers
 	cmds []*exec.Cmd
+	// webhook is where the agent serves /hooks/git.
+	webhook string
 }
+
+// webhookSecret signs the pushes the benchmark announces to converge.
+const webhookSecret = "peers-benchmark"
 
 func (c *convergeTool) name() string { return "converge" }
 func (c *convergeTool) pids() []int  { return pidsOf(c.cmds) }
@@ -29,8 +41,12 @@ func (c *convergeTool) stop()        { stopAll(c.cmds); c.cmds = nil }
 
 func (c *convergeTool) start(ctx context.Context, p *peers, ns string) error {
 	c.p = p
-	cmd, err := p.process("converge-"+ns, nil, *converge, "agent", "--kubeconfig", p.kubeconfig(ns),
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--webhook-bind-address", "", "--sealing-bind-address", "",
+	var err error
+	if c.webhook, err = freeAddr(); err != nil {
+		return err
+	}
+	cmd, err := p.process("converge-"+ns, []string{"CONVERGE_WEBHOOK_SECRET=" + webhookSecret}, *converge, "agent", "--kubeconfig", p.kubeconfig(ns),
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--webhook-bind-address", c.webhook, "--sealing-bind-address", "",
 		"--cache-dir", filepath.Join(p.dir, ns+"-cache"), "--system-namespace", ns, "--key-bits", "2048",
 		"--watch-label-selector", "converge.dev/peers="+ns)
 	if err != nil {
@@ -41,17 +57,22 @@ func (c *convergeTool) start(ctx context.Context, p *peers, ns string) error {
 }
 
 func (c *convergeTool) create(ctx context.Context, ns, url string) error {
-	app := &v1alpha1.Application{
-		ObjectMeta: metav1.ObjectMeta{Name: "peers", Namespace: ns, Labels: map[string]string{"converge.dev/peers": ns}},
+	return c.application(ctx, ns, "peers", url, "deploy")
+}
+
+// application creates an app of path in the repository at url, automated
+// with prune and self-heal.
+func (c *convergeTool) application(ctx context.Context, ns, name, url, path string) error {
+	return c.p.env.Client.Create(ctx, &v1alpha1.Application{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"converge.dev/peers": ns}},
 		Spec: v1alpha1.ApplicationSpec{
-			Source: v1alpha1.ApplicationSource{RepoURL: url, Path: "deploy"},
+			Source: v1alpha1.ApplicationSource{RepoURL: url, Path: path},
 			SyncPolicy: v1alpha1.SyncPolicy{
 				Automated: &v1alpha1.AutomatedSync{Prune: true, SelfHeal: true},
 				Interval:  &metav1.Duration{Duration: *interval},
 			},
 		},
-	}
-	return c.p.env.Client.Create(ctx, app)
+	})
 }
 
 func (c *convergeTool) app(ctx context.Context, ns string) (*v1alpha1.Application, error) {
@@ -127,7 +148,7 @@ func (f *fluxTool) start(ctx context.Context, p *peers, ns string) error {
 	}
 	f.cmds = append(f.cmds, src)
 	kust, err := p.process("kustomize-controller-"+ns, env, *kustBin,
-		"--enable-leader-election=false", "--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-level", "error")
+		"--enable-leader-election=false", fmt.Sprintf("--concurrent=%d", *fluxConcurrent), "--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0", "--log-level", "error")
 	if err != nil {
 		return err
 	}
@@ -136,21 +157,30 @@ func (f *fluxTool) start(ctx context.Context, p *peers, ns string) error {
 }
 
 func (f *fluxTool) create(ctx context.Context, ns, url string) error {
-	repo := &unstructured.Unstructured{Object: map[string]any{
+	if err := f.gitRepository(ctx, ns, url); err != nil {
+		return err
+	}
+	return f.kustomization(ctx, ns, "peers", "./deploy")
+}
+
+// gitRepository creates the GitRepository "peers" for url.
+func (f *fluxTool) gitRepository(ctx context.Context, ns, url string) error {
+	return f.p.env.Client.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
 		"metadata": map[string]any{"name": "peers", "namespace": ns},
 		"spec":     map[string]any{"url": url, "interval": interval.String(), "ref": map[string]any{"branch": "main"}},
-	}}
-	if err := f.p.env.Client.Create(ctx, repo); err != nil {
-		return err
-	}
-	ks := &unstructured.Unstructured{Object: map[string]any{
+	}})
+}
+
+// kustomization creates a Kustomization of path in the GitRepository,
+// pruning.
+func (f *fluxTool) kustomization(ctx context.Context, ns, name, path string) error {
+	return f.p.env.Client.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-		"metadata": map[string]any{"name": "peers", "namespace": ns},
-		"spec": map[string]any{"interval": interval.String(), "path": "./deploy", "prune": true,
+		"metadata": map[string]any{"name": name, "namespace": ns},
+		"spec": map[string]any{"interval": interval.String(), "path": path, "prune": true,
 			"sourceRef": map[string]any{"kind": "GitRepository", "name": "peers"}},
-	}}
-	return f.p.env.Client.Create(ctx, ks)
+	}})
 }
 
 func (f *fluxTool) get(ctx context.Context, ns, apiVersion, kind string) (*unstructured.Unstructured, error) {
@@ -200,4 +230,91 @@ func (f *fluxTool) request(ctx context.Context, ns string, newRevision bool) (fu
 		got, _, _ := unstructured.NestedString(u.Object, "status", "lastHandledReconcileAt")
 		return got == stamp, nil
 	}, nil
+}
+
+func (c *convergeTool) createFleet(ctx context.Context, ns, url string, n int) error {
+	for i := range n {
+		if err := c.application(ctx, ns, fleetApp(i), url, "apps/"+fleetApp(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *convergeTool) fleetAt(ctx context.Context, ns, rev string) (map[string]bool, error) {
+	var list v1alpha1.ApplicationList
+	if err := c.p.env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	at := map[string]bool{}
+	for _, a := range list.Items {
+		if a.Status.Sync.Revision == rev && a.Status.Sync.Status == v1alpha1.SyncStatusSynced {
+			at[a.Name] = true
+		}
+	}
+	return at, nil
+}
+
+// pushed posts a GitHub push event for url to the agent's webhook, signed
+// with its secret.
+func (c *convergeTool) pushed(ctx context.Context, ns, url string) error {
+	body, err := json.Marshal(map[string]any{"ref": "refs/heads/main", "repository": map[string]any{"clone_url": url}})
+	if err != nil {
+		return err
+	}
+	mac := hmac.New(sha256.New, []byte(webhookSecret))
+	mac.Write(body)
+	signature := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	// The agent may still be starting its webhook server: try for a while.
+	return poll.Until(ctx, 200*time.Millisecond, 30*time.Second, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.webhook+"/hooks/git", bytes.NewReader(body))
+		if err != nil {
+			return false, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("X-Hub-Signature-256", signature)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusAccepted, fmt.Errorf("webhook: %s", resp.Status)
+	})
+}
+
+func (f *fluxTool) createFleet(ctx context.Context, ns, url string, n int) error {
+	if err := f.gitRepository(ctx, ns, url); err != nil {
+		return err
+	}
+	for i := range n {
+		if err := f.kustomization(ctx, ns, fleetApp(i), "./apps/"+fleetApp(i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *fluxTool) fleetAt(ctx context.Context, ns, rev string) (map[string]bool, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetAPIVersion("kustomize.toolkit.fluxcd.io/v1")
+	list.SetKind("KustomizationList")
+	if err := f.p.env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	at := map[string]bool{}
+	for _, ks := range list.Items {
+		got, _, _ := unstructured.NestedString(ks.Object, "status", "lastAppliedRevision")
+		if strings.HasSuffix(got, rev) {
+			at[ks.GetName()] = true
+		}
+	}
+	return at, nil
+}
+
+// pushed asks the GitRepository to fetch now, as Flux's Receiver does on
+// a push event.
+func (f *fluxTool) pushed(ctx context.Context, ns, _ string) error {
+	_, err := f.request(ctx, ns, true)
+	return err
 }
