@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -91,15 +92,19 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"coalesced": true})
 		return
 	}
-	triggered, err := h.trigger(r.Context(), p)
+	t, err := h.followers(r.Context(), p)
 	if err != nil {
-		h.Log.Error(err, "triggering applications")
-		http.Error(w, "triggering applications failed", http.StatusInternalServerError)
+		h.Log.Error(err, "finding the applications that follow a push")
+		http.Error(w, "finding the applications that follow the push failed", http.StatusInternalServerError)
 		return
 	}
+	// The answer does not wait for the requests: a forge gives a delivery
+	// 10 seconds, and a repository followed by a thousand apps is a
+	// thousand writes.
+	go h.request(t, h.stamp())
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
-	_ = json.NewEncoder(w).Encode(map[string]any{"triggered": triggered})
+	_ = json.NewEncoder(w).Encode(map[string]any{"triggered": t.names()})
 }
 
 var errUnauthorized = fmt.Errorf("signature or token does not match")
@@ -214,70 +219,104 @@ func (h *Webhook) closeLater(key string) {
 		h.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := h.trigger(ctx, p); err != nil {
-			h.Log.Error(err, "triggering applications (coalesced deliveries)")
+		t, err := h.followers(ctx, p)
+		if err != nil {
+			h.Log.Error(err, "finding the applications that follow a push (coalesced deliveries)")
+			return
 		}
+		h.request(t, h.stamp())
 	})
 }
 
-// trigger annotates every Application following the pushed repository and
-// ref, which makes the agent fetch and sync it at once.
-func (h *Webhook) trigger(ctx context.Context, p *push) ([]string, error) {
+// targets are the Applications and ApplicationSets a push concerns.
+type targets struct {
+	apps []*v1alpha1.Application
+	sets []*v1alpha1.ApplicationSet
+}
+
+func (t targets) names() []string {
+	out := []string{}
+	for _, a := range t.apps {
+		out = append(out, a.Namespace+"/"+a.Name)
+	}
+	for _, s := range t.sets {
+		out = append(out, "ApplicationSet "+s.Namespace+"/"+s.Name)
+	}
+	return out
+}
+
+// followers finds every Application following the pushed repository and
+// ref, and every ApplicationSet whose Git generators read it.
+func (h *Webhook) followers(ctx context.Context, p *push) (targets, error) {
+	var t targets
 	var apps v1alpha1.ApplicationList
 	if err := h.Client.List(ctx, &apps); err != nil {
-		return nil, err
+		return t, err
 	}
+	for i := range apps.Items {
+		if follows(&apps.Items[i], p) {
+			t.apps = append(t.apps, &apps.Items[i])
+		}
+	}
+	var sets v1alpha1.ApplicationSetList
+	if err := h.Client.List(ctx, &sets); err != nil {
+		return t, err
+	}
+	for i := range sets.Items {
+		if setFollows(&sets.Items[i], p) {
+			t.sets = append(t.sets, &sets.Items[i])
+		}
+	}
+	return t, nil
+}
+
+func (h *Webhook) stamp() string {
 	now := time.Now
 	if h.Now != nil {
 		now = h.Now
 	}
-	stamp := now().UTC().Format(time.RFC3339Nano)
-	triggered := []string{}
-	for i := range apps.Items {
-		app := &apps.Items[i]
-		if !follows(app, p) {
-			continue
-		}
-		patch := client.MergeFrom(app.DeepCopy())
-		if app.Annotations == nil {
-			app.Annotations = map[string]string{}
-		}
-		app.Annotations[v1alpha1.AnnotationRequestedAt] = stamp
-		app.Annotations[v1alpha1.AnnotationRequestedBy] = v1alpha1.RequestedByWebhook
-		if err := h.Client.Patch(ctx, app, patch); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue // deleted since the list (an ApplicationSet took it away)
+	return now().UTC().Format(time.RFC3339Nano)
+}
+
+// requestParallelism bounds the sync requests a push writes at once.
+const requestParallelism = 16
+
+// request annotates each target with a sync request stamped stamp, which
+// makes the agent fetch and sync it at once; up to requestParallelism at
+// a time, within two minutes. Failures are logged: the targets' own
+// polling still finds the push.
+func (h *Webhook) request(t targets, stamp string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	g := new(errgroup.Group)
+	g.SetLimit(requestParallelism)
+	annotate := func(obj client.Object, by bool) {
+		g.Go(func() error {
+			patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
+			ann := obj.GetAnnotations()
+			if ann == nil {
+				ann = map[string]string{}
 			}
-			return triggered, err
-		}
-		triggered = append(triggered, app.Namespace+"/"+app.Name)
-	}
-	// ApplicationSets whose Git generators read the repository look at
-	// it again, too.
-	var sets v1alpha1.ApplicationSetList
-	if err := h.Client.List(ctx, &sets); err != nil {
-		return triggered, err
-	}
-	for i := range sets.Items {
-		set := &sets.Items[i]
-		if !setFollows(set, p) {
-			continue
-		}
-		patch := client.MergeFrom(set.DeepCopy())
-		if set.Annotations == nil {
-			set.Annotations = map[string]string{}
-		}
-		set.Annotations[v1alpha1.AnnotationRequestedAt] = stamp
-		if err := h.Client.Patch(ctx, set, patch); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
+			ann[v1alpha1.AnnotationRequestedAt] = stamp
+			if by {
+				ann[v1alpha1.AnnotationRequestedBy] = v1alpha1.RequestedByWebhook
 			}
-			return triggered, err
-		}
-		triggered = append(triggered, "ApplicationSet "+set.Namespace+"/"+set.Name)
+			obj.SetAnnotations(ann)
+			if err := h.Client.Patch(ctx, obj, patch); err != nil && !apierrors.IsNotFound(err) {
+				// (not found: deleted since the list, e.g. by its ApplicationSet)
+				h.Log.Error(err, "requesting a sync for a push", "object", obj.GetNamespace()+"/"+obj.GetName())
+			}
+			return nil
+		})
 	}
-	h.Log.Info("git push", "ref", p.ref, "triggered", triggered)
-	return triggered, nil
+	for _, a := range t.apps {
+		annotate(a, true)
+	}
+	for _, s := range t.sets {
+		annotate(s, false)
+	}
+	_ = g.Wait()
+	h.Log.Info("git push", "triggered", t.names())
 }
 
 // setFollows reports whether one of set's Git generators reads the pushed
