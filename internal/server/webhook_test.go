@@ -5,7 +5,10 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,5 +131,70 @@ func TestWebhook_CoalescesDeliveriesAndNeverDropsTheLast(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if h.absorb(p) {
 		t.Error("a delivery after a quiet window was absorbed")
+	}
+}
+
+// A push followed by many apps is answered before their sync requests are
+// written (a forge gives a delivery 10 seconds), and every one of them is
+// written after, never more than requestParallelism at once.
+func TestWebhook_AnswersBeforeWritingTheRequests(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	b := fake.NewClientBuilder().WithScheme(scheme)
+	for i := range n {
+		b.WithObjects(&v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%03d", i), Namespace: "team"},
+			Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: "https://git.example.com/org/fleet.git"}}})
+	}
+	c := b.Build()
+	release := make(chan struct{})
+	var inFlight, most, done atomic.Int64
+	h := &Webhook{Secret: []byte("s3cret"), Log: logr.Discard(), Client: interceptor.NewClient(c, interceptor.Funcs{
+		Patch: func(ctx context.Context, cl client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+			now := inFlight.Add(1)
+			for m := most.Load(); now > m && !most.CompareAndSwap(m, now); m = most.Load() {
+			}
+			<-release
+			inFlight.Add(-1)
+			defer done.Add(1)
+			return cl.Patch(ctx, obj, p, opts...)
+		}})}
+	body := `{"ref":"refs/heads/main","repository":{"clone_url":"https://git.example.com/org/fleet.git"}}`
+	req := httptest.NewRequest(http.MethodPost, "/hooks/git", strings.NewReader(body))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-Hub-Signature-256", "sha256="+sign("s3cret", body))
+	rec := httptest.NewRecorder()
+	answered := make(chan struct{})
+	go func() { h.ServeHTTP(rec, req); close(answered) }()
+	select {
+	case <-answered: // although every write is held
+	case <-time.After(5 * time.Second):
+		close(release)
+		t.Fatal("the delivery was not answered while its requests were being written")
+	}
+	if rec.Code != http.StatusAccepted || !strings.Contains(rec.Body.String(), "team/app-099") {
+		t.Fatalf("answer %d %s, want 202 naming the apps", rec.Code, rec.Body.String())
+	}
+	if done.Load() != 0 {
+		t.Fatalf("%d requests written before the answer", done.Load())
+	}
+	close(release)
+	deadline := time.Now().Add(10 * time.Second)
+	for done.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var apps v1alpha1.ApplicationList
+	if err := c.List(context.Background(), &apps); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range apps.Items {
+		if a.Annotations[v1alpha1.AnnotationRequestedAt] == "" || a.Annotations[v1alpha1.AnnotationRequestedBy] != v1alpha1.RequestedByWebhook {
+			t.Errorf("%s: annotations %v, want a webhook sync request", a.Name, a.Annotations)
+		}
+	}
+	if m := most.Load(); m > requestParallelism {
+		t.Errorf("%d requests in flight at once, want at most %d", m, requestParallelism)
 	}
 }
