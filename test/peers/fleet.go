@@ -14,8 +14,12 @@ import (
 // round: n apps of 10 ConfigMaps each, one repository.
 type fleetFigures struct {
 	Apps int `json:"apps"`
-	// Cold is from the apps' creation to all applied.
+	// Cold is from the apps' creation to all applied; or, when that
+	// takes longer than -fleet-timeout, to the timeout, with ColdApplied
+	// the apps applied by then (the rest of the round is skipped).
 	ColdSeconds  float64            `json:"coldSeconds"`
+	ColdApplied  int                `json:"coldApplied"`
+	AppsPerSec   float64            `json:"appsPerSecond"`
 	ColdRequests int                `json:"coldRequests"`
 	ColdCPU      map[string]float64 `json:"coldCpuSeconds"`
 	// Change is one commit touching 10 apps, announced as a push would
@@ -68,9 +72,11 @@ func (p *peers) fleetRound(ctx context.Context, t fleetTool, ns string, n int) (
 	defer st.close()
 	repo, rev, requests := st.repo, st.rev, st.requests
 	// Listing a thousand apps is not free: once a second, not faster.
-	waitApplied := func(what, rev string, want func(map[string]bool) bool) error {
-		return poll.Until(ctx, time.Second, 30*time.Minute, func(ctx context.Context) (bool, error) {
+	applied := 0
+	waitApplied := func(what, rev string, timeout time.Duration, want func(map[string]bool) bool) error {
+		return poll.Until(ctx, time.Second, timeout, func(ctx context.Context) (bool, error) {
 			at, err := t.fleetAt(ctx, ns, rev)
+			applied = len(at)
 			return err == nil && want(at), fmt.Errorf("%s: %d of %d apps at %.12s (%v)", what, len(at), n, rev, err)
 		})
 	}
@@ -89,15 +95,24 @@ func (p *peers) fleetRound(ctx context.Context, t fleetTool, ns string, n int) (
 	if err := t.createFleet(ctx, ns, p.git.URL(repo.Name), n); err != nil {
 		return f, err
 	}
-	if err := waitApplied("cold", rev, all); err != nil {
-		return f, err
-	}
-	f.ColdSeconds, f.ColdCPU = time.Since(start).Seconds(), meter.CPUSince(cpu)
+	coldErr := waitApplied("cold", rev, *fleetTimeout, all)
+	f.ColdSeconds, f.ColdCPU, f.ColdApplied = time.Since(start).Seconds(), meter.CPUSince(cpu), applied
+	f.AppsPerSec = float64(applied) / f.ColdSeconds
 	time.Sleep(2 * time.Second) // requests right after count too
 	if f.ColdRequests, err = requests(); err != nil {
 		return f, err
 	}
-	progress("%s: %d apps in %.1f s, %d requests, CPU s %v", t.name(), n, f.ColdSeconds, f.ColdRequests, f.ColdCPU)
+	progress("%s: %d of %d apps in %.1f s (%.2f apps/s), %d requests, CPU s %v", t.name(), applied, n, f.ColdSeconds, f.AppsPerSec, f.ColdRequests, f.ColdCPU)
+	if coldErr != nil {
+		progress("%s: not all applied within -fleet-timeout %s: the rest of its round is skipped", t.name(), *fleetTimeout)
+		f.ChangeSeconds, f.ChangeRequests, f.IdlePerMinute = -1, -1, -1
+		for _, pid := range t.pids() {
+			if rss, _, err := kubetest.ProcessMemory(pid); err == nil {
+				f.RSSMiB += rss
+			}
+		}
+		return f, nil
+	}
 
 	if err := repo.Write(fleetManifests(ns, n, 10)); err != nil {
 		return f, err
@@ -114,7 +129,7 @@ func (p *peers) fleetRound(ctx context.Context, t fleetTool, ns string, n int) (
 	if err := t.pushed(ctx, ns, p.git.URL(repo.Name)); err != nil {
 		return f, err
 	}
-	if err := waitApplied("10 changed", changed, func(at map[string]bool) bool {
+	if err := waitApplied("10 changed", changed, *fleetTimeout, func(at map[string]bool) bool {
 		for i := range 10 {
 			if !at[fleetApp(i)] {
 				return false
@@ -125,7 +140,7 @@ func (p *peers) fleetRound(ctx context.Context, t fleetTool, ns string, n int) (
 		return f, err
 	}
 	f.ChangeSeconds = time.Since(start).Seconds()
-	if err := waitApplied("every app at the commit", changed, all); err != nil {
+	if err := waitApplied("every app at the commit", changed, *fleetTimeout, all); err != nil {
 		return f, err
 	}
 	time.Sleep(2 * time.Second)
@@ -133,7 +148,20 @@ func (p *peers) fleetRound(ctx context.Context, t fleetTool, ns string, n int) (
 		return f, err
 	}
 
-	time.Sleep(10 * time.Second) // let the change's aftermath settle
+	// After a change, an app's next interval plans it once more (converge
+	// then knows it idle); so idling is measured once an interval has
+	// passed without a request, or after two intervals, whichever first
+	// (Flux reconciles every app every interval: it is never quiet).
+	progress("%s: waiting for an interval without requests (at most 2)", t.name())
+	for range 2 {
+		if err := p.audit.Mark(); err != nil {
+			return f, err
+		}
+		time.Sleep(*interval)
+		if n, err := requests(); err != nil || n == 0 {
+			break
+		}
+	}
 	f.IdlePerMinute, f.RSSMiB, _, err = p.idle(t, requests)
 	return f, err
 }
@@ -158,14 +186,16 @@ func printFleet(results map[string][]fleetFigures) {
 	}
 	fmt.Println()
 	printRows(results, []row[fleetFigures]{
-		{"fleet: cold sync (s)", func(f fleetFigures) float64 { return f.ColdSeconds }},
+		{"fleet: cold sync (s; to the timeout if not all applied)", func(f fleetFigures) float64 { return f.ColdSeconds }},
+		{"fleet: cold, apps applied", func(f fleetFigures) float64 { return float64(f.ColdApplied) }},
+		{"fleet: cold, apps/s", func(f fleetFigures) float64 { return f.AppsPerSec }},
 		{"fleet: cold sync (requests)", func(f fleetFigures) float64 { return float64(f.ColdRequests) }},
 		{"fleet: cold, the tool's CPU (s)", cpu("")},
 		{"fleet: cold, kube-apiserver CPU (s)", cpu("kube-apiserver")},
 		{"fleet: cold, etcd CPU (s)", cpu("etcd")},
-		{"fleet: commit touching 10 apps, applied (s)", func(f fleetFigures) float64 { return f.ChangeSeconds }},
+		{"fleet: commit touching 10 apps, applied (s; -1: not reached)", func(f fleetFigures) float64 { return f.ChangeSeconds }},
 		{"fleet: commit touching 10 apps (requests)", func(f fleetFigures) float64 { return float64(f.ChangeRequests) }},
-		{"fleet: idle (requests/min)", func(f fleetFigures) float64 { return f.IdlePerMinute }},
+		{"fleet: idle (requests/min; -1: not reached)", func(f fleetFigures) float64 { return f.IdlePerMinute }},
 		{"fleet: RSS (MiB)", func(f fleetFigures) float64 { return f.RSSMiB }},
 	})
 }
