@@ -135,7 +135,7 @@ peers:
 	  ln -sf $$bin $(PEERS_CACHE)/$$c; \
 	done
 
-## bench-peers: the same workloads with converge's agent and with Flux, alternating, 3 rounds
+## bench-peers: the same workloads with converge's agent and with Flux (one app of 1,000 objects; a fleet of 1,000 apps), alternating, 3 rounds
 bench-peers: cluster-up build peers
 	assets="$$($(LOCALCLUSTER) assets)"; \
 	crds="$$($(GO) -C tools/peers/source-controller list -m -f '{{.Dir}}' $(FLUX_SOURCE))/config/crd/bases,$$($(GO) -C tools/peers/kustomize-controller list -m -f '{{.Dir}}' $(FLUX_KUSTOMIZE))/config/crd/bases"; \
