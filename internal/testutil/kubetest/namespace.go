@@ -55,9 +55,12 @@ func Namespace(t testing.TB, c client.Client) string {
 	return ns.Name
 }
 
-// releaseApplications removes the finalizers of the Applications left in
-// ns: the test's agent has stopped by now, and nothing else would let them
-// (and so the namespace) go. A cluster without converge's API has none.
+// releaseApplications deletes the Applications left in ns and removes their
+// finalizers, so that they (and so the namespace) go: the test's agent may
+// stop before it has finalized them. Each is deleted first: an agent still
+// running would otherwise add the finalizer back to an app not yet being
+// deleted, then stop halfway through its deletion, and the namespace
+// would wait for ever. A cluster without converge's API has none.
 func releaseApplications(ctx context.Context, t testing.TB, c client.Client, ns string) {
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(schema.GroupVersionKind{Group: "converge.dev", Version: "v1alpha1", Kind: "ApplicationList"})
@@ -66,6 +69,9 @@ func releaseApplications(ctx context.Context, t testing.TB, c client.Client, ns 
 	}
 	for i := range list.Items {
 		app := &list.Items[i]
+		if err := client.IgnoreNotFound(c.Delete(ctx, app)); err != nil {
+			t.Logf("deleting Application %s/%s: %v", ns, app.GetName(), err)
+		}
 		if len(app.GetFinalizers()) == 0 {
 			continue
 		}
