@@ -50,7 +50,7 @@ func (b *bench) requestCosts(ctx context.Context, id string, n int) ([]RequestCo
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"converge.dev/bench": "true"}}}); err != nil {
 		return nil, err
 	}
-	meter := kubetest.NewCPUMeter("kube-apiserver", "etcd")
+	meter := kubetest.NewClusterCPUMeter()
 	app := func(i int) *v1alpha1.Application {
 		return &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("app-%04d", i), Namespace: ns}}
 	}

@@ -64,7 +64,7 @@ func (b *bench) fleetFloor(ctx context.Context, ns string, apps, perApp, workers
 	if err != nil {
 		return f, cleanup, err
 	}
-	meter := kubetest.NewCPUMeter("kube-apiserver", "etcd")
+	meter := kubetest.NewClusterCPUMeter()
 	meter["bench"] = os.Getpid()
 	for _, v := range []struct {
 		suffix string

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/testutil/gitserver"
@@ -103,10 +104,16 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	if err != nil {
 		return m, err
 	}
+	// The same objects the floor applies (fleetObjects), without a
+	// namespace: the apps give theirs.
 	files := map[string]string{}
 	for a := range apps {
-		for i := range perApp {
-			files[fmt.Sprintf("apps/app-%03d/cm-%04d.yaml", a, i)] = fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a%03d-cm-%04d\ndata:\n  i: \"%d\"\n", a, i, i)
+		for i, u := range fleetObjects("", a, perApp) {
+			data, err := yaml.Marshal(u.Object)
+			if err != nil {
+				return m, err
+			}
+			files[fmt.Sprintf("apps/app-%03d/cm-%04d.yaml", a, i)] = string(data)
 		}
 	}
 	if err := repo.Write(files); err != nil {
@@ -166,7 +173,7 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 		m.Floor = &floor
 	}
 
-	meter := kubetest.NewCPUMeter("kube-apiserver", "etcd")
+	meter := kubetest.NewClusterCPUMeter()
 	for i, a := range agents {
 		meter[fmt.Sprintf("agent-%d", i)] = a.Process.Pid
 	}
@@ -197,7 +204,7 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 	m.SyncSeconds = time.Since(start).Seconds()
 	m.ColdCPU = meter.CPUSince(cpu)
 	m.AppsPerSecond = float64(apps) / m.SyncSeconds
-	progress("%s: %d apps synced in %.1f s (%.1f apps/s), CPU s: %s", name, apps, m.SyncSeconds, m.AppsPerSecond, cpuString(m.ColdCPU))
+	progress("%s: %d apps synced in %.1f s (%.1f apps/s), CPU s: %s", name, apps, m.SyncSeconds, m.AppsPerSecond, secondsString(m.ColdCPU))
 	if m.Floor != nil {
 		m.FloorRatio = m.SyncSeconds / m.Floor.DryRunApplySeconds
 		progress("%s: %.2fx the floor (dry-run+apply %.1f s, apply only %.1f s, %d workers)", name, m.FloorRatio, m.Floor.DryRunApplySeconds, m.Floor.ApplySeconds, m.Floor.Workers)
@@ -271,7 +278,7 @@ func printIdle(w io.Writer, ms []IdleMeasurement) {
 	fmt.Fprintln(tw, "fleet floor\tworkers\tapply only s\tdry-run+apply s\tits CPU s\tconverge cold s\tits CPU s\tconverge / dry-run+apply floor")
 	for _, m := range ms {
 		if m.Floor != nil {
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%s\t%.1f\t%s\t%.2f\n", m.Name, m.Floor.Workers, m.Floor.ApplySeconds, m.Floor.DryRunApplySeconds, cpuString(m.Floor.DryRunApplyCPU), m.SyncSeconds, cpuString(m.ColdCPU), m.FloorRatio)
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%s\t%.1f\t%s\t%.2f\n", m.Name, m.Floor.Workers, m.Floor.ApplySeconds, m.Floor.DryRunApplySeconds, secondsString(m.Floor.DryRunApplyCPU), m.SyncSeconds, secondsString(m.ColdCPU), m.FloorRatio)
 		}
 	}
 	tw.Flush()
@@ -393,12 +400,12 @@ func stepTimes(ctx context.Context, traces *otlptest.Receiver, since time.Time, 
 	for name, ds := range byName {
 		out[name] = median(ds)
 	}
-	progress("no-op: its reconciles' steps, median seconds: %s", cpuString(out))
+	progress("no-op: its reconciles' steps, median seconds: %s", secondsString(out))
 	return out, nil
 }
 
 // cpuString writes CPU seconds by process, in name order.
-func cpuString(cpu map[string]float64) string {
+func secondsString(cpu map[string]float64) string {
 	names := make([]string, 0, len(cpu))
 	for n := range cpu {
 		names = append(names, n)

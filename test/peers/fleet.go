@@ -82,7 +82,7 @@ func (p *peers) fleetRound(ctx context.Context, t fleetTool, ns string, n int) (
 	}
 	all := func(at map[string]bool) bool { return len(at) == n }
 
-	meter := kubetest.NewCPUMeter("kube-apiserver", "etcd")
+	meter := kubetest.NewClusterCPUMeter()
 	for i, pid := range t.pids() {
 		meter[fmt.Sprintf("%s-%d", t.name(), i)] = pid
 	}

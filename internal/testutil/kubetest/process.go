@@ -3,6 +3,7 @@ package kubetest
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -64,8 +65,9 @@ func ProcessCPU(pid int) (float64, error) {
 }
 
 // FindProcess returns the ID of a process whose command name (at most 15
-// bytes, as /proc/PID/comm holds it) is comm (Linux).
-func FindProcess(comm string) (int, error) {
+// bytes, as /proc/PID/comm holds it) is comm and whose command line holds
+// arg (Linux).
+func FindProcess(comm, arg string) (int, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, err
@@ -76,21 +78,32 @@ func FindProcess(comm string) (int, error) {
 			continue
 		}
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if err == nil && strings.TrimSpace(string(data)) == comm {
+		if err != nil || strings.TrimSpace(string(data)) != comm {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && strings.Contains(string(cmdline), arg) {
 			return pid, nil
 		}
 	}
-	return 0, fmt.Errorf("no process named %q", comm)
+	return 0, fmt.Errorf("no process %q with %q in its command line", comm, arg)
 }
 
 // CPUMeter reads the CPU time of a set of processes by name.
 type CPUMeter map[string]int
 
-// NewCPUMeter finds the processes named; those not running are left out.
-func NewCPUMeter(names ...string) CPUMeter {
+// NewClusterCPUMeter finds the local cluster's kube-apiserver and etcd
+// (by its directory in their command lines: the second cluster `make
+// test` starts runs the same binaries); one not running is left out.
+func NewClusterCPUMeter() CPUMeter {
 	m := CPUMeter{}
-	for _, n := range names {
-		if pid, err := FindProcess(n); err == nil {
+	kubeconfig, err := LocalKubeconfig()
+	if err != nil {
+		return m
+	}
+	dir := filepath.Dir(kubeconfig) + string(filepath.Separator)
+	for _, n := range []string{"kube-apiserver", "etcd"} {
+		if pid, err := FindProcess(n, dir); err == nil {
 			m[n] = pid
 		}
 	}
