@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -52,8 +53,12 @@ type attempt struct {
 	build    *appspec.Build
 	artifact *source.Artifact
 
-	// fingerprint is of the owned objects before a plan (see idle.go).
+	// fingerprint is of the owned objects before a plan, render the
+	// digest of what the plan is made from and hooks whether it has any
+	// (see idle.go).
 	fingerprint uint64
+	render      [sha256.Size]byte
+	hooks       bool
 	// recorded says engine.Run already wrote whatever history entry the
 	// sync deserved.
 	recorded bool
@@ -86,11 +91,20 @@ func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.App
 	}
 	var objs []render.Object
 	err := traced(ctx, "render", func(ctx context.Context) (err error) {
-		objs, err = r.render(ctx, run.target, run.build)
-		return err
+		if objs, err = r.render(ctx, run.target, run.build); err != nil {
+			return err
+		}
+		if run.render, run.hooks, err = renderDigest(objs); err != nil {
+			return failAs(v1alpha1.ReasonRenderFailed, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return r.settle(ctx, app, run, err, run.interval)
+	}
+	if result, same := r.unchanged(ctx, run); same {
+		span.SetAttributes(attribute.Bool("unchanged", true))
+		return result, nil
 	}
 	d, opts, err := r.decide(ctx, run)
 	if err != nil {
@@ -365,10 +379,7 @@ func (r *ApplicationReconciler) observe(ctx context.Context, run *attempt, d syn
 	if h := app.Status.Health; h.Status == v1alpha1.HealthDegraded && prevHealth != v1alpha1.HealthDegraded {
 		run.notify.send(v1alpha1.NotifyHealthDegraded, artifact.Revision, h.Message)
 	}
-	app.Status.Sync.Chart = nil
-	if ch := run.build.Chart; ch != nil {
-		app.Status.Sync.Chart = &v1alpha1.ChartStatus{Name: ch.Name, Version: ch.Version, Digest: ch.Digest}
-	}
+	app.Status.Sync.Chart = chartStatus(run.build.Chart)
 	if d.heldBack && res.Changes.HasChanges() {
 		// Held by a sync window or a dependency: the status keeps the
 		// revision last synced, so the held one is still new when the
@@ -378,11 +389,18 @@ func (r *ApplicationReconciler) observe(ctx context.Context, run *attempt, d syn
 		return ctrl.Result{RequeueAfter: min(run.interval, time.Minute)}
 	}
 	r.remember(run.key, syncedAt{revision: artifact.Revision, generation: app.Generation})
-	idle := &idleState{revision: artifact.Revision, generation: app.Generation, tenant: run.ten.Version, kinds: res.Kinds}
-	if !res.Applied || !res.Changes.HasChanges() {
+	idle := &idleState{revision: artifact.Revision, generation: app.Generation, tenant: run.ten.Version, kinds: res.Kinds, render: run.render}
+	switch inv := res.Changes.Inventory; {
+	case !res.Applied || !res.Changes.HasChanges():
 		// Wrote nothing: the fingerprint taken before stands for what
-		// was planned. After writes, the next reconcile takes one.
+		// was planned.
 		idle.fingerprint = run.fingerprint
+	case inv != nil:
+		// Wrote: its objects and inventory at the versions the writes
+		// returned, as the watches show them once the writes' events
+		// arrive. Anything else (an event still on its way, someone
+		// else's write) differs, and costs one more plan.
+		idle.fingerprint = versionsHash(res.Kinds, inv.Versions(), inv.ResourceVersion)
 	}
 	r.setIdle(run.key, idle)
 	return ctrl.Result{RequeueAfter: requeueAfter(app.Status.Health.Status, run.interval)}

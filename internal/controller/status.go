@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/charts"
 	"converge.dev/converge/internal/engine"
 	"converge.dev/converge/internal/redact"
 	"converge.dev/converge/internal/source"
@@ -73,6 +74,24 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 		setReady(app, metav1.ConditionTrue, v1alpha1.ReasonSynced, fmt.Sprintf("synced %s and healthy%s", source.ShortRevision(artifact.Revision), recovered))
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 	}
+}
+
+// moved records that a Synced and Healthy app is at artifact's revision,
+// from chart (if any), with nothing to sync: its objects, their health
+// and its last sync time stay.
+func moved(app *v1alpha1.Application, artifact *source.Artifact, chart *charts.Chart) {
+	app.Status.Sync.Revision = artifact.Revision
+	app.Status.Sync.Commit = commitInfo(artifact)
+	app.Status.Sync.Chart = chartStatus(chart)
+	setReady(app, metav1.ConditionTrue, v1alpha1.ReasonSynced, fmt.Sprintf("synced %s and healthy", source.ShortRevision(artifact.Revision)))
+}
+
+// chartStatus is what the status says of chart (nil: none).
+func chartStatus(ch *charts.Chart) *v1alpha1.ChartStatus {
+	if ch == nil {
+		return nil
+	}
+	return &v1alpha1.ChartStatus{Name: ch.Name, Version: ch.Version, Digest: ch.Digest}
 }
 
 // writeStatus writes obj's status: the one conflict policy of every

@@ -88,11 +88,12 @@ func (m *Manager) Apply(ctx context.Context, p *Plan, opts SyncOptions) (cs *Cha
 	}
 	var deleted []*unstructured.Unstructured
 	defer func() {
-		if saveErr := m.recordSync(ctx, p, applied, deleted); saveErr != nil && err == nil {
+		inv, saveErr := m.recordSync(ctx, p, applied, deleted)
+		if saveErr != nil && err == nil {
 			err = saveErr
 		}
 		cs = result(objects, p.pruneChanges, applied, err)
-		cs.Health = health(p.objects, applied)
+		cs.Health, cs.Inventory = health(p.objects, applied), inv
 	}()
 	timeout := opts.Timeout
 	if timeout <= 0 {

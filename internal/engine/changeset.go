@@ -52,6 +52,9 @@ type ChangeSet struct {
 	// Health, in the change set Apply returns, is each object's health
 	// right after the sync; a plan's change set leaves it empty.
 	Health []ObjectHealth `json:"-"`
+	// Inventory, in the change set Apply returns, is the app's record as
+	// the sync left it (nil: none was written or it could not be).
+	Inventory *Inventory `json:"-"`
 }
 
 // Counts tallies a change set by action.

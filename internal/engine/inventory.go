@@ -54,6 +54,9 @@ type Inventory struct {
 	// Revision is the source revision of the last sync, when known.
 	Revision string               `json:"revision,omitempty"`
 	Entries  map[render.Key]Entry `json:"-"`
+	// ResourceVersion is its ConfigMap's, as last read or written ("":
+	// there is none).
+	ResourceVersion string `json:"-"`
 }
 
 type inventoryJSON struct {
@@ -87,6 +90,7 @@ func (m *Manager) loadInventory(ctx context.Context, records client.Client, app 
 	if err != nil {
 		return nil, false, fmt.Errorf("inventory of %s (ConfigMap %s/%s) is corrupt: %w", app, cm.Namespace, cm.Name, err)
 	}
+	inv.ResourceVersion = cm.ResourceVersion
 	return inv, true, nil
 }
 
@@ -113,6 +117,20 @@ func (inv *Inventory) Kinds() []schema.GroupVersionKind {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// Versions are the resourceVersions the inventory's objects were left
+// at, by "namespace/name" per kind: what Unchanged compares.
+func (inv *Inventory) Versions() map[schema.GroupVersionKind]map[string]string {
+	out := map[schema.GroupVersionKind]map[string]string{}
+	for _, e := range inv.Entries {
+		gvk := e.gvk()
+		if out[gvk] == nil {
+			out[gvk] = map[string]string{}
+		}
+		out[gvk][e.Namespace+"/"+e.Name] = e.ResourceVersion
+	}
 	return out
 }
 
@@ -146,6 +164,9 @@ func (m *Manager) saveInventory(ctx context.Context, records client.Client, app 
 		WithBinaryData(map[string][]byte{inventoryKey: data})
 	if err := m.records(records).Apply(ctx, cm, client.FieldOwner(app.FieldManager()), client.ForceOwnership); err != nil {
 		return fmt.Errorf("writing inventory of %s: %w", app, err)
+	}
+	if cm.ResourceVersion != nil {
+		inv.ResourceVersion = *cm.ResourceVersion
 	}
 	return nil
 }
@@ -200,8 +221,9 @@ func decodeInventory(data []byte) (*Inventory, error) {
 // was applied (with the new resourceVersion) or found unchanged, every
 // previously owned object that is still there (not pruned, or pruning
 // failed). Objects kept by converge.dev/prune: "false" leave the inventory.
-// Nothing is written when the inventory is as it was.
-func (m *Manager) recordSync(ctx context.Context, p *Plan, applied *appliedSet, deleted []*unstructured.Unstructured) error {
+// Nothing is written when the inventory is as it was. It returns the
+// inventory as the sync left it (nil: there is none).
+func (m *Manager) recordSync(ctx context.Context, p *Plan, applied *appliedSet, deleted []*unstructured.Unstructured) (*Inventory, error) {
 	prev := p.inventory
 	next := &Inventory{Revision: prev.Revision, Entries: make(map[render.Key]Entry, len(p.objects))}
 	if p.opts.Revision != "" && len(p.opts.Only) == 0 {
@@ -243,12 +265,15 @@ func (m *Manager) recordSync(ctx context.Context, p *Plan, applied *appliedSet, 
 		}
 	}
 	if p.hadInventory && next.Revision == prev.Revision && maps.Equal(next.Entries, prev.Entries) {
-		return nil
+		return prev, nil
 	}
 	if !p.hadInventory && len(next.Entries) == 0 {
-		return nil
+		return nil, nil
 	}
-	return m.saveInventory(ctx, p.opts.Records, p.opts.App, next)
+	if err := m.saveInventory(ctx, p.opts.Records, p.opts.App, next); err != nil {
+		return nil, err
+	}
+	return next, nil
 }
 
 func groupOf(apiVersion string) string {

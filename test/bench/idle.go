@@ -68,6 +68,18 @@ type IdleMeasurement struct {
 	// ColdCPU is the CPU seconds of the agent, kube-apiserver and etcd
 	// from the Applications' creation to all Synced.
 	ColdCPU map[string]float64 `json:"coldCpuSeconds,omitempty"`
+	// Commit is a commit changing 10 apps of a fleet, seen as the apps
+	// poll: seconds until every app shows it, and the agent's requests by
+	// verb and resource until then.
+	Commit *CommitMeasurement `json:"commit,omitempty"`
+}
+
+// CommitMeasurement is a commit changing a few apps of a fleet.
+type CommitMeasurement struct {
+	Changed  int            `json:"changedApps"`
+	Seconds  float64        `json:"seconds"`
+	Requests int            `json:"requests"`
+	ByKind   map[string]int `json:"requestsByVerbAndResource"`
 }
 
 // idleBench runs one agent process for apps Applications of perApp
@@ -256,10 +268,57 @@ func (b *bench) idleBench(ctx context.Context, name, id string, apps, perApp int
 		m.RSSMiB, m.PeakRSSMiB, m.AnonMiB = max(m.RSSMiB, rss), max(m.PeakRSSMiB, peak), max(m.AnonMiB, anon)
 	}
 	// After the idle window, whose requests it would count.
+	if apps >= 100 {
+		c, err := b.commitBench(ctx, name, ns, user, repo, files, min(10, apps), apps)
+		if err != nil {
+			return m, err
+		}
+		m.Commit = &c
+	}
 	if apps == 1 {
 		m.NoopRequestSeconds, m.PushPlanSeconds, m.NoopSpans, err = b.noopRequest(ctx, ns, bin, kubeconfig, files, traces)
 	}
 	return m, err
+}
+
+// commitBench commits a change to the first ConfigMap of changed apps
+// (files is the tree as committed, and is updated) and waits for all apps
+// to show the commit, counting the agent's (user's) requests meanwhile.
+func (b *bench) commitBench(ctx context.Context, name, ns, user string, repo *gitserver.Repo, files map[string]string, changed, apps int) (CommitMeasurement, error) {
+	m := CommitMeasurement{Changed: changed}
+	for a := range changed {
+		u := fleetObjects("", a, 1)[0]
+		u.Object["data"] = map[string]any{"i": "changed"}
+		data, err := yaml.Marshal(u.Object)
+		if err != nil {
+			return m, err
+		}
+		files[fmt.Sprintf("apps/app-%03d/cm-%04d.yaml", a, 0)] = string(data)
+	}
+	if err := repo.Write(files); err != nil {
+		return m, err
+	}
+	if err := b.audit.Mark(); err != nil {
+		return m, err
+	}
+	rev, err := repo.Commit("main", "change "+fmt.Sprint(changed)+" apps")
+	if err != nil {
+		return m, err
+	}
+	progress("%s: a commit changing %d of %d apps", name, changed, apps)
+	start := time.Now()
+	if err := b.waitSynced(ctx, ns, rev, apps, 5*time.Minute, ""); err != nil {
+		return m, err
+	}
+	m.Seconds = time.Since(start).Seconds()
+	time.Sleep(2 * time.Second) // requests right after count too
+	events, err := b.audit.Since(func(e kubetest.AuditEvent) bool { return e.User.Username == user && e.Verb != "watch" })
+	if err != nil {
+		return m, err
+	}
+	m.Requests, m.ByKind = len(events), kubetest.ByVerbAndResource(events)
+	progress("%s: every app at the commit in %.1f s, %d requests: %v", name, m.Seconds, m.Requests, m.ByKind)
+	return m, nil
 }
 
 func printIdle(w io.Writer, ms []IdleMeasurement) {

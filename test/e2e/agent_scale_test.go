@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,6 +149,110 @@ func TestAgent_HundredAppsOnOneRepositoryShareFetchesAndIdleWithoutWrites(t *tes
 		t.Errorf("an unchanged repository cost %d writes and %d dry-runs, e.g. %v %v", len(writes), len(dryRuns), writes, first(dryRuns))
 	}
 	t.Logf("%s of idle: %d upload-pack requests, %d agent requests in the namespace, none a write", window, requests, len(events))
+}
+
+// A commit that changes 2 apps of 20 on one repository syncs those 2; the
+// other 18 render what they rendered before and move to the commit by a
+// status write each: no dry-run, no inventory, no history entry.
+func TestAgent_ACommitCostsTheAppsItDoesNotChangeOneStatusWriteEach(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	const n = 20
+	const interval = 2 * time.Second
+	repo, _ := a.manyApps(t, ns, n, interval, nil)
+	audit, err := kubetest.LocalAuditLog()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentWrites := func() ([]kubetest.AuditEvent, error) {
+		return audit.Since(func(e kubetest.AuditEvent) bool {
+			return e.UserAgent == "converge-agent" && e.ObjectRef != nil && e.ObjectRef.Namespace == ns && (e.Write() || e.DryRun())
+		})
+	}
+	// After its first sync, each app plans once more from what it wrote;
+	// then a whole interval passes without a write.
+	kubetest.Eventually(t, time.Minute, "an interval without writes", func(ctx context.Context) (bool, error) {
+		if err := audit.Mark(); err != nil {
+			return false, err
+		}
+		observe(t, interval+time.Second, "one interval")
+		w, err := agentWrites()
+		return err == nil && len(w) == 0, fmt.Errorf("%d writes (%v)", len(w), err)
+	})
+
+	if err := audit.Mark(); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{
+		"apps/app-00/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-00\ndata:\n  i: changed\n",
+		"apps/app-01/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-01\ndata:\n  i: changed\n",
+		"README.md":           "not an app\n",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := repo.Commit("main", "change two apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, time.Minute, "every app at the commit", func(ctx context.Context) (bool, error) {
+		var list v1alpha1.ApplicationList
+		if err := a.client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		done := 0
+		for i := range list.Items {
+			if synced(second)(&list.Items[i]) && list.Items[i].Status.Sync.Commit != nil && list.Items[i].Status.Sync.Commit.Subject == "change two apps" {
+				done++
+			}
+		}
+		return done == n, fmt.Errorf("%d of %d", done, n)
+	})
+	for _, i := range []int{0, 1} {
+		if cm := get(t, "v1", "ConfigMap", ns, fmt.Sprintf("cm-%02d", i)); cm == nil || cm.Object["data"].(map[string]any)["i"] != "changed" {
+			t.Errorf("cm-%02d not changed: %v", i, cm)
+		}
+	}
+	// The changed apps' writes may trail their status by a moment.
+	observe(t, interval, "writes after the status")
+	events, err := agentWrites()
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusWrites := map[string]int{}
+	var others []string
+	for _, e := range events {
+		r := e.ObjectRef
+		switch {
+		case r.Resource == "applications" && r.Subresource == "status" && !e.DryRun():
+			statusWrites[r.Name]++
+		case strings.Contains(r.Name, "app-00") || strings.Contains(r.Name, "app-01") || r.Name == "cm-00" || r.Name == "cm-01" || r.Resource == "events":
+			// The changed apps' sync.
+		default:
+			others = append(others, e.Verb+" "+e.RequestURI)
+		}
+	}
+	if len(others) > 0 {
+		t.Errorf("the 18 unchanged apps cost more than their status: %d requests, e.g. %v", len(others), first(others))
+	}
+	for i := 2; i < n; i++ {
+		if name := fmt.Sprintf("app-%02d", i); statusWrites[name] != 1 {
+			t.Errorf("%s: %d status writes, want 1", name, statusWrites[name])
+		}
+	}
+	// Their history has the first sync only; the changed apps' has both.
+	for i, want := range map[int]int{0: 2, 1: 2, 2: 1, 19: 1} {
+		var entries []map[string]any
+		r := converge(t, "history", fmt.Sprintf("app-%02d", i), "-n", ns, "-o", "json")
+		if r.code != 0 {
+			t.Fatalf("history: %s", r.output())
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &entries); err != nil {
+			t.Fatalf("history -o json: %v\n%s", err, r.stdout)
+		}
+		if len(entries) != want {
+			t.Errorf("app-%02d: %d history entries, want %d", i, len(entries), want)
+		}
+	}
 }
 
 func first(s []string) []string {

@@ -28,8 +28,10 @@ type fleetFigures struct {
 	// the requests until every app has seen the commit.
 	ChangeSeconds  float64 `json:"changeSeconds"`
 	ChangeRequests int     `json:"changeRequests"`
-	IdlePerMinute  float64 `json:"idleRequestsPerMinute"`
-	RSSMiB         float64 `json:"rssMiB"`
+	// ChangeRequestsBy counts them by verb and resource.
+	ChangeRequestsBy map[string]int `json:"changeRequestsBy,omitempty"`
+	IdlePerMinute    float64        `json:"idleRequestsPerMinute"`
+	RSSMiB           float64        `json:"rssMiB"`
 }
 
 // fleetTool is a tool that can run the fleet workload.
@@ -144,9 +146,12 @@ func (p *peers) fleetRound(ctx context.Context, t fleetTool, ns string, n int) (
 		return f, err
 	}
 	time.Sleep(2 * time.Second)
-	if f.ChangeRequests, err = requests(); err != nil {
+	events, err := st.events()
+	if err != nil {
 		return f, err
 	}
+	f.ChangeRequests, f.ChangeRequestsBy = len(events), kubetest.ByVerbAndResource(events)
+	progress("%s: the commit cost %d requests: %v", t.name(), f.ChangeRequests, f.ChangeRequestsBy)
 
 	// After a change, an app's next interval plans it once more (converge
 	// then knows it idle); so idling is measured once an interval has

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -45,6 +46,7 @@ var (
 	kustBin      = flag.String("kustomize-controller", "bin/peers/kustomize-controller", "Flux kustomize-controller binary")
 	crdDirs      = flag.String("flux-crds", "", "comma-separated directories of Flux CRD manifests")
 	out          = flag.String("out", ".cluster/peers.json", "where to write the JSON results")
+	toolNames    = flag.String("tools", "converge,flux", "which tools to run, in the first round's order")
 	workloads    = flag.String("workloads", "single,fleet", "which workloads: single (one app of 1,000 objects), fleet (-fleet apps of 10 objects)")
 	fleetSize    = flag.Int("fleet", 1000, "apps in the fleet workload")
 	fleetTimeout = flag.Duration("fleet-timeout", 30*time.Minute, "how long the fleet workload waits for each step; a cold sync not done by then is reported as apps applied by then")
@@ -134,14 +136,25 @@ func run() (err error) {
 	if err := p.installFluxCRDs(ctx); err != nil {
 		return err
 	}
-	tools := []fleetTool{&convergeTool{}, &fluxTool{}}
+	var tools []fleetTool
+	for _, name := range strings.Split(*toolNames, ",") {
+		switch name {
+		case "converge":
+			tools = append(tools, &convergeTool{})
+		case "flux":
+			tools = append(tools, &fluxTool{})
+		default:
+			return fmt.Errorf("-tools: unknown tool %q (converge, flux)", name)
+		}
+	}
 	results := map[string][]figures{}
 	fleet := map[string][]fleetFigures{}
 	id := fmt.Sprintf("p%04x", time.Now().UnixNano()&0xffff)
 	for r := range *rounds {
 		order := tools
 		if r%2 == 1 {
-			order = []fleetTool{tools[1], tools[0]}
+			order = slices.Clone(tools)
+			slices.Reverse(order)
 		}
 		for _, t := range order {
 			if hasWorkload("single") {
@@ -216,6 +229,8 @@ type stage struct {
 	// requests counts the tool's requests since the audit log's mark,
 	// watches excluded.
 	requests func() (int, error)
+	// events are those requests.
+	events func() ([]kubetest.AuditEvent, error)
 	// close stops the tool and deletes the namespace.
 	close func()
 }
@@ -259,8 +274,11 @@ func (p *peers) setUp(ctx context.Context, t tool, ns string, files map[string]s
 	undo = append(undo, t.stop)
 	// Let the tool's caches fill before the clock starts.
 	time.Sleep(3 * time.Second)
+	st.events = func() ([]kubetest.AuditEvent, error) {
+		return p.audit.Since(func(e kubetest.AuditEvent) bool { return e.User.Username == user && e.Verb != "watch" })
+	}
 	st.requests = func() (int, error) {
-		ev, err := p.audit.Since(func(e kubetest.AuditEvent) bool { return e.User.Username == user && e.Verb != "watch" })
+		ev, err := st.events()
 		return len(ev), err
 	}
 	return st, nil

@@ -29,6 +29,8 @@ type AuditEvent struct {
 		Namespace string `json:"namespace"`
 		Name      string `json:"name"`
 		APIGroup  string `json:"apiGroup"`
+		// Subresource is "status", "scale", ... ("": the object).
+		Subresource string `json:"subresource"`
 	} `json:"objectRef"`
 	ResponseStatus *struct {
 		Code int `json:"code"`
@@ -57,6 +59,27 @@ func (e AuditEvent) Write() bool {
 
 // DryRun reports whether the request asked for a dry run.
 func (e AuditEvent) DryRun() bool { return strings.Contains(e.RequestURI, "dryRun=") }
+
+// ByVerbAndResource counts events by "verb resource[/subresource]"
+// ("-" for a request on no object), with dry-runs apart.
+func ByVerbAndResource(events []AuditEvent) map[string]int {
+	out := map[string]int{}
+	for _, e := range events {
+		res := "-"
+		if r := e.ObjectRef; r != nil {
+			res = r.Resource
+			if r.Subresource != "" {
+				res += "/" + r.Subresource
+			}
+		}
+		verb := e.Verb
+		if e.DryRun() {
+			verb += " (dry-run)"
+		}
+		out[verb+" "+res]++
+	}
+	return out
+}
 
 // AuditLog reads the local cluster's audit log from a remembered offset, so
 // that a test sees only the requests made after Mark.
