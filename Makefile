@@ -24,13 +24,24 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X converge.dev/converge/internal/version.Version=$(VERSION) \
 	-X converge.dev/converge/internal/version.Commit=$(COMMIT)
 
-.PHONY: fuzz test-deps demo-push generate verify-generated demo bench soak peers bench-peers all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
+.PHONY: image fuzz test-deps demo-push generate verify-generated demo bench soak peers bench-peers all build test test-unit test-e2e lint assets cluster-up cluster-down cluster-status bin/localcluster
 
 all: build
 
 ## build: the converge binary, at bin/converge
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/converge ./cmd/converge
+
+# The agent's image (internal/image): no container runtime; Debian's
+# packages for git and ssh as its base. IMAGE names it; PLATFORMS, and
+# IMAGE_PUSH=1 pushes it (credentials: the Docker config).
+IMAGE ?= ghcr.io/converge-dev/converge:$(VERSION)
+PLATFORMS ?= linux/amd64,linux/arm64
+IMAGE_PUSH ?=
+
+## image: the agent's OCI image for PLATFORMS, with SBOM and provenance, as an OCI layout in bin/image (IMAGE_PUSH=1 also pushes IMAGE)
+image:
+	$(GO) run ./hack/image -platforms $(PLATFORMS) -tag $(IMAGE) -version $(VERSION) -commit $(COMMIT) -out bin/image $(if $(IMAGE_PUSH),-push)
 
 ## demo: the main job on the local cluster (builds it on the first run); DEMO_EXIT=1 exits once converged
 demo: build cluster-up

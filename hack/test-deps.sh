@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need and a fresh machine lacks: OpenSSH's server
-# and client (the Git-over-SSH tests), gpg (signed commits) and Debian's
-# Chromium (the web UI's browser tests). Run by `make test` before any test;
+# and client (the Git-over-SSH tests), gpg (signed commits), Debian's
+# Chromium (the web UI's browser tests), and apt and dpkg (the image's). Run by `make test` before any test;
 # as root it installs through apt, otherwise it names the command to run and
 # fails, so that no test is skipped for want of a tool.
 set -euo pipefail
@@ -19,6 +19,9 @@ need /usr/sbin/sshd openssh-server
 need ssh openssh-client
 need ssh-keygen openssh-client
 need gpg gnupg
+# The image's test fetches and unpacks Debian's packages (internal/image).
+need apt-get apt
+need dpkg-deb dpkg
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
 	missing+=(chromium)
 fi
