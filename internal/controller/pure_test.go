@@ -63,9 +63,11 @@ func TestAggregateHealth(t *testing.T) {
 			v1alpha1.HealthStatus{Status: v1alpha1.HealthMissing, Message: "c: NotFound"}},
 		{"unknown words", []engine.ObjectHealth{h("a", "Current", ""), h("b", "Weird", "")},
 			v1alpha1.HealthStatus{Status: v1alpha1.HealthUnknown, Message: "b: Weird"}},
+		{"itself left out", []engine.ObjectHealth{h("a", "Current", ""), h("Application/ns/self", "InProgress", "waiting")},
+			v1alpha1.HealthStatus{Status: v1alpha1.HealthHealthy}},
 	}
 	for _, tc := range cases {
-		if got := aggregateHealth(tc.in); got != tc.want {
+		if got := aggregateHealth("Application/ns/self", tc.in); got != tc.want {
 			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
 		}
 	}

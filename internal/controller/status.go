@@ -51,7 +51,7 @@ func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *sour
 	if outOfSync {
 		app.Status.Sync.Status = v1alpha1.SyncStatusOutOfSync
 	}
-	app.Status.Health = aggregateHealth(health)
+	app.Status.Health = aggregateHealth(selfRef(app), health)
 	app.Status.Resources = resourceStatuses(cs, health, applied)
 	if applied && cs.HasChanges() {
 		now := metav1.NewTime(r.now())
@@ -135,10 +135,17 @@ func setCondition(app *v1alpha1.Application, typ string, status metav1.Condition
 	})
 }
 
-// aggregateHealth is the app's health: its worst object's, with why.
-func aggregateHealth(hs []engine.ObjectHealth) v1alpha1.HealthStatus {
+// aggregateHealth is the app's health: its worst object's, with why. An
+// app that syncs its own Application object (a bootstrapped agent's)
+// leaves that one out: its health is this very verdict, and counting it
+// would keep a Progressing app Progressing forever, each message quoting
+// the last.
+func aggregateHealth(self string, hs []engine.ObjectHealth) v1alpha1.HealthStatus {
 	worst, msg := engine.HealthHealthy, ""
 	for _, h := range hs {
+		if h.Ref == self {
+			continue
+		}
 		if h.Health().Worse(worst) {
 			worst, msg = h.Health(), h.Ref+": "+h.Status
 			if h.Message != "" {
@@ -147,6 +154,11 @@ func aggregateHealth(hs []engine.ObjectHealth) v1alpha1.HealthStatus {
 		}
 	}
 	return v1alpha1.HealthStatus{Status: v1alpha1.HealthStatusCode(worst), Message: msg}
+}
+
+// selfRef is how the engine names app among its objects.
+func selfRef(app *v1alpha1.Application) string {
+	return "Application/" + app.Namespace + "/" + app.Name
 }
 
 func resourceStatuses(cs *engine.ChangeSet, health []engine.ObjectHealth, applied bool) []v1alpha1.ResourceStatus {

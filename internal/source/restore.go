@@ -151,32 +151,40 @@ func (c *Cache) restoredTree(ctx context.Context, g *gitRunner, bare, head, targ
 		out, err := g.run(ctx, bare, "rev-parse", target+"^{tree}")
 		return strings.TrimSpace(string(out)), err
 	}
-	headEntries, err := g.run(ctx, bare, "ls-tree", "-r", "-z", "--full-tree", head)
-	if err != nil {
-		return "", err
-	}
 	targetEntries, err := g.run(ctx, bare, "ls-tree", "-r", "-z", "--full-tree", target, "--", p)
 	if err != nil {
 		return "", err
 	}
-	var entries bytes.Buffer
-	for _, e := range bytes.Split(headEntries, []byte{0}) {
-		_, name, ok := bytes.Cut(e, []byte("\t"))
-		if !ok {
-			continue
+	return replacedTree(ctx, g, bare, head, p, targetEntries, index)
+}
+
+// replacedTree builds, in a scratch index, head's tree (none: an empty
+// one) without p, plus entries (ls-tree -r -z lines), and writes it.
+func replacedTree(ctx context.Context, g *gitRunner, bare, head, p string, entries []byte, index string) (string, error) {
+	var all bytes.Buffer
+	if head != "" {
+		headEntries, err := g.run(ctx, bare, "ls-tree", "-r", "-z", "--full-tree", head)
+		if err != nil {
+			return "", err
 		}
-		if n := string(name); n == p || strings.HasPrefix(n, p+"/") {
-			continue
+		for _, e := range bytes.Split(headEntries, []byte{0}) {
+			_, name, ok := bytes.Cut(e, []byte("\t"))
+			if !ok {
+				continue
+			}
+			if n := string(name); n == p || strings.HasPrefix(n, p+"/") {
+				continue
+			}
+			all.Write(e)
+			all.WriteByte(0)
 		}
-		entries.Write(e)
-		entries.WriteByte(0)
 	}
-	entries.Write(targetEntries)
+	all.Write(entries)
 	env := []string{"GIT_INDEX_FILE=" + index}
 	if _, err := g.runEnv(ctx, bare, env, nil, "read-tree", "--empty"); err != nil {
 		return "", err
 	}
-	if _, err := g.runEnv(ctx, bare, env, &entries, "update-index", "-z", "--index-info"); err != nil {
+	if _, err := g.runEnv(ctx, bare, env, &all, "update-index", "-z", "--index-info"); err != nil {
 		return "", err
 	}
 	out, err := g.runEnv(ctx, bare, env, nil, "write-tree")
