@@ -65,6 +65,8 @@ func TestAggregateHealth(t *testing.T) {
 			v1alpha1.HealthStatus{Status: v1alpha1.HealthUnknown, Message: "b: Weird"}},
 		{"itself left out", []engine.ObjectHealth{h("a", "Current", ""), h("Application/ns/self", "InProgress", "waiting")},
 			v1alpha1.HealthStatus{Status: v1alpha1.HealthHealthy}},
+		{"bounded", []engine.ObjectHealth{h("a", "InProgress", strings.Repeat("é", 2000))},
+			v1alpha1.HealthStatus{Status: v1alpha1.HealthProgressing, Message: "a: InProgress: " + strings.Repeat("é", 503) + "…"}},
 	}
 	for _, tc := range cases {
 		if got := aggregateHealth("Application/ns/self", tc.in); got != tc.want {

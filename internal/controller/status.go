@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -153,7 +154,24 @@ func aggregateHealth(self string, hs []engine.ObjectHealth) v1alpha1.HealthStatu
 			}
 		}
 	}
-	return v1alpha1.HealthStatus{Status: v1alpha1.HealthStatusCode(worst), Message: msg}
+	return v1alpha1.HealthStatus{Status: v1alpha1.HealthStatusCode(worst), Message: truncate(msg, maxHealthMessage)}
+}
+
+// maxHealthMessage bounds an app's health message: a child Application's
+// message quotes its worst object's, and two apps that sync each other's
+// Application would otherwise grow theirs at every reconcile.
+const maxHealthMessage = 1024
+
+// truncate cuts s to at most n bytes, on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // selfRef is how the engine names app among its objects.
