@@ -287,6 +287,8 @@ func newManager(cfg *rest.Config, scheme *runtime.Scheme, o Options) (ctrl.Manag
 				&v1alpha1.Tenant{}:         {Label: labels.Everything()},
 				&v1alpha1.Cluster{}:        {Label: labels.Everything()},
 				&v1alpha1.ApplicationSet{}: {Label: labels.Everything()},
+				&v1alpha1.Alert{}:          {Label: labels.Everything()},
+				&v1alpha1.Notifier{}:       {Label: labels.Everything()},
 			},
 		},
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -33,6 +35,9 @@ type notifier struct {
 	// templates are the targets' message templates, by index, parsed
 	// once per reconcile (notifyTemplates).
 	templates map[int]*template.Template
+	// alerts reads the Alerts and Notifiers of the app's namespace (the
+	// agent's cache).
+	alerts client.Reader
 }
 
 // notifyTemplates parses app's notify templates; an error names the
@@ -58,7 +63,7 @@ func notifyTemplates(app *v1alpha1.Application) (map[int]*template.Template, err
 // send queues ev (with revision and message) for every receiver that
 // wants it, and returns at once.
 func (s *notifier) send(ev v1alpha1.NotifyEvent, revision, msg string) {
-	if s == nil || s.n == nil || len(s.app.Spec.Notify) == 0 {
+	if s == nil || s.n == nil {
 		return
 	}
 	event := notify.Event{Type: string(ev), Namespace: s.app.Namespace, Name: s.app.Name, Revision: revision,
@@ -75,6 +80,82 @@ func (s *notifier) send(ev v1alpha1.NotifyEvent, revision, msg string) {
 		}
 		s.n.Send(recv, event)
 	}
+	for _, t := range s.alertTargets(ev) {
+		recv, err := s.receiver(t.NotifyTarget)
+		if err == nil && t.Template != "" {
+			recv.Template, err = notify.ParseTemplate(t.Template)
+		}
+		if err != nil {
+			log.FromContext(s.ctx).Info("notification not sent", "alert", t.alert, "notifier", t.notifier, "event", ev, "error", redact.Error(err))
+			continue
+		}
+		s.n.Send(recv, event)
+	}
+}
+
+// alertTarget is a Notifier an Alert sends an event to.
+type alertTarget struct {
+	v1alpha1.NotifyTarget
+	alert, notifier string
+}
+
+// alertTargets are the Notifiers that the Alerts of the app's namespace
+// selecting the app send ev to, each once however many Alerts name it.
+func (s *notifier) alertTargets(ev v1alpha1.NotifyEvent) []alertTarget {
+	if s.alerts == nil {
+		return nil
+	}
+	var alerts v1alpha1.AlertList
+	if err := s.alerts.List(s.ctx, &alerts, client.InNamespace(s.app.Namespace)); err != nil {
+		log.FromContext(s.ctx).V(1).Info("reading Alerts", "error", err)
+		return nil
+	}
+	var out []alertTarget
+	seen := map[string]bool{}
+	for i := range alerts.Items {
+		a := &alerts.Items[i]
+		ok, err := alertWants(a, s.app, ev)
+		if err != nil {
+			log.FromContext(s.ctx).Info("Alert not used", "alert", a.Name, "error", err)
+		}
+		if !ok || seen[a.Spec.NotifierRef.Name] {
+			continue
+		}
+		var n v1alpha1.Notifier
+		if err := s.alerts.Get(s.ctx, client.ObjectKey{Namespace: a.Namespace, Name: a.Spec.NotifierRef.Name}, &n); err != nil {
+			log.FromContext(s.ctx).Info("notification not sent", "alert", a.Name, "notifier", a.Spec.NotifierRef.Name, "error", err)
+			continue
+		}
+		if n.Spec.Suspend {
+			continue
+		}
+		seen[n.Name] = true
+		out = append(out, alertTarget{NotifyTarget: v1alpha1.NotifyTarget{Type: n.Spec.Type, URL: n.Spec.URL, Repository: n.Spec.Repository,
+			SecretRef: n.Spec.SecretRef, Template: n.Spec.Template}, alert: a.Name, notifier: n.Name})
+	}
+	return out
+}
+
+// alertWants reports whether a sends app's ev: not suspended, the event
+// among its events and at its severity, the app selected.
+func alertWants(a *v1alpha1.Alert, app *v1alpha1.Application, ev v1alpha1.NotifyEvent) (bool, error) {
+	if a.Spec.Suspend || (len(a.Spec.Events) > 0 && !slices.Contains(a.Spec.Events, ev)) {
+		return false, nil
+	}
+	if a.Spec.Severity == v1alpha1.SeverityError && ev != v1alpha1.NotifySyncFailed && ev != v1alpha1.NotifyHealthDegraded {
+		return false, nil
+	}
+	if len(a.Spec.Names) > 0 && !slices.Contains(a.Spec.Names, app.Name) {
+		return false, nil
+	}
+	if a.Spec.Applications == nil {
+		return true, nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(a.Spec.Applications)
+	if err != nil {
+		return false, fmt.Errorf("spec.applications: %w", err)
+	}
+	return sel.Matches(labels.Set(app.Labels)), nil
 }
 
 // receiver resolves t: its URL, repository and Secret.

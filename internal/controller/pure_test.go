@@ -198,3 +198,33 @@ func TestNotifyTemplates(t *testing.T) {
 		t.Errorf("a looping template: %v", err)
 	}
 }
+
+func TestAlertWants(t *testing.T) {
+	app := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"team": "a"}}}
+	cases := []struct {
+		name string
+		spec v1alpha1.AlertSpec
+		ev   v1alpha1.NotifyEvent
+		want bool
+	}{
+		{"everything by default", v1alpha1.AlertSpec{}, v1alpha1.NotifySyncStarted, true},
+		{"suspended", v1alpha1.AlertSpec{Suspend: true}, v1alpha1.NotifySyncFailed, false},
+		{"not among its events", v1alpha1.AlertSpec{Events: []v1alpha1.NotifyEvent{v1alpha1.NotifySyncFailed}}, v1alpha1.NotifySyncSucceeded, false},
+		{"errors only: a success", v1alpha1.AlertSpec{Severity: v1alpha1.SeverityError}, v1alpha1.NotifySyncSucceeded, false},
+		{"errors only: degraded", v1alpha1.AlertSpec{Severity: v1alpha1.SeverityError}, v1alpha1.NotifyHealthDegraded, true},
+		{"selected by label", v1alpha1.AlertSpec{Applications: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}}, v1alpha1.NotifySyncFailed, true},
+		{"another team", v1alpha1.AlertSpec{Applications: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "b"}}}, v1alpha1.NotifySyncFailed, false},
+		{"named", v1alpha1.AlertSpec{Names: []string{"cart", "shop"}}, v1alpha1.NotifySyncFailed, true},
+		{"not named", v1alpha1.AlertSpec{Names: []string{"cart"}}, v1alpha1.NotifySyncFailed, false},
+	}
+	for _, tc := range cases {
+		got, err := alertWants(&v1alpha1.Alert{Spec: tc.spec}, app, tc.ev)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %v (%v), want %v", tc.name, got, err, tc.want)
+		}
+	}
+	bad := &v1alpha1.Alert{Spec: v1alpha1.AlertSpec{Applications: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Sometimes"}}}}}
+	if ok, err := alertWants(bad, app, v1alpha1.NotifySyncFailed); ok || err == nil {
+		t.Errorf("a bad selector: %v, %v; want an error", ok, err)
+	}
+}

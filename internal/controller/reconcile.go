@@ -158,7 +158,7 @@ func (r *ApplicationReconciler) govern(ctx context.Context, run *attempt) error 
 	if err != nil {
 		return refuseAs(v1alpha1.ReasonValidationFailed, err)
 	}
-	run.notify = &notifier{ctx: ctx, n: r.Notifier, app: app, secrets: run.secrets, allow: ten.AllowNotify, templates: templates}
+	run.notify = &notifier{ctx: ctx, n: r.Notifier, app: app, secrets: run.secrets, allow: ten.AllowNotify, templates: templates, alerts: r.Client}
 	// The source, its credentials and trusted keys: read once, used by the
 	// rollback, the fetch and the pin check alike.
 	if run.src, err = appspec.SourceRequest(ctx, run.secrets, app.Namespace, &app.Spec.Source); err != nil {

@@ -13,12 +13,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
 	"converge.dev/converge/internal/testutil/kubetest"
@@ -177,5 +179,73 @@ func TestNotify_AReceiverThatIsDownDelaysNothing(t *testing.T) {
 	t.Logf("synced in %v with both receivers down, the push in %v", took.Round(time.Millisecond), time.Since(pushed).Round(time.Millisecond))
 	if d := time.Since(pushed); d > 3*time.Second {
 		t.Errorf("a push took %v to sync with the receivers down", d)
+	}
+}
+
+// Notifiers and Alerts: one receiver shared by the apps an Alert selects,
+// each event sent once per Notifier however many Alerts want it, and an
+// error-only Alert quiet until a failure.
+func TestNotify_AlertsSendTheSelectedAppsEventsToASharedNotifier(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	rcv := newReceiver(t)
+	ctx := context.Background()
+	for _, obj := range []client.Object{
+		&v1alpha1.Notifier{ObjectMeta: metav1.ObjectMeta{Name: "team", Namespace: ns}, Spec: v1alpha1.NotifierSpec{Type: "webhook", URL: rcv.URL + "/team"}},
+		&v1alpha1.Alert{ObjectMeta: metav1.ObjectMeta{Name: "shop-succeeded", Namespace: ns}, Spec: v1alpha1.AlertSpec{
+			NotifierRef: v1alpha1.LocalObjectReference{Name: "team"}, Events: []v1alpha1.NotifyEvent{v1alpha1.NotifySyncSucceeded}, Names: []string{"shop"}}},
+		// A second Alert wanting the same events of the same app: still
+		// one delivery.
+		&v1alpha1.Alert{ObjectMeta: metav1.ObjectMeta{Name: "team-a-everything", Namespace: ns}, Spec: v1alpha1.AlertSpec{
+			NotifierRef: v1alpha1.LocalObjectReference{Name: "team"}, Applications: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}},
+			Events: []v1alpha1.NotifyEvent{v1alpha1.NotifySyncSucceeded}}},
+		&v1alpha1.Alert{ObjectMeta: metav1.ObjectMeta{Name: "errors", Namespace: ns}, Spec: v1alpha1.AlertSpec{
+			NotifierRef: v1alpha1.LocalObjectReference{Name: "team"}, Severity: v1alpha1.SeverityError}},
+	} {
+		if err := a.client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	repo, first := a.repoWith(t, ns+"-alerts", map[string]string{"deploy/cm.yaml": fmt.Sprintf(agentCM, "first")}, "first")
+	shop := notifyApp(a, ns, "shop", a.git.URL(repo.Name))
+	shop.Labels = map[string]string{"team": "a"}
+	a.create(t, shop)
+	a.waitApp(t, ns, "shop", 30*time.Second, "synced", synced(first))
+	rcv.waitPost(t, "event", "SyncSucceeded")
+
+	other, otherFirst := a.repoWith(t, ns+"-alerts-other", map[string]string{"deploy/cm2.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n"}, "first")
+	o := notifyApp(a, ns, "other", a.git.URL(other.Name))
+	o.Labels = map[string]string{"team": "b"}
+	a.create(t, o)
+	a.waitApp(t, ns, "other", 30*time.Second, "synced", synced(otherFirst))
+
+	// A failure of shop: the error-only Alert sends it.
+	if err := repo.Write(map[string]string{"deploy/cm.yaml": "kind: ConfigMap\n  broken: [yaml\n"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "broken"); err != nil {
+		t.Fatal(err)
+	}
+	a.push(t, repo, "refs/heads/main")
+	failed := rcv.waitPost(t, "event", "SyncFailed")
+	if failed.path != "/team" {
+		t.Errorf("posted to %s", failed.path)
+	}
+	observe(t, 2*time.Second, "late deliveries")
+	count := map[string]int{}
+	for _, p := range rcv.posts() {
+		var m map[string]any
+		if err := json.Unmarshal(p.body, &m); err != nil {
+			t.Fatal(err)
+		}
+		count[fmt.Sprintf("%v %v", m["name"], m["event"])]++
+	}
+	if count["shop SyncSucceeded"] != 1 {
+		t.Errorf("shop's SyncSucceeded sent %d times, want once: %v", count["shop SyncSucceeded"], count)
+	}
+	for k := range count {
+		if strings.HasPrefix(k, "other ") || k == "shop SyncStarted" {
+			t.Errorf("sent %s, which no Alert selects: %v", k, count)
+		}
 	}
 }
