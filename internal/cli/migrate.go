@@ -177,13 +177,20 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 	for i := range res.ApplicationSets {
 		items = append(items, res.ApplicationSets[i])
 	}
+	for i := range res.Notifiers {
+		items = append(items, res.Notifiers[i])
+	}
+	for i := range res.Alerts {
+		items = append(items, res.Alerts[i])
+	}
 	if len(res.Secrets) > 0 {
 		fmt.Fprintf(o.ErrOut, "The output holds %d Secret(s) of credentials carried over from Argo CD's cluster and repository Secrets: keep it as safe as those\n", len(res.Secrets))
 	}
 	if err := printItems(o.Out, o.Output, items); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.ErrOut, "Translated %d Application(s), %d ApplicationSet(s), %d Tenant(s), %d Cluster(s); %d finding(s) above\n", len(res.Applications), len(res.ApplicationSets), len(res.Tenants), len(res.Clusters), len(res.Findings))
+	fmt.Fprintf(o.ErrOut, "Translated %d Application(s), %d ApplicationSet(s), %d Tenant(s), %d Cluster(s), %d Notifier(s), %d Alert(s); %d finding(s) above\n",
+		len(res.Applications), len(res.ApplicationSets), len(res.Tenants), len(res.Clusters), len(res.Notifiers), len(res.Alerts), len(res.Findings))
 	if len(res.Findings) > 0 {
 		// Printed, but not all of it: scripts must not take it for a
 		// complete translation.

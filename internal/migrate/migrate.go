@@ -42,8 +42,11 @@ type Result struct {
 	Tenants         []v1alpha1.Tenant
 	Clusters        []v1alpha1.Cluster
 	ApplicationSets []v1alpha1.ApplicationSet
-	Secrets         []corev1.Secret
-	Findings        []Finding
+	// Notifiers and Alerts are made of Flux's Providers and Alerts.
+	Notifiers []v1alpha1.Notifier
+	Alerts    []v1alpha1.Alert
+	Secrets   []corev1.Secret
+	Findings  []Finding
 	// Ignored counts input objects that are neither Argo CD nor Flux.
 	Ignored int
 }
@@ -74,6 +77,12 @@ func Translate(objs []render.Object, opts Options) *Result {
 		switch {
 		case gk.Group == "source.extensions.fluxcd.io" && gk.Kind == "ArtifactGenerator":
 			t.indexGenerators(o.Unstructured)
+		case gk.Group == "notification.toolkit.fluxcd.io" && gk.Kind == "Provider":
+			t.fluxProvider(o.Unstructured)
+		case gk.Group == "notification.toolkit.fluxcd.io" && gk.Kind == "Alert":
+			t.fluxAlert(o.Unstructured)
+		case gk.Group == "notification.toolkit.fluxcd.io" && gk.Kind == "Receiver":
+			t.note(o.Unstructured, "kind", "Receiver is not translated: point the forge's push webhook at the agent's /hooks/git (docs/agent.md)")
 		case gk.Group == "source.toolkit.fluxcd.io" || gk.Group == "source.extensions.fluxcd.io":
 			t.sources[gk.Kind+"/"+o.GetNamespace()+"/"+o.GetName()] = o.Unstructured
 		case gk.Group == "argoproj.io" && gk.Kind == "AppProject":
@@ -102,6 +111,12 @@ func Translate(objs []render.Object, opts Options) *Result {
 			t.fluxKustomization(o.Unstructured)
 		case gk.Group == "helm.toolkit.fluxcd.io" && gk.Kind == "HelmRelease":
 			t.fluxHelmRelease(o.Unstructured)
+		case gk.Group == "notification.toolkit.fluxcd.io" && gk.Kind == "Provider":
+			t.fluxProvider(o.Unstructured)
+		case gk.Group == "notification.toolkit.fluxcd.io" && gk.Kind == "Alert":
+			t.fluxAlert(o.Unstructured)
+		case gk.Group == "notification.toolkit.fluxcd.io" && gk.Kind == "Receiver":
+			t.note(o.Unstructured, "kind", "Receiver is not translated: point the forge's push webhook at the agent's /hooks/git (docs/agent.md)")
 		case gk.Group == "source.toolkit.fluxcd.io" || gk.Group == "source.extensions.fluxcd.io":
 			// Translated with what refers to them; a kind no Kustomization
 			// or HelmRelease can use here is named.
