@@ -395,11 +395,12 @@ func (r *ApplicationReconciler) observe(ctx context.Context, run *attempt, d syn
 		// Wrote nothing: the fingerprint taken before stands for what
 		// was planned.
 		idle.fingerprint = run.fingerprint
-	case inv != nil:
+	case inv != nil && len(run.request.only) == 0:
 		// Wrote: its objects and inventory at the versions the writes
 		// returned, as the watches show them once the writes' events
 		// arrive. Anything else (an event still on its way, someone
-		// else's write) differs, and costs one more plan.
+		// else's write) differs, and costs one more plan. A selective
+		// sync is planned again, so that what it left out is weighed.
 		idle.fingerprint = versionsHash(res.Kinds, inv.Versions(), inv.ResourceVersion)
 	}
 	r.setIdle(run.key, idle)

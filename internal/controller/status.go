@@ -26,7 +26,8 @@ import (
 // held says why an out-of-sync app was not applied.
 func (r *ApplicationReconciler) record(app *v1alpha1.Application, artifact *source.Artifact, cs *engine.ChangeSet, health []engine.ObjectHealth, applied bool, held string) {
 	counts := cs.Counts()
-	outOfSync := !applied && cs.HasChanges()
+	// A selective sync that left a change out leaves the app OutOfSync.
+	outOfSync := (!applied && cs.HasChanges()) || cs.HasUnselected()
 	switch {
 	case outOfSync:
 		syncTotal.WithLabelValues("outofsync").Inc()

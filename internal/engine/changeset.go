@@ -57,6 +57,24 @@ type ChangeSet struct {
 	Inventory *Inventory `json:"-"`
 }
 
+// reasonNotSelected starts the reason of a change a selective sync left
+// out.
+const reasonNotSelected = "not selected"
+
+// HasUnselected reports whether a selective sync left out a change: the
+// cluster still differs from the source there.
+func (cs *ChangeSet) HasUnselected() bool {
+	if cs == nil {
+		return false
+	}
+	for _, c := range cs.Changes {
+		if c.Action == ActionSkipped && strings.HasPrefix(c.Reason, reasonNotSelected) {
+			return true
+		}
+	}
+	return false
+}
+
 // Counts tallies a change set by action.
 type Counts struct {
 	Created    int `json:"created"`

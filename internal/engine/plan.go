@@ -235,7 +235,7 @@ func (m *Manager) Plan(ctx context.Context, objs []render.Object, opts PlanOptio
 		// A selective sync compares everything and changes only what
 		// it selects.
 		if !selected(opts.Only, d.obj) && (d.action == ActionCreated || d.action == ActionConfigured) {
-			d.reason = fmt.Sprintf("not selected (would be %s)", d.action)
+			d.reason = fmt.Sprintf("%s (would be %s)", reasonNotSelected, d.action)
 			d.action = ActionSkipped
 		}
 	}
