@@ -306,6 +306,8 @@ var slimForCache = cache.TransformStripManagedFields()
 type parts struct {
 	keys     *seal.Store
 	previews *preview.Previewer
+	// apps takes the webhook's pushes in memory (RequestFetch).
+	apps *controller.ApplicationReconciler
 }
 
 // setupReconcilers adds the reconcilers (Applications, Clusters,
@@ -369,7 +371,7 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, s
 	if err := setupSealing(mgr, cfg, scheme, o, keys, logger); err != nil {
 		return parts{}, err
 	}
-	return parts{keys: keys, previews: &preview.Previewer{Builder: &previews, Tenancy: &tenancyOpts, Tenants: mgr.GetClient(), IgnoreDifferences: ignore}}, nil
+	return parts{keys: keys, previews: &preview.Previewer{Builder: &previews, Tenancy: &tenancyOpts, Tenants: mgr.GetClient(), IgnoreDifferences: ignore}, apps: rec}, nil
 }
 
 // setupServers adds the health checks and the HTTP servers the options
@@ -391,6 +393,9 @@ func setupServers(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o 
 			secret = []byte(strings.TrimSpace(string(data)))
 		}
 		hook := &server.Webhook{Client: mgr.GetClient(), Secret: secret, Log: logger.WithName("webhook")}
+		if p.apps != nil {
+			hook.Local = p.apps.RequestFetch
+		}
 		if err := mgr.Add(&httpRunnable{addr: o.WebhookAddr, mux: webhookMux(hook)}); err != nil {
 			return err
 		}

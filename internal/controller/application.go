@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -72,6 +73,10 @@ type ApplicationReconciler struct {
 	memory memory
 	// accounts holds one engine per impersonated ServiceAccount.
 	accounts accounts
+	// wake reconciles an app a push asked for in memory; elected is
+	// closed once this replica may reconcile (see push.go).
+	wake    chan event.GenericEvent
+	elected <-chan struct{}
 }
 
 func (r *ApplicationReconciler) now() time.Time {

@@ -18,6 +18,9 @@ type request struct {
 	// selection cannot be read.
 	only    []engine.ResourceSelector
 	invalid error
+	// inMemory: a push handed over in memory (push.go), with no
+	// annotation to acknowledge.
+	inMemory bool
 }
 
 // pendingRequest reads a sync request the agent has not handled yet.

@@ -34,6 +34,9 @@ type appMemory struct {
 	idle *idleState
 	// owned: this replica reconciles the app (sharded agents).
 	owned bool
+	// push is when a webhook delivery asked, in memory, for a fetch (see
+	// push.go); zero: none pending.
+	push time.Time
 }
 
 type writtenStatus struct {

@@ -70,8 +70,11 @@ type attempt struct {
 func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.Application) (ctrl.Result, error) {
 	run := &attempt{app: app, key: client.ObjectKeyFromObject(app), start: r.now(), request: pendingRequest(app),
 		interval: app.Spec.SyncPolicy.GetInterval()}
+	if at, ok := r.takePush(run.key); ok && run.request.at == "" {
+		run.request = pushRequest(at)
+	}
 	run.trigger, run.forced = run.request.trigger, run.request.at != ""
-	if run.forced {
+	if run.forced && !run.request.inMemory {
 		// This reconcile handles the request, whatever its outcome: a
 		// waiting `converge sync --wait` then sees the result or the error.
 		app.Status.LastHandledRequest = run.request.at

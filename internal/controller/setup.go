@@ -42,6 +42,10 @@ func (r *ApplicationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	opts := controller.Options{MaxConcurrentReconciles: r.Concurrency}
 	bld := ctrl.NewControllerManagedBy(mgr)
+	// Pushes handed over in memory (push.go); when the queue is full, the
+	// webhook annotates instead.
+	r.wake, r.elected = make(chan event.GenericEvent, 1024), mgr.Elected()
+	bld = bld.WatchesRawSource(crsource.Channel(r.wake, &handler.EnqueueRequestForObject{}))
 	if r.Shards != nil {
 		// Every replica reconciles its share, leader or not; a change
 		// of members looks at every app again.

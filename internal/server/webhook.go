@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
@@ -41,6 +42,10 @@ type Webhook struct {
 	// in the window trigger once when it closes. A flood of deliveries
 	// costs a sync request a window, and the last push is never missed.
 	Coalesce time.Duration
+	// Local, if set, hands a push to an app this process reconciles, in
+	// memory (no write); it reports false for the others, which get the
+	// annotation.
+	Local func(app types.NamespacedName, at time.Time) bool
 
 	mu      sync.Mutex
 	windows map[string]*window
@@ -270,24 +275,24 @@ func (h *Webhook) followers(ctx context.Context, p *push) (targets, error) {
 	return t, nil
 }
 
-func (h *Webhook) stamp() string {
-	now := time.Now
+func (h *Webhook) stamp() time.Time {
 	if h.Now != nil {
-		now = h.Now
+		return h.Now()
 	}
-	return now().UTC().Format(time.RFC3339Nano)
+	return time.Now()
 }
 
 // requestParallelism bounds the sync requests a push writes at once.
 const requestParallelism = 16
 
-// request annotates each target with a sync request stamped stamp, which
-// makes the agent fetch and sync it at once; up to requestParallelism at
-// a time, within two minutes. Failures are logged: the targets' own
-// polling still finds the push.
-func (h *Webhook) request(t targets, stamp string) {
+// request asks each target to fetch and sync at once: in memory when
+// this process reconciles it (Local), else with a sync request annotation
+// stamped at, up to requestParallelism at a time, within two minutes.
+// Failures are logged: the targets' own polling still finds the push.
+func (h *Webhook) request(t targets, at time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	stamp := at.UTC().Format(time.RFC3339Nano)
 	g := new(errgroup.Group)
 	g.SetLimit(requestParallelism)
 	annotate := func(obj client.Object, by bool) {
@@ -309,14 +314,19 @@ func (h *Webhook) request(t targets, stamp string) {
 			return nil
 		})
 	}
+	local := 0
 	for _, a := range t.apps {
+		if h.Local != nil && h.Local(client.ObjectKeyFromObject(a), at) {
+			local++
+			continue
+		}
 		annotate(a, true)
 	}
 	for _, s := range t.sets {
 		annotate(s, false)
 	}
 	_ = g.Wait()
-	h.Log.Info("git push", "triggered", t.names())
+	h.Log.Info("git push", "triggered", t.names(), "inMemory", local)
 }
 
 // setFollows reports whether one of set's Git generators reads the pushed

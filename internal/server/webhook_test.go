@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -196,5 +198,60 @@ func TestWebhook_AnswersBeforeWritingTheRequests(t *testing.T) {
 	}
 	if m := most.Load(); m > requestParallelism {
 		t.Errorf("%d requests in flight at once, want at most %d", m, requestParallelism)
+	}
+}
+
+// The apps this process reconciles take the push in memory and are not
+// written to; the others are annotated.
+func TestWebhook_LocalAppsAreAskedInMemory(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	b := fake.NewClientBuilder().WithScheme(scheme)
+	for _, name := range []string{"mine", "theirs"} {
+		b.WithObjects(&v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team"},
+			Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: "https://git.example.com/org/fleet.git"}}})
+	}
+	c := b.Build()
+	var patched atomic.Int64
+	asked := map[string]time.Time{}
+	var mu sync.Mutex
+	h := &Webhook{Secret: []byte("s3cret"), Log: logr.Discard(), Client: interceptor.NewClient(c, interceptor.Funcs{
+		Patch: func(ctx context.Context, cl client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+			patched.Add(1)
+			return cl.Patch(ctx, obj, p, opts...)
+		}}),
+		Local: func(app types.NamespacedName, at time.Time) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			if app.Name != "mine" {
+				return false
+			}
+			asked[app.String()] = at
+			return true
+		}}
+	body := `{"ref":"refs/heads/main","repository":{"clone_url":"https://git.example.com/org/fleet.git"}}`
+	req := httptest.NewRequest(http.MethodPost, "/hooks/git", strings.NewReader(body))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-Hub-Signature-256", "sha256="+sign("s3cret", body))
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	deadline := time.Now().Add(10 * time.Second)
+	for patched.Load() < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if _, ok := asked["team/mine"]; !ok || len(asked) != 1 {
+		t.Errorf("asked in memory: %v, want team/mine", asked)
+	}
+	var mine, theirs v1alpha1.Application
+	_ = c.Get(context.Background(), client.ObjectKey{Namespace: "team", Name: "mine"}, &mine)
+	_ = c.Get(context.Background(), client.ObjectKey{Namespace: "team", Name: "theirs"}, &theirs)
+	if mine.Annotations[v1alpha1.AnnotationRequestedAt] != "" || patched.Load() != 1 {
+		t.Errorf("mine annotated %v (%d patches): a push handed over in memory writes nothing", mine.Annotations, patched.Load())
+	}
+	if theirs.Annotations[v1alpha1.AnnotationRequestedAt] == "" {
+		t.Errorf("theirs not annotated: %v", theirs.Annotations)
 	}
 }
