@@ -41,35 +41,81 @@ type Restored struct {
 
 // ErrNothingToRestore means the path at the branch tip already equals the
 // target's.
-var ErrNothingToRestore = errors.New("the branch already has that content")
+var ErrNothingToRestore = ErrUnchanged
 
 // Restore writes and pushes the restoring commit: the Git-native rollback.
 // The push is an ordinary fast-forward; if the branch moves meanwhile, the
 // commit is rebuilt on the new tip once.
 func (c *Cache) Restore(ctx context.Context, req RestoreRequest) (*Restored, error) {
-	r, g, done, err := c.open(ctx, req.URL, req.Auth, req.Insecure)
+	return c.commitOnBranch(ctx, req.URL, req.Auth, req.Insecure, req.Branch, func(g *gitRunner, r *repo) (*Restored, error) {
+		return c.restoreOnce(ctx, g, r, req, g.tmp)
+	})
+}
+
+// commitOnBranch runs once (which writes and pushes a commit on branch)
+// in url's repository, once more if the push was rejected because the
+// branch moved, and forgets the branch's cached resolution. ErrUnchanged
+// comes back with the branch's tip.
+func (c *Cache) commitOnBranch(ctx context.Context, url string, auth *Auth, insecure bool, branch string, once func(*gitRunner, *repo) (*Restored, error)) (*Restored, error) {
+	r, g, done, err := c.open(ctx, url, auth, insecure)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	safeURL := redact.URL(req.URL)
 	var out *Restored
 	for attempt := 0; ; attempt++ {
-		out, err = c.restoreOnce(ctx, g, r, req, g.tmp)
+		out, err = once(g, r)
 		if err == nil || attempt == 1 || !errors.Is(err, errRejected) {
 			break
 		}
 	}
-	if err != nil && !errors.Is(err, ErrNothingToRestore) {
-		return nil, fmt.Errorf("%s: %w", safeURL, err)
+	if err != nil && !errors.Is(err, ErrUnchanged) {
+		return nil, fmt.Errorf("%s: %w", redact.URL(url), err)
 	}
-	// The branch moved: forget the cached resolution.
 	for ref := range r.resolved {
-		if ref.Branch == req.Branch || (req.Branch == "main" && ref == (Ref{})) {
+		if ref.Branch == branch || (branch == "main" && ref == (Ref{})) {
 			delete(r.resolved, ref)
 		}
 	}
 	return out, err
+}
+
+// commitAndPush writes a commit of tree (on parent, none if empty) as
+// author, signed with sign if set, and pushes it to ref as a fast-forward;
+// errRejected means the branch moved.
+func commitAndPush(ctx context.Context, g *gitRunner, r *repo, url, ref, tree, parent, message, author, email string, sign *Signing) (string, error) {
+	env := []string{"GIT_AUTHOR_NAME=" + author, "GIT_AUTHOR_EMAIL=" + email, "GIT_COMMITTER_NAME=" + author, "GIT_COMMITTER_EMAIL=" + email}
+	var args []string
+	if sign != nil {
+		switch sign.Format {
+		case "ssh", "openpgp":
+			args = append(args, "-c", "gpg.format="+sign.Format, "-c", "user.signingKey="+sign.Key)
+		default:
+			return "", fmt.Errorf("signing format %q: want ssh or openpgp", sign.Format)
+		}
+		if sign.GNUPGHome != "" {
+			env = append(env, "GNUPGHOME="+sign.GNUPGHome)
+		}
+	}
+	args = append(args, "commit-tree", tree)
+	if sign != nil {
+		args = append(args, "-S")
+	}
+	if parent != "" {
+		args = append(args, "-p", parent)
+	}
+	commit, err := g.runEnv(ctx, r.bare, env, strings.NewReader(message), args...)
+	if err != nil {
+		return "", err
+	}
+	sha := strings.TrimSpace(string(commit))
+	if _, err := g.run(ctx, r.bare, "push", "-q", "--", url, sha+":"+ref); err != nil {
+		if strings.Contains(err.Error(), "rejected") || strings.Contains(err.Error(), "non-fast-forward") || strings.Contains(err.Error(), "fetch first") {
+			return "", fmt.Errorf("%w: %v", errRejected, err)
+		}
+		return "", fmt.Errorf("pushing the commit (the credentials need write access): %w", err)
+	}
+	return sha, nil
 }
 
 var errRejected = errors.New("push rejected")
@@ -101,21 +147,11 @@ func (c *Cache) restoreOnce(ctx context.Context, g *gitRunner, r *repo, req Rest
 		return nil, err
 	}
 	if strings.TrimSpace(string(out)) == tree {
-		return &Restored{Commit: head, Parent: head}, ErrNothingToRestore
+		return &Restored{Commit: head, Parent: head}, ErrUnchanged
 	}
-	commit, err := g.runEnv(ctx, r.bare, []string{
-		"GIT_AUTHOR_NAME=" + req.Author, "GIT_AUTHOR_EMAIL=" + req.AuthorEmail,
-		"GIT_COMMITTER_NAME=" + req.Author, "GIT_COMMITTER_EMAIL=" + req.AuthorEmail,
-	}, strings.NewReader(req.Message(head)), "commit-tree", tree, "-p", head)
+	sha, err := commitAndPush(ctx, g, r, req.URL, ref, tree, head, req.Message(head), req.Author, req.AuthorEmail, nil)
 	if err != nil {
 		return nil, err
-	}
-	sha := strings.TrimSpace(string(commit))
-	if _, err := g.run(ctx, r.bare, "push", "-q", "--", req.URL, sha+":"+ref); err != nil {
-		if strings.Contains(err.Error(), "rejected") || strings.Contains(err.Error(), "non-fast-forward") || strings.Contains(err.Error(), "fetch first") {
-			return nil, fmt.Errorf("%w: %v", errRejected, err)
-		}
-		return nil, fmt.Errorf("pushing the rollback commit (the credentials need write access): %w", err)
 	}
 	return &Restored{Commit: sha, Parent: head}, nil
 }

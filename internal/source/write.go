@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"converge.dev/converge/internal/redact"
 )
 
 // WriteRequest asks for a commit on Branch whose directory Dir holds
@@ -55,27 +53,9 @@ func (c *Cache) Write(ctx context.Context, req WriteRequest) (*Restored, error) 
 			return nil, fmt.Errorf("%q: not a path inside %s", name, dir)
 		}
 	}
-	r, g, done, err := c.open(ctx, req.URL, req.Auth, req.Insecure)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	var out *Restored
-	for attempt := 0; ; attempt++ {
-		out, err = c.writeOnce(ctx, g, r, req, dir)
-		if err == nil || attempt == 1 || !errors.Is(err, errRejected) {
-			break
-		}
-	}
-	if err != nil && !errors.Is(err, ErrUnchanged) {
-		return nil, fmt.Errorf("%s: %w", redact.URL(req.URL), err)
-	}
-	for ref := range r.resolved {
-		if ref.Branch == req.Branch || (req.Branch == "main" && ref == (Ref{})) {
-			delete(r.resolved, ref)
-		}
-	}
-	return out, err
+	return c.commitOnBranch(ctx, req.URL, req.Auth, req.Insecure, req.Branch, func(g *gitRunner, r *repo) (*Restored, error) {
+		return c.writeOnce(ctx, g, r, req, dir)
+	})
 }
 
 func (c *Cache) writeOnce(ctx context.Context, g *gitRunner, r *repo, req WriteRequest, dir string) (*Restored, error) {
@@ -119,39 +99,9 @@ func (c *Cache) writeOnce(ctx context.Context, g *gitRunner, r *repo, req WriteR
 			return &Restored{Commit: head, Parent: head}, ErrUnchanged
 		}
 	}
-	env := []string{"GIT_AUTHOR_NAME=" + req.Author, "GIT_AUTHOR_EMAIL=" + req.AuthorEmail,
-		"GIT_COMMITTER_NAME=" + req.Author, "GIT_COMMITTER_EMAIL=" + req.AuthorEmail}
-	var args []string
-	if s := req.Sign; s != nil {
-		switch s.Format {
-		case "ssh":
-			args = append(args, "-c", "gpg.format=ssh", "-c", "user.signingKey="+s.Key)
-		case "openpgp":
-			args = append(args, "-c", "gpg.format=openpgp", "-c", "user.signingKey="+s.Key)
-			if s.GNUPGHome != "" {
-				env = append(env, "GNUPGHOME="+s.GNUPGHome)
-			}
-		default:
-			return nil, fmt.Errorf("signing format %q: want ssh or openpgp", s.Format)
-		}
-	}
-	args = append(args, "commit-tree", tree)
-	if req.Sign != nil {
-		args = append(args, "-S")
-	}
-	if head != "" {
-		args = append(args, "-p", head)
-	}
-	commit, err := g.runEnv(ctx, r.bare, env, strings.NewReader(req.Message), args...)
+	sha, err := commitAndPush(ctx, g, r, req.URL, ref, tree, head, req.Message, req.Author, req.AuthorEmail, req.Sign)
 	if err != nil {
 		return nil, err
-	}
-	sha := strings.TrimSpace(string(commit))
-	if _, err := g.run(ctx, r.bare, "push", "-q", "--", req.URL, sha+":"+ref); err != nil {
-		if strings.Contains(err.Error(), "rejected") || strings.Contains(err.Error(), "non-fast-forward") || strings.Contains(err.Error(), "fetch first") {
-			return nil, fmt.Errorf("%w: %v", errRejected, err)
-		}
-		return nil, fmt.Errorf("pushing the commit (the credentials need write access): %w", err)
 	}
 	return &Restored{Commit: sha, Parent: head}, nil
 }
