@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -253,13 +252,4 @@ func (a *withArtifactType) ConfigName() (v1.Hash, error) {
 
 func (a *withArtifactType) ConfigLayer() (v1.Layer, error) {
 	return static.NewLayer([]byte("{}"), types.MediaType(a.typ)), nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

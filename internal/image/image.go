@@ -9,9 +9,11 @@ import (
 	"context"
 	"debug/buildinfo"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -58,7 +60,7 @@ func Build(ctx context.Context, opts Options) (*Built, error) {
 	b := &Built{Packages: map[string][]Package{}}
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	var adds []mutate.IndexAddendum
-	for _, platform := range sortedKeys(opts.Binaries) {
+	for _, platform := range slices.Sorted(maps.Keys(opts.Binaries)) {
 		p, err := v1.ParsePlatform(platform)
 		if err != nil {
 			return nil, err

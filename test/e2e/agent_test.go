@@ -190,15 +190,7 @@ func (a *agentEnv) newApp(t *testing.T, ns, name string, policy v1alpha1.SyncPol
 
 func (a *agentEnv) waitApp(t *testing.T, ns, name string, timeout time.Duration, what string, ok func(*v1alpha1.Application) bool) *v1alpha1.Application {
 	t.Helper()
-	app := &v1alpha1.Application{}
-	kubetest.Eventually(t, timeout, what, func(ctx context.Context) (bool, error) {
-		if err := a.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
-			return false, err
-		}
-		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
-		return ok(app), fmt.Errorf("sync %s at %s, health %s, ready %+v, lastError %q", app.Status.Sync.Status, app.Status.Sync.Revision, app.Status.Health.Status, ready, app.Status.LastError)
-	})
-	return app
+	return waitAppIn(t, a.client, ns, name, timeout, what, ok)
 }
 
 // pushRequest is a signed GitHub push delivery for repo and ref.

@@ -5,9 +5,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,7 +73,7 @@ func TestBootstrap_TheAgentManagesItselfFromGitUpgradesAndRollsBack(t *testing.T
 	files := gitFiles(t, url, first)
 	for _, f := range []string{"clusters/b/converge-system/crds.yaml", "clusters/b/converge-system/agent.yaml", "clusters/b/converge-system/application.yaml", "README.md", "clusters/b/apps/README.md"} {
 		if _, ok := files[f]; !ok {
-			t.Errorf("the bootstrap commit has no %s (it has %v)", f, keys(files))
+			t.Errorf("the bootstrap commit has no %s (it has %v)", f, slices.Sorted(maps.Keys(files)))
 		}
 	}
 	if !strings.Contains(files["clusters/b/converge-system/agent.yaml"], "image: example.com/converge:v1") {
@@ -211,6 +213,7 @@ func (b *clusterB) typedClient(t *testing.T) client.Client {
 	return c
 }
 
+// waitAppIn waits until the Application ns/name, read through c, is ok.
 func waitAppIn(t *testing.T, c client.Client, ns, name string, timeout time.Duration, what string, ok func(*v1alpha1.Application) bool) *v1alpha1.Application {
 	t.Helper()
 	app := &v1alpha1.Application{}
@@ -218,7 +221,8 @@ func waitAppIn(t *testing.T, c client.Client, ns, name string, timeout time.Dura
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
 			return false, err
 		}
-		return ok(app), fmt.Errorf("sync %s at %.12s, health %s (%s), lastError %q", app.Status.Sync.Status, app.Status.Sync.Revision, app.Status.Health.Status, app.Status.Health.Message, app.Status.LastError)
+		ready := apimeta.FindStatusCondition(app.Status.Conditions, v1alpha1.ConditionReady)
+		return ok(app), fmt.Errorf("sync %s at %s, health %s (%s), ready %+v, lastError %q", app.Status.Sync.Status, app.Status.Sync.Revision, app.Status.Health.Status, app.Status.Health.Message, ready, app.Status.LastError)
 	})
 	return app
 }
@@ -292,12 +296,4 @@ func runGit(t *testing.T, dir string, args ...string) string {
 		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-func keys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
