@@ -66,6 +66,12 @@ type TenantSpec struct {
 	// +optional
 	ChartRepos []string `json:"chartRepos,omitempty"`
 
+	// ImageRepos are the image repositories the tenant's ImageRepositories
+	// may scan, as patterns over "registry/path" ("registry.example.com/team-a/*",
+	// "ghcr.io/org/**"). Empty allows none: an ImageRepository is refused,
+	// naming this field, before the registry is asked anything.
+	// +optional
+	ImageRepos []string `json:"imageRepos,omitempty"`
 	// NotifyHosts are the hosts the tenant's Applications may send
 	// notifications and commit statuses to ("hooks.slack.com",
 	// "*.example.com", with a port or not). Empty allows none: an

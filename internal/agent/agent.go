@@ -282,13 +282,16 @@ func newManager(cfg *rest.Config, scheme *runtime.Scheme, o Options) (ctrl.Manag
 			DefaultLabelSelector: labels.NewSelector().Add(*owned),
 			DefaultNamespaces:    namespaces(o.WatchNamespaces),
 			ByObject: map[client.Object]cache.ByObject{
-				&v1alpha1.Application{}:    {Label: apps},
-				&v1alpha1.SealedSecret{}:   {Label: labels.Everything()},
-				&v1alpha1.Tenant{}:         {Label: labels.Everything()},
-				&v1alpha1.Cluster{}:        {Label: labels.Everything()},
-				&v1alpha1.ApplicationSet{}: {Label: labels.Everything()},
-				&v1alpha1.Alert{}:          {Label: labels.Everything()},
-				&v1alpha1.Notifier{}:       {Label: labels.Everything()},
+				&v1alpha1.Application{}:           {Label: apps},
+				&v1alpha1.SealedSecret{}:          {Label: labels.Everything()},
+				&v1alpha1.Tenant{}:                {Label: labels.Everything()},
+				&v1alpha1.Cluster{}:               {Label: labels.Everything()},
+				&v1alpha1.ApplicationSet{}:        {Label: labels.Everything()},
+				&v1alpha1.Alert{}:                 {Label: labels.Everything()},
+				&v1alpha1.Notifier{}:              {Label: labels.Everything()},
+				&v1alpha1.ImageRepository{}:       {Label: labels.Everything()},
+				&v1alpha1.ImagePolicy{}:           {Label: labels.Everything()},
+				&v1alpha1.ImageUpdateAutomation{}: {Label: labels.Everything()},
 			},
 		},
 		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
@@ -361,6 +364,14 @@ func setupReconcilers(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, s
 	}
 	sets := &controller.ApplicationSetReconciler{Client: mgr.GetClient(), Apps: rec, Recorder: mgr.GetEventRecorderFor("converge-agent")}
 	if err := sets.SetupWithManager(mgr); err != nil {
+		return parts{}, err
+	}
+	// Image automation: scans and policies, and the commits they make.
+	recorder := mgr.GetEventRecorderFor("converge-agent")
+	if err := (&controller.ImageReconciler{Client: mgr.GetClient(), Apps: rec, Egress: policy, Recorder: recorder, AllowedHosts: o.SourceHosts}).SetupWithManager(mgr); err != nil {
+		return parts{}, err
+	}
+	if err := (&controller.ImageAutomationReconciler{Client: mgr.GetClient(), Apps: rec, Egress: policy, Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return parts{}, err
 	}
 	direct, err := client.New(cfg, client.Options{Scheme: scheme, Mapper: mgr.GetRESTMapper()})

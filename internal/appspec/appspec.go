@@ -8,10 +8,8 @@ package appspec
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -210,19 +208,19 @@ func ChartRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.Appl
 
 // keyless reads keyless verification: the identities, each a valid
 // regular expression, and the Sigstore trust material of s.
-func keyless(v *v1alpha1.OCIVerification, s *corev1.Secret) (*charts.CosignKeyless, error) {
+func keyless(field string, v *v1alpha1.OCIVerification, s *corev1.Secret) (*charts.CosignKeyless, error) {
 	k := &charts.CosignKeyless{Roots: s.Data["fulcio.crt.pem"], RekorKeys: s.Data["rekor.pub"], CTLogKeys: s.Data["ctfe.pub"]}
 	for name, v := range map[string][]byte{"fulcio.crt.pem": k.Roots, "rekor.pub": k.RekorKeys} {
 		if len(v) == 0 {
 			// Never verify without a root or without the log: a
 			// certificate anyone can make, or one past its few minutes.
-			return nil, fmt.Errorf("spec.source.oci.verify.secretRef: Secret %s has no %s (keyless verification needs Fulcio's certificates and Rekor's key)", s.Name, name)
+			return nil, fmt.Errorf("%s.secretRef: Secret %s has no %s (keyless verification needs Fulcio's certificates and Rekor's key)", field, s.Name, name)
 		}
 	}
 	for i, id := range v.MatchOIDCIdentity {
-		for field, re := range map[string]string{"issuer": id.Issuer, "subject": id.Subject} {
+		for part, re := range map[string]string{"issuer": id.Issuer, "subject": id.Subject} {
 			if _, err := regexp.Compile(re); err != nil {
-				return nil, fmt.Errorf("spec.source.oci.verify.matchOIDCIdentity[%d].%s: %w", i, field, err)
+				return nil, fmt.Errorf("%s.matchOIDCIdentity[%d].%s: %w", field, i, part, err)
 			}
 		}
 		k.Identities = append(k.Identities, charts.KeylessIdentity{Issuer: id.Issuer, Subject: id.Subject})
@@ -261,65 +259,55 @@ func ArtifactRequest(ctx context.Context, secrets client.Reader, app *v1alpha1.A
 		}
 	}
 	if v := o.Verify; v != nil {
-		var s corev1.Secret
-		if err := secrets.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: v.SecretRef.Name}, &s); err != nil {
-			return req, true, fmt.Errorf("spec.source.oci.verify.secretRef: reading Secret %s: %w", v.SecretRef.Name, err)
-		}
-		if len(v.MatchOIDCIdentity) > 0 {
-			if req.Keyless, err = keyless(v, &s); err != nil {
-				return req, true, err
-			}
-			return req, true, nil
-		}
-		names := make([]string, 0, len(s.Data))
-		for k := range s.Data {
-			if strings.HasSuffix(k, ".pub") {
-				names = append(names, k)
-			}
-		}
-		sort.Strings(names)
-		for _, k := range names {
-			req.Verify = append(req.Verify, s.Data[k])
-		}
-		if len(req.Verify) == 0 {
-			// Never verify against nothing: that would pass everything.
-			return req, true, fmt.Errorf("spec.source.oci.verify.secretRef: Secret %s holds no public key (a key ending in .pub)", v.SecretRef.Name)
+		if req.Verify, req.Keyless, err = Cosign(ctx, secrets, app.Namespace, "spec.source.oci.verify", v); err != nil {
+			return req, true, err
 		}
 	}
 	return req, true, nil
 }
 
+// Cosign reads what an OCI artifact's or image's cosign signatures must
+// meet (keys, or keyless identities and trust material) from the Secret v
+// names in namespace, through secrets; field names v in errors.
+func Cosign(ctx context.Context, secrets client.Reader, namespace, field string, v *v1alpha1.OCIVerification) (charts.CosignKeys, *charts.CosignKeyless, error) {
+	var s corev1.Secret
+	if err := secrets.Get(ctx, client.ObjectKey{Namespace: namespace, Name: v.SecretRef.Name}, &s); err != nil {
+		return nil, nil, fmt.Errorf("%s.secretRef: reading Secret %s: %w", field, v.SecretRef.Name, err)
+	}
+	if len(v.MatchOIDCIdentity) > 0 {
+		k, err := keyless(field, v, &s)
+		return nil, k, err
+	}
+	names := make([]string, 0, len(s.Data))
+	for k := range s.Data {
+		if strings.HasSuffix(k, ".pub") {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	var keys charts.CosignKeys
+	for _, k := range names {
+		keys = append(keys, s.Data[k])
+	}
+	if len(keys) == 0 {
+		// Never verify against nothing: that would pass everything.
+		return nil, nil, fmt.Errorf("%s.secretRef: Secret %s holds no public key (a key ending in .pub)", field, v.SecretRef.Name)
+	}
+	return keys, nil, nil
+}
+
 // dockerConfigAuth reads the credentials for url's registry from a
 // .dockerconfigjson; errors never quote it.
 func dockerConfigAuth(data []byte, url string) (string, string, error) {
-	var cfg struct {
-		Auths map[string]struct {
-			Username string `json:"username"`
-			Password string `json:"password"`
-			Auth     string `json:"auth"`
-		} `json:"auths"`
+	host, _, _ := strings.Cut(strings.TrimPrefix(url, "oci://"), "/")
+	a, err := charts.DockerConfigAuth(data, host)
+	if err != nil {
+		return "", "", err
 	}
-	if json.Unmarshal(data, &cfg) != nil {
-		return "", "", errors.New(".dockerconfigjson is not a Docker config")
+	if a == nil {
+		return "", "", fmt.Errorf(".dockerconfigjson has no credentials for %s", host)
 	}
-	host := strings.TrimPrefix(url, "oci://")
-	host, _, _ = strings.Cut(host, "/")
-	for _, key := range []string{host, "https://" + host, "http://" + host} {
-		a, ok := cfg.Auths[key]
-		if !ok {
-			continue
-		}
-		if a.Auth != "" {
-			dec, err := base64.StdEncoding.DecodeString(a.Auth)
-			if err != nil {
-				return "", "", fmt.Errorf(".dockerconfigjson: the auth of %s is not base64", host)
-			}
-			user, pass, _ := strings.Cut(string(dec), ":")
-			return user, pass, nil
-		}
-		return a.Username, a.Password, nil
-	}
-	return "", "", fmt.Errorf(".dockerconfigjson has no credentials for %s", host)
+	return a.Username, a.Password, nil
 }
 
 // ValuesFrom reads the Helm values app takes from ConfigMaps and Secrets,

@@ -123,15 +123,8 @@ func (c *Cache) FetchArtifact(ctx context.Context, req ArtifactRequest) (*Artifa
 	if req.Digest != "" && req.Digest != digest {
 		return nil, fmt.Errorf("OCI artifact %s: the manifest does not match the digest %s asked for", ref, req.Digest)
 	}
-	if len(req.Verify) > 0 {
-		if err := req.Verify.verify(ctx, repository, digest, opts); err != nil {
-			return nil, err
-		}
-	}
-	if req.Keyless != nil {
-		if err := req.Keyless.verify(ctx, repository, digest, opts); err != nil {
-			return nil, err
-		}
+	if err := VerifySignature(ctx, repository, digest, opts, req.Verify, req.Keyless); err != nil {
+		return nil, err
 	}
 	img, err := desc.Image()
 	if err != nil {

@@ -127,6 +127,27 @@ func transparencyKeys(data []byte) (cosign.TrustedTransparencyLogPubKeys, error)
 	return keys, nil
 }
 
+// VerifySignature checks the cosign signatures of digest in repository,
+// reached with opts: made by one of keys, if any, and meeting keyless, if
+// set. Neither set passes. A failure is a *source.VerificationError.
+func VerifySignature(ctx context.Context, repository name.Repository, digest string, opts []remote.Option, keys CosignKeys, keyless *CosignKeyless) error {
+	if len(keys) > 0 {
+		if err := keys.verify(ctx, repository, digest, opts); err != nil {
+			return err
+		}
+	}
+	if keyless != nil {
+		return keyless.verify(ctx, repository, digest, opts)
+	}
+	return nil
+}
+
+// VerificationIdentity names what VerifySignature checks against, for
+// cache keys.
+func VerificationIdentity(keys CosignKeys, keyless *CosignKeyless) string {
+	return keys.identity() + "/" + keyless.identity()
+}
+
 // identity names the keys in cache keys.
 func (k CosignKeys) identity() string {
 	if len(k) == 0 {

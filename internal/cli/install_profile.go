@@ -51,8 +51,9 @@ func agentRules(profile string) []any {
 	return []any{
 		// Its own API.
 		rule([]any{"converge.dev"}, []any{"applications", "sealedsecrets", "tenants", "clusters", "applicationsets"}, []any{"get", "list", "watch", "update", "patch"}),
-		rule([]any{"converge.dev"}, []any{"alerts", "notifiers"}, []any{"get", "list", "watch"}),
-		rule([]any{"converge.dev"}, []any{"applications/status", "applications/finalizers", "sealedsecrets/status", "clusters/status", "applicationsets/status", "applicationsets/finalizers"}, []any{"get", "update", "patch"}),
+		rule([]any{"converge.dev"}, []any{"alerts", "notifiers", "imagerepositories", "imagepolicies", "imageupdateautomations"}, []any{"get", "list", "watch"}),
+		rule([]any{"converge.dev"}, []any{"applications/status", "applications/finalizers", "sealedsecrets/status", "clusters/status", "applicationsets/status", "applicationsets/finalizers",
+			"imagerepositories/status", "imagepolicies/status", "imageupdateautomations/status"}, []any{"get", "update", "patch"}),
 		// Bitnami's SealedSecrets, opened with imported keys (when their
 		// CRD is served).
 		rule([]any{"bitnami.com"}, []any{"sealedsecrets"}, []any{"get", "list", "watch"}),

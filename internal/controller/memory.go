@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/engine"
 )
 
 // appMemory is what this replica remembers of one Application between
@@ -37,6 +38,8 @@ type appMemory struct {
 	// push is when a webhook delivery asked, in memory, for a fetch (see
 	// push.go); zero: none pending.
 	push time.Time
+	// pushTrigger is what the sync it asks for records.
+	pushTrigger engine.Trigger
 }
 
 type writtenStatus struct {

@@ -22,12 +22,18 @@ import (
 // reconcile the app now (not the leader, another shard's, or the wake-up
 // queue full): the caller annotates the app instead.
 func (r *ApplicationReconciler) RequestFetch(key types.NamespacedName, at time.Time) bool {
+	return r.RequestSync(key, at, engine.Trigger{Type: engine.TriggerWebhook})
+}
+
+// RequestSync is RequestFetch with the trigger the sync records: an image
+// automation's push names itself and the tags it wrote.
+func (r *ApplicationReconciler) RequestSync(key types.NamespacedName, at time.Time, trigger engine.Trigger) bool {
 	if r.wake == nil || !r.reconciling(key) {
 		return false
 	}
 	r.memory.with(key, func(m *appMemory) {
 		if m.push.Before(at) {
-			m.push = at
+			m.push, m.pushTrigger = at, trigger
 		}
 	})
 	obj := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
@@ -53,16 +59,14 @@ func (r *ApplicationReconciler) reconciling(key types.NamespacedName) bool {
 	}
 }
 
-// takePush returns and forgets the push requested in memory for key.
-func (r *ApplicationReconciler) takePush(key types.NamespacedName) (at time.Time, ok bool) {
+// takePush returns and forgets the push requested in memory for key, as
+// the request it makes.
+func (r *ApplicationReconciler) takePush(key types.NamespacedName) (q request, ok bool) {
 	r.memory.with(key, func(m *appMemory) {
-		at, ok = m.push, !m.push.IsZero()
-		m.push = time.Time{}
+		if ok = !m.push.IsZero(); ok {
+			q = request{at: m.push.UTC().Format(time.RFC3339Nano), trigger: m.pushTrigger, inMemory: true}
+		}
+		m.push, m.pushTrigger = time.Time{}, engine.Trigger{}
 	})
-	return at, ok
-}
-
-// pushRequest is the request a push in memory makes.
-func pushRequest(at time.Time) request {
-	return request{at: at.UTC().Format(time.RFC3339Nano), trigger: engine.Trigger{Type: engine.TriggerWebhook}, inMemory: true}
+	return q, ok
 }

@@ -70,8 +70,8 @@ type attempt struct {
 func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.Application) (ctrl.Result, error) {
 	run := &attempt{app: app, key: client.ObjectKeyFromObject(app), start: r.now(), request: pendingRequest(app),
 		interval: app.Spec.SyncPolicy.GetInterval()}
-	if at, ok := r.takePush(run.key); ok && run.request.at == "" {
-		run.request = pushRequest(at)
+	if q, ok := r.takePush(run.key); ok && run.request.at == "" {
+		run.request = q
 	}
 	run.trigger, run.forced = run.request.trigger, run.request.at != ""
 	if run.forced && !run.request.inMemory {

@@ -43,6 +43,9 @@ const (
 	// TriggerDeletion is the Application's own deletion: its objects
 	// deleted, those marked to outlive it kept.
 	TriggerDeletion = "deletion"
+	// TriggerImageAutomation is a commit an ImageUpdateAutomation pushed;
+	// Detail names it, its policies and their old and new tags.
+	TriggerImageAutomation = "image-automation"
 )
 
 // Sync results.
@@ -93,11 +96,17 @@ func (e HistoryEntry) Duration() time.Duration { return e.FinishedAt.Sub(e.Start
 type Trigger struct {
 	Type string `json:"type"`
 	User string `json:"user,omitempty"`
+	// Detail says more of an automated trigger (an image automation's
+	// changes).
+	Detail string `json:"detail,omitempty"`
 }
 
 func (t Trigger) String() string {
-	if t.User != "" {
+	switch {
+	case t.User != "":
 		return t.Type + " (" + t.User + ")"
+	case t.Detail != "":
+		return t.Type + " (" + t.Detail + ")"
 	}
 	return t.Type
 }

@@ -81,8 +81,9 @@ func (c *Cache) commitOnBranch(ctx context.Context, url string, auth *Auth, inse
 }
 
 // commitAndPush writes a commit of tree (on parent, none if empty) as
-// author, signed with sign if set, and pushes it to ref as a fast-forward;
-// errRejected means the branch moved.
+// author, signed with sign if set, and pushes it to ref as a fast-forward
+// (a forced update when ref starts with "+"); errRejected means the branch
+// moved.
 func commitAndPush(ctx context.Context, g *gitRunner, r *repo, url, ref, tree, parent, message, author, email string, sign *Signing) (string, error) {
 	env := []string{"GIT_AUTHOR_NAME=" + author, "GIT_AUTHOR_EMAIL=" + email, "GIT_COMMITTER_NAME=" + author, "GIT_COMMITTER_EMAIL=" + email}
 	var args []string
@@ -109,7 +110,11 @@ func commitAndPush(ctx context.Context, g *gitRunner, r *repo, url, ref, tree, p
 		return "", err
 	}
 	sha := strings.TrimSpace(string(commit))
-	if _, err := g.run(ctx, r.bare, "push", "-q", "--", url, sha+":"+ref); err != nil {
+	spec := sha + ":" + ref
+	if force, ok := strings.CutPrefix(ref, "+"); ok {
+		spec = "+" + sha + ":" + force
+	}
+	if _, err := g.run(ctx, r.bare, "push", "-q", "--", url, spec); err != nil {
 		if strings.Contains(err.Error(), "rejected") || strings.Contains(err.Error(), "non-fast-forward") || strings.Contains(err.Error(), "fetch first") {
 			return "", fmt.Errorf("%w: %v", errRejected, err)
 		}

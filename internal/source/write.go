@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"converge.dev/converge/internal/redact"
 )
 
 // WriteRequest asks for a commit on Branch whose directory Dir holds
@@ -104,4 +106,116 @@ func (c *Cache) writeOnce(ctx context.Context, g *gitRunner, r *repo, req WriteR
 		return nil, err
 	}
 	return &Restored{Commit: sha, Parent: head}, nil
+}
+
+// EditRequest asks for a commit on Base, a commit of Branch, that changes
+// Files (paths from the repository's root, each an existing file) and
+// nothing else. It is pushed to Branch as a fast-forward or, when Push
+// names another branch, to Push as a forced update: that branch is
+// rebuilt on Branch every time.
+type EditRequest struct {
+	URL      string
+	Auth     *Auth
+	Insecure bool
+	Branch   string
+	Push     string
+	Base     string
+	Files    map[string][]byte
+	// Message, Author, AuthorEmail and Sign are as in WriteRequest.
+	Message             string
+	Author, AuthorEmail string
+	Sign                *Signing
+}
+
+// ErrBranchMoved means Branch moved on from Base: read it again and edit
+// the new tip.
+var ErrBranchMoved = errors.New("the branch moved on since it was read")
+
+// Edit writes and pushes the commit.
+func (c *Cache) Edit(ctx context.Context, req EditRequest) (*Restored, error) {
+	if len(req.Files) == 0 {
+		return nil, ErrUnchanged
+	}
+	for name := range req.Files {
+		if !filepath.IsLocal(name) || strings.Contains(name, "\\") {
+			return nil, fmt.Errorf("%q: not a path inside the repository", name)
+		}
+	}
+	r, g, done, err := c.open(ctx, req.URL, req.Auth, req.Insecure)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	out, err := c.editOnce(ctx, g, r, req)
+	if errors.Is(err, errRejected) {
+		err = ErrBranchMoved
+	}
+	for ref := range r.resolved {
+		if ref.Branch == req.Branch || (req.Branch == "main" && ref == (Ref{})) {
+			delete(r.resolved, ref)
+		}
+	}
+	if err != nil && !errors.Is(err, ErrBranchMoved) {
+		return nil, fmt.Errorf("%s: %w", redact.URL(req.URL), err)
+	}
+	return out, err
+}
+
+func (c *Cache) editOnce(ctx context.Context, g *gitRunner, r *repo, req EditRequest) (*Restored, error) {
+	if !c.has(ctx, g, r, req.Base) {
+		if _, err := g.run(ctx, r.bare, "fetch", "-q", "--depth=1", "--no-tags", "--", req.URL, req.Base); err != nil {
+			return nil, fmt.Errorf("fetching %s: %w", ShortRevision(req.Base), err)
+		}
+	}
+	listing, err := g.run(ctx, r.bare, "ls-tree", "-r", "-z", "--full-tree", req.Base)
+	if err != nil {
+		return nil, err
+	}
+	var all bytes.Buffer
+	seen := map[string]bool{}
+	for _, e := range bytes.Split(listing, []byte{0}) {
+		meta, name, ok := bytes.Cut(e, []byte("\t"))
+		if !ok {
+			continue
+		}
+		data, edited := req.Files[string(name)]
+		fields := strings.Fields(string(meta))
+		if !edited || len(fields) != 3 || fields[1] != "blob" {
+			all.Write(e)
+			all.WriteByte(0)
+			continue
+		}
+		blob, err := g.runEnv(ctx, r.bare, nil, bytes.NewReader(data), "hash-object", "-w", "--stdin")
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&all, "%s blob %s\t%s\x00", fields[0], strings.TrimSpace(string(blob)), name)
+		seen[string(name)] = true
+	}
+	for name := range req.Files {
+		if !seen[name] {
+			return nil, fmt.Errorf("%s: not a file of %s", name, ShortRevision(req.Base))
+		}
+	}
+	index := filepath.Join(g.tmp, "index")
+	env := []string{"GIT_INDEX_FILE=" + index}
+	if _, err := g.runEnv(ctx, r.bare, env, nil, "read-tree", "--empty"); err != nil {
+		return nil, err
+	}
+	if _, err := g.runEnv(ctx, r.bare, env, &all, "update-index", "-z", "--index-info"); err != nil {
+		return nil, err
+	}
+	tree, err := g.runEnv(ctx, r.bare, env, nil, "write-tree")
+	if err != nil {
+		return nil, err
+	}
+	ref := "refs/heads/" + req.Branch
+	if req.Push != "" && req.Push != req.Branch {
+		ref = "+refs/heads/" + req.Push
+	}
+	sha, err := commitAndPush(ctx, g, r, req.URL, ref, strings.TrimSpace(string(tree)), req.Base, req.Message, req.Author, req.AuthorEmail, req.Sign)
+	if err != nil {
+		return nil, err
+	}
+	return &Restored{Commit: sha, Parent: req.Base}, nil
 }
