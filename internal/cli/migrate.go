@@ -183,14 +183,24 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 	for i := range res.Alerts {
 		items = append(items, res.Alerts[i])
 	}
+	for i := range res.ImageRepositories {
+		items = append(items, res.ImageRepositories[i])
+	}
+	for i := range res.ImagePolicies {
+		items = append(items, res.ImagePolicies[i])
+	}
+	for i := range res.ImageUpdateAutomations {
+		items = append(items, res.ImageUpdateAutomations[i])
+	}
 	if len(res.Secrets) > 0 {
 		fmt.Fprintf(o.ErrOut, "The output holds %d Secret(s) of credentials carried over from Argo CD's cluster and repository Secrets: keep it as safe as those\n", len(res.Secrets))
 	}
 	if err := printItems(o.Out, o.Output, items); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.ErrOut, "Translated %d Application(s), %d ApplicationSet(s), %d Tenant(s), %d Cluster(s), %d Notifier(s), %d Alert(s); %d finding(s) above\n",
-		len(res.Applications), len(res.ApplicationSets), len(res.Tenants), len(res.Clusters), len(res.Notifiers), len(res.Alerts), len(res.Findings))
+	fmt.Fprintf(o.ErrOut, "Translated %d Application(s), %d ApplicationSet(s), %d Tenant(s), %d Cluster(s), %d Notifier(s), %d Alert(s), %d image automation object(s); %d finding(s) above\n",
+		len(res.Applications), len(res.ApplicationSets), len(res.Tenants), len(res.Clusters), len(res.Notifiers), len(res.Alerts),
+		len(res.ImageRepositories)+len(res.ImagePolicies)+len(res.ImageUpdateAutomations), len(res.Findings))
 	if len(res.Findings) > 0 {
 		// Printed, but not all of it: scripts must not take it for a
 		// complete translation.

@@ -49,6 +49,9 @@ func TestTranslate_FluxProvidersAndAlerts(t *testing.T) {
 				EventSources: []notifyv1.CrossNamespaceObjectReference{{Kind: "GitRepository", Name: "*"}}}}),
 	}
 	res := Translate(objects(t, docs...), Options{})
+	if len(res.Notifiers) != 2 || len(res.Alerts) != 2 {
+		t.Fatalf("%d Notifiers and %d Alerts, want 2 and 2 (each translated once)", len(res.Notifiers), len(res.Alerts))
+	}
 	notifiers := map[string]v1alpha1.Notifier{}
 	for _, n := range res.Notifiers {
 		notifiers[n.Name] = n

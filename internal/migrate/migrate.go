@@ -45,6 +45,10 @@ type Result struct {
 	// Notifiers and Alerts are made of Flux's Providers and Alerts.
 	Notifiers []v1alpha1.Notifier
 	Alerts    []v1alpha1.Alert
+	// The image automation kinds are made of Flux's.
+	ImageRepositories      []v1alpha1.ImageRepository
+	ImagePolicies          []v1alpha1.ImagePolicy
+	ImageUpdateAutomations []v1alpha1.ImageUpdateAutomation
 	Secrets   []corev1.Secret
 	Findings  []Finding
 	// Ignored counts input objects that are neither Argo CD nor Flux.
@@ -77,12 +81,6 @@ func Translate(objs []render.Object, opts Options) *Result {
 		switch {
 		case gk.Group == "source.extensions.fluxcd.io" && gk.Kind == "ArtifactGenerator":
 			t.indexGenerators(o.Unstructured)
-		case gk.Group == "notification.toolkit.fluxcd.io" && gk.Kind == "Provider":
-			t.fluxProvider(o.Unstructured)
-		case gk.Group == "notification.toolkit.fluxcd.io" && gk.Kind == "Alert":
-			t.fluxAlert(o.Unstructured)
-		case gk.Group == "notification.toolkit.fluxcd.io" && gk.Kind == "Receiver":
-			t.note(o.Unstructured, "kind", "Receiver is not translated: point the forge's push webhook at the agent's /hooks/git (docs/agent.md)")
 		case gk.Group == "source.toolkit.fluxcd.io" || gk.Group == "source.extensions.fluxcd.io":
 			t.sources[gk.Kind+"/"+o.GetNamespace()+"/"+o.GetName()] = o.Unstructured
 		case gk.Group == "argoproj.io" && gk.Kind == "AppProject":
@@ -117,6 +115,12 @@ func Translate(objs []render.Object, opts Options) *Result {
 			t.fluxAlert(o.Unstructured)
 		case gk.Group == "notification.toolkit.fluxcd.io" && gk.Kind == "Receiver":
 			t.note(o.Unstructured, "kind", "Receiver is not translated: point the forge's push webhook at the agent's /hooks/git (docs/agent.md)")
+		case gk.Group == "image.toolkit.fluxcd.io" && gk.Kind == "ImageRepository":
+			t.fluxImageRepository(o.Unstructured)
+		case gk.Group == "image.toolkit.fluxcd.io" && gk.Kind == "ImagePolicy":
+			t.fluxImagePolicy(o.Unstructured)
+		case gk.Group == "image.toolkit.fluxcd.io" && gk.Kind == "ImageUpdateAutomation":
+			t.fluxImageUpdateAutomation(o.Unstructured)
 		case gk.Group == "source.toolkit.fluxcd.io" || gk.Group == "source.extensions.fluxcd.io":
 			// Translated with what refers to them; a kind no Kustomization
 			// or HelmRelease can use here is named.
