@@ -113,6 +113,7 @@ type ImageScanResult struct {
 // +kubebuilder:resource:categories=converge
 // +kubebuilder:printcolumn:name="Repository",type=string,JSONPath=`.spec.imageRepositoryRef.name`
 // +kubebuilder:printcolumn:name="Latest",type=string,JSONPath=`.status.latestRef.tag`
+// +kubebuilder:printcolumn:name="Applied",type=date,JSONPath=`.status.appliedAt`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ImagePolicy struct {
