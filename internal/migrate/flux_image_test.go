@@ -14,7 +14,9 @@ import (
 
 func TestTranslate_FluxImageAutomation(t *testing.T) {
 	om := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: "apps"} }
-	img := func(kind string) metav1.TypeMeta { return metav1.TypeMeta{APIVersion: imagev1.GroupVersion.String(), Kind: kind} }
+	img := func(kind string) metav1.TypeMeta {
+		return metav1.TypeMeta{APIVersion: imagev1.GroupVersion.String(), Kind: kind}
+	}
 	auto := metav1.TypeMeta{APIVersion: autov1.GroupVersion.String(), Kind: "ImageUpdateAutomation"}
 	docs := []string{
 		"apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata: {name: fleet, namespace: apps}\nspec:\n  url: ssh://git@git.example.com/acme/fleet\n  ref: {branch: main}\n  secretRef: {name: fleet-deploy-key}\n",

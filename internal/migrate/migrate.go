@@ -49,8 +49,8 @@ type Result struct {
 	ImageRepositories      []v1alpha1.ImageRepository
 	ImagePolicies          []v1alpha1.ImagePolicy
 	ImageUpdateAutomations []v1alpha1.ImageUpdateAutomation
-	Secrets   []corev1.Secret
-	Findings  []Finding
+	Secrets                []corev1.Secret
+	Findings               []Finding
 	// Ignored counts input objects that are neither Argo CD nor Flux.
 	Ignored int
 }
