@@ -149,6 +149,7 @@ func (r *ImageAutomationReconciler) run(ctx context.Context, auto *v1alpha1.Imag
 	}
 	sr.MaxAge = imageInterval(auto.Spec.Interval) / 2
 	var pushed *source.Restored
+	var pushErr error
 	var changes []images.Change
 	var artifact *source.Artifact
 	for attempt := 0; ; attempt++ {
@@ -167,28 +168,35 @@ func (r *ImageAutomationReconciler) run(ctx context.Context, auto *v1alpha1.Imag
 			return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonUpToDate,
 				Message: fmt.Sprintf("%s holds the latest tags of %d policies", branch, len(latest))}, nil
 		}
-		pushed, err = r.push(ctx, auto, secrets, sr.Auth, branch, artifact.Revision, changed, changes, policies)
-		if errors.Is(err, source.ErrBranchMoved) && attempt < 2 {
+		pushed, pushErr = r.push(ctx, auto, secrets, sr.Auth, branch, artifact.Revision, changed, changes, policies)
+		if errors.Is(pushErr, source.ErrBranchMoved) && attempt < 2 {
 			sr.MaxAge, sr.NotBefore = 0, time.Now()
 			continue
 		}
-		if err != nil {
-			return metav1.Condition{}, err
+		if pushErr != nil && !errors.Is(pushErr, source.ErrUnchanged) {
+			return metav1.Condition{}, pushErr
 		}
 		break
 	}
+	fresh := !errors.Is(pushErr, source.ErrUnchanged)
 	now := metav1.Now()
-	status.LastPushCommit, status.LastPushTime = pushed.Commit, &now
+	if fresh {
+		status.LastPushCommit, status.LastPushTime = pushed.Commit, &now
+	}
 	target := branch
 	if p := auto.Spec.Push; p != nil && p.Branch != branch {
 		target = p.Branch
 		if p.PullRequest != nil {
-			if status.PullRequest, err = r.pullRequest(ctx, auto, ten, secrets, branch, changes); err != nil {
+			if status.PullRequest, err = r.pullRequest(ctx, auto, ten, secrets, branch, changes, policies); err != nil {
 				return metav1.Condition{}, err
 			}
 		}
 	}
-	detail := describe(auto, changes)
+	if !fresh {
+		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonPushed,
+			Message: fmt.Sprintf("%s holds the latest tags, one commit on %s", target, branch)}, nil
+	}
+	detail := describe(auto, changes, policies)
 	if r.Recorder != nil {
 		r.Recorder.Eventf(auto, corev1.EventTypeNormal, ReasonPushed, "pushed %s to %s: %s", source.ShortRevision(pushed.Commit), target, detail)
 	}
@@ -275,12 +283,10 @@ func messageData(auto *v1alpha1.ImageUpdateAutomation, changes []images.Change, 
 	for _, c := range changes {
 		u, ok := byPolicy[c.Policy]
 		if !ok {
-			u = &images.PolicyUpdate{Policy: c.Policy, OldTag: c.Old, NewTag: c.New}
+			// The tags as the files had them and have them now.
+			u = &images.PolicyUpdate{Policy: c.Policy, OldTag: images.TagOf(c.Old), NewTag: images.TagOf(c.New)}
 			if p := policies[c.Policy]; p != nil && p.Status.LatestRef != nil {
 				u.Image, u.NewTag = p.Status.LatestRef.Name, p.Status.LatestRef.Tag
-				if prev := p.Status.ObservedPreviousRef; prev != nil {
-					u.OldTag = prev.Tag
-				}
 			}
 			byPolicy[c.Policy] = u
 			order = append(order, c.Policy)
@@ -299,8 +305,8 @@ func messageData(auto *v1alpha1.ImageUpdateAutomation, changes []images.Change, 
 
 // describe is the trigger's detail: the automation and each policy's old
 // and new tags.
-func describe(auto *v1alpha1.ImageUpdateAutomation, changes []images.Change) string {
-	data := messageData(auto, changes, nil)
+func describe(auto *v1alpha1.ImageUpdateAutomation, changes []images.Change, policies map[string]*v1alpha1.ImagePolicy) string {
+	data := messageData(auto, changes, policies)
 	parts := make([]string, 0, len(data.Updates))
 	for _, u := range data.Updates {
 		parts = append(parts, fmt.Sprintf("%s %s → %s", u.Policy, u.OldTag, u.NewTag))
@@ -371,7 +377,7 @@ func appBranch(app *v1alpha1.Application) string {
 // pullRequest keeps the automation's pull request open: its forge API is
 // reached only where the Tenant's notifyHosts allow, through the egress
 // policy, with the token its Secret holds.
-func (r *ImageAutomationReconciler) pullRequest(ctx context.Context, auto *v1alpha1.ImageUpdateAutomation, ten tenancy.Tenancy, secrets client.Reader, base string, changes []images.Change) (string, error) {
+func (r *ImageAutomationReconciler) pullRequest(ctx context.Context, auto *v1alpha1.ImageUpdateAutomation, ten tenancy.Tenancy, secrets client.Reader, base string, changes []images.Change, policies map[string]*v1alpha1.ImagePolicy) (string, error) {
 	pr := auto.Spec.Push.PullRequest
 	api := pr.URL
 	if api == "" && pr.Provider == "github" {
@@ -395,7 +401,7 @@ func (r *ImageAutomationReconciler) pullRequest(ctx context.Context, auto *v1alp
 	if policy == nil {
 		policy = egress.Open()
 	}
-	data := messageData(auto, changes, nil)
+	data := messageData(auto, changes, policies)
 	title := "Update images"
 	for _, u := range data.Updates {
 		title += " " + u.Policy + " " + u.NewTag

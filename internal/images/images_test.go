@@ -149,3 +149,11 @@ func TestMessage_BoundsTheTemplate(t *testing.T) {
 		}
 	}
 }
+
+func TestTagOf(t *testing.T) {
+	for in, want := range map[string]string{"registry:5000/web:1.0": "1.0", "web:1.0@sha256:ab": "1.0", "registry:5000/web": "registry:5000/web", "1.2.3": "1.2.3"} {
+		if got := TagOf(in); got != want {
+			t.Errorf("TagOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -33,6 +33,16 @@ func (l Latest) Ref() string {
 	return l.Name + ":" + l.Tag
 }
 
+// TagOf is the tag of an image reference ("registry:5000/web:1.0@sha256:…"
+// → "1.0"), or value itself when it has none (a ":tag" marker's value).
+func TagOf(value string) string {
+	ref, _, _ := strings.Cut(value, "@")
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") && i >= 0 {
+		return ref[i+1:]
+	}
+	return ref
+}
+
 // Change is one field a policy changed.
 type Change struct {
 	File, Policy string

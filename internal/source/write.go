@@ -212,10 +212,37 @@ func (c *Cache) editOnce(ctx context.Context, g *gitRunner, r *repo, req EditReq
 	ref := "refs/heads/" + req.Branch
 	if req.Push != "" && req.Push != req.Branch {
 		ref = "+refs/heads/" + req.Push
+		// The push branch already one commit on Base with this tree: the
+		// same change, not pushed again.
+		if tip, ok := c.sameChange(ctx, g, r, req, strings.TrimSpace(string(tree))); ok {
+			return &Restored{Commit: tip, Parent: req.Base}, ErrUnchanged
+		}
 	}
 	sha, err := commitAndPush(ctx, g, r, req.URL, ref, strings.TrimSpace(string(tree)), req.Base, req.Message, req.Author, req.AuthorEmail, req.Sign)
 	if err != nil {
 		return nil, err
 	}
 	return &Restored{Commit: sha, Parent: req.Base}, nil
+}
+
+// sameChange reports whether req's push branch is already a commit of
+// tree whose parent is req.Base, and its tip.
+func (c *Cache) sameChange(ctx context.Context, g *gitRunner, r *repo, req EditRequest, tree string) (string, bool) {
+	ref := "refs/heads/" + req.Push
+	out, err := g.run(ctx, r.bare, "ls-remote", "--", req.URL, ref)
+	if err != nil || len(bytes.TrimSpace(out)) == 0 {
+		return "", false
+	}
+	if _, err := g.run(ctx, r.bare, "fetch", "-q", "--depth=2", "--no-tags", "--", req.URL, ref); err != nil {
+		return "", false
+	}
+	info, err := g.run(ctx, r.bare, "log", "-1", "--format=%H %T %P", "FETCH_HEAD")
+	if err != nil {
+		return "", false
+	}
+	f := strings.Fields(string(info))
+	if len(f) != 3 || f[1] != tree || f[2] != req.Base {
+		return "", false
+	}
+	return f[0], true
 }

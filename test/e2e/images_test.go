@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -406,4 +407,114 @@ func describeEvents(events []kubetest.AuditEvent) []string {
 		out = append(out, e.Verb+" "+string(b))
 	}
 	return out
+}
+
+// giteaPulls is the pull-request part of Gitea's API on loopback: it
+// lists and opens pull requests, counting the ones it opens.
+type giteaPulls struct {
+	*httptest.Server
+	mu     sync.Mutex
+	open   []map[string]any
+	opened int
+}
+
+func newGiteaPulls(t *testing.T, repository, token string) *giteaPulls {
+	t.Helper()
+	g := &giteaPulls{}
+	path := "/api/v1/repos/" + repository + "/pulls"
+	g.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path || r.Header.Get("Authorization") != "token "+token {
+			http.Error(w, "not found", http.StatusNotFound)
+			return
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		switch r.Method {
+		case http.MethodGet:
+			_ = json.NewEncoder(w).Encode(g.open)
+		case http.MethodPost:
+			var body struct{ Head, Base, Title string }
+			if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Head == "" || body.Base == "" || body.Title == "" {
+				http.Error(w, "bad request", http.StatusUnprocessableEntity)
+				return
+			}
+			g.opened++
+			pr := map[string]any{"html_url": fmt.Sprintf("%s/%s/pulls/%d", g.URL, repository, g.opened),
+				"head": map[string]any{"ref": body.Head}, "base": map[string]any{"ref": body.Base}, "title": body.Title}
+			g.open = append(g.open, pr)
+			w.WriteHeader(http.StatusCreated)
+			_ = json.NewEncoder(w).Encode(pr)
+		}
+	}))
+	t.Cleanup(g.Close)
+	return g
+}
+
+func (g *giteaPulls) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.opened
+}
+
+// In pull-request mode the commit goes to its own branch, rebuilt on main
+// at every new tag, and one pull request is opened, then updated by the
+// later push, never duplicated; main is left alone.
+func TestImages_PullRequestModeKeepsOnePullRequest(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	reg := newCountingRegistry(t)
+	reg.pushImage(t, "team/web", "1.0.0")
+	repo, err := a.git.NewRepo(ns + "-pr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{"deploy/web.yaml": fmt.Sprintf(webDeployment, reg.host, ns)}); err != nil {
+		t.Fatal(err)
+	}
+	main, err := repo.Commit("main", "web at 1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forge := newGiteaPulls(t, "team/web", "forge-secret")
+	if err := a.client.Create(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "forge", Namespace: ns}, StringData: map[string]string{"token": "forge-secret"}}); err != nil {
+		t.Fatal(err)
+	}
+	imageAutomation(t, a, ns, reg, repo, func(_ *v1alpha1.ImageRepository, auto *v1alpha1.ImageUpdateAutomation) {
+		auto.Spec.Push = &v1alpha1.ImagePush{Branch: "image-updates", PullRequest: &v1alpha1.ImagePullRequest{
+			Provider: "gitea", URL: forge.URL, Repository: "team/web", SecretRef: v1alpha1.LocalObjectReference{Name: "forge"}}}
+	})
+	branchAt := func(tag string) string {
+		var head string
+		kubetest.Eventually(t, 60*time.Second, "image-updates holds "+tag, func(context.Context) (bool, error) {
+			out, err := exec.Command("git", "-C", repo.Bare, "show", "image-updates:deploy/web.yaml").Output()
+			if err != nil || !strings.Contains(string(out), "/team/web:"+tag+" #") {
+				return false, nil
+			}
+			head = headOf(t, repo, "image-updates")
+			return true, nil
+		})
+		if parent, _ := exec.Command("git", "-C", repo.Bare, "rev-parse", head+"^").Output(); strings.TrimSpace(string(parent)) != main {
+			t.Errorf("image-updates at %s is not one commit on main (parent %s)", tag, parent)
+		}
+		return head
+	}
+	reg.pushImage(t, "team/web", "1.1.0")
+	branchAt("1.1.0")
+	kubetest.Eventually(t, 30*time.Second, "a pull request is opened", func(ctx context.Context) (bool, error) {
+		auto := &v1alpha1.ImageUpdateAutomation{}
+		if err := a.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "images"}, auto); err != nil {
+			return false, err
+		}
+		return forge.count() == 1 && strings.HasSuffix(auto.Status.PullRequest, "/pulls/1"), nil
+	})
+	reg.pushImage(t, "team/web", "1.2.0")
+	branchAt("1.2.0")
+	// The automation's next run finds the open pull request.
+	observe(t, 3*time.Second, "the automation after its push")
+	if n := forge.count(); n != 1 {
+		t.Errorf("%d pull requests opened, want 1 (updated, never duplicated)", n)
+	}
+	if head := headOf(t, repo, "main"); head != main {
+		t.Errorf("main moved to %s in pull-request mode", head)
+	}
 }
