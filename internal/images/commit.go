@@ -1,8 +1,6 @@
 package images
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,16 +8,15 @@ import (
 	"path/filepath"
 	"strings"
 	"text/template"
-	"text/template/parse"
+
+	"converge.dev/converge/internal/notify"
 )
 
 // Bounds of what an automation reads and writes.
 const (
-	MaxFiles        = 5000
-	MaxBytes        = 32 << 20
-	MaxFileBytes    = 4 << 20
-	MaxTemplate     = 4096
-	MaxMessageBytes = 16 << 10
+	MaxFiles     = 5000
+	MaxBytes     = 32 << 20
+	MaxFileBytes = 4 << 20
 )
 
 // ReadManifests reads the YAML files below dir/sub (a checkout), keyed by
@@ -101,86 +98,22 @@ Automation: {{.AutomationName}}
 `
 
 // Message writes data with a commit message template (Go's
-// text/template; DefaultMessage when empty). A tenant's template may
-// range over the data's lists, never over a number or a function's
-// result, define no templates, and write at most MaxMessageBytes: it
-// cannot make the agent spend more than its data.
+// text/template; DefaultMessage when empty), under the rules of
+// notification templates (notify.ParseTemplate): a tenant's template may
+// range over the data's lists, never over a number, defines no templates,
+// and writes at most notify.MaxMessage bytes. It cannot make the agent
+// spend more than its data.
 func Message(text string, data MessageData) (string, error) {
 	if text == "" {
 		text = DefaultMessage
 	}
-	if len(text) > MaxTemplate {
-		return "", fmt.Errorf("spec.commit.messageTemplate: %d bytes, more than %d", len(text), MaxTemplate)
-	}
-	t, err := template.New("message").Option("missingkey=error").Funcs(template.FuncMap{"join": strings.Join}).Parse(text)
+	t, err := notify.ParseTemplateFuncs(text, template.FuncMap{"join": strings.Join})
 	if err != nil {
 		return "", fmt.Errorf("spec.commit.messageTemplate: %w", err)
 	}
-	if len(t.Templates()) > 1 {
-		return "", errors.New("spec.commit.messageTemplate: define and block are not allowed")
-	}
-	if err := restricted(t.Tree.Root); err != nil {
+	out, err := notify.Execute(t, data)
+	if err != nil {
 		return "", fmt.Errorf("spec.commit.messageTemplate: %w", err)
 	}
-	var out capped
-	if err := t.Execute(&out, data); err != nil {
-		return "", fmt.Errorf("spec.commit.messageTemplate: %w", err)
-	}
-	return out.String(), nil
-}
-
-// restricted refuses template nodes that could loop without data or reach
-// another template.
-func restricted(n parse.Node) error {
-	switch n := n.(type) {
-	case *parse.ListNode:
-		if n == nil {
-			return nil
-		}
-		for _, c := range n.Nodes {
-			if err := restricted(c); err != nil {
-				return err
-			}
-		}
-	case *parse.TemplateNode:
-		return errors.New("template is not allowed")
-	case *parse.RangeNode:
-		if !overField(n.Pipe) {
-			return errors.New("range may only go over a field (.Updates, .Files)")
-		}
-		return branches(n.List, n.ElseList)
-	case *parse.IfNode:
-		return branches(n.List, n.ElseList)
-	case *parse.WithNode:
-		return branches(n.List, n.ElseList)
-	}
-	return nil
-}
-
-func overField(p *parse.PipeNode) bool {
-	if p == nil || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
-		return false
-	}
-	_, ok := p.Cmds[0].Args[0].(*parse.FieldNode)
-	return ok
-}
-
-func branches(list, elseList *parse.ListNode) error {
-	if err := restricted(list); err != nil {
-		return err
-	}
-	if elseList != nil {
-		return restricted(elseList)
-	}
-	return nil
-}
-
-// capped is a buffer that refuses more than MaxMessageBytes.
-type capped struct{ bytes.Buffer }
-
-func (c *capped) Write(p []byte) (int, error) {
-	if c.Len()+len(p) > MaxMessageBytes {
-		return 0, fmt.Errorf("the message is over %d bytes", MaxMessageBytes)
-	}
-	return c.Buffer.Write(p)
+	return out, nil
 }

@@ -143,7 +143,7 @@ func TestMessage_BoundsTheTemplate(t *testing.T) {
 	if err != nil || !strings.Contains(msg, "team:web (r/web): 1.0.0 -> 1.1.0 in a.yaml") {
 		t.Fatalf("default message %q, %v", msg, err)
 	}
-	for _, tpl := range []string{"{{range 1000000000}}x{{end}}", `{{define "x"}}{{end}}`, "{{range .Updates}}{{range 5}}{{end}}{{end}}", strings.Repeat("{{.AutomationName}}", 1000)} {
+	for _, tpl := range []string{"{{range 1000000000}}x{{end}}", `{{define "x"}}{{end}}`, "{{range .Updates}}{{range 5}}{{end}}{{end}}", "{{range .Updates}}{{with $}}{{range .Updates}}{{with $}}{{range .Updates}}{{end}}{{end}}{{end}}{{end}}{{end}}", strings.Repeat("{{.AutomationName}}", 1000)} {
 		if _, err := Message(tpl, data); err == nil {
 			t.Errorf("%.40q: want an error", tpl)
 		}

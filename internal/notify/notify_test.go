@@ -220,11 +220,11 @@ func TestTemplate_RestrictedAndBounded(t *testing.T) {
 		t.Errorf("slack with a template: %v %s", err, body)
 	}
 	for text, want := range map[string]string{
-		`{{range 1000000000}}x{{end}}`:             "range is not allowed",
-		`{{if true}}{{range .Name}}{{end}}{{end}}`: "range is not allowed",
-		`{{define "x"}}y{{end}}{{template "x"}}`:   "not allowed",
-		`{{.Secret}}`:                              "",
-		strings.Repeat("x", MaxTemplate+1):         "more than",
+		`{{range 1000000000}}x{{end}}`:               "range may only go over a field",
+		`{{if true}}{{range $x := 5}}{{end}}{{end}}`: "range may only go over a field",
+		`{{define "x"}}y{{end}}{{template "x"}}`:     "not allowed",
+		`{{.Secret}}`:                                "",
+		strings.Repeat("x", MaxTemplate+1):           "more than",
 	} {
 		_, err := ParseTemplate(text)
 		if want == "" {

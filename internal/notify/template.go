@@ -25,15 +25,22 @@ type TemplateData struct {
 }
 
 // ParseTemplate reads a message template (Go's text/template). It may
-// print fields, with printf and the like, and choose with if and with;
-// it may not loop (range), define or call other templates: a tenant's
-// template must not be able to spend the agent's CPU. No function reads
-// anything.
+// print fields, with printf and the like, choose with if and with, and
+// range over a list the data holds; it may not range over anything else
+// (a number: {{range 1000000000}}), define or call other templates: a
+// tenant's template must not be able to spend the agent's CPU. No
+// function reads anything.
 func ParseTemplate(text string) (*template.Template, error) {
+	return ParseTemplateFuncs(text, nil)
+}
+
+// ParseTemplateFuncs is ParseTemplate with functions of the caller's (pure
+// ones: they must read nothing).
+func ParseTemplateFuncs(text string, funcs template.FuncMap) (*template.Template, error) {
 	if len(text) > MaxTemplate {
 		return nil, fmt.Errorf("%d bytes, more than %d", len(text), MaxTemplate)
 	}
-	t, err := template.New("message").Option("missingkey=error").Parse(text)
+	t, err := template.New("message").Option("missingkey=error").Funcs(funcs).Parse(text)
 	if err != nil {
 		return nil, err
 	}
@@ -46,50 +53,72 @@ func ParseTemplate(text string) (*template.Template, error) {
 	return t, nil
 }
 
-// restricted refuses the nodes that loop or reach other templates.
-func restricted(n parse.Node) error {
+// Execute fills t with data, failing past MaxMessage bytes.
+func Execute(t *template.Template, data any) (string, error) {
+	var buf bytes.Buffer
+	if err := t.Execute(&limited{w: &buf, left: MaxMessage}, data); err != nil {
+		return "", err
+	}
+	return buf.String(), nil
+}
+
+// maxRangeDepth bounds nested ranges: a template that ranges over a list
+// within a range over a list spends at most the product of two lists.
+const maxRangeDepth = 2
+
+// restricted refuses the nodes that loop without data, or over data more
+// than maxRangeDepth deep, or reach other templates.
+func restricted(n parse.Node) error { return restrictedAt(n, 0) }
+
+func restrictedAt(n parse.Node, depth int) error {
 	switch n := n.(type) {
 	case *parse.ListNode:
 		if n == nil {
 			return nil
 		}
 		for _, c := range n.Nodes {
-			if err := restricted(c); err != nil {
+			if err := restrictedAt(c, depth); err != nil {
 				return err
 			}
 		}
 	case *parse.RangeNode:
-		return errors.New("range is not allowed")
+		if p := n.Pipe; p == nil || len(p.Cmds) != 1 || len(p.Cmds[0].Args) != 1 {
+			return errors.New("range may only go over a field")
+		} else if _, ok := p.Cmds[0].Args[0].(*parse.FieldNode); !ok {
+			return errors.New("range may only go over a field")
+		}
+		if depth == maxRangeDepth {
+			return fmt.Errorf("ranges may nest %d deep at most", maxRangeDepth)
+		}
+		return branches(n.List, n.ElseList, depth+1)
 	case *parse.TemplateNode:
 		return errors.New("template is not allowed")
 	case *parse.IfNode:
-		return branches(n.List, n.ElseList)
+		return branches(n.List, n.ElseList, depth)
 	case *parse.WithNode:
-		return branches(n.List, n.ElseList)
+		return branches(n.List, n.ElseList, depth)
 	}
 	return nil
 }
 
-func branches(list, elseList *parse.ListNode) error {
-	if err := restricted(list); err != nil {
+func branches(list, elseList *parse.ListNode, depth int) error {
+	if err := restrictedAt(list, depth); err != nil {
 		return err
 	}
 	if elseList != nil {
-		return restricted(elseList)
+		return restrictedAt(elseList, depth)
 	}
 	return nil
 }
 
 // render fills t with ev, bounded in size.
 func render(t *template.Template, ev Event) (string, error) {
-	var buf bytes.Buffer
-	w := &limited{w: &buf, left: MaxMessage}
-	err := t.Execute(w, TemplateData{Event: ev.Type, Namespace: ev.Namespace, Name: ev.Name, Revision: ev.Revision,
+	out, err := Execute(t, TemplateData{Event: ev.Type, Namespace: ev.Namespace, Name: ev.Name, Revision: ev.Revision,
 		ShortRevision: source.ShortRevision(ev.Revision), Message: ev.Message, Time: ev.Time})
 	if err != nil {
 		return "", fmt.Errorf("message template: %w", err)
 	}
-	return buf.String(), nil
+	return out, nil
 }
 
 // limited fails a write past its budget.
