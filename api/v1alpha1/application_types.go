@@ -205,7 +205,7 @@ type NotifyTarget struct {
 }
 
 // NotifyEvent is an event a NotifyTarget can receive.
-// +kubebuilder:validation:Enum=SyncStarted;SyncSucceeded;SyncFailed;HealthDegraded;DriftHealed
+// +kubebuilder:validation:Enum=SyncStarted;SyncSucceeded;SyncFailed;HealthDegraded;DriftHealed;ImageUpdated;ImageUpdateFailed
 type NotifyEvent string
 
 // Notification events.
@@ -215,6 +215,11 @@ const (
 	NotifySyncFailed     NotifyEvent = "SyncFailed"
 	NotifyHealthDegraded NotifyEvent = "HealthDegraded"
 	NotifyDriftHealed    NotifyEvent = "DriftHealed"
+	// NotifyImageUpdated and NotifyImageUpdateFailed are an
+	// ImageUpdateAutomation's: a commit of new tags pushed, or a run that
+	// failed. Only Alerts that list them get them (docs/images.md).
+	NotifyImageUpdated      NotifyEvent = "ImageUpdated"
+	NotifyImageUpdateFailed NotifyEvent = "ImageUpdateFailed"
 )
 
 // ApplicationReference names an Application.

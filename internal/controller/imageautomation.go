@@ -100,7 +100,7 @@ func (r *ImageAutomationReconciler) Reconcile(ctx context.Context, req reconcile
 	next.ObservedGeneration = auto.Generation
 	ready, err := r.run(ctx, auto, next)
 	if err != nil {
-		ready = metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonUpdateFailed, Message: truncate(redact.Message(err.Error()), maxHealthMessage)}
+		ready = metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonUpdateFailed, Message: failureMessage(err)}
 		if tenancy.Refused(err) {
 			ready.Reason = v1alpha1.ReasonPolicyViolation
 		}
@@ -120,7 +120,7 @@ func (r *ImageAutomationReconciler) Reconcile(ctx context.Context, req reconcile
 }
 
 // run updates the branch if the policies ask for it, filling status.
-func (r *ImageAutomationReconciler) run(ctx context.Context, auto *v1alpha1.ImageUpdateAutomation, status *v1alpha1.ImageUpdateAutomationStatus) (metav1.Condition, error) {
+func (r *ImageAutomationReconciler) run(ctx context.Context, auto *v1alpha1.ImageUpdateAutomation, status *v1alpha1.ImageUpdateAutomationStatus) (_ metav1.Condition, err error) {
 	var tenants v1alpha1.TenantList
 	if err := r.Client.List(ctx, &tenants); err != nil {
 		return metav1.Condition{}, fmt.Errorf("listing Tenants: %w", err)
@@ -134,6 +134,13 @@ func (r *ImageAutomationReconciler) run(ctx context.Context, auto *v1alpha1.Imag
 		return metav1.Condition{}, err
 	}
 	secrets := r.Apps.secretsReader(auto.Namespace, eng, ten.ServiceAccount)
+	defer func() {
+		// A failure is told once, not at every interval it persists.
+		prev := apimeta.FindStatusCondition(auto.Status.Conditions, v1alpha1.ConditionReady)
+		if msg := failureMessage(err); err != nil && (prev == nil || prev.Reason != ReasonUpdateFailed || prev.Message != msg) {
+			r.notify(ctx, auto, ten, secrets, v1alpha1.NotifyImageUpdateFailed, "", msg)
+		}
+	}()
 	latest, policies, err := r.policies(ctx, auto)
 	if err != nil {
 		return metav1.Condition{}, err
@@ -200,6 +207,7 @@ func (r *ImageAutomationReconciler) run(ctx context.Context, auto *v1alpha1.Imag
 	if r.Recorder != nil {
 		r.Recorder.Eventf(auto, corev1.EventTypeNormal, ReasonPushed, "pushed %s to %s: %s", source.ShortRevision(pushed.Commit), target, detail)
 	}
+	r.notify(ctx, auto, ten, secrets, v1alpha1.NotifyImageUpdated, pushed.Commit, fmt.Sprintf("pushed to %s: %s", target, detail))
 	if target == branch {
 		r.markApplied(ctx, changes, policies, pushed.Commit, now)
 		r.requestSyncs(ctx, auto.Spec.RepoURL, branch, engine.Trigger{Type: engine.TriggerImageAutomation, Detail: detail})
@@ -383,15 +391,8 @@ func (r *ImageAutomationReconciler) pullRequest(ctx context.Context, auto *v1alp
 	if api == "" && pr.Provider == "github" {
 		api = "https://api.github.com"
 	}
-	if ten.Tenant != "" {
-		var t v1alpha1.Tenant
-		if err := r.Client.Get(ctx, client.ObjectKey{Name: ten.Tenant}, &t); err != nil {
-			return "", err
-		}
-		ten.NotifyHosts = t.Spec.NotifyHosts
-		if err := ten.AllowNotify(api); err != nil {
-			return "", fmt.Errorf("spec.push.pullRequest.url: %w", err)
-		}
+	if err := ten.AllowNotify(api); err != nil {
+		return "", fmt.Errorf("spec.push.pullRequest.url: %w", err)
 	}
 	var s corev1.Secret
 	if err := secrets.Get(ctx, client.ObjectKey{Namespace: auto.Namespace, Name: pr.SecretRef.Name}, &s); err != nil {
@@ -416,4 +417,25 @@ func (r *ImageAutomationReconciler) pullRequest(ctx context.Context, auto *v1alp
 		r.Recorder.Eventf(auto, corev1.EventTypeNormal, "PullRequestOpened", "opened %s", url)
 	}
 	return url, nil
+}
+
+// failureMessage is how a failed run is reported: redacted and bounded.
+func failureMessage(err error) string {
+	if err == nil {
+		return ""
+	}
+	return truncate(redact.Message(err.Error()), maxHealthMessage)
+}
+
+// notify sends the automation's event to the Alerts of its namespace that
+// list it, as an app's events are sent: its Notifiers' Secrets read as the
+// Tenant's account, their URLs checked against its notifyHosts. An Alert's
+// names and label selector choose automations by theirs.
+func (r *ImageAutomationReconciler) notify(ctx context.Context, auto *v1alpha1.ImageUpdateAutomation, ten tenancy.Tenancy, secrets client.Reader, ev v1alpha1.NotifyEvent, revision, msg string) {
+	if r.Apps.Notifier == nil {
+		return
+	}
+	as := &v1alpha1.Application{ObjectMeta: metav1.ObjectMeta{Namespace: auto.Namespace, Name: auto.Name, Labels: auto.Labels},
+		Spec: v1alpha1.ApplicationSpec{Source: v1alpha1.ApplicationSource{RepoURL: auto.Spec.RepoURL}}}
+	(&notifier{ctx: ctx, n: r.Apps.Notifier, app: as, secrets: secrets, allow: ten.AllowNotify, alerts: r.Client}).send(ev, revision, msg)
 }

@@ -142,7 +142,11 @@ func alertWants(a *v1alpha1.Alert, app *v1alpha1.Application, ev v1alpha1.Notify
 	if a.Spec.Suspend || (len(a.Spec.Events) > 0 && !slices.Contains(a.Spec.Events, ev)) {
 		return false, nil
 	}
-	if a.Spec.Severity == v1alpha1.SeverityError && ev != v1alpha1.NotifySyncFailed && ev != v1alpha1.NotifyHealthDegraded {
+	if imageEvent(ev) && !slices.Contains(a.Spec.Events, ev) {
+		// An image automation's events go to the Alerts that ask for them.
+		return false, nil
+	}
+	if a.Spec.Severity == v1alpha1.SeverityError && ev != v1alpha1.NotifySyncFailed && ev != v1alpha1.NotifyHealthDegraded && ev != v1alpha1.NotifyImageUpdateFailed {
 		return false, nil
 	}
 	if len(a.Spec.Names) > 0 && !slices.Contains(a.Spec.Names, app.Name) {
@@ -156,6 +160,10 @@ func alertWants(a *v1alpha1.Alert, app *v1alpha1.Application, ev v1alpha1.Notify
 		return false, fmt.Errorf("spec.applications: %w", err)
 	}
 	return sel.Matches(labels.Set(app.Labels)), nil
+}
+
+func imageEvent(ev v1alpha1.NotifyEvent) bool {
+	return ev == v1alpha1.NotifyImageUpdated || ev == v1alpha1.NotifyImageUpdateFailed
 }
 
 // receiver resolves t: its URL, repository and Secret.

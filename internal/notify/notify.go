@@ -376,7 +376,9 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 var errSkip = errors.New("not for this receiver")
 
 // failure says the event reports something wrong.
-func failure(ev Event) bool { return ev.Type == "SyncFailed" || ev.Type == "HealthDegraded" }
+func failure(ev Event) bool {
+	return ev.Type == "SyncFailed" || ev.Type == "HealthDegraded" || ev.Type == "ImageUpdateFailed"
+}
 
 // summary is the event in one line: app, event, revision and message.
 func summary(ev Event) string {

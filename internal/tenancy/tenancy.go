@@ -183,7 +183,7 @@ func Resolve(app *v1alpha1.Application, tenants []v1alpha1.Tenant, opts Options)
 
 // ResolveRepo decides what governs a read of Git repository repoURL
 // (named by field) for an object in namespace that is not an Application:
-// an ApplicationSet's Git generator. It reads as the Tenant's account,
+// an ApplicationSet's Git generator, an ImageUpdateAutomation. It reads as the Tenant's account,
 // and only the repositories the Tenant allows; with no Tenant, as the
 // agent's default account.
 func ResolveRepo(namespace, field, repoURL string, tenants []v1alpha1.Tenant, opts Options) (Tenancy, error) {
@@ -197,7 +197,7 @@ func ResolveRepo(namespace, field, repoURL string, tenants []v1alpha1.Tenant, op
 	if err := allowRepo(t, field, repoURL); err != nil {
 		return Tenancy{}, err
 	}
-	return Tenancy{Tenant: t.Name, Version: t.Generation, ServiceAccount: t.Spec.ServiceAccountName}, nil
+	return Tenancy{Tenant: t.Name, Version: t.Generation, ServiceAccount: t.Spec.ServiceAccountName, NotifyHosts: t.Spec.NotifyHosts}, nil
 }
 
 // allowRepo refuses a Git repository (named by field) that t does not

@@ -158,6 +158,17 @@ func TestImages_ANewTagBecomesOneReviewedCommitTheAppSyncs(t *testing.T) {
 	a.create(t, app)
 	a.waitApp(t, ns, "web", 30*time.Second, "synced at 1.0.0", synced(first))
 
+	// The team hears of each update through an Alert that asks for it.
+	rcv := newReceiver(t)
+	for _, obj := range []client.Object{
+		&v1alpha1.Notifier{ObjectMeta: metav1.ObjectMeta{Name: "team", Namespace: ns}, Spec: v1alpha1.NotifierSpec{Type: "webhook", URL: rcv.URL + "/images"}},
+		&v1alpha1.Alert{ObjectMeta: metav1.ObjectMeta{Name: "images", Namespace: ns}, Spec: v1alpha1.AlertSpec{
+			NotifierRef: v1alpha1.LocalObjectReference{Name: "team"}, Events: []v1alpha1.NotifyEvent{v1alpha1.NotifyImageUpdated, v1alpha1.NotifyImageUpdateFailed}}},
+	} {
+		if err := a.client.Create(context.Background(), obj); err != nil {
+			t.Fatal(err)
+		}
+	}
 	imageAutomation(t, a, ns, reg, repo, nil)
 	var second string
 	kubetest.Eventually(t, 30*time.Second, "one commit on main", func(context.Context) (bool, error) {
@@ -194,6 +205,11 @@ func TestImages_ANewTagBecomesOneReviewedCommitTheAppSyncs(t *testing.T) {
 	p := policyLatest(t, a, ns, "web")
 	if p.Status.LatestRef == nil || p.Status.LatestRef.Tag != "1.1.0" || p.Status.AppliedCommit != second || p.Status.AppliedAt == nil {
 		t.Errorf("policy status %+v: want latest 1.1.0 applied at %s", p.Status, second)
+	}
+
+	var note map[string]any
+	if p := rcv.waitPost(t, "event", "ImageUpdated"); json.Unmarshal(p.body, &note) != nil || note["name"] != "images" || !strings.Contains(fmt.Sprint(note["message"]), "1.0.0 → 1.1.0") {
+		t.Errorf("ImageUpdated notification: %s", p.body)
 	}
 
 	// A later tag in range: one more commit; one outside: none.
@@ -373,7 +389,7 @@ func TestImages_HundredIdlePoliciesWriteNothing(t *testing.T) {
 			return false, err
 		}
 		c := apimeta.FindStatusCondition(auto.Status.Conditions, v1alpha1.ConditionReady)
-		return chosen == n && c != nil && c.Reason == "UpToDate", fmt.Errorf("%d chosen, automation %+v", chosen, c)
+		return chosen == n && c != nil && c.Reason == "UpToDate" && strings.Contains(c.Message, fmt.Sprintf("of %d policies", n)), fmt.Errorf("%d chosen, automation %+v", chosen, c)
 	})
 	audit, err := kubetest.LocalAuditLog()
 	if err != nil {
