@@ -25,6 +25,7 @@ func (t *translator) argo(u *unstructured.Unstructured) {
 	}
 	if app, ok := t.argoApp(u, mapAt(u.Object, "spec"), false); ok {
 		t.res.Applications = append(t.res.Applications, app)
+		t.argoImageUpdater(u, &app)
 	}
 }
 
