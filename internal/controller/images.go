@@ -170,11 +170,26 @@ func (r *ImageReconciler) lastScan(repo *v1alpha1.ImageRepository, interval time
 	return s, ok && s.generation == repo.Generation && time.Since(s.at) < interval
 }
 
+// maxRememberedTags bounds the tags kept in memory across all
+// repositories (a tag is at most 128 bytes): past it, a repository's scan
+// is not kept, and a change to one of its policies scans it again.
+const maxRememberedTags = 200_000
+
 func (r *ImageReconciler) remember(key types.NamespacedName, s scanned) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.scans == nil {
 		r.scans = map[types.NamespacedName]scanned{}
+	}
+	total := len(s.tags)
+	for k, v := range r.scans {
+		if k != key {
+			total += len(v.tags)
+		}
+	}
+	if total > maxRememberedTags {
+		delete(r.scans, key)
+		return
 	}
 	r.scans[key] = s
 }
