@@ -194,7 +194,7 @@ func TestNotifyTemplates(t *testing.T) {
 		t.Fatalf("templates %v, %v: want target 1's alone", got, err)
 	}
 	app.Spec.Notify = append(app.Spec.Notify, v1alpha1.NotifyTarget{Type: "slack", Template: "{{range 9}}x{{end}}"})
-	if _, err := notifyTemplates(app); err == nil || !strings.Contains(err.Error(), "spec.notify[2].template: range is not allowed") {
+	if _, err := notifyTemplates(app); err == nil || !strings.Contains(err.Error(), "spec.notify[2].template: range may only go over a field") {
 		t.Errorf("a looping template: %v", err)
 	}
 }
@@ -216,6 +216,9 @@ func TestAlertWants(t *testing.T) {
 		{"another team", v1alpha1.AlertSpec{Applications: &metav1.LabelSelector{MatchLabels: map[string]string{"team": "b"}}}, v1alpha1.NotifySyncFailed, false},
 		{"named", v1alpha1.AlertSpec{Names: []string{"cart", "shop"}}, v1alpha1.NotifySyncFailed, true},
 		{"not named", v1alpha1.AlertSpec{Names: []string{"cart"}}, v1alpha1.NotifySyncFailed, false},
+		{"image events only when listed", v1alpha1.AlertSpec{}, v1alpha1.NotifyImageUpdated, false},
+		{"image events listed", v1alpha1.AlertSpec{Events: []v1alpha1.NotifyEvent{v1alpha1.NotifyImageUpdated}}, v1alpha1.NotifyImageUpdated, true},
+		{"errors only: a failed image update", v1alpha1.AlertSpec{Severity: v1alpha1.SeverityError, Events: []v1alpha1.NotifyEvent{v1alpha1.NotifyImageUpdateFailed}}, v1alpha1.NotifyImageUpdateFailed, true},
 	}
 	for _, tc := range cases {
 		got, err := alertWants(&v1alpha1.Alert{Spec: tc.spec}, app, tc.ev)
