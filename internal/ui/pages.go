@@ -309,6 +309,80 @@ func upperFirst(s string) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
+// listVisible lists into list as the viewer: cluster-wide, or, where that
+// is forbidden, namespace by namespace where the viewer may list
+// Applications (each through a fresh list from fresh, added with add),
+// with a note saying so.
+func (u *Server) listVisible(ctx context.Context, ss *session, list client.ObjectList, fresh func() client.ObjectList, add func(client.ObjectList)) (string, error) {
+	err := ss.client.List(ctx, list)
+	if !apierrors.IsForbidden(err) {
+		return "", err
+	}
+	apps, err := u.visibleApps(ctx, ss)
+	if err != nil {
+		return "", err
+	}
+	seen := map[string]bool{}
+	for _, a := range apps {
+		if seen[a.Namespace] {
+			continue
+		}
+		seen[a.Namespace] = true
+		one := fresh()
+		if e := ss.client.List(ctx, one, client.InNamespace(a.Namespace)); e == nil {
+			add(one)
+		}
+	}
+	return "Shown from the namespaces where your account may list them.", nil
+}
+
+// imagesView is the image policies page.
+type imagesView struct {
+	Items []imageRow
+	Note  string
+}
+
+type imageRow struct {
+	Namespace, Name, Image, Latest, Previous string
+	Applied, Commit                          string
+	Ready                                    bool
+	State, Message                           string
+}
+
+func (u *Server) imagesPage(w http.ResponseWriter, r *http.Request, ss *session) {
+	ctx := r.Context()
+	var list v1alpha1.ImagePolicyList
+	note, err := u.listVisible(ctx, ss, &list, func() client.ObjectList { return &v1alpha1.ImagePolicyList{} }, func(one client.ObjectList) {
+		list.Items = append(list.Items, one.(*v1alpha1.ImagePolicyList).Items...)
+	})
+	if err != nil {
+		u.fail(w, ss, err)
+		return
+	}
+	sort.Slice(list.Items, func(i, j int) bool {
+		a, b := list.Items[i], list.Items[j]
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
+	})
+	v := imagesView{Note: note}
+	for _, p := range list.Items {
+		row := imageRow{Namespace: p.Namespace, Name: p.Name, Image: "-", Latest: "-", Previous: "-", Applied: "never", Commit: source.ShortRevision(p.Status.AppliedCommit), State: "Pending"}
+		if l := p.Status.LatestRef; l != nil {
+			row.Image, row.Latest = l.Name, l.Tag
+		}
+		if l := p.Status.ObservedPreviousRef; l != nil {
+			row.Previous = l.Tag
+		}
+		if at := p.Status.AppliedAt; at != nil {
+			row.Applied = at.UTC().Format(time.RFC3339)
+		}
+		if c := apimeta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady); c != nil {
+			row.Ready, row.State, row.Message = c.Status == "True", c.Reason, c.Message
+		}
+		v.Items = append(v.Items, row)
+	}
+	u.render(w, http.StatusOK, "images", u.page(ss, "Images", "images", v))
+}
+
 // sealedView is the SealedSecrets page.
 type sealedView struct {
 	Items            []sealedRow
@@ -329,32 +403,14 @@ func (u *Server) sealedPage(w http.ResponseWriter, r *http.Request, ss *session)
 	ctx := r.Context()
 	v := sealedView{}
 	var list v1alpha1.SealedSecretList
-	err := ss.client.List(ctx, &list)
-	if apierrors.IsForbidden(err) {
-		// Namespace by namespace, where the viewer may list Applications.
-		err = nil
-		apps, aerr := u.visibleApps(ctx, ss)
-		if aerr != nil {
-			u.fail(w, ss, aerr)
-			return
-		}
-		seen := map[string]bool{}
-		for _, a := range apps {
-			if seen[a.Namespace] {
-				continue
-			}
-			seen[a.Namespace] = true
-			var one v1alpha1.SealedSecretList
-			if e := ss.client.List(ctx, &one, client.InNamespace(a.Namespace)); e == nil {
-				list.Items = append(list.Items, one.Items...)
-			}
-		}
-		v.Note = "Shown from the namespaces where your account may list them."
-	}
+	note, err := u.listVisible(ctx, ss, &list, func() client.ObjectList { return &v1alpha1.SealedSecretList{} }, func(one client.ObjectList) {
+		list.Items = append(list.Items, one.(*v1alpha1.SealedSecretList).Items...)
+	})
 	if err != nil {
 		u.fail(w, ss, err)
 		return
 	}
+	v.Note = note
 	sort.Slice(list.Items, func(i, j int) bool {
 		a, b := list.Items[i], list.Items[j]
 		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name

@@ -96,6 +96,7 @@ func (u *Server) Handler() (http.Handler, error) {
 	mux.HandleFunc("GET /apps/{ns}/{name}/diff", u.withSession(u.appDiff))
 	mux.HandleFunc("POST /apps/{ns}/{name}/{action}", u.withSession(u.act))
 	mux.HandleFunc("GET /sealedsecrets", u.withSession(u.sealedPage))
+	mux.HandleFunc("GET /images", u.withSession(u.imagesPage))
 	mux.HandleFunc("GET /live", u.withSession(u.live))
 	return u.guard(mux), nil
 }
@@ -106,7 +107,7 @@ func parsePages() (map[string]*template.Template, error) {
 		return nil, err
 	}
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "apps", "app", "sealed", "error"} {
+	for _, name := range []string{"login", "apps", "app", "sealed", "images", "error"} {
 		t, err := template.Must(layout.Clone()).ParseFS(web.FS, "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("template %s: %w", name, err)

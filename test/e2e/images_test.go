@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -207,6 +208,14 @@ func TestImages_ANewTagBecomesOneReviewedCommitTheAppSyncs(t *testing.T) {
 		t.Errorf("policy status %+v: want latest 1.1.0 applied at %s", p.Status, second)
 	}
 
+	// The web UI shows the policy's latest tag and the commit that applied it.
+	kubeconfig, _ := kubetest.LocalKubeconfig()
+	signInURL, _ := localUI(t, kubeconfig)
+	b := newBrowser(t)
+	b.run("images", chromedp.Navigate(signInURL), chromedp.Navigate(strings.SplitN(signInURL, "/login", 2)[0]+"/images"), visible("table.images"))
+	if html := b.html(); !strings.Contains(html, ns+"/</span>web") || !strings.Contains(html, `<td class="mono latest">1.1.0</td>`) || !strings.Contains(html, second[:7]) {
+		t.Errorf("the Images page does not show %s/web at 1.1.0 applied in %s", ns, second[:7])
+	}
 	var note map[string]any
 	if p := rcv.waitPost(t, "event", "ImageUpdated"); json.Unmarshal(p.body, &note) != nil || note["name"] != "images" || !strings.Contains(fmt.Sprint(note["message"]), "1.0.0 → 1.1.0") {
 		t.Errorf("ImageUpdated notification: %s", p.body)
