@@ -155,7 +155,7 @@ func (c *Cache) Edit(ctx context.Context, req EditRequest) (*Restored, error) {
 			delete(r.resolved, ref)
 		}
 	}
-	if err != nil && !errors.Is(err, ErrBranchMoved) {
+	if err != nil && !errors.Is(err, ErrBranchMoved) && !errors.Is(err, ErrUnchanged) {
 		return nil, fmt.Errorf("%s: %w", redact.URL(req.URL), err)
 	}
 	return out, err

@@ -76,3 +76,51 @@ func TestWrite_CommitsADirectorySignedOnNewAndExistingBranches(t *testing.T) {
 		t.Error("a file outside the directory was written")
 	}
 }
+
+// An edit changes the named files and nothing else; one made on a base
+// the branch has moved on from is refused as ErrBranchMoved (the caller
+// reads again); pushed to its own branch, the same change again is
+// ErrUnchanged, and a new change rebuilds that branch on the base.
+func TestEdit_ChangesOnlyItsFilesAndKnowsAMovedBranch(t *testing.T) {
+	s, r := newServer(t)
+	base := commit(t, r, "main", "first", map[string]string{"apps/web.yaml": "image: web:1.0\n", "apps/db.yaml": "image: db:1.0\n"})
+	c := newCache(t)
+	ctx := context.Background()
+	req := EditRequest{URL: s.URL("shop"), Branch: "main", Base: base, Files: map[string][]byte{"apps/web.yaml": []byte("image: web:1.1\n")},
+		Message: "web 1.1\n", Author: "converge", AuthorEmail: "converge@localhost"}
+	edited, err := c.Edit(ctx, req)
+	if err != nil || edited.Parent != base {
+		t.Fatalf("edit: %+v, %v", edited, err)
+	}
+	a, err := newCache(t).Fetch(ctx, Request{URL: s.URL("shop"), Ref: Ref{Branch: "main"}})
+	if err != nil || a.Revision != edited.Commit || readFile(t, a, "apps/web.yaml") != "image: web:1.1\n" || readFile(t, a, "apps/db.yaml") != "image: db:1.0\n" {
+		t.Fatalf("main at %s (%v), want %s with web changed and db kept", a.Revision, err, edited.Commit)
+	}
+	req.Files = map[string][]byte{"apps/db.yaml": []byte("image: db:2.0\n")}
+	if _, err := c.Edit(ctx, req); !errors.Is(err, ErrBranchMoved) {
+		t.Errorf("an edit of a stale base: %v, want ErrBranchMoved", err)
+	}
+	req.Files = map[string][]byte{"apps/new.yaml": []byte("x: 1\n")}
+	req.Base = edited.Commit
+	if _, err := c.Edit(ctx, req); err == nil {
+		t.Error("an edit created a file")
+	}
+
+	req.Push, req.Files = "image-updates", map[string][]byte{"apps/db.yaml": []byte("image: db:2.0\n")}
+	first, err := c.Edit(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := c.Edit(ctx, req); !errors.Is(err, ErrUnchanged) || again.Commit != first.Commit {
+		t.Errorf("the same change again: %+v, %v; want ErrUnchanged at %s", again, err, first.Commit)
+	}
+	req.Files = map[string][]byte{"apps/db.yaml": []byte("image: db:2.1\n")}
+	second, err := c.Edit(ctx, req)
+	if err != nil || second.Parent != edited.Commit || second.Commit == first.Commit {
+		t.Fatalf("a new change: %+v, %v; want a commit on %s", second, err, edited.Commit)
+	}
+	p, err := newCache(t).Fetch(ctx, Request{URL: s.URL("shop"), Ref: Ref{Branch: "image-updates"}})
+	if err != nil || p.Revision != second.Commit || readFile(t, p, "apps/db.yaml") != "image: db:2.1\n" {
+		t.Errorf("image-updates at %s (%v), want %s", p.Revision, err, second.Commit)
+	}
+}
