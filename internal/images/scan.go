@@ -120,7 +120,8 @@ func (s Scan) Tags(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("listing the tags of %s: %w", repo, Sanitized(err))
 	}
 	read := 0
-	var tags []string
+	// Never nil: an empty repository is a scan result too.
+	tags := []string{}
 	for lister.HasNext() {
 		page, err := lister.Next(ctx)
 		if err != nil {
