@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -60,7 +61,7 @@ const (
 	// maxVerifiedCandidates bounds the tags a signed-images policy checks
 	// at a scan, best first, before it says none is signed.
 	maxVerifiedCandidates = 10
-	maxImagePolicyWorkers = 4
+	maxImagePolicyWorkers = 8
 )
 
 // ImageReconciler scans ImageRepositories and chooses their ImagePolicies'
@@ -80,6 +81,8 @@ type ImageReconciler struct {
 	// verified remembers the digests whose signatures passed, by the
 	// verification's identity.
 	verified map[string]bool
+	// inflight counts the scans under way by share (see acquire).
+	inflight map[string]int
 }
 
 // scanned is an ImageRepository's last scan, in memory: its policies are
@@ -138,6 +141,9 @@ func (r *ImageReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		var tags []string
 		var err error
 		scan, tags, err = r.scan(ctx, repo)
+		if errors.Is(err, errScanBusy) {
+			return reconcile.Result{RequeueAfter: time.Second + time.Duration(rand.Int64N(int64(time.Second)))}, nil
+		}
 		if err != nil {
 			ready := metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonScanFailed, Message: truncate(err.Error(), maxHealthMessage)}
 			if tenancy.Refused(err) {
@@ -260,8 +266,55 @@ func (r *ImageReconciler) scan(ctx context.Context, repo *v1alpha1.ImageReposito
 	if err != nil {
 		return s, nil, err
 	}
+	share := r.shareOf(ctx, repo.Namespace)
+	if !r.acquire(share) {
+		return s, nil, errScanBusy
+	}
+	defer r.release(share)
 	tags, err := s.Tags(ctx)
 	return s, tags, err
+}
+
+// Scans are shared fairly: one Tenant (or one namespace no Tenant
+// governs) scans at most maxScansPerShare repositories at once, so a
+// tenant whose registries answer slowly, or whose repositories are many,
+// holds that many workers and not all of them. A scan over its share
+// waits its turn (errScanBusy: requeued shortly, nothing written).
+const maxScansPerShare = 2
+
+var errScanBusy = errors.New("this tenant's scans are all under way")
+
+// shareOf is the share a namespace's scans count against: its Tenant's,
+// or its own.
+func (r *ImageReconciler) shareOf(ctx context.Context, namespace string) string {
+	var tenants v1alpha1.TenantList
+	if err := r.Client.List(ctx, &tenants); err == nil {
+		if t, err := tenancy.Governor(namespace, tenants.Items, r.Apps.Tenancy); err == nil && t != nil {
+			return "tenant/" + t.Name
+		}
+	}
+	return "namespace/" + namespace
+}
+
+func (r *ImageReconciler) acquire(share string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.inflight == nil {
+		r.inflight = map[string]int{}
+	}
+	if r.inflight[share] >= maxScansPerShare {
+		return false
+	}
+	r.inflight[share]++
+	return true
+}
+
+func (r *ImageReconciler) release(share string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.inflight[share]--; r.inflight[share] <= 0 {
+		delete(r.inflight, share)
+	}
 }
 
 // writeRepoStatus writes repo's status when it differs: a scan that

@@ -543,3 +543,60 @@ func TestImages_PullRequestModeKeepsOnePullRequest(t *testing.T) {
 		t.Errorf("main moved to %s in pull-request mode", head)
 	}
 }
+
+// A tenant whose registry never answers holds at most its share of the
+// scanning workers: another namespace's repository is scanned meanwhile.
+func TestImages_ASlowTenantRegistryDoesNotHoldEveryScan(t *testing.T) {
+	te := newTenant(t)
+	ctx := context.Background()
+	tenant := &v1alpha1.Tenant{}
+	if err := te.client.Get(ctx, client.ObjectKey{Name: "e2e-" + te.ns}, tenant); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(tenant.DeepCopy())
+	tenant.Spec.ImageRepos = []string{"127.0.0.1:*/**"}
+	if err := te.client.Patch(ctx, tenant, patch); err != nil {
+		t.Fatal(err)
+	}
+	// Every request hangs until the test ends.
+	release := make(chan struct{})
+	var asked atomic.Int64
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(hang.Close)
+	t.Cleanup(func() { close(release) })
+	host := strings.TrimPrefix(hang.URL, "http://")
+	for i := range 10 {
+		if err := te.client.Create(ctx, &v1alpha1.ImageRepository{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("slow-%d", i), Namespace: te.ns},
+			Spec: v1alpha1.ImageRepositorySpec{Image: fmt.Sprintf("%s/team/slow-%d", host, i), Insecure: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubetest.Eventually(t, 20*time.Second, "the slow registry is asked", func(context.Context) (bool, error) {
+		return asked.Load() >= 2, nil
+	})
+	ns := kubetest.Namespace(t, cluster.Client)
+	reg := newCountingRegistry(t)
+	reg.pushImage(t, "team/web", "1.0.0")
+	for _, obj := range []client.Object{
+		&v1alpha1.ImageRepository{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: v1alpha1.ImageRepositorySpec{Image: reg.host + "/team/web", Insecure: true}},
+		&v1alpha1.ImagePolicy{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns}, Spec: v1alpha1.ImagePolicySpec{
+			ImageRepositoryRef: v1alpha1.LocalObjectReference{Name: "web"}, Policy: v1alpha1.ImagePolicyChoice{Semver: &v1alpha1.SemverPolicy{Range: ">=1.0.0"}}}},
+	} {
+		if err := te.client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubetest.Eventually(t, 15*time.Second, "another namespace's policy chooses while the tenant's scans hang", func(context.Context) (bool, error) {
+		p := policyLatest(t, te.agentEnv, ns, "web")
+		return p.Status.LatestRef != nil && p.Status.LatestRef.Tag == "1.0.0", nil
+	})
+	if n := asked.Load(); n > 2 {
+		t.Errorf("the tenant's slow registry holds %d scans at once, want at most 2", n)
+	}
+}
