@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -67,6 +68,30 @@ func SourceRequest(ctx context.Context, secrets client.Reader, namespace string,
 		req.Verify = &source.Verify{Mode: mode, Trust: trust}
 	}
 	return req, nil
+}
+
+// Follows reports whether src tracks a push of ref ("refs/heads/main",
+// "refs/tags/v1") to a repository known by urls (normalized): a branch (main
+// by default) its own ref only, a tag its tag, a semver range any tag, a
+// pinned commit nothing. The webhook and image automation both ask it.
+func Follows(src *v1alpha1.ApplicationSource, urls []string, ref string) bool {
+	if !slices.Contains(urls, source.NormalizeURL(src.RepoURL)) {
+		return false
+	}
+	r := src.Ref
+	switch {
+	case r == nil || r.Branch != "" || (r.Tag == "" && r.Semver == "" && r.Commit == ""):
+		branch := "main"
+		if r != nil && r.Branch != "" {
+			branch = r.Branch
+		}
+		return ref == "refs/heads/"+branch
+	case r.Tag != "":
+		return ref == "refs/tags/"+r.Tag
+	case r.Semver != "":
+		return strings.HasPrefix(ref, "refs/tags/")
+	}
+	return false // a pinned commit never moves
 }
 
 // RenderOptions says how app's source renders from a checkout at root.

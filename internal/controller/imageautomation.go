@@ -348,11 +348,11 @@ func (r *ImageAutomationReconciler) requestSyncs(ctx context.Context, repoURL, b
 	if err := r.Client.List(ctx, &apps); err != nil {
 		return
 	}
-	want := source.NormalizeURL(repoURL)
+	urls := []string{source.NormalizeURL(repoURL)}
 	now := time.Now()
 	for i := range apps.Items {
 		a := &apps.Items[i]
-		if source.NormalizeURL(a.Spec.Source.RepoURL) != want || appBranch(a) != branch {
+		if !appspec.Follows(&a.Spec.Source, urls, "refs/heads/"+branch) {
 			continue
 		}
 		if r.Apps.RequestSync(client.ObjectKeyFromObject(a), now, trigger) {
@@ -368,18 +368,6 @@ func (r *ImageAutomationReconciler) requestSyncs(ctx context.Context, repoURL, b
 			ctrl.LoggerFrom(ctx).Error(err, "requesting a sync of an image update", "app", a.Namespace+"/"+a.Name)
 		}
 	}
-}
-
-// appBranch is the branch app follows; "" for a tag, range or commit.
-func appBranch(app *v1alpha1.Application) string {
-	ref := app.Spec.Source.Ref
-	switch {
-	case ref == nil || (ref.Branch == "" && ref.Tag == "" && ref.Semver == "" && ref.Commit == ""):
-		return "main"
-	case ref.Branch != "":
-		return ref.Branch
-	}
-	return ""
 }
 
 // pullRequest keeps the automation's pull request open: its forge API is

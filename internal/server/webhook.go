@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"converge.dev/converge/api/v1alpha1"
+	"converge.dev/converge/internal/appspec"
 	"converge.dev/converge/internal/generate"
 	"converge.dev/converge/internal/source"
 )
@@ -346,26 +347,5 @@ func setFollows(set *v1alpha1.ApplicationSet, p *push) bool {
 
 // follows reports whether app tracks the pushed repository and ref.
 func follows(app *v1alpha1.Application, p *push) bool {
-	want := source.NormalizeURL(app.Spec.Source.RepoURL)
-	match := false
-	for _, u := range p.urls {
-		match = match || u == want
-	}
-	if !match {
-		return false
-	}
-	ref := app.Spec.Source.Ref
-	switch {
-	case ref == nil || ref.Branch != "" || (ref.Tag == "" && ref.Semver == "" && ref.Commit == ""):
-		branch := "main"
-		if ref != nil && ref.Branch != "" {
-			branch = ref.Branch
-		}
-		return p.ref == "refs/heads/"+branch
-	case ref.Tag != "":
-		return p.ref == "refs/tags/"+ref.Tag
-	case ref.Semver != "":
-		return strings.HasPrefix(p.ref, "refs/tags/")
-	}
-	return false // a pinned commit never moves
+	return appspec.Follows(&app.Spec.Source, p.urls, p.ref)
 }
