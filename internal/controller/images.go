@@ -136,11 +136,11 @@ func (r *ImageReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	}
 	interval := imageInterval(repo.Spec.Interval)
 	last, fresh := r.lastScan(repo, interval)
-	scan := images.Scan{}
+	var at reach
 	if !fresh {
 		var tags []string
 		var err error
-		scan, tags, err = r.scan(ctx, repo)
+		at, tags, err = r.scan(ctx, repo)
 		if errors.Is(err, errScanBusy) {
 			return reconcile.Result{RequeueAfter: time.Second + time.Duration(rand.Int64N(int64(time.Second)))}, nil
 		}
@@ -156,14 +156,14 @@ func (r *ImageReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		}
 		last = scanned{generation: repo.Generation, at: time.Now(), tags: tags}
 		r.remember(req.NamespacedName, last)
-	} else if s, err := r.scanOf(ctx, repo); err == nil {
-		scan = s
+	} else if a, err := r.reachOf(ctx, repo); err == nil {
+		at = a
 	}
 	ready := metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonScanned, Message: fmt.Sprintf("%d tags", len(last.tags))}
 	if err := r.writeRepoStatus(ctx, repo, last.tags, ready); err != nil {
 		return reconcile.Result{}, err
 	}
-	if err := r.choosePoliciesWith(ctx, repo, scan, last.tags); err != nil {
+	if err := r.choosePoliciesWith(ctx, repo, at, last.tags); err != nil {
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{RequeueAfter: time.Until(last.at.Add(interval))}, nil
@@ -206,73 +206,83 @@ func (r *ImageReconciler) forget(key types.NamespacedName) {
 	delete(r.scans, key)
 }
 
-// scanOf is how repo's registry is reached: checked against the agent's
+// reach is how a repository's registry is reached, and as whom: the
+// account its Secrets are read as and the share its scans count against
+// (its Tenant's, or its namespace's).
+type reach struct {
+	images.Scan
+	account, share string
+}
+
+// reachOf is how repo's registry is reached: checked against the agent's
 // hosts and the Tenant's imageRepos before anything is sent, with the
-// credentials its Secret holds, read as the Tenant's account.
-func (r *ImageReconciler) scanOf(ctx context.Context, repo *v1alpha1.ImageRepository) (images.Scan, error) {
-	s := images.Scan{Image: repo.Spec.Image, Insecure: repo.Spec.Insecure, Egress: r.Egress, TagLimit: repo.Spec.TagLimit, Exclude: repo.Spec.ExclusionList}
+// credentials its Secret holds, read as the Tenant's account. The Tenant
+// is found once for all of it.
+func (r *ImageReconciler) reachOf(ctx context.Context, repo *v1alpha1.ImageRepository) (at reach, _ error) {
+	at.share = "namespace/" + repo.Namespace
+	s := &at.Scan
+	*s = images.Scan{Image: repo.Spec.Image, Insecure: repo.Spec.Insecure, Egress: r.Egress, TagLimit: repo.Spec.TagLimit, Exclude: repo.Spec.ExclusionList}
 	if len(s.Exclude) == 0 {
 		s.Exclude = images.DefaultExclusions
 	}
 	ref, err := s.Repository()
 	if err != nil {
-		return s, fmt.Errorf("spec.image: %w", err)
+		return at, fmt.Errorf("spec.image: %w", err)
 	}
 	if host := ref.RegistryStr(); !source.HostAllowed(r.AllowedHosts, host) {
-		return s, &tenancy.PolicyError{Err: fmt.Errorf("spec.image: registry %s is not among the agent's allowed source hosts", host)}
+		return at, &tenancy.PolicyError{Err: fmt.Errorf("spec.image: registry %s is not among the agent's allowed source hosts", host)}
 	}
 	var tenants v1alpha1.TenantList
 	if err := r.Client.List(ctx, &tenants); err != nil {
-		return s, fmt.Errorf("listing Tenants: %w", err)
+		return at, fmt.Errorf("listing Tenants: %w", err)
 	}
 	t, err := tenancy.Governor(repo.Namespace, tenants.Items, r.Apps.Tenancy)
 	if err != nil {
-		return s, &tenancy.PolicyError{Err: err}
+		return at, &tenancy.PolicyError{Err: err}
 	}
-	sa := r.Apps.Tenancy.DefaultServiceAccount
+	at.account = r.Apps.Tenancy.DefaultServiceAccount
 	if t != nil {
 		full := ref.RegistryStr() + "/" + ref.RepositoryStr()
 		if !tenancy.MatchRepo(t.Spec.ImageRepos, full) {
-			return s, &tenancy.PolicyError{Err: fmt.Errorf("spec.image %s: Tenant %s allows imageRepos %v only", full, t.Name, t.Spec.ImageRepos)}
+			return at, &tenancy.PolicyError{Err: fmt.Errorf("spec.image %s: Tenant %s allows imageRepos %v only", full, t.Name, t.Spec.ImageRepos)}
 		}
-		sa = t.Spec.ServiceAccountName
+		at.account, at.share = t.Spec.ServiceAccountName, "tenant/"+t.Name
 	}
 	if repo.Spec.SecretRef == nil {
-		return s, nil
+		return at, nil
 	}
-	eng, err := r.Apps.engineFor(repo.Namespace, sa)
+	eng, err := r.Apps.engineFor(repo.Namespace, at.account)
 	if err != nil {
-		return s, err
+		return at, err
 	}
 	var secret corev1.Secret
-	if err := r.Apps.secretsReader(repo.Namespace, eng, sa).Get(ctx, client.ObjectKey{Namespace: repo.Namespace, Name: repo.Spec.SecretRef.Name}, &secret); err != nil {
-		return s, fmt.Errorf("spec.secretRef: reading Secret %s: %w", repo.Spec.SecretRef.Name, err)
+	if err := r.Apps.secretsReader(repo.Namespace, eng, at.account).Get(ctx, client.ObjectKey{Namespace: repo.Namespace, Name: repo.Spec.SecretRef.Name}, &secret); err != nil {
+		return at, fmt.Errorf("spec.secretRef: reading Secret %s: %w", repo.Spec.SecretRef.Name, err)
 	}
 	s.Auth = &charts.Auth{Username: string(secret.Data["username"]), Password: string(secret.Data["password"])}
 	if cfg, ok := secret.Data[corev1.DockerConfigJsonKey]; ok {
 		a, err := charts.DockerConfigAuth(cfg, ref.RegistryStr())
 		if err != nil {
-			return s, fmt.Errorf("spec.secretRef: Secret %s: %w", repo.Spec.SecretRef.Name, err)
+			return at, fmt.Errorf("spec.secretRef: Secret %s: %w", repo.Spec.SecretRef.Name, err)
 		}
 		if a != nil {
 			s.Auth = a
 		}
 	}
-	return s, nil
+	return at, nil
 }
 
-func (r *ImageReconciler) scan(ctx context.Context, repo *v1alpha1.ImageRepository) (images.Scan, []string, error) {
-	s, err := r.scanOf(ctx, repo)
+func (r *ImageReconciler) scan(ctx context.Context, repo *v1alpha1.ImageRepository) (reach, []string, error) {
+	at, err := r.reachOf(ctx, repo)
 	if err != nil {
-		return s, nil, err
+		return at, nil, err
 	}
-	share := r.shareOf(ctx, repo.Namespace)
-	if !r.acquire(share) {
-		return s, nil, errScanBusy
+	if !r.acquire(at.share) {
+		return at, nil, errScanBusy
 	}
-	defer r.release(share)
-	tags, err := s.Tags(ctx)
-	return s, tags, err
+	defer r.release(at.share)
+	tags, err := at.Tags(ctx)
+	return at, tags, err
 }
 
 // Scans are shared fairly: one Tenant (or one namespace no Tenant
@@ -283,18 +293,6 @@ func (r *ImageReconciler) scan(ctx context.Context, repo *v1alpha1.ImageReposito
 const maxScansPerShare = 2
 
 var errScanBusy = errors.New("this tenant's scans are all under way")
-
-// shareOf is the share a namespace's scans count against: its Tenant's,
-// or its own.
-func (r *ImageReconciler) shareOf(ctx context.Context, namespace string) string {
-	var tenants v1alpha1.TenantList
-	if err := r.Client.List(ctx, &tenants); err == nil {
-		if t, err := tenancy.Governor(namespace, tenants.Items, r.Apps.Tenancy); err == nil && t != nil {
-			return "tenant/" + t.Name
-		}
-	}
-	return "namespace/" + namespace
-}
 
 func (r *ImageReconciler) acquire(share string) bool {
 	r.mu.Lock()
@@ -345,15 +343,20 @@ func (r *ImageReconciler) choosePolicies(ctx context.Context, key types.Namespac
 	if repo == nil {
 		repo = &v1alpha1.ImageRepository{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
 	}
-	return r.choosePoliciesWith(ctx, repo, images.Scan{}, tags)
+	return r.choosePoliciesWith(ctx, repo, reach{}, tags)
 }
 
 // choosePoliciesWith chooses, from tags, the latest tag of every policy
 // naming repo, and writes the policies whose choice changed.
-func (r *ImageReconciler) choosePoliciesWith(ctx context.Context, repo *v1alpha1.ImageRepository, scan images.Scan, tags []string) error {
+func (r *ImageReconciler) choosePoliciesWith(ctx context.Context, repo *v1alpha1.ImageRepository, at reach, tags []string) error {
 	var policies v1alpha1.ImagePolicyList
 	if err := r.Client.List(ctx, &policies, client.InNamespace(repo.Namespace)); err != nil {
 		return err
+	}
+	// The keys signatures are checked with: read once for every policy.
+	var tr trust
+	if repo.Spec.Verify != nil && at.Image != "" {
+		tr.keys, tr.keyless, tr.err = r.cosign(ctx, repo, at.account)
 	}
 	var errs []error
 	for i := range policies.Items {
@@ -361,7 +364,7 @@ func (r *ImageReconciler) choosePoliciesWith(ctx context.Context, repo *v1alpha1
 		if p.Spec.ImageRepositoryRef.Name != repo.Name {
 			continue
 		}
-		latest, ready := r.choose(ctx, repo, scan, tags, p)
+		latest, ready := r.choose(ctx, repo, at.Scan, tr, tags, p)
 		if err := r.writePolicyStatus(ctx, p, latest, ready); err != nil {
 			errs = append(errs, err)
 		}
@@ -372,7 +375,15 @@ func (r *ImageReconciler) choosePoliciesWith(ctx context.Context, repo *v1alpha1
 // choose is p's latest tag from tags, or why there is none. A policy
 // whose repository verifies signatures takes the best tag whose image is
 // signed, checking at most maxVerifiedCandidates.
-func (r *ImageReconciler) choose(ctx context.Context, repo *v1alpha1.ImageRepository, scan images.Scan, tags []string, p *v1alpha1.ImagePolicy) (*v1alpha1.ImageRef, metav1.Condition) {
+// trust is what a repository's signatures are checked with, or why it
+// could not be read.
+type trust struct {
+	keys    charts.CosignKeys
+	keyless *charts.CosignKeyless
+	err     error
+}
+
+func (r *ImageReconciler) choose(ctx context.Context, repo *v1alpha1.ImageRepository, scan images.Scan, tr trust, tags []string, p *v1alpha1.ImagePolicy) (*v1alpha1.ImageRef, metav1.Condition) {
 	notReady := func(reason, msg string) (*v1alpha1.ImageRef, metav1.Condition) {
 		return p.Status.LatestRef, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: truncate(msg, maxHealthMessage)}
 	}
@@ -391,11 +402,9 @@ func (r *ImageReconciler) choose(ctx context.Context, repo *v1alpha1.ImageReposi
 		return notReady(ReasonNotScanned, err.Error())
 	}
 	opts := scan.Options(ctx)
-	var keys charts.CosignKeys
-	var keyless *charts.CosignKeyless
-	if v := repo.Spec.Verify; v != nil {
-		if keys, keyless, err = r.cosign(ctx, repo); err != nil {
-			return notReady(ReasonNoTag, err.Error())
+	if repo.Spec.Verify != nil {
+		if tr.err != nil {
+			return notReady(ReasonNoTag, tr.err.Error())
 		}
 		ranked = ranked[:min(len(ranked), maxVerifiedCandidates)]
 	} else {
@@ -415,7 +424,7 @@ func (r *ImageReconciler) choose(ctx context.Context, repo *v1alpha1.ImageReposi
 			return notReady(ReasonScanFailed, err.Error())
 		}
 		if verify {
-			if err := r.verify(ctx, ref, digest, opts, keys, keyless); err != nil {
+			if err := r.verify(ctx, ref, digest, opts, tr.keys, tr.keyless); err != nil {
 				reasons = append(reasons, tag+": "+err.Error())
 				continue
 			}
@@ -428,17 +437,8 @@ func (r *ImageReconciler) choose(ctx context.Context, repo *v1alpha1.ImageReposi
 	return notReady(ReasonNoTag, fmt.Sprintf("none of the %d best tags is signed as spec.verify asks: %v", len(ranked), reasons))
 }
 
-func (r *ImageReconciler) cosign(ctx context.Context, repo *v1alpha1.ImageRepository) (charts.CosignKeys, *charts.CosignKeyless, error) {
-	sa := r.Apps.Tenancy.DefaultServiceAccount
-	var tenants v1alpha1.TenantList
-	if err := r.Client.List(ctx, &tenants); err != nil {
-		return nil, nil, err
-	}
-	if t, err := tenancy.Governor(repo.Namespace, tenants.Items, r.Apps.Tenancy); err != nil {
-		return nil, nil, err
-	} else if t != nil {
-		sa = t.Spec.ServiceAccountName
-	}
+// cosign reads the trust of repo's spec.verify as account.
+func (r *ImageReconciler) cosign(ctx context.Context, repo *v1alpha1.ImageRepository, sa string) (charts.CosignKeys, *charts.CosignKeyless, error) {
 	eng, err := r.Apps.engineFor(repo.Namespace, sa)
 	if err != nil {
 		return nil, nil, err
