@@ -162,36 +162,16 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 	// In the order they apply in: Tenants and credentials before what
 	// uses them.
 	var items []any
-	for i := range res.Tenants {
-		items = append(items, res.Tenants[i])
-	}
-	for i := range res.Secrets {
-		items = append(items, res.Secrets[i])
-	}
-	for i := range res.Clusters {
-		items = append(items, res.Clusters[i])
-	}
-	for i := range res.Applications {
-		items = append(items, res.Applications[i])
-	}
-	for i := range res.ApplicationSets {
-		items = append(items, res.ApplicationSets[i])
-	}
-	for i := range res.Notifiers {
-		items = append(items, res.Notifiers[i])
-	}
-	for i := range res.Alerts {
-		items = append(items, res.Alerts[i])
-	}
-	for i := range res.ImageRepositories {
-		items = append(items, res.ImageRepositories[i])
-	}
-	for i := range res.ImagePolicies {
-		items = append(items, res.ImagePolicies[i])
-	}
-	for i := range res.ImageUpdateAutomations {
-		items = append(items, res.ImageUpdateAutomations[i])
-	}
+	items = appendItems(items, res.Tenants)
+	items = appendItems(items, res.Secrets)
+	items = appendItems(items, res.Clusters)
+	items = appendItems(items, res.Applications)
+	items = appendItems(items, res.ApplicationSets)
+	items = appendItems(items, res.Notifiers)
+	items = appendItems(items, res.Alerts)
+	items = appendItems(items, res.ImageRepositories)
+	items = appendItems(items, res.ImagePolicies)
+	items = appendItems(items, res.ImageUpdateAutomations)
 	if len(res.Secrets) > 0 {
 		fmt.Fprintf(o.ErrOut, "The output holds %d Secret(s) of credentials carried over from Argo CD's cluster and repository Secrets: keep it as safe as those\n", len(res.Secrets))
 	}
@@ -207,4 +187,12 @@ func (o *MigrateOptions) Run(cmd *cobra.Command, paths []string) error {
 		return &ExitError{Code: ExitChanges}
 	}
 	return nil
+}
+
+// appendItems appends each of objs to items, in order.
+func appendItems[T any](items []any, objs []T) []any {
+	for i := range objs {
+		items = append(items, objs[i])
+	}
+	return items
 }
