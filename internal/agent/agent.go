@@ -6,6 +6,8 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
@@ -112,6 +114,9 @@ type Options struct {
 	// UIAddr, when set, serves the web UI there; UITLSCertFile and
 	// UITLSKeyFile serve it over TLS (and mark its cookies Secure).
 	UIAddr, UITLSCertFile, UITLSKeyFile string
+	// UIOIDC, with an issuer, signs the UI's viewers in through OpenID
+	// Connect as well (docs/ui.md).
+	UIOIDC UIOIDC
 	// LeaseDuration is how long a leader's Lease holds without renewal:
 	// the longest a dead leader's work waits for another replica.
 	LeaseDuration time.Duration
@@ -540,16 +545,59 @@ func setupUI(mgr ctrl.Manager, cfg *rest.Config, scheme *runtime.Scheme, o Optio
 	if err := mgr.Add(everyReplica(hub.Start)); err != nil {
 		return err
 	}
+	sso, err := o.UIOIDC.sso()
+	if err != nil {
+		return err
+	}
 	site := &ui.Server{
 		Cluster: cfg, Hub: hub, Previewer: previewer,
 		SystemNamespace: o.SystemNamespace, Secure: o.UITLSCertFile != "", Records: mgr.GetClient(),
-		Scheme: scheme, Mapper: mgr.GetRESTMapper(), Log: logger.WithName("ui"),
+		Scheme: scheme, Mapper: mgr.GetRESTMapper(), Log: logger.WithName("ui"), SSO: sso,
 	}
 	h, err := site.Handler()
 	if err != nil {
 		return err
 	}
 	return mgr.Add(&httpRunnable{addr: o.UIAddr, mux: h, certFile: o.UITLSCertFile, keyFile: o.UITLSKeyFile})
+}
+
+// UIOIDC is the UI's registration at an OpenID Connect provider.
+type UIOIDC struct {
+	Issuer, ClientID, ClientSecretFile, RedirectURL, LogoutRedirectURL, Name string
+	Scopes                                                                   []string
+	// CAFile, when set, holds the CAs that the provider's certificate is
+	// checked against (instead of the system's).
+	CAFile string
+}
+
+// sso is the UI's single sign-on, or nil when no issuer is given.
+func (o UIOIDC) sso() (*ui.SSO, error) {
+	if o.Issuer == "" {
+		return nil, nil
+	}
+	sso := &ui.SSO{Issuer: o.Issuer, ClientID: o.ClientID, RedirectURL: o.RedirectURL, Scopes: o.Scopes,
+		LogoutRedirectURL: o.LogoutRedirectURL, Name: o.Name}
+	if o.ClientSecretFile != "" {
+		secret, err := os.ReadFile(o.ClientSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ui-oidc-client-secret-file: %w", err)
+		}
+		sso.ClientSecret = strings.TrimSpace(string(secret))
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ui-oidc-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ui-oidc-ca-file %s: no PEM certificate in it", o.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	sso.HTTPClient = &http.Client{Transport: tr, Timeout: 15 * time.Second}
+	return sso, sso.Validate()
 }
 
 // everyReplica is a runnable that runs on every replica, leader or not.

@@ -55,6 +55,9 @@ type Server struct {
 	SystemNamespace string
 	// Secure marks cookies Secure: the server is reached over TLS.
 	Secure bool
+	// SSO, when set, also signs viewers in through an OpenID Connect
+	// provider (not in local mode).
+	SSO *SSO
 	Scheme *runtime.Scheme
 	Mapper meta.RESTMapper
 	Log    logr.Logger
@@ -75,6 +78,14 @@ func (u *Server) Handler() (http.Handler, error) {
 	if u.Local && u.LoginKey == "" {
 		return nil, errors.New("a local UI needs a login key")
 	}
+	if u.SSO != nil {
+		if u.Local {
+			return nil, errors.New("a local UI signs its one user in with its key, not single sign-on")
+		}
+		if err := u.SSO.Validate(); err != nil {
+			return nil, err
+		}
+	}
 	pages, err := parsePages()
 	if err != nil {
 		return nil, err
@@ -89,6 +100,11 @@ func (u *Server) Handler() (http.Handler, error) {
 	mux.HandleFunc("GET /login", u.loginPage)
 	mux.Handle("POST /login", (&server.RateLimit{Rate: 1, Burst: 10}).Wrap(http.HandlerFunc(u.login)))
 	mux.HandleFunc("POST /logout", u.withSession(u.logout))
+	if u.SSO != nil {
+		signIns := &server.RateLimit{Rate: 1, Burst: 10}
+		mux.Handle("GET /auth/sso", signIns.Wrap(http.HandlerFunc(u.ssoStart)))
+		mux.Handle("GET /auth/callback", signIns.Wrap(http.HandlerFunc(u.ssoCallback)))
+	}
 	mux.HandleFunc("GET /{$}", u.withSession(u.appsPage))
 	mux.HandleFunc("GET /rows/{ns}/{name}", u.withSession(u.appRow))
 	mux.HandleFunc("GET /apps/{ns}/{name}", u.withSession(u.appPage))
@@ -177,6 +193,13 @@ type handler func(w http.ResponseWriter, r *http.Request, ss *session)
 func (u *Server) withSession(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ss := u.sessions.get(r)
+		if ss != nil && ss.sso != nil {
+			if err := ss.sso.fresh(r.Context()); err != nil {
+				u.Log.Info("signed out", "user", ss.user, "reason", err.Error())
+				u.sessions.remove(ss.id)
+				ss = nil
+			}
+		}
 		if ss == nil {
 			if r.Method == http.MethodGet && r.Header.Get("X-CSRF-Token") == "" && r.URL.Path != "/live" {
 				http.Redirect(w, r, "/login", http.StatusSeeOther)
@@ -281,9 +304,24 @@ func (u *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Double-submit token: a page elsewhere cannot sign a browser in.
-	token := randomToken()
-	u.setCookie(w, loginCookie, token, 10*time.Minute)
-	u.render(w, http.StatusOK, "login", pageData{Title: "Sign in", CSRF: token})
+	u.render(w, http.StatusOK, "login", pageData{Title: "Sign in", CSRF: u.loginToken(w), Data: u.loginData()})
+}
+
+// loginData is what the sign-in page offers besides a token.
+type loginData struct {
+	// SSO names the single sign-on button, when there is one.
+	SSO string
+}
+
+func (u *Server) loginData() loginData {
+	if u.SSO == nil {
+		return loginData{}
+	}
+	name := u.SSO.Name
+	if name == "" {
+		name = "single sign-on"
+	}
+	return loginData{SSO: name}
 }
 
 func (u *Server) login(w http.ResponseWriter, r *http.Request) {
@@ -332,12 +370,23 @@ func (u *Server) login(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *Server) renderLoginError(w http.ResponseWriter, csrf, msg string) {
-	u.render(w, http.StatusUnauthorized, "login", pageData{Title: "Sign in", CSRF: csrf, Error: msg})
+	u.render(w, http.StatusUnauthorized, "login", pageData{Title: "Sign in", CSRF: csrf, Error: msg, Data: u.loginData()})
 }
 
 func (u *Server) logout(w http.ResponseWriter, r *http.Request, ss *session) {
 	u.sessions.remove(ss.id)
 	u.setCookie(w, sessionCookie, "", -1)
+	u.Log.Info("signed out", "user", ss.user, "remote", clientIP(r))
+	if ss.sso != nil {
+		// Signed out of the provider too, or its session would sign the
+		// next click on the button straight back in.
+		// A page moves on, not a redirect: the form's CSP (form-action
+		// 'self') would stop a redirect to the provider.
+		if end := u.SSO.logoutURL(); end != "" {
+			u.moveOn(w, end, "Signed out. Signing out of the identity provider…")
+			return
+		}
+	}
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 

@@ -48,6 +48,8 @@ type session struct {
 	cfg     *rest.Config
 	client  client.Client
 	created time.Time
+	// sso is the signed-in viewer's ID token, for a single sign-on.
+	sso *credential
 
 	mu       sync.Mutex
 	lastSeen time.Time

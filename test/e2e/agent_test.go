@@ -127,15 +127,26 @@ func newAgentEnv(t *testing.T) (*agentEnv, error) {
 	if err != nil {
 		return nil, err
 	}
+	args := []string{"agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+		"--webhook-bind-address", addr, "--sealing-bind-address", sealingAddr, "--ui-bind-address", uiAddr, "--webhook-secret-file", secretFile, "--cache-dir", filepath.Join(gitRoot, "cache"), "--verbose",
+		// A stalling server fails within seconds (TestFaults_*).
+		"--git-timeout", "5s",
+		// Applications labelled for the multi-tenant agent of the
+		// tenancy tests are that agent's alone.
+		"--watch-label-selector", "!" + strictAgentLabel}
+	// Single sign-on through the issuer the local cluster trusts, served
+	// by TestUI_SingleSignOn* (a cluster from before has none: that test
+	// says so).
+	if oidc, err := kubetest.LocalOIDC(); err == nil {
+		oidcSecretFile := filepath.Join(gitRoot, "oidc-secret")
+		if err := os.WriteFile(oidcSecretFile, []byte(oidcClientSecret), 0o600); err != nil {
+			return nil, err
+		}
+		args = append(args, "--ui-oidc-issuer", oidc.Issuer, "--ui-oidc-client-id", oidc.ClientID, "--ui-oidc-client-secret-file", oidcSecretFile,
+			"--ui-oidc-ca-file", oidc.CAFile, "--ui-oidc-redirect-url", "http://"+uiAddr+"/auth/callback", "--ui-oidc-name", "the test provider")
+	}
 	go func() {
-		code := cli.Execute(context.Background(), cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: logs},
-			[]string{"agent", "--kubeconfig", kubeconfig, "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
-				"--webhook-bind-address", addr, "--sealing-bind-address", sealingAddr, "--ui-bind-address", uiAddr, "--webhook-secret-file", secretFile, "--cache-dir", filepath.Join(gitRoot, "cache"), "--verbose",
-				// A stalling server fails within seconds (TestFaults_*).
-				"--git-timeout", "5s",
-				// Applications labelled for the multi-tenant agent of the
-				// tenancy tests are that agent's alone.
-				"--watch-label-selector", "!" + strictAgentLabel})
+		code := cli.Execute(context.Background(), cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: logs}, args)
 		fmt.Fprintf(logs, "agent exited with %d\n", code)
 	}()
 	if err := kubetest.WaitFor(context.Background(), 30*time.Second, func(ctx context.Context) (bool, error) {

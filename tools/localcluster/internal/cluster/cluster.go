@@ -131,6 +131,7 @@ func (c *Cluster) components() []component {
 			"--service-account-signing-key-file=" + pki("sa.key"),
 			"--service-cluster-ip-range=" + serviceCIDR,
 			"--authorization-mode=RBAC",
+			"--authentication-config=" + c.path("authentication-config.yaml"),
 			"--allow-privileged=true",
 			"--audit-policy-file=" + c.path("audit-policy.yaml"),
 			"--audit-log-path=" + c.AuditLogPath(),
@@ -200,6 +201,9 @@ func (c *Cluster) Up(ctx context.Context, binDir string) error {
 	if err := c.writeKubeconfigs(); err != nil {
 		return err
 	}
+	if err := c.ensureOIDC(); err != nil {
+		return fmt.Errorf("writing the OIDC issuer's configuration: %w", err)
+	}
 	for name, content := range map[string]string{"audit-policy.yaml": auditPolicy, "kwok-stages.yaml": kwokStages} {
 		if err := os.WriteFile(c.path(name), []byte(content), 0o644); err != nil {
 			return err
@@ -212,7 +216,15 @@ func (c *Cluster) Up(ctx context.Context, binDir string) error {
 	started := 0
 	for _, comp := range c.components() {
 		if pid := c.pid(comp.name); pid != 0 {
-			continue
+			if c.sameArgs(pid, comp) {
+				continue
+			}
+			// Started by an older localcluster with other flags: what
+			// the tests expect of the cluster would not hold.
+			fmt.Fprintf(c.Log, "  restarting %s: its flags changed\n", comp.name)
+			if err := c.terminate([]int{pid}); err != nil {
+				return err
+			}
 		}
 		fmt.Fprintf(c.Log, "  starting %s\n", comp.name)
 		if err := c.start(comp); err != nil {

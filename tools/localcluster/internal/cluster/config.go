@@ -13,6 +13,7 @@ const (
 	controllerMgrPort = 16257
 	schedulerPort     = 16259
 	kwokPort          = 16247
+	oidcPort          = 16556
 	portStride        = 1000
 
 	serviceCIDR = "10.0.0.0/16"

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -195,4 +196,14 @@ func (c *Cluster) strays() []int {
 		}
 	}
 	return pids
+}
+
+// sameArgs reports whether the running pid was started with comp's flags.
+func (c *Cluster) sameArgs(pid int, comp component) bool {
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return false
+	}
+	got := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+	return len(got) > 0 && slices.Equal(got[1:], comp.args)
 }
