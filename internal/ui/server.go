@@ -57,7 +57,7 @@ type Server struct {
 	Secure bool
 	// SSO, when set, also signs viewers in through an OpenID Connect
 	// provider (not in local mode).
-	SSO *SSO
+	SSO    *SSO
 	Scheme *runtime.Scheme
 	Mapper meta.RESTMapper
 	Log    logr.Logger

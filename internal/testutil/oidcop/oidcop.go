@@ -52,6 +52,19 @@ func Start(issuer, certFile, keyFile string, client Client, users ...User) (*Pro
 	if err != nil {
 		return nil, err
 	}
+	l, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("the issuer's address: %w", err)
+	}
+	srv := &http.Server{Handler: Handler(issuer, client, users...), ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+	go func() { _ = srv.ServeTLS(l, "", "") }()
+	return &Provider{Issuer: issuer, srv: srv}, nil
+}
+
+// Handler is the provider for issuer, to serve over TLS at that address
+// (httptest.NewUnstartedServer tells it before it starts).
+func Handler(issuer string, client Client, users ...User) http.Handler {
 	st := &withGroups{
 		Storage: storage.NewStorageWithClients(userStore(users), map[string]*storage.Client{
 			client.ID: storage.WebClient(client.ID, client.Secret, client.RedirectURIs...),
@@ -62,15 +75,7 @@ func Start(issuer, certFile, keyFile string, client Client, users ...User) (*Pro
 		st.groups[user.ID] = user.Groups
 	}
 	quiet := slog.New(slog.NewTextHandler(discard{}, &slog.HandlerOptions{Level: slog.LevelError}))
-	router := exampleop.SetupServer(issuer, st, quiet, false)
-	l, err := net.Listen("tcp", u.Host)
-	if err != nil {
-		return nil, fmt.Errorf("the issuer's address: %w", err)
-	}
-	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
-	go func() { _ = srv.ServeTLS(l, "", "") }()
-	return &Provider{Issuer: issuer, srv: srv}, nil
+	return exampleop.SetupServer(issuer, st, quiet, false)
 }
 
 // Close stops the provider.
