@@ -200,11 +200,7 @@ func (u *Server) appPage(w http.ResponseWriter, r *http.Request, ss *session) {
 		u.fail(w, ss, err)
 		return
 	}
-	d := u.page(ss, v.Row.Namespace+"/"+v.Row.Name, "apps", v)
-	if strings.HasPrefix(d.Flash, "!") {
-		d.Flash, d.Error = "", d.Flash[1:]
-	}
-	u.render(w, http.StatusOK, "app", d)
+	u.render(w, http.StatusOK, "app", u.page(ss, v.Row.Namespace+"/"+v.Row.Name, "apps", v))
 }
 
 // appSections is the live part of an app's page, for a live update.
@@ -281,6 +277,13 @@ func (u *Server) act(w http.ResponseWriter, r *http.Request, ss *session) {
 		return
 	}
 	u.Log.Info("action", "user", ss.user, "action", action, "app", ns+"/"+name, "ok", err == nil)
+	ss.flashOutcome(action, msg, d, err)
+	http.Redirect(w, r, "/apps/"+ns+"/"+name, http.StatusSeeOther)
+}
+
+// flashOutcome tells the viewer's next page how an action went: msg, or
+// why it failed, and whether it could not be recorded.
+func (ss *session) flashOutcome(action, msg string, d actions.Done, err error) {
 	switch {
 	case err != nil:
 		ss.setFlash("!" + actionError(action, err))
@@ -289,12 +292,11 @@ func (u *Server) act(w http.ResponseWriter, r *http.Request, ss *session) {
 	default:
 		ss.setFlash(msg)
 	}
-	http.Redirect(w, r, "/apps/"+ns+"/"+name, http.StatusSeeOther)
 }
 
 func actionError(action string, err error) string {
 	if apierrors.IsForbidden(err) {
-		return fmt.Sprintf("%s refused by the cluster: your account is not allowed to change this Application. %s", upperFirst(action), redact.Error(err))
+		return fmt.Sprintf("%s refused by the cluster: your account is not allowed to do this. %s", upperFirst(action), redact.Error(err))
 	}
 	if errors.Is(err, actions.ErrNotPinned) {
 		return "The Application is not pinned."

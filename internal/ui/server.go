@@ -111,6 +111,8 @@ func (u *Server) Handler() (http.Handler, error) {
 	mux.HandleFunc("GET /apps/{ns}/{name}/sections", u.withSession(u.appSections))
 	mux.HandleFunc("GET /apps/{ns}/{name}/diff", u.withSession(u.appDiff))
 	mux.HandleFunc("POST /apps/{ns}/{name}/{action}", u.withSession(u.act))
+	mux.HandleFunc("GET /apps/{ns}/{name}/object", u.withSession(u.objectPage))
+	mux.HandleFunc("POST /apps/{ns}/{name}/object/{action}", u.withSession(u.objectAct))
 	mux.HandleFunc("GET /sealedsecrets", u.withSession(u.sealedPage))
 	mux.HandleFunc("GET /images", u.withSession(u.imagesPage))
 	mux.HandleFunc("GET /live", u.withSession(u.live))
@@ -123,7 +125,7 @@ func parsePages() (map[string]*template.Template, error) {
 		return nil, err
 	}
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "apps", "app", "sealed", "images", "error"} {
+	for _, name := range []string{"login", "apps", "app", "object", "sealed", "images", "error"} {
 		t, err := template.Must(layout.Clone()).ParseFS(web.FS, "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("template %s: %w", name, err)
@@ -244,7 +246,12 @@ func (u *Server) renderTemplate(w http.ResponseWriter, status int, page, tmpl st
 }
 
 func (u *Server) page(ss *session, title, nav string, data any) pageData {
-	return pageData{Title: title, User: ss.user, CSRF: ss.csrf, Nav: nav, Flash: ss.takeFlash(), Local: u.Local, Live: true, Data: data}
+	d := pageData{Title: title, User: ss.user, CSRF: ss.csrf, Nav: nav, Flash: ss.takeFlash(), Local: u.Local, Live: true, Data: data}
+	// A flash starting with "!" is an error.
+	if strings.HasPrefix(d.Flash, "!") {
+		d.Flash, d.Error = "", d.Flash[1:]
+	}
+	return d
 }
 
 // fail shows err as a page; a refusal by the apiserver says so plainly.

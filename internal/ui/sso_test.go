@@ -196,16 +196,16 @@ func TestSSO_PendingSignInsAreBoundedAndUsedOnce(t *testing.T) {
 
 func TestSSO_ValidateNamesTheSetting(t *testing.T) {
 	for _, tc := range []struct {
-		sso  SSO
+		sso  *SSO
 		want string
 	}{
-		{SSO{ClientID: "ui", RedirectURL: testRedirect}, "issuer"},
-		{SSO{Issuer: "http://idp.test", ClientID: "ui", RedirectURL: testRedirect}, "https"},
-		{SSO{Issuer: "https://idp.test", RedirectURL: testRedirect}, "client ID"},
-		{SSO{Issuer: "https://idp.test", ClientID: "ui", RedirectURL: "https://ui.test/"}, "/auth/callback"},
+		{&SSO{ClientID: "ui", RedirectURL: testRedirect}, "issuer"},
+		{&SSO{Issuer: "http://idp.test", ClientID: "ui", RedirectURL: testRedirect}, "https"},
+		{&SSO{Issuer: "https://idp.test", RedirectURL: testRedirect}, "client ID"},
+		{&SSO{Issuer: "https://idp.test", ClientID: "ui", RedirectURL: "https://ui.test/"}, "/auth/callback"},
 	} {
 		if err := tc.sso.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%+v: %v, want an error naming %s", tc.sso, err, tc.want)
+			t.Errorf("%s/%s/%s: %v, want an error naming %s", tc.sso.Issuer, tc.sso.ClientID, tc.sso.RedirectURL, err, tc.want)
 		}
 	}
 }

@@ -26,6 +26,8 @@ type treeNode struct {
 	Health, Sync, Message string
 	// Ref is Kind/namespace/name; Parent is the parent's Ref.
 	Ref, Parent string
+	// Link is the object's own page (manifest, events, logs, actions).
+	Link string
 	// Select is the selective sync selector of an object from Git
 	// (GROUP:KIND:NAMESPACE/NAME); empty for what the cluster made.
 	Select   string
@@ -69,13 +71,14 @@ func (u *Server) tree(ctx context.Context, ss *session, app *v1alpha1.Applicatio
 	for _, r := range res {
 		n := &treeNode{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Health: string(r.Health), Sync: string(r.Status), Message: r.Message}
 		n.Ref = ref(r.Kind, r.Namespace, r.Name)
+		n.Link = objectLink(app, r.Group, r.Kind, r.Namespace, r.Name)
 		n.Select = engine.ResourceSelector{Group: r.Group, Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}.String()
 		nodes = append(nodes, n)
 		owns, ok := workloadKinds[schema.GroupKind{Group: r.Group, Kind: r.Kind}]
 		if !ok || r.Namespace == "" {
 			continue
 		}
-		if err := u.children(ctx, ss, n, schema.GroupVersionKind{Group: r.Group, Version: r.Version, Kind: r.Kind}, owns); err != nil {
+		if err := u.children(ctx, ss, app, n, schema.GroupVersionKind{Group: r.Group, Version: r.Version, Kind: r.Kind}, owns); err != nil {
 			notes = append(notes, err.Error())
 		}
 	}
@@ -84,7 +87,7 @@ func (u *Server) tree(ctx context.Context, ss *session, app *v1alpha1.Applicatio
 
 // children finds n's children of the kinds in owns (each the owner of the
 // next), by listing them with n's selector and matching owner references.
-func (u *Server) children(ctx context.Context, ss *session, n *treeNode, gvk schema.GroupVersionKind, owns []schema.GroupVersionKind) error {
+func (u *Server) children(ctx context.Context, ss *session, app *v1alpha1.Application, n *treeNode, gvk schema.GroupVersionKind, owns []schema.GroupVersionKind) error {
 	live := &unstructured.Unstructured{}
 	live.SetGroupVersionKind(gvk)
 	if err := ss.client.Get(ctx, client.ObjectKey{Namespace: n.Namespace, Name: n.Name}, live); err != nil {
@@ -125,7 +128,8 @@ func (u *Server) children(ctx context.Context, ss *session, n *treeNode, gvk sch
 				}
 				h := engine.HealthOf(obj)
 				kid := &treeNode{Kind: child.Kind, Namespace: obj.GetNamespace(), Name: obj.GetName(), Health: string(h.Health()), Message: h.Message,
-					Ref: ref(child.Kind, obj.GetNamespace(), obj.GetName()), Parent: p.Ref, uid: obj.GetUID()}
+					Ref: ref(child.Kind, obj.GetNamespace(), obj.GetName()), Parent: p.Ref, uid: obj.GetUID(),
+					Link: objectLink(app, child.Group, child.Kind, obj.GetNamespace(), obj.GetName())}
 				kids = append(kids, kid)
 			}
 			sort.Slice(kids, func(i, j int) bool { return kids[i].Name < kids[j].Name })

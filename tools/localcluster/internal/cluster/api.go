@@ -106,29 +106,42 @@ func (a *apiClient) createIfMissing(ctx context.Context, path, obj string) error
 }
 
 // readyNodes counts nodes whose Ready condition is True.
-func (a *apiClient) readyNodes(ctx context.Context) (int, error) {
+func (a *apiClient) readyNodes(ctx context.Context, kubeletPort int) (ready int, stale []string, err error) {
 	var list struct {
 		Items []struct {
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
 			Status struct {
 				Conditions []struct {
 					Type   string `json:"type"`
 					Status string `json:"status"`
 				} `json:"conditions"`
+				DaemonEndpoints struct {
+					KubeletEndpoint struct {
+						Port int `json:"Port"`
+					} `json:"kubeletEndpoint"`
+				} `json:"daemonEndpoints"`
 			} `json:"status"`
 		} `json:"items"`
 	}
 	if err := a.get(ctx, "/api/v1/nodes", &list); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	n := 0
 	for _, node := range list.Items {
 		for _, cond := range node.Status.Conditions {
-			if cond.Type == "Ready" && cond.Status == "True" {
-				n++
+			if cond.Type != "Ready" || cond.Status != "True" {
+				continue
 			}
+			// A node registered before kwok served the kubelet API.
+			if node.Status.DaemonEndpoints.KubeletEndpoint.Port != kubeletPort {
+				stale = append(stale, node.Metadata.Name)
+				continue
+			}
+			ready++
 		}
 	}
-	return n, nil
+	return ready, stale, nil
 }
 
 // httpOK succeeds when url answers 200.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -132,6 +133,10 @@ func (c *Cluster) components() []component {
 			"--service-cluster-ip-range=" + serviceCIDR,
 			"--authorization-mode=RBAC",
 			"--authentication-config=" + c.path("authentication-config.yaml"),
+			// kwok serves the kubelet API (logs) at the nodes' InternalIP.
+			"--kubelet-preferred-address-types=InternalIP",
+			"--kubelet-client-certificate=" + pki("admin.crt"),
+			"--kubelet-client-key=" + pki("admin.key"),
 			"--allow-privileged=true",
 			"--audit-policy-file=" + c.path("audit-policy.yaml"),
 			"--audit-log-path=" + c.AuditLogPath(),
@@ -182,6 +187,8 @@ func (c *Cluster) components() []component {
 			"--cidr=" + podCIDR,
 			"--node-ip=127.0.0.1",
 			"--server-address=127.0.0.1:" + c.port(kwokPort),
+			"--tls-cert-file=" + pki("kubelet.crt"),
+			"--tls-private-key-file=" + pki("kubelet.key"),
 		},
 	}}
 }
@@ -204,10 +211,11 @@ func (c *Cluster) Up(ctx context.Context, binDir string) error {
 	if err := c.ensureOIDC(); err != nil {
 		return fmt.Errorf("writing the OIDC issuer's configuration: %w", err)
 	}
-	for name, content := range map[string]string{"audit-policy.yaml": auditPolicy, "kwok-stages.yaml": kwokStages} {
-		if err := os.WriteFile(c.path(name), []byte(content), 0o644); err != nil {
-			return err
-		}
+	if err := os.WriteFile(c.path("audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
+		return err
+	}
+	if err := c.ensureKubelet(); err != nil {
+		return fmt.Errorf("writing the fake kubelets' configuration: %w", err)
 	}
 	api, err := newAPIClient(c)
 	if err != nil {
@@ -249,14 +257,25 @@ func (c *Cluster) Up(ctx context.Context, binDir string) error {
 			return err
 		}
 	}
+	kubeletPort, _ := strconv.Atoi(c.port(kwokPort))
 	if started == 0 {
 		if err := api.ready(ctx); err == nil {
-			fmt.Fprintf(c.Log, "Local cluster already running (kubeconfig: %s)\n", c.KubeconfigPath())
-			return nil
+			if n, stale, err := api.readyNodes(ctx, kubeletPort); err == nil && n == nodeCount && len(stale) == 0 {
+				fmt.Fprintf(c.Log, "Local cluster already running (kubeconfig: %s)\n", c.KubeconfigPath())
+				return nil
+			}
 		}
 	}
 	if err := c.waitFor(ctx, "kube-apiserver", 90*time.Second, api.ready); err != nil {
 		return err
+	}
+	if _, stale, err := api.readyNodes(ctx, kubeletPort); err == nil {
+		for _, name := range stale {
+			fmt.Fprintf(c.Log, "  registering node %s again: it predates the kubelet API\n", name)
+			if _, err := api.do(ctx, http.MethodDelete, "/api/v1/nodes/"+name, "", nil); err != nil {
+				return err
+			}
+		}
 	}
 	for i := 0; i < nodeCount; i++ {
 		if err := api.createIfMissing(ctx, "/api/v1/nodes", nodeManifest(fmt.Sprintf("kwok-node-%d", i))); err != nil {
@@ -264,7 +283,7 @@ func (c *Cluster) Up(ctx context.Context, binDir string) error {
 		}
 	}
 	err = c.waitFor(ctx, "nodes Ready and default ServiceAccount", 120*time.Second, func(ctx context.Context) error {
-		if n, err := api.readyNodes(ctx); err != nil {
+		if n, _, err := api.readyNodes(ctx, kubeletPort); err != nil {
 			return err
 		} else if n < nodeCount {
 			return fmt.Errorf("%d of %d nodes Ready", n, nodeCount)
@@ -335,7 +354,8 @@ func (c *Cluster) Status(ctx context.Context, w io.Writer) bool {
 		fmt.Fprintf(w, "%-24s not ready: %s\n", "apiserver", firstLine(err))
 		return false
 	}
-	n, err := api.readyNodes(ctx)
+	port, _ := strconv.Atoi(c.port(kwokPort))
+	n, _, err := api.readyNodes(ctx, port)
 	if err != nil {
 		fmt.Fprintf(w, "%-24s unknown: %s\n", "nodes", firstLine(err))
 		return false

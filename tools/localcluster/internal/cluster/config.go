@@ -77,6 +77,9 @@ spec:
         operatingSystem: linux
         kubeletVersion: {{ printf "kwok-%s" Version | Quote }}
         containerRuntimeVersion: kwok
+      daemonEndpoints:
+        kubeletEndpoint:
+          Port: KWOK_PORT
       phase: Running
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
@@ -202,6 +205,17 @@ spec:
     finalizers:
       empty: true
     delete: true
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata:
+  name: converge-pod-logs
+spec:
+  selector: {}
+  logs:
+  - containers: []
+    logsFile: POD_LOG_FILE
+    follow: true
 `
 
 // nodeManifest is the JSON of fake node name, created through the API.
