@@ -239,3 +239,75 @@ func (u *Server) objectAct(w http.ResponseWriter, r *http.Request, ss *session) 
 	ss.flashOutcome(action, msg, d, err)
 	http.Redirect(w, r, back, http.StatusSeeOther)
 }
+
+// Bounds of a followed log: how long one stream lasts, how much it
+// carries, and how many are open at once per session and in all (each
+// holds a connection to the apiserver and through it to a kubelet).
+const (
+	followFor        = 30 * time.Minute
+	followMaxBytes   = 16 << 20
+	followPerSession = 4
+)
+
+var followSlots = make(chan struct{}, 64)
+
+// followLogs streams a Pod container's log as it grows (text/plain), as
+// the viewer: the last lines first, then what the container prints.
+func (u *Server) followLogs(w http.ResponseWriter, r *http.Request, ss *session) {
+	ns, name := r.PathValue("ns"), r.PathValue("name")
+	q := r.URL.Query()
+	res := resourceOf(q)
+	app := &v1alpha1.Application{}
+	if err := ss.client.Get(r.Context(), client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
+		http.Error(w, viewerMessage(err), statusOf(err))
+		return
+	}
+	if res.Group != "" || res.Kind != "Pod" || !actions.InTree(app, res) {
+		http.Error(w, errNotInTree.Error(), http.StatusNotFound)
+		return
+	}
+	if !ss.startFollow() {
+		http.Error(w, fmt.Sprintf("at most %d logs followed at once in a session: stop one first", followPerSession), http.StatusTooManyRequests)
+		return
+	}
+	defer ss.endFollow()
+	select {
+	case followSlots <- struct{}{}:
+		defer func() { <-followSlots }()
+	default:
+		http.Error(w, "too many logs are followed on this server: try again later", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), followFor)
+	defer cancel()
+	cs, err := kubernetes.NewForConfig(ss.cfg)
+	if err != nil {
+		http.Error(w, redact.Error(err), http.StatusInternalServerError)
+		return
+	}
+	tail, limit := int64(logTailLines), int64(followMaxBytes)
+	stream, err := cs.CoreV1().Pods(res.Namespace).GetLogs(res.Name, &corev1.PodLogOptions{
+		Container: q.Get("container"), Follow: true, TailLines: &tail, LimitBytes: &limit, Timestamps: true,
+	}).Stream(ctx)
+	if err != nil {
+		http.Error(w, "The log could not be read: "+viewerMessage(err), statusOf(err))
+		return
+	}
+	defer stream.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(followFor + 10*time.Second))
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := stream.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			_ = rc.Flush()
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -112,6 +112,7 @@ func (u *Server) Handler() (http.Handler, error) {
 	mux.HandleFunc("GET /apps/{ns}/{name}/diff", u.withSession(u.appDiff))
 	mux.HandleFunc("POST /apps/{ns}/{name}/{action}", u.withSession(u.act))
 	mux.HandleFunc("GET /apps/{ns}/{name}/object", u.withSession(u.objectPage))
+	mux.HandleFunc("GET /apps/{ns}/{name}/object/logs", u.withSession(u.followLogs))
 	mux.HandleFunc("POST /apps/{ns}/{name}/object/{action}", u.withSession(u.objectAct))
 	mux.HandleFunc("GET /sealedsecrets", u.withSession(u.sealedPage))
 	mux.HandleFunc("GET /images", u.withSession(u.imagesPage))

@@ -59,6 +59,8 @@ type session struct {
 	// previews bounds the diffs one session asks for: each fetches and
 	// renders as the agent.
 	previews *rate.Limiter
+	// follows counts the logs this session follows.
+	follows int
 }
 
 type accessAnswer struct {
@@ -180,6 +182,23 @@ func (ss *session) validCSRF(r *http.Request) bool {
 		got = r.PostFormValue("csrf")
 	}
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(ss.csrf)) == 1
+}
+
+// startFollow takes one of the session's followed logs, if one is left.
+func (ss *session) startFollow() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.follows >= followPerSession {
+		return false
+	}
+	ss.follows++
+	return true
+}
+
+func (ss *session) endFollow() {
+	ss.mu.Lock()
+	ss.follows--
+	ss.mu.Unlock()
 }
 
 // takeFlash returns the message for the next page and clears it.

@@ -199,5 +199,45 @@
     }
   });
 
+  // A pod's log followed as it grows; the page keeps its last 5,000 lines.
+  const follow = document.getElementById("log-follow");
+  if (follow) {
+    let ctrl = null;
+    follow.addEventListener("click", async () => {
+      if (ctrl) { ctrl.abort(); return; }
+      const pre = document.getElementById("log-text");
+      ctrl = new AbortController();
+      follow.textContent = "Stop following";
+      follow.setAttribute("aria-pressed", "true");
+      pre.hidden = false;
+      pre.textContent = "";
+      try {
+        const res = await fetch(follow.dataset.url, { headers: { "X-CSRF-Token": csrf() }, credentials: "same-origin", signal: ctrl.signal });
+        if (res.status === 401) { location.reload(); return; }
+        if (!res.ok) {
+          pre.textContent = await res.text();
+        } else {
+          const reader = res.body.getReader();
+          const dec = new TextDecoder();
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            let text = pre.textContent + dec.decode(value, { stream: true });
+            const lines = text.split("\n");
+            if (lines.length > 5000) text = lines.slice(lines.length - 5000).join("\n");
+            pre.textContent = text;
+            pre.scrollTop = pre.scrollHeight;
+          }
+        }
+      } catch (e) {
+        if (e.name !== "AbortError") pre.textContent += "\n(the log stopped: " + e.message + ")";
+      } finally {
+        ctrl = null;
+        follow.textContent = "Follow";
+        follow.setAttribute("aria-pressed", "false");
+      }
+    });
+  }
+
   applyFilters();
 })();
