@@ -68,7 +68,7 @@ fuzz: bin/localcluster
 	  out=$$($(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg 2>&1) || { echo "$$out"; echo "fuzz: $$fn failed (above; a failing input is written to $$pkg/testdata/fuzz/$$fn)"; exit 1; }; \
 	done
 
-## test-deps: install sshd, gpg and Chromium when missing (apt-get as root; otherwise names what to install)
+## test-deps: install sshd, gpg, Chromium and npm when missing (apt-get as root; otherwise names what to install), and axe-core (npm, in the cache)
 test-deps:
 	@hack/test-deps.sh
 

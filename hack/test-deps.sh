@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and a fresh machine lacks: OpenSSH's server
 # and client (the Git-over-SSH tests), gpg (signed commits), Debian's
-# Chromium (the web UI's browser tests), and apt and dpkg (the image's). Run by `make test` before any test;
+# Chromium (the web UI's browser tests) with axe-core from npm (their
+# accessibility check), and apt and dpkg (the image's). Run by `make test` before any test;
 # as root it installs through apt, otherwise it names the command to run and
 # fails, so that no test is skipped for want of a tool.
 set -euo pipefail
@@ -25,7 +26,24 @@ need dpkg-deb dpkg
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
 	missing+=(chromium)
 fi
-[ ${#missing[@]} -eq 0 ] && exit 0
+# axe-core (the browser tests' accessibility check) comes from npm.
+need npm npm
+
+# axe_core installs axe-core for the tests only, in the cache (the UI itself
+# needs no Node build).
+axe_dir="${CONVERGE_AXE_DIR:-$HOME/.cache/converge/axe-core}"
+axe_core() {
+	[ -f "$axe_dir/node_modules/axe-core/axe.min.js" ] && return 0
+	echo "make test: installing axe-core $AXE_VERSION with npm into $axe_dir" >&2
+	mkdir -p "$axe_dir"
+	npm install --prefix "$axe_dir" "axe-core@$AXE_VERSION" --no-audit --no-fund --silent >&2
+}
+AXE_VERSION=4.14.1
+
+if [ ${#missing[@]} -eq 0 ]; then
+	axe_core
+	exit 0
+fi
 
 # One package may be named twice (ssh and ssh-keygen).
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -50,3 +68,4 @@ if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -
 	exit 1
 fi
 echo "make test: installed ${missing[*]}" >&2
+axe_core

@@ -297,3 +297,42 @@ func getPage(t *testing.T, c *http.Client, url string, want int) string {
 	}
 	return string(body)
 }
+
+// axeScript is axe-core, which hack/test-deps.sh installs with npm for the
+// tests only.
+func axeScript(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("CONVERGE_AXE_DIR")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = filepath.Join(home, ".cache", "converge", "axe-core")
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "node_modules", "axe-core", "axe.min.js"))
+	if err != nil {
+		t.Fatalf("no axe-core for the accessibility check (%v): `make test-deps` installs it", err)
+	}
+	return string(data)
+}
+
+// accessible runs axe-core's WCAG 2.1 A and AA rules on the page as it is
+// and fails the test for each violation, naming the rule and the elements.
+func (b *browser) accessible(page string) {
+	b.t.Helper()
+	if !evalJS[bool](b, `typeof window.axe === "object"`) {
+		runAs(b, "loading axe-core", chromedp.Evaluate[bool](axeScript(b.t)+";true"))
+	}
+	type violation struct {
+		ID, Impact, Help string
+		Targets          []string
+	}
+	found := runAs(b, "checking "+page+" with axe-core", chromedp.Evaluate[[]violation](`axe.run(document, {
+		runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}, resultTypes: ["violations"]
+	}).then(r => r.violations.map(v => ({id: v.id, impact: v.impact || "", help: v.help,
+		targets: v.nodes.slice(0, 5).map(n => n.target.join(" "))})))`, chromedp.EvalAwaitPromise))
+	for _, v := range found {
+		b.t.Errorf("%s: accessibility (axe-core %s, %s): %s: %s", page, v.ID, v.Impact, v.Help, strings.Join(v.Targets, "; "))
+	}
+}

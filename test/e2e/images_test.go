@@ -216,6 +216,7 @@ func TestImages_ANewTagBecomesOneReviewedCommitTheAppSyncs(t *testing.T) {
 	if html := b.html(); !strings.Contains(html, ns+"/</span>web") || !strings.Contains(html, `<td class="mono latest">1.1.0</td>`) || !strings.Contains(html, second[:7]) {
 		t.Errorf("the Images page does not show %s/web at 1.1.0 applied in %s", ns, second[:7])
 	}
+	b.accessible("the Images page")
 	var note map[string]any
 	if p := rcv.waitPost(t, "event", "ImageUpdated"); json.Unmarshal(p.body, &note) != nil || note["name"] != "images" || !strings.Contains(fmt.Sprint(note["message"]), "1.0.0 → 1.1.0") {
 		t.Errorf("ImageUpdated notification: %s", p.body)

@@ -196,6 +196,7 @@ func TestUI_ObjectPagesShowLogsEventsManifestsAndAct(t *testing.T) {
 	b.run("waiting for the new line", until(fmt.Sprintf(`document.getElementById("log-text").textContent.includes(%q)`, printed)))
 	b.run("stopping", click("#log-follow"), until(`document.getElementById("log-follow").textContent === "Follow"`))
 	b.screenshot("main", "ui-object-pod.png")
+	b.accessible("a pod's page")
 	b.confirm("#act-delete")
 	if err := kubetest.WaitFor(ctx, 30*time.Second, func(ctx context.Context) (bool, error) {
 		err := a.client.Get(ctx, client.ObjectKeyFromObject(&pod), &corev1.Pod{})

@@ -99,6 +99,7 @@ func TestUI_SingleSignOnActsAsTheProvidersUser(t *testing.T) {
 	if got := b.text("#sso"); got != "Sign in with the test provider" {
 		t.Errorf("the button says %q", got)
 	}
+	b.accessible("the sign-in page")
 	// The apiserver asks the provider for its keys every 10 s until it
 	// answers; until then it refuses the ID token and the page says so.
 	deadline := time.Now().Add(40 * time.Second)

@@ -141,6 +141,7 @@ func TestUI_ShowsTheListTreeHistoryAndMaskedDiff(t *testing.T) {
 	}
 	b.run("filtering by namespace", chromedp.Navigate(base+"/?namespace="+ns), visible(row))
 	b.screenshot("", "ui-apps.png")
+	b.accessible("the Applications list")
 
 	b.run("opening the app", chromedp.Navigate(base+"/apps/"+ns+"/web"), visible("#tree"))
 	// The tree: the CRD before its Widget, the Deployment over its
@@ -193,6 +194,7 @@ func TestUI_ShowsTheListTreeHistoryAndMaskedDiff(t *testing.T) {
 		}
 	}
 	b.screenshot("#diff", "ui-diff.png")
+	b.accessible("an Application's page with its diff")
 	noSecrets(t, "the app page", b.html(), uiSecret, uiLiveSecret)
 	data, err := os.ReadFile(logs)
 	if err != nil {
@@ -524,6 +526,7 @@ func TestUI_SealsInTheBrowserForTheAgentToOpen(t *testing.T) {
 		click("#seal-button"),
 		chromedp.Poll[chromedp.Void](`document.getElementById("seal-output").value.startsWith("apiVersion")`))
 	out := b.value("#seal-output")
+	b.accessible("the Sealed Secrets page")
 	noSecrets(t, "the sealing page after sealing", b.html(), plaintext)
 	if strings.Contains(out, plaintext) {
 		t.Fatal("the sealed YAML holds the plaintext")
