@@ -173,12 +173,14 @@ type NotifyTarget struct {
 	// Discord webhook), alertmanager (alerts posted to Alertmanager's
 	// /api/v2/alerts: SyncFailed and HealthDegraded fire, the next
 	// SyncSucceeded resolves; a "token" is sent as a bearer token), or
-	// github, gitlab, gitea (a commit status on the synced commit, with
-	// the Secret's "token").
-	// +kubebuilder:validation:Enum=webhook;slack;msteams;discord;alertmanager;github;gitlab;gitea
+	// github, gitlab, gitea, bitbucket (a commit status on the synced
+	// commit, with the Secret's "token"; Bitbucket Cloud's is
+	// "username:app-password", or an access token).
+	// +kubebuilder:validation:Enum=webhook;slack;msteams;discord;alertmanager;github;gitlab;gitea;bitbucket
 	Type string `json:"type"`
 	// URL is the webhook's address or, for commit statuses, the forge's
-	// base URL (default https://api.github.com for github). A Secret's
+	// base URL (default https://api.github.com for github,
+	// https://api.bitbucket.org for bitbucket). A Secret's
 	// "url" key, when present, replaces it (Slack URLs are secrets).
 	// +optional
 	URL string `json:"url,omitempty"`

@@ -35,7 +35,7 @@ type NotifierList struct {
 // spec.notify entry but its events, which Alerts choose.
 type NotifierSpec struct {
 	// Type is a receiver type, as spec.notify[].type.
-	// +kubebuilder:validation:Enum=webhook;slack;msteams;discord;alertmanager;github;gitlab;gitea
+	// +kubebuilder:validation:Enum=webhook;slack;msteams;discord;alertmanager;github;gitlab;gitea;bitbucket
 	Type string `json:"type"`
 	// URL, as spec.notify[].url.
 	// +optional

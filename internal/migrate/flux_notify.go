@@ -23,7 +23,7 @@ import (
 // and its name for each.
 var fluxProviderTypes = map[string]string{
 	"generic": "webhook", "generic-hmac": "webhook", "slack": "slack", "msteams": "msteams", "discord": "discord",
-	"alertmanager": "alertmanager", "github": "github", "gitlab": "gitlab", "gitea": "gitea",
+	"alertmanager": "alertmanager", "github": "github", "gitlab": "gitlab", "gitea": "gitea", "bitbucket": "bitbucket",
 }
 
 // fluxProvider translates a Provider into a Notifier.
@@ -32,7 +32,7 @@ func (t *translator) fluxProvider(u *unstructured.Unstructured) {
 	typ := strAt(spec, "type")
 	ours, ok := fluxProviderTypes[typ]
 	if !ok {
-		t.note(u, "spec.type", "%s has no converge receiver (webhook, slack, msteams, discord, alertmanager, github, gitlab and gitea do); not translated", typ)
+		t.note(u, "spec.type", "%s has no converge receiver (webhook, slack, msteams, discord, alertmanager, github, gitlab, gitea and bitbucket do); not translated", typ)
 		return
 	}
 	n := v1alpha1.Notifier{
@@ -51,17 +51,20 @@ func (t *translator) fluxProvider(u *unstructured.Unstructured) {
 			t.note(u, "spec.address", "a Slack bot token (chat.postMessage) is not supported: converge posts to incoming webhooks; not translated")
 			return
 		}
-	case "github", "gitlab", "gitea":
+	case "github", "gitlab", "gitea", "bitbucket":
 		// Flux's address is the repository's URL; converge's the forge's
 		// API and the repository apart.
 		if base, repo, ok := forgeRepository(n.Spec.URL); ok {
 			n.Spec.Repository = repo
 			n.Spec.URL = base
-			if typ == "github" {
+			switch typ {
+			case "github":
 				n.Spec.URL = ""
 				if base != "https://github.com" {
 					n.Spec.URL = base + "/api/v3"
 				}
+			case "bitbucket": // Bitbucket Cloud's API, Flux's too
+				n.Spec.URL = ""
 			}
 		}
 	}

@@ -33,6 +33,8 @@ func TestTranslate_FluxProvidersAndAlerts(t *testing.T) {
 			Spec: notify.ProviderSpec{Type: "slack", Channel: "deploys", SecretRef: &fluxmeta.LocalObjectReference{Name: "slack-url"}}}),
 		fluxDoc(t, &notify.Provider{TypeMeta: tm("Provider"), ObjectMeta: om("github"),
 			Spec: notify.ProviderSpec{Type: "github", Address: "https://github.com/acme/fleet", SecretRef: &fluxmeta.LocalObjectReference{Name: "gh"}}}),
+		fluxDoc(t, &notify.Provider{TypeMeta: tm("Provider"), ObjectMeta: om("bitbucket"),
+			Spec: notify.ProviderSpec{Type: "bitbucket", Address: "https://bitbucket.org/acme/fleet.git", SecretRef: &fluxmeta.LocalObjectReference{Name: "bb"}}}),
 		fluxDoc(t, &notify.Provider{TypeMeta: tm("Provider"), ObjectMeta: om("ops"),
 			Spec: notify.ProviderSpec{Type: "opsgenie", Address: "https://api.opsgenie.com/v2/alerts"}}),
 		fluxDoc(t, &notify.Alert{TypeMeta: tm("Alert"), ObjectMeta: om("errors"),
@@ -49,8 +51,8 @@ func TestTranslate_FluxProvidersAndAlerts(t *testing.T) {
 				EventSources: []notifyv1.CrossNamespaceObjectReference{{Kind: "GitRepository", Name: "*"}}}}),
 	}
 	res := Translate(objects(t, docs...), Options{})
-	if len(res.Notifiers) != 2 || len(res.Alerts) != 2 {
-		t.Fatalf("%d Notifiers and %d Alerts, want 2 and 2 (each translated once)", len(res.Notifiers), len(res.Alerts))
+	if len(res.Notifiers) != 3 || len(res.Alerts) != 2 {
+		t.Fatalf("%d Notifiers and %d Alerts, want 3 and 2 (each translated once)", len(res.Notifiers), len(res.Alerts))
 	}
 	notifiers := map[string]v1alpha1.Notifier{}
 	for _, n := range res.Notifiers {
@@ -61,6 +63,9 @@ func TestTranslate_FluxProvidersAndAlerts(t *testing.T) {
 	}
 	if n := notifiers["github"]; n.Spec.Type != "github" || n.Spec.URL != "" || n.Spec.Repository != "acme/fleet" {
 		t.Errorf("github: %+v (want the API default and acme/fleet)", n.Spec)
+	}
+	if n := notifiers["bitbucket"]; n.Spec.Type != "bitbucket" || n.Spec.URL != "" || n.Spec.Repository != "acme/fleet" {
+		t.Errorf("bitbucket: %+v (want Bitbucket Cloud's API and acme/fleet)", n.Spec)
 	}
 	if _, ok := notifiers["ops"]; ok {
 		t.Error("an opsgenie Provider was translated: converge has no such receiver")

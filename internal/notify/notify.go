@@ -1,6 +1,6 @@
 // Package notify delivers Applications' events to receivers: a JSON
 // webhook (HMAC-signed), a Slack-compatible incoming webhook, or a commit
-// status on GitHub, GitLab or Gitea. Delivery is asynchronous: Send never
+// status on GitHub, GitLab, Gitea or Bitbucket. Delivery is asynchronous: Send never
 // blocks a sync; each receiver has its own queue, rate limit and retries
 // with backoff, so a receiver that is slow or down delays nothing else.
 package notify
@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -45,7 +46,7 @@ type Event struct {
 // Secret.
 type Receiver struct {
 	// Type is webhook, slack, msteams, discord, alertmanager, github,
-	// gitlab or gitea.
+	// gitlab, gitea or bitbucket.
 	Type string
 	URL  string
 	// Repository is owner/repo (GitLab: the project path) for commit
@@ -69,8 +70,11 @@ func (r Receiver) key() string {
 // DefaultURL is where a receiver of type sends when it names no URL:
 // GitHub's API for github, nothing for the others.
 func DefaultURL(typ string) string {
-	if typ == "github" {
+	switch typ {
+	case "github":
 		return "https://api.github.com"
+	case "bitbucket":
+		return "https://api.bitbucket.org"
 	}
 	return ""
 }
@@ -331,7 +335,7 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 		return recv.URL, body, header, err
 	case "alertmanager":
 		return alertmanager(recv, ev)
-	case "github", "gitea", "gitlab":
+	case "github", "gitea", "gitlab", "bitbucket":
 		sha := commitSHA.FindString(ev.Revision)
 		if sha == "" {
 			return "", nil, nil, fmt.Errorf("no commit to put a status on (revision %q)", ev.Revision)
@@ -343,19 +347,25 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 		context := "converge/" + ev.Namespace + "/" + ev.Name
 		base := strings.TrimSuffix(recv.URL, "/")
 		if recv.Token != "" {
-			if recv.Type == "gitlab" {
+			switch {
+			case recv.Type == "gitlab":
 				header.Set("PRIVATE-TOKEN", recv.Token)
-			} else {
+			case recv.Type == "bitbucket" && strings.Contains(recv.Token, ":"):
+				// username:app-password
+				header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(recv.Token)))
+			case recv.Type == "bitbucket":
+				header.Set("Authorization", "Bearer "+recv.Token)
+			default:
 				header.Set("Authorization", "token "+recv.Token)
 			}
 		}
 		var target string
 		var payload map[string]string
+		if base == "" {
+			base = DefaultURL(recv.Type)
+		}
 		switch recv.Type {
 		case "github":
-			if base == "" {
-				base = DefaultURL("github")
-			}
 			target = base + "/repos/" + recv.Repository + "/statuses/" + sha
 			payload = map[string]string{"state": state, "context": context, "description": description}
 		case "gitea":
@@ -364,6 +374,17 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 		case "gitlab":
 			target = base + "/api/v4/projects/" + url.PathEscape(recv.Repository) + "/statuses/" + sha
 			payload = map[string]string{"state": state, "name": context, "description": description}
+		case "bitbucket":
+			// Bitbucket Cloud's build status: a key of at most 40
+			// characters, and a link (required) to the commit.
+			target = base + "/2.0/repositories/" + recv.Repository + "/commit/" + sha + "/statuses/build"
+			key := context
+			if len(key) > 40 {
+				sum := sha256.Sum256([]byte(context))
+				key = "converge-" + hex.EncodeToString(sum[:])[:31]
+			}
+			payload = map[string]string{"state": state, "key": key, "name": context, "description": description,
+				"url": "https://bitbucket.org/" + recv.Repository + "/commits/" + sha}
 		}
 		body, err := json.Marshal(payload)
 		return target, body, header, err
@@ -467,16 +488,18 @@ func statusOf(forge string, ev Event) (state, description string) {
 	switch ev.Type {
 	case "SyncStarted":
 		state = "pending"
-		if forge == "gitlab" {
-			state = "running"
-		}
 	case "SyncFailed", "HealthDegraded":
 		state = "failure"
-		if forge == "gitlab" {
-			state = "failed"
-		}
 	default:
 		state = "success"
+	}
+	// Each forge's own words for the three states.
+	words := map[string]map[string]string{
+		"gitlab":    {"pending": "running", "failure": "failed"},
+		"bitbucket": {"pending": "INPROGRESS", "failure": "FAILED", "success": "SUCCESSFUL"},
+	}
+	if w, ok := words[forge][state]; ok {
+		state = w
 	}
 	return state, description
 }

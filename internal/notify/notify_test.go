@@ -32,6 +32,10 @@ func TestRequest_CommitStatusPerForge(t *testing.T) {
 		{Receiver{Type: "github", Repository: "acme/shop", Token: "t1"}, "https://api.github.com/repos/acme/shop/statuses/" + sha, "token t1", "Authorization", "success"},
 		{Receiver{Type: "gitea", URL: "https://gitea.example.com/", Repository: "acme/shop", Token: "t2"}, "https://gitea.example.com/api/v1/repos/acme/shop/statuses/" + sha, "token t2", "Authorization", "success"},
 		{Receiver{Type: "gitlab", URL: "https://gitlab.example.com", Repository: "group/sub/shop", Token: "t3"}, "https://gitlab.example.com/api/v4/projects/group%2Fsub%2Fshop/statuses/" + sha, "t3", "PRIVATE-TOKEN", "success"},
+		// Bitbucket Cloud: an app password as username:password, or an
+		// access token.
+		{Receiver{Type: "bitbucket", Repository: "acme/shop", Token: "ada:app-pw"}, "https://api.bitbucket.org/2.0/repositories/acme/shop/commit/" + sha + "/statuses/build", "Basic YWRhOmFwcC1wdw==", "Authorization", "SUCCESSFUL"},
+		{Receiver{Type: "bitbucket", Repository: "acme/shop", Token: "at"}, "https://api.bitbucket.org/2.0/repositories/acme/shop/commit/" + sha + "/statuses/build", "Bearer at", "Authorization", "SUCCESSFUL"},
 	} {
 		url, body, header, err := request(tc.recv, ev)
 		if err != nil {
@@ -44,6 +48,18 @@ func TestRequest_CommitStatusPerForge(t *testing.T) {
 		if err := json.Unmarshal(body, &got); err != nil || got["state"] != tc.state || got["description"] != "SyncSucceeded: synced" {
 			t.Errorf("%s: body %s", tc.recv.Type, body)
 		}
+	}
+	// Bitbucket wants a link and a key of at most 40 characters, and
+	// says FAILED and INPROGRESS.
+	long := Event{Type: "SyncFailed", Namespace: "a-rather-long-namespace-name", Name: "and-a-long-app-name", Revision: sha}
+	_, body, _, err := request(Receiver{Type: "bitbucket", Repository: "acme/shop"}, long)
+	var bb map[string]string
+	if err != nil || json.Unmarshal(body, &bb) != nil || len(bb["key"]) > 40 || bb["state"] != "FAILED" ||
+		bb["name"] != "converge/a-rather-long-namespace-name/and-a-long-app-name" || bb["url"] != "https://bitbucket.org/acme/shop/commits/"+sha {
+		t.Errorf("bitbucket, a long name failing: %s (%v)", body, err)
+	}
+	if _, body, _, _ = request(Receiver{Type: "bitbucket", Repository: "acme/shop"}, Event{Type: "SyncStarted", Revision: sha}); !strings.Contains(string(body), `"INPROGRESS"`) {
+		t.Errorf("bitbucket, a sync started: %s", body)
 	}
 	if _, _, _, err := request(Receiver{Type: "github", Repository: "acme/shop"}, Event{Type: "SyncFailed", Revision: "sha256:abc"}); err == nil {
 		t.Error("a status without a commit was built")
