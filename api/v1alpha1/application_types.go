@@ -170,13 +170,14 @@ type NotifyTarget struct {
 	// Type is webhook (JSON, signed with HMAC-SHA256 when the Secret has
 	// an "hmac" key), slack (a Slack-compatible incoming webhook), msteams
 	// (a Microsoft Teams incoming webhook's MessageCard), discord (a
-	// Discord webhook), alertmanager (alerts posted to Alertmanager's
+	// Discord webhook), smtp (an email; see Email), alertmanager (alerts
+	// posted to Alertmanager's
 	// /api/v2/alerts: SyncFailed and HealthDegraded fire, the next
 	// SyncSucceeded resolves; a "token" is sent as a bearer token), or
 	// github, gitlab, gitea, bitbucket (a commit status on the synced
 	// commit, with the Secret's "token"; Bitbucket Cloud's is
 	// "username:app-password", or an access token).
-	// +kubebuilder:validation:Enum=webhook;slack;msteams;discord;alertmanager;github;gitlab;gitea;bitbucket
+	// +kubebuilder:validation:Enum=webhook;slack;msteams;discord;alertmanager;github;gitlab;gitea;bitbucket;smtp
 	Type string `json:"type"`
 	// URL is the webhook's address or, for commit statuses, the forge's
 	// base URL (default https://api.github.com for github,
@@ -204,6 +205,25 @@ type NotifyTarget struct {
 	// +kubebuilder:validation:MaxLength=4096
 	// +optional
 	Template string `json:"template,omitempty"`
+	// Email is an smtp receiver's sender and recipients.
+	// +optional
+	Email *EmailSettings `json:"email,omitempty"`
+}
+
+// EmailSettings are the addresses of an smtp receiver, whose URL is
+// smtp://host:port (STARTTLS, required) or smtps://host:port (TLS from
+// the start), and whose Secret may hold "username", "password" and
+// "ca.crt" (PEM: the CAs the server's certificate is checked against).
+type EmailSettings struct {
+	// From is the sender's address.
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=254
+	From string `json:"from"`
+	// To are the recipients' addresses.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:MaxLength=254
+	To []string `json:"to"`
 }
 
 // NotifyEvent is an event a NotifyTarget can receive.

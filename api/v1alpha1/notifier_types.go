@@ -35,7 +35,7 @@ type NotifierList struct {
 // spec.notify entry but its events, which Alerts choose.
 type NotifierSpec struct {
 	// Type is a receiver type, as spec.notify[].type.
-	// +kubebuilder:validation:Enum=webhook;slack;msteams;discord;alertmanager;github;gitlab;gitea;bitbucket
+	// +kubebuilder:validation:Enum=webhook;slack;msteams;discord;alertmanager;github;gitlab;gitea;bitbucket;smtp
 	Type string `json:"type"`
 	// URL, as spec.notify[].url.
 	// +optional
@@ -51,6 +51,9 @@ type NotifierSpec struct {
 	// +kubebuilder:validation:MaxLength=4096
 	// +optional
 	Template string `json:"template,omitempty"`
+	// Email, as spec.notify[].email.
+	// +optional
+	Email *EmailSettings `json:"email,omitempty"`
 	// Suspend stops every Alert's deliveries to this Notifier.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`

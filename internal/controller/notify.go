@@ -131,7 +131,7 @@ func (s *notifier) alertTargets(ev v1alpha1.NotifyEvent) []alertTarget {
 		}
 		seen[n.Name] = true
 		out = append(out, alertTarget{NotifyTarget: v1alpha1.NotifyTarget{Type: n.Spec.Type, URL: n.Spec.URL, Repository: n.Spec.Repository,
-			SecretRef: n.Spec.SecretRef, Template: n.Spec.Template}, alert: a.Name, notifier: n.Name})
+			SecretRef: n.Spec.SecretRef, Template: n.Spec.Template, Email: n.Spec.Email}, alert: a.Name, notifier: n.Name})
 	}
 	return out
 }
@@ -169,6 +169,9 @@ func imageEvent(ev v1alpha1.NotifyEvent) bool {
 // receiver resolves t: its URL, repository and Secret.
 func (s *notifier) receiver(t v1alpha1.NotifyTarget) (notify.Receiver, error) {
 	recv := notify.Receiver{Type: t.Type, URL: t.URL, Repository: t.Repository}
+	if t.Email != nil {
+		recv.From, recv.To = t.Email.From, t.Email.To
+	}
 	if recv.Repository == "" {
 		recv.Repository = repositoryPath(s.app.Spec.Source.RepoURL)
 	}
@@ -178,6 +181,7 @@ func (s *notifier) receiver(t v1alpha1.NotifyTarget) (notify.Receiver, error) {
 			return recv, err
 		}
 		recv.Token, recv.HMACKey = string(sec.Data["token"]), sec.Data["hmac"]
+		recv.Username, recv.Password, recv.CA = string(sec.Data["username"]), string(sec.Data["password"]), sec.Data["ca.crt"]
 		if u := strings.TrimSpace(string(sec.Data["url"])); u != "" {
 			recv.URL = u
 		}

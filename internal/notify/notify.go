@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -55,12 +56,22 @@ type Receiver struct {
 	Token      string
 	HMACKey    []byte
 	// Template, when set, writes the message of text receivers (slack,
-	// msteams, discord) instead of the default line (ParseTemplate).
+	// msteams, discord, smtp) instead of the default line (ParseTemplate).
 	Template *template.Template
+	// From and To are an smtp receiver's addresses; Username and
+	// Password sign in to its server, whose certificate is checked
+	// against CA (PEM) when given, else the system's CAs.
+	From               string
+	To                 []string
+	Username, Password string
+	CA                 []byte
 }
 
 func (r Receiver) key() string {
 	k := r.Type + " " + r.URL + " " + r.Repository
+	if r.Type == "smtp" {
+		k += " " + r.From + " " + strings.Join(r.To, ",")
+	}
 	if r.Template != nil {
 		k += " " + r.Template.Root.String()
 	}
@@ -109,6 +120,8 @@ type Notifier struct {
 	IdleTimeout time.Duration
 
 	client *http.Client
+	// dial connects to mail servers, through the egress policy.
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	mu     sync.Mutex
 	queues map[string]*queue
 	perNS  map[string]int
@@ -136,7 +149,8 @@ func New(ctx context.Context, log logr.Logger, policy *egress.Policy) *Notifier 
 	transport := policy.Transport()
 	transport.TLSHandshakeTimeout, transport.ResponseHeaderTimeout = 5*time.Second, 10*time.Second
 	return &Notifier{
-		Log: log, Retries: 5, Backoff: time.Second, IdleTimeout: 30 * time.Second, ctx: ctx,
+		dial: policy.DialContext(&net.Dialer{Timeout: 5 * time.Second}),
+		Log:  log, Retries: 5, Backoff: time.Second, IdleTimeout: 30 * time.Second, ctx: ctx,
 		queues: map[string]*queue{}, perNS: map[string]int{},
 		client: &http.Client{Transport: transport, Timeout: 15 * time.Second,
 			// A receiver may not send the agent elsewhere.
@@ -247,6 +261,9 @@ func host(raw string) string {
 
 // post makes the request recv's type calls for.
 func (n *Notifier) post(ctx context.Context, recv Receiver, ev Event) error {
+	if recv.Type == "smtp" {
+		return n.mail(ctx, recv, ev)
+	}
 	target, body, header, err := request(recv, ev)
 	if errors.Is(err, errSkip) {
 		return nil // nothing this receiver reports
