@@ -249,3 +249,86 @@ func TestNotify_AlertsSendTheSelectedAppsEventsToASharedNotifier(t *testing.T) {
 		}
 	}
 }
+
+// TestNotify_FailuresAreToldOnceEachAcrossAnAgentRestart: an Alert for
+// failures sends each of 2 failing apps' SyncFailed once to a Teams
+// receiver (with a template) and once to a webhook; an agent that starts
+// again and finds them still failing in the same way tells nobody again.
+func TestNotify_FailuresAreToldOnceEachAcrossAnAgentRestart(t *testing.T) {
+	a := startAgent(t)
+	ns := kubetest.Namespace(t, cluster.Client)
+	kubeconfig, _ := identityKubeconfig(t, ns, "notify-agent")
+	args := []string{"--system-namespace", ns, "--watch-label-selector", strictAgentLabel + "=notify-restart"}
+	first := agentProcess(t, "notify-agent", kubeconfig, args...)
+	rcv := newReceiver(t)
+	ctx := context.Background()
+	for _, obj := range []client.Object{
+		&v1alpha1.Notifier{ObjectMeta: metav1.ObjectMeta{Name: "teams", Namespace: ns}, Spec: v1alpha1.NotifierSpec{Type: "msteams", URL: rcv.URL + "/teams",
+			Template: "{{.Name}} failed at {{.ShortRevision}}: {{.Message}}"}},
+		&v1alpha1.Notifier{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: ns}, Spec: v1alpha1.NotifierSpec{Type: "webhook", URL: rcv.URL + "/hook"}},
+		&v1alpha1.Alert{ObjectMeta: metav1.ObjectMeta{Name: "failures-to-teams", Namespace: ns}, Spec: v1alpha1.AlertSpec{
+			NotifierRef: v1alpha1.LocalObjectReference{Name: "teams"}, Severity: v1alpha1.SeverityError}},
+		&v1alpha1.Alert{ObjectMeta: metav1.ObjectMeta{Name: "failures-to-hook", Namespace: ns}, Spec: v1alpha1.AlertSpec{
+			NotifierRef: v1alpha1.LocalObjectReference{Name: "hook"}, Events: []v1alpha1.NotifyEvent{v1alpha1.NotifySyncFailed}}},
+	} {
+		if err := a.client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var repos []string
+	for _, name := range []string{"cart", "shop"} {
+		repo, _ := a.repoWith(t, ns+"-"+name, map[string]string{"deploy/cm.yaml": "kind: ConfigMap\n  broken: [yaml\n"}, "broken from the start")
+		app := notifyApp(a, ns, name, a.git.URL(repo.Name))
+		app.Labels = map[string]string{strictAgentLabel: "notify-restart"}
+		a.create(t, app)
+		repos = append(repos, repo.Name)
+	}
+	// told: receiver path and app → deliveries.
+	told := func() map[string]int {
+		out := map[string]int{}
+		for _, p := range rcv.posts() {
+			var m map[string]any
+			if err := json.Unmarshal(p.body, &m); err != nil {
+				t.Fatal(err)
+			}
+			switch p.path {
+			case "/hook":
+				out[fmt.Sprintf("hook %v %v", m["name"], m["event"])]++
+			case "/teams":
+				out[fmt.Sprintf("teams %v", m["text"])]++
+			}
+		}
+		return out
+	}
+	kubetest.Eventually(t, 30*time.Second, "both failures told to both receivers", func(context.Context) (bool, error) {
+		return len(told()) == 4, fmt.Errorf("told so far: %v", told())
+	})
+	before := told()
+	for k, n := range before {
+		if n != 1 || (strings.HasPrefix(k, "teams ") && !strings.Contains(k, " failed at ")) {
+			t.Errorf("%s: told %d times (want once, teams in the template's words): %v", k, n, before)
+		}
+	}
+
+	// Again: a new agent, with an empty cache, fetches and fails both apps
+	// anew.
+	_ = first.Process.Kill()
+	_ = first.Wait()
+	fetched := map[string]int64{}
+	for _, r := range repos {
+		fetched[r] = a.git.Fetches(r)
+	}
+	agentProcess(t, "notify-agent-again", kubeconfig, args...)
+	kubetest.Eventually(t, 30*time.Second, "the new agent fetching both apps", func(context.Context) (bool, error) {
+		for _, r := range repos {
+			if a.git.Fetches(r) <= fetched[r] {
+				return false, fmt.Errorf("%s fetched %d times, %d before the restart", r, a.git.Fetches(r), fetched[r])
+			}
+		}
+		return true, nil
+	})
+	observe(t, 3*time.Second, "deliveries after the restart")
+	if after := told(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("after the restart: %v, before: %v (want nothing told again)", after, before)
+	}
+}
