@@ -106,11 +106,13 @@ type appView struct {
 	DependsOn                []string
 	Tree                     []*treeNode
 	TreeNote                 string
-	History                  []historyRow
-	Actions                  []actionRow
-	Events                   []eventRow
-	EventsNote               string
-	Targets                  []rollbackTarget
+	// Graph, when asked for (?view=graph), draws Tree.
+	Graph      *graphView
+	History    []historyRow
+	Actions    []actionRow
+	Events     []eventRow
+	EventsNote string
+	Targets    []rollbackTarget
 }
 
 // loadApp reads everything an app's page shows, as the viewer.
@@ -200,6 +202,7 @@ func (u *Server) appPage(w http.ResponseWriter, r *http.Request, ss *session) {
 		u.fail(w, ss, err)
 		return
 	}
+	v.graph(r)
 	u.render(w, http.StatusOK, "app", u.page(ss, v.Row.Namespace+"/"+v.Row.Name, "apps", v))
 }
 
@@ -210,7 +213,15 @@ func (u *Server) appSections(w http.ResponseWriter, r *http.Request, ss *session
 		http.Error(w, viewerMessage(err), statusOf(err))
 		return
 	}
+	v.graph(r)
 	u.renderTemplate(w, http.StatusOK, "app", "sections", v)
+}
+
+// graph draws the tree when the page asks for it.
+func (v *appView) graph(r *http.Request) {
+	if r.URL.Query().Get("view") == "graph" {
+		v.Graph = layoutGraph(v.Tree)
+	}
 }
 
 func statusOf(err error) int {

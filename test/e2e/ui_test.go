@@ -168,6 +168,23 @@ func TestUI_ShowsTheListTreeHistoryAndMaskedDiff(t *testing.T) {
 		t.Errorf("the tree does not show Deployment → ReplicaSet → 2 Pods: %q", refs)
 	}
 	b.screenshot("#tree", "ui-tree.png")
+	// The same tree as a graph: every object a node linking to its page,
+	// a line from each to what was made for it.
+	b.run("drawing the graph", click("#view-graph"), visible("#graph"))
+	nodes := evalJS[[]string](b, `[...document.querySelectorAll("#graph a.gnode")].map(a => a.dataset.ref)`)
+	edges := evalJS[int](b, `document.querySelectorAll("#graph path.edge").length`)
+	roots := 0
+	for _, r := range refs {
+		if strings.HasSuffix(r, " < ") {
+			roots++
+		}
+	}
+	if len(nodes) != len(refs) || edges != len(refs)-roots {
+		t.Errorf("the graph has %d nodes and %d lines; the list %d objects, %d of them from Git: %q", len(nodes), edges, len(refs), roots, nodes)
+	}
+	b.accessible("an Application's graph")
+	b.screenshot("#tree", "ui-graph.png")
+	b.run("back to the list", click("#view-list"), visible("#tree li[data-ref]"))
 	if h := b.text("#history tr[data-entry] .author"); !strings.Contains(h, "Ada Lovelace") {
 		t.Errorf("the history's author = %q, want Ada Lovelace", h)
 	}

@@ -116,7 +116,7 @@
       return;
     }
     const [ns, name] = appPage.dataset.appPage.split("/");
-    const r = await fetchHTML("/apps/" + encodeURIComponent(ns) + "/" + encodeURIComponent(name) + "/sections");
+    const r = await fetchHTML("/apps/" + encodeURIComponent(ns) + "/" + encodeURIComponent(name) + "/sections" + location.search);
     if (!r || r.status !== 200) return;
     const frag = parse(r.text);
     for (const id of ["summary", "tree", "history", "actions", "events"]) {
