@@ -15,6 +15,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -296,4 +297,84 @@ func runGit(t *testing.T, dir string, args ...string) string {
 		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// TestBootstrap_OverSSHWithAnOpenPGPSignedCommit bootstraps from a
+// repository reached over SSH and signs the commit with gpg: the commit
+// verifies with the signer's key, the SSH key goes to the cluster's
+// Secret and never to Git, and the Application reads its source with it.
+func TestBootstrap_OverSSHWithAnOpenPGPSignedCommit(t *testing.T) {
+	b := startClusterB(t)
+	const ns = "converge-system"
+	cleanupBootstrap(t, b, ns)
+	git, err := gitserver.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := git.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(git.Stop)
+	ssh, err := git.StartSSH(t.TempDir())
+	if err != nil {
+		t.Fatal(err) // make test-deps installs openssh-server
+	}
+	t.Cleanup(ssh.Stop)
+	repo, err := git.NewRepo("fleet-ssh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(map[string]string{"README.md": "the fleet\n"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "start"); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := gitserver.NewGPGSigner(t.TempDir(), "Fleet Bootstrapper", "bootstrap@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(signer.Close)
+	t.Setenv("GNUPGHOME", signer.Home())
+	dir := t.TempDir()
+	keyFile, knownHosts := filepath.Join(dir, "id"), filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(keyFile, ssh.ClientKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(knownHosts, ssh.KnownHosts, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	r := convergeWith(t, b.kubeconfig, "bootstrap", "git", "--url", ssh.URL(repo.Name), "--path", "clusters/b", "--image", "example.com/converge:v1",
+		"--ssh-key-file", keyFile, "--known-hosts-file", knownHosts, "--signing-key", signer.Key, "--signing-format", "openpgp")
+	if r.code != 0 {
+		t.Fatalf("bootstrap over SSH: %s", r.output())
+	}
+	commit := strings.TrimSpace(r.stdout)
+	verify := exec.Command("git", "-C", repo.Bare, "verify-commit", "--raw", commit)
+	verify.Env = append(os.Environ(), "GNUPGHOME="+signer.Home())
+	if out, err := verify.CombinedOutput(); err != nil || !strings.Contains(string(out), "GOODSIG") {
+		t.Errorf("the bootstrap commit %s does not verify with the signer's key: %v\n%s", commit, err, out)
+	}
+	for path, content := range gitFiles(t, git.URL(repo.Name), commit) {
+		if strings.Contains(content, "PRIVATE KEY") || strings.Contains(content, strings.TrimSpace(string(ssh.ClientKey))[40:80]) {
+			t.Errorf("%s in Git holds the SSH key", path)
+		}
+	}
+	bc := b.typedClient(t)
+	ctx := context.Background()
+	var creds corev1.Secret
+	if err := bc.Get(ctx, client.ObjectKey{Namespace: ns, Name: "converge-install-git"}, &creds); err != nil {
+		t.Fatalf("the credentials Secret: %v", err)
+	}
+	if string(creds.Data["identity"]) != string(ssh.ClientKey) || len(creds.Data["known_hosts"]) == 0 {
+		t.Errorf("the Secret holds keys %v, want the SSH identity and known_hosts", slices.Sorted(maps.Keys(creds.Data)))
+	}
+	var app v1alpha1.Application
+	if err := bc.Get(ctx, client.ObjectKey{Namespace: ns, Name: "converge-install"}, &app); err != nil {
+		t.Fatal(err)
+	}
+	if app.Spec.Source.RepoURL != ssh.URL(repo.Name) || app.Spec.Source.SecretRef == nil || app.Spec.Source.SecretRef.Name != "converge-install-git" {
+		t.Errorf("the Application's source: %+v", app.Spec.Source)
+	}
 }

@@ -145,3 +145,6 @@ func (r *Repo) TagSigned(tag, message string, s *Signer) error {
 	_, err := git(r.Work, "push", "-q", "-f", "origin", "refs/tags/"+tag)
 	return err
 }
+
+// Home is an openpgp Signer's GNUPGHOME (gpg finds its key there).
+func (s *Signer) Home() string { return s.home }
