@@ -353,60 +353,67 @@ func request(recv Receiver, ev Event) (string, []byte, http.Header, error) {
 	case "alertmanager":
 		return alertmanager(recv, ev)
 	case "github", "gitea", "gitlab", "bitbucket":
-		sha := commitSHA.FindString(ev.Revision)
-		if sha == "" {
-			return "", nil, nil, fmt.Errorf("no commit to put a status on (revision %q)", ev.Revision)
-		}
-		if recv.Repository == "" || strings.Count(recv.Repository, "/") < 1 {
-			return "", nil, nil, fmt.Errorf("no owner/repository for the commit status: set notify[].repository")
-		}
-		state, description := statusOf(recv.Type, ev)
-		context := "converge/" + ev.Namespace + "/" + ev.Name
-		base := strings.TrimSuffix(recv.URL, "/")
-		if recv.Token != "" {
-			switch {
-			case recv.Type == "gitlab":
-				header.Set("PRIVATE-TOKEN", recv.Token)
-			case recv.Type == "bitbucket" && strings.Contains(recv.Token, ":"):
-				// username:app-password
-				header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(recv.Token)))
-			case recv.Type == "bitbucket":
-				header.Set("Authorization", "Bearer "+recv.Token)
-			default:
-				header.Set("Authorization", "token "+recv.Token)
-			}
-		}
-		var target string
-		var payload map[string]string
-		if base == "" {
-			base = DefaultURL(recv.Type)
-		}
-		switch recv.Type {
-		case "github":
-			target = base + "/repos/" + recv.Repository + "/statuses/" + sha
-			payload = map[string]string{"state": state, "context": context, "description": description}
-		case "gitea":
-			target = base + "/api/v1/repos/" + recv.Repository + "/statuses/" + sha
-			payload = map[string]string{"state": state, "context": context, "description": description}
-		case "gitlab":
-			target = base + "/api/v4/projects/" + url.PathEscape(recv.Repository) + "/statuses/" + sha
-			payload = map[string]string{"state": state, "name": context, "description": description}
-		case "bitbucket":
-			// Bitbucket Cloud's build status: a key of at most 40
-			// characters, and a link (required) to the commit.
-			target = base + "/2.0/repositories/" + recv.Repository + "/commit/" + sha + "/statuses/build"
-			key := context
-			if len(key) > 40 {
-				sum := sha256.Sum256([]byte(context))
-				key = "converge-" + hex.EncodeToString(sum[:])[:31]
-			}
-			payload = map[string]string{"state": state, "key": key, "name": context, "description": description,
-				"url": "https://bitbucket.org/" + recv.Repository + "/commits/" + sha}
-		}
-		body, err := json.Marshal(payload)
-		return target, body, header, err
+		return commitStatus(recv, ev)
 	}
 	return "", nil, nil, fmt.Errorf("unknown receiver type %q", recv.Type)
+}
+
+// commitStatus is ev as a commit status on recv's forge: GitHub, Gitea,
+// GitLab or Bitbucket Cloud.
+func commitStatus(recv Receiver, ev Event) (string, []byte, http.Header, error) {
+	header := http.Header{}
+	sha := commitSHA.FindString(ev.Revision)
+	if sha == "" {
+		return "", nil, nil, fmt.Errorf("no commit to put a status on (revision %q)", ev.Revision)
+	}
+	if recv.Repository == "" || strings.Count(recv.Repository, "/") < 1 {
+		return "", nil, nil, fmt.Errorf("no owner/repository for the commit status: set notify[].repository")
+	}
+	state, description := statusOf(recv.Type, ev)
+	context := "converge/" + ev.Namespace + "/" + ev.Name
+	base := strings.TrimSuffix(recv.URL, "/")
+	if recv.Token != "" {
+		switch {
+		case recv.Type == "gitlab":
+			header.Set("PRIVATE-TOKEN", recv.Token)
+		case recv.Type == "bitbucket" && strings.Contains(recv.Token, ":"):
+			// username:app-password
+			header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(recv.Token)))
+		case recv.Type == "bitbucket":
+			header.Set("Authorization", "Bearer "+recv.Token)
+		default:
+			header.Set("Authorization", "token "+recv.Token)
+		}
+	}
+	var target string
+	var payload map[string]string
+	if base == "" {
+		base = DefaultURL(recv.Type)
+	}
+	switch recv.Type {
+	case "github":
+		target = base + "/repos/" + recv.Repository + "/statuses/" + sha
+		payload = map[string]string{"state": state, "context": context, "description": description}
+	case "gitea":
+		target = base + "/api/v1/repos/" + recv.Repository + "/statuses/" + sha
+		payload = map[string]string{"state": state, "context": context, "description": description}
+	case "gitlab":
+		target = base + "/api/v4/projects/" + url.PathEscape(recv.Repository) + "/statuses/" + sha
+		payload = map[string]string{"state": state, "name": context, "description": description}
+	case "bitbucket":
+		// Bitbucket Cloud's build status: a key of at most 40
+		// characters, and a link (required) to the commit.
+		target = base + "/2.0/repositories/" + recv.Repository + "/commit/" + sha + "/statuses/build"
+		key := context
+		if len(key) > 40 {
+			sum := sha256.Sum256([]byte(context))
+			key = "converge-" + hex.EncodeToString(sum[:])[:31]
+		}
+		payload = map[string]string{"state": state, "key": key, "name": context, "description": description,
+			"url": "https://bitbucket.org/" + recv.Repository + "/commits/" + sha}
+	}
+	body, err := json.Marshal(payload)
+	return target, body, header, err
 }
 
 // errSkip says a receiver has nothing to say of an event (Alertmanager of

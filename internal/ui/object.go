@@ -199,6 +199,7 @@ func (u *Server) objectAct(w http.ResponseWriter, r *http.Request, ss *session) 
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	ns, name, action := r.PathValue("ns"), r.PathValue("name"), r.PathValue("action")
+	_ = r.ParseForm() // the CSRF check may have read a header instead
 	res := resourceOf(r.PostForm)
 	app := &v1alpha1.Application{}
 	if err := ss.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, app); err != nil {
