@@ -42,24 +42,7 @@ func TestBootstrap_TheAgentManagesItselfFromGitUpgradesAndRollsBack(t *testing.T
 	cleanupBootstrap(t, b, ns)
 	bc := b.typedClient(t)
 
-	git, err := gitserver.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := git.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(git.Stop)
-	repo, err := git.NewRepo("fleet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Write(map[string]string{"README.md": "the fleet\n", "clusters/b/apps/README.md": "apps\n"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Commit("main", "start"); err != nil {
-		t.Fatal(err)
-	}
+	git, repo := fleetRepo(t, "fleet", map[string]string{"README.md": "the fleet\n", "clusters/b/apps/README.md": "apps\n"})
 	url := git.URL(repo.Name)
 	bootstrap := func(image string) string {
 		t.Helper()
@@ -307,29 +290,12 @@ func TestBootstrap_OverSSHWithAnOpenPGPSignedCommit(t *testing.T) {
 	b := startClusterB(t)
 	const ns = "converge-system"
 	cleanupBootstrap(t, b, ns)
-	git, err := gitserver.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := git.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(git.Stop)
+	git, repo := fleetRepo(t, "fleet-ssh", map[string]string{"README.md": "the fleet\n"})
 	ssh, err := git.StartSSH(t.TempDir())
 	if err != nil {
 		t.Fatal(err) // make test-deps installs openssh-server
 	}
 	t.Cleanup(ssh.Stop)
-	repo, err := git.NewRepo("fleet-ssh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := repo.Write(map[string]string{"README.md": "the fleet\n"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Commit("main", "start"); err != nil {
-		t.Fatal(err)
-	}
 	signer, err := gitserver.NewGPGSigner(t.TempDir(), "Fleet Bootstrapper", "bootstrap@example.com")
 	if err != nil {
 		t.Fatal(err)
@@ -377,4 +343,28 @@ func TestBootstrap_OverSSHWithAnOpenPGPSignedCommit(t *testing.T) {
 	if app.Spec.Source.RepoURL != ssh.URL(repo.Name) || app.Spec.Source.SecretRef == nil || app.Spec.Source.SecretRef.Name != "converge-install-git" {
 		t.Errorf("the Application's source: %+v", app.Spec.Source)
 	}
+}
+
+// fleetRepo serves a repository of its own, name, holding files on main.
+func fleetRepo(t *testing.T, name string, files map[string]string) (*gitserver.Server, *gitserver.Repo) {
+	t.Helper()
+	git, err := gitserver.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := git.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(git.Stop)
+	repo, err := git.NewRepo(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.Write(files); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Commit("main", "start"); err != nil {
+		t.Fatal(err)
+	}
+	return git, repo
 }

@@ -31,13 +31,7 @@ func (c *Cluster) ensureKubelet() error {
 		if err != nil {
 			return err
 		}
-		serving := &x509.Certificate{
-			Subject:     pkix.Name{CommonName: "kwok-kubelet"},
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-			DNSNames:    []string{"localhost"},
-		}
-		if err := issue(pki, "kubelet", serving, ca, key); err != nil {
+		if err := issueLoopback(pki, "kubelet", "kwok-kubelet", ca, key); err != nil {
 			return err
 		}
 	}
@@ -46,6 +40,18 @@ func (c *Cluster) ensureKubelet() error {
 	}
 	stages := strings.NewReplacer("KWOK_PORT", c.port(kwokPort), "POD_LOG_FILE", c.path("pod.log")).Replace(kwokStages)
 	return os.WriteFile(c.path("kwok-stages.yaml"), []byte(stages), 0o644)
+}
+
+// issueLoopback issues name.crt and name.key: a serving certificate for
+// 127.0.0.1 and localhost, from ca.
+func issueLoopback(pki, name, cn string, ca *x509.Certificate, key *ecdsa.PrivateKey) error {
+	serving := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:    []string{"localhost"},
+	}
+	return issue(pki, name, serving, ca, key)
 }
 
 // loadCA reads the cluster CA's certificate and key.

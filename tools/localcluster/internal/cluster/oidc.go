@@ -1,10 +1,7 @@
 package cluster
 
 import (
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,13 +36,7 @@ func (c *Cluster) ensureOIDC() error {
 		if err := writePair(pki, "oidc-ca", ca, key); err != nil {
 			return err
 		}
-		serving := &x509.Certificate{
-			Subject:     pkix.Name{CommonName: "converge-local-oidc"},
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-			DNSNames:    []string{"localhost"},
-		}
-		if err := issue(pki, "oidc", serving, ca, key); err != nil {
+		if err := issueLoopback(pki, "oidc", "converge-local-oidc", ca, key); err != nil {
 			return err
 		}
 	}
