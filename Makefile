@@ -62,11 +62,7 @@ FUZZ_TARGETS := internal/source:FuzzVerify internal/source:FuzzExtract internal/
 
 ## fuzz: run each fuzz target for FUZZTIME (default 5s)
 fuzz: bin/localcluster
-	@export KUBEBUILDER_ASSETS="$$($(LOCALCLUSTER) assets)"; \
-	for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
-	  echo "fuzzing $$fn in $$pkg for $(FUZZTIME)" >&2; \
-	  out=$$($(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg 2>&1) || { echo "$$out"; echo "fuzz: $$fn failed (above; a failing input is written to $$pkg/testdata/fuzz/$$fn)"; exit 1; }; \
-	done
+	@KUBEBUILDER_ASSETS="$$($(LOCALCLUSTER) assets)" FUZZTIME=$(FUZZTIME) GO=$(GO) hack/fuzz.sh $(FUZZ_TARGETS)
 
 ## test-deps: install sshd, gpg, Chromium and npm when missing (apt-get as root; otherwise names what to install), and axe-core (npm, in the cache)
 test-deps:
