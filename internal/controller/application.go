@@ -141,8 +141,10 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if r.Shards != nil {
 		app.Status.Shard = r.Shards.ID
 	}
+	out := &outbox{}
 	defer func() {
 		if equality.Semantic.DeepEqual(before, &app.Status) || r.wrote(req.NamespacedName, &app.Status) {
+			out.flush(true)
 			return
 		}
 		var requeue bool
@@ -150,6 +152,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			requeue, err = writeStatus(ctx, r.Client, app, base)
 			return err
 		})
+		out.flush(!requeue && err == nil)
 		switch {
 		case requeue:
 			result = ctrl.Result{Requeue: true}
@@ -165,7 +168,7 @@ func (r *ApplicationReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		apimeta.RemoveStatusCondition(&app.Status.Conditions, v1alpha1.ConditionReconciling)
 		return ctrl.Result{}, nil
 	}
-	return r.reconcile(ctx, app)
+	return r.reconcile(ctx, app, out)
 }
 
 func requeueAfter(health v1alpha1.HealthStatusCode, interval time.Duration) time.Duration {

@@ -25,8 +25,10 @@ import (
 // their Secrets through secrets (the app's account) only when an event is
 // sent: an idle app costs nothing.
 type notifier struct {
-	ctx     context.Context
-	n       *notify.Notifier
+	ctx context.Context
+	n   *notify.Notifier
+	// outbox, when set, holds what is sent until the status is written.
+	outbox  *outbox
 	app     *v1alpha1.Application
 	secrets client.Reader
 	// allow is the Tenant's rule for receiver URLs (one from a Secret
@@ -60,12 +62,48 @@ func notifyTemplates(app *v1alpha1.Application) (map[int]*template.Template, err
 	return out, nil
 }
 
-// send queues ev (with revision and message) for every receiver that
-// wants it, and returns at once.
+// outbox holds a reconcile's notifications until its status is written.
+// What is told is then what the status records (a failure by
+// status.lastError): an agent that stops in between tells nothing rather
+// than, once started again, telling twice.
+type outbox struct {
+	held []heldNotice
+}
+
+type heldNotice struct {
+	s             *notifier
+	ev            v1alpha1.NotifyEvent
+	revision, msg string
+}
+
+// flush sends what is held. When the status could not be written, a
+// failure is not sent: its retry finds no status.lastError and tells it
+// then.
+func (o *outbox) flush(statusWritten bool) {
+	for _, h := range o.held {
+		if !statusWritten && h.ev == v1alpha1.NotifySyncFailed {
+			continue
+		}
+		h.s.deliver(h.ev, h.revision, h.msg)
+	}
+	o.held = nil
+}
+
+// send tells ev (with revision and message) to every receiver that wants
+// it: now, or when the reconcile's status is written (outbox).
 func (s *notifier) send(ev v1alpha1.NotifyEvent, revision, msg string) {
 	if s == nil || s.n == nil {
 		return
 	}
+	if s.outbox != nil {
+		s.outbox.held = append(s.outbox.held, heldNotice{s: s, ev: ev, revision: revision, msg: msg})
+		return
+	}
+	s.deliver(ev, revision, msg)
+}
+
+// deliver queues ev for every receiver that wants it, and returns at once.
+func (s *notifier) deliver(ev v1alpha1.NotifyEvent, revision, msg string) {
 	event := notify.Event{Type: string(ev), Namespace: s.app.Namespace, Name: s.app.Name, Revision: revision,
 		Message: redact.Message(msg), Time: time.Now().UTC()}
 	for i, t := range s.app.Spec.Notify {

@@ -47,7 +47,9 @@ type attempt struct {
 	target       *target
 	secrets      client.Reader
 	notify       *notifier
-	src          source.Request
+	// outbox holds notifications until the status is written.
+	outbox *outbox
+	src    source.Request
 
 	// From source: the app resolved at its revision.
 	build    *appspec.Build
@@ -67,9 +69,9 @@ type attempt struct {
 // reconcile runs the steps for a live, unsuspended app: govern, source,
 // quiet (nothing to do), render, decide, sync, observe. A step that fails
 // ends it; settle writes the outcome.
-func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.Application) (ctrl.Result, error) {
+func (r *ApplicationReconciler) reconcile(ctx context.Context, app *v1alpha1.Application, out *outbox) (ctrl.Result, error) {
 	run := &attempt{app: app, key: client.ObjectKeyFromObject(app), start: r.now(), request: pendingRequest(app),
-		interval: app.Spec.SyncPolicy.GetInterval()}
+		interval: app.Spec.SyncPolicy.GetInterval(), outbox: out}
 	if q, ok := r.takePush(run.key); ok && run.request.at == "" {
 		run.request = q
 	}
@@ -161,7 +163,7 @@ func (r *ApplicationReconciler) govern(ctx context.Context, run *attempt) error 
 	if err != nil {
 		return refuseAs(v1alpha1.ReasonValidationFailed, err)
 	}
-	run.notify = &notifier{ctx: ctx, n: r.Notifier, app: app, secrets: run.secrets, allow: ten.AllowNotify, templates: templates, alerts: r.Client}
+	run.notify = &notifier{ctx: ctx, n: r.Notifier, app: app, secrets: run.secrets, allow: ten.AllowNotify, templates: templates, alerts: r.Client, outbox: run.outbox}
 	// The source, its credentials and trusted keys: read once, used by the
 	// rollback, the fetch and the pin check alike.
 	if run.src, err = appspec.SourceRequest(ctx, run.secrets, app.Namespace, &app.Spec.Source); err != nil {
