@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -78,7 +77,7 @@ func (u *Server) objectPage(w http.ResponseWriter, r *http.Request, ss *session)
 		u.fail(w, ss, apierrors.NewNotFound(schema.GroupResource{Group: res.Group, Resource: res.Kind}, res.Name))
 		return
 	}
-	v := &objectView{AppNamespace: ns, AppName: name, Res: res, Link: objectLink(app, res.Group, res.Kind, res.Namespace, res.Name),
+	v := &objectView{AppNamespace: ns, AppName: name, Res: res,
 		Restart: actions.CanRestart(res), Delete: actions.CanDelete(res), Scale: actions.CanScale(res), Retry: actions.CanRetry(res)}
 	live, err := u.liveObject(ctx, ss, res)
 	switch {
@@ -172,7 +171,7 @@ func (u *Server) podLogs(ctx context.Context, ss *session, v *objectView, live *
 		v.Container = c
 	}
 	v.Previous = q.Get("previous") == "1"
-	cs, err := kubernetes.NewForConfig(ss.cfg)
+	cs, err := ss.clientset()
 	if err != nil {
 		v.LogsNote = redact.Error(err)
 		return
@@ -281,7 +280,7 @@ func (u *Server) followLogs(w http.ResponseWriter, r *http.Request, ss *session)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), followFor)
 	defer cancel()
-	cs, err := kubernetes.NewForConfig(ss.cfg)
+	cs, err := ss.clientset()
 	if err != nil {
 		http.Error(w, redact.Error(err), http.StatusInternalServerError)
 		return

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/time/rate"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -56,6 +57,9 @@ type session struct {
 	flash    string
 	access   map[string]accessAnswer
 	engine   *engine.Manager
+	// typed is the viewer's client-go clientset (logs), made on first use
+	// and kept, so its connections are reused.
+	typed kubernetes.Interface
 	// previews bounds the diffs one session asks for: each fetches and
 	// renders as the agent.
 	previews *rate.Limiter
@@ -250,6 +254,20 @@ func (ss *session) actor(records client.Client) *actions.Actor {
 	a := actions.As(ss.client, ss.user, "ui")
 	a.Records = records
 	return a
+}
+
+// clientset is the viewer's client-go clientset, made on first use.
+func (ss *session) clientset() (kubernetes.Interface, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.typed == nil {
+		cs, err := kubernetes.NewForConfig(ss.cfg)
+		if err != nil {
+			return nil, err
+		}
+		ss.typed = cs
+	}
+	return ss.typed, nil
 }
 
 // manager is the viewer's engine (for diffs), made on first use.
